@@ -1,0 +1,271 @@
+package archive
+
+import (
+	"archive/tar"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+	"strings"
+)
+
+// Info is what the image configuration needs to know about the
+// customisation layer.
+type Info struct {
+	Shell    string // "/bin/bash" if bash ended up in /bin, else ""
+	CertFile string // "/etc/ssl/certs/ca-bundle.crt" when a root provides CA certificates, else ""
+	Path     string // value for PATH: "/bin", then "/usr/bin" and "/sbin" when the image has them
+}
+
+// mergedDirs are the top-level directories of the roots that are merged
+// into the image's root.
+var mergedDirs = []string{"bin", "etc", "lib", "sbin", "share"}
+
+// certNames are the names under etc/ssl/certs a CA bundle is looked up by,
+// and linked as, in order of preference.
+var certNames = []string{"ca-bundle.crt", "ca-certificates.crt"}
+
+// Generated files of every image.
+const (
+	passwd = "root:x:0:0:System administrator:/root:/bin/sh\n" +
+		"nobody:x:65534:65534:Unprivileged account:/var/empty:/sbin/nologin\n"
+	group = "root:x:0:\n" +
+		"nogroup:x:65534:\n"
+	nsswitch = "passwd: files\n" +
+		"group: files\n" +
+		"shadow: files\n" +
+		"hosts: files dns\n"
+)
+
+// Customisation builds the entries of the customisation layer for an image
+// whose top-level packages are roots (realised store paths, in request
+// order), reading the roots from the file system. See CustomisationFS.
+func Customisation(roots []string) ([]Entry, Info, error) {
+	return CustomisationFS(os.DirFS("/"), roots)
+}
+
+// CustomisationFS is Customisation reading from fsys, which stands for the
+// file system root: root "/nix/store/x" is read as "nix/store/x". Symlinks
+// in the result still point to the absolute root paths.
+//
+// The layer it describes, like nixpkgs' buildEnv:
+//
+//   - The directories bin, sbin, lib, share and etc of every root are
+//     merged into /: they become real directories whose entries are
+//     symlinks to the store, e.g. bin/hello → /nix/store/…-hello/bin/hello.
+//     A directory that several roots have is made real too and its children
+//     are merged the same way; a directory only one root has is a single
+//     symlink. A symlink to a directory counts as that directory.
+//   - Conflicts: when roots have different things at the same place, the
+//     root that comes first in roots wins. If the winner has a directory
+//     there, later roots' directories are merged into it and their other
+//     files are dropped. The order of the request thus decides, the same
+//     way every time.
+//   - Generated files win over package-provided ones: /etc/passwd (root and
+//     nobody), /etc/group (root and nogroup), /etc/nsswitch.conf, /tmp (mode
+//     01777) and /root (0700) are always present, and packages' files at
+//     those names are skipped. The image must be usable as root whatever
+//     packages it holds.
+//   - /usr/bin/env → /bin/env when /bin/env exists, so that "#!/usr/bin/env"
+//     scripts run; /bin/sh → /bin/bash when no root provides bin/sh but one
+//     provides bin/bash.
+//   - CA certificates: the first root with etc/ssl/certs/ca-bundle.crt (or
+//     else ca-certificates.crt) provides the bundle, linked under both names
+//     in /etc/ssl/certs; Info.CertFile then names it.
+//
+// The entries are sorted by name and include all parent directories; the
+// same roots and files give the same entries.
+func CustomisationFS(fsys fs.FS, roots []string) ([]Entry, Info, error) {
+	m := &merger{fsys: fsys, reserved: map[string]bool{}, forced: map[string]bool{}}
+	var gen []Entry
+	add := func(e Entry) {
+		gen = append(gen, e)
+		m.reserved[e.Name] = true
+		for dir := path.Dir(e.Name); dir != "."; dir = path.Dir(dir) {
+			m.forced[dir] = true
+		}
+	}
+	add(Entry{Name: "tmp", Type: tar.TypeDir, Mode: 0o1777})
+	add(Entry{Name: "root", Type: tar.TypeDir, Mode: 0o700})
+	add(Entry{Name: "etc/passwd", Type: tar.TypeReg, Mode: 0o644, Data: []byte(passwd)})
+	add(Entry{Name: "etc/group", Type: tar.TypeReg, Mode: 0o644, Data: []byte(group)})
+	add(Entry{Name: "etc/nsswitch.conf", Type: tar.TypeReg, Mode: 0o644, Data: []byte(nsswitch)})
+
+	var sources []source
+	seen := map[string]bool{}
+	for _, root := range roots {
+		if !path.IsAbs(root) {
+			return nil, Info{}, fmt.Errorf("root %q: not absolute", root)
+		}
+		root = path.Clean(root)
+		if seen[root] {
+			continue
+		}
+		seen[root] = true
+		name := fsName(root)
+		if _, err := fs.Stat(fsys, name); err != nil {
+			return nil, Info{}, fmt.Errorf("root %s: %w", root, err)
+		}
+		sources = append(sources, source{name: name, target: root})
+	}
+
+	var info Info
+	if bundle := findCerts(fsys, sources); bundle != "" {
+		for _, n := range certNames {
+			add(Entry{Name: "etc/ssl/certs/" + n, Type: tar.TypeSymlink, Mode: 0o777, Target: bundle})
+		}
+		info.CertFile = "/etc/ssl/certs/" + certNames[0]
+	}
+
+	for _, top := range mergedDirs {
+		var dirs []source
+		for _, s := range sources {
+			if child := s.child(top); m.isDir(child.name) {
+				dirs = append(dirs, child)
+			}
+		}
+		if len(dirs) > 0 {
+			if err := m.merge(top, dirs); err != nil {
+				return nil, Info{}, err
+			}
+		}
+	}
+
+	has := map[string]byte{}
+	for _, e := range m.entries {
+		has[e.Name] = e.Type
+	}
+	if t, ok := has["bin/env"]; ok && t != tar.TypeDir {
+		add(Entry{Name: "usr/bin/env", Type: tar.TypeSymlink, Mode: 0o777, Target: "/bin/env"})
+	}
+	if t, ok := has["bin/bash"]; ok && t != tar.TypeDir {
+		info.Shell = "/bin/bash"
+		if _, ok := has["bin/sh"]; !ok {
+			add(Entry{Name: "bin/sh", Type: tar.TypeSymlink, Mode: 0o777, Target: "/bin/bash"})
+		}
+	}
+
+	entries, err := complete(append(m.entries, gen...))
+	if err != nil {
+		return nil, Info{}, err
+	}
+	dirs := map[string]bool{}
+	for _, e := range entries {
+		dirs[e.Name] = e.Type == tar.TypeDir
+	}
+	info.Path = "/bin" // even if empty: PATH without it surprises everyone
+	for _, d := range []string{"usr/bin", "sbin", "usr/sbin"} {
+		if dirs[d] {
+			info.Path += ":/" + d
+		}
+	}
+	return entries, info, nil
+}
+
+// fsName is the fs.FS name of an absolute, clean path.
+func fsName(abs string) string {
+	if abs == "/" {
+		return "."
+	}
+	return strings.TrimPrefix(abs, "/")
+}
+
+// source is a file of a root: its fs.FS name and its absolute path, which
+// symlinks point to.
+type source struct{ name, target string }
+
+func (s source) child(name string) source {
+	return source{name: path.Join(s.name, name), target: path.Join(s.target, name)}
+}
+
+// findCerts returns the absolute path of the first CA bundle the sources
+// provide, or "".
+func findCerts(fsys fs.FS, sources []source) string {
+	for _, s := range sources {
+		for _, n := range certNames {
+			c := s.child("etc/ssl/certs/" + n)
+			if info, err := fs.Stat(fsys, c.name); err == nil && !info.IsDir() {
+				return c.target
+			}
+		}
+	}
+	return ""
+}
+
+// merger merges directories of several roots into entries.
+type merger struct {
+	fsys     fs.FS
+	reserved map[string]bool // generated entries: package files there are skipped
+	forced   map[string]bool // parents of generated entries: must be real directories
+	entries  []Entry
+}
+
+// isDir reports whether name is a directory, following symlinks.
+func (m *merger) isDir(name string) bool {
+	info, err := fs.Stat(m.fsys, name)
+	return err == nil && info.IsDir()
+}
+
+// merge makes rel a real directory holding the children of dirs, which are
+// in root order.
+func (m *merger) merge(rel string, dirs []source) error {
+	m.entries = append(m.entries, Entry{Name: rel, Type: tar.TypeDir, Mode: dirMode})
+
+	type candidate struct {
+		src   source
+		isDir bool
+	}
+	children := map[string][]candidate{}
+	for _, d := range dirs {
+		list, err := fs.ReadDir(m.fsys, d.name)
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", d.target, err)
+		}
+		for _, e := range list {
+			c := candidate{src: d.child(e.Name()), isDir: e.IsDir()}
+			if e.Type()&fs.ModeSymlink != 0 {
+				c.isDir = m.isDir(c.src.name)
+			}
+			children[e.Name()] = append(children[e.Name()], c)
+		}
+	}
+
+	names := make([]string, 0, len(children))
+	for n := range children {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		rel := path.Join(rel, n)
+		cands := children[n]
+		if m.reserved[rel] {
+			continue
+		}
+		first := cands[0]
+		if !first.isDir {
+			if !m.forced[rel] {
+				m.link(rel, first.src.target)
+			}
+			continue
+		}
+		var sub []source
+		for _, c := range cands {
+			if c.isDir {
+				sub = append(sub, c.src)
+			}
+		}
+		if len(sub) == 1 && !m.forced[rel] {
+			m.link(rel, first.src.target)
+			continue
+		}
+		if err := m.merge(rel, sub); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *merger) link(rel, target string) {
+	m.entries = append(m.entries, Entry{Name: rel, Type: tar.TypeSymlink, Mode: 0o777, Target: target})
+}

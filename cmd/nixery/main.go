@@ -1,0 +1,184 @@
+// Command nixery is a container registry that builds images on demand
+// with Nix: the image name is the recipe.
+//
+//	nixery serve [flags]    run the registry (the default)
+//	nixery version          print the version
+//
+// Every flag has an environment variable of the same meaning, compatible
+// with the original Nixery; see `nixery --help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/config"
+	"github.com/nixery/nixery/demo"
+	"github.com/nixery/nixery/nix"
+	"github.com/nixery/nixery/registry"
+	"github.com/nixery/nixery/storage"
+	"github.com/nixery/nixery/web"
+)
+
+// version is set at link time (-ldflags "-X main.version=…").
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, `Nixery %s: a container registry that builds images on demand with Nix.
+
+Usage:
+  nixery [serve] [flags]   run the registry
+  nixery version           print the version
+  nixery help              show this help
+
+Flags of serve (each may also be given by its environment variable):
+`, version)
+	config.Usage(w)
+	fmt.Fprintln(w, `
+Example:
+  nixery serve --host 127.0.0.1 --port 8080
+  skopeo copy --src-tls-verify=false docker://127.0.0.1:8080/shell/hello oci:/tmp/img:latest`)
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		for _, a := range args {
+			if a == "-h" || a == "-help" || a == "--help" {
+				usage(stdout)
+				return 0
+			}
+		}
+		if err := serve(args); err != nil {
+			fmt.Fprintf(stderr, "nixery: %v\n", err)
+			return 1
+		}
+		return 0
+	case "version":
+		fmt.Fprintln(stdout, version)
+		return 0
+	case "help":
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "nixery: unknown command %q\n\n", cmd)
+	usage(stderr)
+	return 2
+}
+
+func serve(args []string) error {
+	cfg, err := config.Load(args, os.Getenv)
+	if err != nil {
+		return fmt.Errorf("configuration: %w (see nixery --help)", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	slog.SetDefault(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	nixVersion, err := nix.Version(ctx)
+	if err != nil {
+		return fmt.Errorf("nix is not usable: %w (install Nix, e.g. Debian's nix-bin)", err)
+	}
+
+	source := cfg.Source
+	offline := false
+	if source == nil {
+		busybox, err := demo.FindBusybox()
+		if err != nil {
+			return fmt.Errorf("no package source configured and the built-in demo set cannot be prepared: %w; or set NIXERY_CHANNEL, NIXERY_PKGS_REPO or NIXERY_PKGS_PATH", err)
+		}
+		if err := demo.Extract(cfg.DemoPath, busybox); err != nil {
+			return fmt.Errorf("preparing the built-in demo package set in %s: %w", cfg.DemoPath, err)
+		}
+		source = config.PathSource{Path: cfg.DemoPath, Label: "built-in demo package set (offline)"}
+		offline = true // no binary cache has the demo packages
+		log.Warn("no package source configured: serving the built-in demo package set; set NIXERY_CHANNEL, NIXERY_PKGS_REPO or NIXERY_PKGS_PATH for real packages")
+	}
+
+	store, err := storage.NewFilesystem(cfg.StoragePath)
+	if err != nil {
+		return err
+	}
+	builder := &build.Builder{
+		Source:      source,
+		Nix:         &nix.Runner{Timeout: cfg.NixTimeout, Logger: log, Offline: offline},
+		Storage:     store,
+		LayerBudget: cfg.LayerBudget,
+		Logger:      log,
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", &registry.Registry{Builder: builder, Storage: store, Logger: log})
+	mux.Handle("/", &web.Page{Source: source.String(), Version: version})
+
+	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: logRequests(log, mux), ReadHeaderTimeout: 10 * time.Second}
+	log.Info("nixery serving", "version", version, "address", ln.Addr().String(), "source", source.String(),
+		"storage", store.String(), "nix", nixVersion, "nix_timeout", cfg.NixTimeout)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// statusRecorder remembers the status of an answer for the request log.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(status int) {
+	r.status = status
+	r.ResponseWriter.WriteHeader(status)
+}
+
+// ReadFrom keeps sendfile for blobs served through the recorder.
+func (r *statusRecorder) ReadFrom(src io.Reader) (int64, error) {
+	return io.Copy(r.ResponseWriter, src)
+}
+
+// logRequests logs one line per request.
+func logRequests(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		log.Info("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+			"ms", float64(time.Since(start).Microseconds())/1000)
+	})
+}

@@ -1,0 +1,141 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything `nixery serve` needs to know.
+type Config struct {
+	Host        string        // listen address (empty: all interfaces)
+	Port        int           // listen port
+	Source      Source        // package source; nil means the built-in demo set
+	Backend     string        // storage backend: "filesystem"
+	StoragePath string        // root of the filesystem backend
+	NixTimeout  time.Duration // limit for one Nix build
+	LayerBudget int           // maximum layers per image
+	DemoPath    string        // where the built-in demo package set is extracted
+}
+
+// setting is one option: a flag with an environment variable of the same
+// meaning. Environment variable names are those of the original Nixery
+// where it had one.
+type setting struct {
+	flag, env, def, usage string
+}
+
+var settings = []setting{
+	{"host", "NIXERY_HOST", "", "address to listen on (empty: all interfaces)"},
+	{"port", "PORT", "8080", "port to listen on"},
+	{"channel", "NIXERY_CHANNEL", "", "package source: a nixpkgs channel, branch or commit (needs network access to fetch nixpkgs)"},
+	{"pkgs-repo", "NIXERY_PKGS_REPO", "", "package source: a git repository; the image tag selects a branch, tag or commit"},
+	{"pkgs-path", "NIXERY_PKGS_PATH", "", "package source: a local directory holding a package set (default.nix)"},
+	{"storage-backend", "NIXERY_STORAGE_BACKEND", "filesystem", "where images are stored: filesystem"},
+	{"storage-path", "STORAGE_PATH", "", "directory of the filesystem backend (default: $XDG_CACHE_HOME/nixery/storage, i.e. ~/.cache/nixery/storage)"},
+	{"nix-timeout", "NIX_TIMEOUT", "60", "seconds one Nix build may take before it is killed"},
+	{"layer-budget", "NIXERY_LAYER_BUDGET", "100", "maximum number of layers in an image"},
+}
+
+// Usage writes the help text for the settings.
+func Usage(w io.Writer) {
+	for _, s := range settings {
+		def := ""
+		if s.def != "" {
+			def = fmt.Sprintf(" (default %s)", s.def)
+		}
+		fmt.Fprintf(w, "  --%-16s $%-23s %s%s\n", s.flag, s.env, s.usage, def)
+	}
+	fmt.Fprintln(w, "\nWithout a package source, Nixery serves its built-in offline demo package set.")
+}
+
+// Load reads the configuration from command-line arguments, falling back
+// to the environment, then to defaults. A flag wins over its variable.
+// Errors say what to fix.
+func Load(args []string, getenv func(string) string) (*Config, error) {
+	fs := flag.NewFlagSet("nixery serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	values := map[string]*string{}
+	for _, s := range settings {
+		v := getenv(s.env)
+		if v == "" {
+			v = s.def
+		}
+		values[s.flag] = fs.String(s.flag, v, s.usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	get := func(name string) string { return strings.TrimSpace(*values[name]) }
+
+	c := &Config{Host: get("host"), Backend: get("storage-backend"), StoragePath: get("storage-path")}
+	var err error
+	if c.Port, err = strconv.Atoi(get("port")); err != nil || c.Port < 1 || c.Port > 65535 {
+		return nil, fmt.Errorf("PORT / --port must be a port number from 1 to 65535, not %q", get("port"))
+	}
+	secs, err := strconv.Atoi(get("nix-timeout"))
+	if err != nil || secs < 1 {
+		return nil, fmt.Errorf("NIX_TIMEOUT / --nix-timeout must be a whole number of seconds above 0, not %q", get("nix-timeout"))
+	}
+	c.NixTimeout = time.Duration(secs) * time.Second
+	if c.LayerBudget, err = strconv.Atoi(get("layer-budget")); err != nil || c.LayerBudget < 2 || c.LayerBudget > 125 {
+		return nil, fmt.Errorf("NIXERY_LAYER_BUDGET / --layer-budget must be a number from 2 to 125 (one layer is the customisation layer; many runtimes refuse more than 125 layers), not %q", get("layer-budget"))
+	}
+
+	var sources []string
+	for _, name := range []string{"channel", "pkgs-repo", "pkgs-path"} {
+		if get(name) != "" {
+			sources = append(sources, name)
+		}
+	}
+	if len(sources) > 1 {
+		return nil, fmt.Errorf("set only one package source, not %s: NIXERY_CHANNEL (--channel), NIXERY_PKGS_REPO (--pkgs-repo) or NIXERY_PKGS_PATH (--pkgs-path)", strings.Join(sources, " and "))
+	}
+	switch {
+	case get("channel") != "":
+		c.Source = ChannelSource{Channel: get("channel")}
+	case get("pkgs-repo") != "":
+		c.Source = GitSource{Repository: get("pkgs-repo")}
+	case get("pkgs-path") != "":
+		p, err := filepath.Abs(get("pkgs-path"))
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(filepath.Join(p, "default.nix")); err != nil {
+			return nil, fmt.Errorf("NIXERY_PKGS_PATH / --pkgs-path %s must be a directory with a default.nix: %w", p, err)
+		}
+		c.Source = PathSource{Path: p}
+	}
+
+	cache := getenv("XDG_CACHE_HOME")
+	if cache == "" {
+		home := getenv("HOME")
+		if home == "" {
+			home = "/var/cache"
+		} else {
+			home = filepath.Join(home, ".cache")
+		}
+		cache = home
+	}
+	c.DemoPath = filepath.Join(cache, "nixery", "demo-pkgs")
+	switch c.Backend {
+	case "filesystem":
+		if c.StoragePath == "" {
+			c.StoragePath = filepath.Join(cache, "nixery", "storage")
+		}
+	case "gcs", "s3":
+		return nil, fmt.Errorf("NIXERY_STORAGE_BACKEND=%s is not available in this version; use filesystem", c.Backend)
+	default:
+		return nil, errors.New("NIXERY_STORAGE_BACKEND / --storage-backend must be filesystem, not " + strconv.Quote(c.Backend))
+	}
+	return c, nil
+}

@@ -1,0 +1,125 @@
+// Package image turns an image name and tag into a build request.
+//
+// The name is the recipe: every path component is a Nix attribute path
+// ("git", "xorg.xev"), and the leading components may be meta-packages:
+//
+//	shell  adds bashInteractive, coreutils, moreutils and nano
+//	arm64  builds for aarch64-linux and marks the image arm64
+//
+// The same set of packages in any order is the same image, so packages are
+// sorted and deduplicated. Names are validated against the OCI distribution
+// spec grammar before anything else sees them.
+package image
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// Arch is an image architecture, as Nix and as OCI name it.
+type Arch struct {
+	System string // Nix system, e.g. "x86_64-linux"
+	OCI    string // OCI/Go architecture, e.g. "amd64"
+}
+
+var (
+	AMD64 = Arch{System: "x86_64-linux", OCI: "amd64"}
+	ARM64 = Arch{System: "aarch64-linux", OCI: "arm64"}
+)
+
+// ShellPackages are the packages the "shell" meta-package adds.
+var ShellPackages = []string{"bashInteractive", "coreutils", "moreutils", "nano"}
+
+// Request is everything that selects one image.
+type Request struct {
+	Name     string   // the repository name as requested
+	Tag      string   // the tag (selects a revision for git sources)
+	Packages []string // sorted, deduplicated attribute paths (meta-packages expanded)
+	Arch     Arch
+}
+
+// Error is a client error in an image name or tag. Code is the
+// distribution-spec error code the registry should answer with.
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Grammar from the distribution spec, "Pulling manifests":
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
+var (
+	componentRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$`)
+	tagRE       = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
+
+// maxNameLength bounds a repository name; many clients reject longer ones
+// and a Nix attribute list has no use for more.
+const maxNameLength = 255
+
+// ValidName reports whether name is a valid repository name.
+func ValidName(name string) bool {
+	if name == "" || len(name) > maxNameLength {
+		return false
+	}
+	for _, c := range strings.Split(name, "/") {
+		if !componentRE.MatchString(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidTag reports whether tag is a valid tag.
+func ValidTag(tag string) bool { return tagRE.MatchString(tag) }
+
+// Parse validates name and tag and returns the build request they select.
+func Parse(name, tag string) (*Request, error) {
+	if !ValidName(name) {
+		return nil, &Error{Code: "NAME_INVALID", Message: fmt.Sprintf("invalid repository name %q: each path component must match [a-z0-9]+((.|_|__|-+)[a-z0-9]+)*", name)}
+	}
+	if !ValidTag(tag) {
+		return nil, &Error{Code: "NAME_INVALID", Message: fmt.Sprintf("invalid tag %q: a tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}", tag)}
+	}
+	components := strings.Split(name, "/")
+	arch, packages := metaPackages(components)
+	for _, p := range packages {
+		// Attribute paths are dot-separated identifiers; "a..b" or a
+		// trailing dot can never name an attribute.
+		for _, part := range strings.Split(p, ".") {
+			if part == "" {
+				return nil, &Error{Code: "NAME_INVALID", Message: fmt.Sprintf("invalid package %q: empty attribute name", p)}
+			}
+		}
+	}
+	slices.Sort(packages)
+	packages = slices.Compact(packages)
+	if len(packages) == 0 {
+		return nil, &Error{Code: "NAME_INVALID", Message: fmt.Sprintf("image name %q names no packages: add at least one package after the meta-packages", name)}
+	}
+	return &Request{Name: name, Tag: tag, Packages: packages, Arch: arch}, nil
+}
+
+// metaPackages expands the meta-packages at the start of the name (in any
+// order, as the original Nixery does) and returns the architecture and the
+// package list.
+func metaPackages(components []string) (Arch, []string) {
+	arch := AMD64
+	var out []string
+	i := 0
+	for ; i < len(components); i++ {
+		switch components[i] {
+		case "shell":
+			out = append(out, ShellPackages...)
+			continue
+		case "arm64":
+			arch = ARM64
+			continue
+		}
+		break
+	}
+	return arch, append(out, components[i:]...)
+}

@@ -1,0 +1,76 @@
+package image
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	shell := []string{"bashInteractive", "coreutils", "moreutils", "nano"}
+	with := func(extra ...string) []string {
+		p := append(slices.Clone(shell), extra...)
+		slices.Sort(p)
+		return p
+	}
+	tests := []struct {
+		name, tag string
+		packages  []string
+		arch      Arch
+		errCode   string
+	}{
+		{name: "hello", tag: "latest", packages: []string{"hello"}, arch: AMD64},
+		{name: "shell/hello", tag: "latest", packages: with("hello"), arch: AMD64},
+		{name: "arm64/shell/hello", tag: "latest", packages: with("hello"), arch: ARM64},
+		{name: "shell/arm64/hello", tag: "latest", packages: with("hello"), arch: ARM64},
+		// Only leading components are meta-packages.
+		{name: "hello/shell", tag: "latest", packages: []string{"hello", "shell"}, arch: AMD64},
+		{name: "hello/arm64", tag: "latest", packages: []string{"arm64", "hello"}, arch: AMD64},
+		// Order and repetition do not matter.
+		{name: "jq/git/jq", tag: "v1", packages: []string{"git", "jq"}, arch: AMD64},
+		{name: "git/jq", tag: "v1", packages: []string{"git", "jq"}, arch: AMD64},
+		// Nested attributes.
+		{name: "xorg.xev/python3", tag: "latest", packages: []string{"python3", "xorg.xev"}, arch: AMD64},
+		{name: "a-b/c__d/e_f", tag: "latest", packages: []string{"a-b", "c__d", "e_f"}, arch: AMD64},
+		{name: "shell", tag: "latest", packages: shell, arch: AMD64},
+
+		{name: "Hello", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "hello/", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "/hello", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "a//b", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "-hello", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "hello.", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "a..b", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "hel lo", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "", tag: "latest", errCode: "NAME_INVALID"},
+		{name: strings.Repeat("a/", 200) + "a", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "arm64", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "shell/arm64", tag: "latest", packages: shell, arch: ARM64},
+		{name: "hello", tag: "", errCode: "NAME_INVALID"},
+		{name: "hello", tag: "-rf", errCode: "NAME_INVALID"},
+		{name: "hello", tag: ".hidden", errCode: "NAME_INVALID"},
+		{name: "hello", tag: "a/b", errCode: "NAME_INVALID"},
+		{name: "hello", tag: strings.Repeat("x", 129), errCode: "NAME_INVALID"},
+		{name: "hello", tag: strings.Repeat("x", 128), packages: []string{"hello"}, arch: AMD64},
+		{name: "hello", tag: "V1.2_rc-3", packages: []string{"hello"}, arch: AMD64},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+":"+tt.tag, func(t *testing.T) {
+			req, err := Parse(tt.name, tt.tag)
+			if tt.errCode != "" {
+				var ie *Error
+				if !errors.As(err, &ie) || ie.Code != tt.errCode {
+					t.Fatalf("Parse(%q, %q) = %v, %v; want error %s", tt.name, tt.tag, req, err, tt.errCode)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse(%q, %q): %v", tt.name, tt.tag, err)
+			}
+			if !slices.Equal(req.Packages, tt.packages) || req.Arch != tt.arch || req.Tag != tt.tag || req.Name != tt.name {
+				t.Errorf("Parse(%q, %q) = %+v; want packages %v arch %v", tt.name, tt.tag, req, tt.packages, tt.arch)
+			}
+		})
+	}
+}

@@ -1,0 +1,161 @@
+package layers
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+)
+
+func TestGroup(t *testing.T) {
+	// The worked example of the package documentation.
+	example := []Path{
+		{Name: "hello", Size: 10, References: []string{"glibc", "libidn", "hello"}},
+		{Name: "glibc", Size: 30, References: []string{"glibc"}},
+		{Name: "libidn", Size: 1, References: []string{"glibc"}},
+		{Name: "bash", Size: 5, References: []string{"glibc", "/nix/store/not-in-closure"}},
+	}
+
+	tests := []struct {
+		name   string
+		paths  []Path
+		budget int
+		want   [][]string
+	}{
+		{"empty", nil, 5, nil},
+		{"worked example", example, 3, [][]string{{"glibc"}, {"bash", "libidn"}, {"hello"}}},
+		{"within budget: one path each, most depended upon first", example, 4,
+			[][]string{{"glibc"}, {"libidn"}, {"bash"}, {"hello"}}},
+		{"budget above size", example, 100,
+			[][]string{{"glibc"}, {"libidn"}, {"bash"}, {"hello"}}},
+		{"budget 1", example, 1, [][]string{{"bash", "glibc", "hello", "libidn"}}},
+		{"budget 0 means 1", example, 0, [][]string{{"bash", "glibc", "hello", "libidn"}}},
+		{"negative budget means 1", example, -3, [][]string{{"bash", "glibc", "hello", "libidn"}}},
+		{"budget 2: largest alone, rest shared", example, 2,
+			[][]string{{"glibc"}, {"bash", "hello", "libidn"}}},
+		{"size ties broken by name", []Path{
+			{Name: "d", Size: 7}, {Name: "c", Size: 7}, {Name: "b", Size: 7}, {Name: "a", Size: 7},
+		}, 3, [][]string{{"a"}, {"b"}, {"c", "d"}}},
+		{"no references: order by name", []Path{
+			{Name: "z", Size: 1}, {Name: "y", Size: 2}, {Name: "x", Size: 3},
+		}, 3, [][]string{{"x"}, {"y"}, {"z"}}},
+		{"chain: deepest first", []Path{
+			{Name: "a", Size: 1, References: []string{"b"}},
+			{Name: "b", Size: 1, References: []string{"c"}},
+			{Name: "c", Size: 1},
+		}, 3, [][]string{{"c"}, {"b"}, {"a"}}},
+		{"duplicates merged", []Path{
+			{Name: "a", Size: 1},
+			{Name: "b", Size: 5, References: []string{"a"}},
+			{Name: "a", Size: 9},
+		}, 5, [][]string{{"a"}, {"b"}}},
+		{"cycle tolerated", []Path{
+			{Name: "a", Size: 3, References: []string{"b"}},
+			{Name: "b", Size: 2, References: []string{"a", "c"}},
+			{Name: "c", Size: 1},
+		}, 3, [][]string{{"c"}, {"a"}, {"b"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Group(tt.paths, tt.budget)
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Group(budget %d) = %q, want %q", tt.budget, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestGroupStable checks the property the simple grouping exists for: a big
+// path gets the same single-path layer in different images.
+func TestGroupStable(t *testing.T) {
+	glibc := Path{Name: "glibc", Size: 30}
+	python := Path{Name: "python3", Size: 100, References: []string{"glibc"}}
+	git := Path{Name: "git", Size: 40, References: []string{"glibc", "python3"}}
+	small := func(name string) Path { return Path{Name: name, Size: 1, References: []string{"glibc"}} }
+
+	a := Group([]Path{glibc, python, small("s1"), small("s2"), small("s3")}, 3)
+	b := Group([]Path{git, glibc, python, small("t1"), small("t2"), small("t3")}, 4)
+	for _, single := range []string{"glibc", "python3"} {
+		if !slices.ContainsFunc(a, func(g []string) bool { return slices.Equal(g, []string{single}) }) ||
+			!slices.ContainsFunc(b, func(g []string) bool { return slices.Equal(g, []string{single}) }) {
+			t.Errorf("%s not in a layer of its own in both images: %q and %q", single, a, b)
+		}
+	}
+}
+
+// randomClosure returns n paths with pseudo-random sizes and references,
+// some of them duplicated, outside the closure, self or cyclic.
+func randomClosure(r *rand.Rand, n int) []Path {
+	paths := make([]Path, n)
+	for i := range paths {
+		paths[i] = Path{Name: fmt.Sprintf("/nix/store/%03d-p", r.IntN(n+n/4+1)), Size: int64(r.IntN(5))}
+	}
+	for i := range paths {
+		for range r.IntN(4) {
+			paths[i].References = append(paths[i].References, fmt.Sprintf("/nix/store/%03d-p", r.IntN(n+2)))
+		}
+	}
+	return paths
+}
+
+func FuzzGroup(f *testing.F) {
+	f.Add(uint64(1), uint8(10), 3)
+	f.Add(uint64(2), uint8(0), 1)
+	f.Add(uint64(3), uint8(50), 60)
+	f.Add(uint64(4), uint8(200), -1)
+	f.Fuzz(func(t *testing.T, seed uint64, size uint8, budget int) {
+		r := rand.New(rand.NewPCG(seed, 0))
+		paths := randomClosure(r, int(size))
+		budget %= 300
+		groups := Group(paths, budget)
+
+		if len(groups) > max(budget, 1) {
+			t.Fatalf("%d groups, budget %d", len(groups), budget)
+		}
+		seen := map[string]int{}
+		for _, g := range groups {
+			if len(g) == 0 {
+				t.Fatalf("empty group in %q", groups)
+			}
+			if !slices.IsSorted(g) {
+				t.Fatalf("group not sorted: %q", g)
+			}
+			for _, name := range g {
+				seen[name]++
+			}
+		}
+		for _, p := range paths {
+			if seen[p.Name] != 1 {
+				t.Fatalf("%s is in %d groups", p.Name, seen[p.Name])
+			}
+		}
+		if len(seen) != len(slices.Compact(slices.Sorted(func(yield func(string) bool) {
+			for _, p := range paths {
+				if !yield(p.Name) {
+					return
+				}
+			}
+		}))) {
+			t.Fatalf("groups hold paths that are not in the input: %q", groups)
+		}
+
+		shuffled := slices.Clone(paths)
+		r.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+		for i := range shuffled {
+			refs := slices.Clone(shuffled[i].References)
+			r.Shuffle(len(refs), func(a, b int) { refs[a], refs[b] = refs[b], refs[a] })
+			shuffled[i].References = refs
+		}
+		if again := Group(shuffled, budget); !reflect.DeepEqual(again, groups) {
+			t.Fatalf("not deterministic under permutation:\n%q\n%q", groups, again)
+		}
+	})
+}
+
+func BenchmarkGroup(b *testing.B) {
+	paths := randomClosure(rand.New(rand.NewPCG(1, 2)), 3000)
+	for b.Loop() {
+		Group(paths, 100)
+	}
+}

@@ -1,0 +1,150 @@
+// Package manifest encodes image configs and manifests, in both the OCI
+// image format and Docker's image manifest v2 schema 2.
+//
+// Both formats describe the same image: the config JSON is identical and
+// only media types differ, so a client gets the same layers whichever it
+// asks for. Encoding is deterministic: the same image gives the same bytes
+// and so the same digest.
+//
+// Specs: https://github.com/opencontainers/image-spec/blob/main/manifest.md,
+// https://github.com/opencontainers/image-spec/blob/main/config.md and
+// https://distribution.github.io/distribution/spec/manifest-v2-2/.
+package manifest
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Media types of the two manifest formats and their parts.
+const (
+	OCIManifest = v1.MediaTypeImageManifest
+	OCIConfig   = v1.MediaTypeImageConfig
+	OCILayer    = v1.MediaTypeImageLayerGzip
+
+	DockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
+	DockerConfig   = "application/vnd.docker.container.image.v1+json"
+	DockerLayer    = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+)
+
+// MediaTypes lists the manifest media types Nixery serves, preferred first.
+var MediaTypes = []string{OCIManifest, DockerManifest}
+
+// Created is the fixed creation time of every image, so that the same
+// store paths always give the same config digest (as Nix's own store does
+// with file times).
+var Created = time.Unix(1, 0).UTC()
+
+// Blob is a content-addressed blob referenced from a manifest.
+type Blob struct {
+	Digest digest.Digest
+	Size   int64
+}
+
+// Layer is one layer of an image.
+type Layer struct {
+	Blob
+	DiffID    digest.Digest // digest of the uncompressed tar
+	CreatedBy string        // history entry, e.g. the store paths it holds
+}
+
+// Image is what an image config is made from.
+type Image struct {
+	Arch   string // OCI architecture: "amd64", "arm64"
+	Env    []string
+	Cmd    []string
+	Layers []Layer
+}
+
+// Config encodes the image config (identical for both formats).
+func Config(img Image) ([]byte, error) {
+	cfg := v1.Image{
+		Created: &Created,
+		Platform: v1.Platform{
+			Architecture: img.Arch,
+			OS:           "linux",
+		},
+		Config: v1.ImageConfig{
+			Env: img.Env,
+			Cmd: img.Cmd,
+		},
+		RootFS: v1.RootFS{Type: "layers", DiffIDs: []digest.Digest{}},
+	}
+	for _, l := range img.Layers {
+		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.DiffID)
+		cfg.History = append(cfg.History, v1.History{Created: &Created, CreatedBy: l.CreatedBy, Comment: "nixery"})
+	}
+	return json.Marshal(cfg)
+}
+
+// Manifest encodes the manifest of the given media type (OCIManifest or
+// DockerManifest) for an image with the given config blob and layers.
+func Manifest(mediaType string, config Blob, layers []Layer) ([]byte, error) {
+	configType, layerType := OCIConfig, OCILayer
+	switch mediaType {
+	case OCIManifest:
+	case DockerManifest:
+		configType, layerType = DockerConfig, DockerLayer
+	default:
+		return nil, fmt.Errorf("unsupported manifest media type %q", mediaType)
+	}
+	m := v1.Manifest{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: mediaType,
+		Config:    v1.Descriptor{MediaType: configType, Digest: config.Digest, Size: config.Size},
+		Layers:    []v1.Descriptor{},
+	}
+	for _, l := range layers {
+		m.Layers = append(m.Layers, v1.Descriptor{MediaType: layerType, Digest: l.Digest, Size: l.Size})
+	}
+	return json.Marshal(m)
+}
+
+// MediaType reads the mediaType field of a stored manifest, or "" if data
+// is not a manifest of a kind Nixery writes.
+func MediaType(data []byte) string {
+	var m struct {
+		SchemaVersion int    `json:"schemaVersion"`
+		MediaType     string `json:"mediaType"`
+	}
+	if json.Unmarshal(data, &m) != nil || m.SchemaVersion != 2 {
+		return ""
+	}
+	switch m.MediaType {
+	case OCIManifest, DockerManifest:
+		return m.MediaType
+	}
+	return ""
+}
+
+// Negotiate picks the manifest media type for a request's Accept header
+// values: the first supported type in the client's order wins (clients
+// list their preference first; q-values are not used by registry
+// clients), and a client that names neither gets the OCI manifest.
+func Negotiate(accept []string) string {
+	for _, header := range accept {
+		for _, part := range splitAccept(header) {
+			for _, mt := range MediaTypes {
+				if part == mt {
+					return mt
+				}
+			}
+		}
+	}
+	return OCIManifest
+}
+
+func splitAccept(header string) []string {
+	var out []string
+	for _, part := range strings.Split(header, ",") {
+		part, _, _ = strings.Cut(part, ";")
+		out = append(out, strings.TrimSpace(part))
+	}
+	return out
+}

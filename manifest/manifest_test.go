@@ -1,0 +1,106 @@
+package manifest
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+func testImage() Image {
+	return Image{
+		Arch: "amd64",
+		Env:  []string{"PATH=/bin"},
+		Cmd:  []string{"bash"},
+		Layers: []Layer{
+			{Blob: Blob{Digest: digest.FromString("a"), Size: 10}, DiffID: digest.FromString("ta"), CreatedBy: "a"},
+			{Blob: Blob{Digest: digest.FromString("b"), Size: 20}, DiffID: digest.FromString("tb"), CreatedBy: "b"},
+		},
+	}
+}
+
+func TestConfig(t *testing.T) {
+	img := testImage()
+	data, err := Config(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := Config(img)
+	if !bytes.Equal(data, again) {
+		t.Fatal("config encoding is not deterministic")
+	}
+	var cfg v1.Image
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Architecture != "amd64" || cfg.OS != "linux" {
+		t.Errorf("platform = %s/%s", cfg.OS, cfg.Architecture)
+	}
+	if cfg.Created == nil || !cfg.Created.Equal(Created) {
+		t.Errorf("created = %v", cfg.Created)
+	}
+	if len(cfg.RootFS.DiffIDs) != 2 || cfg.RootFS.DiffIDs[1] != digest.FromString("tb") || cfg.RootFS.Type != "layers" {
+		t.Errorf("rootfs = %+v", cfg.RootFS)
+	}
+	if len(cfg.History) != 2 || cfg.History[0].CreatedBy != "a" {
+		t.Errorf("history = %+v", cfg.History)
+	}
+	if cfg.Config.Cmd[0] != "bash" || cfg.Config.Env[0] != "PATH=/bin" {
+		t.Errorf("config = %+v", cfg.Config)
+	}
+}
+
+func TestManifest(t *testing.T) {
+	img := testImage()
+	cfg := Blob{Digest: digest.FromString("cfg"), Size: 5}
+	for _, tt := range []struct{ mediaType, config, layer string }{
+		{OCIManifest, OCIConfig, OCILayer},
+		{DockerManifest, DockerConfig, DockerLayer},
+	} {
+		data, err := Manifest(tt.mediaType, cfg, img.Layers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if MediaType(data) != tt.mediaType {
+			t.Errorf("MediaType = %q, want %q", MediaType(data), tt.mediaType)
+		}
+		var m v1.Manifest
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.SchemaVersion != 2 || m.Config.MediaType != tt.config || m.Config.Digest != cfg.Digest || m.Config.Size != 5 {
+			t.Errorf("%s config = %+v", tt.mediaType, m.Config)
+		}
+		if len(m.Layers) != 2 || m.Layers[0].MediaType != tt.layer || m.Layers[1].Size != 20 || m.Layers[0].Digest != digest.FromString("a") {
+			t.Errorf("%s layers = %+v", tt.mediaType, m.Layers)
+		}
+	}
+	if _, err := Manifest("application/json", cfg, nil); err == nil {
+		t.Error("unknown media type accepted")
+	}
+	if MediaType([]byte(`{"schemaVersion":2,"mediaType":"text/plain"}`)) != "" || MediaType([]byte("blob")) != "" {
+		t.Error("MediaType accepted a non-manifest")
+	}
+}
+
+func TestNegotiate(t *testing.T) {
+	tests := []struct {
+		accept []string
+		want   string
+	}{
+		{nil, OCIManifest},
+		{[]string{"*/*"}, OCIManifest},
+		{[]string{DockerManifest}, DockerManifest},
+		{[]string{DockerManifest + ", " + OCIManifest}, DockerManifest},
+		{[]string{OCIManifest + ";q=0.9", DockerManifest}, OCIManifest},
+		{[]string{"application/vnd.docker.distribution.manifest.list.v2+json", " " + DockerManifest + " ; q=0.5"}, DockerManifest},
+		{[]string{"application/vnd.docker.distribution.manifest.v1+prettyjws"}, OCIManifest},
+	}
+	for _, tt := range tests {
+		if got := Negotiate(tt.accept); got != tt.want {
+			t.Errorf("Negotiate(%q) = %s, want %s", tt.accept, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,76 @@
+# Nixery's build expression: load a package set, resolve the requested
+# attribute paths and return the derivations to realise.
+#
+# Package nix runs it with nix-build and --argstr for every argument. It
+# uses only builtins (no nixpkgs lib), so that it works with nixpkgs and
+# with any small package set such as the demo set, on Nix 2.8 and later.
+#
+#   srcType   "path" | "nixpkgs" | "git"
+#   srcArgs   an absolute path; a nixpkgs channel, branch or commit; or
+#             JSON {"url":…} with an optional "ref" or "rev" for fetchGit
+#   packages  JSON list of attribute paths, e.g. ["hello","xorg.xev"]
+#   system    "x86_64-linux" | "aarch64-linux"
+#
+# If any name does not resolve, evaluation fails with the single line
+#   nixery-unknown-packages: [{"name":…,"candidates":[…]?,"reason":…?}, …]
+# listing every unknown name at once, which package nix recognises.
+{ srcType, srcArgs, packages, system }:
+
+let
+  src =
+    if srcType == "path" then /. + srcArgs
+    else if srcType == "nixpkgs" then
+      builtins.fetchTarball "https://github.com/NixOS/nixpkgs/archive/${srcArgs}.tar.gz"
+    else if srcType == "git" then builtins.fetchGit (builtins.fromJSON srcArgs)
+    else throw "nixery: unknown source type '${srcType}'";
+
+  imported = import src;
+  pkgs =
+    if builtins.isFunction imported
+    then imported { inherit system; config = { }; overlays = [ ]; }
+    else imported;
+
+  upper = [ "A" "B" "C" "D" "E" "F" "G" "H" "I" "J" "K" "L" "M" "N" "O" "P" "Q" "R" "S" "T" "U" "V" "W" "X" "Y" "Z" ];
+  lower = [ "a" "b" "c" "d" "e" "f" "g" "h" "i" "j" "k" "l" "m" "n" "o" "p" "q" "r" "s" "t" "u" "v" "w" "x" "y" "z" ];
+  toLower = builtins.replaceStrings upper lower;
+
+  # "xorg.xev" -> [ "xorg" "xev" ]
+  splitPath = name: builtins.filter builtins.isString (builtins.split "\\." name);
+
+  # One step of resolution: the exact attribute wins, else the only
+  # case-insensitive match. Returns { value; path; } or { error; }.
+  step = acc: part:
+    if acc ? error then acc
+    else if !(builtins.isAttrs acc.value) then
+      { error = { reason = "${builtins.concatStringsSep "." acc.path} is not a package set"; }; }
+    else if builtins.hasAttr part acc.value then
+      { value = acc.value.${part}; path = acc.path ++ [ part ]; }
+    else
+      let
+        want = toLower part;
+        matches = builtins.filter (n: toLower n == want) (builtins.attrNames acc.value);
+        full = n: builtins.concatStringsSep "." (acc.path ++ [ n ]);
+      in
+      if builtins.length matches == 1 then
+        { value = acc.value.${builtins.head matches}; path = acc.path ++ matches; }
+      else if matches == [ ] then { error = { }; }
+      else { error = { candidates = map full matches; }; };
+
+  resolve = name:
+    let r = builtins.foldl' step { value = pkgs; path = [ ]; } (splitPath name);
+    in
+    if r ? error then { unknown = { inherit name; } // r.error; }
+    else if (r.value.type or null) != "derivation" then
+      { unknown = { inherit name; reason = "not a package"; }; }
+    else { drv = r.value; };
+
+  resolved = map resolve (builtins.fromJSON packages);
+  unknown = map (r: r.unknown) (builtins.filter (r: r ? unknown) resolved);
+
+  # What `nix-env -i` would install: meta.outputsToInstall, or the
+  # default output.
+  outputsOf = drv:
+    map (o: drv.${o}) (drv.meta.outputsToInstall or [ (drv.outputName or "out") ]);
+in
+if unknown != [ ] then throw "nixery-unknown-packages: ${builtins.toJSON unknown}"
+else builtins.concatMap (r: outputsOf r.drv) resolved

@@ -1,0 +1,169 @@
+package nix
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// stopGrace is how long a cancelled Nix process group has between SIGTERM
+// and SIGKILL.
+//
+// Why not SIGKILL at once: Nix runs each builder in a session of its own
+// (and, as root, as a build user), out of reach of a signal to our process
+// group. On SIGTERM Nix kills its builders before it exits; killed at once,
+// it would leave them running, orphaned, for as long as they like.
+const stopGrace = 5 * time.Second
+
+// tailLines is how many lines of stderr a BuildError keeps.
+const tailLines = 15
+
+// run runs one Nix command with stdout written to stdout, every stderr
+// line passed to r.Log and remembered for errors. It returns an error
+// wrapping ErrTimeout if ctx's deadline stopped it, ctx.Err() if ctx was
+// cancelled, an *UnknownPackagesError if build.nix reported unknown
+// names, and a *BuildError for any other failure.
+func (r *Runner) run(ctx context.Context, stdout io.Writer, name string, args ...string) error {
+	start := time.Now()
+	stderr := &lineWriter{log: r.Log}
+	cmd, finish := command(ctx, name, args...)
+	cmd.Stdout = stdout
+	cmd.Stderr = stderr
+
+	err := cmd.Start()
+	if err == nil {
+		if r.started != nil {
+			r.started(cmd.Process.Pid)
+		}
+		err = cmd.Wait()
+		finish()
+	}
+	stderr.flush()
+	elapsed := time.Since(start)
+	log := r.logger().With("cmd", name, "duration", elapsed.Round(time.Millisecond))
+
+	if ctxErr := ctx.Err(); ctxErr != nil && err != nil {
+		log.Warn("nix stopped", "reason", ctxErr)
+		if errors.Is(ctxErr, context.DeadlineExceeded) {
+			limit := ""
+			if r.Timeout > 0 {
+				limit = fmt.Sprintf(", limit %s", r.Timeout)
+			}
+			return fmt.Errorf("%w: %s stopped after %s%s; raise NIX_TIMEOUT to allow longer builds",
+				ErrTimeout, name, elapsed.Round(100*time.Millisecond), limit)
+		}
+		return fmt.Errorf("%s stopped: %w", name, ctxErr)
+	}
+	if err != nil {
+		if u := stderr.unknown; u != nil {
+			log.Info("nix: unknown packages", "packages", u.Packages)
+			return u
+		}
+		log.Warn("nix failed", "err", err)
+		return &BuildError{Tail: stderr.tail, Err: fmt.Errorf("%s: %w", name, err)}
+	}
+	log.Debug("nix done")
+	return nil
+}
+
+// command prepares a Nix process in its own process group whose
+// cancellation (by ctx) stops the whole group: SIGTERM first, SIGKILL
+// after stopGrace. Call finish once Wait has returned: it kills whatever
+// is left of the group (children that outlived Nix) and stops the timer.
+func command(ctx context.Context, name string, args ...string) (cmd *exec.Cmd, finish func()) {
+	var (
+		mu    sync.Mutex
+		done  bool
+		timer *time.Timer
+	)
+	cmd = exec.CommandContext(ctx, name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if done {
+			return nil
+		}
+		pgid := cmd.Process.Pid
+		timer = time.AfterFunc(stopGrace, func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
+		if err := syscall.Kill(-pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return err
+		}
+		return nil
+	}
+	// A backstop: if something still holds stderr open after the group
+	// was killed, stop waiting for it.
+	cmd.WaitDelay = stopGrace + 2*time.Second
+	finish = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		done = true
+		if timer != nil {
+			timer.Stop()
+		}
+		// ESRCH, the usual case, is fine.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	return cmd, finish
+}
+
+// lineWriter splits what Nix writes to stderr into lines, passes each to
+// log, keeps the last tailLines meaningful ones and recognises the
+// unknown-packages error of build.nix.
+type lineWriter struct {
+	log func(string)
+
+	mu      sync.Mutex
+	partial []byte
+	tail    []string
+	unknown *UnknownPackagesError
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.partial = append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		w.line(string(w.partial[:i]))
+		w.partial = w.partial[i+1:]
+	}
+	return len(p), nil
+}
+
+// flush handles a last line without a newline.
+func (w *lineWriter) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.partial) > 0 {
+		w.line(string(w.partial))
+		w.partial = nil
+	}
+}
+
+func (w *lineWriter) line(l string) {
+	l = strings.TrimRight(ansiRE.ReplaceAllString(l, ""), " \t\r")
+	if w.log != nil {
+		w.log(l)
+	}
+	if u := unknownError(l); u != nil {
+		w.unknown = u
+	}
+	if t := strings.TrimSpace(l); t == "" || strings.HasPrefix(t, "(use '--show-trace'") {
+		return
+	}
+	w.tail = append(w.tail, l)
+	if len(w.tail) > tailLines {
+		w.tail = w.tail[len(w.tail)-tailLines:]
+	}
+}

@@ -1,0 +1,267 @@
+// Package nix is the only code in Nixery that runs Nix.
+//
+// A build asks Nix for exactly two things and computes the rest in Go:
+//
+//  1. nix-build, with the embedded expression build.nix, loads the package
+//     set (a local path, a nixpkgs channel or a git repository), resolves
+//     the requested attribute paths and realises their outputs;
+//  2. nix path-info reports the runtime closure of those outputs with the
+//     size and references of every store path, which is all that layering
+//     needs.
+//
+// Every Nix process runs in a process group of its own, under the caller's
+// context and the Runner's timeout. A process that runs out of time is
+// stopped as a group: SIGTERM first, so that Nix stops its builders (which
+// live in sessions of their own, out of the group's reach), then SIGKILL
+// for whatever is left, so that a timed-out build leaves nothing behind.
+package nix
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// buildExpr resolves attribute paths and returns the derivations to
+// realise; see the comment at its top for its arguments.
+//
+//go:embed build.nix
+var buildExpr string
+
+// Runner runs Nix. Its zero value works: no time limit, default logger.
+type Runner struct {
+	// Timeout limits one whole Build call; 0 means no limit. When it
+	// expires, the running Nix process group is stopped (SIGTERM, then
+	// SIGKILL after stopGrace) and Build returns an error wrapping
+	// ErrTimeout.
+	Timeout time.Duration
+
+	// Logger receives one record per Nix process; nil means slog.Default().
+	Logger *slog.Logger
+
+	// Log, if set, is called with every line Nix writes to stderr, as it
+	// is written (build progress, builder output, errors).
+	Log func(line string)
+
+	// Offline stops Nix from asking binary caches for store paths
+	// (substituters = ""). For package sets no cache has, such as the
+	// demo set, or machines without network: it saves Nix's retries.
+	Offline bool
+
+	// started, if set, is called with the process id (and so process
+	// group id) of every Nix process started; for tests.
+	started func(pid int)
+}
+
+// Request says what to build.
+type Request struct {
+	// SrcType and SrcArgs say where the package set comes from, as
+	// rendered by config.Source.Render: "path" and an absolute directory,
+	// "nixpkgs" and a channel, branch or commit, or "git" and a JSON
+	// object {"url":…,"ref":…} or {"url":…,"rev":…}.
+	SrcType, SrcArgs string
+
+	// Packages are attribute paths such as "hello" or "xorg.xev". Each
+	// step matches an attribute exactly or, failing that, the only
+	// attribute equal to it ignoring case.
+	Packages []string
+
+	// System is "x86_64-linux" or "aarch64-linux"; empty means the
+	// system this program runs on.
+	System string
+}
+
+// StorePath is one store path of a closure.
+type StorePath struct {
+	Path       string   // /nix/store/…
+	NarSize    int64    // size of its NAR serialisation, in bytes
+	References []string // other store paths it refers to, sorted, without itself
+}
+
+// Result is what a build produced.
+type Result struct {
+	// Roots are the realised output paths of the requested packages,
+	// without duplicates, in request order.
+	Roots []string
+
+	// Closure is the runtime closure of all Roots, sorted by Path.
+	Closure []StorePath
+}
+
+// ErrTimeout is wrapped by the error of a build that ran out of time,
+// whether the Runner's Timeout or the caller's context deadline expired.
+var ErrTimeout = errors.New("nix timed out")
+
+// UnknownPackagesError means that some requested names are not packages
+// of the package set. It lists all of them at once.
+type UnknownPackagesError struct {
+	// Packages are the names that did not resolve, in request order.
+	Packages []string
+
+	// Details explains some of them, by name: "ambiguous: FooBar, fooBar"
+	// for a name that matches several attributes ignoring case, "not a
+	// package" for a name of something else, such as a package set.
+	Details map[string]string
+}
+
+func (e *UnknownPackagesError) Error() string {
+	names := make([]string, len(e.Packages))
+	for i, p := range e.Packages {
+		names[i] = p
+		if d := e.Details[p]; d != "" {
+			names[i] += " (" + d + ")"
+		}
+	}
+	return "unknown package(s): " + strings.Join(names, ", ")
+}
+
+// BuildError is any other failure of Nix: evaluation errors, failed
+// builders, unreachable sources.
+type BuildError struct {
+	Tail []string // the last meaningful lines Nix wrote to stderr
+	Err  error    // how the process failed
+}
+
+func (e *BuildError) Error() string {
+	var b strings.Builder
+	b.WriteString("nix failed: ")
+	b.WriteString(e.Err.Error())
+	for _, l := range e.Tail {
+		b.WriteString("\n\t")
+		b.WriteString(l)
+	}
+	return b.String()
+}
+
+func (e *BuildError) Unwrap() error { return e.Err }
+
+// Build realises the requested packages and reports their closure.
+func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
+	if len(req.Packages) == 0 {
+		return &Result{}, nil
+	}
+	system := req.System
+	if system == "" {
+		system = hostSystem()
+	}
+	if r.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
+		defer cancel()
+	}
+	packages, err := json.Marshal(req.Packages)
+	if err != nil {
+		return nil, err
+	}
+
+	// 1. Resolve and realise. With --no-out-link nix-build prints one
+	// output path per line, in the order of the list it built.
+	var options []string
+	if r.Offline {
+		options = []string{"--option", "substituters", ""}
+	}
+	var out bytes.Buffer
+	err = r.run(ctx, &out, "nix-build", append(options, "--no-out-link",
+		"--expr", buildExpr,
+		"--argstr", "srcType", req.SrcType,
+		"--argstr", "srcArgs", req.SrcArgs,
+		"--argstr", "packages", string(packages),
+		"--argstr", "system", system)...)
+	if err != nil {
+		return nil, err
+	}
+	var roots []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "/") && !slices.Contains(roots, l) {
+			roots = append(roots, l)
+		}
+	}
+	if len(roots) == 0 {
+		return nil, &BuildError{Err: errors.New("nix-build printed no output paths")}
+	}
+
+	// 2. The closure, with sizes and references, in one process.
+	out.Reset()
+	args := append([]string{"--extra-experimental-features", "nix-command",
+		"path-info", "--json", "--recursive"}, options...)
+	args = append(args, roots...)
+	if err := r.run(ctx, &out, "nix", args...); err != nil {
+		return nil, err
+	}
+	closure, err := parsePathInfo(out.Bytes())
+	if err != nil {
+		return nil, &BuildError{Err: fmt.Errorf("nix path-info: %w", err)}
+	}
+	return &Result{Roots: roots, Closure: closure}, nil
+}
+
+// Version returns the version of Nix, as `nix-build --version` says it,
+// e.g. "nix-build (Nix) 2.8.0".
+func Version(ctx context.Context) (string, error) {
+	r := &Runner{Timeout: 30 * time.Second}
+	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
+	defer cancel()
+	var out bytes.Buffer
+	if err := r.run(ctx, &out, "nix-build", "--version"); err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+// hostSystem is the Nix system name of the machine this runs on.
+func hostSystem() string {
+	if runtime.GOARCH == "arm64" {
+		return "aarch64-linux"
+	}
+	return "x86_64-linux"
+}
+
+func (r *Runner) logger() *slog.Logger {
+	if r.Logger != nil {
+		return r.Logger
+	}
+	return slog.Default()
+}
+
+// unknownMarker starts the line of build.nix's error for unknown names.
+const unknownMarker = "nixery-unknown-packages: "
+
+// unknownError recognises build.nix's error for unknown names in a line
+// of Nix's stderr, or returns nil.
+func unknownError(line string) *UnknownPackagesError {
+	i := strings.Index(line, unknownMarker)
+	if i < 0 {
+		return nil
+	}
+	var unknown []struct {
+		Name       string   `json:"name"`
+		Candidates []string `json:"candidates"`
+		Reason     string   `json:"reason"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(line[i+len(unknownMarker):])), &unknown); err != nil || len(unknown) == 0 {
+		return nil
+	}
+	e := &UnknownPackagesError{Details: map[string]string{}}
+	for _, u := range unknown {
+		e.Packages = append(e.Packages, u.Name)
+		switch {
+		case len(u.Candidates) > 0:
+			e.Details[u.Name] = "ambiguous: " + strings.Join(u.Candidates, ", ")
+		case u.Reason != "":
+			e.Details[u.Name] = u.Reason
+		}
+	}
+	return e
+}
+
+// ansiRE matches terminal escape sequences, which newer Nix may print.
+var ansiRE = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]`)

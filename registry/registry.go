@@ -1,0 +1,240 @@
+// Package registry serves the pull side of the OCI distribution API
+// (https://github.com/opencontainers/distribution-spec/blob/main/spec.md).
+//
+// Nixery is a read-only registry whose manifests are built on demand, so
+// only GET and HEAD exist; every write method answers 405 UNSUPPORTED.
+// Routing reads the URL path from the end ("…/manifests/<ref>",
+// "…/blobs/<digest>"), so repository names with any number of slashes
+// just work, and every handler returns an error value that one function,
+// writeError, turns into a spec-shaped answer.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/nixery/nixery/image"
+	"github.com/nixery/nixery/manifest"
+	"github.com/nixery/nixery/nix"
+	"github.com/nixery/nixery/storage"
+)
+
+// Builder produces the manifest of an image on demand.
+type Builder interface {
+	// Manifest builds (or finds) the image req selects and returns its
+	// manifest encoded in mediaType (one of manifest.MediaTypes).
+	Manifest(ctx context.Context, req *image.Request, mediaType string) ([]byte, digest.Digest, error)
+}
+
+// Registry is the /v2/ HTTP API.
+type Registry struct {
+	Builder Builder
+	Storage storage.Backend
+	Logger  *slog.Logger
+}
+
+// regError is an error answer: an HTTP status and a spec error code.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
+type regError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *regError) Error() string { return e.Code + ": " + e.Message }
+
+func unsupported(method string) *regError {
+	return &regError{http.StatusMethodNotAllowed, "UNSUPPORTED", fmt.Sprintf("Nixery is a read-only registry: %s is not supported", method)}
+}
+
+func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if err := r.serve(w, req); err != nil {
+		r.writeError(w, req, err)
+	}
+}
+
+func (r *Registry) serve(w http.ResponseWriter, req *http.Request) error {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return unsupported(req.Method)
+	}
+	path := req.URL.Path
+	switch {
+	case path == "/v2/" || path == "/v2":
+		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#determining-support
+		return writeBody(w, req, "application/json", "", []byte("{}"))
+	case isManifest(path):
+		name, ref := splitRef(path, "/manifests/")
+		return r.manifest(w, req, name, ref)
+	case isBlob(path):
+		name, ref := splitRef(path, "/blobs/")
+		return r.blob(w, req, name, ref)
+	}
+	return &regError{http.StatusNotFound, "NAME_UNKNOWN", "no such endpoint in the registry API: " + path}
+}
+
+// isManifest matches /v2/<name>/manifests/<reference>.
+func isManifest(path string) bool {
+	elems := strings.Split(path, "/")
+	return len(elems) >= 5 && elems[len(elems)-2] == "manifests"
+}
+
+// isBlob matches /v2/<name>/blobs/<digest>.
+func isBlob(path string) bool {
+	elems := strings.Split(path, "/")
+	return len(elems) >= 5 && elems[len(elems)-2] == "blobs"
+}
+
+// splitRef splits "/v2/<name><sep><ref>" at the last sep.
+func splitRef(path, sep string) (name, ref string) {
+	i := strings.LastIndex(path, sep)
+	return strings.TrimPrefix(path[:i], "/v2/"), path[i+len(sep):]
+}
+
+// manifest answers GET/HEAD /v2/<name>/manifests/<reference>.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
+func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref string) error {
+	if !image.ValidName(name) {
+		return &regError{http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", name)}
+	}
+	if strings.Contains(ref, ":") {
+		d, err := parseDigest(ref)
+		if err != nil {
+			return err
+		}
+		data, err := storage.Get(req.Context(), r.Storage, d)
+		if errors.Is(err, storage.ErrNotFound) {
+			return &regError{http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("manifest %s is not known to this registry", d)}
+		}
+		if err != nil {
+			return err
+		}
+		mt := manifest.MediaType(data)
+		if mt == "" {
+			// A layer or config blob is not a manifest.
+			return &regError{http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("%s is not a manifest", d)}
+		}
+		return writeBody(w, req, mt, d, data)
+	}
+
+	ireq, err := image.Parse(name, ref)
+	if err != nil {
+		return err
+	}
+	mt := manifest.Negotiate(req.Header.Values("Accept"))
+	data, d, err := r.Builder.Manifest(req.Context(), ireq, mt)
+	if err != nil {
+		return err
+	}
+	return writeBody(w, req, mt, d, data)
+}
+
+// blob answers GET/HEAD /v2/<name>/blobs/<digest>, with Range support.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-blobs
+func (r *Registry) blob(w http.ResponseWriter, req *http.Request, name, ref string) error {
+	if !image.ValidName(name) {
+		return &regError{http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", name)}
+	}
+	d, err := parseDigest(ref)
+	if err != nil {
+		return err
+	}
+	blob, err := r.Storage.Open(req.Context(), d)
+	if errors.Is(err, storage.ErrNotFound) {
+		return &regError{http.StatusNotFound, "BLOB_UNKNOWN", fmt.Sprintf("blob %s is not known to this registry", d)}
+	}
+	if err != nil {
+		return err
+	}
+	defer blob.Close()
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Cache-Control", "max-age=31536000, immutable")
+	h.Set("Etag", `"`+d.String()+`"`)
+	// ServeContent handles Range, If-Range, HEAD and Content-Length.
+	http.ServeContent(w, req, "", zeroTime, blob)
+	return nil
+}
+
+func parseDigest(s string) (digest.Digest, error) {
+	d, err := digest.Parse(s)
+	if err != nil {
+		return "", &regError{http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("invalid digest %q: %v", s, err)}
+	}
+	if d.Algorithm() != digest.SHA256 {
+		return "", &regError{http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("unsupported digest algorithm %q: this registry uses sha256", d.Algorithm())}
+	}
+	return d, nil
+}
+
+// writeBody sends a complete answer with the headers every success needs.
+func writeBody(w http.ResponseWriter, req *http.Request, contentType string, d digest.Digest, body []byte) error {
+	h := w.Header()
+	h.Set("Content-Type", contentType)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if d != "" {
+		h.Set("Docker-Content-Digest", d.String())
+		h.Set("Etag", `"`+d.String()+`"`)
+	}
+	w.WriteHeader(http.StatusOK)
+	if req.Method != http.MethodHead {
+		w.Write(body)
+	}
+	return nil
+}
+
+// writeError is the one place that turns an error into an answer: a spec
+// error body (https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes).
+func (r *Registry) writeError(w http.ResponseWriter, req *http.Request, err error) {
+	re := classify(err)
+	logger := r.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	level := slog.LevelInfo
+	if re.Status >= 500 {
+		level = slog.LevelError
+	}
+	logger.Log(req.Context(), level, "request failed", "method", req.Method, "path", req.URL.Path, "status", re.Status, "code", re.Code, "error", err)
+	body := encodeError(re)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(re.Status)
+	if req.Method != http.MethodHead {
+		w.Write(body)
+	}
+}
+
+// classify maps errors from the stages of a pull to registry errors.
+func classify(err error) *regError {
+	var re *regError
+	var ie *image.Error
+	var unknown *nix.UnknownPackagesError
+	var buildErr *nix.BuildError
+	switch {
+	case errors.As(err, &re):
+		return re
+	case errors.As(err, &ie):
+		return &regError{http.StatusBadRequest, ie.Code, ie.Message}
+	case errors.As(err, &unknown):
+		return &regError{http.StatusNotFound, "MANIFEST_UNKNOWN", unknown.Error()}
+	case errors.Is(err, nix.ErrTimeout):
+		return &regError{http.StatusInternalServerError, "UNKNOWN", err.Error()}
+	case errors.As(err, &buildErr):
+		return &regError{http.StatusInternalServerError, "UNKNOWN", err.Error()}
+	case errors.Is(err, context.Canceled):
+		// The client went away; the status is for the log only.
+		return &regError{499, "UNKNOWN", "request cancelled"}
+	}
+	return &regError{http.StatusInternalServerError, "UNKNOWN", err.Error()}
+}

@@ -1,0 +1,168 @@
+package storage
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Filesystem stores blobs in a local directory:
+//
+//	<root>/blobs/sha256/<hex>   committed blobs
+//	<root>/tmp/                 blobs being written (same file system, so
+//	                            the final rename is atomic)
+//
+// It needs no extended attributes, so any file system (tmpfs too) works.
+type Filesystem struct {
+	root string
+}
+
+// NewFilesystem prepares root (creating it if needed) and removes
+// temporary files left by an earlier process that died mid-write.
+func NewFilesystem(root string) (*Filesystem, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	f := &Filesystem{root: abs}
+	if err := os.RemoveAll(f.tmpDir()); err != nil {
+		return nil, fmt.Errorf("storage %s: clearing temporary files: %w", abs, err)
+	}
+	for _, dir := range []string{f.tmpDir(), filepath.Join(abs, "blobs", "sha256")} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("storage %s: %w", abs, err)
+		}
+	}
+	return f, nil
+}
+
+func (f *Filesystem) String() string { return "filesystem " + f.root }
+
+func (f *Filesystem) tmpDir() string { return filepath.Join(f.root, "tmp") }
+
+func (f *Filesystem) path(d digest.Digest) (string, error) {
+	if err := d.Validate(); err != nil || d.Algorithm() != digest.SHA256 {
+		return "", fmt.Errorf("invalid digest %q", d)
+	}
+	return filepath.Join(f.root, "blobs", "sha256", d.Encoded()), nil
+}
+
+func (f *Filesystem) Create(ctx context.Context) (Writer, error) {
+	file, err := os.CreateTemp(f.tmpDir(), "blob-")
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	h := sha256.New()
+	return &fsWriter{fs: f, file: file, hash: h, w: io.MultiWriter(file, h)}, nil
+}
+
+func (f *Filesystem) Open(ctx context.Context, d digest.Digest) (Reader, error) {
+	p, err := f.path(d)
+	if err != nil {
+		return nil, err
+	}
+	file, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	info, err := file.Stat()
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	return &fsReader{File: file, size: info.Size()}, nil
+}
+
+func (f *Filesystem) Stat(ctx context.Context, d digest.Digest) (int64, error) {
+	p, err := f.path(d)
+	if err != nil {
+		return 0, err
+	}
+	info, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("%s: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("storage: %w", err)
+	}
+	return info.Size(), nil
+}
+
+type fsReader struct {
+	*os.File
+	size int64
+}
+
+func (r *fsReader) Size() int64 { return r.size }
+
+type fsWriter struct {
+	fs   *Filesystem
+	file *os.File
+	hash hash.Hash
+	w    io.Writer
+	done bool
+}
+
+func (w *fsWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	if err != nil {
+		err = fmt.Errorf("storage: writing blob: %w", err)
+	}
+	return n, err
+}
+
+func (w *fsWriter) Commit(d digest.Digest) error {
+	if w.done {
+		return errors.New("storage: blob already committed or cancelled")
+	}
+	defer w.Cancel()
+	target, err := w.fs.path(d)
+	if err != nil {
+		return err
+	}
+	if got := digest.NewDigest(digest.SHA256, w.hash); got != d {
+		return fmt.Errorf("storage: blob digest is %s, expected %s", got, d)
+	}
+	// Data must be on disk before the name points at it, or a crash
+	// could leave a short file under a real digest.
+	if err := w.file.Sync(); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	if err := w.file.Close(); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	if _, err := os.Stat(target); err == nil {
+		return nil // content-addressed: the existing copy is identical
+	}
+	if err := os.Chmod(w.file.Name(), 0o644); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	if err := os.Rename(w.file.Name(), target); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	return nil
+}
+
+func (w *fsWriter) Cancel() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	w.file.Close()
+	err := os.Remove(w.file.Name())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}

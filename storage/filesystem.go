@@ -17,6 +17,7 @@ import (
 // Filesystem stores blobs in a local directory:
 //
 //	<root>/blobs/sha256/<hex>   committed blobs
+//	<root>/objects/<name>       named objects (cache entries)
 //	<root>/tmp/                 blobs being written (same file system, so
 //	                            the final rename is atomic)
 //
@@ -97,6 +98,61 @@ func (f *Filesystem) Stat(ctx context.Context, d digest.Digest) (int64, error) {
 		return 0, fmt.Errorf("storage: %w", err)
 	}
 	return info.Size(), nil
+}
+
+func (f *Filesystem) objectPath(name string) (string, error) {
+	if !ValidObjectName(name) {
+		return "", fmt.Errorf("invalid object name %q", name)
+	}
+	return filepath.Join(f.root, "objects", filepath.FromSlash(name)), nil
+}
+
+func (f *Filesystem) GetObject(ctx context.Context, name string) ([]byte, error) {
+	p, err := f.objectPath(name)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("object %s: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	return data, nil
+}
+
+func (f *Filesystem) PutObject(ctx context.Context, name string, data []byte) error {
+	p, err := f.objectPath(name)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	tmp, err := os.CreateTemp(f.tmpDir(), "object-")
+	if err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op after the rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("storage: writing object %s: %w", name, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("storage: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), p); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	return nil
 }
 
 type fsReader struct {

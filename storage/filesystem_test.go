@@ -81,4 +81,22 @@ func TestFilesystem(t *testing.T) {
 	if _, err := b.Stat(ctx, d); err != nil {
 		t.Fatalf("committed blob lost on restart: %v", err)
 	}
+
+	// Named objects: replaced atomically, names cannot escape.
+	if _, err := b.GetObject(ctx, "manifests/abc"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetObject absent: %v", err)
+	}
+	for _, content := range []string{"one", "two"} {
+		if err := b.PutObject(ctx, "manifests/abc", []byte(content)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := b.GetObject(ctx, "manifests/abc"); err != nil || string(got) != content {
+			t.Fatalf("GetObject = %q, %v; want %q", got, err, content)
+		}
+	}
+	for _, bad := range []string{"../x", "/etc/passwd", "a/../../b", ".hidden", "A", "a//b", ""} {
+		if err := b.PutObject(ctx, bad, []byte("x")); err == nil {
+			t.Errorf("PutObject(%q) accepted", bad)
+		}
+	}
 }

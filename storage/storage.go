@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"regexp"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -31,8 +32,24 @@ type Backend interface {
 	Open(ctx context.Context, d digest.Digest) (Reader, error)
 	// Stat returns the size of the blob with digest d; ErrNotFound if absent.
 	Stat(ctx context.Context, d digest.Digest) (int64, error)
+	// GetObject reads a small named object (a cache entry); ErrNotFound
+	// if absent. Names are relative slash-separated paths such as
+	// "manifests/<key>" (see ValidObjectName).
+	GetObject(ctx context.Context, name string) ([]byte, error)
+	// PutObject creates or replaces a named object atomically: a reader
+	// sees the old content or the new, never a mix.
+	PutObject(ctx context.Context, name string, data []byte) error
 	// String names the backend and its location for logs.
 	String() string
+}
+
+var objectNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$`)
+
+// ValidObjectName reports whether name can name an object: lower-case
+// letters, digits, '.', '_' and '-' in slash-separated parts that do not
+// start with a dot, so no name can escape its backend's object area.
+func ValidObjectName(name string) bool {
+	return len(name) <= 512 && objectNameRE.MatchString(name)
 }
 
 // Writer receives the bytes of a new blob.

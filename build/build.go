@@ -3,24 +3,36 @@
 // the layers and the customisation layer into storage, and writes the
 // config and the manifests.
 //
+// Around that pipe sit the things that make it cheap for many users:
+//
+//   - a manifest cache and a layer cache in the storage backend (see
+//     cache.go), so warm pulls never run Nix and a store-path set is
+//     packed once, even across restarts and replicas;
+//   - single flight: identical requests in flight share one build, which
+//     runs detached from any one client, so a client that disconnects
+//     does not cancel a build that others wait for (NIX_TIMEOUT and
+//     BuildTimeout still end every build);
+//   - a limit on builds running at once, with a bounded queue (limit.go).
+//
 // Both manifest formats (OCI and Docker schema 2) are written for every
 // image, each under its own digest, so a pull by digest works whichever
 // format the client first asked for.
 package build
 
 import (
+	"archive/tar"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
-	"slices"
-	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
-
-	"archive/tar"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/nixery/nixery/archive"
 	"github.com/nixery/nixery/config"
@@ -36,15 +48,75 @@ import (
 // common clients and runtimes).
 const DefaultLayerBudget = 100
 
-// Builder builds images. The zero value is not usable: Source, Nix and
-// Storage are required.
+// DefaultBuildTimeout bounds a whole build (Nix, packing, upload) that no
+// client may be waiting for any more.
+const DefaultBuildTimeout = 30 * time.Minute
+
+// Builder builds images. Source, Nix and Storage are required; the other
+// fields have working zero values.
 type Builder struct {
 	Source      config.Source
 	Nix         *nix.Runner
 	Storage     storage.Backend
-	LayerBudget int // <= 1 means DefaultLayerBudget
-	Compression int // gzip level; 0 = default
-	Logger      *slog.Logger
+	LayerBudget int           // <= 1 means DefaultLayerBudget
+	Compression int           // gzip level; 0 = default
+	CacheTTL    time.Duration // reuse time of images from a moving source
+	MaxBuilds   int           // builds at once; 0 = number of cores
+	QueueSize   int           // builds waiting for a slot before ErrBusy
+	// BuildTimeout bounds one whole build; 0 = DefaultBuildTimeout.
+	BuildTimeout time.Duration
+	Logger       *slog.Logger
+
+	once    sync.Once
+	limit   *limiter
+	flight  singleflight.Group
+	buildID atomic.Int64
+	stats   Stats
+}
+
+// Stats counts what the builder did since it started.
+type Stats struct {
+	CacheHits    atomic.Int64 // manifest requests answered from the cache
+	CacheMisses  atomic.Int64 // manifest requests that needed a build
+	NixBuilds    atomic.Int64 // Nix invocations (one per build)
+	BuildsOK     atomic.Int64
+	BuildsError  atomic.Int64
+	Rejected     atomic.Int64 // requests refused with ErrBusy
+	LayersReused atomic.Int64 // layers found in the layer cache
+	LayersPacked atomic.Int64 // layers packed and uploaded
+}
+
+// Stats returns the builder's counters.
+func (b *Builder) Stats() *Stats { return &b.stats }
+
+// Queue reports builds running and waiting.
+func (b *Builder) Queue() (running, waiting int) {
+	b.init()
+	return b.limit.running(), b.limit.queued()
+}
+
+func (b *Builder) init() {
+	b.once.Do(func() {
+		slots := b.MaxBuilds
+		if slots < 1 {
+			slots = runtime.NumCPU()
+		}
+		b.limit = newLimiter(slots, b.QueueSize)
+	})
+}
+
+func (b *Builder) logger() *slog.Logger {
+	if b.Logger != nil {
+		return b.Logger
+	}
+	return slog.Default()
+}
+
+func (b *Builder) budget() int {
+	if b.LayerBudget <= 1 {
+		return DefaultLayerBudget
+	}
+	return b.LayerBudget
 }
 
 // Image is a built image: its manifests by media type.
@@ -58,64 +130,115 @@ type Stored struct {
 	Digest digest.Digest
 }
 
-// Manifest builds the image req selects and returns its manifest in
-// mediaType. It implements registry.Builder.
+// Manifest returns the manifest in mediaType of the image req selects,
+// from the cache or by building it. It implements registry.Builder.
 func (b *Builder) Manifest(ctx context.Context, req *image.Request, mediaType string) ([]byte, digest.Digest, error) {
-	img, err := b.Build(ctx, req)
+	b.init()
+	src, err := b.Source.Resolve(ctx, req.Tag)
 	if err != nil {
 		return nil, "", err
 	}
-	m, ok := img.Manifests[mediaType]
-	if !ok {
-		return nil, "", fmt.Errorf("no manifest of type %s", mediaType)
+	key := b.manifestKey(src.Identity, req.Packages, req.Arch.System)
+	data, d, ok, err := b.cachedManifest(ctx, key, mediaType)
+	if err != nil {
+		return nil, "", err
 	}
-	return m.Data, m.Digest, nil
+	if ok {
+		b.stats.CacheHits.Add(1)
+		return data, d, nil
+	}
+	b.stats.CacheMisses.Add(1)
+
+	// Identical requests share one build, detached from this client.
+	ch := b.flight.DoChan(key, func() (any, error) {
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.buildTimeout())
+		defer cancel()
+		return b.buildLimited(bctx, key, req, src)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, "", r.Err
+		}
+		m, ok := r.Val.(*Image).Manifests[mediaType]
+		if !ok {
+			return nil, "", fmt.Errorf("no manifest of type %s", mediaType)
+		}
+		return m.Data, m.Digest, nil
+	case <-ctx.Done():
+		return nil, "", ctx.Err()
+	}
 }
 
-func (b *Builder) logger() *slog.Logger {
-	if b.Logger != nil {
-		return b.Logger
+func (b *Builder) buildTimeout() time.Duration {
+	if b.BuildTimeout > 0 {
+		return b.BuildTimeout
 	}
-	return slog.Default()
+	return DefaultBuildTimeout
 }
 
-// Build runs the whole pipe for one image.
-func (b *Builder) Build(ctx context.Context, req *image.Request) (*Image, error) {
-	log := b.logger().With("image", req.Name, "tag", req.Tag)
+// buildLimited waits for a build slot, then builds and caches the image.
+func (b *Builder) buildLimited(ctx context.Context, key string, req *image.Request, src config.Resolved) (*Image, error) {
+	if err := b.limit.acquire(ctx); err != nil {
+		if errors.Is(err, ErrBusy) {
+			b.stats.Rejected.Add(1)
+		}
+		return nil, err
+	}
+	defer b.limit.release()
+	img, err := b.Build(ctx, req, src)
+	if err != nil {
+		b.stats.BuildsError.Add(1)
+		return nil, err
+	}
+	b.stats.BuildsOK.Add(1)
+	if err := b.storeManifestEntry(ctx, key, img, src.Immutable); err != nil {
+		// The image is stored; only the shortcut to it is missing.
+		b.logger().Warn("manifest cache: entry not stored", "image", req.Name, "err", err)
+	}
+	return img, nil
+}
+
+// Build runs the whole pipe for one image, without looking at the
+// manifest cache (the layer cache is used).
+func (b *Builder) Build(ctx context.Context, req *image.Request, src config.Resolved) (*Image, error) {
+	id := b.buildID.Add(1)
+	log := b.logger().With("image", req.Name, "tag", req.Tag, "build", id)
 	start := time.Now()
-	srcType, srcArgs, err := b.Source.Render(req.Tag)
-	if err != nil {
-		return nil, err
+	phase := func(name string, since time.Time, args ...any) time.Time {
+		now := time.Now()
+		log.Info("build phase", append([]any{"phase", name, "seconds", now.Sub(since).Seconds()}, args...)...)
+		return now
 	}
-	res, err := b.Nix.Build(ctx, nix.Request{SrcType: srcType, SrcArgs: srcArgs, Packages: req.Packages, System: req.Arch.System})
-	if err != nil {
-		return nil, err
-	}
-	nixDone := time.Now()
-	log.Info("nix finished", "phase", "nix", "seconds", nixDone.Sub(start).Seconds(), "paths", len(res.Closure))
 
-	budget := b.LayerBudget
-	if budget <= 1 {
-		budget = DefaultLayerBudget
+	b.stats.NixBuilds.Add(1)
+	res, err := b.Nix.Build(ctx, nix.Request{SrcType: src.Type, SrcArgs: src.Args, Packages: req.Packages, System: req.Arch.System})
+	if err != nil {
+		log.Info("build failed", "phase", "nix", "err", err)
+		return nil, err
 	}
+	t := phase("nix", start, "paths", len(res.Closure), "roots", len(res.Roots))
+
 	paths := make([]layers.Path, len(res.Closure))
 	for i, p := range res.Closure {
 		paths[i] = layers.Path{Name: p.Path, Size: p.NarSize, References: p.References}
 	}
 	// One slot is kept for the customisation layer.
-	groups := layers.Group(paths, budget-1)
+	groups := layers.Group(paths, b.budget()-1)
+	t = phase("layers", t, "groups", len(groups))
 
+	// The customisation layer only reads the roots' top directories;
+	// computing it is cheap even when its layer is cached.
 	entries, info, err := archive.Customisation(res.Roots)
 	if err != nil {
 		return nil, fmt.Errorf("customisation layer: %w", err)
 	}
-
 	packed := make([]manifest.Layer, len(groups)+1)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.NumCPU())
 	for i, group := range groups {
 		g.Go(func() error {
-			l, err := b.pack(gctx, func(tw *tar.Writer) error { return archive.StorePaths(tw, group) })
+			l, err := b.layer(gctx, b.layerKey("paths", group), func(tw *tar.Writer) error { return archive.StorePaths(tw, group) })
 			if err != nil {
 				return fmt.Errorf("layer of %s: %w", describeGroup(group), err)
 			}
@@ -124,7 +247,7 @@ func (b *Builder) Build(ctx context.Context, req *image.Request) (*Image, error)
 		})
 	}
 	g.Go(func() error {
-		l, err := b.pack(gctx, func(tw *tar.Writer) error { return archive.Entries(tw, entries) })
+		l, err := b.layer(gctx, b.layerKey("customisation", res.Roots), func(tw *tar.Writer) error { return archive.Entries(tw, entries) })
 		if err != nil {
 			return fmt.Errorf("customisation layer: %w", err)
 		}
@@ -135,10 +258,10 @@ func (b *Builder) Build(ctx context.Context, req *image.Request) (*Image, error)
 		return nil
 	})
 	if err := g.Wait(); err != nil {
+		log.Info("build failed", "phase", "pack", "err", err)
 		return nil, err
 	}
-	packDone := time.Now()
-	log.Info("layers packed", "phase", "pack", "seconds", packDone.Sub(nixDone).Seconds(), "layers", len(packed))
+	t = phase("pack", t, "layers", len(packed))
 
 	img := manifest.Image{Arch: req.Arch.OCI, Env: []string{"PATH=" + info.Path}, Layers: packed}
 	if info.CertFile != "" {
@@ -151,13 +274,18 @@ func (b *Builder) Build(ctx context.Context, req *image.Request) (*Image, error)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("image built", "phase", "manifest", "seconds", time.Since(start).Seconds(),
-		"digest", out.Manifests[manifest.OCIManifest].Digest)
+	phase("manifest", t)
+	log.Info("image built", "seconds", time.Since(start).Seconds(), "digest", out.Manifests[manifest.OCIManifest].Digest)
 	return out, nil
 }
 
-// pack streams one layer into storage: tar, compress and hash in one pass.
-func (b *Builder) pack(ctx context.Context, write func(*tar.Writer) error) (archive.Layer, error) {
+// layer returns the layer cached for key, or packs it with write into
+// storage (tar, compress, hash and upload in one pass) and caches it.
+func (b *Builder) layer(ctx context.Context, key string, write func(*tar.Writer) error) (archive.Layer, error) {
+	if l, ok := b.cachedLayer(ctx, key); ok {
+		b.stats.LayersReused.Add(1)
+		return l, nil
+	}
 	w, err := b.Storage.Create(ctx)
 	if err != nil {
 		return archive.Layer{}, err
@@ -167,7 +295,14 @@ func (b *Builder) pack(ctx context.Context, write func(*tar.Writer) error) (arch
 		w.Cancel()
 		return archive.Layer{}, err
 	}
-	return l, w.Commit(l.Digest)
+	if err := w.Commit(l.Digest); err != nil {
+		return archive.Layer{}, err
+	}
+	b.stats.LayersPacked.Add(1)
+	if err := b.storeLayerEntry(ctx, key, l); err != nil {
+		b.logger().Warn("layer cache: entry not stored", "err", err)
+	}
+	return l, nil
 }
 
 // store writes the config and both manifests.
@@ -193,16 +328,4 @@ func (b *Builder) store(ctx context.Context, img manifest.Image) (*Image, error)
 		out.Manifests[mt] = Stored{Data: data, Digest: d}
 	}
 	return out, nil
-}
-
-// describeGroup names a layer's store paths for its history entry.
-func describeGroup(group []string) string {
-	names := slices.Clone(group)
-	for i, p := range names {
-		names[i] = strings.TrimPrefix(p, "/nix/store/")
-	}
-	if len(names) > 5 {
-		names = append(names[:5], fmt.Sprintf("and %d more", len(group)-5))
-	}
-	return strings.Join(names, ", ")
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +22,9 @@ type Config struct {
 	StoragePath string        // root of the filesystem backend
 	NixTimeout  time.Duration // limit for one Nix build
 	LayerBudget int           // maximum layers per image
+	CacheTTL    time.Duration // how long results from a moving source are reused
+	MaxBuilds   int           // builds running at once
+	BuildQueue  int           // builds waiting for a slot before 429
 	DemoPath    string        // where the built-in demo package set is extracted
 }
 
@@ -41,6 +45,9 @@ var settings = []setting{
 	{"storage-path", "STORAGE_PATH", "", "directory of the filesystem backend (default: $XDG_CACHE_HOME/nixery/storage, i.e. ~/.cache/nixery/storage)"},
 	{"nix-timeout", "NIX_TIMEOUT", "60", "seconds one Nix build may take before it is killed"},
 	{"layer-budget", "NIXERY_LAYER_BUDGET", "100", "maximum number of layers in an image"},
+	{"cache-ttl", "NIXERY_CACHE_TTL", "300", "seconds an image from a moving source (a channel or branch name, a directory) is reused before it is rebuilt; images from a commit are kept"},
+	{"max-builds", "NIXERY_MAX_BUILDS", "", "builds that run at once (default: number of cores)"},
+	{"build-queue", "NIXERY_BUILD_QUEUE", "64", "builds that may wait for a slot; beyond that, clients get 429 TOOMANYREQUESTS"},
 }
 
 // Usage writes the help text for the settings.
@@ -91,6 +98,21 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 		return nil, fmt.Errorf("NIXERY_LAYER_BUDGET / --layer-budget must be a number from 2 to 125 (one layer is the customisation layer; many runtimes refuse more than 125 layers), not %q", get("layer-budget"))
 	}
 
+	ttl, err := strconv.Atoi(get("cache-ttl"))
+	if err != nil || ttl < 0 {
+		return nil, fmt.Errorf("NIXERY_CACHE_TTL / --cache-ttl must be a whole number of seconds (0 or more), not %q", get("cache-ttl"))
+	}
+	c.CacheTTL = time.Duration(ttl) * time.Second
+	c.MaxBuilds = runtime.NumCPU()
+	if v := get("max-builds"); v != "" {
+		if c.MaxBuilds, err = strconv.Atoi(v); err != nil || c.MaxBuilds < 1 {
+			return nil, fmt.Errorf("NIXERY_MAX_BUILDS / --max-builds must be a number above 0, not %q", v)
+		}
+	}
+	if c.BuildQueue, err = strconv.Atoi(get("build-queue")); err != nil || c.BuildQueue < 0 {
+		return nil, fmt.Errorf("NIXERY_BUILD_QUEUE / --build-queue must be a number (0 or more), not %q", get("build-queue"))
+	}
+
 	var sources []string
 	for _, name := range []string{"channel", "pkgs-repo", "pkgs-path"} {
 		if get(name) != "" {
@@ -104,7 +126,7 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	case get("channel") != "":
 		c.Source = ChannelSource{Channel: get("channel")}
 	case get("pkgs-repo") != "":
-		c.Source = GitSource{Repository: get("pkgs-repo")}
+		c.Source = &GitSource{Repository: get("pkgs-repo"), TTL: c.CacheTTL}
 	case get("pkgs-path") != "":
 		p, err := filepath.Abs(get("pkgs-path"))
 		if err != nil {

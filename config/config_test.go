@@ -1,7 +1,10 @@
 package config
 
 import (
+	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,7 +45,7 @@ func TestLoad(t *testing.T) {
 			}
 		}},
 		{name: "repo", env: map[string]string{"NIXERY_PKGS_REPO": "https://example.org/pkgs.git"}, check: func(t *testing.T, c *Config) {
-			if c.Source != (GitSource{Repository: "https://example.org/pkgs.git"}) {
+			if gs, ok := c.Source.(*GitSource); !ok || gs.Repository != "https://example.org/pkgs.git" || gs.TTL != 300*time.Second {
 				t.Errorf("source %#v", c.Source)
 			}
 		}},
@@ -73,16 +76,99 @@ func TestLoad(t *testing.T) {
 	}
 }
 
-func TestGitSourceRender(t *testing.T) {
-	s := GitSource{Repository: "/srv/pkgs"}
-	for tag, want := range map[string]string{
-		"latest": `{"url":"/srv/pkgs"}`,
-		"v1":     `{"ref":"v1","url":"/srv/pkgs"}`,
-		"0123456789abcdef0123456789abcdef01234567": `{"rev":"0123456789abcdef0123456789abcdef01234567","url":"/srv/pkgs"}`,
-	} {
-		typ, args, err := s.Render(tag)
-		if err != nil || typ != "git" || args != want {
-			t.Errorf("Render(%q) = %s %s %v, want %s", tag, typ, args, err, want)
+func TestParseLsRemote(t *testing.T) {
+	out := []byte("ref: refs/heads/main\tHEAD\n" +
+		"1111111111111111111111111111111111111111\tHEAD\n" +
+		"2222222222222222222222222222222222222222\trefs/heads/v1\n" +
+		"3333333333333333333333333333333333333333\trefs/tags/v1\n" +
+		"4444444444444444444444444444444444444444\trefs/tags/v2\n" +
+		"5555555555555555555555555555555555555555\trefs/tags/v2^{}\n" +
+		"6666666666666666666666666666666666666666\trefs/tags/v3\n")
+	tests := []struct {
+		tag, ref, rev string
+		ok            bool
+	}{
+		{"latest", "refs/heads/main", "1111111111111111111111111111111111111111", true},
+		{"v1", "refs/heads/v1", "2222222222222222222222222222222222222222", true}, // a branch wins
+		{"v2", "refs/tags/v2", "5555555555555555555555555555555555555555", true},  // annotated: peeled
+		{"v3", "refs/tags/v3", "6666666666666666666666666666666666666666", true},
+		{"v4", "", "", false},
+	}
+	for _, tt := range tests {
+		r, ok := parseLsRemote(out, tt.tag)
+		if ok != tt.ok || r.ref != tt.ref || r.rev != tt.rev {
+			t.Errorf("parseLsRemote(%q) = %+v %v, want %s %s %v", tt.tag, r, ok, tt.ref, tt.rev, tt.ok)
 		}
+	}
+}
+
+func TestSourceIdentity(t *testing.T) {
+	ctx := context.Background()
+	commit := "0123456789abcdef0123456789abcdef01234567"
+	gs := &GitSource{Repository: "/srv/pkgs"}
+	r, err := gs.Resolve(ctx, commit)
+	if err != nil || r.Type != "git" || !r.Immutable || r.Identity != "git:/srv/pkgs@"+commit ||
+		r.Args != `{"allRefs":true,"rev":"`+commit+`","url":"/srv/pkgs"}` {
+		t.Errorf("git commit: %+v %v", r, err)
+	}
+	if r, _ := (ChannelSource{Channel: "nixos-unstable"}).Resolve(ctx, "x"); r.Immutable || r.Identity != "nixpkgs:nixos-unstable" {
+		t.Errorf("channel: %+v", r)
+	}
+	if r, _ := (ChannelSource{Channel: commit}).Resolve(ctx, "x"); !r.Immutable {
+		t.Errorf("channel commit: %+v", r)
+	}
+	if r, _ := (PathSource{Path: "/srv/p"}).Resolve(ctx, "x"); r.Immutable || r.Type != "path" || r.Args != "/srv/p" {
+		t.Errorf("path: %+v", r)
+	}
+}
+
+// gitRepo makes a repository with a branch main, a lightweight tag v1 and
+// an annotated tag v2, and returns it with the commits.
+func gitRepo(t *testing.T) (dir, c1, c2 string) {
+	t.Helper()
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git is not installed")
+	}
+	dir = t.TempDir()
+	git := func(args ...string) string {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	git("init", "-q", "-b", "main")
+	os.WriteFile(filepath.Join(dir, "default.nix"), []byte("{...}: {}\n"), 0o644)
+	git("add", ".")
+	git("commit", "-qm", "one")
+	git("tag", "v1")
+	c1 = git("rev-parse", "HEAD")
+	os.WriteFile(filepath.Join(dir, "default.nix"), []byte("{...}: { }\n"), 0o644)
+	git("commit", "-qam", "two")
+	git("tag", "-a", "-m", "two", "v2")
+	c2 = git("rev-parse", "HEAD")
+	return dir, c1, c2
+}
+
+func TestGitSourceResolve(t *testing.T) {
+	ctx := context.Background()
+	dir, c1, c2 := gitRepo(t)
+	gs := &GitSource{Repository: dir, TTL: time.Hour}
+	for tag, want := range map[string]string{"v1": c1, "v2": c2, "latest": c2, "main": c2} {
+		r, err := gs.Resolve(ctx, tag)
+		if err != nil || r.Revision != want || !r.Immutable || !strings.Contains(r.Args, want) {
+			t.Errorf("Resolve(%q) = %+v, %v; want revision %s", tag, r, err, want)
+		}
+	}
+	var unknown *UnknownRevisionError
+	if _, err := gs.Resolve(ctx, "v9"); !errors.As(err, &unknown) {
+		t.Errorf("Resolve(v9) = %v, want UnknownRevisionError", err)
+	}
+	missing := &GitSource{Repository: filepath.Join(dir, "nope")}
+	if _, err := missing.Resolve(ctx, "latest"); err == nil || errors.As(err, &unknown) {
+		t.Errorf("missing repository: %v", err)
 	}
 }

@@ -23,12 +23,18 @@ import (
 	"time"
 )
 
-// server is the Nixery process shared by the tests of this package.
-var server struct {
+// nixery is a running Nixery process.
+type nixery struct {
 	addr string // host:port
 	log  *bytes.Buffer
-	err  error // why the server could not start
+	stop func()
 }
+
+var (
+	bin    string // the nixery binary built for the tests
+	server nixery // the server shared by most tests
+	setup  error  // why the tests cannot run
+)
 
 func TestMain(m *testing.M) {
 	code := func() int {
@@ -37,73 +43,83 @@ func TestMain(m *testing.M) {
 			panic(err)
 		}
 		defer os.RemoveAll(tmp)
-		stop, err := startServer(tmp)
-		if err != nil {
-			server.err = err
-		} else {
-			defer stop()
+		if setup = prepare(tmp); setup == nil {
+			var s *nixery
+			s, setup = start(tmp, filepath.Join(tmp, "storage"))
+			if setup == nil {
+				server = *s
+				defer s.stop()
+			}
 		}
 		return m.Run()
 	}()
 	os.Exit(code)
 }
 
-func startServer(tmp string) (stop func(), err error) {
+// prepare checks the tools and builds the binary.
+func prepare(tmp string) error {
 	for _, tool := range []string{"nix-build", "busybox", "skopeo", "umoci", "go"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("%s is not installed (bash scripts/deps installs it)", tool)
+			return fmt.Errorf("%s is not installed (bash scripts/deps installs it)", tool)
 		}
 	}
 	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("the end-to-end tests need root (for chroot into the pulled images)")
+		return fmt.Errorf("the end-to-end tests need root (for chroot into the pulled images)")
 	}
-	bin := filepath.Join(tmp, "nixery")
+	bin = filepath.Join(tmp, "nixery")
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/nixery/nixery/cmd/nixery").CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("go build: %v\n%s", err, out)
+		return fmt.Errorf("go build: %v\n%s", err, out)
 	}
+	return nil
+}
+
+// start runs a Nixery server over the demo set with storage in dir;
+// env adds or overrides environment variables.
+func start(tmp, storageDir string, env ...string) (*nixery, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	server.addr = fmt.Sprintf("127.0.0.1:%d", port)
-	server.log = new(bytes.Buffer)
+	s := &nixery{addr: fmt.Sprintf("127.0.0.1:%d", port), log: new(bytes.Buffer)}
 	cmd := exec.Command(bin, "serve", "--host", "127.0.0.1", "--port", fmt.Sprint(port))
 	cmd.Env = append(os.Environ(),
 		"XDG_CACHE_HOME="+filepath.Join(tmp, "cache"),
-		"STORAGE_PATH="+filepath.Join(tmp, "storage"),
+		"STORAGE_PATH="+storageDir,
 		"NIX_TIMEOUT=120",
 		"NIXERY_CHANNEL=", "NIXERY_PKGS_REPO=", "NIXERY_PKGS_PATH=",
 	)
-	cmd.Stdout, cmd.Stderr = server.log, server.log
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Stdout, cmd.Stderr = s.log, s.log
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	stop = func() {
+	s.stop = func() {
 		cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-exited:
 		case <-time.After(15 * time.Second):
 			cmd.Process.Kill()
+			<-exited
 		}
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + server.addr + "/v2/")
+		resp, err := http.Get("http://" + s.addr + "/v2/")
 		if err == nil {
 			resp.Body.Close()
-			return stop, nil
+			return s, nil
 		}
 		select {
 		case <-exited:
-			return nil, fmt.Errorf("nixery exited at start-up:\n%s", server.log)
+			return nil, fmt.Errorf("nixery exited at start-up:\n%s", s.log)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	stop()
-	return nil, fmt.Errorf("nixery did not answer within 60s:\n%s", server.log)
+	s.stop()
+	return nil, fmt.Errorf("nixery did not answer within 60s:\n%s", s.log)
 }
 
 func freePort() (int, error) {
@@ -118,13 +134,13 @@ func freePort() (int, error) {
 // needServer skips (or, in CI, fails) a test when the server is not up.
 func needServer(t *testing.T) {
 	t.Helper()
-	if server.err == nil {
+	if setup == nil {
 		return
 	}
 	if os.Getenv("NIXERY_REQUIRE_E2E") != "" {
-		t.Fatalf("end-to-end test cannot run: %v", server.err)
+		t.Fatalf("end-to-end test cannot run: %v", setup)
 	}
-	t.Skipf("end-to-end test skipped: %v", server.err)
+	t.Skipf("end-to-end test skipped: %v", setup)
 }
 
 // run runs a command and returns its combined output, failing the test on error.
@@ -224,10 +240,15 @@ type configJSON struct {
 	} `json:"config"`
 }
 
-// get fetches a registry URL path with an Accept header.
+// get fetches a URL path of the shared server with an Accept header.
 func get(t *testing.T, method, path, accept string) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(method, "http://"+server.addr+path, nil)
+	return server.get(t, method, path, accept)
+}
+
+func (s *nixery) get(t *testing.T, method, path, accept string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+s.addr+path, nil)
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
@@ -317,5 +338,117 @@ func TestSameImageSameDigest(t *testing.T) {
 	}
 	if d1, d2 := r1.Header.Get("Docker-Content-Digest"), r2.Header.Get("Docker-Content-Digest"); d1 != d2 {
 		t.Errorf("same packages in another order gave %s and %s", d1, d2)
+	}
+}
+
+// metric reads one value from the server's /metrics.
+func (s *nixery) metric(t *testing.T, name string) int {
+	t.Helper()
+	_, body := s.get(t, "GET", "/metrics", "")
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var n int
+			fmt.Sscan(v, &n)
+			return n
+		}
+	}
+	t.Fatalf("metric %s not found in:\n%s", name, body)
+	return 0
+}
+
+func TestRestartKeepsCache(t *testing.T) {
+	needServer(t)
+	tmp := t.TempDir()
+	store := filepath.Join(tmp, "storage")
+	accept := "application/vnd.oci.image.manifest.v1+json"
+
+	first, err := start(tmp, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, body := first.get(t, "GET", "/v2/shell/hello/manifests/latest", accept)
+	if r1.StatusCode != 200 {
+		first.stop()
+		t.Fatalf("first pull: %d %s", r1.StatusCode, body)
+	}
+	if n := first.metric(t, "nixery_nix_builds_total"); n != 1 {
+		t.Errorf("first server ran Nix %d times, want 1", n)
+	}
+	first.stop()
+
+	second, err := start(tmp, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.stop()
+	r2, _ := second.get(t, "GET", "/v2/shell/hello/manifests/latest", accept)
+	if d1, d2 := r1.Header.Get("Docker-Content-Digest"), r2.Header.Get("Docker-Content-Digest"); r2.StatusCode != 200 || d1 != d2 {
+		t.Errorf("after restart: %d %s, before: %s", r2.StatusCode, d2, d1)
+	}
+	if n := second.metric(t, "nixery_nix_builds_total"); n != 0 {
+		t.Errorf("after restart Nix ran %d times; want a cache hit", n)
+	}
+	if n := second.metric(t, "nixery_manifest_cache_hits_total"); n != 1 {
+		t.Errorf("cache hits after restart = %d, want 1", n)
+	}
+}
+
+func TestConcurrentPullsShareOneBuild(t *testing.T) {
+	needServer(t)
+	tmp := t.TempDir()
+	s, err := start(tmp, filepath.Join(tmp, "storage"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	const n = 50
+	digests := make(chan string, n)
+	for range n {
+		go func() {
+			resp, _ := s.get(t, "GET", "/v2/shell/python3/manifests/latest", "application/vnd.oci.image.manifest.v1+json")
+			digests <- fmt.Sprint(resp.StatusCode, " ", resp.Header.Get("Docker-Content-Digest"))
+		}()
+	}
+	first := <-digests
+	for range n - 1 {
+		if d := <-digests; d != first {
+			t.Errorf("answers differ: %q and %q", first, d)
+		}
+	}
+	if !strings.HasPrefix(first, "200 sha256:") {
+		t.Errorf("answer %q", first)
+	}
+	if got := s.metric(t, "nixery_nix_builds_total"); got != 1 {
+		t.Errorf("%d concurrent pulls ran Nix %d times, want 1", n, got)
+	}
+}
+
+func TestQueueOverflowAnswers429(t *testing.T) {
+	needServer(t)
+	tmp := t.TempDir()
+	s, err := start(tmp, filepath.Join(tmp, "storage"), "NIXERY_MAX_BUILDS=1", "NIXERY_BUILD_QUEUE=0", "NIX_TIMEOUT=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	done := make(chan int)
+	go func() {
+		resp, _ := s.get(t, "GET", "/v2/slow/manifests/latest", "")
+		done <- resp.StatusCode
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for s.metric(t, "nixery_builds_running") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow build never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, body := s.get(t, "GET", "/v2/slow/hello/manifests/latest", "")
+	if resp.StatusCode != 429 || !strings.Contains(string(body), "TOOMANYREQUESTS") || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("overflow: %d %q Retry-After %q", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+	// The slow build ends by NIX_TIMEOUT with a clear error.
+	if code := <-done; code != 500 {
+		t.Errorf("slow build answered %d, want 500 (timeout)", code)
 	}
 }

@@ -73,8 +73,14 @@ func ValidName(name string) bool {
 	return true
 }
 
-// ValidTag reports whether tag is a valid tag.
-func ValidTag(tag string) bool { return tagRE.MatchString(tag) }
+// ValidTag reports whether tag is a valid tag. A tag may select a git
+// reference (NIXERY_PKGS_REPO), so on top of the distribution spec's
+// grammar (which already forbids a leading '-' or '.') it must be a valid
+// git ref name: no "..", no trailing '.' and no ".lock" suffix.
+func ValidTag(tag string) bool {
+	return tagRE.MatchString(tag) && !strings.Contains(tag, "..") &&
+		!strings.HasSuffix(tag, ".") && !strings.HasSuffix(tag, ".lock")
+}
 
 // Parse validates name and tag and returns the build request they select.
 func Parse(name, tag string) (*Request, error) {
@@ -82,7 +88,7 @@ func Parse(name, tag string) (*Request, error) {
 		return nil, &Error{Code: "NAME_INVALID", Message: fmt.Sprintf("invalid repository name %q: each path component must match [a-z0-9]+((.|_|__|-+)[a-z0-9]+)*", name)}
 	}
 	if !ValidTag(tag) {
-		return nil, &Error{Code: "NAME_INVALID", Message: fmt.Sprintf("invalid tag %q: a tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}", tag)}
+		return nil, &Error{Code: "NAME_INVALID", Message: fmt.Sprintf("invalid tag %q: a tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127} and be a valid git ref name (no \"..\", no trailing \".\" or \".lock\")", tag)}
 	}
 	components := strings.Split(name, "/")
 	arch, packages := metaPackages(components)

@@ -53,6 +53,9 @@ func TestParse(t *testing.T) {
 		{name: "hello", tag: "a/b", errCode: "NAME_INVALID"},
 		{name: "hello", tag: strings.Repeat("x", 129), errCode: "NAME_INVALID"},
 		{name: "hello", tag: strings.Repeat("x", 128), packages: []string{"hello"}, arch: AMD64},
+		{name: "hello", tag: "v1..2", errCode: "NAME_INVALID"},
+		{name: "hello", tag: "v1.", errCode: "NAME_INVALID"},
+		{name: "hello", tag: "main.lock", errCode: "NAME_INVALID"},
 		{name: "hello", tag: "V1.2_rc-3", packages: []string{"hello"}, arch: AMD64},
 	}
 	for _, tt := range tests {

@@ -20,6 +20,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/manifest"
 	"github.com/nixery/nixery/nix"
@@ -43,15 +45,20 @@ type Registry struct {
 // regError is an error answer: an HTTP status and a spec error code.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
 type regError struct {
-	Status  int
-	Code    string
-	Message string
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter int // seconds; sent as Retry-After when > 0
+}
+
+func regErr(status int, code, message string) *regError {
+	return &regError{Status: status, Code: code, Message: message}
 }
 
 func (e *regError) Error() string { return e.Code + ": " + e.Message }
 
 func unsupported(method string) *regError {
-	return &regError{http.StatusMethodNotAllowed, "UNSUPPORTED", fmt.Sprintf("Nixery is a read-only registry: %s is not supported", method)}
+	return regErr(http.StatusMethodNotAllowed, "UNSUPPORTED", fmt.Sprintf("Nixery is a read-only registry: %s is not supported", method))
 }
 
 func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -78,7 +85,7 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) error {
 		name, ref := splitRef(path, "/blobs/")
 		return r.blob(w, req, name, ref)
 	}
-	return &regError{http.StatusNotFound, "NAME_UNKNOWN", "no such endpoint in the registry API: " + path}
+	return regErr(http.StatusNotFound, "NAME_UNKNOWN", "no such endpoint in the registry API: "+path)
 }
 
 // isManifest matches /v2/<name>/manifests/<reference>.
@@ -103,7 +110,7 @@ func splitRef(path, sep string) (name, ref string) {
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
 func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref string) error {
 	if !image.ValidName(name) {
-		return &regError{http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", name)}
+		return regErr(http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", name))
 	}
 	if strings.Contains(ref, ":") {
 		d, err := parseDigest(ref)
@@ -112,7 +119,7 @@ func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref 
 		}
 		data, err := storage.Get(req.Context(), r.Storage, d)
 		if errors.Is(err, storage.ErrNotFound) {
-			return &regError{http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("manifest %s is not known to this registry", d)}
+			return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("manifest %s is not known to this registry", d))
 		}
 		if err != nil {
 			return err
@@ -120,7 +127,7 @@ func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref 
 		mt := manifest.MediaType(data)
 		if mt == "" {
 			// A layer or config blob is not a manifest.
-			return &regError{http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("%s is not a manifest", d)}
+			return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("%s is not a manifest", d))
 		}
 		return writeBody(w, req, mt, d, data)
 	}
@@ -141,7 +148,7 @@ func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref 
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-blobs
 func (r *Registry) blob(w http.ResponseWriter, req *http.Request, name, ref string) error {
 	if !image.ValidName(name) {
-		return &regError{http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", name)}
+		return regErr(http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", name))
 	}
 	d, err := parseDigest(ref)
 	if err != nil {
@@ -149,7 +156,7 @@ func (r *Registry) blob(w http.ResponseWriter, req *http.Request, name, ref stri
 	}
 	blob, err := r.Storage.Open(req.Context(), d)
 	if errors.Is(err, storage.ErrNotFound) {
-		return &regError{http.StatusNotFound, "BLOB_UNKNOWN", fmt.Sprintf("blob %s is not known to this registry", d)}
+		return regErr(http.StatusNotFound, "BLOB_UNKNOWN", fmt.Sprintf("blob %s is not known to this registry", d))
 	}
 	if err != nil {
 		return err
@@ -168,10 +175,10 @@ func (r *Registry) blob(w http.ResponseWriter, req *http.Request, name, ref stri
 func parseDigest(s string) (digest.Digest, error) {
 	d, err := digest.Parse(s)
 	if err != nil {
-		return "", &regError{http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("invalid digest %q: %v", s, err)}
+		return "", regErr(http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("invalid digest %q: %v", s, err))
 	}
 	if d.Algorithm() != digest.SHA256 {
-		return "", &regError{http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("unsupported digest algorithm %q: this registry uses sha256", d.Algorithm())}
+		return "", regErr(http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("unsupported digest algorithm %q: this registry uses sha256", d.Algorithm()))
 	}
 	return d, nil
 }
@@ -209,6 +216,9 @@ func (r *Registry) writeError(w http.ResponseWriter, req *http.Request, err erro
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if re.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(re.RetryAfter))
+	}
 	w.WriteHeader(re.Status)
 	if req.Method != http.MethodHead {
 		w.Write(body)
@@ -221,20 +231,26 @@ func classify(err error) *regError {
 	var ie *image.Error
 	var unknown *nix.UnknownPackagesError
 	var buildErr *nix.BuildError
+	var unknownRev *config.UnknownRevisionError
 	switch {
 	case errors.As(err, &re):
 		return re
 	case errors.As(err, &ie):
-		return &regError{http.StatusBadRequest, ie.Code, ie.Message}
+		return regErr(http.StatusBadRequest, ie.Code, ie.Message)
 	case errors.As(err, &unknown):
-		return &regError{http.StatusNotFound, "MANIFEST_UNKNOWN", unknown.Error()}
+		return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", unknown.Error())
+	case errors.As(err, &unknownRev):
+		return &regError{Status: http.StatusNotFound, Code: "MANIFEST_UNKNOWN", Message: unknownRev.Error()}
+	case errors.Is(err, build.ErrBusy):
+		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
+		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: err.Error(), RetryAfter: 10}
 	case errors.Is(err, nix.ErrTimeout):
-		return &regError{http.StatusInternalServerError, "UNKNOWN", err.Error()}
+		return regErr(http.StatusInternalServerError, "UNKNOWN", err.Error())
 	case errors.As(err, &buildErr):
-		return &regError{http.StatusInternalServerError, "UNKNOWN", err.Error()}
+		return regErr(http.StatusInternalServerError, "UNKNOWN", err.Error())
 	case errors.Is(err, context.Canceled):
 		// The client went away; the status is for the log only.
-		return &regError{499, "UNKNOWN", "request cancelled"}
+		return regErr(499, "UNKNOWN", "request cancelled")
 	}
-	return &regError{http.StatusInternalServerError, "UNKNOWN", err.Error()}
+	return regErr(http.StatusInternalServerError, "UNKNOWN", err.Error())
 }

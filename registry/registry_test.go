@@ -182,7 +182,9 @@ func TestAPI(t *testing.T) {
 				t.Errorf("Docker-Distribution-API-Version = %q", got)
 			}
 			if tt.code != "" && tt.method != "HEAD" {
-				var e struct{ Errors []struct{ Code, Message string } }
+				var e struct {
+					Errors []struct{ Code, Message string }
+				}
 				if err := json.Unmarshal(body, &e); err != nil || len(e.Errors) != 1 || e.Errors[0].Code != tt.code {
 					t.Errorf("error body %s, want code %s", body, tt.code)
 				}

@@ -5,13 +5,15 @@ package web
 import (
 	"bytes"
 	"html/template"
+
+	"github.com/nixery/nixery/config"
 	"net/http"
 	"strconv"
 )
 
 // Page is the index page handler.
 type Page struct {
-	Source  string // description of the package source
+	Source  config.Source
 	Version string
 }
 
@@ -45,7 +47,7 @@ skopeo copy docker://{{.Host}}/shell/hello oci:hello:latest</pre>
 <li><code>arm64</code> (first component) builds for aarch64-linux and marks the image arm64.</li>
 </ul>
 <h2>This registry</h2>
-<p>Package source: <code>{{.Source}}</code>.</p>
+<p>Package source: <code>{{.Source}}</code>{{if .Revision}}, revision <code>{{.Revision}}</code> (tag <code>latest</code>){{end}}.</p>
 <p>It speaks the OCI distribution API (pull only) at <code>/v2/</code>; plain-HTTP hosts other than
 localhost need <code>--tls-verify=false</code> or an insecure-registry setting in your client.</p>
 </body></html>
@@ -66,7 +68,14 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		host = "localhost:8080"
 	}
 	var buf bytes.Buffer
-	if err := index.Execute(&buf, map[string]string{"Host": host, "Source": p.Source, "Version": p.Version}); err != nil {
+	data := map[string]string{"Host": host, "Source": p.Source.String(), "Version": p.Version}
+	// The revision "latest" resolves to, where the source has one.
+	if res, err := p.Source.Resolve(r.Context(), "latest"); err == nil {
+		data["Revision"] = res.Revision
+	} else {
+		data["Revision"] = "unavailable: " + err.Error()
+	}
+	if err := index.Execute(&buf, data); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}

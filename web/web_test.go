@@ -1,13 +1,14 @@
 package web
 
 import (
+	"github.com/nixery/nixery/config"
 	"net/http/httptest"
 	"strings"
 	"testing"
 )
 
 func TestIndex(t *testing.T) {
-	p := &Page{Source: "local path /pkgs", Version: "test"}
+	p := &Page{Source: config.PathSource{Path: "/pkgs"}, Version: "test"}
 	for _, tt := range []struct {
 		method, path string
 		status       int

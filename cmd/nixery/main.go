@@ -125,11 +125,18 @@ func serve(args []string) error {
 		Nix:         &nix.Runner{Timeout: cfg.NixTimeout, Logger: log, Offline: offline},
 		Storage:     store,
 		LayerBudget: cfg.LayerBudget,
+		CacheTTL:    cfg.CacheTTL,
+		MaxBuilds:   cfg.MaxBuilds,
+		QueueSize:   cfg.BuildQueue,
 		Logger:      log,
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", &registry.Registry{Builder: builder, Storage: store, Logger: log})
-	mux.Handle("/", &web.Page{Source: source.String(), Version: version})
+	mux.Handle("/", &web.Page{Source: source, Version: version})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		builder.WriteMetrics(w)
+	})
 
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	ln, err := net.Listen("tcp", addr)

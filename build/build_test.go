@@ -1,0 +1,294 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/nixery/nixery/config"
+	"github.com/nixery/nixery/demo"
+	"github.com/nixery/nixery/image"
+	"github.com/nixery/nixery/manifest"
+	"github.com/nixery/nixery/nix"
+	"github.com/nixery/nixery/storage"
+)
+
+// demoSet extracts the demo package set into a new directory.
+func demoSet(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("nix-build"); err != nil {
+		if os.Getenv("NIXERY_REQUIRE_E2E") != "" {
+			t.Fatal("nix-build is not installed")
+		}
+		t.Skip("nix-build is not installed")
+	}
+	busybox, err := demo.FindBusybox()
+	if err != nil {
+		t.Skip(err)
+	}
+	dir := filepath.Join(t.TempDir(), "pkgs")
+	if err := demo.Extract(dir, busybox); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func newBuilder(t *testing.T, src config.Source, storePath string) *Builder {
+	t.Helper()
+	store, err := storage.NewFilesystem(storePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Builder{
+		Source:    src,
+		Nix:       &nix.Runner{Timeout: 2 * time.Minute, Offline: true},
+		Storage:   store,
+		CacheTTL:  time.Hour,
+		QueueSize: 8,
+	}
+}
+
+func request(t *testing.T, name, tag string) *image.Request {
+	t.Helper()
+	req, err := image.Parse(name, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+func TestCacheSurvivesRestart(t *testing.T) {
+	pkgs := demoSet(t)
+	storePath := t.TempDir()
+	ctx := context.Background()
+
+	first := newBuilder(t, config.PathSource{Path: pkgs}, storePath)
+	_, d1, err := first.Manifest(ctx, request(t, "shell/hello", "latest"), manifest.OCIManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := first.Stats().NixBuilds.Load(); n != 1 {
+		t.Fatalf("first builder ran Nix %d times", n)
+	}
+	// The same image in the other format needs no build either.
+	if _, _, err := first.Manifest(ctx, request(t, "shell/hello", "latest"), manifest.DockerManifest); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new process over the same storage: a cache hit, no Nix.
+	second := newBuilder(t, config.PathSource{Path: pkgs}, storePath)
+	_, d2, err := second.Manifest(ctx, request(t, "shell/hello", "latest"), manifest.OCIManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d1 != d2 {
+		t.Errorf("digest changed across restart: %s, %s", d1, d2)
+	}
+	if n := second.Stats().NixBuilds.Load(); n != 0 {
+		t.Errorf("second builder ran Nix %d times; want a cache hit", n)
+	}
+	if first.Stats().CacheHits.Load() != 1 || second.Stats().CacheHits.Load() != 1 {
+		t.Errorf("cache hits %d, %d", first.Stats().CacheHits.Load(), second.Stats().CacheHits.Load())
+	}
+
+	// Another image sharing store paths reuses their layers.
+	third := newBuilder(t, config.PathSource{Path: pkgs}, storePath)
+	if _, _, err := third.Manifest(ctx, request(t, "hello", "latest"), manifest.OCIManifest); err != nil {
+		t.Fatal(err)
+	}
+	if third.Stats().LayersReused.Load() == 0 {
+		t.Errorf("no layer reused for hello after shell/hello")
+	}
+}
+
+func TestSingleFlight(t *testing.T) {
+	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	const n = 50
+	var wg sync.WaitGroup
+	digests := make([]digest.Digest, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, digests[i], errs[i] = b.Manifest(context.Background(), request(t, "shell/jq", "latest"), manifest.OCIManifest)
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || digests[i] != digests[0] {
+			t.Fatalf("request %d: %s, %v (first: %s)", i, digests[i], errs[i], digests[0])
+		}
+	}
+	if got := b.Stats().NixBuilds.Load(); got != 1 {
+		t.Errorf("%d concurrent requests ran Nix %d times, want 1", n, got)
+	}
+}
+
+func TestDisconnectDoesNotCancelSharedBuild(t *testing.T) {
+	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	leaving, leave := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, _, err := b.Manifest(leaving, request(t, "git", "latest"), manifest.OCIManifest)
+		errc <- err
+	}()
+	// Wait until the first client's build is running, then join it and
+	// let the first client go away.
+	for b.Stats().NixBuilds.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	type result struct {
+		d   digest.Digest
+		err error
+	}
+	stayed := make(chan result, 1)
+	go func() {
+		_, d, err := b.Manifest(context.Background(), request(t, "git", "latest"), manifest.OCIManifest)
+		stayed <- result{d, err}
+	}()
+	time.Sleep(5 * time.Millisecond)
+	leave()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("the client that left got %v", err)
+	}
+	r := <-stayed
+	if r.err != nil || r.d == "" {
+		t.Fatalf("the client that stayed got %v", r.err)
+	}
+	if got := b.Stats().NixBuilds.Load(); got != 1 {
+		t.Errorf("Nix ran %d times, want 1", got)
+	}
+}
+
+func TestMovingSourceExpires(t *testing.T) {
+	pkgs := demoSet(t)
+	ctx := context.Background()
+	b := newBuilder(t, config.PathSource{Path: pkgs}, t.TempDir())
+	b.CacheTTL = 300 * time.Millisecond
+	_, d1, err := b.Manifest(ctx, request(t, "hello", "latest"), manifest.OCIManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Change the package set: within the cache time the old image is
+	// served; after it, the change is picked up.
+	nixFile := filepath.Join(pkgs, "default.nix")
+	src, _ := os.ReadFile(nixFile)
+	changed := strings.Replace(string(src), "Hello, world!", "Hello, changed world!", 1)
+	if changed == string(src) {
+		t.Fatal("demo set has no greeting to change")
+	}
+	os.WriteFile(nixFile, []byte(changed), 0o644)
+	if _, d, err := b.Manifest(ctx, request(t, "hello", "latest"), manifest.OCIManifest); err != nil || d != d1 {
+		t.Errorf("within the cache time: %s, %v; want the cached %s", d, err, d1)
+	}
+	time.Sleep(b.CacheTTL)
+	_, d2, err := b.Manifest(ctx, request(t, "hello", "latest"), manifest.OCIManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d2 == d1 {
+		t.Errorf("after the cache time the changed package set was not picked up")
+	}
+	if got := b.Stats().NixBuilds.Load(); got != 2 {
+		t.Errorf("Nix ran %d times, want 2", got)
+	}
+}
+
+func TestQueueOverflow(t *testing.T) {
+	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	b.MaxBuilds, b.QueueSize = 1, 1
+	b.Nix.Timeout = 3 * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// "slow" sleeps while building; distinct names are distinct builds.
+	var wg sync.WaitGroup
+	for _, name := range []string{"slow", "slow/hello"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.Manifest(ctx, request(t, name, "latest"), manifest.OCIManifest)
+		}()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		running, waiting := b.Queue()
+		if running == 1 && waiting == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue never filled: %d running, %d waiting", running, waiting)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, _, err := b.Manifest(ctx, request(t, "slow/jq", "latest"), manifest.OCIManifest)
+	if !errors.Is(err, ErrBusy) {
+		t.Errorf("third build: %v, want ErrBusy", err)
+	}
+	if b.Stats().Rejected.Load() != 1 {
+		t.Errorf("rejected = %d", b.Stats().Rejected.Load())
+	}
+	cancel()
+	wg.Wait()
+	// The detached builds end by NIX_TIMEOUT; leave nothing running.
+	for running, waiting := b.Queue(); running+waiting > 0; running, waiting = b.Queue() {
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestGitTagsSelectPackageSets(t *testing.T) {
+	pkgs := demoSet(t)
+	repo := t.TempDir()
+	git := func(args ...string) {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = repo
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	if out, err := exec.Command("cp", "-a", pkgs+"/.", repo).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	git("init", "-q", "-b", "main")
+	git("add", "-A", "-f")
+	git("commit", "-qm", "v1")
+	git("tag", "v1")
+	nixFile := filepath.Join(repo, "default.nix")
+	src, _ := os.ReadFile(nixFile)
+	os.WriteFile(nixFile, []byte(strings.Replace(string(src), "Hello, world!", "Hello from v2!", 1)), 0o644)
+	git("commit", "-qam", "v2")
+	git("tag", "v2")
+
+	ctx := context.Background()
+	b := newBuilder(t, &config.GitSource{Repository: repo, TTL: time.Hour}, t.TempDir())
+	digests := map[string]digest.Digest{}
+	for _, tag := range []string{"v1", "v2", "latest"} {
+		_, d, err := b.Manifest(ctx, request(t, "hello", tag), manifest.OCIManifest)
+		if err != nil {
+			t.Fatalf("hello:%s: %v", tag, err)
+		}
+		digests[tag] = d
+	}
+	if digests["v1"] == digests["v2"] {
+		t.Errorf("v1 and v2 gave the same image")
+	}
+	if digests["latest"] != digests["v2"] {
+		t.Errorf("latest (main) differs from v2, its head")
+	}
+	if got := b.Stats().NixBuilds.Load(); got != 2 {
+		t.Errorf("Nix ran %d times for three tags over two commits, want 2", got)
+	}
+	var unknown *config.UnknownRevisionError
+	if _, _, err := b.Manifest(ctx, request(t, "hello", "v3"), manifest.OCIManifest); !errors.As(err, &unknown) {
+		t.Errorf("unknown tag: %v", err)
+	}
+}

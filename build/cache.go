@@ -1,0 +1,158 @@
+package build
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/nixery/nixery/archive"
+	"github.com/nixery/nixery/storage"
+)
+
+// Both caches live in the storage backend as small named objects, so they
+// survive restarts and are shared by replicas that share storage:
+//
+//	manifests/<key>  which manifests an image request produced, and when
+//	layers/<key>     which blob a set of store paths was packed into
+//
+// Keys are sha256 digests of an unambiguous encoding (JSON) of everything
+// that changes the result and nothing else.
+
+// cacheVersion changes whenever the bytes Nixery produces for the same
+// inputs change (layer format, customisation layer, config), so that old
+// entries are not reused for new code.
+const cacheVersion = "2"
+
+// manifestKey identifies one image: the package set (its resolved
+// identity), the packages, the architecture and the layering settings.
+// Both manifest media types are stored in one entry.
+func (b *Builder) manifestKey(identity string, packages []string, system string) string {
+	return hashKey(map[string]any{
+		"v":        cacheVersion,
+		"source":   identity,
+		"packages": packages,
+		"system":   system,
+		"layering": b.settings(),
+	})
+}
+
+// settings are the builder options that change the bytes of an image.
+func (b *Builder) settings() map[string]any {
+	return map[string]any{"budget": b.budget(), "gzip": b.Compression}
+}
+
+// layerKey identifies the layer of an exact set of store paths (sorted).
+// Store paths are immutable, so such an entry never expires.
+func (b *Builder) layerKey(kind string, paths []string) string {
+	return hashKey(map[string]any{"v": cacheVersion, "kind": kind, "paths": paths, "gzip": b.Compression})
+}
+
+func hashKey(v any) string {
+	data, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only maps of strings, numbers and string slices
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// manifestEntry is a manifest cache entry.
+type manifestEntry struct {
+	Built     time.Time                `json:"built"`
+	Immutable bool                     `json:"immutable"`
+	Manifests map[string]digest.Digest `json:"manifests"` // by media type
+}
+
+// fresh reports whether the entry may still be used.
+func (e *manifestEntry) fresh(ttl time.Duration, now time.Time) bool {
+	return e.Immutable || now.Sub(e.Built) < ttl
+}
+
+// cachedManifest returns the manifest of mediaType from a fresh cache
+// entry, or ok=false. Storage errors other than a missing entry are
+// returned: a storage outage must not turn into a rebuild storm.
+func (b *Builder) cachedManifest(ctx context.Context, key, mediaType string) (data []byte, d digest.Digest, ok bool, err error) {
+	raw, err := b.Storage.GetObject(ctx, "manifests/"+key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, "", false, nil
+	}
+	if err != nil {
+		return nil, "", false, err
+	}
+	var e manifestEntry
+	if json.Unmarshal(raw, &e) != nil || !e.fresh(b.CacheTTL, time.Now()) {
+		return nil, "", false, nil
+	}
+	d, found := e.Manifests[mediaType]
+	if !found {
+		return nil, "", false, nil
+	}
+	data, err = storage.Get(ctx, b.Storage, d)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, "", false, nil // collected meanwhile: rebuild
+	}
+	if err != nil {
+		return nil, "", false, err
+	}
+	return data, d, true, nil
+}
+
+func (b *Builder) storeManifestEntry(ctx context.Context, key string, img *Image, immutable bool) error {
+	e := manifestEntry{Built: time.Now().UTC(), Immutable: immutable, Manifests: map[string]digest.Digest{}}
+	for mt, m := range img.Manifests {
+		e.Manifests[mt] = m.Digest
+	}
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return b.Storage.PutObject(ctx, "manifests/"+key, data)
+}
+
+// cachedLayer returns the layer packed earlier for key if its blob still
+// exists with the recorded size.
+func (b *Builder) cachedLayer(ctx context.Context, key string) (archive.Layer, bool) {
+	raw, err := b.Storage.GetObject(ctx, "layers/"+key)
+	if err != nil {
+		return archive.Layer{}, false
+	}
+	var l archive.Layer
+	if json.Unmarshal(raw, &l) != nil || l.Digest.Validate() != nil {
+		return archive.Layer{}, false
+	}
+	if size, err := b.Storage.Stat(ctx, l.Digest); err != nil || size != l.Size {
+		return archive.Layer{}, false
+	}
+	return l, true
+}
+
+func (b *Builder) storeLayerEntry(ctx context.Context, key string, l archive.Layer) error {
+	data, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	if err := b.Storage.PutObject(ctx, "layers/"+key, data); err != nil {
+		return fmt.Errorf("layer cache: %w", err)
+	}
+	return nil
+}
+
+// describeGroup names a layer's store paths for its history entry.
+func describeGroup(group []string) string {
+	names := make([]string, 0, 6)
+	for _, p := range group {
+		if len(names) == 5 {
+			names = append(names, fmt.Sprintf("and %d more", len(group)-5))
+			break
+		}
+		names = append(names, strings.TrimPrefix(p, "/nix/store/"))
+	}
+	return strings.Join(names, ", ")
+}

@@ -70,6 +70,7 @@ type Builder struct {
 	once    sync.Once
 	limit   *limiter
 	flight  singleflight.Group
+	hot     hotCache
 	buildID atomic.Int64
 	stats   Stats
 }

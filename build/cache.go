@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -75,10 +76,49 @@ func (e *manifestEntry) fresh(ttl time.Duration, now time.Time) bool {
 	return e.Immutable || now.Sub(e.Built) < ttl
 }
 
+// hotEntry is a manifest cache entry held in memory with the manifests
+// it names, so that a warm pull reads no storage at all.
+type hotEntry struct {
+	entry     manifestEntry
+	manifests map[string][]byte
+}
+
+// hotCacheSize bounds the in-memory manifest cache (entries, each a few KB).
+const hotCacheSize = 4096
+
+// hotCache is a small in-memory layer over the manifest cache in storage.
+// It never outlives the storage entry's own freshness rules.
+type hotCache struct {
+	mu      sync.Mutex
+	entries map[string]*hotEntry
+}
+
+func (c *hotCache) get(key string) *hotEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.entries[key]
+}
+
+func (c *hotCache) put(key string, e *hotEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil || len(c.entries) >= hotCacheSize {
+		// Dropping everything is crude but bounded, and refilling it
+		// costs one storage read per image.
+		c.entries = map[string]*hotEntry{}
+	}
+	c.entries[key] = e
+}
+
 // cachedManifest returns the manifest of mediaType from a fresh cache
 // entry, or ok=false. Storage errors other than a missing entry are
 // returned: a storage outage must not turn into a rebuild storm.
 func (b *Builder) cachedManifest(ctx context.Context, key, mediaType string) (data []byte, d digest.Digest, ok bool, err error) {
+	if h := b.hot.get(key); h != nil && h.entry.fresh(b.CacheTTL, time.Now()) {
+		if data, ok := h.manifests[mediaType]; ok {
+			return data, h.entry.Manifests[mediaType], true, nil
+		}
+	}
 	raw, err := b.Storage.GetObject(ctx, "manifests/"+key)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, "", false, nil
@@ -94,14 +134,22 @@ func (b *Builder) cachedManifest(ctx context.Context, key, mediaType string) (da
 	if !found {
 		return nil, "", false, nil
 	}
-	data, err = storage.Get(ctx, b.Storage, d)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, "", false, nil // collected meanwhile: rebuild
+	h := &hotEntry{entry: e, manifests: map[string][]byte{}}
+	for mt, md := range e.Manifests {
+		m, err := storage.Get(ctx, b.Storage, md)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, "", false, nil // collected meanwhile: rebuild
+		}
+		if err != nil {
+			return nil, "", false, err
+		}
+		if digest.FromBytes(m) != md {
+			return nil, "", false, fmt.Errorf("manifest %s in storage does not match its digest", md)
+		}
+		h.manifests[mt] = m
 	}
-	if err != nil {
-		return nil, "", false, err
-	}
-	return data, d, true, nil
+	b.hot.put(key, h)
+	return h.manifests[mediaType], d, true, nil
 }
 
 func (b *Builder) storeManifestEntry(ctx context.Context, key string, img *Image, immutable bool) error {

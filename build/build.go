@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,12 +68,15 @@ type Builder struct {
 	BuildTimeout time.Duration
 	Logger       *slog.Logger
 
-	once    sync.Once
-	limit   *limiter
-	flight  singleflight.Group
-	hot     hotCache
-	buildID atomic.Int64
-	stats   Stats
+	once     sync.Once
+	limit    *limiter
+	flight   singleflight.Group
+	hot      hotCache
+	buildID  atomic.Int64
+	stats    Stats
+	progress progressTable
+	recent   recentList
+	phases   phaseStats
 }
 
 // Stats counts what the builder did since it started.
@@ -151,11 +155,7 @@ func (b *Builder) Manifest(ctx context.Context, req *image.Request, mediaType st
 	b.stats.CacheMisses.Add(1)
 
 	// Identical requests share one build, detached from this client.
-	ch := b.flight.DoChan(key, func() (any, error) {
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.buildTimeout())
-		defer cancel()
-		return b.buildLimited(bctx, key, req, src)
-	})
+	_, ch := b.start(key, req, src)
 	select {
 	case r := <-ch:
 		if r.Err != nil {
@@ -171,6 +171,27 @@ func (b *Builder) Manifest(ctx context.Context, req *image.Request, mediaType st
 	}
 }
 
+// start joins the build of key in flight, or starts it detached from any
+// client: it runs until it ends or BuildTimeout (and NIX_TIMEOUT within
+// it) stops it, whoever is still waiting.
+func (b *Builder) start(key string, req *image.Request, src config.Resolved) (*progress, <-chan singleflight.Result) {
+	p := b.progress.get(key)
+	ch := b.flight.DoChan(key, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), b.buildTimeout())
+		defer cancel()
+		defer b.progress.finish(key, p)
+		p.publish(Event{Kind: "queued", Message: req.Name + ":" + req.Tag})
+		img, err := b.buildLimited(ctx, key, req, src, p)
+		if err != nil {
+			p.publish(Event{Kind: "error", Message: err.Error()})
+			return nil, err
+		}
+		p.publish(Event{Kind: "done", Message: "image ready", Digest: img.Manifests[manifest.OCIManifest].Digest})
+		return img, nil
+	})
+	return p, ch
+}
+
 func (b *Builder) buildTimeout() time.Duration {
 	if b.BuildTimeout > 0 {
 		return b.BuildTimeout
@@ -179,7 +200,7 @@ func (b *Builder) buildTimeout() time.Duration {
 }
 
 // buildLimited waits for a build slot, then builds and caches the image.
-func (b *Builder) buildLimited(ctx context.Context, key string, req *image.Request, src config.Resolved) (*Image, error) {
+func (b *Builder) buildLimited(ctx context.Context, key string, req *image.Request, src config.Resolved, p *progress) (*Image, error) {
 	if err := b.limit.acquire(ctx); err != nil {
 		if errors.Is(err, ErrBusy) {
 			b.stats.Rejected.Add(1)
@@ -187,7 +208,7 @@ func (b *Builder) buildLimited(ctx context.Context, key string, req *image.Reque
 		return nil, err
 	}
 	defer b.limit.release()
-	img, err := b.Build(ctx, req, src)
+	img, err := b.build(ctx, key, req, src, p)
 	if err != nil {
 		b.stats.BuildsError.Add(1)
 		return nil, err
@@ -200,25 +221,35 @@ func (b *Builder) buildLimited(ctx context.Context, key string, req *image.Reque
 	return img, nil
 }
 
-// Build runs the whole pipe for one image, without looking at the
-// manifest cache (the layer cache is used).
-func (b *Builder) Build(ctx context.Context, req *image.Request, src config.Resolved) (*Image, error) {
+// build runs the whole pipe for one image, without looking at the
+// manifest cache (the layer cache is used), publishing its progress to p.
+func (b *Builder) build(ctx context.Context, key string, req *image.Request, src config.Resolved, p *progress) (*Image, error) {
 	id := b.buildID.Add(1)
 	log := b.logger().With("image", req.Name, "tag", req.Tag, "build", id)
 	start := time.Now()
-	phase := func(name string, since time.Time, args ...any) time.Time {
+	// phase logs the end of the phase that began at since, and announces
+	// the next one.
+	phase := func(name string, since time.Time, next string, args ...any) time.Time {
 		now := time.Now()
+		b.observePhase(name, now.Sub(since))
 		log.Info("build phase", append([]any{"phase", name, "seconds", now.Sub(since).Seconds()}, args...)...)
+		if next != "" {
+			p.publish(Event{Kind: "phase", Phase: next})
+		}
 		return now
 	}
 
+	p.publish(Event{Kind: "phase", Phase: "nix", Message: "realising " + strings.Join(req.Packages, ", ")})
 	b.stats.NixBuilds.Add(1)
-	res, err := b.Nix.Build(ctx, nix.Request{SrcType: src.Type, SrcArgs: src.Args, Packages: req.Packages, System: req.Arch.System})
+	res, err := b.Nix.Build(ctx, nix.Request{
+		SrcType: src.Type, SrcArgs: src.Args, Packages: req.Packages, System: req.Arch.System,
+		Log: func(line string) { p.publish(Event{Kind: "log", Phase: "nix", Message: line}) },
+	})
 	if err != nil {
 		log.Info("build failed", "phase", "nix", "err", err)
 		return nil, err
 	}
-	t := phase("nix", start, "paths", len(res.Closure), "roots", len(res.Roots))
+	t := phase("nix", start, "layers", "paths", len(res.Closure), "roots", len(res.Roots))
 
 	paths := make([]layers.Path, len(res.Closure))
 	for i, p := range res.Closure {
@@ -226,7 +257,7 @@ func (b *Builder) Build(ctx context.Context, req *image.Request, src config.Reso
 	}
 	// One slot is kept for the customisation layer.
 	groups := layers.Group(paths, b.budget()-1)
-	t = phase("layers", t, "groups", len(groups))
+	t = phase("layers", t, "pack", "groups", len(groups))
 
 	// The customisation layer only reads the roots' top directories;
 	// computing it is cheap even when its layer is cached.
@@ -262,7 +293,7 @@ func (b *Builder) Build(ctx context.Context, req *image.Request, src config.Reso
 		log.Info("build failed", "phase", "pack", "err", err)
 		return nil, err
 	}
-	t = phase("pack", t, "layers", len(packed))
+	t = phase("pack", t, "manifest", "layers", len(packed))
 
 	img := manifest.Image{Arch: req.Arch.OCI, Env: []string{"PATH=" + info.Path}, Layers: packed}
 	if info.CertFile != "" {
@@ -275,7 +306,8 @@ func (b *Builder) Build(ctx context.Context, req *image.Request, src config.Reso
 	if err != nil {
 		return nil, err
 	}
-	phase("manifest", t)
+	phase("manifest", t, "")
+	b.remember(ctx, key, req, src, res, groups, out)
 	log.Info("image built", "seconds", time.Since(start).Seconds(), "digest", out.Manifests[manifest.OCIManifest].Digest)
 	return out, nil
 }

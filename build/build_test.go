@@ -292,3 +292,76 @@ func TestGitTagsSelectPackageSets(t *testing.T) {
 		t.Errorf("unknown tag: %v", err)
 	}
 }
+
+func TestWatchReportsPhasesInOrder(t *testing.T) {
+	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	ctx := context.Background()
+	events, err := b.Watch(ctx, request(t, "shell/curl", "latest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds, phases []string
+	var last Event
+	logs := 0
+	for e := range events {
+		kinds = append(kinds, e.Kind)
+		if e.Kind == "phase" {
+			phases = append(phases, e.Phase)
+		}
+		if e.Kind == "log" {
+			logs++
+		}
+		last = e
+	}
+	if kinds[0] != "queued" || last.Kind != "done" || !strings.HasPrefix(last.Digest.String(), "sha256:") {
+		t.Fatalf("events %v, last %+v", kinds, last)
+	}
+	if strings.Join(phases, ",") != strings.Join(Phases, ",") {
+		t.Errorf("phases %v, want %v", phases, Phases)
+	}
+	// The manifest of the watched build is the one a pull gets.
+	_, d, err := b.Manifest(ctx, request(t, "shell/curl", "latest"), manifest.OCIManifest)
+	if err != nil || d != last.Digest {
+		t.Errorf("Manifest = %s, %v; watched build said %s", d, err, last.Digest)
+	}
+	// Watching a cached image ends at once.
+	events, _ = b.Watch(ctx, request(t, "shell/curl", "latest"))
+	if e := <-events; e.Kind != "done" || e.Digest != d {
+		t.Errorf("cached watch: %+v", e)
+	}
+
+	// A failing build ends with an error event carrying Nix's message.
+	// Nix's output arrives as log events while it runs.
+	events, _ = b.Watch(ctx, request(t, "broken", "latest"))
+	logs = 0
+	for e := range events {
+		if e.Kind == "log" && strings.Contains(e.Message, "broken on purpose") {
+			logs++
+		}
+		last = e
+	}
+	if last.Kind != "error" || !strings.Contains(last.Message, "broken on purpose") || logs != 1 {
+		t.Errorf("failed build's last event: %+v; builder's line seen %d times", last, logs)
+	}
+
+	// Details and the recent list describe the built image.
+	det, err := b.Details(ctx, request(t, "shell/curl", "latest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(det.Closure) == 0 || len(det.Layers) < 2 || det.Manifests[manifest.OCIManifest] != d || len(det.Roots) != 5 {
+		t.Errorf("details: %+v", det)
+	}
+	if det.Layers[len(det.Layers)-1].Paths != nil || len(det.Layers[0].Paths) == 0 {
+		t.Errorf("layer paths: first %v, last %v", det.Layers[0].Paths, det.Layers[len(det.Layers)-1].Paths)
+	}
+	if _, err := b.Details(ctx, request(t, "jq", "latest")); !errors.Is(err, ErrNotBuilt) {
+		t.Errorf("details of an unbuilt image: %v", err)
+	}
+	if r := b.Recent(); len(r) != 1 || r[0].Manifests[manifest.OCIManifest] != d {
+		t.Errorf("recent: %v", r)
+	}
+	if ps := b.PhaseStats(); ps["nix"].Count != 1 || ps["pack"].Count != 1 {
+		t.Errorf("phase stats: %v", ps)
+	}
+}

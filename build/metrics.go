@@ -27,4 +27,10 @@ func (b *Builder) WriteMetrics(w io.Writer) {
 	} {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.kind, m.name, m.value)
 	}
+	fmt.Fprintf(w, "# HELP nixery_build_phase_seconds Time spent in each phase of builds.\n# TYPE nixery_build_phase_seconds summary\n")
+	phases := b.PhaseStats()
+	for _, name := range Phases {
+		ps := phases[name]
+		fmt.Fprintf(w, "nixery_build_phase_seconds_sum{phase=%q} %g\nnixery_build_phase_seconds_count{phase=%q} %d\n", name, ps.Seconds, name, ps.Count)
+	}
 }

@@ -30,9 +30,9 @@ const tailLines = 15
 // wrapping ErrTimeout if ctx's deadline stopped it, ctx.Err() if ctx was
 // cancelled, an *UnknownPackagesError if build.nix reported unknown
 // names, and a *BuildError for any other failure.
-func (r *Runner) run(ctx context.Context, stdout io.Writer, name string, args ...string) error {
+func (r *Runner) run(ctx context.Context, stdout io.Writer, logLine func(string), name string, args ...string) error {
 	start := time.Now()
-	stderr := &lineWriter{log: r.Log}
+	stderr := &lineWriter{log: logLine}
 	cmd, finish := command(ctx, name, args...)
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr

@@ -78,6 +78,10 @@ type Request struct {
 	// System is "x86_64-linux" or "aarch64-linux"; empty means the
 	// system this program runs on.
 	System string
+
+	// Log, if set, is called with every line Nix writes to stderr for
+	// this build (besides Runner.Log), e.g. for live build progress.
+	Log func(line string)
 }
 
 // StorePath is one store path of a closure.
@@ -158,6 +162,15 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
 		defer cancel()
 	}
+	logLine := r.Log
+	if req.Log != nil {
+		logLine = func(l string) {
+			if r.Log != nil {
+				r.Log(l)
+			}
+			req.Log(l)
+		}
+	}
 	packages, err := json.Marshal(req.Packages)
 	if err != nil {
 		return nil, err
@@ -170,7 +183,7 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 		options = []string{"--option", "substituters", ""}
 	}
 	var out bytes.Buffer
-	err = r.run(ctx, &out, "nix-build", append(options, "--no-out-link",
+	err = r.run(ctx, &out, logLine, "nix-build", append(options, "--no-out-link",
 		"--expr", buildExpr,
 		"--argstr", "srcType", req.SrcType,
 		"--argstr", "srcArgs", req.SrcArgs,
@@ -194,7 +207,7 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 	args := append([]string{"--extra-experimental-features", "nix-command",
 		"path-info", "--json", "--recursive"}, options...)
 	args = append(args, roots...)
-	if err := r.run(ctx, &out, "nix", args...); err != nil {
+	if err := r.run(ctx, &out, logLine, "nix", args...); err != nil {
 		return nil, err
 	}
 	closure, err := parsePathInfo(out.Bytes())
@@ -211,7 +224,7 @@ func Version(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
 	defer cancel()
 	var out bytes.Buffer
-	if err := r.run(ctx, &out, "nix-build", "--version"); err != nil {
+	if err := r.run(ctx, &out, nil, "nix-build", "--version"); err != nil {
 		return "", err
 	}
 	return strings.TrimSpace(out.String()), nil

@@ -1,5 +1,5 @@
 // Package archive turns store paths and synthesised files into image layers:
-// deterministic tar streams, gzip-compressed and hashed in a single pass.
+// deterministic tar streams, compressed and hashed in a single pass.
 //
 // It is pure streaming code: it reads the files it is pointed at and writes
 // to the io.Writer it is given, runs no processes and does no HTTP. Output
@@ -12,11 +12,13 @@
 //   - modification time 1970-01-01T00:00:01Z, as in the Nix store;
 //   - the plain USTAR format, with PAX records only for an entry that
 //     cannot be expressed in USTAR (such as a very long name);
-//   - a gzip header without name or timestamp.
+//   - a gzip header without name or timestamp;
+//   - compression split into fixed-size chunks (see Options), so the
+//     compressed bytes do not depend on how many cores did the work.
 //
-// Pack wraps one layer; StorePaths and Entries fill it. Customisation
-// computes the entries of the customisation layer (/bin, /etc/passwd, …)
-// that the original Nixery made Nix build.
+// Pack and PackWith wrap one layer; StorePaths and Entries fill it.
+// Customisation computes the entries of the customisation layer (/bin,
+// /etc/passwd, …) that the original Nixery made Nix build.
 package archive
 
 import (
@@ -25,57 +27,64 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
 )
 
 // Layer describes one packed layer.
 type Layer struct {
-	Digest digest.Digest // sha256 of the compressed blob
-	DiffID digest.Digest // sha256 of the uncompressed tar
-	Size   int64         // bytes of the compressed blob
+	Digest  digest.Digest // sha256 of the compressed blob
+	DiffID  digest.Digest // sha256 of the uncompressed tar
+	Size    int64         // bytes of the compressed blob
+	TarSize int64         // bytes of the uncompressed tar
 }
 
-// Pack runs write to produce a tar stream, gzips it at level and streams
-// the compressed bytes to w, computing DiffID, Digest and Size in the same
-// single pass: nothing is buffered whole, written to a temporary file or
-// read twice.
-//
-// level is a gzip level (1 fastest … 9 best, or one of the negative
-// special levels of klauspost/compress/gzip); 0 means the default level,
-// so uncompressed gzip cannot be asked for. The output depends only on the
-// tar content and the level: the gzip header carries no name and no
-// timestamp.
-//
-// Pack closes the tar writer itself; write must not.
+// Pack is PackWith in the default format, gzip, at the given level (0
+// means the default level). It exists for callers that only choose a gzip
+// level.
 func Pack(w io.Writer, level int, write func(tw *tar.Writer) error) (Layer, error) {
-	if level == 0 {
-		level = gzip.DefaultCompression
-	}
+	return PackWith(w, Options{Format: Gzip, Level: level}, write)
+}
+
+// PackWith runs write to produce a tar stream, compresses it as opts says
+// and streams the compressed bytes to w, computing DiffID, Digest, Size and
+// TarSize in the same single pass: every file is read once, nothing is
+// buffered whole, written to a temporary file or read twice.
+//
+// Compression runs on opts.Concurrency goroutines over fixed-size chunks of
+// the tar stream; the chunks are written to w in order. The output depends
+// only on the tar content, the format and the level — never on the
+// concurrency — so the same layer has the same digest on every machine.
+//
+// PackWith closes the tar writer itself; write must not. Writes to w happen
+// on another goroutine than the caller's, but never concurrently, and all
+// of them are done when PackWith returns.
+func PackWith(w io.Writer, opts Options, write func(tw *tar.Writer) error) (Layer, error) {
 	blob := sha256.New()
 	size := &counter{}
-	// The zero gzip.Header has no name, no comment, no modification time
-	// and OS "unknown": nothing that depends on when or where we run.
-	zw, err := gzip.NewWriterLevel(io.MultiWriter(w, blob, size), level)
+	cw, err := newChunkWriter(io.MultiWriter(w, blob, size), opts)
 	if err != nil {
-		return Layer{}, fmt.Errorf("gzip level %d: %w", level, err)
+		return Layer{}, err
 	}
 	diff := sha256.New()
-	tw := tar.NewWriter(io.MultiWriter(diff, zw))
+	tarSize := &counter{}
+	tw := tar.NewWriter(io.MultiWriter(diff, tarSize, cw))
 
 	if err := write(tw); err != nil {
+		cw.abort()
 		return Layer{}, err
 	}
 	if err := tw.Close(); err != nil {
+		cw.abort()
 		return Layer{}, fmt.Errorf("closing tar: %w", err)
 	}
-	if err := zw.Close(); err != nil {
-		return Layer{}, fmt.Errorf("closing gzip: %w", err)
+	if err := cw.Close(); err != nil {
+		return Layer{}, fmt.Errorf("closing %s stream: %w", opts.Format, err)
 	}
 	return Layer{
-		Digest: digest.NewDigest(digest.SHA256, blob),
-		DiffID: digest.NewDigest(digest.SHA256, diff),
-		Size:   size.n,
+		Digest:  digest.NewDigest(digest.SHA256, blob),
+		DiffID:  digest.NewDigest(digest.SHA256, diff),
+		Size:    size.n,
+		TarSize: tarSize.n,
 	}, nil
 }
 

@@ -59,11 +59,17 @@ type Builder struct {
 	Source      config.Source
 	Nix         *nix.Runner
 	Storage     storage.Backend
-	LayerBudget int           // <= 1 means DefaultLayerBudget
-	Compression int           // gzip level; 0 = default
-	CacheTTL    time.Duration // reuse time of images from a moving source
-	MaxBuilds   int           // builds at once; 0 = number of cores
-	QueueSize   int           // builds waiting for a slot before ErrBusy
+	LayerBudget int            // <= 1 means DefaultLayerBudget
+	Format      archive.Format // layer compression: gzip (default) or zstd
+	Compression int            // compression level; 0 = the format's default
+	// Popularity (store path name → number of packages using it, as in
+	// the original Nixery's popularity data) helps layering share more;
+	// PopularityID names that data in cache keys.
+	Popularity   map[string]int
+	PopularityID string
+	CacheTTL     time.Duration // reuse time of images from a moving source
+	MaxBuilds    int           // builds at once; 0 = number of cores
+	QueueSize    int           // builds waiting for a slot before ErrBusy
 	// BuildTimeout bounds one whole build; 0 = DefaultBuildTimeout.
 	BuildTimeout time.Duration
 	Logger       *slog.Logger
@@ -256,7 +262,7 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 		paths[i] = layers.Path{Name: p.Path, Size: p.NarSize, References: p.References}
 	}
 	// One slot is kept for the customisation layer.
-	groups := layers.Group(paths, b.budget()-1)
+	groups := layers.GroupWith(paths, b.budget()-1, layers.Options{Popularity: b.Popularity})
 	t = phase("layers", t, "pack", "groups", len(groups))
 
 	// The customisation layer only reads the roots' top directories;
@@ -274,7 +280,7 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 			if err != nil {
 				return fmt.Errorf("layer of %s: %w", describeGroup(group), err)
 			}
-			packed[i] = manifest.Layer{Blob: manifest.Blob{Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID, CreatedBy: describeGroup(group)}
+			packed[i] = manifest.Layer{Blob: manifest.Blob{Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID, CreatedBy: describeGroup(group), MediaType: b.Format.MediaType()}
 			return nil
 		})
 	}
@@ -286,6 +292,7 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 		packed[len(groups)] = manifest.Layer{
 			Blob: manifest.Blob{Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID,
 			CreatedBy: "nixery customisation layer for " + describeGroup(res.Roots),
+			MediaType: b.Format.MediaType(),
 		}
 		return nil
 	})
@@ -323,7 +330,7 @@ func (b *Builder) layer(ctx context.Context, key string, write func(*tar.Writer)
 	if err != nil {
 		return archive.Layer{}, err
 	}
-	l, err := archive.Pack(w, b.Compression, write)
+	l, err := archive.PackWith(w, archive.Options{Format: b.Format, Level: b.Compression}, write)
 	if err != nil {
 		w.Cancel()
 		return archive.Layer{}, err

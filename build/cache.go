@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -29,7 +30,7 @@ import (
 // cacheVersion changes whenever the bytes Nixery produces for the same
 // inputs change (layer format, customisation layer, config), so that old
 // entries are not reused for new code.
-const cacheVersion = "2"
+const cacheVersion = "3"
 
 // manifestKey identifies one image: the package set (its resolved
 // identity), the packages, the architecture and the layering settings.
@@ -46,13 +47,13 @@ func (b *Builder) manifestKey(identity string, packages []string, system string)
 
 // settings are the builder options that change the bytes of an image.
 func (b *Builder) settings() map[string]any {
-	return map[string]any{"budget": b.budget(), "gzip": b.Compression}
+	return map[string]any{"budget": b.budget(), "format": b.Format.String(), "level": b.Compression, "popularity": b.PopularityID}
 }
 
 // layerKey identifies the layer of an exact set of store paths (sorted).
 // Store paths are immutable, so such an entry never expires.
 func (b *Builder) layerKey(kind string, paths []string) string {
-	return hashKey(map[string]any{"v": cacheVersion, "kind": kind, "paths": paths, "gzip": b.Compression})
+	return hashKey(map[string]any{"v": cacheVersion, "kind": kind, "paths": paths, "format": b.Format.String(), "level": b.Compression})
 }
 
 func hashKey(v any) string {
@@ -67,6 +68,7 @@ func hashKey(v any) string {
 // manifestEntry is a manifest cache entry.
 type manifestEntry struct {
 	Built     time.Time                `json:"built"`
+	Used      time.Time                `json:"used"` // last pull, to within touchInterval (for gc)
 	Immutable bool                     `json:"immutable"`
 	Manifests map[string]digest.Digest `json:"manifests"` // by media type
 }
@@ -81,6 +83,29 @@ func (e *manifestEntry) fresh(ttl time.Duration, now time.Time) bool {
 type hotEntry struct {
 	entry     manifestEntry
 	manifests map[string][]byte
+	touched   atomic.Int64 // unix seconds the storage entry last recorded a use
+}
+
+// touchInterval is how often a pull records in storage that an image is
+// still used (nixery gc keeps images used within its age): at most one
+// small write per image and interval, however many pulls.
+const touchInterval = time.Hour
+
+// touch records a use of the entry for key if the last record is older
+// than touchInterval. Failures only delay the record.
+func (b *Builder) touch(ctx context.Context, key string, h *hotEntry) {
+	now := time.Now()
+	last := h.touched.Load()
+	if now.Unix()-last < int64(touchInterval/time.Second) || !h.touched.CompareAndSwap(last, now.Unix()) {
+		return
+	}
+	e := h.entry
+	e.Used = now.UTC()
+	if data, err := json.Marshal(e); err == nil {
+		if err := b.Storage.PutObject(ctx, "manifests/"+key, data); err != nil {
+			b.logger().Warn("manifest cache: use not recorded", "err", err)
+		}
+	}
 }
 
 // hotCacheSize bounds the in-memory manifest cache (entries, each a few KB).
@@ -116,6 +141,7 @@ func (c *hotCache) put(key string, e *hotEntry) {
 func (b *Builder) cachedManifest(ctx context.Context, key, mediaType string) (data []byte, d digest.Digest, ok bool, err error) {
 	if h := b.hot.get(key); h != nil && h.entry.fresh(b.CacheTTL, time.Now()) {
 		if data, ok := h.manifests[mediaType]; ok {
+			b.touch(ctx, key, h)
 			return data, h.entry.Manifests[mediaType], true, nil
 		}
 	}
@@ -135,6 +161,7 @@ func (b *Builder) cachedManifest(ctx context.Context, key, mediaType string) (da
 		return nil, "", false, nil
 	}
 	h := &hotEntry{entry: e, manifests: map[string][]byte{}}
+	h.touched.Store(max(e.Used.Unix(), e.Built.Unix()))
 	for mt, md := range e.Manifests {
 		m, err := storage.Get(ctx, b.Storage, md)
 		if errors.Is(err, storage.ErrNotFound) {
@@ -149,11 +176,13 @@ func (b *Builder) cachedManifest(ctx context.Context, key, mediaType string) (da
 		h.manifests[mt] = m
 	}
 	b.hot.put(key, h)
+	b.touch(ctx, key, h)
 	return h.manifests[mediaType], d, true, nil
 }
 
 func (b *Builder) storeManifestEntry(ctx context.Context, key string, img *Image, immutable bool) error {
-	e := manifestEntry{Built: time.Now().UTC(), Immutable: immutable, Manifests: map[string]digest.Digest{}}
+	now := time.Now().UTC()
+	e := manifestEntry{Built: now, Used: now, Immutable: immutable, Manifests: map[string]digest.Digest{}}
 	for mt, m := range img.Manifests {
 		e.Manifests[mt] = m.Digest
 	}

@@ -26,6 +26,9 @@ type Config struct {
 	MaxBuilds   int           // builds running at once
 	BuildQueue  int           // builds waiting for a slot before 429
 	DemoPath    string        // where the built-in demo package set is extracted
+	LayerFormat string        // "gzip" or "zstd"
+	Compression int           // compression level; 0 = the format's default
+	Popularity  string        // URL or file of popularity data; "" for none
 }
 
 // setting is one option: a flag with an environment variable of the same
@@ -45,6 +48,9 @@ var settings = []setting{
 	{"storage-path", "STORAGE_PATH", "", "directory of the filesystem backend (default: $XDG_CACHE_HOME/nixery/storage, i.e. ~/.cache/nixery/storage)"},
 	{"nix-timeout", "NIX_TIMEOUT", "60", "seconds one Nix build may take before it is killed"},
 	{"layer-budget", "NIXERY_LAYER_BUDGET", "100", "maximum number of layers in an image"},
+	{"layer-format", "NIXERY_LAYER_FORMAT", "gzip", "layer compression: gzip, or zstd for clients that support it"},
+	{"compression-level", "NIXERY_COMPRESSION_LEVEL", "", "compression level (gzip 1-9, zstd 1-22; default: gzip 6, zstd 3)"},
+	{"popularity", "NIX_POPULARITY_URL", "", "URL or file of package popularity data (JSON: store path name → count), which lets layering share more"},
 	{"cache-ttl", "NIXERY_CACHE_TTL", "300", "seconds an image from a moving source (a channel or branch name, a directory) is reused before it is rebuilt; images from a commit are kept"},
 	{"max-builds", "NIXERY_MAX_BUILDS", "", "builds that run at once (default: number of cores)"},
 	{"build-queue", "NIXERY_BUILD_QUEUE", "64", "builds that may wait for a slot; beyond that, clients get 429 TOOMANYREQUESTS"},
@@ -111,6 +117,20 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	}
 	if c.BuildQueue, err = strconv.Atoi(get("build-queue")); err != nil || c.BuildQueue < 0 {
 		return nil, fmt.Errorf("NIXERY_BUILD_QUEUE / --build-queue must be a number (0 or more), not %q", get("build-queue"))
+	}
+
+	c.LayerFormat, c.Popularity = get("layer-format"), get("popularity")
+	if c.LayerFormat != "gzip" && c.LayerFormat != "zstd" {
+		return nil, fmt.Errorf("NIXERY_LAYER_FORMAT / --layer-format must be gzip or zstd, not %q", c.LayerFormat)
+	}
+	if v := get("compression-level"); v != "" {
+		max := 9
+		if c.LayerFormat == "zstd" {
+			max = 22
+		}
+		if c.Compression, err = strconv.Atoi(v); err != nil || c.Compression < 1 || c.Compression > max {
+			return nil, fmt.Errorf("NIXERY_COMPRESSION_LEVEL / --compression-level must be a level from 1 to %d for %s, not %q", max, c.LayerFormat, v)
+		}
 	}
 
 	var sources []string

@@ -58,6 +58,13 @@ func TestLoad(t *testing.T) {
 		{name: "unknown backend", env: map[string]string{"NIXERY_STORAGE_BACKEND": "tape"}, wantErr: "must be filesystem"},
 		{name: "unknown flag", args: []string{"--colour"}, wantErr: "colour"},
 		{name: "budget", args: []string{"--layer-budget=1"}, wantErr: "layer-budget"},
+		{name: "format", env: map[string]string{"NIXERY_LAYER_FORMAT": "xz"}, wantErr: "gzip or zstd"},
+		{name: "gzip level", env: map[string]string{"NIXERY_COMPRESSION_LEVEL": "12"}, wantErr: "1 to 9"},
+		{name: "zstd level", env: map[string]string{"NIXERY_LAYER_FORMAT": "zstd", "NIXERY_COMPRESSION_LEVEL": "12", "NIX_POPULARITY_URL": "/p.json"}, check: func(t *testing.T, c *Config) {
+			if c.LayerFormat != "zstd" || c.Compression != 12 || c.Popularity != "/p.json" {
+				t.Errorf("%+v", c)
+			}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,48 +2,88 @@
 // together in one image layer.
 //
 // It is a pure function of the closure graph (store paths with their NAR
-// sizes and references) and a layer budget: no Nix, no I/O. The archive
-// package then packs each group into one tarball.
+// sizes and references), optional popularity data and a layer budget: no
+// Nix, no I/O. The archive package then packs each group into one tarball.
+//
+// # What a good grouping is
+//
+// A client downloads a layer unless it already has a blob with the same
+// digest, and the digest depends only on the layer's set of store paths. So
+// a group of store paths saves bytes only if the very same set appears in
+// other images. A store path alone in its layer is always such a set; a
+// group of several paths is one only if its members always come together,
+// whatever else is in the image. Big paths want a layer of their own, since
+// a cache miss costs their size; widely shared paths too, since every image
+// that has them could miss.
 //
 // # Algorithm
 //
-// The current grouping is deliberately simple and stable, so that a store
-// path tends to land in the same single-path layer — and thus the same blob
-// digest — in every image that contains it:
+//  1. Units. Without popularity data every path is a unit. With it, a path
+//     that the table says is referred to by at most one store path of the
+//     whole package set, and that has exactly one referrer in the closure,
+//     joins its referrer's unit (transitively: a chain of private paths
+//     joins the first path that is not private). Such a path is in an image
+//     exactly when its referrer is, so the unit has the same members — the
+//     same bytes, the same digest — in every image, and merging it costs no
+//     sharing at all while it saves layers. Units are formed whatever the
+//     budget, so that an image within budget and one over it agree.
+//  2. If there are no more units than the budget, every unit is a group.
+//  3. Otherwise the budget-1 biggest units (by NAR size, ties by name) keep
+//     a group each and all the others share the last group. Only that last
+//     group differs between images; it holds the smallest units.
+//  4. Groups are ordered by the number of paths in the closure of their
+//     lowest member, then by name. That order is the same in every image (a
+//     path's closure does not depend on the image) and puts dependencies
+//     before what depends on them: glibc and the other shared bases come
+//     first, where a client that re-pulls a layer whose position changed
+//     finds them unchanged.
 //
-//  1. If the closure has no more paths than the budget, every path gets a
-//     layer of its own.
-//  2. Otherwise the budget-1 largest paths (ties broken by name) get a layer
-//     each, and all remaining paths share the last one.
-//  3. Groups are ordered so that the ones most depended upon come first:
-//     a group's weight is the largest number of other closure paths that
-//     reach one of its members through references; heavier groups first,
-//     ties broken by the group's first name. Shared base layers (glibc …)
-//     thus sit at the bottom of every image.
+// This beats the published approaches on the benchmark in bench/sharing
+// (figures in docs/layering.md): the original Nixery's dominator-tree
+// grouping merges every path reached through one requested package into
+// that package's layer, so glibc and other bases travel again in most
+// images; nixpkgs' auto-layer merges a big path with the dependencies only
+// it uses in this image, which differ from image to image. Both change the
+// digest of big layers between images; this algorithm never merges a big
+// path with anything that may be absent elsewhere.
 //
-// Worked example, budget 3, closure (size, references):
+// # Worked example
+//
+// Budget 3, closure (size, references):
 //
 //	hello   10 MB → glibc, libidn
 //	glibc   30 MB
 //	libidn   1 MB → glibc
 //	bash     5 MB → glibc
 //
-// Four paths exceed the budget of 3, so the two largest (glibc 30, hello 10)
-// get a layer each and {bash, libidn} share the third. Reach counts: glibc
-// is reached by hello, libidn and bash (3); libidn by hello (1); bash and
-// hello by nobody (0). Weights: {glibc}=3, {bash, libidn}=1, {hello}=0, so
-// the result is
+// Without popularity data there are four units for three groups: glibc
+// (30) and hello (10) keep a group each and {bash, libidn} share the third.
+// Closure sizes in paths: glibc 1, libidn 2, bash 2, hello 3, so the result
+// is
 //
 //	[[glibc] [bash libidn] [hello]]
 //
-// A later, sharing-optimised grouping will replace step 2; the contract of
-// Group (each path in exactly one group, at most budget groups, sorted
-// names, deterministic) stays.
+// With the popularity table {"glibc": 900, "bash": 40, "libidn": 1} libidn
+// is private to hello, which is its only referrer here too: the units are
+// {glibc}, {bash} and {hello, libidn}, which fit the budget:
+//
+//	[[glibc] [bash] [hello libidn]]
+//
+// and {hello, libidn} is the same layer in every image that has hello.
+//
+// Group and GroupWith keep the contract of the simple grouping they
+// replaced: each path in exactly one group, at most budget groups, sorted
+// names, the same output for the same input in any order.
 package layers
 
 import (
 	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
 	"math/bits"
+	"path"
 	"slices"
 )
 
@@ -54,50 +94,57 @@ type Path struct {
 	References []string // store paths it refers to (others than the input's and itself are ignored)
 }
 
-// Group splits the closure into at most budget groups of store paths.
+// Options tune GroupWith. The zero value groups from the graph alone.
+type Options struct {
+	// Popularity says how widely each store path is used in the package
+	// set, keyed by store path name without the /nix/store/<hash>- prefix
+	// (see Name), e.g. "glibc-2.40-66" → 8123. It is the popularity.json of
+	// the original Nixery (see ParsePopularity): how many store paths of
+	// the package set refer to the path. Only the relative order of the
+	// values matters much; paths missing from the table count as 0.
+	Popularity map[string]int
+}
+
+// Group is GroupWith without popularity data.
+func Group(paths []Path, budget int) [][]string {
+	return GroupWith(paths, budget, Options{})
+}
+
+// GroupWith splits the closure into at most budget groups of store paths.
 // Every path is in exactly one group; each group's names are sorted; the
 // result is deterministic (same input in any order → same output).
 // budget < 1 means 1. Paths listed twice are merged (largest size, union of
 // references). See the package documentation for the algorithm.
-func Group(paths []Path, budget int) [][]string {
+func GroupWith(paths []Path, budget int, opts Options) [][]string {
 	budget = max(budget, 1)
 	g := newGraph(paths)
 	n := len(g.names)
 	if n == 0 {
 		return nil
 	}
+	c := g.closures()
 
+	units := g.units(opts)
 	var groups [][]int
-	if n <= budget {
-		for i := range n {
-			groups = append(groups, []int{i})
-		}
+	if len(units) <= budget {
+		groups = units
 	} else {
-		bySize := make([]int, n)
-		for i := range bySize {
-			bySize[i] = i
-		}
-		// Indices are in name order, so a stable sort breaks size ties by name.
-		slices.SortStableFunc(bySize, func(a, b int) int { return cmp.Compare(g.sizes[b], g.sizes[a]) })
-		for _, i := range bySize[:budget-1] {
-			groups = append(groups, []int{i})
-		}
-		rest := slices.Clone(bySize[budget-1:])
-		slices.Sort(rest)
-		groups = append(groups, rest)
+		groups = g.split(units, budget, g.values())
 	}
 
-	reach := g.reachCounts()
-	weight := func(grp []int) int {
-		w := 0
-		for _, i := range grp {
-			w = max(w, reach[i])
-		}
-		return w
-	}
 	// Members are sorted indices, so grp[0] is the group's first name.
+	key := func(grp []int) int {
+		k := math.MaxInt
+		for _, i := range grp {
+			k = min(k, c.count[i])
+		}
+		return k
+	}
+	for _, grp := range groups {
+		slices.Sort(grp)
+	}
 	slices.SortFunc(groups, func(a, b []int) int {
-		if c := cmp.Compare(weight(b), weight(a)); c != 0 {
+		if c := cmp.Compare(key(a), key(b)); c != 0 {
 			return c
 		}
 		return cmp.Compare(a[0], b[0])
@@ -112,6 +159,131 @@ func Group(paths []Path, budget int) [][]string {
 		out[i] = names
 	}
 	return out
+}
+
+// values returns every path's value: the larger, the more it deserves a
+// layer of its own. It is the NAR size: a layer's bytes are what a cache
+// miss costs. (Weighting it by popularity was measured and did not help;
+// popularity serves in units instead.)
+func (g *graph) values() []float64 {
+	value := make([]float64, len(g.names))
+	for i := range g.names {
+		value[i] = float64(g.sizes[i])
+	}
+	return value
+}
+
+// units returns the paths grouped by private attachment (step 1 of the
+// package doc): with popularity data, a path that the table says only one
+// store path refers to, and that has exactly one referrer in the closure,
+// joins its referrer's unit, transitively. Without popularity data every
+// path is a unit of its own.
+func (g *graph) units(opts Options) [][]int {
+	n := len(g.names)
+	parent := make([]int, n)
+	for i := range parent {
+		parent[i] = i
+	}
+	if opts.Popularity != nil {
+		referrers := make([][]int, n)
+		for i, refs := range g.refs {
+			for _, j := range refs {
+				referrers[j] = append(referrers[j], i)
+			}
+		}
+		for d := range n {
+			pop, known := opts.Popularity[Name(g.names[d])]
+			if known && pop <= 1 && len(referrers[d]) == 1 {
+				parent[d] = referrers[d][0]
+			}
+		}
+	}
+	// Follow parents to the top of each chain; a cycle of private paths
+	// (not seen in real closures) ends at its smallest index.
+	top := make([]int, n)
+	for i := range n {
+		j, steps := i, 0
+		for parent[j] != j && steps <= n {
+			j = parent[j]
+			steps++
+		}
+		if steps > n {
+			j = i
+		}
+		top[i] = j
+	}
+	byTop := map[int]int{}
+	var units [][]int
+	for i := range n {
+		if k, ok := byTop[top[i]]; ok {
+			units[k] = append(units[k], i)
+		} else {
+			byTop[top[i]] = len(units)
+			units = append(units, []int{i})
+		}
+	}
+	return units
+}
+
+// split fits units into budget groups: the budget-1 most valuable units
+// keep a group each and the rest share the last one.
+func (g *graph) split(units [][]int, budget int, value []float64) [][]int {
+	uv := make([]float64, len(units))
+	for i, u := range units {
+		for _, p := range u {
+			uv[i] += value[p]
+		}
+	}
+	order := make([]int, len(units))
+	for i := range order {
+		order[i] = i
+	}
+	// Units are in index order of their first member, so a stable sort
+	// breaks ties by name.
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(uv[b], uv[a]) })
+	var groups [][]int
+	for _, k := range order[:budget-1] {
+		groups = append(groups, units[k])
+	}
+	var rest []int
+	for _, k := range order[budget-1:] {
+		rest = append(rest, units[k]...)
+	}
+	return append(groups, rest)
+}
+
+// Name is a store path's name without the store directory and the hash:
+// "/nix/store/<32 characters>-glibc-2.40-66" → "glibc-2.40-66". Anything
+// that does not look like a store path keeps its base name.
+func Name(storePath string) string {
+	base := path.Base(storePath)
+	if len(base) > 33 && base[32] == '-' {
+		return base[33:]
+	}
+	return base
+}
+
+// ParsePopularity reads popularity data in the format of the original
+// Nixery's popularity.json: one JSON object mapping store path names
+// without hash (see Name) to non-negative integers.
+func ParsePopularity(r io.Reader) (map[string]int, error) {
+	var pop map[string]int
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&pop); err != nil {
+		return nil, fmt.Errorf("popularity data: %w", err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("popularity data: more than one JSON value")
+	}
+	if pop == nil {
+		return nil, fmt.Errorf("popularity data: not a JSON object")
+	}
+	for name, n := range pop {
+		if n < 0 {
+			return nil, fmt.Errorf("popularity data: %q has negative count %d", name, n)
+		}
+	}
+	return pop, nil
 }
 
 // graph is the closure with paths numbered in name order and references
@@ -153,14 +325,27 @@ func newGraph(paths []Path) *graph {
 	return g
 }
 
-// reachCounts returns, for every path, how many other paths of the closure
-// reach it through one or more references.
+// closures holds, for every path, the set of paths it reaches (itself
+// included) and two counts derived from it.
+type closures struct {
+	comp  []int      // path → strongly connected component
+	desc  [][]uint64 // component → bit set of the paths it reaches
+	count []int      // path → number of paths in its closure, itself included
+	reach []int      // path → number of other paths that reach it
+}
+
+// reaches says whether path a reaches path b (a reaches itself).
+func (c *closures) reaches(a, b int) bool {
+	return c.desc[c.comp[a]][b/64]&(1<<(b%64)) != 0
+}
+
+// closures computes the closure of every path.
 //
 // Nix closures are acyclic apart from self-references, but Group accepts
 // any input, so this collapses strongly connected components (Tarjan) and
 // propagates bit sets of descendants over the resulting DAG: O(n²/64)
 // memory, a few MB for the largest closures seen in practice.
-func (g *graph) reachCounts() []int {
+func (g *graph) closures() *closures {
 	n := len(g.names)
 	comp, ncomp := g.components()
 
@@ -188,19 +373,20 @@ func (g *graph) reachCounts() []int {
 		desc[c] = set
 	}
 
-	counts := make([]int, n)
+	cl := &closures{comp: comp, desc: desc, count: make([]int, n), reach: make([]int, n)}
 	for i := range n {
 		for w, word := range desc[comp[i]] {
+			cl.count[i] += bits.OnesCount64(word)
 			for word != 0 {
 				j := w*64 + bits.TrailingZeros64(word)
 				word &= word - 1
 				if j != i {
-					counts[j]++
+					cl.reach[j]++
 				}
 			}
 		}
 	}
-	return counts
+	return cl
 }
 
 // components labels the strongly connected components of g with Tarjan's

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -25,10 +26,10 @@ func TestGroup(t *testing.T) {
 	}{
 		{"empty", nil, 5, nil},
 		{"worked example", example, 3, [][]string{{"glibc"}, {"bash", "libidn"}, {"hello"}}},
-		{"within budget: one path each, most depended upon first", example, 4,
-			[][]string{{"glibc"}, {"libidn"}, {"bash"}, {"hello"}}},
+		{"within budget: one path each, dependencies first", example, 4,
+			[][]string{{"glibc"}, {"bash"}, {"libidn"}, {"hello"}}},
 		{"budget above size", example, 100,
-			[][]string{{"glibc"}, {"libidn"}, {"bash"}, {"hello"}}},
+			[][]string{{"glibc"}, {"bash"}, {"libidn"}, {"hello"}}},
 		{"budget 1", example, 1, [][]string{{"bash", "glibc", "hello", "libidn"}}},
 		{"budget 0 means 1", example, 0, [][]string{{"bash", "glibc", "hello", "libidn"}}},
 		{"negative budget means 1", example, -3, [][]string{{"bash", "glibc", "hello", "libidn"}}},
@@ -55,6 +56,12 @@ func TestGroup(t *testing.T) {
 			{Name: "b", Size: 2, References: []string{"a", "c"}},
 			{Name: "c", Size: 1},
 		}, 3, [][]string{{"c"}, {"a"}, {"b"}}},
+		{"over budget: biggest alone, order by closure", []Path{
+			{Name: "app", Size: 50, References: []string{"lib", "glibc"}},
+			{Name: "lib", Size: 2, References: []string{"glibc"}},
+			{Name: "tiny", Size: 1, References: []string{"glibc"}},
+			{Name: "glibc", Size: 30},
+		}, 3, [][]string{{"glibc"}, {"lib", "tiny"}, {"app"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -68,6 +75,84 @@ func TestGroup(t *testing.T) {
 
 // TestGroupStable checks the property the simple grouping exists for: a big
 // path gets the same single-path layer in different images.
+func TestGroupWith(t *testing.T) {
+	example := []Path{
+		{Name: "/nix/store/00000000000000000000000000000003-hello-2.12", Size: 10, References: []string{
+			"/nix/store/00000000000000000000000000000002-glibc-2.40", "/nix/store/00000000000000000000000000000005-libidn-1"}},
+		{Name: "/nix/store/00000000000000000000000000000002-glibc-2.40", Size: 30},
+		{Name: "/nix/store/00000000000000000000000000000005-libidn-1", Size: 1, References: []string{"/nix/store/00000000000000000000000000000002-glibc-2.40"}},
+		{Name: "/nix/store/00000000000000000000000000000001-bash-5", Size: 5, References: []string{"/nix/store/00000000000000000000000000000002-glibc-2.40"}},
+	}
+	short := func(groups [][]string) [][]string {
+		for _, g := range groups {
+			for i := range g {
+				g[i] = Name(g[i])
+			}
+		}
+		return groups
+	}
+	pop := map[string]int{"glibc-2.40": 900, "bash-5": 40, "libidn-1": 1}
+	tests := []struct {
+		name   string
+		pop    map[string]int
+		budget int
+		want   [][]string
+	}{
+		{"no popularity: as Group", nil, 3, [][]string{{"glibc-2.40"}, {"bash-5", "libidn-1"}, {"hello-2.12"}}},
+		{"worked example: private libidn joins hello", pop, 3, [][]string{{"glibc-2.40"}, {"bash-5"}, {"hello-2.12", "libidn-1"}}},
+		{"units also within budget", pop, 10, [][]string{{"glibc-2.40"}, {"bash-5"}, {"hello-2.12", "libidn-1"}}},
+		{"units over budget", pop, 2, [][]string{{"glibc-2.40"}, {"bash-5", "hello-2.12", "libidn-1"}}},
+		{"unknown names are not private", map[string]int{"glibc-2.40": 5}, 10,
+			[][]string{{"glibc-2.40"}, {"bash-5"}, {"libidn-1"}, {"hello-2.12"}}},
+		{"private by the table but two referrers here: alone", map[string]int{"glibc-2.40": 1}, 10,
+			[][]string{{"glibc-2.40"}, {"bash-5"}, {"libidn-1"}, {"hello-2.12"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := short(GroupWith(example, tt.budget, Options{Popularity: tt.pop}))
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("GroupWith(budget %d) = %q, want %q", tt.budget, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestName(t *testing.T) {
+	for in, want := range map[string]string{
+		"/nix/store/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1-glibc-2.40-66": "glibc-2.40-66",
+		"/nix/store/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1-hello":         "hello",
+		"glibc":             "glibc",
+		"/tmp/x/short-name": "short-name",
+	} {
+		if got := Name(in); got != want {
+			t.Errorf("Name(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParsePopularity(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    map[string]int
+		wantErr bool
+	}{
+		{`{"glibc-2.40-66": 8123, "zlib-1.3.1": 12}`, map[string]int{"glibc-2.40-66": 8123, "zlib-1.3.1": 12}, false},
+		{`{}`, map[string]int{}, false},
+		{`[]`, nil, true},
+		{`null`, nil, true},
+		{`{"a": -1}`, nil, true},
+		{`{"a": 1.5}`, nil, true},
+		{`{"a": 1} {"b": 2}`, nil, true},
+		{`{"a": 1`, nil, true},
+	}
+	for _, tt := range tests {
+		got, err := ParsePopularity(strings.NewReader(tt.in))
+		if (err != nil) != tt.wantErr || (!tt.wantErr && !reflect.DeepEqual(got, tt.want)) {
+			t.Errorf("ParsePopularity(%s) = %v, %v", tt.in, got, err)
+		}
+	}
+}
+
 func TestGroupStable(t *testing.T) {
 	glibc := Path{Name: "glibc", Size: 30}
 	python := Path{Name: "python3", Size: 100, References: []string{"glibc"}}
@@ -108,7 +193,14 @@ func FuzzGroup(f *testing.F) {
 		r := rand.New(rand.NewPCG(seed, 0))
 		paths := randomClosure(r, int(size))
 		budget %= 300
-		groups := Group(paths, budget)
+		var pop map[string]int
+		if seed%2 == 1 {
+			pop = map[string]int{}
+			for _, p := range paths {
+				pop[Name(p.Name)] = int(r.IntN(3))
+			}
+		}
+		groups := GroupWith(paths, budget, Options{Popularity: pop})
 
 		if len(groups) > max(budget, 1) {
 			t.Fatalf("%d groups, budget %d", len(groups), budget)
@@ -147,7 +239,7 @@ func FuzzGroup(f *testing.F) {
 			r.Shuffle(len(refs), func(a, b int) { refs[a], refs[b] = refs[b], refs[a] })
 			shuffled[i].References = refs
 		}
-		if again := Group(shuffled, budget); !reflect.DeepEqual(again, groups) {
+		if again := GroupWith(shuffled, budget, Options{Popularity: pop}); !reflect.DeepEqual(again, groups) {
 			t.Fatalf("not deterministic under permutation:\n%q\n%q", groups, again)
 		}
 	})

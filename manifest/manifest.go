@@ -24,9 +24,10 @@ import (
 
 // Media types of the two manifest formats and their parts.
 const (
-	OCIManifest = v1.MediaTypeImageManifest
-	OCIConfig   = v1.MediaTypeImageConfig
-	OCILayer    = v1.MediaTypeImageLayerGzip
+	OCIManifest  = v1.MediaTypeImageManifest
+	OCIConfig    = v1.MediaTypeImageConfig
+	OCILayer     = v1.MediaTypeImageLayerGzip
+	OCILayerZstd = v1.MediaTypeImageLayerZstd
 
 	DockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
 	DockerConfig   = "application/vnd.docker.container.image.v1+json"
@@ -52,6 +53,10 @@ type Layer struct {
 	Blob
 	DiffID    digest.Digest // digest of the uncompressed tar
 	CreatedBy string        // history entry, e.g. the store paths it holds
+	// MediaType is the OCI layer media type: OCILayer (gzip, the
+	// default when empty) or OCILayerZstd. Docker manifests use Docker's
+	// gzip type, and the OCI zstd type for zstd (as Docker itself does).
+	MediaType string
 }
 
 // Image is what an image config is made from.
@@ -101,7 +106,11 @@ func Manifest(mediaType string, config Blob, layers []Layer) ([]byte, error) {
 		Layers:    []v1.Descriptor{},
 	}
 	for _, l := range layers {
-		m.Layers = append(m.Layers, v1.Descriptor{MediaType: layerType, Digest: l.Digest, Size: l.Size})
+		mt := layerType
+		if l.MediaType == OCILayerZstd {
+			mt = OCILayerZstd
+		}
+		m.Layers = append(m.Layers, v1.Descriptor{MediaType: mt, Digest: l.Digest, Size: l.Size})
 	}
 	return json.Marshal(m)
 }

@@ -77,6 +77,16 @@ func TestManifest(t *testing.T) {
 			t.Errorf("%s layers = %+v", tt.mediaType, m.Layers)
 		}
 	}
+	// zstd layers keep their type in both formats.
+	zl := []Layer{{Blob: Blob{Digest: digest.FromString("z"), Size: 1}, DiffID: digest.FromString("tz"), MediaType: OCILayerZstd}}
+	for _, mt := range MediaTypes {
+		data, _ := Manifest(mt, cfg, zl)
+		var m v1.Manifest
+		json.Unmarshal(data, &m)
+		if m.Layers[0].MediaType != OCILayerZstd {
+			t.Errorf("%s: zstd layer type %q", mt, m.Layers[0].MediaType)
+		}
+	}
 	if _, err := Manifest("application/json", cfg, nil); err == nil {
 		t.Error("unknown media type accepted")
 	}

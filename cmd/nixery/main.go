@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nixery/nixery/archive"
 	"github.com/nixery/nixery/build"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/demo"
@@ -120,15 +121,27 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
+	popularity, popularityID, err := loadPopularity(ctx, cfg.Popularity)
+	if err != nil {
+		return err
+	}
+	format := archive.Gzip
+	if cfg.LayerFormat == "zstd" {
+		format = archive.Zstd
+	}
 	builder := &build.Builder{
-		Source:      source,
-		Nix:         &nix.Runner{Timeout: cfg.NixTimeout, Logger: log, Offline: offline},
-		Storage:     store,
-		LayerBudget: cfg.LayerBudget,
-		CacheTTL:    cfg.CacheTTL,
-		MaxBuilds:   cfg.MaxBuilds,
-		QueueSize:   cfg.BuildQueue,
-		Logger:      log,
+		Format:       format,
+		Compression:  cfg.Compression,
+		Popularity:   popularity,
+		PopularityID: popularityID,
+		Source:       source,
+		Nix:          &nix.Runner{Timeout: cfg.NixTimeout, Logger: log, Offline: offline},
+		Storage:      store,
+		LayerBudget:  cfg.LayerBudget,
+		CacheTTL:     cfg.CacheTTL,
+		MaxBuilds:    cfg.MaxBuilds,
+		QueueSize:    cfg.BuildQueue,
+		Logger:       log,
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", &registry.Registry{Builder: builder, Storage: store, Logger: log})

@@ -1,0 +1,231 @@
+// Command sharing measures how many bytes a layer-caching client downloads
+// when it pulls a sequence of typical images, for Nixery's layering and
+// for the algorithms it is compared with.
+//
+//	go run ./bench/sharing              # budgets 100 and 30, seed 1
+//	go run ./bench/sharing -budget 20 -seed 7
+//
+// The package set is generated (see pkgset.go), shaped like nixpkgs; the
+// popularity table is derived from it as the original Nixery derives its
+// table from the binary cache. A layer is downloaded only if its exact set
+// of store paths (hence, with deterministic packing, its digest) was not
+// downloaded before. Bytes are uncompressed NAR bytes; the customisation
+// layer is counted as a layer but not in bytes (it is per image anyway).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/nixery/nixery/layers"
+)
+
+// workload is the sequence of images pulled, by name as in a pull URL.
+var workload = []string{
+	"shell",
+	"shell/git",
+	"shell/python3",
+	"python3Packages.numpy",
+	"curl",
+	"jq",
+	"git/curl",
+	"nodejs",
+	"go",
+	"postgresql",
+	"redis",
+	"nginx",
+	"htop",
+	"vim",
+	"shell/htop/vim",
+	"python3Packages.requests/python3Packages.flask",
+	"python3Packages.pandas/python3Packages.scipy/python3Packages.matplotlib",
+	"emacs",
+	"ffmpeg",
+	"shell/nodejs/git",
+	"shell/go/git",
+	"imagemagick",
+	"postgresql/redis",
+	"shell/emacs/git",
+	"shell/python3/perl",
+	"curl/jq/openssh",
+}
+
+// shell is the meta-package of the same name.
+var shell = []string{"bashInteractive", "coreutils", "moreutils", "nano"}
+
+func attrs(image string) []string {
+	var out []string
+	for _, c := range strings.Split(image, "/") {
+		if c == "shell" {
+			out = append(out, shell...)
+		} else {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// algorithm groups one image's closure into at most budget groups.
+type algorithm struct {
+	name  string
+	group func(im *image, paths []layers.Path, budget int) [][]string
+}
+
+type result struct {
+	downloaded int64
+	maxLayers  int
+	overBudget int
+	perImage   []int64
+}
+
+func main() {
+	seed := flag.Uint64("seed", 1, "seed of the generated package set")
+	budgetFlag := flag.String("budget", "100,30", "layer budgets per image (customisation layer included), comma-separated")
+	verbose := flag.Bool("v", false, "print per-image downloads")
+	flag.Parse()
+
+	set := generate(*seed)
+	pop := set.popularity()
+	threshold := popularityThreshold(pop)
+	algs := algorithms(pop)
+
+	var budgets []int
+	for _, f := range strings.Split(*budgetFlag, ",") {
+		b, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || b < 2 {
+			fmt.Fprintf(os.Stderr, "bad budget %q\n", f)
+			os.Exit(2)
+		}
+		budgets = append(budgets, b)
+	}
+
+	closures := make([][]*storePath, len(workload))
+	distinct := map[string]int64{}
+	maxPaths := 0
+	for i, img := range workload {
+		c, err := set.closure(attrs(img))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		closures[i] = c
+		maxPaths = max(maxPaths, len(c))
+		for _, p := range c {
+			distinct[p.path] = p.size
+		}
+	}
+	var lower int64
+	for _, s := range distinct {
+		lower += s
+	}
+	fmt.Printf("package set: %d store paths (seed %d); workload: %d images, %d distinct store paths, largest closure %d paths\n",
+		len(set.paths), *seed, len(workload), len(distinct), maxPaths)
+	fmt.Printf("popularity table: %d names; original Nixery's popularity threshold (top 1%%): %d\n\n", len(pop), threshold)
+
+	for _, budget := range budgets {
+		fmt.Printf("budget %d layers per image (%d for store paths + 1 customisation layer); bytes = uncompressed NAR bytes\n\n", budget, budget-1)
+		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
+		fmt.Fprintln(tw, "algorithm\tdownloaded MB\t× lower bound\tmax layers/image\timages over budget\t")
+		fmt.Fprintf(tw, "lower bound (distinct store paths)\t%.1f\t1.00\t\t\t\n", mib(lower))
+		for _, alg := range algs {
+			r, err := simulate(set, closures, alg, budget-1)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "%s: %v\n", alg.name, err)
+				os.Exit(1)
+			}
+			fmt.Fprintf(tw, "%s\t%.1f\t%.3f\t%d\t%d\t\n", alg.name, mib(r.downloaded), float64(r.downloaded)/float64(lower), r.maxLayers+1, r.overBudget)
+			if *verbose {
+				for i, b := range r.perImage {
+					fmt.Fprintf(tw, "  %s\t%.1f\t\t\t\t\n", workload[i], mib(b))
+				}
+			}
+		}
+		tw.Flush()
+		fmt.Println()
+	}
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// simulate pulls the workload in order with a client-side layer cache.
+func simulate(set *pkgSet, closures [][]*storePath, alg algorithm, budget int) (result, error) {
+	var r result
+	cache := map[string]bool{}
+	for i, c := range closures {
+		paths := make([]layers.Path, len(c))
+		size := map[string]int64{}
+		var roots []string
+		for j, p := range c {
+			paths[j] = layers.Path{Name: p.path, Size: p.size, References: p.refs}
+			size[p.path] = p.size
+		}
+		for _, a := range attrs(workload[i]) {
+			roots = append(roots, set.paths[set.attrs[a]].path)
+		}
+		groups := alg.group(newImage(c, roots), paths, budget)
+		if err := checkPartition(c, groups); err != nil {
+			return r, fmt.Errorf("%s: %w", workload[i], err)
+		}
+		r.maxLayers = max(r.maxLayers, len(groups))
+		if len(groups) > budget {
+			r.overBudget++
+		}
+		var got int64
+		for _, g := range groups {
+			k := strings.Join(g, "\n")
+			if cache[k] {
+				continue
+			}
+			cache[k] = true
+			for _, p := range g {
+				got += size[p]
+			}
+		}
+		r.perImage = append(r.perImage, got)
+		r.downloaded += got
+	}
+	return r, nil
+}
+
+// checkPartition verifies that groups hold every path of the closure
+// exactly once, each group sorted.
+func checkPartition(c []*storePath, groups [][]string) error {
+	seen := map[string]int{}
+	for _, g := range groups {
+		if !slices.IsSorted(g) {
+			return fmt.Errorf("group not sorted")
+		}
+		for _, p := range g {
+			seen[p]++
+		}
+	}
+	if len(seen) != len(c) {
+		return fmt.Errorf("%d paths in groups, closure has %d", len(seen), len(c))
+	}
+	for _, p := range c {
+		if seen[p.path] != 1 {
+			return fmt.Errorf("%s in %d groups", p.path, seen[p.path])
+		}
+	}
+	return nil
+}
+
+// algorithms lists the groupings compared; pop is the popularity table.
+func algorithms(pop map[string]int) []algorithm {
+	threshold := popularityThreshold(pop)
+	return []algorithm{
+		{"nixery-original (no popularity)", func(im *image, _ []layers.Path, b int) [][]string { return nixeryGroups(im, b, nil, 0) }},
+		{"nixery-original (popularity)", func(im *image, _ []layers.Path, b int) [][]string { return nixeryGroups(im, b, pop, threshold) }},
+		{"nixpkgs auto-layer", func(im *image, _ []layers.Path, b int) [][]string { return autoLayerGroups(im, b) }},
+		{"simple (previous Group)", func(im *image, _ []layers.Path, b int) [][]string { return simpleGroups(im, b) }},
+		{"new: layers.Group (graph only)", func(_ *image, p []layers.Path, b int) [][]string { return layers.Group(p, b) }},
+		{"new: layers.GroupWith (popularity)", func(_ *image, p []layers.Path, b int) [][]string {
+			return layers.GroupWith(p, b, layers.Options{Popularity: pop})
+		}},
+	}
+}

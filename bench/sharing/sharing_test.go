@@ -1,0 +1,41 @@
+package main
+
+import "testing"
+
+// TestAlgorithms runs the whole workload once per algorithm and budget:
+// every grouping must be a partition of the closure within the budget, and
+// no algorithm may download less than the lower bound.
+func TestAlgorithms(t *testing.T) {
+	set := generate(1)
+	pop := set.popularity()
+	var closures [][]*storePath
+	distinct := map[string]int64{}
+	for _, img := range workload {
+		c, err := set.closure(attrs(img))
+		if err != nil {
+			t.Fatal(err)
+		}
+		closures = append(closures, c)
+		for _, p := range c {
+			distinct[p.path] = p.size
+		}
+	}
+	var lower int64
+	for _, s := range distinct {
+		lower += s
+	}
+	for _, budget := range []int{5, 30, 99} {
+		for _, alg := range algorithms(pop) {
+			r, err := simulate(set, closures, alg, budget)
+			if err != nil {
+				t.Fatalf("%s, budget %d: %v", alg.name, budget, err)
+			}
+			if r.overBudget > 0 || r.maxLayers > budget {
+				t.Errorf("%s, budget %d: %d images over budget (max %d layers)", alg.name, budget, r.overBudget, r.maxLayers)
+			}
+			if r.downloaded < lower {
+				t.Errorf("%s, budget %d: downloaded %d < lower bound %d", alg.name, budget, r.downloaded, lower)
+			}
+		}
+	}
+}

@@ -237,7 +237,9 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 	// the next one.
 	phase := func(name string, since time.Time, next string, args ...any) time.Time {
 		now := time.Now()
-		b.observePhase(name, now.Sub(since))
+		if name != "graph" { // observed from Nix's own timing
+			b.observePhase(name, now.Sub(since))
+		}
 		log.Info("build phase", append([]any{"phase", name, "seconds", now.Sub(since).Seconds()}, args...)...)
 		if next != "" {
 			p.publish(Event{Kind: "phase", Phase: next})
@@ -245,17 +247,28 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 		return now
 	}
 
-	p.publish(Event{Kind: "phase", Phase: "nix", Message: "realising " + strings.Join(req.Packages, ", ")})
 	b.stats.NixBuilds.Add(1)
+	nixPhase := "realise"
 	res, err := b.Nix.Build(ctx, nix.Request{
 		SrcType: src.Type, SrcArgs: src.Args, Packages: req.Packages, System: req.Arch.System,
-		Log: func(line string) { p.publish(Event{Kind: "log", Phase: "nix", Message: line}) },
+		Log: func(line string) { p.publish(Event{Kind: "log", Phase: nixPhase, Message: line}) },
+		Phase: func(name string) {
+			nixPhase = name
+			msg := "evaluating and building " + strings.Join(req.Packages, ", ")
+			if name == "graph" {
+				msg = "querying the closure's sizes and references"
+			}
+			p.publish(Event{Kind: "phase", Phase: name, Message: msg})
+		},
 	})
 	if err != nil {
 		log.Info("build failed", "phase", "nix", "err", err)
 		return nil, err
 	}
-	t := phase("nix", start, "layers", "paths", len(res.Closure), "roots", len(res.Roots))
+	b.observePhase("realise", res.Realise)
+	b.observePhase("graph", res.Graph)
+	log.Info("build phase", "phase", "realise", "seconds", res.Realise.Seconds(), "roots", len(res.Roots))
+	t := phase("graph", start.Add(res.Realise), "layers", "paths", len(res.Closure))
 
 	paths := make([]layers.Path, len(res.Closure))
 	for i, p := range res.Closure {

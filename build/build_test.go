@@ -361,7 +361,7 @@ func TestWatchReportsPhasesInOrder(t *testing.T) {
 	if r := b.Recent(); len(r) != 1 || r[0].Manifests[manifest.OCIManifest] != d {
 		t.Errorf("recent: %v", r)
 	}
-	if ps := b.PhaseStats(); ps["nix"].Count != 1 || ps["pack"].Count != 1 {
+	if ps := b.PhaseStats(); ps["realise"].Count != 1 || ps["graph"].Count != 1 || ps["pack"].Count != 1 {
 		t.Errorf("phase stats: %v", ps)
 	}
 }

@@ -28,7 +28,13 @@ type Event struct {
 func (e Event) Final() bool { return e.Kind == "done" || e.Kind == "error" }
 
 // Phases lists the phases of a build in order.
-var Phases = []string{"nix", "layers", "pack", "manifest"}
+//
+//	realise   Nix evaluates the package set and builds (or fetches) the packages
+//	graph     Nix reports the closure with sizes and references
+//	layers    the closure is grouped into layers
+//	pack      layers are tarred, compressed, hashed and uploaded in one pass
+//	manifest  the config and manifests are written
+var Phases = []string{"realise", "graph", "layers", "pack", "manifest"}
 
 // maxEvents bounds the events a build keeps for late subscribers; Nix
 // can print many lines, and only the last ones matter then.

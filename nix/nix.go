@@ -82,6 +82,11 @@ type Request struct {
 	// Log, if set, is called with every line Nix writes to stderr for
 	// this build (besides Runner.Log), e.g. for live build progress.
 	Log func(line string)
+
+	// Phase, if set, is called as each phase starts: "realise"
+	// (evaluate and build with nix-build), then "graph" (query the
+	// closure with its sizes and references).
+	Phase func(name string)
 }
 
 // StorePath is one store path of a closure.
@@ -99,6 +104,10 @@ type Result struct {
 
 	// Closure is the runtime closure of all Roots, sorted by Path.
 	Closure []StorePath
+
+	// Realise is the time nix-build took (evaluation and realisation);
+	// Graph the time of the closure query.
+	Realise, Graph time.Duration
 }
 
 // ErrTimeout is wrapped by the error of a build that ran out of time,
@@ -162,6 +171,13 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
 		defer cancel()
 	}
+	start := time.Now()
+	phase := func(name string) {
+		if req.Phase != nil {
+			req.Phase(name)
+		}
+	}
+	phase("realise")
 	logLine := r.Log
 	if req.Log != nil {
 		logLine = func(l string) {
@@ -202,6 +218,9 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 		return nil, &BuildError{Err: errors.New("nix-build printed no output paths")}
 	}
 
+	realised := time.Now()
+	phase("graph")
+
 	// 2. The closure, with sizes and references, in one process.
 	out.Reset()
 	args := append([]string{"--extra-experimental-features", "nix-command",
@@ -214,7 +233,7 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, &BuildError{Err: fmt.Errorf("nix path-info: %w", err)}
 	}
-	return &Result{Roots: roots, Closure: closure}, nil
+	return &Result{Roots: roots, Closure: closure, Realise: realised.Sub(start), Graph: time.Since(realised)}, nil
 }
 
 // Version returns the version of Nix, as `nix-build --version` says it,

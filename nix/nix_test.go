@@ -3,6 +3,7 @@ package nix
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -195,6 +196,10 @@ func TestBuildError(t *testing.T) {
 }
 
 func TestTimeout(t *testing.T) {
+	// Other packages' tests build "slow" too, concurrently: this test's
+	// builders carry a marker of their own.
+	marker := fmt.Sprintf("nixery-slow-marker-%d", time.Now().UnixNano())
+	t.Setenv("NIXERY_SLOW_MARKER", marker)
 	req := demoSource(t, "slow")
 	tests := []struct {
 		name    string
@@ -208,14 +213,18 @@ func TestTimeout(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var pids []int
 			var mu sync.Mutex
-			var building bool
+			var building, markerSeen bool
 			r := &Runner{
 				Timeout: tt.timeout,
 				started: func(pid int) { pids = append(pids, pid) },
 				Log: func(l string) {
 					mu.Lock()
 					defer mu.Unlock()
-					building = building || strings.Contains(l, "nixery-demo-slow: sleeping")
+					if strings.Contains(l, "nixery-demo-slow: sleeping") {
+						building = true
+						// The builder is findable by its marker.
+						markerSeen = markerSeen || len(processesMatching(marker)) > 0
+					}
 				},
 			}
 			ctx := context.Background()
@@ -249,7 +258,10 @@ func TestTimeout(t *testing.T) {
 			}
 			// The builder ran in a session of its own; Nix must have
 			// stopped it.
-			if left := processesMatching("nixery-demo-slow"); len(left) > 0 {
+			if !markerSeen {
+				t.Error("the builder process was not found by its marker while it ran")
+			}
+			if left := processesMatching(marker); len(left) > 0 {
 				t.Errorf("builder processes left: %v", left)
 			}
 		})

@@ -357,7 +357,10 @@ let
       pname = "slow"; version = "1.0";
       description = "Test fixture: building takes 120 seconds, every time";
       env.evaluatedAt = toString builtins.currentTime;
+      # A test may name its own builder process (it shows in the builder's
+      # command line) to find it among others' slow builds.
       script = ''
+        # marker: ${builtins.getEnv "NIXERY_SLOW_MARKER"}
         echo "nixery-demo-slow: sleeping for 120 s" >&2
         sleep 120
       '';

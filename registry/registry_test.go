@@ -45,9 +45,10 @@ func newServer(t *testing.T) *httptest.Server {
 		t.Fatal(err)
 	}
 	b := &build.Builder{
-		Source:  config.PathSource{Path: pkgs},
-		Nix:     &nix.Runner{Timeout: 2 * time.Minute, Offline: true},
-		Storage: store,
+		Source:   config.PathSource{Path: pkgs},
+		Nix:      &nix.Runner{Timeout: 2 * time.Minute, Offline: true},
+		Storage:  store,
+		CacheTTL: time.Hour,
 	}
 	srv := httptest.NewServer(&registry.Registry{Builder: b, Storage: store})
 	t.Cleanup(srv.Close)

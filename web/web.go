@@ -1,87 +1,304 @@
-// Package web serves the human side of Nixery: the index page that tells
-// a visitor how to use this registry.
+// Package web serves the human side of Nixery: the pages that tell a
+// visitor how to use this registry, find packages, see what is in an
+// image and watch it being built.
+//
+//	GET /                               index: how to pull from this host, source, recent images
+//	GET /search?q=…                     package search (the index page searches as you type)
+//	GET /image/<name>[:<tag>]           an image: packages, closure, layers, pull commands
+//	GET /build/<name>[:<tag>]           starts (or joins) the build and shows it live
+//	GET /api/search?q=…[&limit=n]       JSON search results
+//	GET /api/image/<name>[:<tag>]       JSON image details (404 if not built)
+//	GET /api/build/<name>[:<tag>]/events  server-sent events of the build
+//
+// Pages are server-rendered HTML with inline CSS and a little inline
+// JavaScript (live search, live progress); nothing is loaded from
+// elsewhere, since registries often live on networks without internet.
+// Like the registry, routing reads the path by prefix and suffix so that
+// image names with any number of slashes just work.
 package web
 
 import (
 	"bytes"
+	"embed"
+	"encoding/json"
+	"errors"
 	"html/template"
-
-	"github.com/nixery/nixery/config"
+	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/image"
 )
 
-// Page is the index page handler.
-type Page struct {
-	Source  config.Source
+// Site serves the pages and their JSON endpoints. Builder is required.
+type Site struct {
+	Builder *build.Builder
 	Version string
+	Logger  *slog.Logger
+	// SearchTTL is how long the package list of a moving source (a
+	// directory, a channel or branch name) is reused before it is listed
+	// again; 0 means DefaultSearchTTL. The list of a commit is kept.
+	SearchTTL time.Duration
+
+	search searcher
 }
 
-var index = template.Must(template.New("index").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Nixery</title>
-<style>
-body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;line-height:1.5;color:#222}
-code,pre{font-family:ui-monospace,monospace;background:#f3f3f3;border-radius:4px}
-pre{padding:.6rem .8rem;overflow-x:auto}code{padding:0 .2rem}
-h1{margin-bottom:0}small{color:#666}
-</style></head><body>
-<h1>Nixery</h1>
-<p><small>A container registry that builds images with Nix on demand · {{.Version}}</small></p>
-<p>The image name is the recipe: every path component is a Nix package, and
-the image is built the first time anyone pulls it.</p>
-<pre>docker pull {{.Host}}/shell/git/htop
-podman run -it {{.Host}}/shell/hello bash
-skopeo copy docker://{{.Host}}/shell/hello oci:hello:latest</pre>
-<h2>Image names</h2>
-<ul>
-<li>Each component is a package attribute; nested sets use dots: <code>{{.Host}}/xorg.xev</code>.</li>
-<li>Registry names are lower case; attributes are matched case-insensitively when that is unambiguous
-(<code>bashinteractive</code> finds <code>bashInteractive</code>).</li>
-<li>The same packages in any order make the same image.</li>
-</ul>
-<h2>Meta-packages</h2>
-<ul>
-<li><code>shell</code> (first component) adds bashInteractive, coreutils, moreutils and nano.</li>
-<li><code>arm64</code> (first component) builds for aarch64-linux and marks the image arm64.</li>
-</ul>
-<h2>This registry</h2>
-<p>Package source: <code>{{.Source}}</code>{{if .Revision}}, revision <code>{{.Revision}}</code> (tag <code>latest</code>){{end}}.</p>
-<p>It speaks the OCI distribution API (pull only) at <code>/v2/</code>; plain-HTTP hosts other than
-localhost need <code>--tls-verify=false</code> or an insecure-registry setting in your client.</p>
-</body></html>
-`))
+//go:embed templates/*.html
+var templateFS embed.FS
 
-func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/" {
-		http.NotFound(w, r)
-		return
+var pages = template.Must(template.New("").Funcs(template.FuncMap{
+	"size":  humanSize,
+	"short": shortDigest,
+	"lower": strings.ToLower,
+	"ago":   ago,
+	"json": func(v any) (template.JS, error) {
+		b, err := json.Marshal(v)
+		return template.JS(b), err
+	},
+}).ParseFS(templateFS, "templates/*.html"))
+
+func (s *Site) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
 	}
+	return slog.Default()
+}
+
+// ServeHTTP dispatches on the path: fixed pages first, then the routes
+// that end in an image reference.
+func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		s.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: this site is read-only")
 		return
 	}
-	host := r.Host
-	if host == "" {
-		host = "localhost:8080"
+	p := r.URL.Path
+	switch {
+	case p == "/":
+		s.indexPage(w, r)
+	case p == "/search":
+		s.searchPage(w, r)
+	case p == "/api/search":
+		s.searchAPI(w, r)
+	case p == "/image" || p == "/image/":
+		// The index page's "open an image" form.
+		name := strings.Trim(strings.TrimSpace(r.URL.Query().Get("name")), "/")
+		if name == "" {
+			http.Redirect(w, r, "/", http.StatusSeeOther)
+			return
+		}
+		http.Redirect(w, r, "/image/"+name, http.StatusSeeOther)
+	case strings.HasPrefix(p, "/image/"):
+		s.withRef(w, r, strings.TrimPrefix(p, "/image/"), s.imagePage)
+	case strings.HasPrefix(p, "/api/image/"):
+		s.withRef(w, r, strings.TrimPrefix(p, "/api/image/"), s.imageAPI)
+	case strings.HasPrefix(p, "/build/"):
+		s.withRef(w, r, strings.TrimPrefix(p, "/build/"), s.buildPage)
+	case strings.HasPrefix(p, "/api/build/") && strings.HasSuffix(p, "/events"):
+		s.withRef(w, r, strings.TrimSuffix(strings.TrimPrefix(p, "/api/build/"), "/events"), s.events)
+	default:
+		s.fail(w, r, http.StatusNotFound, "no such page: "+p)
 	}
+}
+
+// ParseRef parses "<name>[:<tag>]" (the tag defaults to "latest") into a
+// build request, with the registry's validation.
+func ParseRef(ref string) (*image.Request, error) {
+	name, tag := ref, "latest"
+	if i := strings.LastIndexByte(ref, ':'); i >= 0 {
+		name, tag = ref[:i], ref[i+1:]
+	}
+	return image.Parse(name, tag)
+}
+
+// Ref formats a request back into "<name>[:<tag>]", without ":latest".
+func Ref(req *image.Request) string {
+	if req.Tag == "latest" {
+		return req.Name
+	}
+	return req.Name + ":" + req.Tag
+}
+
+func (s *Site) withRef(w http.ResponseWriter, r *http.Request, ref string, h func(http.ResponseWriter, *http.Request, *image.Request)) {
+	req, err := ParseRef(ref)
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	h(w, r, req)
+}
+
+// wantsJSON tells the API routes, whose errors are JSON, from the pages.
+func wantsJSON(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/api/") }
+
+// fail is the one place that writes an error: a small page for people,
+// {"error": …} for the API.
+func (s *Site) fail(w http.ResponseWriter, r *http.Request, status int, message string) {
+	if status >= 500 {
+		s.logger().Warn("web error", "path", r.URL.Path, "status", status, "err", message)
+	}
+	if wantsJSON(r) {
+		writeJSON(w, r, status, map[string]string{"error": message})
+		return
+	}
+	s.render(w, r, status, "error.html", map[string]any{"Title": http.StatusText(status), "Status": status, "Message": message})
+}
+
+// render executes a page template into a buffer (so that a template error
+// is a clean 500, not half a page) and writes it.
+func (s *Site) render(w http.ResponseWriter, r *http.Request, status int, name string, data map[string]any) {
+	data["Version"] = s.Version
+	data["Host"] = host(r)
 	var buf bytes.Buffer
-	data := map[string]string{"Host": host, "Source": p.Source.String(), "Version": p.Version}
-	// The revision "latest" resolves to, where the source has one.
-	if res, err := p.Source.Resolve(r.Context(), "latest"); err == nil {
-		data["Revision"] = res.Revision
-	} else {
-		data["Revision"] = "unavailable: " + err.Error()
-	}
-	if err := index.Execute(&buf, data); err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+	if err := pages.ExecuteTemplate(&buf, name, data); err != nil {
+		s.logger().Error("web template", "template", name, "err", err)
+		http.Error(w, "template error", http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
-	if r.Method == http.MethodGet {
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
 		w.Write(buf.Bytes())
 	}
+}
+
+func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		w.Write(data)
+	}
+}
+
+// host is this registry's name as the client reached it, for the pull
+// commands shown on the pages.
+func host(r *http.Request) string {
+	if h := r.Header.Get("X-Forwarded-Host"); h != "" {
+		return strings.TrimSpace(strings.Split(h, ",")[0])
+	}
+	if r.Host != "" {
+		return r.Host
+	}
+	return "localhost:8080"
+}
+
+// insecure reports whether clients reach this registry over plain HTTP
+// (so podman and skopeo need their TLS checks turned off).
+func insecure(r *http.Request) bool {
+	return r.TLS == nil && r.Header.Get("X-Forwarded-Proto") != "https"
+}
+
+// Commands are the exact commands to pull and run an image from this host.
+type Commands struct {
+	Docker, DockerRun, Podman, Skopeo string
+}
+
+func commands(r *http.Request, req *image.Request) Commands {
+	ref := host(r) + "/" + Ref(req)
+	tls, srcTLS := "", ""
+	if insecure(r) {
+		tls, srcTLS = "--tls-verify=false ", "--src-tls-verify=false "
+	}
+	dir := strings.ReplaceAll(req.Name, "/", "-")
+	run := "docker run -it --rm " + ref
+	if !slicesContains(req.Packages, "bashInteractive") {
+		run += " sh"
+	}
+	return Commands{
+		Docker:    "docker pull " + ref,
+		DockerRun: run,
+		Podman:    "podman pull " + tls + ref,
+		Skopeo:    "skopeo copy " + srcTLS + "docker://" + ref + " oci:" + dir + ":" + req.Tag,
+	}
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// humanSize formats a byte count for people: 1.5 MiB.
+func humanSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64) + " " + string("KMGTPE"[exp]) + "iB"
+}
+
+// shortDigest is "sha256:0123456789ab", enough to tell layers apart.
+func shortDigest(d any) string {
+	s, _ := d.(string)
+	if st, ok := d.(interface{ String() string }); ok {
+		s = st.String()
+	}
+	if len(s) > 19 {
+		return s[:19]
+	}
+	return s
+}
+
+func ago(t time.Time) string {
+	d := time.Since(t).Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return strconv.Itoa(int(d.Seconds())) + " s ago"
+	case d < time.Hour:
+		return strconv.Itoa(int(d.Minutes())) + " min ago"
+	case d < 48*time.Hour:
+		return strconv.Itoa(int(d.Hours())) + " h ago"
+	}
+	return t.Format("2006-01-02")
+}
+
+// indexPage is the front page.
+func (s *Site) indexPage(w http.ResponseWriter, r *http.Request) {
+	b := s.Builder
+	data := map[string]any{
+		"Title":  "Nixery",
+		"Source": b.Source.String(),
+		"Recent": b.Recent(),
+		"Shell":  strings.Join(image.ShellPackages, ", "),
+	}
+	// The revision "latest" resolves to, where the source has one.
+	if res, err := b.Source.Resolve(r.Context(), "latest"); err == nil {
+		data["Revision"] = res.Revision
+	} else {
+		data["RevisionError"] = err.Error()
+	}
+	if insecure(r) {
+		data["Insecure"] = true
+	}
+	s.render(w, r, http.StatusOK, "index.html", data)
+}
+
+// errorStatus maps a build or lookup error to an HTTP status.
+func errorStatus(err error) int {
+	var ie *image.Error
+	switch {
+	case errors.As(err, &ie):
+		return http.StatusBadRequest
+	case errors.Is(err, build.ErrBusy):
+		return http.StatusTooManyRequests
+	}
+	return http.StatusInternalServerError
 }

@@ -1,34 +1,310 @@
 package web
 
 import (
-	"github.com/nixery/nixery/config"
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/config"
+	"github.com/nixery/nixery/demo"
+	"github.com/nixery/nixery/nix"
+	"github.com/nixery/nixery/storage"
 )
 
-func TestIndex(t *testing.T) {
-	p := &Page{Source: config.PathSource{Path: "/pkgs"}, Version: "test"}
+// newSite returns a site over a real Builder and the demo package set
+// (as build's tests do), skipping when Nix is missing.
+func newSite(t *testing.T) *Site {
+	t.Helper()
+	if _, err := exec.LookPath("nix-build"); err != nil {
+		if os.Getenv("NIXERY_REQUIRE_E2E") != "" {
+			t.Fatal("nix-build is not installed")
+		}
+		t.Skip("nix-build is not installed")
+	}
+	busybox, err := demo.FindBusybox()
+	if err != nil {
+		if os.Getenv("NIXERY_REQUIRE_E2E") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	dir := filepath.Join(t.TempDir(), "pkgs")
+	if err := demo.Extract(dir, busybox); err != nil {
+		t.Fatal(err)
+	}
+	store, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &build.Builder{
+		Source:    config.PathSource{Path: dir, Label: "demo set"},
+		Nix:       &nix.Runner{Timeout: 2 * time.Minute, Offline: true},
+		Storage:   store,
+		CacheTTL:  time.Hour,
+		QueueSize: 8,
+	}
+	return &Site{Builder: b, Version: "test"}
+}
+
+// get serves one request and returns the answer.
+func get(t *testing.T, h http.Handler, method, path string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(method, path, nil)
+	req.Host = "registry.example:5000"
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func TestPages(t *testing.T) {
+	s := newSite(t)
 	for _, tt := range []struct {
 		method, path string
 		status       int
-		contains     string
+		contentType  string
+		contains     []string
 	}{
-		{"GET", "/", 200, "registry.example:5000/shell/git/htop"},
-		{"GET", "/", 200, "local path /pkgs"},
-		{"HEAD", "/", 200, ""},
-		{"GET", "/nope", 404, ""},
-		{"POST", "/", 405, ""},
+		{"GET", "/", 200, "text/html", []string{"registry.example:5000/shell/git/htop", "demo set", "--tls-verify=false", "bashInteractive, coreutils", `action="/search"`}},
+		{"HEAD", "/", 200, "text/html", nil},
+		{"GET", "/search?q=hello", 200, "text/html", []string{`href="/image/hello"`, "2.12.1", "familiar, friendly greeting"}},
+		{"GET", "/search?q=", 200, "text/html", []string{"Package search"}},
+		{"GET", "/api/search?q=xe", 200, "application/json", []string{`"attr":"xorg.xev"`, `"image":"xorg.xev"`}},
+		{"GET", "/api/search?q=zzznothing", 200, "application/json", []string{`"total":0`, `"results":[]`}},
+		{"GET", "/image/hello", 200, "text/html", []string{"not built yet", `href="/build/hello"`, "docker pull registry.example:5000/hello"}},
+		{"GET", "/image/shell/hello:v1", 200, "text/html", []string{"registry.example:5000/shell/hello:v1", `href="/build/shell/hello:v1"`}},
+		{"GET", "/image?name=shell/hello", 303, "", nil},
+		{"GET", "/image/Hello", 400, "text/html", []string{"invalid repository name"}},
+		{"GET", "/api/image/hello", 404, "application/json", []string{"not built yet"}},
+		{"GET", "/api/image/a..b", 400, "application/json", []string{`"error"`}},
+		{"GET", "/api/build/BAD/events", 400, "application/json", []string{"invalid repository name"}},
+		{"GET", "/build/bad:..", 400, "text/html", []string{"invalid tag"}},
+		{"GET", "/nope", 404, "text/html", []string{"no such page"}},
+		{"POST", "/", 405, "text/html", nil},
+		{"DELETE", "/api/search", 405, "application/json", nil},
 	} {
-		req := httptest.NewRequest(tt.method, tt.path, nil)
-		req.Host = "registry.example:5000"
-		rec := httptest.NewRecorder()
-		p.ServeHTTP(rec, req)
-		if rec.Code != tt.status || !strings.Contains(rec.Body.String(), tt.contains) {
-			t.Errorf("%s %s = %d, body contains %q: %v", tt.method, tt.path, rec.Code, tt.contains, strings.Contains(rec.Body.String(), tt.contains))
+		rec := get(t, s, tt.method, tt.path)
+		body := rec.Body.String()
+		if rec.Code != tt.status {
+			t.Errorf("%s %s = %d, want %d: %s", tt.method, tt.path, rec.Code, tt.status, body)
+			continue
 		}
-		if tt.status == 200 && !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") {
-			t.Errorf("Content-Type = %q", rec.Header().Get("Content-Type"))
+		if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, tt.contentType) {
+			t.Errorf("%s %s: Content-Type %q, want %q", tt.method, tt.path, ct, tt.contentType)
 		}
+		for _, c := range tt.contains {
+			if !strings.Contains(body, c) {
+				t.Errorf("%s %s: body lacks %q:\n%s", tt.method, tt.path, c, body)
+			}
+		}
+		if tt.method == "HEAD" && body != "" {
+			t.Errorf("HEAD %s has a body", tt.path)
+		}
+	}
+	if rec := get(t, s, "GET", "/image?name=shell/hello"); rec.Header().Get("Location") != "/image/shell/hello" {
+		t.Errorf("open form redirects to %q", rec.Header().Get("Location"))
+	}
+}
+
+// readSSE reads every event of a text/event-stream answer.
+func readSSE(t *testing.T, r io.Reader) []build.Event {
+	t.Helper()
+	var events []build.Event
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var e build.Event
+		if err := json.Unmarshal([]byte(data), &e); err != nil {
+			t.Fatalf("event %q: %v", data, err)
+		}
+		events = append(events, e)
+	}
+	return events
+}
+
+func stream(t *testing.T, srv *httptest.Server, ref string) []build.Event {
+	t.Helper()
+	resp, err := http.Get(srv.URL + EventsPath(ref))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("events of %s: %d %s", ref, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return readSSE(t, resp.Body)
+}
+
+// The progress stream of a build has its phases in order and ends with
+// the result; the image page then shows what was built.
+func TestBuildProgressStream(t *testing.T) {
+	s := newSite(t)
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+
+	events := stream(t, srv, "shell/hello")
+	var phases []string
+	for _, e := range events {
+		if e.Kind == "phase" {
+			phases = append(phases, e.Phase)
+		}
+	}
+	if !slices.Equal(phases, build.Phases) {
+		t.Errorf("phases %q, want %q", phases, build.Phases)
+	}
+	if len(events) == 0 || events[0].Kind != "queued" {
+		t.Errorf("first event: %+v", events)
+	}
+	last := events[len(events)-1]
+	if last.Kind != "done" || !strings.HasPrefix(string(last.Digest), "sha256:") {
+		t.Fatalf("last event %+v", last)
+	}
+
+	// Built now: a second stream is the cached result alone.
+	again := stream(t, srv, "shell/hello")
+	if len(again) != 1 || again[0].Kind != "done" || again[0].Digest != last.Digest {
+		t.Errorf("second stream: %+v", again)
+	}
+
+	page := get(t, s, "GET", "/image/shell/hello").Body.String()
+	for _, want := range []string{"hello-2.12.1", "customisation layer", "Closure", "docker pull registry.example:5000/shell/hello", string(last.Digest)} {
+		if !strings.Contains(page, want) {
+			t.Errorf("image page lacks %q", want)
+		}
+	}
+	rec := get(t, s, "GET", "/api/image/shell/hello")
+	var v ImageView
+	if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil || rec.Code != 200 {
+		t.Fatalf("api/image: %d %v", rec.Code, err)
+	}
+	if v.ClosureSize <= 0 || v.ImageSize <= 0 || len(v.Layers) < 2 || !v.Layers[len(v.Layers)-1].Customisation {
+		t.Errorf("image view: closure %d, image %d, %d layers", v.ClosureSize, v.ImageSize, len(v.Layers))
+	}
+
+	// A second image shares layers (libcommon, busybox) with the first.
+	if ev := stream(t, srv, "hello"); ev[len(ev)-1].Kind != "done" {
+		t.Fatalf("hello: %+v", ev[len(ev)-1])
+	}
+	page = get(t, s, "GET", "/image/hello").Body.String()
+	if !strings.Contains(page, `shared with <a href="/image/shell/hello">shell/hello</a>`) {
+		t.Errorf("image page of hello shows no layer shared with shell/hello:\n%s", page)
+	}
+	// The index lists both as recently built.
+	index := get(t, s, "GET", "/").Body.String()
+	if !strings.Contains(index, `href="/image/hello"`) || !strings.Contains(index, `href="/image/shell/hello"`) {
+		t.Errorf("index lacks the recent images")
+	}
+}
+
+func TestBuildProgressStreamError(t *testing.T) {
+	s := newSite(t)
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	events := stream(t, srv, "hello/nosuchpkg")
+	last := events[len(events)-1]
+	if last.Kind != "error" || !strings.Contains(last.Message, "nosuchpkg") {
+		t.Errorf("last event %+v", last)
+	}
+}
+
+// Opening the build page starts the build, even without JavaScript.
+func TestBuildPageStartsBuild(t *testing.T) {
+	s := newSite(t)
+	rec := get(t, s, "GET", "/build/jq")
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "/api/build/") || !strings.Contains(rec.Body.String(), `data-phase="pack"`) {
+		t.Fatalf("build page: %d\n%s", rec.Code, rec.Body)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for get(t, s, "GET", "/api/image/jq").Code != 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("jq was not built after opening its build page")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestSearchRanking(t *testing.T) {
+	x := newIndex("test", "", []nix.Package{
+		{Attr: "python3Packages.requests", Description: "HTTP library for Python"},
+		{Attr: "python3", Version: "3.11", Description: "A programming language"},
+		{Attr: "python311", Version: "3.11"},
+		{Attr: "xorg.xev", Description: "Print contents of X events"},
+		{Attr: "libxev"},
+		{Attr: "bashInteractive", Description: "The GNU Bourne Again shell"},
+		{Attr: "curl", Description: "transferring files with URL syntax"},
+	})
+	for _, tt := range []struct {
+		q    string
+		want []string
+	}{
+		{"python3", []string{"python3", "python311", "python3Packages.requests"}},
+		{"xev", []string{"xorg.xev", "libxev"}},
+		{"requests", []string{"python3Packages.requests"}},
+		{"INTERACTIVE", []string{"bashInteractive"}},
+		{"url files", []string{"curl"}},
+		{"3.11", []string{"python3", "python311"}},
+		{"", nil},
+	} {
+		res, total := x.search(tt.q, 10)
+		var got []string
+		for _, r := range res {
+			got = append(got, r.Attr)
+		}
+		if !slices.Equal(got, tt.want) || total != len(tt.want) {
+			t.Errorf("search %q = %q (%d), want %q", tt.q, got, total, tt.want)
+		}
+	}
+	if res, total := x.search("p", 2); len(res) != 2 || total != 4 {
+		t.Errorf("limit: %d results of %d", len(res), total)
+	}
+}
+
+// nixpkgsSized is a package list shaped like nixpkgs': 100,000 packages.
+func nixpkgsSized() []nix.Package {
+	pkgs := make([]nix.Package, 0, 100000)
+	for i := range 100000 {
+		attr := fmt.Sprintf("pkg%dname", i)
+		if i%10 == 0 {
+			attr = fmt.Sprintf("python3Packages.mod%d", i)
+		}
+		pkgs = append(pkgs, nix.Package{Attr: attr, Version: fmt.Sprintf("1.%d", i%97),
+			Description: fmt.Sprintf("A package of the test set, number %d, with a description of ordinary length", i)})
+	}
+	return pkgs
+}
+
+func TestSearchNixpkgsSizedIsFast(t *testing.T) {
+	start := time.Now()
+	x := newIndex("test", "", nixpkgsSized())
+	indexed := time.Since(start)
+	start = time.Now()
+	res, total := x.search("mod99", 50)
+	took := time.Since(start)
+	t.Logf("100,000 packages: indexed in %s, a substring search in %s (%d matches)", indexed, took, total)
+	if len(res) == 0 || res[0].Attr != "python3Packages.mod990" {
+		t.Errorf("first result %+v", res)
+	}
+	if took > 500*time.Millisecond {
+		t.Errorf("search took %s", took)
+	}
+}
+
+func BenchmarkSearch(b *testing.B) {
+	x := newIndex("test", "", nixpkgsSized())
+	for b.Loop() {
+		x.search("description python", 50)
 	}
 }

@@ -2,6 +2,7 @@
 // with Nix: the image name is the recipe.
 //
 //	nixery serve [flags]    run the registry (the default)
+//	nixery build <image>    have a running Nixery build an image, with progress
 //	nixery version          print the version
 //
 // Every flag has an environment variable of the same meaning, compatible
@@ -44,6 +45,8 @@ func usage(w io.Writer) {
 
 Usage:
   nixery [serve] [flags]   run the registry
+  nixery build [--server URL] <image>[:tag]
+                           have a running Nixery build an image, show its progress
   nixery version           print the version
   nixery help              show this help
 
@@ -74,6 +77,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	case "build":
+		return buildCmd(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return 0
@@ -145,18 +150,21 @@ func serve(args []string) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", &registry.Registry{Builder: builder, Storage: store, Logger: log})
-	mux.Handle("/", &web.Page{Source: source, Version: version})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		builder.WriteMetrics(w)
-	})
+	site := &web.Site{Builder: builder, Version: version, Logger: log}
+	site.Preload(ctx) // the package list for search, made once per package set
+	mux.Handle("/", site)
+	httpStats := &httpMetrics{}
+	mux.Handle("GET /metrics", metricsHandler(builder, httpStats))
+	probes := &health{store: store}
+	mux.HandleFunc("GET /healthz", probes.healthz)
+	mux.HandleFunc("GET /readyz", probes.readyz)
 
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: logRequests(log, mux), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: instrument(log, httpStats, mux), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("nixery serving", "version", version, "address", ln.Addr().String(), "source", source.String(),
 		"storage", store.String(), "nix", nixVersion, "nix_timeout", cfg.NixTimeout)
 
@@ -174,31 +182,4 @@ func serve(args []string) error {
 		return err
 	}
 	return nil
-}
-
-// statusRecorder remembers the status of an answer for the request log.
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *statusRecorder) WriteHeader(status int) {
-	r.status = status
-	r.ResponseWriter.WriteHeader(status)
-}
-
-// ReadFrom keeps sendfile for blobs served through the recorder.
-func (r *statusRecorder) ReadFrom(src io.Reader) (int64, error) {
-	return io.Copy(r.ResponseWriter, src)
-}
-
-// logRequests logs one line per request.
-func logRequests(log *slog.Logger, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(rec, r)
-		log.Info("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
-			"ms", float64(time.Since(start).Microseconds())/1000)
-	})
 }

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/nixery/nixery/build"
+)
+
+// fakeServer streams fixed events for any build.
+func fakeServer(t *testing.T, events ...string) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/api/build/") || !strings.HasSuffix(r.URL.Path, "/events") {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "retry: 2000\n\n: a comment\n\n")
+		for _, e := range events {
+			fmt.Fprintf(w, "data: %s\n\n", e)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestBuildCmd(t *testing.T) {
+	ok := fakeServer(t,
+		`{"kind":"queued","message":"shell/hello:latest"}`,
+		`{"kind":"phase","phase":"realise"}`,
+		`{"kind":"log","phase":"realise","message":"building '/nix/store/…-hello.drv'..."}`,
+		`{"kind":"phase","phase":"pack"}`,
+		`{"kind":"done","message":"image ready","digest":"sha256:abc"}`)
+	failing := fakeServer(t,
+		`{"kind":"queued"}`,
+		`{"kind":"error","message":"unknown package(s): nosuch"}`)
+	truncated := fakeServer(t, `{"kind":"queued"}`)
+	host := strings.TrimPrefix(ok.URL, "http://")
+
+	for _, tt := range []struct {
+		args        []string
+		code        int
+		out, errOut string
+	}{
+		{[]string{"--server", ok.URL, "shell/hello"}, 0, "phase realise \n  building '/nix/store/…-hello.drv'...\nphase pack \ndone image ready\nimage ready: shell/hello (sha256:abc)\ndocker pull " + host + "/shell/hello\n", ""},
+		{[]string{"shell/hello:v2", "--server", ok.URL, "--quiet"}, 0, "docker pull " + host + "/shell/hello:v2\n", ""},
+		{[]string{"--server", failing.URL, "nosuch"}, 1, "", "nosuch failed:\nunknown package(s): nosuch"},
+		{[]string{"--server", truncated.URL, "hello"}, 1, "", "closed the event stream before the build ended"},
+		{[]string{"--server", ok.URL, "Bad"}, 2, "", "invalid repository name"},
+		{[]string{"--server", "ftp://x", "hello"}, 2, "", "--server must be an http(s) URL"},
+		{[]string{}, 2, "", "Usage: nixery build"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(append([]string{"build"}, tt.args...), &stdout, &stderr)
+		if code != tt.code || !strings.Contains(stdout.String(), tt.out) || !strings.Contains(stderr.String(), tt.errOut) {
+			t.Errorf("nixery build %q = %d\nstdout:\n%s\nstderr:\n%s", tt.args, code, stdout.String(), stderr.String())
+		}
+	}
+}
+
+func TestBarView(t *testing.T) {
+	var out bytes.Buffer
+	v := &barView{w: &out}
+	for _, e := range []string{"realise", "layers"} {
+		v.event(buildEvent("phase", e))
+	}
+	v.event(buildEvent("done", ""))
+	v.end()
+	s := out.String()
+	if !strings.Contains(s, "1/5 realise") || !strings.Contains(s, "3/5 layers") || !strings.Contains(s, "[####################] done") {
+		t.Errorf("bar output: %q", s)
+	}
+}
+
+func buildEvent(kind, phase string) build.Event { return build.Event{Kind: kind, Phase: phase} }

@@ -1,0 +1,79 @@
+package nix
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// searchExpr lists the packages of a package set; see the comment at its
+// top for what it lists and how it survives broken packages.
+//
+//go:embed search.nix
+var searchExpr string
+
+// DefaultSearchTimeout bounds one listing when the caller's context has no
+// deadline. Listing nixpkgs evaluates every package's metadata, which
+// takes far longer than resolving a few attributes (NIX_TIMEOUT is for
+// builds, not for this).
+const DefaultSearchTimeout = 10 * time.Minute
+
+// Package is one package of a package set, for search.
+type Package struct {
+	Attr        string `json:"attr"` // attribute path, e.g. "xorg.xev"
+	Version     string `json:"version,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+// SearchRequest says which package set to list; the fields mean what they
+// mean in Request.
+type SearchRequest struct {
+	SrcType, SrcArgs string
+	System           string
+}
+
+// Packages lists the packages of a package set with one Nix evaluation
+// (nix-instantiate --eval --strict --json of search.nix), run like every
+// other Nix process: in its own process group, stopped as a group when
+// ctx ends. Packages whose evaluation fails are left out.
+func (r *Runner) Packages(ctx context.Context, req SearchRequest) ([]Package, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultSearchTimeout)
+		defer cancel()
+	}
+	system := req.System
+	if system == "" {
+		system = hostSystem()
+	}
+	var options []string
+	if r.Offline {
+		options = []string{"--option", "substituters", ""}
+	}
+	var out bytes.Buffer
+	err := r.run(ctx, &out, nil, "nix-instantiate", append(options, "--eval", "--strict", "--json",
+		"--expr", searchExpr,
+		"--argstr", "srcType", req.SrcType,
+		"--argstr", "srcArgs", req.SrcArgs,
+		"--argstr", "system", system)...)
+	if err != nil {
+		return nil, err
+	}
+	return parsePackages(out.Bytes())
+}
+
+// parsePackages decodes search.nix's list of [attr, version, description].
+func parsePackages(data []byte) ([]Package, error) {
+	var rows [][3]string
+	if err := json.Unmarshal(data, &rows); err != nil {
+		return nil, fmt.Errorf("package list: %w", err)
+	}
+	pkgs := make([]Package, len(rows))
+	for i, r := range rows {
+		pkgs[i] = Package{Attr: r[0], Version: r[1], Description: r[2]}
+	}
+	return pkgs, nil
+}

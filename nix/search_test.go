@@ -1,0 +1,106 @@
+package nix
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func needNix(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("nix-instantiate"); err != nil {
+		if os.Getenv("NIXERY_REQUIRE_E2E") != "" {
+			t.Fatal("nix-instantiate is not installed")
+		}
+		t.Skip("nix-instantiate is not installed")
+	}
+}
+
+// writeSet writes a package set (a Nix expression) into a new directory.
+func writeSet(t *testing.T, expr string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "default.nix"), []byte(expr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func attrs(pkgs []Package) []string {
+	var out []string
+	for _, p := range pkgs {
+		out = append(out, p.Attr)
+	}
+	return out
+}
+
+// Derivation look-alikes are enough: the listing only reads type,
+// version and meta.description.
+const fakeDrv = `drv = version: description: { type = "derivation"; inherit version; meta = { inherit description; }; };`
+
+func TestPackagesSmallSet(t *testing.T) {
+	needNix(t)
+	dir := writeSet(t, `{ system ? builtins.currentSystem, ... }:
+let `+fakeDrv+` in {
+  hello = drv "2.12" "A friendly greeting";
+  noMeta = { type = "derivation"; };
+  badVersion = { type = "derivation"; version = throw "broken version"; };
+  throws = throw "this package is broken";
+  aFunction = x: x;
+  aString = "not a package";
+  nested = { xev = drv "1.2" "X events"; deeper = { hidden = drv "1" "too deep"; }; };
+  marked = { recurseForDerivations = true; inner = { recurseForDerivations = true; deep = drv "3" "marked all the way"; }; };
+}`)
+	pkgs, err := (&Runner{}).Packages(context.Background(), SearchRequest{SrcType: "path", SrcArgs: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"hello", "marked.inner.deep", "nested.xev", "noMeta"}
+	if got := attrs(pkgs); !slices.Equal(got, want) {
+		t.Errorf("packages = %q, want %q", got, want)
+	}
+	if i := slices.IndexFunc(pkgs, func(p Package) bool { return p.Attr == "hello" }); i < 0 ||
+		pkgs[i].Version != "2.12" || pkgs[i].Description != "A friendly greeting" {
+		t.Errorf("hello = %+v", pkgs)
+	}
+}
+
+// A nixpkgs-sized set (more top-level attributes than smallSet) is walked
+// the way nix-env -qa walks it: nested sets only with recurseForDerivations.
+func TestPackagesLargeSetHonoursRecurseForDerivations(t *testing.T) {
+	needNix(t)
+	dir := writeSet(t, `{ system ? builtins.currentSystem, ... }:
+let `+fakeDrv+`
+  many = builtins.listToAttrs (builtins.genList (i: { name = "pkg${toString i}"; value = drv "1.${toString i}" "package number ${toString i}"; }) 5000);
+in many // {
+  xorg = { recurseForDerivations = true; xev = drv "1.2" "X events"; };
+  lib = { notWalked = drv "0" "inside a set without the mark"; };
+  broken = throw "broken";
+}`)
+	start := time.Now()
+	pkgs, err := (&Runner{}).Packages(context.Background(), SearchRequest{SrcType: "path", SrcArgs: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("listed %d packages in %s", len(pkgs), time.Since(start))
+	got := attrs(pkgs)
+	if len(pkgs) != 5001 || !slices.Contains(got, "xorg.xev") || slices.Contains(got, "lib.notWalked") {
+		t.Errorf("%d packages; xorg.xev listed: %v; lib.notWalked listed: %v", len(pkgs),
+			slices.Contains(got, "xorg.xev"), slices.Contains(got, "lib.notWalked"))
+	}
+}
+
+func TestPackagesEvaluationError(t *testing.T) {
+	needNix(t)
+	dir := writeSet(t, `{ ... }: throw "the whole set is broken"`)
+	_, err := (&Runner{}).Packages(context.Background(), SearchRequest{SrcType: "path", SrcArgs: dir})
+	be, ok := err.(*BuildError)
+	if !ok || !slices.ContainsFunc(be.Tail, func(l string) bool { return strings.Contains(l, "the whole set is broken") }) {
+		t.Errorf("error = %v", err)
+	}
+}

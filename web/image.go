@@ -1,0 +1,187 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/config"
+	"github.com/nixery/nixery/image"
+	"github.com/nixery/nixery/manifest"
+)
+
+// ImageView is an image's details as the image page and /api/image show
+// them.
+type ImageView struct {
+	*build.Details
+	ClosureSize int64       `json:"closureSize"` // sum of the store paths' NAR sizes
+	ImageSize   int64       `json:"imageSize"`   // sum of the compressed layers
+	Layers      []LayerView `json:"layers"`
+	Commands    Commands    `json:"commands"`
+}
+
+// LayerView is a layer and the other recent images that share it.
+type LayerView struct {
+	build.LayerInfo
+	Customisation bool     `json:"customisation,omitempty"`
+	SharedWith    []string `json:"sharedWith,omitempty"` // names of other recent images with this layer
+}
+
+// view adds sizes, sharing and commands to an image's details. Sharing is
+// computed against the images this process built recently: a layer they
+// also have is one a client that pulled them already holds.
+func (s *Site) view(r *http.Request, req *image.Request, d *build.Details) *ImageView {
+	v := &ImageView{Details: d, Commands: commands(r, req)}
+	for _, p := range d.Closure {
+		v.ClosureSize += p.Size
+	}
+	self := d.Manifests[manifest.OCIManifest]
+	owners := map[digest.Digest][]string{}
+	for _, o := range s.Builder.Recent() {
+		if o.Manifests[manifest.OCIManifest] == self {
+			continue
+		}
+		for _, l := range o.Layers {
+			if names := owners[l.Digest]; !slicesContains(names, o.Name) {
+				owners[l.Digest] = append(names, o.Name)
+			}
+		}
+	}
+	for i, l := range d.Layers {
+		v.ImageSize += l.Size
+		v.Layers = append(v.Layers, LayerView{LayerInfo: l, Customisation: i == len(d.Layers)-1 && len(l.Paths) == 0, SharedWith: owners[l.Digest]})
+	}
+	return v
+}
+
+func (s *Site) imagePage(w http.ResponseWriter, r *http.Request, req *image.Request) {
+	data := map[string]any{"Title": Ref(req) + " · Nixery", "Ref": Ref(req), "Req": req, "Commands": commands(r, req)}
+	d, err := s.Builder.Details(r.Context(), req)
+	switch {
+	case errors.Is(err, build.ErrNotBuilt):
+		// Not built (or expired): offer to build it.
+		s.render(w, r, http.StatusOK, "image.html", data)
+		return
+	case err != nil:
+		s.fail(w, r, lookupStatus(err), err.Error())
+		return
+	}
+	data["Image"] = s.view(r, req, d)
+	s.render(w, r, http.StatusOK, "image.html", data)
+}
+
+func (s *Site) imageAPI(w http.ResponseWriter, r *http.Request, req *image.Request) {
+	d, err := s.Builder.Details(r.Context(), req)
+	if errors.Is(err, build.ErrNotBuilt) {
+		s.fail(w, r, http.StatusNotFound, fmt.Sprintf("%s is not built yet; GET /api/build/%s/events builds it", Ref(req), Ref(req)))
+		return
+	}
+	if err != nil {
+		s.fail(w, r, lookupStatus(err), err.Error())
+		return
+	}
+	writeJSON(w, r, http.StatusOK, s.view(r, req, d))
+}
+
+// lookupStatus is the status of a failure to look an image up.
+func lookupStatus(err error) int {
+	var ure *config.UnknownRevisionError
+	if errors.As(err, &ure) {
+		return http.StatusNotFound
+	}
+	return errorStatus(err)
+}
+
+// buildPage shows a build live. Opening it starts the build (or joins
+// the one in flight), like a pull would, so that it also works without
+// JavaScript; the page's script follows the event stream.
+func (s *Site) buildPage(w http.ResponseWriter, r *http.Request, req *image.Request) {
+	data := map[string]any{"Title": "Building " + Ref(req) + " · Nixery", "Ref": Ref(req), "Req": req,
+		"Commands": commands(r, req), "Phases": build.Phases}
+	if r.Method == http.MethodGet {
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		ch, err := s.Builder.Watch(ctx, req)
+		cancel() // the build goes on without this watcher
+		if err != nil {
+			s.fail(w, r, lookupStatus(err), err.Error())
+			return
+		}
+		for range ch {
+		}
+	}
+	s.render(w, r, http.StatusOK, "build.html", data)
+}
+
+// events streams the build of req as server-sent events
+// (https://html.spec.whatwg.org/multipage/server-sent-events.html): one
+// message per build.Event, its JSON in the data field, flushed at once;
+// the stream ends after the final event ("done" or "error"). Watch starts
+// the build if it is neither cached nor in flight. Failures to start are
+// sent as an "error" event too, so that every client (EventSource, the
+// CLI) reads one format; only an invalid name is a plain 400.
+func (s *Site) events(w http.ResponseWriter, r *http.Request, req *image.Request) {
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	send := func(e build.Event) error {
+		data, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(w, "data: %s\n\n", data); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	ch, err := s.Builder.Watch(r.Context(), req)
+	if err != nil {
+		w.WriteHeader(http.StatusOK)
+		send(build.Event{Time: time.Now().UTC(), Kind: "error", Message: err.Error()})
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	// Tell EventSource to reconnect soon if the connection drops; a new
+	// connection replays the build's events from its start.
+	fmt.Fprint(w, "retry: 2000\n\n")
+	rc.Flush()
+	keepAlive := time.NewTicker(15 * time.Second)
+	defer keepAlive.Stop()
+	for {
+		select {
+		case e, ok := <-ch:
+			if !ok {
+				return
+			}
+			if err := send(e); err != nil || e.Final() {
+				return
+			}
+		case <-keepAlive.C:
+			// A comment line keeps proxies from closing a quiet stream
+			// while Nix builds.
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+				return
+			}
+			rc.Flush()
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// EventsPath is the path of the event stream of an image's build.
+func EventsPath(ref string) string {
+	return "/api/build/" + strings.TrimPrefix(ref, "/") + "/events"
+}

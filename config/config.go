@@ -11,24 +11,28 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nixery/nixery/storage"
 )
 
 // Config is everything `nixery serve` needs to know.
 type Config struct {
-	Host        string        // listen address (empty: all interfaces)
-	Port        int           // listen port
-	Source      Source        // package source; nil means the built-in demo set
-	Backend     string        // storage backend: "filesystem"
-	StoragePath string        // root of the filesystem backend
-	NixTimeout  time.Duration // limit for one Nix build
-	LayerBudget int           // maximum layers per image
-	CacheTTL    time.Duration // how long results from a moving source are reused
-	MaxBuilds   int           // builds running at once
-	BuildQueue  int           // builds waiting for a slot before 429
-	DemoPath    string        // where the built-in demo package set is extracted
-	LayerFormat string        // "gzip" or "zstd"
-	Compression int           // compression level; 0 = the format's default
-	Popularity  string        // URL or file of popularity data; "" for none
+	Host        string            // listen address (empty: all interfaces)
+	Port        int               // listen port
+	Source      Source            // package source; nil means the built-in demo set
+	Backend     string            // storage backend: "filesystem", "gcs" or "s3"
+	StoragePath string            // root of the filesystem backend
+	GCS         storage.GCSConfig // the gcs backend
+	S3          storage.S3Config  // the s3 backend
+	NixTimeout  time.Duration     // limit for one Nix build
+	LayerBudget int               // maximum layers per image
+	CacheTTL    time.Duration     // how long results from a moving source are reused
+	MaxBuilds   int               // builds running at once
+	BuildQueue  int               // builds waiting for a slot before 429
+	DemoPath    string            // where the built-in demo package set is extracted
+	LayerFormat string            // "gzip" or "zstd"
+	Compression int               // compression level; 0 = the format's default
+	Popularity  string            // URL or file of popularity data; "" for none
 }
 
 // setting is one option: a flag with an environment variable of the same
@@ -44,8 +48,21 @@ var settings = []setting{
 	{"channel", "NIXERY_CHANNEL", "", "package source: a nixpkgs channel, branch or commit (needs network access to fetch nixpkgs)"},
 	{"pkgs-repo", "NIXERY_PKGS_REPO", "", "package source: a git repository; the image tag selects a branch, tag or commit"},
 	{"pkgs-path", "NIXERY_PKGS_PATH", "", "package source: a local directory holding a package set (default.nix)"},
-	{"storage-backend", "NIXERY_STORAGE_BACKEND", "filesystem", "where images are stored: filesystem"},
+	{"storage-backend", "NIXERY_STORAGE_BACKEND", "filesystem", "where images are stored: filesystem, gcs or s3"},
 	{"storage-path", "STORAGE_PATH", "", "directory of the filesystem backend (default: $XDG_CACHE_HOME/nixery/storage, i.e. ~/.cache/nixery/storage)"},
+	{"gcs-bucket", "GCS_BUCKET", "", "gcs: the bucket (credentials the standard Google way)"},
+	{"gcs-prefix", "NIXERY_GCS_PREFIX", "", "gcs: key prefix, to share a bucket"},
+	{"gcs-endpoint", "NIXERY_GCS_ENDPOINT", "", "gcs: base URL of an emulator such as fake-gcs-server (STORAGE_EMULATOR_HOST works too)"},
+	{"gcs-signing-account", "GCS_SIGNING_ACCOUNT", "", "gcs: service account that signs redirect URLs"},
+	{"gcs-signing-key", "GCS_SIGNING_KEY", "", "gcs: PEM private key file of that account"},
+	{"s3-bucket", "NIXERY_S3_BUCKET", "", "s3: the bucket (credentials the standard AWS way)"},
+	{"s3-prefix", "NIXERY_S3_PREFIX", "", "s3: key prefix, to share a bucket"},
+	{"s3-region", "NIXERY_S3_REGION", "", "s3: region (default: AWS_REGION / the AWS configuration, else us-east-1)"},
+	{"s3-endpoint", "NIXERY_S3_ENDPOINT", "", "s3: base URL of an S3-compatible service (empty: AWS)"},
+	{"s3-path-style", "NIXERY_S3_PATH_STYLE", "false", "s3: address buckets as endpoint/bucket (most S3-compatible services need it)"},
+	{"blob-redirect", "NIXERY_BLOB_REDIRECT", "true", "gcs/s3: redirect blob downloads to short-lived signed URLs (false: serve them through Nixery)"},
+	{"redirect-ttl", "NIXERY_REDIRECT_TTL", "600", "gcs/s3: seconds a signed URL stays valid"},
+	{"storage-timeout", "NIXERY_STORAGE_TIMEOUT", "10", "gcs/s3: seconds one storage request may wait before it fails (503, retryable)"},
 	{"nix-timeout", "NIX_TIMEOUT", "60", "seconds one Nix build may take before it is killed"},
 	{"layer-budget", "NIXERY_LAYER_BUDGET", "100", "maximum number of layers in an image"},
 	{"layer-format", "NIXERY_LAYER_FORMAT", "gzip", "layer compression: gzip, or zstd for clients that support it"},
@@ -55,6 +72,14 @@ var settings = []setting{
 	{"max-builds", "NIXERY_MAX_BUILDS", "", "builds that run at once (default: number of cores)"},
 	{"build-queue", "NIXERY_BUILD_QUEUE", "64", "builds that may wait for a slot; beyond that, clients get 429 TOOMANYREQUESTS"},
 }
+
+// boolString is a flag that may be given alone (true) or with a value,
+// checked later with the other settings.
+type boolString struct{ s string }
+
+func (b *boolString) String() string     { return b.s }
+func (b *boolString) Set(v string) error { b.s = v; return nil }
+func (b *boolString) IsBoolFlag() bool   { return true }
 
 // Usage writes the help text for the settings.
 func Usage(w io.Writer) {
@@ -79,6 +104,13 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 		v := getenv(s.env)
 		if v == "" {
 			v = s.def
+		}
+		if s.def == "true" || s.def == "false" {
+			// A switch: "--s3-path-style" alone means true.
+			b := &boolString{v}
+			fs.Var(b, s.flag, s.usage)
+			values[s.flag] = &b.s
+			continue
 		}
 		values[s.flag] = fs.String(s.flag, v, s.usage)
 	}
@@ -169,15 +201,57 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 		cache = home
 	}
 	c.DemoPath = filepath.Join(cache, "nixery", "demo-pkgs")
+	redirect, err := strconv.ParseBool(get("blob-redirect"))
+	if err != nil {
+		return nil, fmt.Errorf("NIXERY_BLOB_REDIRECT / --blob-redirect must be true or false, not %q", get("blob-redirect"))
+	}
+	pathStyle, err := strconv.ParseBool(get("s3-path-style"))
+	if err != nil {
+		return nil, fmt.Errorf("NIXERY_S3_PATH_STYLE / --s3-path-style must be true or false, not %q", get("s3-path-style"))
+	}
+	seconds := func(name, env string) (time.Duration, error) {
+		n, err := strconv.Atoi(get(name))
+		if err != nil || n < 1 {
+			return 0, fmt.Errorf("%s / --%s must be a whole number of seconds above 0, not %q", env, name, get(name))
+		}
+		return time.Duration(n) * time.Second, nil
+	}
+	redirectTTL, err := seconds("redirect-ttl", "NIXERY_REDIRECT_TTL")
+	if err != nil {
+		return nil, err
+	}
+	timeout, err := seconds("storage-timeout", "NIXERY_STORAGE_TIMEOUT")
+	if err != nil {
+		return nil, err
+	}
 	switch c.Backend {
 	case "filesystem":
 		if c.StoragePath == "" {
 			c.StoragePath = filepath.Join(cache, "nixery", "storage")
 		}
-	case "gcs", "s3":
-		return nil, fmt.Errorf("NIXERY_STORAGE_BACKEND=%s is not available in this version; use filesystem", c.Backend)
+	case "gcs":
+		c.GCS = storage.GCSConfig{
+			Bucket: get("gcs-bucket"), Prefix: get("gcs-prefix"), Endpoint: get("gcs-endpoint"),
+			SigningAccount: get("gcs-signing-account"), SigningKeyFile: get("gcs-signing-key"),
+			DisableRedirect: !redirect, RedirectTTL: redirectTTL, Timeout: timeout,
+		}
+		if c.GCS.Bucket == "" {
+			return nil, errors.New("NIXERY_STORAGE_BACKEND=gcs needs GCS_BUCKET / --gcs-bucket")
+		}
+		if (c.GCS.SigningAccount == "") != (c.GCS.SigningKeyFile == "") {
+			return nil, errors.New("set both GCS_SIGNING_ACCOUNT and GCS_SIGNING_KEY, or neither")
+		}
+	case "s3":
+		c.S3 = storage.S3Config{
+			Bucket: get("s3-bucket"), Prefix: get("s3-prefix"), Region: get("s3-region"),
+			Endpoint: get("s3-endpoint"), PathStyle: pathStyle,
+			DisableRedirect: !redirect, RedirectTTL: redirectTTL, Timeout: timeout,
+		}
+		if c.S3.Bucket == "" {
+			return nil, errors.New("NIXERY_STORAGE_BACKEND=s3 needs NIXERY_S3_BUCKET / --s3-bucket")
+		}
 	default:
-		return nil, errors.New("NIXERY_STORAGE_BACKEND / --storage-backend must be filesystem, not " + strconv.Quote(c.Backend))
+		return nil, errors.New("NIXERY_STORAGE_BACKEND / --storage-backend must be filesystem, gcs or s3, not " + strconv.Quote(c.Backend))
 	}
 	return c, nil
 }

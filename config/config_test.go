@@ -56,6 +56,20 @@ func TestLoad(t *testing.T) {
 		{name: "two sources", env: map[string]string{"NIXERY_CHANNEL": "x", "NIXERY_PKGS_PATH": pkgs}, wantErr: "only one package source"},
 		{name: "path without default.nix", env: map[string]string{"NIXERY_PKGS_PATH": empty}, wantErr: "default.nix"},
 		{name: "unknown backend", env: map[string]string{"NIXERY_STORAGE_BACKEND": "tape"}, wantErr: "must be filesystem"},
+		{name: "gcs without bucket", env: map[string]string{"NIXERY_STORAGE_BACKEND": "gcs"}, wantErr: "GCS_BUCKET"},
+		{name: "s3 without bucket", env: map[string]string{"NIXERY_STORAGE_BACKEND": "s3"}, wantErr: "NIXERY_S3_BUCKET"},
+		{name: "half a signing key", env: map[string]string{"NIXERY_STORAGE_BACKEND": "gcs", "GCS_BUCKET": "b", "GCS_SIGNING_ACCOUNT": "a@b"}, wantErr: "both"},
+		{name: "bad redirect", env: map[string]string{"NIXERY_BLOB_REDIRECT": "maybe"}, wantErr: "NIXERY_BLOB_REDIRECT"},
+		{name: "gcs", env: map[string]string{"NIXERY_STORAGE_BACKEND": "gcs", "GCS_BUCKET": "imgs", "NIXERY_BLOB_REDIRECT": "false"}, check: func(t *testing.T, c *Config) {
+			if c.GCS.Bucket != "imgs" || !c.GCS.DisableRedirect || c.GCS.RedirectTTL != 10*time.Minute || c.GCS.Timeout != 10*time.Second {
+				t.Errorf("%+v", c.GCS)
+			}
+		}},
+		{name: "s3", args: []string{"--s3-path-style", "--s3-endpoint", "http://127.0.0.1:9000"}, env: map[string]string{"NIXERY_STORAGE_BACKEND": "s3", "NIXERY_S3_BUCKET": "imgs", "NIXERY_STORAGE_TIMEOUT": "3"}, check: func(t *testing.T, c *Config) {
+			if c.S3.Bucket != "imgs" || !c.S3.PathStyle || c.S3.Endpoint != "http://127.0.0.1:9000" || c.S3.DisableRedirect || c.S3.Timeout != 3*time.Second {
+				t.Errorf("%+v", c.S3)
+			}
+		}},
 		{name: "unknown flag", args: []string{"--colour"}, wantErr: "colour"},
 		{name: "budget", args: []string{"--layer-budget=1"}, wantErr: "layer-budget"},
 		{name: "format", env: map[string]string{"NIXERY_LAYER_FORMAT": "xz"}, wantErr: "gzip or zstd"},

@@ -154,6 +154,32 @@ func (r *Registry) blob(w http.ResponseWriter, req *http.Request, name, ref stri
 	if err != nil {
 		return err
 	}
+	// A bucket backend may send the client to the bucket instead: a
+	// short-lived signed URL, so blobs do not flow through Nixery.
+	if url, ok, err := storage.RedirectURL(req.Context(), r.Storage, d); err != nil {
+		return err
+	} else if ok {
+		size, err := r.Storage.Stat(req.Context(), d)
+		if errors.Is(err, storage.ErrNotFound) {
+			return regErr(http.StatusNotFound, "BLOB_UNKNOWN", fmt.Sprintf("blob %s is not known to this registry", d))
+		}
+		if err != nil {
+			return err
+		}
+		h := w.Header()
+		h.Set("Docker-Content-Digest", d.String())
+		if req.Method == http.MethodHead {
+			// HEAD answers here, with the size, rather than redirecting.
+			h.Set("Content-Type", "application/octet-stream")
+			h.Set("Content-Length", strconv.FormatInt(size, 10))
+			w.WriteHeader(http.StatusOK)
+			return nil
+		}
+		h.Set("Content-Length", "0")
+		h.Set("Location", url)
+		w.WriteHeader(http.StatusTemporaryRedirect)
+		return nil
+	}
 	blob, err := r.Storage.Open(req.Context(), d)
 	if errors.Is(err, storage.ErrNotFound) {
 		return regErr(http.StatusNotFound, "BLOB_UNKNOWN", fmt.Sprintf("blob %s is not known to this registry", d))
@@ -244,6 +270,9 @@ func classify(err error) *regError {
 	case errors.Is(err, build.ErrBusy):
 		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
 		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: err.Error(), RetryAfter: 10}
+	case errors.Is(err, storage.ErrUnavailable):
+		// Retryable: the storage service is down or overloaded.
+		return &regError{Status: http.StatusServiceUnavailable, Code: "UNAVAILABLE", Message: err.Error(), RetryAfter: 5}
 	case errors.Is(err, nix.ErrTimeout):
 		return regErr(http.StatusInternalServerError, "UNKNOWN", err.Error())
 	case errors.As(err, &buildErr):

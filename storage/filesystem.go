@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -221,4 +223,111 @@ func (w *fsWriter) Cancel() error {
 		return nil
 	}
 	return err
+}
+
+var _ Lister = (*Filesystem)(nil)
+
+func (f *Filesystem) ListBlobs(ctx context.Context, fn func(d digest.Digest, size int64, modTime time.Time) error) error {
+	entries, err := os.ReadDir(filepath.Join(f.root, "blobs", "sha256"))
+	if err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	for _, e := range entries {
+		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
+		if d.Validate() != nil {
+			continue
+		}
+		info, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // deleted since the directory was read
+		}
+		if err != nil {
+			return fmt.Errorf("storage: %w", err)
+		}
+		if err := fn(d, info.Size(), info.ModTime()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *Filesystem) ListObjects(ctx context.Context, prefix string, fn func(name string, modTime time.Time) error) error {
+	base := filepath.Join(f.root, "objects")
+	err := filepath.WalkDir(base, func(p string, e fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if e.IsDir() {
+			return nil
+		}
+		rel, err := filepath.Rel(base, p)
+		if err != nil {
+			return err
+		}
+		name := filepath.ToSlash(rel)
+		if !strings.HasPrefix(name, prefix) || !ValidObjectName(name) {
+			return nil
+		}
+		info, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return fn(name, info.ModTime())
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("storage: listing objects: %w", err)
+	}
+	return nil
+}
+
+func (f *Filesystem) DeleteBlob(ctx context.Context, d digest.Digest) error {
+	p, err := f.path(d)
+	if err != nil {
+		return err
+	}
+	return removeIfExists(p)
+}
+
+func (f *Filesystem) DeleteObject(ctx context.Context, name string) error {
+	p, err := f.objectPath(name)
+	if err != nil {
+		return err
+	}
+	return removeIfExists(p)
+}
+
+// DeleteTemporaries removes temporary files older than cutoff (NewFilesystem
+// already removes all of them at start-up; this is for long-running
+// processes and for gc).
+func (f *Filesystem) DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, error) {
+	entries, err := os.ReadDir(f.tmpDir())
+	if err != nil {
+		return 0, fmt.Errorf("storage: %w", err)
+	}
+	removed := 0
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || info.ModTime().After(cutoff) {
+			continue
+		}
+		if err := removeIfExists(filepath.Join(f.tmpDir(), e.Name())); err != nil {
+			return removed, err
+		}
+		removed++
+	}
+	return removed, nil
+}
+
+func removeIfExists(p string) error {
+	err := os.Remove(p)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("storage: %w", err)
+	}
+	return nil
 }

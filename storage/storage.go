@@ -9,6 +9,10 @@
 // Every write goes to a temporary name first; Commit verifies the digest
 // of what was written and only then makes it visible under that digest, so
 // a crash or an error never leaves a partial blob under a real name.
+//
+// Three backends live here, one file each: Filesystem (the default, one
+// machine), GCS and S3 (buckets shared by replicas). docs/storage.md
+// describes their configuration, the atomicity argument and the timeouts.
 package storage
 
 import (
@@ -17,12 +21,23 @@ import (
 	"errors"
 	"io"
 	"regexp"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
 
 // ErrNotFound is returned (wrapped) for a blob that does not exist.
 var ErrNotFound = errors.New("blob not found")
+
+// ErrUnavailable is returned (wrapped, together with the cause) when the
+// storage service cannot be reached, times out or answers with a server
+// error (5xx, or 429 "slow down"). The request may succeed later: the
+// registry answers such errors with a retryable 503.
+var ErrUnavailable = errors.New("storage unavailable")
+
+// ErrNoRedirect is returned by a Redirector that is configured to serve
+// blobs through Nixery rather than redirecting clients.
+var ErrNoRedirect = errors.New("blob redirects disabled")
 
 // Backend stores content-addressed blobs.
 type Backend interface {
@@ -50,6 +65,59 @@ var objectNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-
 // start with a dot, so no name can escape its backend's object area.
 func ValidObjectName(name string) bool {
 	return len(name) <= 512 && objectNameRE.MatchString(name)
+}
+
+// Redirector is implemented by backends whose blobs clients can download
+// directly (a bucket). RedirectURL does not check that the blob exists:
+// callers Stat it first (they need its size for the headers anyway).
+type Redirector interface {
+	// RedirectURL returns a URL the client may GET the blob from, valid
+	// for a short while (see each backend's RedirectTTL), or an error
+	// wrapping ErrNoRedirect if redirects are disabled.
+	RedirectURL(ctx context.Context, d digest.Digest) (string, error)
+}
+
+// RedirectURL returns where to redirect a client for blob d, or ok=false
+// if b serves blobs only through Nixery (no Redirector, or redirects
+// disabled in its configuration).
+func RedirectURL(ctx context.Context, b Backend, d digest.Digest) (url string, ok bool, err error) {
+	r, isRedirector := b.(Redirector)
+	if !isRedirector {
+		return "", false, nil
+	}
+	url, err = r.RedirectURL(ctx, d)
+	if errors.Is(err, ErrNoRedirect) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	return url, true, nil
+}
+
+// Lister is implemented by backends that can enumerate and delete what
+// they hold, for garbage collection. Every backend here implements it.
+//
+// Listing order is unspecified. Listing while others write is safe: a
+// blob or object written meanwhile may or may not be reported. Deleting
+// something that does not exist is not an error (two collectors may race).
+type Lister interface {
+	// ListBlobs calls fn for every committed blob with its size and the
+	// time it was last written. An error from fn stops the listing and
+	// is returned.
+	ListBlobs(ctx context.Context, fn func(d digest.Digest, size int64, modTime time.Time) error) error
+	// ListObjects calls fn for every named object whose name starts
+	// with prefix ("" for all), with the time it was last written.
+	ListObjects(ctx context.Context, prefix string, fn func(name string, modTime time.Time) error) error
+	// DeleteBlob removes blob d.
+	DeleteBlob(ctx context.Context, d digest.Digest) error
+	// DeleteObject removes the named object.
+	DeleteObject(ctx context.Context, name string) error
+	// DeleteTemporaries removes uploads abandoned before cutoff (by a
+	// process that crashed or lost its storage mid-write) and returns how
+	// many it removed. Uploads younger than cutoff may still be in progress
+	// in another replica and are left alone.
+	DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, error)
 }
 
 // Writer receives the bytes of a new blob.

@@ -8,16 +8,21 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/config"
+	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/web"
 )
 
@@ -35,8 +40,9 @@ func buildCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	server := fs.String("server", envOr("NIXERY_URL", defaultServer), "the Nixery to ask (env NIXERY_URL)")
 	quiet := fs.Bool("quiet", false, "print only the pull command (and errors)")
+	local := fs.Bool("local", false, "build in this process, into the storage serve is configured with (environment variables), instead of asking a server")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, `Usage: nixery build [--server URL] [--quiet] <image>[:tag]
+		fmt.Fprintf(stderr, `Usage: nixery build [--server URL | --local] [--quiet] <image>[:tag]
 
 Asks a running Nixery to build an image (or waits for the build in flight),
 shows its progress, and prints the pull command. Exits non-zero if the
@@ -86,7 +92,14 @@ Example:
 	} else if isTerminal(stdout) {
 		show = &barView{w: stdout, start: time.Now()}
 	}
-	final, err := followBuild(ctx, base.String()+web.EventsPath(web.Ref(req)), show)
+	var final build.Event
+	if *local {
+		var host string
+		final, host, err = buildLocally(ctx, req, show, stderr)
+		base = &url.URL{Scheme: "http", Host: host}
+	} else {
+		final, err = followBuild(ctx, base.String()+web.EventsPath(web.Ref(req)), show)
+	}
 	show.end()
 	if err != nil {
 		fmt.Fprintf(stderr, "nixery build: %s: %v\n", web.Ref(req), err)
@@ -109,6 +122,37 @@ Example:
 		fmt.Fprintf(stdout, "docker pull %s\n", pull)
 	}
 	return 0
+}
+
+// buildLocally builds req in this process with the configuration serve
+// would use (from the environment) and shows its events; it returns the
+// final event and the host:port that serve would listen on.
+func buildLocally(ctx context.Context, req *image.Request, show progressView, stderr io.Writer) (build.Event, string, error) {
+	cfg, err := config.Load(nil, os.Getenv)
+	if err != nil {
+		return build.Event{}, "", fmt.Errorf("configuration: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	p, err := wire(ctx, cfg, log)
+	if err != nil {
+		return build.Event{}, "", err
+	}
+	host := cfg.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	host = net.JoinHostPort(host, strconv.Itoa(cfg.Port))
+	events, err := p.builder.Watch(ctx, req)
+	if err != nil {
+		return build.Event{}, host, err
+	}
+	for e := range events {
+		show.event(e)
+		if e.Final() {
+			return e, host, nil
+		}
+	}
+	return build.Event{}, host, ctx.Err()
 }
 
 func envOr(name, def string) string {

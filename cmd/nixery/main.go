@@ -23,13 +23,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nixery/nixery/archive"
-	"github.com/nixery/nixery/build"
 	"github.com/nixery/nixery/config"
-	"github.com/nixery/nixery/demo"
-	"github.com/nixery/nixery/nix"
 	"github.com/nixery/nixery/registry"
-	"github.com/nixery/nixery/storage"
 	"github.com/nixery/nixery/web"
 )
 
@@ -47,6 +42,8 @@ Usage:
   nixery [serve] [flags]   run the registry
   nixery build [--server URL] <image>[:tag]
                            have a running Nixery build an image, show its progress
+  nixery gc [--max-age 720h] [--dry-run]
+                           delete what no image used within the age refers to
   nixery version           print the version
   nixery help              show this help
 
@@ -79,6 +76,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "build":
 		return buildCmd(args, stdout, stderr)
+	case "gc":
+		return gcCmd(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return 0
@@ -102,52 +101,11 @@ func serve(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	nixVersion, err := nix.Version(ctx)
-	if err != nil {
-		return fmt.Errorf("nix is not usable: %w (install Nix, e.g. Debian's nix-bin)", err)
-	}
-
-	source := cfg.Source
-	offline := false
-	if source == nil {
-		busybox, err := demo.FindBusybox()
-		if err != nil {
-			return fmt.Errorf("no package source configured and the built-in demo set cannot be prepared: %w; or set NIXERY_CHANNEL, NIXERY_PKGS_REPO or NIXERY_PKGS_PATH", err)
-		}
-		if err := demo.Extract(cfg.DemoPath, busybox); err != nil {
-			return fmt.Errorf("preparing the built-in demo package set in %s: %w", cfg.DemoPath, err)
-		}
-		source = config.PathSource{Path: cfg.DemoPath, Label: "built-in demo package set (offline)"}
-		offline = true // no binary cache has the demo packages
-		log.Warn("no package source configured: serving the built-in demo package set; set NIXERY_CHANNEL, NIXERY_PKGS_REPO or NIXERY_PKGS_PATH for real packages")
-	}
-
-	store, err := storage.NewFilesystem(cfg.StoragePath)
+	p, err := wire(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	popularity, popularityID, err := loadPopularity(ctx, cfg.Popularity)
-	if err != nil {
-		return err
-	}
-	format := archive.Gzip
-	if cfg.LayerFormat == "zstd" {
-		format = archive.Zstd
-	}
-	builder := &build.Builder{
-		Format:       format,
-		Compression:  cfg.Compression,
-		Popularity:   popularity,
-		PopularityID: popularityID,
-		Source:       source,
-		Nix:          &nix.Runner{Timeout: cfg.NixTimeout, Logger: log, Offline: offline},
-		Storage:      store,
-		LayerBudget:  cfg.LayerBudget,
-		CacheTTL:     cfg.CacheTTL,
-		MaxBuilds:    cfg.MaxBuilds,
-		QueueSize:    cfg.BuildQueue,
-		Logger:       log,
-	}
+	source, store, builder := p.source, p.store, p.builder
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", &registry.Registry{Builder: builder, Storage: store, Logger: log})
 	site := &web.Site{Builder: builder, Version: version, Logger: log}
@@ -166,7 +124,7 @@ func serve(args []string) error {
 	}
 	srv := &http.Server{Handler: instrument(log, httpStats, mux), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("nixery serving", "version", version, "address", ln.Addr().String(), "source", source.String(),
-		"storage", store.String(), "nix", nixVersion, "nix_timeout", cfg.NixTimeout)
+		"storage", store.String(), "nix", p.nixVersion, "nix_timeout", cfg.NixTimeout)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/config"
+)
+
+// defaultGCAge keeps images used within the last 30 days.
+const defaultGCAge = 30 * 24 * time.Hour
+
+// gcCmd is `nixery gc [--max-age D] [--dry-run] [storage flags]`: it
+// deletes blobs and cache entries that no image used within the age
+// references, in whichever backend the configuration names.
+func gcCmd(args []string, stdout, stderr io.Writer) int {
+	maxAge, dryRun := defaultGCAge, false
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch {
+		case !strings.HasPrefix(a, "-"):
+			rest = append(rest, a)
+		case name == "dry-run":
+			dryRun = !hasValue || value == "true"
+		case name == "max-age":
+			if !hasValue {
+				if i+1 == len(args) {
+					fmt.Fprintln(stderr, "nixery gc: --max-age needs a duration, e.g. 720h")
+					return 2
+				}
+				i++
+				value = args[i]
+			}
+			d, err := time.ParseDuration(value)
+			if err != nil || d < 0 {
+				fmt.Fprintf(stderr, "nixery gc: --max-age must be a duration such as 720h or 30m, not %q\n", value)
+				return 2
+			}
+			maxAge = d
+		case name == "h" || name == "help":
+			fmt.Fprintf(stdout, `Usage: nixery gc [--max-age DURATION] [--dry-run] [storage flags of serve]
+
+Deletes blobs and cache entries that no image used (built or pulled) within
+--max-age (default %s) references. Blobs younger than that are kept too, so
+builds in progress are safe; replicas may keep serving meanwhile.
+With --dry-run nothing is deleted and the report says what would be.
+Storage is configured as for serve (NIXERY_STORAGE_BACKEND, STORAGE_PATH,
+GCS_BUCKET, NIXERY_S3_BUCKET, …).
+`, defaultGCAge)
+			return 0
+		default:
+			rest = append(rest, a)
+		}
+	}
+	cfg, err := config.Load(rest, os.Getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "nixery gc: configuration: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	store, err := openStorage(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "nixery gc: %v\n", err)
+		return 1
+	}
+	rep, err := build.GC(ctx, store, maxAge, dryRun)
+	if err != nil {
+		fmt.Fprintf(stderr, "nixery gc: %s: %v\n", store, err)
+		return 1
+	}
+	what := "deleted"
+	if dryRun {
+		what = "would delete (dry run)"
+	}
+	fmt.Fprintf(stdout, "%s, images unused for %s: %s\n", store, maxAge, what)
+	fmt.Fprintln(stdout, rep)
+	return 0
+}

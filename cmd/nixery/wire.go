@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/nixery/nixery/archive"
+	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/config"
+	"github.com/nixery/nixery/demo"
+	"github.com/nixery/nixery/nix"
+	"github.com/nixery/nixery/storage"
+)
+
+// openStorage opens the configured storage backend. Bucket backends
+// contact nothing yet: an unreachable bucket gives 503s until it is back.
+func openStorage(ctx context.Context, cfg *config.Config) (storage.Backend, error) {
+	switch cfg.Backend {
+	case "gcs":
+		return storage.NewGCS(ctx, cfg.GCS)
+	case "s3":
+		return storage.NewS3(ctx, cfg.S3)
+	}
+	return storage.NewFilesystem(cfg.StoragePath)
+}
+
+// parts are the wired pieces that serve and `build --local` share.
+type parts struct {
+	source     config.Source
+	store      storage.Backend
+	builder    *build.Builder
+	nixVersion string
+}
+
+// wire checks Nix, prepares the package source (the built-in demo set
+// when none is configured), opens storage and makes the builder.
+func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, error) {
+	nixVersion, err := nix.Version(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("nix is not usable: %w (install Nix, e.g. Debian's nix-bin)", err)
+	}
+	source := cfg.Source
+	offline := false
+	if source == nil {
+		busybox, err := demo.FindBusybox()
+		if err != nil {
+			return nil, fmt.Errorf("no package source configured and the built-in demo set cannot be prepared: %w; or set NIXERY_CHANNEL, NIXERY_PKGS_REPO or NIXERY_PKGS_PATH", err)
+		}
+		if err := demo.Extract(cfg.DemoPath, busybox); err != nil {
+			return nil, fmt.Errorf("preparing the built-in demo package set in %s: %w", cfg.DemoPath, err)
+		}
+		source = config.PathSource{Path: cfg.DemoPath, Label: "built-in demo package set (offline)"}
+		offline = true // no binary cache has the demo packages
+		log.Warn("no package source configured: serving the built-in demo package set; set NIXERY_CHANNEL, NIXERY_PKGS_REPO or NIXERY_PKGS_PATH for real packages")
+	}
+	store, err := openStorage(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	popularity, popularityID, err := loadPopularity(ctx, cfg.Popularity)
+	if err != nil {
+		return nil, err
+	}
+	format := archive.Gzip
+	if cfg.LayerFormat == "zstd" {
+		format = archive.Zstd
+	}
+	builder := &build.Builder{
+		Format:       format,
+		Compression:  cfg.Compression,
+		Popularity:   popularity,
+		PopularityID: popularityID,
+		Source:       source,
+		Nix:          &nix.Runner{Timeout: cfg.NixTimeout, Logger: log, Offline: offline},
+		Storage:      store,
+		LayerBudget:  cfg.LayerBudget,
+		CacheTTL:     cfg.CacheTTL,
+		MaxBuilds:    cfg.MaxBuilds,
+		QueueSize:    cfg.BuildQueue,
+		Logger:       log,
+	}
+	return &parts{source: source, store: store, builder: builder, nixVersion: nixVersion}, nil
+}

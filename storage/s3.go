@@ -1,0 +1,580 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/opencontainers/go-digest"
+)
+
+// S3Config configures the S3 backend. Only Bucket is required; zero values
+// get the defaults named in each field's comment.
+type S3Config struct {
+	// Bucket holds everything, under Prefix.
+	Bucket string
+	// Prefix is prepended to every key, for sharing a bucket
+	// ("nixery/"). Empty: the bucket's root.
+	Prefix string
+	// Region of the bucket. Empty: the AWS configuration's (AWS_REGION,
+	// ~/.aws/config), else "us-east-1" (what most S3-compatible services
+	// expect).
+	Region string
+	// Endpoint is the base URL of an S3-compatible service
+	// ("http://127.0.0.1:9000", an R2 or Ceph URL). Empty: AWS.
+	Endpoint string
+	// PathStyle addresses the bucket as endpoint/bucket/key instead of
+	// bucket.endpoint/key; most S3-compatible services need it.
+	PathStyle bool
+	// AccessKeyID and SecretAccessKey, if set, are used instead of the
+	// standard AWS credential chain (AWS_ACCESS_KEY_ID…, shared files,
+	// SSO, web identity, the instance's role). Meant for tests.
+	AccessKeyID, SecretAccessKey string
+	// DisableRedirect serves blobs through Nixery instead of redirecting
+	// clients to presigned URLs.
+	DisableRedirect bool
+	// RedirectTTL is how long a presigned URL is valid (DefaultRedirectTTL).
+	RedirectTTL time.Duration
+	// Timeout bounds each metadata request and each wait for progress
+	// while data moves (DefaultTimeout).
+	Timeout time.Duration
+	// TransferTimeout bounds each server-side copy (DefaultTransferTimeout).
+	TransferTimeout time.Duration
+	// PartSize is the largest blob uploaded in one request and the part
+	// size of multipart uploads (DefaultPartSize; S3's minimum is 5 MiB).
+	PartSize int
+}
+
+// S3 stores blobs in an S3 bucket (AWS or any S3-compatible service):
+//
+//	<prefix>blobs/sha256/<hex>   committed blobs
+//	<prefix>objects/<name>       named objects (cache entries)
+//	<prefix>tmp/<time>-<random>  multipart uploads of large blobs in progress
+//
+// See remoteWriter for how uploads stay atomic.
+type S3 struct {
+	cfg     S3Config
+	client  *s3.Client
+	presign *s3.PresignClient
+	// copyLimit is the largest object one CopyObject may copy (S3: 5 GiB);
+	// larger ones are copied in parts of copyPart bytes (1 GiB).
+	copyLimit, copyPart int64
+}
+
+var (
+	_ Backend    = (*S3)(nil)
+	_ Redirector = (*S3)(nil)
+	_ Lister     = (*S3)(nil)
+)
+
+// NewS3 makes an S3 backend. It does not contact the service: a bucket
+// that cannot be reached yet gives ErrUnavailable on use, and the backend
+// recovers by itself when it can.
+func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
+	if cfg.Bucket == "" {
+		return nil, errors.New("storage: S3 bucket name is empty")
+	}
+	if cfg.Prefix != "" && !strings.HasSuffix(cfg.Prefix, "/") {
+		cfg.Prefix += "/"
+	}
+	setDefaults(&cfg.Timeout, &cfg.TransferTimeout, &cfg.RedirectTTL, &cfg.PartSize)
+	if cfg.PartSize < 5<<20 {
+		return nil, fmt.Errorf("storage: S3 part size %d is below S3's minimum of 5 MiB", cfg.PartSize)
+	}
+	// Dial and response-header timeouts end a request to a host that does
+	// not answer; the per-call contexts below end everything else.
+	httpClient := awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) { d.Timeout = cfg.Timeout }).
+		WithTransportOptions(func(tr *http.Transport) {
+			tr.ResponseHeaderTimeout = cfg.TransferTimeout
+			tr.TLSHandshakeTimeout = cfg.Timeout
+		})
+	opts := []func(*config.LoadOptions) error{
+		config.WithHTTPClient(httpClient),
+		config.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(o *retry.StandardOptions) {
+				o.MaxAttempts = retryAttempts
+				o.MaxBackoff = retryMaxBackoff
+				// The default token bucket stops retrying after a run of
+				// failures and refills only slowly; during an outage that
+				// would keep failing requests after the service is back.
+				o.RateLimiter = ratelimit.None
+			})
+		}),
+	}
+	if cfg.Region != "" {
+		opts = append(opts, config.WithRegion(cfg.Region))
+	}
+	if cfg.AccessKeyID != "" {
+		opts = append(opts, config.WithCredentialsProvider(
+			credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, "")))
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("storage: AWS configuration: %w", err)
+	}
+	if awsCfg.Region == "" {
+		awsCfg.Region = "us-east-1"
+	}
+	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		if cfg.Endpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.Endpoint)
+		}
+		o.UsePathStyle = cfg.PathStyle
+		// Checksums only where S3 requires them: several S3-compatible
+		// services reject the SDK's default trailing checksums. Integrity
+		// is Commit's sha256 check plus TLS.
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	})
+	return &S3{cfg: cfg, client: client, presign: s3.NewPresignClient(client), copyLimit: 5 << 30, copyPart: 1 << 30}, nil
+}
+
+func setDefaults(timeout, transfer, ttl *time.Duration, partSize *int) {
+	if *timeout <= 0 {
+		*timeout = DefaultTimeout
+	}
+	if *transfer <= 0 {
+		*transfer = DefaultTransferTimeout
+	}
+	if *ttl <= 0 {
+		*ttl = DefaultRedirectTTL
+	}
+	if *partSize <= 0 {
+		*partSize = DefaultPartSize
+	}
+}
+
+func (s *S3) String() string {
+	where := "AWS"
+	if s.cfg.Endpoint != "" {
+		where = s.cfg.Endpoint
+	}
+	return fmt.Sprintf("s3 bucket %s/%s at %s", s.cfg.Bucket, s.cfg.Prefix, where)
+}
+
+func (s *S3) Create(ctx context.Context) (Writer, error) {
+	return newRemoteWriter(ctx, s, s.cfg.PartSize), nil
+}
+
+func (s *S3) Stat(ctx context.Context, d digest.Digest) (int64, error) {
+	key, err := blobKey(s.cfg.Prefix, d)
+	if err != nil {
+		return 0, err
+	}
+	out, err := withTimeout(ctx, s.cfg.Timeout, "stat "+d.String(), func(ctx context.Context) (*s3.HeadObjectOutput, error) {
+		return s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.cfg.Bucket, Key: &key})
+	})
+	if err != nil {
+		return 0, err
+	}
+	return aws.ToInt64(out.ContentLength), nil
+}
+
+func (s *S3) Open(ctx context.Context, d digest.Digest) (Reader, error) {
+	key, err := blobKey(s.cfg.Prefix, d)
+	if err != nil {
+		return nil, err
+	}
+	what := "read " + d.String()
+	open := func(ctx context.Context, offset int64) (*s3.GetObjectOutput, error) {
+		in := &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: &key}
+		if offset > 0 {
+			in.Range = aws.String(fmt.Sprintf("bytes=%d-", offset))
+		}
+		return s.client.GetObject(ctx, in)
+	}
+	rctx, wd := newWatchdog(ctx)
+	wd.arm(s.cfg.Timeout)
+	out, err := open(rctx, 0)
+	wd.disarm()
+	if err != nil {
+		wd.close()
+		return nil, wd.check(what, s.cfg.Timeout, classify(ctx, what, err))
+	}
+	return newRemoteReader(rctx, wd, what, s.cfg.Timeout, aws.ToInt64(out.ContentLength), out.Body,
+		func(ctx context.Context, offset int64) (io.ReadCloser, error) {
+			out, err := open(ctx, offset)
+			if err != nil {
+				return nil, err
+			}
+			return out.Body, nil
+		}), nil
+}
+
+func (s *S3) GetObject(ctx context.Context, name string) ([]byte, error) {
+	key, err := objectKey(s.cfg.Prefix, name)
+	if err != nil {
+		return nil, err
+	}
+	return withTimeout(ctx, s.cfg.Timeout, "object "+name, func(ctx context.Context) ([]byte, error) {
+		out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: &key})
+		if err != nil {
+			return nil, err
+		}
+		defer out.Body.Close()
+		return io.ReadAll(out.Body)
+	})
+}
+
+// PutObject writes the object in one PUT, which S3 applies atomically:
+// readers see the old content or the new.
+func (s *S3) PutObject(ctx context.Context, name string, data []byte) error {
+	key, err := objectKey(s.cfg.Prefix, name)
+	if err != nil {
+		return err
+	}
+	return s.put(ctx, "put object "+name, key, data)
+}
+
+func (s *S3) putBlob(ctx context.Context, d digest.Digest, data []byte) error {
+	key, err := blobKey(s.cfg.Prefix, d)
+	if err != nil {
+		return err
+	}
+	return s.put(ctx, "write "+d.String(), key, data)
+}
+
+// put uploads data in one request that may take as long as it keeps moving.
+func (s *S3) put(ctx context.Context, what, key string, data []byte) error {
+	pctx, wd := newWatchdog(ctx)
+	defer wd.close()
+	wd.arm(s.cfg.Timeout)
+	_, err := s.client.PutObject(pctx, &s3.PutObjectInput{
+		Bucket:        &s.cfg.Bucket,
+		Key:           &key,
+		Body:          &progressReader{ReadSeeker: bytes.NewReader(data), wd: wd, limit: s.cfg.Timeout},
+		ContentLength: aws.Int64(int64(len(data))),
+	})
+	return wd.check(what, s.cfg.Timeout, classify(ctx, what, err))
+}
+
+// s3Upload is a multipart upload to a temporary key.
+type s3Upload struct {
+	s        *S3
+	ctx      context.Context
+	key      string
+	id       string
+	buf      []byte
+	parts    []types.CompletedPart
+	finished bool
+}
+
+func (s *S3) beginTemp(ctx context.Context) (tempUpload, error) {
+	key := tmpKey(s.cfg.Prefix)
+	out, err := withTimeout(ctx, s.cfg.Timeout, "start upload", func(ctx context.Context) (*s3.CreateMultipartUploadOutput, error) {
+		return s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &s.cfg.Bucket, Key: &key})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &s3Upload{s: s, ctx: ctx, key: key, id: aws.ToString(out.UploadId), buf: make([]byte, 0, s.cfg.PartSize)}, nil
+}
+
+func (u *s3Upload) write(p []byte) error {
+	for len(p) > 0 {
+		n := min(len(p), cap(u.buf)-len(u.buf))
+		u.buf = append(u.buf, p[:n]...)
+		p = p[n:]
+		if len(u.buf) == cap(u.buf) {
+			if err := u.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// flush uploads the buffered bytes as the next part. Parts go one at a
+// time: memory stays at one part per upload.
+func (u *s3Upload) flush() error {
+	if len(u.buf) == 0 && len(u.parts) > 0 {
+		return nil
+	}
+	number := int32(len(u.parts) + 1)
+	if number > 10000 {
+		return errors.New("storage: blob too large for an S3 multipart upload (10,000 parts)")
+	}
+	what := fmt.Sprintf("upload part %d", number)
+	pctx, wd := newWatchdog(u.ctx)
+	defer wd.close()
+	wd.arm(u.s.cfg.Timeout)
+	out, err := u.s.client.UploadPart(pctx, &s3.UploadPartInput{
+		Bucket:        &u.s.cfg.Bucket,
+		Key:           &u.key,
+		UploadId:      &u.id,
+		PartNumber:    aws.Int32(number),
+		Body:          &progressReader{ReadSeeker: bytes.NewReader(u.buf), wd: wd, limit: u.s.cfg.Timeout},
+		ContentLength: aws.Int64(int64(len(u.buf))),
+	})
+	if err != nil {
+		return wd.check(what, u.s.cfg.Timeout, classify(u.ctx, what, err))
+	}
+	u.parts = append(u.parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(number)})
+	u.buf = u.buf[:0]
+	return nil
+}
+
+func (u *s3Upload) finish() error {
+	if err := u.flush(); err != nil {
+		return err
+	}
+	u.buf = nil
+	_, err := withTimeout(u.ctx, u.s.cfg.TransferTimeout, "complete upload", func(ctx context.Context) (*s3.CompleteMultipartUploadOutput, error) {
+		return u.s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+			Bucket:          &u.s.cfg.Bucket,
+			Key:             &u.key,
+			UploadId:        &u.id,
+			MultipartUpload: &types.CompletedMultipartUpload{Parts: u.parts},
+		})
+	})
+	if err == nil {
+		u.finished = true
+	}
+	return err
+}
+
+// promote copies the finished temporary object to the digest's key. The
+// copy appears whole or not at all. The size is checked first, so a copy
+// never publishes something other than what this process uploaded.
+func (u *s3Upload) promote(d digest.Digest, size int64) error {
+	key, err := blobKey(u.s.cfg.Prefix, d)
+	if err != nil {
+		return err
+	}
+	head, err := withTimeout(u.ctx, u.s.cfg.Timeout, "stat upload", func(ctx context.Context) (*s3.HeadObjectOutput, error) {
+		return u.s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &u.s.cfg.Bucket, Key: &u.key})
+	})
+	if err != nil {
+		return err
+	}
+	if got := aws.ToInt64(head.ContentLength); got != size {
+		return fmt.Errorf("storage: uploaded %d bytes but the service stored %d", size, got)
+	}
+	source := u.s.cfg.Bucket + "/" + u.key
+	if size > u.s.copyLimit {
+		return u.s.copyInParts(u.ctx, source, key, size, head.ETag)
+	}
+	_, err = withTimeout(u.ctx, u.s.cfg.TransferTimeout, "publish "+d.String(), func(ctx context.Context) (*s3.CopyObjectOutput, error) {
+		return u.s.client.CopyObject(ctx, &s3.CopyObjectInput{
+			Bucket:            &u.s.cfg.Bucket,
+			Key:               &key,
+			CopySource:        &source,
+			CopySourceIfMatch: head.ETag,
+		})
+	})
+	return err
+}
+
+// copyInParts copies an object too large for one CopyObject with a
+// multipart upload whose parts are server-side copies; like any multipart
+// upload, the object appears only when it is completed.
+func (s *S3) copyInParts(ctx context.Context, source, key string, size int64, etag *string) error {
+	partSize := s.copyPart
+	what := "publish " + key
+	created, err := withTimeout(ctx, s.cfg.Timeout, what, func(ctx context.Context) (*s3.CreateMultipartUploadOutput, error) {
+		return s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &s.cfg.Bucket, Key: &key})
+	})
+	if err != nil {
+		return err
+	}
+	abort := func() {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
+		defer cancel()
+		s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: &s.cfg.Bucket, Key: &key, UploadId: created.UploadId})
+	}
+	var parts []types.CompletedPart
+	for start, n := int64(0), int32(1); start < size; start, n = start+partSize, n+1 {
+		end := min(start+partSize, size) - 1
+		out, err := withTimeout(ctx, s.cfg.TransferTimeout, what, func(ctx context.Context) (*s3.UploadPartCopyOutput, error) {
+			return s.client.UploadPartCopy(ctx, &s3.UploadPartCopyInput{
+				Bucket:            &s.cfg.Bucket,
+				Key:               &key,
+				UploadId:          created.UploadId,
+				PartNumber:        aws.Int32(n),
+				CopySource:        &source,
+				CopySourceIfMatch: etag,
+				CopySourceRange:   aws.String(fmt.Sprintf("bytes=%d-%d", start, end)),
+			})
+		})
+		if err != nil {
+			abort()
+			return err
+		}
+		parts = append(parts, types.CompletedPart{ETag: out.CopyPartResult.ETag, PartNumber: aws.Int32(n)})
+	}
+	_, err = withTimeout(ctx, s.cfg.TransferTimeout, what, func(ctx context.Context) (*s3.CompleteMultipartUploadOutput, error) {
+		return s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+			Bucket: &s.cfg.Bucket, Key: &key, UploadId: created.UploadId,
+			MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+		})
+	})
+	if err != nil {
+		abort()
+	}
+	return err
+}
+
+// discard aborts the upload, or deletes the temporary object once it was
+// completed. It runs even when the writer's context is cancelled.
+func (u *s3Upload) discard() {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(u.ctx), u.s.cfg.Timeout)
+	defer cancel()
+	if u.finished {
+		u.s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &u.s.cfg.Bucket, Key: &u.key})
+		return
+	}
+	u.s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &u.s.cfg.Bucket, Key: &u.key, UploadId: &u.id})
+}
+
+// RedirectURL presigns a GET of the blob, valid for RedirectTTL. Presigning
+// is local (no request); the client needs to reach the endpoint itself.
+func (s *S3) RedirectURL(ctx context.Context, d digest.Digest) (string, error) {
+	if s.cfg.DisableRedirect {
+		return "", ErrNoRedirect
+	}
+	key, err := blobKey(s.cfg.Prefix, d)
+	if err != nil {
+		return "", err
+	}
+	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: &key},
+		s3.WithPresignExpires(s.cfg.RedirectTTL))
+	if err != nil {
+		return "", fmt.Errorf("storage: presigning %s: %w", d, err)
+	}
+	return req.URL, nil
+}
+
+// list calls fn for every object under prefix, a page at a time.
+func (s *S3) list(ctx context.Context, prefix string, fn func(types.Object) error) error {
+	pages := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: &s.cfg.Bucket, Prefix: &prefix})
+	for pages.HasMorePages() {
+		page, err := withTimeout(ctx, s.cfg.Timeout, "list "+prefix, func(ctx context.Context) (*s3.ListObjectsV2Output, error) {
+			return pages.NextPage(ctx)
+		})
+		if err != nil {
+			return err
+		}
+		for _, obj := range page.Contents {
+			if err := fn(obj); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *S3) ListBlobs(ctx context.Context, fn func(d digest.Digest, size int64, modTime time.Time) error) error {
+	return s.list(ctx, s.cfg.Prefix+blobsDir, func(obj types.Object) error {
+		d, ok := digestFromKey(s.cfg.Prefix, aws.ToString(obj.Key))
+		if !ok {
+			return nil
+		}
+		return fn(d, aws.ToInt64(obj.Size), aws.ToTime(obj.LastModified))
+	})
+}
+
+func (s *S3) ListObjects(ctx context.Context, prefix string, fn func(name string, modTime time.Time) error) error {
+	base := s.cfg.Prefix + objectsDir
+	return s.list(ctx, base+prefix, func(obj types.Object) error {
+		name := strings.TrimPrefix(aws.ToString(obj.Key), base)
+		if !ValidObjectName(name) {
+			return nil
+		}
+		return fn(name, aws.ToTime(obj.LastModified))
+	})
+}
+
+func (s *S3) DeleteBlob(ctx context.Context, d digest.Digest) error {
+	key, err := blobKey(s.cfg.Prefix, d)
+	if err != nil {
+		return err
+	}
+	return s.delete(ctx, key)
+}
+
+func (s *S3) DeleteObject(ctx context.Context, name string) error {
+	key, err := objectKey(s.cfg.Prefix, name)
+	if err != nil {
+		return err
+	}
+	return s.delete(ctx, key)
+}
+
+func (s *S3) delete(ctx context.Context, key string) error {
+	_, err := withTimeout(ctx, s.cfg.Timeout, "delete "+key, func(ctx context.Context) (*s3.DeleteObjectOutput, error) {
+		return s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key})
+	})
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// DeleteTemporaries aborts multipart uploads and deletes temporary objects
+// started before cutoff. (A bucket lifecycle rule that aborts incomplete
+// multipart uploads after a day does the same without Nixery.)
+func (s *S3) DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, error) {
+	prefix := s.cfg.Prefix + tmpDir
+	removed := 0
+	in := &s3.ListMultipartUploadsInput{Bucket: &s.cfg.Bucket, Prefix: &prefix}
+	for {
+		page, err := withTimeout(ctx, s.cfg.Timeout, "list uploads", func(ctx context.Context) (*s3.ListMultipartUploadsOutput, error) {
+			return s.client.ListMultipartUploads(ctx, in)
+		})
+		if err != nil {
+			return removed, err
+		}
+		for _, up := range page.Uploads {
+			started := aws.ToTime(up.Initiated)
+			if t, ok := tmpKeyTime(s.cfg.Prefix, aws.ToString(up.Key)); ok {
+				started = t
+			}
+			if started.After(cutoff) {
+				continue
+			}
+			_, err := withTimeout(ctx, s.cfg.Timeout, "abort upload", func(ctx context.Context) (*s3.AbortMultipartUploadOutput, error) {
+				return s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &s.cfg.Bucket, Key: up.Key, UploadId: up.UploadId})
+			})
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return removed, err
+			}
+			removed++
+		}
+		if !aws.ToBool(page.IsTruncated) {
+			break
+		}
+		in.KeyMarker, in.UploadIdMarker = page.NextKeyMarker, page.NextUploadIdMarker
+	}
+	var stale []string
+	err := s.list(ctx, prefix, func(obj types.Object) error {
+		if !aws.ToTime(obj.LastModified).After(cutoff) {
+			stale = append(stale, aws.ToString(obj.Key))
+		}
+		return nil
+	})
+	if err != nil {
+		return removed, err
+	}
+	for _, key := range stale {
+		if err := s.delete(ctx, key); err != nil {
+			return removed, err
+		}
+		removed++
+	}
+	return removed, nil
+}

@@ -14,7 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/nixery/nixery/config"
-	"github.com/nixery/nixery/demo"
+	"github.com/nixery/nixery/demo/demotest"
 	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/manifest"
 	"github.com/nixery/nixery/nix"
@@ -22,24 +22,7 @@ import (
 )
 
 // demoSet extracts the demo package set into a new directory.
-func demoSet(t *testing.T) string {
-	t.Helper()
-	if _, err := exec.LookPath("nix-build"); err != nil {
-		if os.Getenv("NIXERY_REQUIRE_E2E") != "" {
-			t.Fatal("nix-build is not installed")
-		}
-		t.Skip("nix-build is not installed")
-	}
-	busybox, err := demo.FindBusybox()
-	if err != nil {
-		t.Skip(err)
-	}
-	dir := filepath.Join(t.TempDir(), "pkgs")
-	if err := demo.Extract(dir, busybox); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
+func demoSet(t *testing.T) string { return demotest.Set(t) }
 
 func newBuilder(t *testing.T, src config.Source, storePath string) *Builder {
 	t.Helper()

@@ -163,17 +163,11 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// pull copies ref (relative to the server) into an OCI layout with skopeo
-// and unpacks it with umoci; it returns the root file system.
+// pull copies ref (relative to the shared server) into an OCI layout
+// with skopeo and unpacks it with umoci; it returns the root file system.
 func pull(t *testing.T, ref string) string {
 	t.Helper()
-	dir := t.TempDir()
-	layout := filepath.Join(dir, "oci")
-	run(t, "skopeo", "--insecure-policy", "copy", "--src-tls-verify=false",
-		"docker://"+server.addr+"/"+ref, "oci:"+layout+":latest")
-	bundle := filepath.Join(dir, "bundle")
-	run(t, "umoci", "unpack", "--image", layout+":latest", bundle)
-	return filepath.Join(bundle, "rootfs")
+	return pullFrom(t, &server, ref)
 }
 
 // inImage runs a shell command inside rootfs with chroot.

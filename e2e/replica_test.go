@@ -144,7 +144,8 @@ func TestStorageOutage(t *testing.T) {
 	}
 }
 
-// pullFrom is pull for a server other than the shared one.
+// pullFrom copies ref from server s into an OCI layout with skopeo and
+// unpacks it with umoci; it returns the root file system.
 func pullFrom(t *testing.T, s *nixery, ref string) string {
 	t.Helper()
 	dir := t.TempDir()

@@ -5,9 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,7 +12,7 @@ import (
 
 	"github.com/nixery/nixery/build"
 	"github.com/nixery/nixery/config"
-	"github.com/nixery/nixery/demo"
+	"github.com/nixery/nixery/demo/demotest"
 	"github.com/nixery/nixery/manifest"
 	"github.com/nixery/nixery/nix"
 	"github.com/nixery/nixery/registry"
@@ -26,20 +23,7 @@ import (
 // package set and real Nix.
 func newServer(t *testing.T) *httptest.Server {
 	t.Helper()
-	if _, err := exec.LookPath("nix-build"); err != nil {
-		if os.Getenv("NIXERY_REQUIRE_E2E") != "" {
-			t.Fatal("nix-build is not installed")
-		}
-		t.Skip("nix-build is not installed")
-	}
-	busybox, err := demo.FindBusybox()
-	if err != nil {
-		t.Skip(err)
-	}
-	pkgs := filepath.Join(t.TempDir(), "pkgs")
-	if err := demo.Extract(pkgs, busybox); err != nil {
-		t.Fatal(err)
-	}
+	pkgs := demotest.Set(t)
 	store, err := storage.NewFilesystem(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -7,9 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -17,7 +14,7 @@ import (
 
 	"github.com/nixery/nixery/build"
 	"github.com/nixery/nixery/config"
-	"github.com/nixery/nixery/demo"
+	"github.com/nixery/nixery/demo/demotest"
 	"github.com/nixery/nixery/nix"
 	"github.com/nixery/nixery/storage"
 )
@@ -26,23 +23,7 @@ import (
 // (as build's tests do), skipping when Nix is missing.
 func newSite(t *testing.T) *Site {
 	t.Helper()
-	if _, err := exec.LookPath("nix-build"); err != nil {
-		if os.Getenv("NIXERY_REQUIRE_E2E") != "" {
-			t.Fatal("nix-build is not installed")
-		}
-		t.Skip("nix-build is not installed")
-	}
-	busybox, err := demo.FindBusybox()
-	if err != nil {
-		if os.Getenv("NIXERY_REQUIRE_E2E") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	dir := filepath.Join(t.TempDir(), "pkgs")
-	if err := demo.Extract(dir, busybox); err != nil {
-		t.Fatal(err)
-	}
+	dir := demotest.Set(t)
 	store, err := storage.NewFilesystem(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

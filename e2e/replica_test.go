@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -98,6 +100,14 @@ func TestReplicasShareABucket(t *testing.T) {
 			}
 			if n := proxying.metric(t, "nixery_nix_builds_total"); n != 0 {
 				t.Errorf("the second replica ran Nix %d times", n)
+			}
+
+			// nixery gc lists the bucket: the image is in use, nothing goes.
+			gc := exec.Command(bin, "gc", "--dry-run")
+			gc.Env = append(os.Environ(), env...)
+			out, err := gc.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "images: 1 kept, 0 deleted; blobs: ") || !strings.Contains(string(out), " 0 deleted (0 bytes)") {
+				t.Errorf("nixery gc --dry-run on the bucket: %v\n%s", err, out)
 			}
 		})
 	}

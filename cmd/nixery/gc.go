@@ -17,6 +17,11 @@ import (
 // defaultGCAge keeps images used within the last 30 days.
 const defaultGCAge = 30 * 24 * time.Hour
 
+// minGCAge: a pull records its use in storage at most hourly (replicas
+// serve warm images from memory), so a shorter age could collect an image
+// that is being pulled.
+const minGCAge = 2 * time.Hour
+
 // gcCmd is `nixery gc [--max-age D] [--dry-run] [storage flags]`: it
 // deletes blobs and cache entries that no image used within the age
 // references, in whichever backend the configuration names.
@@ -43,6 +48,10 @@ func gcCmd(args []string, stdout, stderr io.Writer) int {
 			d, err := time.ParseDuration(value)
 			if err != nil || d < 0 {
 				fmt.Fprintf(stderr, "nixery gc: --max-age must be a duration such as 720h or 30m, not %q\n", value)
+				return 2
+			}
+			if d < minGCAge {
+				fmt.Fprintf(stderr, "nixery gc: --max-age must be at least %s: pulls record their use hourly\n", minGCAge)
 				return 2
 			}
 			maxAge = d

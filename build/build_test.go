@@ -344,6 +344,11 @@ func TestWatchReportsPhasesInOrder(t *testing.T) {
 	if r := b.Recent(); len(r) != 1 || r[0].Manifests[manifest.OCIManifest] != d {
 		t.Errorf("recent: %v", r)
 	}
+	// Another process on the same storage sees the same recent images.
+	other := &Builder{Source: b.Source, Nix: b.Nix, Storage: b.Storage}
+	if r := other.Recent(); len(r) != 1 || r[0].Manifests[manifest.OCIManifest] != d || len(r[0].Closure) == 0 {
+		t.Errorf("recent images seen by another builder: %v", r)
+	}
 	if ps := b.PhaseStats(); ps["realise"].Count != 1 || ps["graph"].Count != 1 || ps["pack"].Count != 1 {
 		t.Errorf("phase stats: %v", ps)
 	}

@@ -88,6 +88,74 @@ func (b *Builder) remember(ctx context.Context, key string, req *image.Request, 
 		b.logger().Warn("image details not stored", "image", req.Name, "err", err)
 	}
 	b.recent.add(d)
+	if err := b.recordRecent(ctx, key); err != nil {
+		b.logger().Warn("recent images not stored", "err", err)
+	}
+}
+
+// recentObject lists the keys of the images built last, newest first, so
+// that the index page's list survives restarts and is shared by replicas.
+const recentObject = "recent/images"
+
+// recordRecent puts key first in the stored list of recent images.
+// Replicas may race on it; the loser's entry is dropped, which is
+// harmless for a list of examples.
+func (b *Builder) recordRecent(ctx context.Context, key string) error {
+	keys, err := b.storedRecent(ctx)
+	if err != nil {
+		return err
+	}
+	keys = append([]string{key}, slices.DeleteFunc(keys, func(k string) bool { return k == key })...)
+	if len(keys) > keepRecent {
+		keys = keys[:keepRecent]
+	}
+	data, err := json.Marshal(keys)
+	if err != nil {
+		return err
+	}
+	return b.Storage.PutObject(ctx, recentObject, data)
+}
+
+func (b *Builder) storedRecent(ctx context.Context) ([]string, error) {
+	raw, err := b.Storage.GetObject(ctx, recentObject)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	if json.Unmarshal(raw, &keys) != nil {
+		return nil, nil // unreadable: start a new list
+	}
+	return keys, nil
+}
+
+// recentRefresh is how often Recent re-reads the stored list, to show
+// images that other replicas (or an earlier process) built.
+const recentRefresh = 30 * time.Second
+
+// loadRecent replaces the in-memory list with the stored one.
+func (b *Builder) loadRecent(ctx context.Context) error {
+	keys, err := b.storedRecent(ctx)
+	if err != nil {
+		return err
+	}
+	var images []*Details
+	for _, key := range keys {
+		raw, err := b.Storage.GetObject(ctx, "details/"+key)
+		if err != nil {
+			continue // collected meanwhile
+		}
+		var d Details
+		if json.Unmarshal(raw, &d) == nil {
+			images = append(images, &d)
+		}
+	}
+	b.recent.mu.Lock()
+	defer b.recent.mu.Unlock()
+	b.recent.images, b.recent.loaded = images, time.Now()
+	return nil
 }
 
 // Details returns the details of the image req selects, or ErrNotBuilt.
@@ -119,14 +187,30 @@ func (b *Builder) Details(ctx context.Context, req *image.Request) (*Details, er
 	return &d, nil
 }
 
-// Recent returns the images built most recently by this process, newest
-// first.
-func (b *Builder) Recent() []*Details { return b.recent.list() }
+// Recent returns the images built most recently (by any process sharing
+// the storage), newest first.
+func (b *Builder) Recent() []*Details {
+	b.recent.mu.Lock()
+	stale := time.Since(b.recent.loaded) > recentRefresh
+	b.recent.mu.Unlock()
+	if stale {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := b.loadRecent(ctx); err != nil {
+			b.logger().Warn("recent images not loaded", "err", err)
+			b.recent.mu.Lock()
+			b.recent.loaded = time.Now() // retry after recentRefresh
+			b.recent.mu.Unlock()
+		}
+	}
+	return b.recent.list()
+}
 
 // recentList keeps the last few built images.
 type recentList struct {
 	mu     sync.Mutex
 	images []*Details
+	loaded time.Time // when the stored list was last read
 }
 
 const keepRecent = 50

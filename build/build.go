@@ -284,34 +284,19 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 	if err != nil {
 		return nil, fmt.Errorf("customisation layer: %w", err)
 	}
-	packed := make([]manifest.Layer, len(groups)+1)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.NumCPU())
-	for i, group := range groups {
-		g.Go(func() error {
-			l, err := b.layer(gctx, b.layerKey("paths", group), func(tw *tar.Writer) error { return archive.StorePaths(tw, group) })
-			if err != nil {
-				return fmt.Errorf("layer of %s: %w", describeGroup(group), err)
-			}
-			packed[i] = manifest.Layer{Blob: manifest.Blob{Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID, CreatedBy: describeGroup(group), MediaType: b.Format.MediaType()}
-			return nil
-		})
-	}
-	g.Go(func() error {
-		l, err := b.layer(gctx, b.layerKey("customisation", res.Roots), func(tw *tar.Writer) error { return archive.Entries(tw, entries) })
-		if err != nil {
-			return fmt.Errorf("customisation layer: %w", err)
-		}
-		packed[len(groups)] = manifest.Layer{
-			Blob: manifest.Blob{Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID,
-			CreatedBy: "nixery customisation layer for " + describeGroup(res.Roots),
-			MediaType: b.Format.MediaType(),
-		}
-		return nil
-	})
-	if err := g.Wait(); err != nil {
+	// zstd layers are for clients that read OCI manifests; a client that
+	// only reads Docker's schema 2 gets gzip layers of the same tars.
+	packed, err := b.packAll(ctx, groups, res.Roots, entries, b.Format, b.Compression)
+	if err != nil {
 		log.Info("build failed", "phase", "pack", "err", err)
 		return nil, err
+	}
+	dockerLayers := packed
+	if b.Format != archive.Gzip {
+		if dockerLayers, err = b.packAll(ctx, groups, res.Roots, entries, archive.Gzip, 0); err != nil {
+			log.Info("build failed", "phase", "pack", "err", err)
+			return nil, err
+		}
 	}
 	t = phase("pack", t, "manifest", "layers", len(packed))
 
@@ -322,7 +307,7 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 	if info.Shell != "" {
 		img.Cmd = []string{"bash"}
 	}
-	out, err := b.store(ctx, img)
+	out, err := b.store(ctx, img, dockerLayers)
 	if err != nil {
 		return nil, err
 	}
@@ -332,9 +317,45 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 	return out, nil
 }
 
+// packAll packs (or finds in the layer cache) the layers of the store-path
+// groups and the customisation layer, in manifest order, concurrently.
+func (b *Builder) packAll(ctx context.Context, groups [][]string, roots []string, entries []archive.Entry, format archive.Format, level int) ([]manifest.Layer, error) {
+	packed := make([]manifest.Layer, len(groups)+1)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.NumCPU())
+	for i, group := range groups {
+		g.Go(func() error {
+			l, err := b.layer(gctx, b.layerKey("paths", group, format, level), format, level,
+				func(tw *tar.Writer) error { return archive.StorePaths(tw, group) })
+			if err != nil {
+				return fmt.Errorf("layer of %s: %w", describeGroup(group), err)
+			}
+			packed[i] = manifest.Layer{Blob: manifest.Blob{Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID, CreatedBy: describeGroup(group), MediaType: format.MediaType()}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		l, err := b.layer(gctx, b.layerKey("customisation", roots, format, level), format, level,
+			func(tw *tar.Writer) error { return archive.Entries(tw, entries) })
+		if err != nil {
+			return fmt.Errorf("customisation layer: %w", err)
+		}
+		packed[len(groups)] = manifest.Layer{
+			Blob: manifest.Blob{Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID,
+			CreatedBy: "nixery customisation layer for " + describeGroup(roots),
+			MediaType: format.MediaType(),
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return packed, nil
+}
+
 // layer returns the layer cached for key, or packs it with write into
 // storage (tar, compress, hash and upload in one pass) and caches it.
-func (b *Builder) layer(ctx context.Context, key string, write func(*tar.Writer) error) (archive.Layer, error) {
+func (b *Builder) layer(ctx context.Context, key string, format archive.Format, level int, write func(*tar.Writer) error) (archive.Layer, error) {
 	if l, ok := b.cachedLayer(ctx, key); ok {
 		b.stats.LayersReused.Add(1)
 		return l, nil
@@ -343,7 +364,7 @@ func (b *Builder) layer(ctx context.Context, key string, write func(*tar.Writer)
 	if err != nil {
 		return archive.Layer{}, err
 	}
-	l, err := archive.PackWith(w, archive.Options{Format: b.Format, Level: b.Compression}, write)
+	l, err := archive.PackWith(w, archive.Options{Format: format, Level: level}, write)
 	if err != nil {
 		w.Cancel()
 		return archive.Layer{}, err
@@ -358,8 +379,9 @@ func (b *Builder) layer(ctx context.Context, key string, write func(*tar.Writer)
 	return l, nil
 }
 
-// store writes the config and both manifests.
-func (b *Builder) store(ctx context.Context, img manifest.Image) (*Image, error) {
+// store writes the config and both manifests; the Docker manifest lists
+// dockerLayers (the same tars, gzip-compressed).
+func (b *Builder) store(ctx context.Context, img manifest.Image, dockerLayers []manifest.Layer) (*Image, error) {
 	cfg, err := manifest.Config(img)
 	if err != nil {
 		return nil, err
@@ -370,7 +392,11 @@ func (b *Builder) store(ctx context.Context, img manifest.Image) (*Image, error)
 	}
 	out := &Image{Manifests: map[string]Stored{}}
 	for _, mt := range manifest.MediaTypes {
-		data, err := manifest.Manifest(mt, manifest.Blob{Digest: cfgDigest, Size: int64(len(cfg))}, img.Layers)
+		layers := img.Layers
+		if mt == manifest.DockerManifest {
+			layers = dockerLayers
+		}
+		data, err := manifest.Manifest(mt, manifest.Blob{Digest: cfgDigest, Size: int64(len(cfg))}, layers)
 		if err != nil {
 			return nil, err
 		}

@@ -52,8 +52,8 @@ func (b *Builder) settings() map[string]any {
 
 // layerKey identifies the layer of an exact set of store paths (sorted).
 // Store paths are immutable, so such an entry never expires.
-func (b *Builder) layerKey(kind string, paths []string) string {
-	return hashKey(map[string]any{"v": cacheVersion, "kind": kind, "paths": paths, "format": b.Format.String(), "level": b.Compression})
+func (b *Builder) layerKey(kind string, paths []string, format archive.Format, level int) string {
+	return hashKey(map[string]any{"v": cacheVersion, "kind": kind, "paths": paths, "format": format.String(), "level": level})
 }
 
 func hashKey(v any) string {

@@ -8,9 +8,11 @@ import (
 	"testing"
 )
 
-// TestZstdLayers serves zstd layers (NIXERY_LAYER_FORMAT=zstd). umoci
-// 0.4 cannot unpack zstd, so skopeo recompresses while copying, which
-// makes it decompress and verify every zstd layer against its diff_id.
+// TestZstdLayers serves zstd layers (NIXERY_LAYER_FORMAT=zstd) to clients
+// that read OCI manifests, and gzip layers of the same tars to clients
+// that only read Docker's schema 2. umoci 0.4 cannot unpack zstd, so
+// skopeo recompresses while copying, which makes it decompress and verify
+// every zstd layer against its diff_id.
 func TestZstdLayers(t *testing.T) {
 	needServer(t)
 	tmp := t.TempDir()
@@ -19,17 +21,29 @@ func TestZstdLayers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.stop()
-	for _, accept := range []string{"application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"} {
+	diffIDs := map[string]string{}
+	for accept, layerType := range map[string]string{
+		"application/vnd.oci.image.manifest.v1+json":           "application/vnd.oci.image.layer.v1.tar+zstd",
+		"application/vnd.docker.distribution.manifest.v2+json": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+	} {
 		resp, body := s.get(t, "GET", "/v2/shell/hello/manifests/latest", accept)
-		var m struct{ Layers []struct{ MediaType string } }
+		var m struct {
+			Config struct{ Digest string }
+			Layers []struct{ MediaType string }
+		}
 		if err := json.Unmarshal(body, &m); err != nil || resp.StatusCode != 200 || len(m.Layers) == 0 {
 			t.Fatalf("manifest: %d %s", resp.StatusCode, body)
 		}
 		for _, l := range m.Layers {
-			if l.MediaType != "application/vnd.oci.image.layer.v1.tar+zstd" {
-				t.Errorf("%s: layer media type %s", accept, l.MediaType)
+			if l.MediaType != layerType {
+				t.Errorf("%s: layer media type %s, want %s", accept, l.MediaType, layerType)
 			}
 		}
+		diffIDs[accept] = m.Config.Digest
+	}
+	// Both manifests describe the same tars: one config, one set of diff_ids.
+	if len(diffIDs) != 2 || diffIDs["application/vnd.oci.image.manifest.v1+json"] != diffIDs["application/vnd.docker.distribution.manifest.v2+json"] {
+		t.Errorf("configs differ between the manifests: %v", diffIDs)
 	}
 	layout := filepath.Join(tmp, "oci")
 	run(t, "skopeo", "--insecure-policy", "copy", "--src-tls-verify=false", "--dest-compress", "--dest-compress-format", "gzip",

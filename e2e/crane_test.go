@@ -68,3 +68,16 @@ func TestCraneValidates(t *testing.T) {
 		}
 	}
 }
+
+// TestListTags has clients list an image's tags.
+func TestListTags(t *testing.T) {
+	needServer(t)
+	out, err := exec.Command("skopeo", "list-tags", "--tls-verify=false", "docker://"+server.addr+"/shell/hello").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"latest"`) {
+		t.Errorf("skopeo list-tags: %v\n%s", err, out)
+	}
+	out, err = exec.Command(crane(t), "ls", "--insecure", server.addr+"/shell/hello").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "latest" {
+		t.Errorf("crane ls: %v\n%s", err, out)
+	}
+}

@@ -11,6 +11,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -84,6 +85,8 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) error {
 	case isBlob(path):
 		name, ref := splitRef(path, "/blobs/")
 		return r.blob(w, req, name, ref)
+	case strings.HasSuffix(path, "/tags/list") && strings.HasPrefix(path, "/v2/"):
+		return r.tags(w, req, strings.TrimSuffix(strings.TrimPrefix(path, "/v2/"), "/tags/list"))
 	}
 	return regErr(http.StatusNotFound, "NAME_UNKNOWN", "no such endpoint in the registry API: "+path)
 }
@@ -142,6 +145,28 @@ func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref 
 		return err
 	}
 	return writeBody(w, req, mt, d, data)
+}
+
+// tags answers GET /v2/<name>/tags/list. Every image exists under
+// "latest" (it is built on demand); other tags select revisions of a git
+// package source, which are not enumerated here.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-tags
+func (r *Registry) tags(w http.ResponseWriter, req *http.Request, name string) error {
+	if !image.ValidName(name) {
+		return regErr(http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", name))
+	}
+	tags := []string{"latest"}
+	if last := req.URL.Query().Get("last"); last != "" && last >= "latest" {
+		tags = []string{}
+	}
+	if n := req.URL.Query().Get("n"); n == "0" {
+		tags = []string{}
+	}
+	body, err := json.Marshal(map[string]any{"name": name, "tags": tags})
+	if err != nil {
+		return err
+	}
+	return writeBody(w, req, "application/json", "", body)
 }
 
 // blob answers GET/HEAD /v2/<name>/blobs/<digest>, with Range support.

@@ -154,6 +154,12 @@ func TestAPI(t *testing.T) {
 		{call{"DELETE", "/v2/hello/blobs/" + layer, nil}, want{status: 405, code: "UNSUPPORTED"}},
 		{call{"POST", "/v2/", nil}, want{status: 405, code: "UNSUPPORTED"}},
 
+		// Tags: every image has "latest".
+		{call{"GET", "/v2/shell/hello/tags/list", nil}, want{status: 200, contentType: "application/json", body: `{"name":"shell/hello","tags":["latest"]}`}},
+		{call{"GET", "/v2/hello/tags/list?n=0", nil}, want{status: 200, body: `"tags":[]`}},
+		{call{"GET", "/v2/hello/tags/list?last=latest", nil}, want{status: 200, body: `"tags":[]`}},
+		{call{"GET", "/v2/Hello/tags/list", nil}, want{status: 400, code: "NAME_INVALID"}},
+
 		// Not part of the API.
 		{call{"GET", "/v2/hello/elsewhere/latest", nil}, want{status: 404, code: "NAME_UNKNOWN"}},
 	}

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -248,9 +249,15 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 	}
 
 	b.stats.NixBuilds.Add(1)
+	// The closure must survive a Nix garbage collection until it is packed.
+	roots, err := os.MkdirTemp("", "nixery-roots-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(roots)
 	nixPhase := "realise"
 	res, err := b.Nix.Build(ctx, nix.Request{
-		SrcType: src.Type, SrcArgs: src.Args, Packages: req.Packages, System: req.Arch.System,
+		SrcType: src.Type, SrcArgs: src.Args, Packages: req.Packages, System: req.Arch.System, RootDir: roots,
 		Log: func(line string) { p.publish(Event{Kind: "log", Phase: nixPhase, Message: line}) },
 		Phase: func(name string) {
 			nixPhase = name

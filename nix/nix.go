@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -82,6 +83,13 @@ type Request struct {
 	// Log, if set, is called with every line Nix writes to stderr for
 	// this build (besides Runner.Log), e.g. for live build progress.
 	Log func(line string)
+
+	// RootDir, if set, is a directory where nix-build leaves its result
+	// links, which Nix registers as garbage-collector roots: the outputs
+	// and their closure then survive a `nix-collect-garbage` until the
+	// caller removes the directory (after packing the layers). Without
+	// it, nothing protects the paths between realisation and packing.
+	RootDir string
 
 	// Phase, if set, is called as each phase starts: "realise"
 	// (evaluate and build with nix-build), then "graph" (query the
@@ -199,7 +207,11 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 		options = []string{"--option", "substituters", ""}
 	}
 	var out bytes.Buffer
-	err = r.run(ctx, &out, logLine, "nix-build", append(options, "--no-out-link",
+	outLink := []string{"--no-out-link"}
+	if req.RootDir != "" {
+		outLink = []string{"--out-link", filepath.Join(req.RootDir, "result")}
+	}
+	err = r.run(ctx, &out, logLine, "nix-build", append(append(options, outLink...),
 		"--expr", buildExpr,
 		"--argstr", "srcType", req.SrcType,
 		"--argstr", "srcArgs", req.SrcArgs,

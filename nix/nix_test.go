@@ -305,3 +305,37 @@ func TestEmptyRequest(t *testing.T) {
 		t.Errorf("got %v, %v; want an empty result", res, err)
 	}
 }
+
+// TestRootDirProtectsClosure: with RootDir, the realised packages and their
+// closure are garbage-collector roots until the directory goes.
+func TestRootDirProtectsClosure(t *testing.T) {
+	req := demoSource(t, "jq", "curl")
+	req.RootDir = filepath.Join(t.TempDir(), "roots")
+	os.Mkdir(req.RootDir, 0o755)
+	res, err := (&Runner{Timeout: time.Minute}).Build(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	links, _ := filepath.Glob(filepath.Join(req.RootDir, "result*"))
+	var targets []string
+	for _, l := range links {
+		target, err := os.Readlink(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		targets = append(targets, target)
+	}
+	slices.Sort(targets)
+	roots := slices.Sorted(slices.Values(res.Roots))
+	if !slices.Equal(targets, roots) {
+		t.Fatalf("result links point at %v, roots are %v", targets, roots)
+	}
+	// Nix refuses to delete a rooted package. Nothing in the demo set
+	// refers to jq, so without a root Nix deletes it. (The test does not
+	// show that by deleting jq: other packages' tests may be using it.)
+	jq := res.Roots[slices.IndexFunc(res.Roots, func(p string) bool { return strings.Contains(p, "-jq-") })]
+	out, err := exec.Command("nix-store", "--delete", jq).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "alive") {
+		t.Errorf("nix-store --delete %s of a rooted package: %v\n%s", jq, err, out)
+	}
+}

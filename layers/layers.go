@@ -331,7 +331,6 @@ type closures struct {
 	comp  []int      // path → strongly connected component
 	desc  [][]uint64 // component → bit set of the paths it reaches
 	count []int      // path → number of paths in its closure, itself included
-	reach []int      // path → number of other paths that reach it
 }
 
 // reaches says whether path a reaches path b (a reaches itself).
@@ -373,17 +372,10 @@ func (g *graph) closures() *closures {
 		desc[c] = set
 	}
 
-	cl := &closures{comp: comp, desc: desc, count: make([]int, n), reach: make([]int, n)}
+	cl := &closures{comp: comp, desc: desc, count: make([]int, n)}
 	for i := range n {
-		for w, word := range desc[comp[i]] {
+		for _, word := range desc[comp[i]] {
 			cl.count[i] += bits.OnesCount64(word)
-			for word != 0 {
-				j := w*64 + bits.TrailingZeros64(word)
-				word &= word - 1
-				if j != i {
-					cl.reach[j]++
-				}
-			}
 		}
 	}
 	return cl

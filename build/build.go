@@ -145,12 +145,10 @@ type Stored struct {
 // Manifest returns the manifest in mediaType of the image req selects,
 // from the cache or by building it. It implements registry.Builder.
 func (b *Builder) Manifest(ctx context.Context, req *image.Request, mediaType string) ([]byte, digest.Digest, error) {
-	b.init()
-	src, err := b.Source.Resolve(ctx, req.Tag)
+	src, key, err := b.resolve(ctx, req)
 	if err != nil {
 		return nil, "", err
 	}
-	key := b.manifestKey(src.Identity, req.Packages, req.Arch.System)
 	data, d, ok, err := b.cachedManifest(ctx, key, mediaType)
 	if err != nil {
 		return nil, "", err
@@ -176,6 +174,16 @@ func (b *Builder) Manifest(ctx context.Context, req *image.Request, mediaType st
 	case <-ctx.Done():
 		return nil, "", ctx.Err()
 	}
+}
+
+// resolve says which package set req selects and the image's cache key.
+func (b *Builder) resolve(ctx context.Context, req *image.Request) (config.Resolved, string, error) {
+	b.init()
+	src, err := b.Source.Resolve(ctx, req.Tag)
+	if err != nil {
+		return config.Resolved{}, "", err
+	}
+	return src, b.manifestKey(src.Identity, req.Packages, req.Arch.System), nil
 }
 
 // start joins the build of key in flight, or starts it detached from any
@@ -234,18 +242,13 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 	id := b.buildID.Add(1)
 	log := b.logger().With("image", req.Name, "tag", req.Tag, "build", id)
 	start := time.Now()
-	// phase logs the end of the phase that began at since, and announces
-	// the next one.
-	phase := func(name string, since time.Time, next string, args ...any) time.Time {
-		now := time.Now()
-		if name != "graph" { // observed from Nix's own timing
-			b.observePhase(name, now.Sub(since))
-		}
-		log.Info("build phase", append([]any{"phase", name, "seconds", now.Sub(since).Seconds()}, args...)...)
+	// phase records and logs a phase that took d, and announces the next.
+	phase := func(name string, d time.Duration, next string, args ...any) {
+		b.observePhase(name, d)
+		log.Info("build phase", append([]any{"phase", name, "seconds", d.Seconds()}, args...)...)
 		if next != "" {
 			p.publish(Event{Kind: "phase", Phase: next})
 		}
-		return now
 	}
 
 	b.stats.NixBuilds.Add(1)
@@ -272,10 +275,10 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 		log.Info("build failed", "phase", "nix", "err", err)
 		return nil, err
 	}
-	b.observePhase("realise", res.Realise)
-	b.observePhase("graph", res.Graph)
-	log.Info("build phase", "phase", "realise", "seconds", res.Realise.Seconds(), "roots", len(res.Roots))
-	t := phase("graph", start.Add(res.Realise), "layers", "paths", len(res.Closure))
+	// Nix announced its own phases (the Phase callback) and timed them.
+	phase("realise", res.Realise, "", "roots", len(res.Roots))
+	phase("graph", res.Graph, "layers", "paths", len(res.Closure))
+	t := time.Now()
 
 	paths := make([]layers.Path, len(res.Closure))
 	for i, p := range res.Closure {
@@ -283,7 +286,8 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 	}
 	// One slot is kept for the customisation layer.
 	groups := layers.GroupWith(paths, b.budget()-1, layers.Options{Popularity: b.Popularity})
-	t = phase("layers", t, "pack", "groups", len(groups))
+	phase("layers", time.Since(t), "pack", "groups", len(groups))
+	t = time.Now()
 
 	// The customisation layer only reads the roots' top directories;
 	// computing it is cheap even when its layer is cached.
@@ -305,7 +309,8 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 			return nil, err
 		}
 	}
-	t = phase("pack", t, "manifest", "layers", len(packed))
+	phase("pack", time.Since(t), "manifest", "layers", len(packed))
+	t = time.Now()
 
 	img := manifest.Image{Arch: req.Arch.OCI, Env: []string{"PATH=" + info.Path}, Layers: packed}
 	if info.CertFile != "" {
@@ -318,8 +323,8 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 	if err != nil {
 		return nil, err
 	}
-	phase("manifest", t, "")
-	b.remember(ctx, key, req, src, res, groups, out)
+	phase("manifest", time.Since(t), "")
+	b.remember(ctx, key, req, src, res, groups, packed, out)
 	log.Info("image built", "seconds", time.Since(start).Seconds(), "digest", out.Manifests[manifest.OCIManifest].Digest)
 	return out, nil
 }
@@ -327,33 +332,34 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 // packAll packs (or finds in the layer cache) the layers of the store-path
 // groups and the customisation layer, in manifest order, concurrently.
 func (b *Builder) packAll(ctx context.Context, groups [][]string, roots []string, entries []archive.Entry, format archive.Format, level int) ([]manifest.Layer, error) {
-	packed := make([]manifest.Layer, len(groups)+1)
+	// One job per layer: the store-path groups, then the customisation layer.
+	type job struct {
+		kind      string   // of layer cache key
+		paths     []string // store paths the layer holds or links to
+		createdBy string
+		write     func(*tar.Writer) error
+	}
+	jobs := make([]job, 0, len(groups)+1)
+	for _, group := range groups {
+		jobs = append(jobs, job{"paths", group, describeGroup(group),
+			func(tw *tar.Writer) error { return archive.StorePaths(tw, group) }})
+	}
+	jobs = append(jobs, job{"customisation", roots, "nixery customisation layer for " + describeGroup(roots),
+		func(tw *tar.Writer) error { return archive.Entries(tw, entries) }})
+
+	packed := make([]manifest.Layer, len(jobs))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.NumCPU())
-	for i, group := range groups {
+	for i, j := range jobs {
 		g.Go(func() error {
-			l, err := b.layer(gctx, b.layerKey("paths", group, format, level), format, level,
-				func(tw *tar.Writer) error { return archive.StorePaths(tw, group) })
+			l, err := b.layer(gctx, b.layerKey(j.kind, j.paths, format, level), format, level, j.write)
 			if err != nil {
-				return fmt.Errorf("layer of %s: %w", describeGroup(group), err)
+				return fmt.Errorf("layer of %s: %w", j.createdBy, err)
 			}
-			packed[i] = manifest.Layer{Blob: manifest.Blob{Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID, CreatedBy: describeGroup(group), MediaType: format.MediaType()}
+			packed[i] = manifest.Layer{Blob: manifest.Blob{Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID, CreatedBy: j.createdBy, MediaType: format.MediaType()}
 			return nil
 		})
 	}
-	g.Go(func() error {
-		l, err := b.layer(gctx, b.layerKey("customisation", roots, format, level), format, level,
-			func(tw *tar.Writer) error { return archive.Entries(tw, entries) })
-		if err != nil {
-			return fmt.Errorf("customisation layer: %w", err)
-		}
-		packed[len(groups)] = manifest.Layer{
-			Blob: manifest.Blob{Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID,
-			CreatedBy: "nixery customisation layer for " + describeGroup(roots),
-			MediaType: format.MediaType(),
-		}
-		return nil
-	})
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}

@@ -101,10 +101,8 @@ func (b *Builder) touch(ctx context.Context, key string, h *hotEntry) {
 	}
 	e := h.entry
 	e.Used = now.UTC()
-	if data, err := json.Marshal(e); err == nil {
-		if err := b.Storage.PutObject(ctx, "manifests/"+key, data); err != nil {
-			b.logger().Warn("manifest cache: use not recorded", "err", err)
-		}
+	if err := b.putManifestEntry(ctx, key, e); err != nil {
+		b.logger().Warn("manifest cache: use not recorded", "err", err)
 	}
 }
 
@@ -161,7 +159,7 @@ func (b *Builder) cachedManifest(ctx context.Context, key, mediaType string) (da
 		return nil, "", false, nil
 	}
 	h := &hotEntry{entry: e, manifests: map[string][]byte{}}
-	h.touched.Store(max(e.Used.Unix(), e.Built.Unix()))
+	h.touched.Store(e.Used.Unix())
 	for mt, md := range e.Manifests {
 		m, err := storage.Get(ctx, b.Storage, md)
 		if errors.Is(err, storage.ErrNotFound) {
@@ -186,6 +184,10 @@ func (b *Builder) storeManifestEntry(ctx context.Context, key string, img *Image
 	for mt, m := range img.Manifests {
 		e.Manifests[mt] = m.Digest
 	}
+	return b.putManifestEntry(ctx, key, e)
+}
+
+func (b *Builder) putManifestEntry(ctx context.Context, key string, e manifestEntry) error {
 	data, err := json.Marshal(e)
 	if err != nil {
 		return err

@@ -53,7 +53,9 @@ type LayerInfo struct {
 
 // remember stores the details of a freshly built image and adds it to
 // the recent images. Failures are logged, never fatal: the image is built.
-func (b *Builder) remember(ctx context.Context, key string, req *image.Request, src config.Resolved, res *nix.Result, groups [][]string, img *Image) {
+// packed are the layers of the OCI manifest: groups, then the
+// customisation layer.
+func (b *Builder) remember(ctx context.Context, key string, req *image.Request, src config.Resolved, res *nix.Result, groups [][]string, packed []manifest.Layer, img *Image) {
 	d := &Details{
 		Name: req.Name, Tag: req.Tag, Packages: req.Packages, Arch: req.Arch.OCI,
 		Source: src.Identity, Revision: src.Revision, Built: time.Now().UTC(),
@@ -65,20 +67,12 @@ func (b *Builder) remember(ctx context.Context, key string, req *image.Request, 
 	for mt, m := range img.Manifests {
 		d.Manifests[mt] = m.Digest
 	}
-	var m struct {
-		Layers []struct {
-			Digest digest.Digest
-			Size   int64
+	for i, l := range packed {
+		li := LayerInfo{Digest: l.Digest, Size: l.Size}
+		if i < len(groups) {
+			li.Paths = groups[i]
 		}
-	}
-	if err := json.Unmarshal(img.Manifests[manifest.OCIManifest].Data, &m); err == nil {
-		for i, l := range m.Layers {
-			li := LayerInfo{Digest: l.Digest, Size: l.Size}
-			if i < len(groups) {
-				li.Paths = groups[i]
-			}
-			d.Layers = append(d.Layers, li)
-		}
+		d.Layers = append(d.Layers, li)
 	}
 	data, err := json.Marshal(d)
 	if err == nil {
@@ -160,11 +154,10 @@ func (b *Builder) loadRecent(ctx context.Context) error {
 
 // Details returns the details of the image req selects, or ErrNotBuilt.
 func (b *Builder) Details(ctx context.Context, req *image.Request) (*Details, error) {
-	src, err := b.Source.Resolve(ctx, req.Tag)
+	_, key, err := b.resolve(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	key := b.manifestKey(src.Identity, req.Packages, req.Arch.System)
 	if _, _, ok, err := b.cachedManifest(ctx, key, manifest.OCIManifest); err != nil {
 		return nil, err
 	} else if !ok {

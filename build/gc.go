@@ -71,15 +71,13 @@ func GC(ctx context.Context, store storage.Backend, maxAge time.Duration, dryRun
 	}
 	for i, name := range names {
 		key := strings.TrimPrefix(name, "manifests/")
-		raw, err := store.GetObject(ctx, name)
-		if errors.Is(err, storage.ErrNotFound) {
-			continue
-		}
+		e, found, err := readEntry(ctx, store, name)
 		if err != nil {
 			return rep, err
 		}
-		var e manifestEntry
-		_ = json.Unmarshal(raw, &e) // an unreadable entry is unused
+		if !found {
+			continue
+		}
 		used := times[i]
 		if e.Used.After(used) {
 			used = e.Used
@@ -96,10 +94,8 @@ func GC(ctx context.Context, store storage.Backend, maxAge time.Duration, dryRun
 		}
 		rep.ImagesKept++
 		liveImages[key] = true
-		for _, md := range e.Manifests {
-			if err := markManifest(ctx, store, md, live); err != nil {
-				return rep, err
-			}
+		if err := markEntry(ctx, store, e, live); err != nil {
+			return rep, err
 		}
 	}
 
@@ -127,19 +123,11 @@ func GC(ctx context.Context, store storage.Backend, maxAge time.Duration, dryRun
 		if mod.Before(started.Add(-time.Minute)) {
 			return nil
 		}
-		raw, err := store.GetObject(ctx, name)
-		if err != nil {
-			return nil
+		e, found, err := readEntry(ctx, store, name)
+		if err != nil || !found {
+			return err
 		}
-		var e manifestEntry
-		if json.Unmarshal(raw, &e) == nil {
-			for _, md := range e.Manifests {
-				if err := markManifest(ctx, store, md, live); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+		return markEntry(ctx, store, e, live)
 	})
 	if err != nil {
 		return rep, err
@@ -205,6 +193,30 @@ func GC(ctx context.Context, store storage.Backend, maxAge time.Duration, dryRun
 		rep.Temporaries = n
 	}
 	return rep, nil
+}
+
+// readEntry reads a manifest cache entry; found is false if it is gone.
+// An unreadable entry reads as empty, which counts as unused.
+func readEntry(ctx context.Context, store storage.Backend, name string) (e manifestEntry, found bool, err error) {
+	raw, err := store.GetObject(ctx, name)
+	if errors.Is(err, storage.ErrNotFound) {
+		return e, false, nil
+	}
+	if err != nil {
+		return e, false, err
+	}
+	_ = json.Unmarshal(raw, &e)
+	return e, true, nil
+}
+
+// markEntry adds the manifests of a cache entry and their blobs to live.
+func markEntry(ctx context.Context, store storage.Backend, e manifestEntry, live map[digest.Digest]bool) error {
+	for _, md := range e.Manifests {
+		if err := markManifest(ctx, store, md, live); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // markManifest adds a manifest and the blobs it references to live.

@@ -156,12 +156,10 @@ func (t *progressTable) finish(key string, p *progress) {
 // new ones as they happen, and is closed after the final event or when
 // ctx ends. The build itself does not depend on ctx.
 func (b *Builder) Watch(ctx context.Context, req *image.Request) (<-chan Event, error) {
-	b.init()
-	src, err := b.Source.Resolve(ctx, req.Tag)
+	src, key, err := b.resolve(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	key := b.manifestKey(src.Identity, req.Packages, req.Arch.System)
 	out := make(chan Event, 16)
 	if _, d, ok, err := b.cachedManifest(ctx, key, manifest.OCIManifest); err != nil {
 		return nil, err
@@ -177,25 +175,23 @@ func (b *Builder) Watch(ctx context.Context, req *image.Request) (<-chan Event, 
 		if live != nil {
 			defer p.unsubscribe(live)
 		}
-		for _, e := range past {
+		send := func(e Event) bool {
 			select {
 			case out <- e:
+				return true
 			case <-ctx.Done():
+				return false
+			}
+		}
+		for _, e := range past {
+			if !send(e) {
 				return
 			}
 		}
-		if live == nil {
-			return
-		}
-		for {
+		for live != nil {
 			select {
 			case e, ok := <-live:
-				if !ok {
-					return
-				}
-				select {
-				case out <- e:
-				case <-ctx.Done():
+				if !ok || !send(e) {
 					return
 				}
 			case <-ctx.Done():

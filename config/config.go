@@ -73,6 +73,54 @@ var settings = []setting{
 	{"build-queue", "NIXERY_BUILD_QUEUE", "64", "builds that may wait for a slot; beyond that, clients get 429 TOOMANYREQUESTS"},
 }
 
+// parser reads numbers and switches from settings, remembering the first
+// error, whose message names the variable and the flag.
+type parser struct {
+	get func(flag string) string
+	err error
+}
+
+func envOf(flag string) string {
+	for _, s := range settings {
+		if s.flag == flag {
+			return s.env
+		}
+	}
+	return ""
+}
+
+// number reads a whole number from min to max (max < 0: no upper bound);
+// hint is added to the error message.
+func (p *parser) number(flag string, min, max int, hint string) int {
+	v := p.get(flag)
+	n, err := strconv.Atoi(v)
+	if err == nil && n >= min && (max < 0 || n <= max) {
+		return n
+	}
+	if p.err == nil {
+		bounds := fmt.Sprintf("from %d to %d", min, max)
+		if max < 0 {
+			bounds = fmt.Sprintf("of at least %d", min)
+		}
+		p.err = fmt.Errorf("%s / --%s must be a whole number %s%s, not %q", envOf(flag), flag, bounds, hint, v)
+	}
+	return 0
+}
+
+// seconds reads a whole number of seconds, at least min.
+func (p *parser) seconds(flag string, min int) time.Duration {
+	return time.Duration(p.number(flag, min, -1, " (seconds)")) * time.Second
+}
+
+// boolean reads true or false.
+func (p *parser) boolean(flag string) bool {
+	b, err := strconv.ParseBool(p.get(flag))
+	if err != nil && p.err == nil {
+		p.err = fmt.Errorf("%s / --%s must be true or false, not %q", envOf(flag), flag, p.get(flag))
+	}
+	return b
+}
+
 // boolString is a flag that may be given alone (true) or with a value,
 // checked later with the other settings.
 type boolString struct{ s string }
@@ -121,48 +169,33 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	get := func(name string) string { return strings.TrimSpace(*values[name]) }
+	p := parser{get: get}
 
 	c := &Config{Host: get("host"), Backend: get("storage-backend"), StoragePath: get("storage-path")}
-	var err error
-	if c.Port, err = strconv.Atoi(get("port")); err != nil || c.Port < 1 || c.Port > 65535 {
-		return nil, fmt.Errorf("PORT / --port must be a port number from 1 to 65535, not %q", get("port"))
-	}
-	secs, err := strconv.Atoi(get("nix-timeout"))
-	if err != nil || secs < 1 {
-		return nil, fmt.Errorf("NIX_TIMEOUT / --nix-timeout must be a whole number of seconds above 0, not %q", get("nix-timeout"))
-	}
-	c.NixTimeout = time.Duration(secs) * time.Second
-	if c.LayerBudget, err = strconv.Atoi(get("layer-budget")); err != nil || c.LayerBudget < 2 || c.LayerBudget > 125 {
-		return nil, fmt.Errorf("NIXERY_LAYER_BUDGET / --layer-budget must be a number from 2 to 125 (one layer is the customisation layer; many runtimes refuse more than 125 layers), not %q", get("layer-budget"))
-	}
-
-	ttl, err := strconv.Atoi(get("cache-ttl"))
-	if err != nil || ttl < 0 {
-		return nil, fmt.Errorf("NIXERY_CACHE_TTL / --cache-ttl must be a whole number of seconds (0 or more), not %q", get("cache-ttl"))
-	}
-	c.CacheTTL = time.Duration(ttl) * time.Second
+	c.Port = p.number("port", 1, 65535, "")
+	c.NixTimeout = p.seconds("nix-timeout", 1)
+	c.LayerBudget = p.number("layer-budget", 2, 125, " (one layer is the customisation layer; many runtimes refuse more than 125 layers)")
+	c.CacheTTL = p.seconds("cache-ttl", 0)
 	c.MaxBuilds = runtime.NumCPU()
-	if v := get("max-builds"); v != "" {
-		if c.MaxBuilds, err = strconv.Atoi(v); err != nil || c.MaxBuilds < 1 {
-			return nil, fmt.Errorf("NIXERY_MAX_BUILDS / --max-builds must be a number above 0, not %q", v)
-		}
+	if get("max-builds") != "" {
+		c.MaxBuilds = p.number("max-builds", 1, -1, "")
 	}
-	if c.BuildQueue, err = strconv.Atoi(get("build-queue")); err != nil || c.BuildQueue < 0 {
-		return nil, fmt.Errorf("NIXERY_BUILD_QUEUE / --build-queue must be a number (0 or more), not %q", get("build-queue"))
-	}
-
+	c.BuildQueue = p.number("build-queue", 0, -1, "")
 	c.LayerFormat, c.Popularity = get("layer-format"), get("popularity")
 	if c.LayerFormat != "gzip" && c.LayerFormat != "zstd" {
 		return nil, fmt.Errorf("NIXERY_LAYER_FORMAT / --layer-format must be gzip or zstd, not %q", c.LayerFormat)
 	}
-	if v := get("compression-level"); v != "" {
+	if get("compression-level") != "" {
 		max := 9
 		if c.LayerFormat == "zstd" {
 			max = 22
 		}
-		if c.Compression, err = strconv.Atoi(v); err != nil || c.Compression < 1 || c.Compression > max {
-			return nil, fmt.Errorf("NIXERY_COMPRESSION_LEVEL / --compression-level must be a level from 1 to %d for %s, not %q", max, c.LayerFormat, v)
-		}
+		c.Compression = p.number("compression-level", 1, max, " for "+c.LayerFormat)
+	}
+	redirect, pathStyle := p.boolean("blob-redirect"), p.boolean("s3-path-style")
+	redirectTTL, timeout := p.seconds("redirect-ttl", 1), p.seconds("storage-timeout", 1)
+	if p.err != nil {
+		return nil, p.err
 	}
 
 	var sources []string
@@ -201,29 +234,6 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 		cache = home
 	}
 	c.DemoPath = filepath.Join(cache, "nixery", "demo-pkgs")
-	redirect, err := strconv.ParseBool(get("blob-redirect"))
-	if err != nil {
-		return nil, fmt.Errorf("NIXERY_BLOB_REDIRECT / --blob-redirect must be true or false, not %q", get("blob-redirect"))
-	}
-	pathStyle, err := strconv.ParseBool(get("s3-path-style"))
-	if err != nil {
-		return nil, fmt.Errorf("NIXERY_S3_PATH_STYLE / --s3-path-style must be true or false, not %q", get("s3-path-style"))
-	}
-	seconds := func(name, env string) (time.Duration, error) {
-		n, err := strconv.Atoi(get(name))
-		if err != nil || n < 1 {
-			return 0, fmt.Errorf("%s / --%s must be a whole number of seconds above 0, not %q", env, name, get(name))
-		}
-		return time.Duration(n) * time.Second, nil
-	}
-	redirectTTL, err := seconds("redirect-ttl", "NIXERY_REDIRECT_TTL")
-	if err != nil {
-		return nil, err
-	}
-	timeout, err := seconds("storage-timeout", "NIXERY_STORAGE_TIMEOUT")
-	if err != nil {
-		return nil, err
-	}
 	switch c.Backend {
 	case "filesystem":
 		if c.StoragePath == "" {

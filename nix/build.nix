@@ -1,34 +1,21 @@
 # Nixery's build expression: load a package set, resolve the requested
 # attribute paths and return the derivations to realise.
 #
-# Package nix runs it with nix-build and --argstr for every argument. It
-# uses only builtins (no nixpkgs lib), so that it works with nixpkgs and
-# with any small package set such as the demo set, on Nix 2.8 and later.
+# Package nix runs it with nix-build, --arg load (load.nix) and --argstr
+# for every other argument. It uses only builtins (no nixpkgs lib), so
+# that it works with nixpkgs and with any small package set such as the
+# demo set, on Nix 2.8 and later.
 #
-#   srcType   "path" | "nixpkgs" | "git"
-#   srcArgs   an absolute path; a nixpkgs channel, branch or commit; or
-#             JSON {"url":…} with an optional "ref" or "rev" for fetchGit
+#   srcType, srcArgs, system   what load.nix loads (see there)
 #   packages  JSON list of attribute paths, e.g. ["hello","xorg.xev"]
-#   system    "x86_64-linux" | "aarch64-linux"
 #
 # If any name does not resolve, evaluation fails with the single line
 #   nixery-unknown-packages: [{"name":…,"candidates":[…]?,"reason":…?}, …]
 # listing every unknown name at once, which package nix recognises.
-{ srcType, srcArgs, packages, system }:
+{ load, srcType, srcArgs, packages, system }:
 
 let
-  src =
-    if srcType == "path" then /. + srcArgs
-    else if srcType == "nixpkgs" then
-      builtins.fetchTarball "https://github.com/NixOS/nixpkgs/archive/${srcArgs}.tar.gz"
-    else if srcType == "git" then builtins.fetchGit (builtins.fromJSON srcArgs)
-    else throw "nixery: unknown source type '${srcType}'";
-
-  imported = import src;
-  pkgs =
-    if builtins.isFunction imported
-    then imported { inherit system; config = { }; overlays = [ ]; }
-    else imported;
+  pkgs = load { inherit srcType srcArgs system; };
 
   upper = [ "A" "B" "C" "D" "E" "F" "G" "H" "I" "J" "K" "L" "M" "N" "O" "P" "Q" "R" "S" "T" "U" "V" "W" "X" "Y" "Z" ];
   lower = [ "a" "b" "c" "d" "e" "f" "g" "h" "i" "j" "k" "l" "m" "n" "o" "p" "q" "r" "s" "t" "u" "v" "w" "x" "y" "z" ];

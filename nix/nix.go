@@ -38,6 +38,31 @@ import (
 //go:embed build.nix
 var buildExpr string
 
+// loadExpr loads a package set; build.nix and search.nix get it as their
+// argument `load`.
+//
+//go:embed load.nix
+var loadExpr string
+
+// nixArgs are the options and the package-set arguments of every Nix
+// evaluation of a package set.
+func (r *Runner) nixArgs(srcType, srcArgs, system string) []string {
+	args := r.offline()
+	if system == "" {
+		system = hostSystem()
+	}
+	return append(args, "--arg", "load", loadExpr,
+		"--argstr", "srcType", srcType, "--argstr", "srcArgs", srcArgs, "--argstr", "system", system)
+}
+
+// offline are the options that keep Nix from asking binary caches.
+func (r *Runner) offline() []string {
+	if r.Offline {
+		return []string{"--option", "substituters", ""}
+	}
+	return nil
+}
+
 // Runner runs Nix. Its zero value works: no time limit, default logger.
 type Runner struct {
 	// Timeout limits one whole Build call; 0 means no limit. When it
@@ -170,10 +195,6 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 	if len(req.Packages) == 0 {
 		return &Result{}, nil
 	}
-	system := req.System
-	if system == "" {
-		system = hostSystem()
-	}
 	if r.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
@@ -200,23 +221,15 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 
-	// 1. Resolve and realise. With --no-out-link nix-build prints one
-	// output path per line, in the order of the list it built.
-	var options []string
-	if r.Offline {
-		options = []string{"--option", "substituters", ""}
-	}
+	// 1. Resolve and realise. nix-build prints one output path per line,
+	// in the order of the list it built.
 	var out bytes.Buffer
 	outLink := []string{"--no-out-link"}
 	if req.RootDir != "" {
 		outLink = []string{"--out-link", filepath.Join(req.RootDir, "result")}
 	}
-	err = r.run(ctx, &out, logLine, "nix-build", append(append(options, outLink...),
-		"--expr", buildExpr,
-		"--argstr", "srcType", req.SrcType,
-		"--argstr", "srcArgs", req.SrcArgs,
-		"--argstr", "packages", string(packages),
-		"--argstr", "system", system)...)
+	args := append(outLink, "--expr", buildExpr, "--argstr", "packages", string(packages))
+	err = r.run(ctx, &out, logLine, "nix-build", append(args, r.nixArgs(req.SrcType, req.SrcArgs, req.System)...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -235,8 +248,8 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 
 	// 2. The closure, with sizes and references, in one process.
 	out.Reset()
-	args := append([]string{"--extra-experimental-features", "nix-command",
-		"path-info", "--json", "--recursive"}, options...)
+	args = append([]string{"--extra-experimental-features", "nix-command",
+		"path-info", "--json", "--recursive"}, r.offline()...)
 	args = append(args, roots...)
 	if err := r.run(ctx, &out, logLine, "nix", args...); err != nil {
 		return nil, err

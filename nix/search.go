@@ -45,20 +45,9 @@ func (r *Runner) Packages(ctx context.Context, req SearchRequest) ([]Package, er
 		ctx, cancel = context.WithTimeout(ctx, DefaultSearchTimeout)
 		defer cancel()
 	}
-	system := req.System
-	if system == "" {
-		system = hostSystem()
-	}
-	var options []string
-	if r.Offline {
-		options = []string{"--option", "substituters", ""}
-	}
 	var out bytes.Buffer
-	err := r.run(ctx, &out, nil, "nix-instantiate", append(options, "--eval", "--strict", "--json",
-		"--expr", searchExpr,
-		"--argstr", "srcType", req.SrcType,
-		"--argstr", "srcArgs", req.SrcArgs,
-		"--argstr", "system", system)...)
+	err := r.run(ctx, &out, nil, "nix-instantiate", append([]string{"--eval", "--strict", "--json",
+		"--expr", searchExpr}, r.nixArgs(req.SrcType, req.SrcArgs, req.System)...)...)
 	if err != nil {
 		return nil, err
 	}

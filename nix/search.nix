@@ -2,12 +2,10 @@
 # their attribute path, version and description, for the package search
 # of the web pages.
 #
-# Package nix runs it with `nix-instantiate --eval --strict --json` and
-# --argstr for every argument. Like build.nix it uses only builtins, so it
-# works with nixpkgs and with any small package set, on Nix 2.8 and later.
-#
-#   srcType, srcArgs  as in build.nix
-#   system            "x86_64-linux" | "aarch64-linux"
+# Package nix runs it with `nix-instantiate --eval --strict --json`,
+# --arg load (load.nix) and --argstr srcType, srcArgs and system (what
+# load.nix loads). Like build.nix it uses only builtins, so it works with
+# nixpkgs and with any small package set, on Nix 2.8 and later.
 #
 # What is listed, the way `nix-env -qa` does it:
 #   - every top-level attribute that is a derivation;
@@ -22,21 +20,10 @@
 #
 # The result is a list of [ attr version description ] triples, the
 # smallest JSON for a hundred thousand packages.
-{ srcType, srcArgs, system }:
+{ load, srcType, srcArgs, system }:
 
 let
-  src =
-    if srcType == "path" then /. + srcArgs
-    else if srcType == "nixpkgs" then
-      builtins.fetchTarball "https://github.com/NixOS/nixpkgs/archive/${srcArgs}.tar.gz"
-    else if srcType == "git" then builtins.fetchGit (builtins.fromJSON srcArgs)
-    else throw "nixery: unknown source type '${srcType}'";
-
-  imported = import src;
-  pkgs =
-    if builtins.isFunction imported
-    then imported { inherit system; config = { }; overlays = [ ]; }
-    else imported;
+  pkgs = load { inherit srcType srcArgs system; };
 
   smallSet = 2000;
   topNames = builtins.attrNames pkgs;

@@ -75,20 +75,32 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) error {
 		return unsupported(req.Method)
 	}
 	path := req.URL.Path
+	var name, ref string
+	var handle func(w http.ResponseWriter, req *http.Request, name, ref string) error
 	switch {
 	case path == "/v2/" || path == "/v2":
 		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#determining-support
 		return writeBody(w, req, "application/json", "", []byte("{}"))
 	case isManifest(path):
-		name, ref := splitRef(path, "/manifests/")
-		return r.manifest(w, req, name, ref)
+		name, ref = splitRef(path, "/manifests/")
+		handle = r.manifest
 	case isBlob(path):
-		name, ref := splitRef(path, "/blobs/")
-		return r.blob(w, req, name, ref)
+		name, ref = splitRef(path, "/blobs/")
+		handle = r.blob
 	case strings.HasSuffix(path, "/tags/list") && strings.HasPrefix(path, "/v2/"):
-		return r.tags(w, req, strings.TrimSuffix(strings.TrimPrefix(path, "/v2/"), "/tags/list"))
+		name = strings.TrimSuffix(strings.TrimPrefix(path, "/v2/"), "/tags/list")
+		handle = r.tags
+	default:
+		return regErr(http.StatusNotFound, "NAME_UNKNOWN", "no such endpoint in the registry API: "+path)
 	}
-	return regErr(http.StatusNotFound, "NAME_UNKNOWN", "no such endpoint in the registry API: "+path)
+	if !image.ValidName(name) {
+		return regErr(http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", name))
+	}
+	return handle(w, req, name, ref)
+}
+
+func blobUnknown(d digest.Digest) *regError {
+	return regErr(http.StatusNotFound, "BLOB_UNKNOWN", fmt.Sprintf("blob %s is not known to this registry", d))
 }
 
 // isManifest matches /v2/<name>/manifests/<reference>.
@@ -112,9 +124,6 @@ func splitRef(path, sep string) (name, ref string) {
 // manifest answers GET/HEAD /v2/<name>/manifests/<reference>.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
 func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref string) error {
-	if !image.ValidName(name) {
-		return regErr(http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", name))
-	}
 	if strings.Contains(ref, ":") {
 		d, err := parseDigest(ref)
 		if err != nil {
@@ -151,10 +160,7 @@ func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref 
 // "latest" (it is built on demand); other tags select revisions of a git
 // package source, which are not enumerated here.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-tags
-func (r *Registry) tags(w http.ResponseWriter, req *http.Request, name string) error {
-	if !image.ValidName(name) {
-		return regErr(http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", name))
-	}
+func (r *Registry) tags(w http.ResponseWriter, req *http.Request, name, _ string) error {
 	tags := []string{"latest"}
 	if last := req.URL.Query().Get("last"); last != "" && last >= "latest" {
 		tags = []string{}
@@ -172,9 +178,6 @@ func (r *Registry) tags(w http.ResponseWriter, req *http.Request, name string) e
 // blob answers GET/HEAD /v2/<name>/blobs/<digest>, with Range support.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-blobs
 func (r *Registry) blob(w http.ResponseWriter, req *http.Request, name, ref string) error {
-	if !image.ValidName(name) {
-		return regErr(http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", name))
-	}
 	d, err := parseDigest(ref)
 	if err != nil {
 		return err
@@ -186,7 +189,7 @@ func (r *Registry) blob(w http.ResponseWriter, req *http.Request, name, ref stri
 	} else if ok {
 		size, err := r.Storage.Stat(req.Context(), d)
 		if errors.Is(err, storage.ErrNotFound) {
-			return regErr(http.StatusNotFound, "BLOB_UNKNOWN", fmt.Sprintf("blob %s is not known to this registry", d))
+			return blobUnknown(d)
 		}
 		if err != nil {
 			return err
@@ -207,7 +210,7 @@ func (r *Registry) blob(w http.ResponseWriter, req *http.Request, name, ref stri
 	}
 	blob, err := r.Storage.Open(req.Context(), d)
 	if errors.Is(err, storage.ErrNotFound) {
-		return regErr(http.StatusNotFound, "BLOB_UNKNOWN", fmt.Sprintf("blob %s is not known to this registry", d))
+		return blobUnknown(d)
 	}
 	if err != nil {
 		return err

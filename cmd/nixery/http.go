@@ -64,7 +64,7 @@ type httpMetrics struct {
 }
 
 type routeStats struct {
-	requests map[string]int64 // by status class, "2xx" …
+	requests [6]int64 // by status class: index 2 counts 2xx …
 	bytes    int64
 	buckets  []int64 // cumulative counts are computed when written
 	sum      float64
@@ -79,10 +79,12 @@ func (m *httpMetrics) observe(route string, status int, bytes int64, d time.Dura
 	}
 	rs := m.routes[route]
 	if rs == nil {
-		rs = &routeStats{requests: map[string]int64{}, buckets: make([]int64, len(latencyBuckets))}
+		rs = &routeStats{buckets: make([]int64, len(latencyBuckets))}
 		m.routes[route] = rs
 	}
-	rs.requests[fmt.Sprintf("%dxx", status/100)]++
+	if class := status / 100; class >= 1 && class <= 5 {
+		rs.requests[class]++
+	}
 	rs.bytes += bytes
 	secs := d.Seconds()
 	for i, le := range latencyBuckets {
@@ -102,9 +104,9 @@ func (m *httpMetrics) write(w io.Writer) {
 	fmt.Fprint(w, "# HELP nixery_http_requests_total HTTP requests by route and status class.\n# TYPE nixery_http_requests_total counter\n")
 	for _, r := range routes {
 		if rs := m.routes[r]; rs != nil {
-			for _, class := range []string{"1xx", "2xx", "3xx", "4xx", "5xx"} {
+			for class := 1; class <= 5; class++ {
 				if n := rs.requests[class]; n > 0 {
-					fmt.Fprintf(w, "nixery_http_requests_total{route=%q,code=%q} %d\n", r, class, n)
+					fmt.Fprintf(w, "nixery_http_requests_total{route=%q,code=\"%dxx\"} %d\n", r, class, n)
 				}
 			}
 		}

@@ -26,15 +26,6 @@ const (
 	Zstd
 )
 
-// Layer media types. The Docker schema 2 format has no zstd type; Docker
-// itself writes the OCI zstd type into schema 2 manifests, so DockerMediaType
-// does the same.
-const (
-	OCIGzipMediaType    = "application/vnd.oci.image.layer.v1.tar+gzip"
-	OCIZstdMediaType    = "application/vnd.oci.image.layer.v1.tar+zstd"
-	DockerGzipMediaType = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-)
-
 // String returns "gzip" or "zstd".
 func (f Format) String() string {
 	switch f {
@@ -44,23 +35,6 @@ func (f Format) String() string {
 		return "zstd"
 	}
 	return fmt.Sprintf("Format(%d)", int(f))
-}
-
-// MediaType is the layer media type of f in an OCI image manifest.
-func (f Format) MediaType() string {
-	if f == Zstd {
-		return OCIZstdMediaType
-	}
-	return OCIGzipMediaType
-}
-
-// DockerMediaType is the layer media type of f in a Docker schema 2
-// manifest.
-func (f Format) DockerMediaType() string {
-	if f == Zstd {
-		return OCIZstdMediaType
-	}
-	return DockerGzipMediaType
 }
 
 // Options say how PackWith compresses. The zero value is gzip at the

@@ -356,7 +356,7 @@ func (b *Builder) packAll(ctx context.Context, groups [][]string, roots []string
 			if err != nil {
 				return fmt.Errorf("layer of %s: %w", j.createdBy, err)
 			}
-			packed[i] = manifest.Layer{Blob: manifest.Blob{Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID, CreatedBy: j.createdBy, MediaType: format.MediaType()}
+			packed[i] = manifest.Layer{Blob: manifest.Blob{Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID, CreatedBy: j.createdBy, MediaType: manifest.LayerMediaType(format.String())}
 			return nil
 		})
 	}

@@ -34,6 +34,15 @@ const (
 	DockerLayer    = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 )
 
+// LayerMediaType is the OCI layer media type of a layer compression,
+// "gzip" or "zstd".
+func LayerMediaType(compression string) string {
+	if compression == "zstd" {
+		return OCILayerZstd
+	}
+	return OCILayer
+}
+
 // MediaTypes lists the manifest media types Nixery serves, preferred first.
 var MediaTypes = []string{OCIManifest, DockerManifest}
 

@@ -114,3 +114,9 @@ func TestNegotiate(t *testing.T) {
 		}
 	}
 }
+
+func TestLayerMediaType(t *testing.T) {
+	if LayerMediaType("gzip") != "application/vnd.oci.image.layer.v1.tar+gzip" || LayerMediaType("zstd") != "application/vnd.oci.image.layer.v1.tar+zstd" {
+		t.Errorf("LayerMediaType: gzip %q, zstd %q", LayerMediaType("gzip"), LayerMediaType("zstd"))
+	}
+}

@@ -176,22 +176,6 @@ func (g *GCS) String() string {
 // Close releases the client's connections.
 func (g *GCS) Close() error { return g.client.Close() }
 
-// gcsErr maps the library's not-found sentinel before the shared mapping.
-func gcsErr(ctx context.Context, what string, err error) error {
-	if errors.Is(err, gcs.ErrObjectNotExist) || errors.Is(err, gcs.ErrBucketNotExist) {
-		return fmt.Errorf("%s: %w (%v)", what, ErrNotFound, err)
-	}
-	return classify(ctx, what, err)
-}
-
-// call runs one metadata request with the backend's timeout.
-func gcsCall[T any](ctx context.Context, timeout time.Duration, what string, fn func(ctx context.Context) (T, error)) (T, error) {
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	v, err := fn(cctx)
-	return v, gcsErr(ctx, what, err)
-}
-
 func (g *GCS) Create(ctx context.Context) (Writer, error) {
 	return newRemoteWriter(ctx, g, g.cfg.PartSize), nil
 }
@@ -201,7 +185,7 @@ func (g *GCS) Stat(ctx context.Context, d digest.Digest) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	attrs, err := gcsCall(ctx, g.cfg.Timeout, "stat "+d.String(), g.bucket.Object(key).Attrs)
+	attrs, err := withTimeout(ctx, g.cfg.Timeout, "stat "+d.String(), g.bucket.Object(key).Attrs)
 	if err != nil {
 		return 0, err
 	}
@@ -221,7 +205,7 @@ func (g *GCS) Open(ctx context.Context, d digest.Digest) (Reader, error) {
 	wd.disarm()
 	if err != nil {
 		wd.close()
-		return nil, wd.check(what, g.cfg.Timeout, gcsErr(ctx, what, err))
+		return nil, wd.check(what, g.cfg.Timeout, classify(ctx, what, err))
 	}
 	return newRemoteReader(rctx, wd, what, g.cfg.Timeout, r.Attrs.Size, r,
 		func(ctx context.Context, offset int64) (io.ReadCloser, error) {
@@ -234,7 +218,7 @@ func (g *GCS) GetObject(ctx context.Context, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return gcsCall(ctx, g.cfg.Timeout, "object "+name, func(ctx context.Context) ([]byte, error) {
+	return withTimeout(ctx, g.cfg.Timeout, "object "+name, func(ctx context.Context) ([]byte, error) {
 		r, err := g.bucket.Object(key).NewReader(ctx)
 		if err != nil {
 			return nil, err
@@ -297,7 +281,7 @@ func (g *GCS) putOnce(ctx context.Context, what, key string, data []byte) error 
 		err = w.Close()
 	}
 	wd.disarm()
-	return wd.check(what, g.cfg.TransferTimeout, gcsErr(ctx, what, err))
+	return wd.check(what, g.cfg.TransferTimeout, classify(ctx, what, err))
 }
 
 // gcsUpload is a resumable upload to a temporary name.
@@ -325,7 +309,7 @@ func (u *gcsUpload) write(p []byte) error {
 	u.wd.arm(u.g.cfg.TransferTimeout)
 	_, err := u.w.Write(p)
 	u.wd.disarm()
-	return u.wd.check("upload", u.g.cfg.TransferTimeout, gcsErr(u.ctx, "upload", err))
+	return u.wd.check("upload", u.g.cfg.TransferTimeout, classify(u.ctx, "upload", err))
 }
 
 func (u *gcsUpload) finish() error {
@@ -333,7 +317,7 @@ func (u *gcsUpload) finish() error {
 	err := u.w.Close()
 	u.wd.disarm()
 	if err != nil {
-		return u.wd.check("complete upload", u.g.cfg.TransferTimeout, gcsErr(u.ctx, "complete upload", err))
+		return u.wd.check("complete upload", u.g.cfg.TransferTimeout, classify(u.ctx, "complete upload", err))
 	}
 	u.finished, u.attrs = true, u.w.Attrs()
 	return nil
@@ -350,7 +334,7 @@ func (u *gcsUpload) promote(d digest.Digest, size int64) error {
 		return err
 	}
 	src := u.obj.If(gcs.Conditions{GenerationMatch: u.attrs.Generation})
-	_, err = gcsCall(u.ctx, u.g.cfg.TransferTimeout, "publish "+d.String(), func(ctx context.Context) (*gcs.ObjectAttrs, error) {
+	_, err = withTimeout(u.ctx, u.g.cfg.TransferTimeout, "publish "+d.String(), func(ctx context.Context) (*gcs.ObjectAttrs, error) {
 		c := u.g.writable(key).CopierFrom(src)
 		c.ContentType = "application/octet-stream"
 		return c.Run(ctx)
@@ -427,7 +411,7 @@ func (g *GCS) list(ctx context.Context, prefix string, fn func(*gcs.ObjectAttrs)
 			return nil
 		}
 		if err != nil {
-			return wd.check("list "+prefix, g.cfg.Timeout, gcsErr(ctx, "list "+prefix, err))
+			return wd.check("list "+prefix, g.cfg.Timeout, classify(ctx, "list "+prefix, err))
 		}
 		if err := fn(attrs); err != nil {
 			return err
@@ -473,7 +457,7 @@ func (g *GCS) DeleteObject(ctx context.Context, name string) error {
 }
 
 func (g *GCS) delete(ctx context.Context, key string) error {
-	_, err := gcsCall(ctx, g.cfg.Timeout, "delete "+key, func(ctx context.Context) (struct{}, error) {
+	_, err := withTimeout(ctx, g.cfg.Timeout, "delete "+key, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, g.writable(key).Delete(ctx)
 	})
 	if errors.Is(err, ErrNotFound) {

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	gcs "cloud.google.com/go/storage"
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/api/googleapi"
 )
@@ -116,6 +117,11 @@ func classify(ctx context.Context, what string, err error) error {
 	}
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnavailable) {
 		return err
+	}
+	// The GCS library reports a missing object or bucket with sentinels
+	// rather than a status.
+	if errors.Is(err, gcs.ErrObjectNotExist) || errors.Is(err, gcs.ErrBucketNotExist) {
+		return fmt.Errorf("%s: %w (%v)", what, ErrNotFound, err)
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("storage: %s: %w", what, ctx.Err())

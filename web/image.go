@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/nixery/nixery/build"
-	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/manifest"
 )
@@ -35,7 +35,7 @@ type LayerView struct {
 }
 
 // view adds sizes, sharing and commands to an image's details. Sharing is
-// computed against the images this process built recently: a layer they
+// computed against the recently built images (build.Recent): a layer they
 // also have is one a client that pulled them already holds.
 func (s *Site) view(r *http.Request, req *image.Request, d *build.Details) *ImageView {
 	v := &ImageView{Details: d, Commands: commands(r, req)}
@@ -49,7 +49,7 @@ func (s *Site) view(r *http.Request, req *image.Request, d *build.Details) *Imag
 			continue
 		}
 		for _, l := range o.Layers {
-			if names := owners[l.Digest]; !slicesContains(names, o.Name) {
+			if names := owners[l.Digest]; !slices.Contains(names, o.Name) {
 				owners[l.Digest] = append(names, o.Name)
 			}
 		}
@@ -70,7 +70,7 @@ func (s *Site) imagePage(w http.ResponseWriter, r *http.Request, req *image.Requ
 		s.render(w, r, http.StatusOK, "image.html", data)
 		return
 	case err != nil:
-		s.fail(w, r, lookupStatus(err), err.Error())
+		s.fail(w, r, errorStatus(err), err.Error())
 		return
 	}
 	data["Image"] = s.view(r, req, d)
@@ -84,19 +84,10 @@ func (s *Site) imageAPI(w http.ResponseWriter, r *http.Request, req *image.Reque
 		return
 	}
 	if err != nil {
-		s.fail(w, r, lookupStatus(err), err.Error())
+		s.fail(w, r, errorStatus(err), err.Error())
 		return
 	}
 	writeJSON(w, r, http.StatusOK, s.view(r, req, d))
-}
-
-// lookupStatus is the status of a failure to look an image up.
-func lookupStatus(err error) int {
-	var ure *config.UnknownRevisionError
-	if errors.As(err, &ure) {
-		return http.StatusNotFound
-	}
-	return errorStatus(err)
 }
 
 // buildPage shows a build live. Opening it starts the build (or joins
@@ -110,7 +101,7 @@ func (s *Site) buildPage(w http.ResponseWriter, r *http.Request, req *image.Requ
 		ch, err := s.Builder.Watch(ctx, req)
 		cancel() // the build goes on without this watcher
 		if err != nil {
-			s.fail(w, r, lookupStatus(err), err.Error())
+			s.fail(w, r, errorStatus(err), err.Error())
 			return
 		}
 		for range ch {

@@ -25,11 +25,13 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/image"
 )
 
@@ -211,7 +213,7 @@ func commands(r *http.Request, req *image.Request) Commands {
 	}
 	dir := strings.ReplaceAll(req.Name, "/", "-")
 	run := "docker run -it --rm " + ref
-	if !slicesContains(req.Packages, "bashInteractive") {
+	if !slices.Contains(req.Packages, "bashInteractive") {
 		run += " sh"
 	}
 	return Commands{
@@ -220,15 +222,6 @@ func commands(r *http.Request, req *image.Request) Commands {
 		Podman:    "podman pull " + tls + ref,
 		Skopeo:    "skopeo copy " + srcTLS + "docker://" + ref + " oci:" + dir + ":" + req.Tag,
 	}
-}
-
-func slicesContains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // humanSize formats a byte count for people: 1.5 MiB.
@@ -294,9 +287,12 @@ func (s *Site) indexPage(w http.ResponseWriter, r *http.Request) {
 // errorStatus maps a build or lookup error to an HTTP status.
 func errorStatus(err error) int {
 	var ie *image.Error
+	var ure *config.UnknownRevisionError
 	switch {
 	case errors.As(err, &ie):
 		return http.StatusBadRequest
+	case errors.As(err, &ure):
+		return http.StatusNotFound
 	case errors.Is(err, build.ErrBusy):
 		return http.StatusTooManyRequests
 	}

@@ -267,19 +267,12 @@ func nixpkgsSized() []nix.Package {
 	return pkgs
 }
 
-func TestSearchNixpkgsSizedIsFast(t *testing.T) {
-	start := time.Now()
+// How fast a search is, is BenchmarkSearch's to say (figures in the README).
+func TestSearchNixpkgsSized(t *testing.T) {
 	x := newIndex("test", "", nixpkgsSized())
-	indexed := time.Since(start)
-	start = time.Now()
 	res, total := x.search("mod99", 50)
-	took := time.Since(start)
-	t.Logf("100,000 packages: indexed in %s, a substring search in %s (%d matches)", indexed, took, total)
-	if len(res) == 0 || res[0].Attr != "python3Packages.mod990" {
-		t.Errorf("first result %+v", res)
-	}
-	if took > 500*time.Millisecond {
-		t.Errorf("search took %s", took)
+	if len(res) == 0 || res[0].Attr != "python3Packages.mod990" || total == 0 {
+		t.Errorf("first result %+v of %d", res, total)
 	}
 }
 

@@ -21,7 +21,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/manifest"
@@ -295,7 +295,7 @@ func classify(err error) *regError {
 		return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", unknown.Error())
 	case errors.As(err, &unknownRev):
 		return &regError{Status: http.StatusNotFound, Code: "MANIFEST_UNKNOWN", Message: unknownRev.Error()}
-	case errors.Is(err, build.ErrBusy):
+	case errors.Is(err, builder.ErrBusy):
 		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
 		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: err.Error(), RetryAfter: 10}
 	case errors.Is(err, storage.ErrUnavailable):

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/demo/demotest"
 	"github.com/nixery/nixery/manifest"
@@ -28,7 +28,7 @@ func newServer(t *testing.T) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &build.Builder{
+	b := &builder.Builder{
 		Source:   config.PathSource{Path: pkgs},
 		Nix:      &nix.Runner{Timeout: 2 * time.Minute, Offline: true},
 		Storage:  store,

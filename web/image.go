@@ -12,7 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/manifest"
 )
@@ -20,7 +20,7 @@ import (
 // ImageView is an image's details as the image page and /api/image show
 // them.
 type ImageView struct {
-	*build.Details
+	*builder.Details
 	ClosureSize int64       `json:"closureSize"` // sum of the store paths' NAR sizes
 	ImageSize   int64       `json:"imageSize"`   // sum of the compressed layers
 	Layers      []LayerView `json:"layers"`
@@ -29,15 +29,15 @@ type ImageView struct {
 
 // LayerView is a layer and the other recent images that share it.
 type LayerView struct {
-	build.LayerInfo
+	builder.LayerInfo
 	Customisation bool     `json:"customisation,omitempty"`
 	SharedWith    []string `json:"sharedWith,omitempty"` // names of other recent images with this layer
 }
 
 // view adds sizes, sharing and commands to an image's details. Sharing is
-// computed against the recently built images (build.Recent): a layer they
+// computed against the recently built images (builder.Recent): a layer they
 // also have is one a client that pulled them already holds.
-func (s *Site) view(r *http.Request, req *image.Request, d *build.Details) *ImageView {
+func (s *Site) view(r *http.Request, req *image.Request, d *builder.Details) *ImageView {
 	v := &ImageView{Details: d, Commands: commands(r, req)}
 	for _, p := range d.Closure {
 		v.ClosureSize += p.Size
@@ -65,7 +65,7 @@ func (s *Site) imagePage(w http.ResponseWriter, r *http.Request, req *image.Requ
 	data := map[string]any{"Title": Ref(req) + " · Nixery", "Ref": Ref(req), "Req": req, "Commands": commands(r, req)}
 	d, err := s.Builder.Details(r.Context(), req)
 	switch {
-	case errors.Is(err, build.ErrNotBuilt):
+	case errors.Is(err, builder.ErrNotBuilt):
 		// Not built (or expired): offer to build it.
 		s.render(w, r, http.StatusOK, "image.html", data)
 		return
@@ -79,7 +79,7 @@ func (s *Site) imagePage(w http.ResponseWriter, r *http.Request, req *image.Requ
 
 func (s *Site) imageAPI(w http.ResponseWriter, r *http.Request, req *image.Request) {
 	d, err := s.Builder.Details(r.Context(), req)
-	if errors.Is(err, build.ErrNotBuilt) {
+	if errors.Is(err, builder.ErrNotBuilt) {
 		s.fail(w, r, http.StatusNotFound, fmt.Sprintf("%s is not built yet; GET /api/build/%s/events builds it", Ref(req), Ref(req)))
 		return
 	}
@@ -95,7 +95,7 @@ func (s *Site) imageAPI(w http.ResponseWriter, r *http.Request, req *image.Reque
 // JavaScript; the page's script follows the event stream.
 func (s *Site) buildPage(w http.ResponseWriter, r *http.Request, req *image.Request) {
 	data := map[string]any{"Title": "Building " + Ref(req) + " · Nixery", "Ref": Ref(req), "Req": req,
-		"Commands": commands(r, req), "Phases": build.Phases}
+		"Commands": commands(r, req), "Phases": builder.Phases}
 	if r.Method == http.MethodGet {
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		ch, err := s.Builder.Watch(ctx, req)
@@ -112,7 +112,7 @@ func (s *Site) buildPage(w http.ResponseWriter, r *http.Request, req *image.Requ
 
 // events streams the build of req as server-sent events
 // (https://html.spec.whatwg.org/multipage/server-sent-events.html): one
-// message per build.Event, its JSON in the data field, flushed at once;
+// message per builder.Event, its JSON in the data field, flushed at once;
 // the stream ends after the final event ("done" or "error"). Watch starts
 // the build if it is neither cached nor in flight. Failures to start are
 // sent as an "error" event too, so that every client (EventSource, the
@@ -127,7 +127,7 @@ func (s *Site) events(w http.ResponseWriter, r *http.Request, req *image.Request
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	send := func(e build.Event) error {
+	send := func(e builder.Event) error {
 		data, err := json.Marshal(e)
 		if err != nil {
 			return err
@@ -140,7 +140,7 @@ func (s *Site) events(w http.ResponseWriter, r *http.Request, req *image.Request
 	ch, err := s.Builder.Watch(r.Context(), req)
 	if err != nil {
 		w.WriteHeader(http.StatusOK)
-		send(build.Event{Time: time.Now().UTC(), Kind: "error", Message: err.Error()})
+		send(builder.Event{Time: time.Now().UTC(), Kind: "error", Message: err.Error()})
 		return
 	}
 	w.WriteHeader(http.StatusOK)

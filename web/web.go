@@ -30,14 +30,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/image"
 )
 
 // Site serves the pages and their JSON endpoints. Builder is required.
 type Site struct {
-	Builder *build.Builder
+	Builder *builder.Builder
 	Version string
 	Logger  *slog.Logger
 	// SearchTTL is how long the package list of a moving source (a
@@ -293,7 +293,7 @@ func errorStatus(err error) int {
 		return http.StatusBadRequest
 	case errors.As(err, &ure):
 		return http.StatusNotFound
-	case errors.Is(err, build.ErrBusy):
+	case errors.Is(err, builder.ErrBusy):
 		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/demo/demotest"
 	"github.com/nixery/nixery/nix"
@@ -28,7 +28,7 @@ func newSite(t *testing.T) *Site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &build.Builder{
+	b := &builder.Builder{
 		Source:    config.PathSource{Path: dir, Label: "demo set"},
 		Nix:       &nix.Runner{Timeout: 2 * time.Minute, Offline: true},
 		Storage:   store,
@@ -98,16 +98,16 @@ func TestPages(t *testing.T) {
 }
 
 // readSSE reads every event of a text/event-stream answer.
-func readSSE(t *testing.T, r io.Reader) []build.Event {
+func readSSE(t *testing.T, r io.Reader) []builder.Event {
 	t.Helper()
-	var events []build.Event
+	var events []builder.Event
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		data, ok := strings.CutPrefix(sc.Text(), "data: ")
 		if !ok {
 			continue
 		}
-		var e build.Event
+		var e builder.Event
 		if err := json.Unmarshal([]byte(data), &e); err != nil {
 			t.Fatalf("event %q: %v", data, err)
 		}
@@ -116,7 +116,7 @@ func readSSE(t *testing.T, r io.Reader) []build.Event {
 	return events
 }
 
-func stream(t *testing.T, srv *httptest.Server, ref string) []build.Event {
+func stream(t *testing.T, srv *httptest.Server, ref string) []builder.Event {
 	t.Helper()
 	resp, err := http.Get(srv.URL + EventsPath(ref))
 	if err != nil {
@@ -143,8 +143,8 @@ func TestBuildProgressStream(t *testing.T) {
 			phases = append(phases, e.Phase)
 		}
 	}
-	if !slices.Equal(phases, build.Phases) {
-		t.Errorf("phases %q, want %q", phases, build.Phases)
+	if !slices.Equal(phases, builder.Phases) {
+		t.Errorf("phases %q, want %q", phases, builder.Phases)
 	}
 	if len(events) == 0 || events[0].Kind != "queued" {
 		t.Errorf("first event: %+v", events)

@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/web"
@@ -92,7 +92,7 @@ Example:
 	} else if isTerminal(stdout) {
 		show = &barView{w: stdout, start: time.Now()}
 	}
-	var final build.Event
+	var final builder.Event
 	if *local {
 		var host string
 		final, host, err = buildLocally(ctx, req, show, stderr)
@@ -127,15 +127,15 @@ Example:
 // buildLocally builds req in this process with the configuration serve
 // would use (from the environment) and shows its events; it returns the
 // final event and the host:port that serve would listen on.
-func buildLocally(ctx context.Context, req *image.Request, show progressView, stderr io.Writer) (build.Event, string, error) {
+func buildLocally(ctx context.Context, req *image.Request, show progressView, stderr io.Writer) (builder.Event, string, error) {
 	cfg, err := config.Load(nil, os.Getenv)
 	if err != nil {
-		return build.Event{}, "", fmt.Errorf("configuration: %w", err)
+		return builder.Event{}, "", fmt.Errorf("configuration: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p, err := wire(ctx, cfg, log)
 	if err != nil {
-		return build.Event{}, "", err
+		return builder.Event{}, "", err
 	}
 	host := cfg.Host
 	if host == "" {
@@ -144,7 +144,7 @@ func buildLocally(ctx context.Context, req *image.Request, show progressView, st
 	host = net.JoinHostPort(host, strconv.Itoa(cfg.Port))
 	events, err := p.builder.Watch(ctx, req)
 	if err != nil {
-		return build.Event{}, host, err
+		return builder.Event{}, host, err
 	}
 	for e := range events {
 		show.event(e)
@@ -152,7 +152,7 @@ func buildLocally(ctx context.Context, req *image.Request, show progressView, st
 			return e, host, nil
 		}
 	}
-	return build.Event{}, host, ctx.Err()
+	return builder.Event{}, host, ctx.Err()
 }
 
 func envOr(name, def string) string {
@@ -164,24 +164,24 @@ func envOr(name, def string) string {
 
 // followBuild reads the server-sent events at url until the final one,
 // passing each to show.
-func followBuild(ctx context.Context, url string, show progressView) (build.Event, error) {
+func followBuild(ctx context.Context, url string, show progressView) (builder.Event, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return build.Event{}, err
+		return builder.Event{}, err
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return build.Event{}, err
+		return builder.Event{}, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		var e struct{ Error string }
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return build.Event{}, errors.New(e.Error)
+			return builder.Event{}, errors.New(e.Error)
 		}
-		return build.Event{}, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return builder.Event{}, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
 	events := readEvents(resp.Body)
 	for {
@@ -190,11 +190,11 @@ func followBuild(ctx context.Context, url string, show progressView) (build.Even
 			if errors.Is(err, io.EOF) {
 				err = errors.New("the server closed the event stream before the build ended")
 			}
-			return build.Event{}, err
+			return builder.Event{}, err
 		}
-		var e build.Event
+		var e builder.Event
 		if err := json.Unmarshal([]byte(data), &e); err != nil {
-			return build.Event{}, fmt.Errorf("bad event %q: %w", data, err)
+			return builder.Event{}, fmt.Errorf("bad event %q: %w", data, err)
 		}
 		show.event(e)
 		if e.Final() {
@@ -232,19 +232,19 @@ func readEvents(r io.Reader) func() (string, error) {
 
 // progressView shows build events to a person.
 type progressView interface {
-	event(build.Event)
+	event(builder.Event)
 	end()
 }
 
 type nopView struct{}
 
-func (nopView) event(build.Event) {}
+func (nopView) event(builder.Event) {}
 func (nopView) end()              {}
 
 // plainView prints one line per event, for logs (stdout not a terminal).
 type plainView struct{ w io.Writer }
 
-func (v *plainView) event(e build.Event) {
+func (v *plainView) event(e builder.Event) {
 	switch e.Kind {
 	case "queued":
 		fmt.Fprintf(v.w, "queued %s\n", e.Message)
@@ -268,12 +268,12 @@ type barView struct {
 	start   time.Time
 	mu      sync.Mutex
 	stop    chan struct{}
-	phase   int // index in build.Phases of the current phase; -1 before
+	phase   int // index in builder.Phases of the current phase; -1 before
 	started bool
 	last    string
 }
 
-func (v *barView) event(e build.Event) {
+func (v *barView) event(e builder.Event) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if !v.started {
@@ -298,7 +298,7 @@ func (v *barView) event(e build.Event) {
 	}
 	switch e.Kind {
 	case "phase":
-		for i, p := range build.Phases {
+		for i, p := range builder.Phases {
 			if p == e.Phase {
 				v.phase = i
 			}
@@ -307,7 +307,7 @@ func (v *barView) event(e build.Event) {
 	case "log", "queued":
 		v.last = e.Message
 	case "done":
-		v.phase, v.last = len(build.Phases), e.Message
+		v.phase, v.last = len(builder.Phases), e.Message
 	case "error":
 		v.last = "failed"
 	}
@@ -316,7 +316,7 @@ func (v *barView) event(e build.Event) {
 
 func (v *barView) draw() {
 	const width = 20
-	n := len(build.Phases)
+	n := len(builder.Phases)
 	filled := 0
 	if v.phase >= 0 {
 		filled = width * v.phase / n
@@ -326,7 +326,7 @@ func (v *barView) draw() {
 	case v.phase >= n:
 		name = "done"
 	case v.phase >= 0:
-		name = fmt.Sprintf("%d/%d %s", v.phase+1, n, build.Phases[v.phase])
+		name = fmt.Sprintf("%d/%d %s", v.phase+1, n, builder.Phases[v.phase])
 	}
 	line := fmt.Sprintf("[%s%s] %-14s %5.1fs  %s", strings.Repeat("#", filled), strings.Repeat("-", width-filled),
 		name, time.Since(v.start).Seconds(), v.last)

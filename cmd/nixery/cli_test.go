@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/builder"
 )
 
 // fakeServer streams fixed events for any build.
@@ -76,4 +76,4 @@ func TestBarView(t *testing.T) {
 	}
 }
 
-func buildEvent(kind, phase string) build.Event { return build.Event{Kind: kind, Phase: phase} }
+func buildEvent(kind, phase string) builder.Event { return builder.Event{Kind: kind, Phase: phase} }

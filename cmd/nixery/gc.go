@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/config"
 )
 
@@ -82,7 +82,7 @@ GCS_BUCKET, NIXERY_S3_BUCKET, …).
 		fmt.Fprintf(stderr, "nixery gc: %v\n", err)
 		return 1
 	}
-	rep, err := build.GC(ctx, store, maxAge, dryRun)
+	rep, err := builder.GC(ctx, store, maxAge, dryRun)
 	if err != nil {
 		fmt.Fprintf(stderr, "nixery gc: %s: %v\n", store, err)
 		return 1

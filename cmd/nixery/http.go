@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/nix"
 	"github.com/nixery/nixery/storage"
 )
@@ -205,7 +205,7 @@ func instrument(log *slog.Logger, m *httpMetrics, next http.Handler) http.Handle
 
 // metricsHandler serves /metrics: the builder's counters, then the HTTP
 // ones.
-func metricsHandler(b *build.Builder, m *httpMetrics) http.Handler {
+func metricsHandler(b *builder.Builder, m *httpMetrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		b.WriteMetrics(w)

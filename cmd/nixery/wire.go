@@ -6,7 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/nixery/nixery/archive"
-	"github.com/nixery/nixery/build"
+	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/demo"
 	"github.com/nixery/nixery/nix"
@@ -29,7 +29,7 @@ func openStorage(ctx context.Context, cfg *config.Config) (storage.Backend, erro
 type parts struct {
 	source     config.Source
 	store      storage.Backend
-	builder    *build.Builder
+	builder    *builder.Builder
 	nixVersion string
 }
 
@@ -66,7 +66,7 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 	if cfg.LayerFormat == "zstd" {
 		format = archive.Zstd
 	}
-	builder := &build.Builder{
+	builder := &builder.Builder{
 		Format:       format,
 		Compression:  cfg.Compression,
 		Popularity:   popularity,

@@ -17,7 +17,7 @@
 // Both manifest formats (OCI and Docker schema 2) are written for every
 // image, each under its own digest, so a pull by digest works whichever
 // format the client first asked for.
-package build
+package builder
 
 import (
 	"archive/tar"

@@ -5,14 +5,20 @@
 //
 // Around that pipe sit the things that make it cheap for many users:
 //
-//   - a manifest cache and a layer cache in the storage backend (see
-//     cache.go), so warm pulls never run Nix and a store-path set is
-//     packed once, even across restarts and replicas;
+//   - a manifest cache and a layer cache in the storage backend (named
+//     and encoded by package catalog; see cache.go), so warm pulls never
+//     run Nix and a store-path set is packed once, even across restarts
+//     and replicas;
+//   - a lease per build on every blob it relies on, so that a garbage
+//     collection running meanwhile cannot delete them (see catalog.GC);
 //   - single flight: identical requests in flight share one build, which
 //     runs detached from any one client, so a client that disconnects
 //     does not cancel a build that others wait for (NIX_TIMEOUT and
 //     BuildTimeout still end every build);
-//   - a limit on builds running at once, with a bounded queue (limit.go).
+//   - a limit on builds running at once, with a bounded queue (limit.go),
+//     an admission hook (per-client rate limits) before a new build
+//     starts, and a short memory of failed builds, so that a client
+//     repeating a broken name does not run Nix each time.
 //
 // Both manifest formats (OCI and Docker schema 2) are written for every
 // image, each under its own digest, so a pull by digest works whichever
@@ -34,9 +40,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/nixery/nixery/archive"
+	"github.com/nixery/nixery/catalog"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/layers"
@@ -57,9 +63,9 @@ const DefaultBuildTimeout = 30 * time.Minute
 // Builder builds images. Source, Nix and Storage are required; the other
 // fields have working zero values.
 type Builder struct {
-	Source      config.Source
-	Nix         *nix.Runner
-	Storage     storage.Backend
+	Source  config.Source
+	Nix     *nix.Runner
+	Storage storage.Backend
 	LayerBudget int            // <= 1 means DefaultLayerBudget
 	Format      archive.Format // layer compression: gzip (default) or zstd
 	Compression int            // compression level; 0 = the format's default
@@ -73,16 +79,23 @@ type Builder struct {
 	QueueSize    int           // builds waiting for a slot before ErrBusy
 	// BuildTimeout bounds one whole build; 0 = DefaultBuildTimeout.
 	BuildTimeout time.Duration
-	Logger       *slog.Logger
+	// Admit, if set, is asked before a request starts a new build (not
+	// for cached images, nor for joining a build in flight); an error
+	// refuses the request (per-client rate limits).
+	Admit func(ctx context.Context) error
+	// FailureTTL is how long a failed build's error is answered again
+	// without building; 0 = DefaultFailureTTL.
+	FailureTTL time.Duration
+	Logger     *slog.Logger
 
 	once     sync.Once
 	limit    *limiter
-	flight   singleflight.Group
-	hot      hotCache
+	cat      *catalog.Catalog
+	hotCache hotCache
 	buildID  atomic.Int64
 	stats    Stats
-	progress progressTable
-	recent   recentList
+	flights  flights
+	failures failures
 	phases   phaseStats
 }
 
@@ -114,7 +127,15 @@ func (b *Builder) init() {
 			slots = runtime.NumCPU()
 		}
 		b.limit = newLimiter(slots, b.QueueSize)
+		b.cat = catalog.New(b.Storage, b.Logger)
 	})
+}
+
+// Catalog returns the catalog of the builder's storage, which names and
+// encodes the cache entries; the web side and the collector share it.
+func (b *Builder) Catalog() *catalog.Catalog {
+	b.init()
+	return b.cat
 }
 
 func (b *Builder) logger() *slog.Logger {
@@ -160,13 +181,16 @@ func (b *Builder) Manifest(ctx context.Context, req *image.Request, mediaType st
 	b.stats.CacheMisses.Add(1)
 
 	// Identical requests share one build, detached from this client.
-	_, ch := b.start(key, req, src)
+	f, err := b.start(ctx, key, req, src)
+	if err != nil {
+		return nil, "", err
+	}
 	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, "", r.Err
+	case <-f.done:
+		if f.err != nil {
+			return nil, "", f.err
 		}
-		m, ok := r.Val.(*Image).Manifests[mediaType]
+		m, ok := f.img.Manifests[mediaType]
 		if !ok {
 			return nil, "", fmt.Errorf("no manifest of type %s", mediaType)
 		}
@@ -188,23 +212,41 @@ func (b *Builder) resolve(ctx context.Context, req *image.Request) (config.Resol
 
 // start joins the build of key in flight, or starts it detached from any
 // client: it runs until it ends or BuildTimeout (and NIX_TIMEOUT within
-// it) stops it, whoever is still waiting.
-func (b *Builder) start(key string, req *image.Request, src config.Resolved) (*progress, <-chan singleflight.Result) {
-	p := b.progress.get(key)
-	ch := b.flight.DoChan(key, func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), b.buildTimeout())
-		defer cancel()
-		defer b.progress.finish(key, p)
-		p.publish(Event{Kind: "queued", Message: req.Name + ":" + req.Tag})
-		img, err := b.buildLimited(ctx, key, req, src, p)
-		if err != nil {
-			p.publish(Event{Kind: "error", Message: err.Error()})
+// it) stops it, whoever is still waiting. A build that failed within
+// FailureTTL is not started again: its error is the answer. Starting a
+// new build needs Admit's consent.
+func (b *Builder) start(ctx context.Context, key string, req *image.Request, src config.Resolved) (*flight, error) {
+	if f := b.flights.join(key); f != nil {
+		return f, nil
+	}
+	if err := b.failures.get(key, time.Now()); err != nil {
+		return nil, err
+	}
+	if b.Admit != nil {
+		if err := b.Admit(ctx); err != nil {
 			return nil, err
 		}
-		p.publish(Event{Kind: "done", Message: "image ready", Digest: img.Manifests[manifest.OCIManifest].Digest})
-		return img, nil
-	})
-	return p, ch
+	}
+	f, started := b.flights.start(key)
+	if !started {
+		return f, nil // another request started it meanwhile
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), b.buildTimeout())
+		defer cancel()
+		f.p.publish(Event{Kind: "queued", Message: req.Name + ":" + req.Tag})
+		img, err := b.buildLimited(ctx, key, req, src, f.p)
+		if err != nil {
+			if remember(err) {
+				b.failures.put(key, err, time.Now().Add(b.failureTTL()))
+			}
+			f.p.publish(Event{Kind: "error", Message: err.Error()})
+		} else {
+			f.p.publish(Event{Kind: "done", Message: "image ready", Digest: img.Manifests[manifest.OCIManifest].Digest})
+		}
+		b.flights.finish(key, f, img, err)
+	}()
+	return f, nil
 }
 
 func (b *Builder) buildTimeout() time.Duration {
@@ -215,6 +257,9 @@ func (b *Builder) buildTimeout() time.Duration {
 }
 
 // buildLimited waits for a build slot, then builds and caches the image.
+// An image whose blob vanished under the build (a garbage collection
+// deleted it before the build's lease named it) is built once more,
+// which packs the missing layers again.
 func (b *Builder) buildLimited(ctx context.Context, key string, req *image.Request, src config.Resolved, p *progress) (*Image, error) {
 	if err := b.limit.acquire(ctx); err != nil {
 		if errors.Is(err, ErrBusy) {
@@ -223,15 +268,35 @@ func (b *Builder) buildLimited(ctx context.Context, key string, req *image.Reque
 		return nil, err
 	}
 	defer b.limit.release()
+	// Built meanwhile, by another replica or just before this flight?
+	if img, err := b.cachedImage(ctx, key); err != nil || img != nil {
+		return img, err
+	}
 	img, err := b.build(ctx, key, req, src, p)
+	if errors.Is(err, storage.ErrNotFound) {
+		b.logger().Warn("a blob vanished during the build; building once more", "image", req.Name, "err", err)
+		img, err = b.build(ctx, key, req, src, p)
+	}
 	if err != nil {
 		b.stats.BuildsError.Add(1)
 		return nil, err
 	}
 	b.stats.BuildsOK.Add(1)
-	if err := b.storeManifestEntry(ctx, key, img, src.Immutable); err != nil {
-		// The image is stored; only the shortcut to it is missing.
-		b.logger().Warn("manifest cache: entry not stored", "image", req.Name, "err", err)
+	return img, nil
+}
+
+// cachedImage returns the image of key from the manifest cache, or nil.
+func (b *Builder) cachedImage(ctx context.Context, key string) (*Image, error) {
+	if _, _, ok, err := b.cachedManifest(ctx, key, manifest.OCIManifest); err != nil || !ok {
+		return nil, err
+	}
+	h := b.hotCache.get(key)
+	if h == nil {
+		return nil, nil
+	}
+	img := &Image{Manifests: map[string]Stored{}}
+	for mt, data := range h.manifests {
+		img.Manifests[mt] = Stored{Data: data, Digest: h.entry.Manifests[mt]}
 	}
 	return img, nil
 }
@@ -252,6 +317,14 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 	}
 
 	b.stats.NixBuilds.Add(1)
+	// Every blob this build relies on is held in its lease until the
+	// manifest cache entry (which then protects them) is written.
+	lease := b.Catalog().NewLease()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		lease.Release(ctx)
+	}()
 	// The closure must survive a Nix garbage collection until it is packed.
 	roots, err := os.MkdirTemp("", "nixery-roots-")
 	if err != nil {
@@ -297,14 +370,14 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 	}
 	// zstd layers are for clients that read OCI manifests; a client that
 	// only reads Docker's schema 2 gets gzip layers of the same tars.
-	packed, err := b.packAll(ctx, groups, res.Roots, entries, b.Format, b.Compression)
+	packed, err := b.packAll(ctx, lease, groups, res.Roots, entries, b.Format, b.Compression)
 	if err != nil {
 		log.Info("build failed", "phase", "pack", "err", err)
 		return nil, err
 	}
 	dockerLayers := packed
 	if b.Format != archive.Gzip {
-		if dockerLayers, err = b.packAll(ctx, groups, res.Roots, entries, archive.Gzip, 0); err != nil {
+		if dockerLayers, err = b.packAll(ctx, lease, groups, res.Roots, entries, archive.Gzip, 0); err != nil {
 			log.Info("build failed", "phase", "pack", "err", err)
 			return nil, err
 		}
@@ -319,8 +392,22 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 	if info.Shell != "" {
 		img.Cmd = []string{"bash"}
 	}
-	out, err := b.store(ctx, img, dockerLayers)
+	out, err := b.store(ctx, lease, img, dockerLayers)
 	if err != nil {
+		return nil, err
+	}
+	if err := b.storeManifestEntry(ctx, key, out, src.Immutable); err != nil {
+		// The image is stored; only the shortcut to it is missing.
+		log.Warn("manifest cache: entry not stored", "err", err)
+	}
+	// Every blob must still be there now that the entry names them (the
+	// lease held them; this catches a deletion already in flight then).
+	all := []digest.Digest{}
+	for _, m := range out.Manifests {
+		refs, _ := manifest.References(m.Data)
+		all = append(all, append(refs, m.Digest)...)
+	}
+	if _, err := b.Catalog().Missing(ctx, all); err != nil {
 		return nil, err
 	}
 	phase("manifest", time.Since(t), "")
@@ -331,7 +418,7 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 
 // packAll packs (or finds in the layer cache) the layers of the store-path
 // groups and the customisation layer, in manifest order, concurrently.
-func (b *Builder) packAll(ctx context.Context, groups [][]string, roots []string, entries []archive.Entry, format archive.Format, level int) ([]manifest.Layer, error) {
+func (b *Builder) packAll(ctx context.Context, lease *catalog.Lease, groups [][]string, roots []string, entries []archive.Entry, format archive.Format, level int) ([]manifest.Layer, error) {
 	// One job per layer: the store-path groups, then the customisation layer.
 	type job struct {
 		kind      string   // of layer cache key
@@ -352,7 +439,7 @@ func (b *Builder) packAll(ctx context.Context, groups [][]string, roots []string
 	g.SetLimit(runtime.NumCPU())
 	for i, j := range jobs {
 		g.Go(func() error {
-			l, err := b.layer(gctx, b.layerKey(j.kind, j.paths, format, level), format, level, j.write)
+			l, err := b.layer(gctx, lease, layerKey(j.kind, j.paths, format, level), format, level, j.write)
 			if err != nil {
 				return fmt.Errorf("layer of %s: %w", j.createdBy, err)
 			}
@@ -368,16 +455,28 @@ func (b *Builder) packAll(ctx context.Context, groups [][]string, roots []string
 
 // layer returns the layer cached for key, or packs it with write into
 // storage (tar, compress, hash and upload in one pass) and caches it.
-func (b *Builder) layer(ctx context.Context, key string, format archive.Format, level int, write func(*tar.Writer) error) (archive.Layer, error) {
-	if l, ok := b.cachedLayer(ctx, key); ok {
-		b.stats.LayersReused.Add(1)
-		return l, nil
+// Either way the layer's blob is held in lease before it is returned.
+func (b *Builder) layer(ctx context.Context, lease *catalog.Lease, key string, format archive.Format, level int, write func(*tar.Writer) error) (archive.Layer, error) {
+	l, ok, err := b.Catalog().Layer(ctx, key)
+	if err != nil {
+		return archive.Layer{}, err
+	}
+	if ok {
+		err := lease.Hold(ctx, true, l.Digest)
+		if err == nil {
+			b.stats.LayersReused.Add(1)
+			return l, nil
+		}
+		if !errors.Is(err, storage.ErrNotFound) {
+			return archive.Layer{}, err
+		}
+		// Collected before the lease named it: pack it again.
 	}
 	w, err := b.Storage.Create(ctx)
 	if err != nil {
 		return archive.Layer{}, err
 	}
-	l, err := archive.PackWith(w, archive.Options{Format: format, Level: level}, write)
+	l, err = archive.PackWith(w, archive.Options{Format: format, Level: level}, write)
 	if err != nil {
 		w.Cancel()
 		return archive.Layer{}, err
@@ -385,39 +484,48 @@ func (b *Builder) layer(ctx context.Context, key string, format archive.Format, 
 	if err := w.Commit(l.Digest); err != nil {
 		return archive.Layer{}, err
 	}
+	if err := lease.Hold(ctx, true, l.Digest); err != nil {
+		return archive.Layer{}, err // vanished at once: the whole build runs again
+	}
 	b.stats.LayersPacked.Add(1)
-	if err := b.storeLayerEntry(ctx, key, l); err != nil {
+	if err := b.Catalog().PutLayer(ctx, key, l); err != nil {
 		b.logger().Warn("layer cache: entry not stored", "err", err)
 	}
 	return l, nil
 }
 
-// store writes the config and both manifests; the Docker manifest lists
-// dockerLayers (the same tars, gzip-compressed).
-func (b *Builder) store(ctx context.Context, img manifest.Image, dockerLayers []manifest.Layer) (*Image, error) {
+// store writes the config and both manifests, held in lease first; the
+// Docker manifest lists dockerLayers (the same tars, gzip-compressed).
+func (b *Builder) store(ctx context.Context, lease *catalog.Lease, img manifest.Image, dockerLayers []manifest.Layer) (*Image, error) {
 	cfg, err := manifest.Config(img)
 	if err != nil {
 		return nil, err
 	}
-	cfgDigest, err := storage.Put(ctx, b.Storage, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("image config: %w", err)
-	}
+	cfgBlob := manifest.Blob{Digest: digest.FromBytes(cfg), Size: int64(len(cfg))}
 	out := &Image{Manifests: map[string]Stored{}}
+	held := []digest.Digest{cfgBlob.Digest}
 	for _, mt := range manifest.MediaTypes {
 		layers := img.Layers
 		if mt == manifest.DockerManifest {
 			layers = dockerLayers
 		}
-		data, err := manifest.Manifest(mt, manifest.Blob{Digest: cfgDigest, Size: int64(len(cfg))}, layers)
+		data, err := manifest.Manifest(mt, cfgBlob, layers)
 		if err != nil {
 			return nil, err
 		}
-		d, err := storage.Put(ctx, b.Storage, data)
-		if err != nil {
+		out.Manifests[mt] = Stored{Data: data, Digest: digest.FromBytes(data)}
+		held = append(held, out.Manifests[mt].Digest)
+	}
+	if err := lease.Hold(ctx, false, held...); err != nil {
+		return nil, err
+	}
+	if _, err := storage.Put(ctx, b.Storage, cfg); err != nil {
+		return nil, fmt.Errorf("image config: %w", err)
+	}
+	for _, mt := range manifest.MediaTypes {
+		if _, err := storage.Put(ctx, b.Storage, out.Manifests[mt].Data); err != nil {
 			return nil, fmt.Errorf("manifest: %w", err)
 		}
-		out.Manifests[mt] = Stored{Data: data, Digest: d}
 	}
 	return out, nil
 }

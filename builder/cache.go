@@ -2,9 +2,6 @@ package builder
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -15,29 +12,22 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/nixery/nixery/archive"
+	"github.com/nixery/nixery/catalog"
+	"github.com/nixery/nixery/manifest"
 	"github.com/nixery/nixery/storage"
 )
 
-// Both caches live in the storage backend as small named objects, so they
-// survive restarts and are shared by replicas that share storage:
-//
-//	manifests/<key>  which manifests an image request produced, and when
-//	layers/<key>     which blob a set of store paths was packed into
-//
-// Keys are sha256 digests of an unambiguous encoding (JSON) of everything
-// that changes the result and nothing else.
-
-// cacheVersion changes whenever the bytes Nixery produces for the same
-// inputs change (layer format, customisation layer, config), so that old
-// entries are not reused for new code.
-const cacheVersion = "3"
+// Both caches live in the storage backend (package catalog names and
+// encodes them), so they survive restarts and are shared by replicas:
+// the manifest cache says which manifests an image request produced, the
+// layer cache which blob a set of store paths was packed into.
 
 // manifestKey identifies one image: the package set (its resolved
 // identity), the packages, the architecture and the layering settings.
 // Both manifest media types are stored in one entry.
 func (b *Builder) manifestKey(identity string, packages []string, system string) string {
-	return hashKey(map[string]any{
-		"v":        cacheVersion,
+	return catalog.Key(map[string]any{
+		"v":        catalog.Version,
 		"source":   identity,
 		"packages": packages,
 		"system":   system,
@@ -52,56 +42,33 @@ func (b *Builder) settings() map[string]any {
 
 // layerKey identifies the layer of an exact set of store paths (sorted).
 // Store paths are immutable, so such an entry never expires.
-func (b *Builder) layerKey(kind string, paths []string, format archive.Format, level int) string {
-	return hashKey(map[string]any{"v": cacheVersion, "kind": kind, "paths": paths, "format": format.String(), "level": level})
-}
-
-func hashKey(v any) string {
-	data, err := json.Marshal(v)
-	if err != nil {
-		panic(err) // only maps of strings, numbers and string slices
-	}
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:])
-}
-
-// manifestEntry is a manifest cache entry.
-type manifestEntry struct {
-	Built     time.Time                `json:"built"`
-	Used      time.Time                `json:"used"` // last pull, to within touchInterval (for gc)
-	Immutable bool                     `json:"immutable"`
-	Manifests map[string]digest.Digest `json:"manifests"` // by media type
-}
-
-// fresh reports whether the entry may still be used.
-func (e *manifestEntry) fresh(ttl time.Duration, now time.Time) bool {
-	return e.Immutable || now.Sub(e.Built) < ttl
+func layerKey(kind string, paths []string, format archive.Format, level int) string {
+	return catalog.Key(map[string]any{"v": catalog.Version, "kind": kind, "paths": paths, "format": format.String(), "level": level})
 }
 
 // hotEntry is a manifest cache entry held in memory with the manifests
 // it names, so that a warm pull reads no storage at all.
 type hotEntry struct {
-	entry     manifestEntry
+	entry     catalog.Entry
 	manifests map[string][]byte
-	touched   atomic.Int64 // unix seconds the storage entry last recorded a use
+	touched   atomic.Int64 // unix seconds this process last recorded a use
+	checked   atomic.Int64 // unix nanoseconds the entry was last seen in storage
 }
 
 // touchInterval is how often a pull records in storage that an image is
 // still used (nixery gc keeps images used within its age): at most one
-// small write per image and interval, however many pulls.
+// small write per image, process and interval, however many pulls.
 const touchInterval = time.Hour
 
-// touch records a use of the entry for key if the last record is older
-// than touchInterval. Failures only delay the record.
+// touch records a use of the image of key if this process has not done
+// so within touchInterval. Failures only delay the record.
 func (b *Builder) touch(ctx context.Context, key string, h *hotEntry) {
 	now := time.Now()
 	last := h.touched.Load()
 	if now.Unix()-last < int64(touchInterval/time.Second) || !h.touched.CompareAndSwap(last, now.Unix()) {
 		return
 	}
-	e := h.entry
-	e.Used = now.UTC()
-	if err := b.putManifestEntry(ctx, key, e); err != nil {
+	if err := b.Catalog().RecordUse(ctx, key); err != nil {
 		b.logger().Warn("manifest cache: use not recorded", "err", err)
 	}
 }
@@ -110,7 +77,9 @@ func (b *Builder) touch(ctx context.Context, key string, h *hotEntry) {
 const hotCacheSize = 4096
 
 // hotCache is a small in-memory layer over the manifest cache in storage.
-// It never outlives the storage entry's own freshness rules.
+// It never outlives the storage entry's own freshness rules, and an entry
+// is re-checked in storage every catalog.HotRecheck, so one that the
+// collector deleted is dropped, never served on or written back.
 type hotCache struct {
 	mu      sync.Mutex
 	entries map[string]*hotEntry
@@ -133,33 +102,71 @@ func (c *hotCache) put(key string, e *hotEntry) {
 	c.entries[key] = e
 }
 
+func (c *hotCache) drop(key string, e *hotEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries[key] == e {
+		delete(c.entries, key)
+	}
+}
+
+// hot returns the in-memory entry of key if it is fresh and, within
+// catalog.HotRecheck, still in storage.
+func (b *Builder) hot(ctx context.Context, key string) (*hotEntry, error) {
+	h := b.hotCache.get(key)
+	if h == nil || !h.entry.Fresh(b.CacheTTL, time.Now()) {
+		return nil, nil
+	}
+	if time.Since(time.Unix(0, h.checked.Load())) < catalog.HotRecheck {
+		return h, nil
+	}
+	ok, err := b.Catalog().EntryExists(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		b.hotCache.drop(key, h) // collected: build it again, never write it back
+		return nil, nil
+	}
+	h.checked.Store(time.Now().UnixNano())
+	return h, nil
+}
+
 // cachedManifest returns the manifest of mediaType from a fresh cache
 // entry, or ok=false. Storage errors other than a missing entry are
 // returned: a storage outage must not turn into a rebuild storm.
+//
+// An entry read from storage is trusted only if every blob its manifests
+// reference exists: an image that lost a blob (however) is rebuilt, which
+// packs the missing layers again, rather than served broken.
 func (b *Builder) cachedManifest(ctx context.Context, key, mediaType string) (data []byte, d digest.Digest, ok bool, err error) {
-	if h := b.hot.get(key); h != nil && h.entry.fresh(b.CacheTTL, time.Now()) {
+	h, err := b.hot(ctx, key)
+	if err != nil {
+		return nil, "", false, err
+	}
+	if h != nil {
 		if data, ok := h.manifests[mediaType]; ok {
 			b.touch(ctx, key, h)
 			return data, h.entry.Manifests[mediaType], true, nil
 		}
 	}
-	raw, err := b.Storage.GetObject(ctx, "manifests/"+key)
+	e, err := b.Catalog().Entry(ctx, key)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, "", false, nil
 	}
 	if err != nil {
 		return nil, "", false, err
 	}
-	var e manifestEntry
-	if json.Unmarshal(raw, &e) != nil || !e.fresh(b.CacheTTL, time.Now()) {
+	if !e.Fresh(b.CacheTTL, time.Now()) {
 		return nil, "", false, nil
 	}
 	d, found := e.Manifests[mediaType]
 	if !found {
 		return nil, "", false, nil
 	}
-	h := &hotEntry{entry: e, manifests: map[string][]byte{}}
-	h.touched.Store(e.Used.Unix())
+	h = &hotEntry{entry: e, manifests: map[string][]byte{}}
+	h.checked.Store(time.Now().UnixNano())
+	var blobs []digest.Digest
 	for mt, md := range e.Manifests {
 		m, err := storage.Get(ctx, b.Storage, md)
 		if errors.Is(err, storage.ErrNotFound) {
@@ -172,55 +179,29 @@ func (b *Builder) cachedManifest(ctx context.Context, key, mediaType string) (da
 			return nil, "", false, fmt.Errorf("manifest %s in storage does not match its digest", md)
 		}
 		h.manifests[mt] = m
+		refs, err := manifest.References(m)
+		if err != nil {
+			return nil, "", false, fmt.Errorf("manifest %s: %w", md, err)
+		}
+		blobs = append(blobs, refs...)
 	}
-	b.hot.put(key, h)
+	if missing, err := b.Catalog().Missing(ctx, blobs); len(missing) > 0 {
+		b.logger().Warn("manifest cache: image lost blobs, rebuilding it", "missing", len(missing), "first", missing[0])
+		return nil, "", false, nil
+	} else if err != nil {
+		return nil, "", false, err
+	}
+	b.hotCache.put(key, h)
 	b.touch(ctx, key, h)
 	return h.manifests[mediaType], d, true, nil
 }
 
 func (b *Builder) storeManifestEntry(ctx context.Context, key string, img *Image, immutable bool) error {
-	now := time.Now().UTC()
-	e := manifestEntry{Built: now, Used: now, Immutable: immutable, Manifests: map[string]digest.Digest{}}
+	e := catalog.Entry{Built: time.Now().UTC(), Immutable: immutable, Manifests: map[string]digest.Digest{}}
 	for mt, m := range img.Manifests {
 		e.Manifests[mt] = m.Digest
 	}
-	return b.putManifestEntry(ctx, key, e)
-}
-
-func (b *Builder) putManifestEntry(ctx context.Context, key string, e manifestEntry) error {
-	data, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	return b.Storage.PutObject(ctx, "manifests/"+key, data)
-}
-
-// cachedLayer returns the layer packed earlier for key if its blob still
-// exists with the recorded size.
-func (b *Builder) cachedLayer(ctx context.Context, key string) (archive.Layer, bool) {
-	raw, err := b.Storage.GetObject(ctx, "layers/"+key)
-	if err != nil {
-		return archive.Layer{}, false
-	}
-	var l archive.Layer
-	if json.Unmarshal(raw, &l) != nil || l.Digest.Validate() != nil {
-		return archive.Layer{}, false
-	}
-	if size, err := b.Storage.Stat(ctx, l.Digest); err != nil || size != l.Size {
-		return archive.Layer{}, false
-	}
-	return l, true
-}
-
-func (b *Builder) storeLayerEntry(ctx context.Context, key string, l archive.Layer) error {
-	data, err := json.Marshal(l)
-	if err != nil {
-		return err
-	}
-	if err := b.Storage.PutObject(ctx, "layers/"+key, data); err != nil {
-		return fmt.Errorf("layer cache: %w", err)
-	}
-	return nil
+	return b.Catalog().PutEntry(ctx, key, e)
 }
 
 // describeGroup names a layer's store paths for its history entry.

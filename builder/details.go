@@ -2,14 +2,13 @@ package builder
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/nixery/nixery/catalog"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/manifest"
@@ -21,35 +20,12 @@ import (
 // (or whose cache entry expired).
 var ErrNotBuilt = errors.New("image not built yet")
 
-// Details describe a built image for people: what is in it and how it is
-// layered. They are stored beside the manifest cache entry
-// (objects/details/<key>).
-type Details struct {
-	Name      string                   `json:"name"`
-	Tag       string                   `json:"tag"`
-	Packages  []string                 `json:"packages"`
-	Arch      string                   `json:"arch"`
-	Source    string                   `json:"source"`   // the package set's identity
-	Revision  string                   `json:"revision"` // resolved revision, if any
-	Built     time.Time                `json:"built"`
-	Roots     []string                 `json:"roots"`   // store paths of the requested packages
-	Closure   []PathInfo               `json:"closure"` // sorted by path
-	Layers    []LayerInfo              `json:"layers"`  // in manifest order
-	Manifests map[string]digest.Digest `json:"manifests"`
-}
-
-// PathInfo is one store path of an image's closure.
-type PathInfo struct {
-	Path string `json:"path"`
-	Size int64  `json:"size"` // NAR size
-}
-
-// LayerInfo is one layer of an image.
-type LayerInfo struct {
-	Digest digest.Digest `json:"digest"`
-	Size   int64         `json:"size"`            // compressed
-	Paths  []string      `json:"paths,omitempty"` // store paths; none for the customisation layer
-}
+// Details describe a built image for people; the catalog stores them.
+type (
+	Details   = catalog.Details
+	PathInfo  = catalog.PathInfo
+	LayerInfo = catalog.LayerInfo
+)
 
 // remember stores the details of a freshly built image and adds it to
 // the recent images. Failures are logged, never fatal: the image is built.
@@ -74,82 +50,9 @@ func (b *Builder) remember(ctx context.Context, key string, req *image.Request, 
 		}
 		d.Layers = append(d.Layers, li)
 	}
-	data, err := json.Marshal(d)
-	if err == nil {
-		err = b.Storage.PutObject(ctx, "details/"+key, data)
-	}
-	if err != nil {
+	if err := b.Catalog().PutDetails(ctx, key, d); err != nil {
 		b.logger().Warn("image details not stored", "image", req.Name, "err", err)
 	}
-	b.recent.add(d)
-	if err := b.recordRecent(ctx, key); err != nil {
-		b.logger().Warn("recent images not stored", "err", err)
-	}
-}
-
-// recentObject lists the keys of the images built last, newest first, so
-// that the index page's list survives restarts and is shared by replicas.
-const recentObject = "recent/images"
-
-// recordRecent puts key first in the stored list of recent images.
-// Replicas may race on it; the loser's entry is dropped, which is
-// harmless for a list of examples.
-func (b *Builder) recordRecent(ctx context.Context, key string) error {
-	keys, err := b.storedRecent(ctx)
-	if err != nil {
-		return err
-	}
-	keys = append([]string{key}, slices.DeleteFunc(keys, func(k string) bool { return k == key })...)
-	if len(keys) > keepRecent {
-		keys = keys[:keepRecent]
-	}
-	data, err := json.Marshal(keys)
-	if err != nil {
-		return err
-	}
-	return b.Storage.PutObject(ctx, recentObject, data)
-}
-
-func (b *Builder) storedRecent(ctx context.Context) ([]string, error) {
-	raw, err := b.Storage.GetObject(ctx, recentObject)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var keys []string
-	if json.Unmarshal(raw, &keys) != nil {
-		return nil, nil // unreadable: start a new list
-	}
-	return keys, nil
-}
-
-// recentRefresh is how often Recent re-reads the stored list, to show
-// images that other replicas (or an earlier process) built.
-const recentRefresh = 30 * time.Second
-
-// loadRecent replaces the in-memory list with the stored one.
-func (b *Builder) loadRecent(ctx context.Context) error {
-	keys, err := b.storedRecent(ctx)
-	if err != nil {
-		return err
-	}
-	var images []*Details
-	for _, key := range keys {
-		raw, err := b.Storage.GetObject(ctx, "details/"+key)
-		if err != nil {
-			continue // collected meanwhile
-		}
-		var d Details
-		if json.Unmarshal(raw, &d) == nil {
-			images = append(images, &d)
-		}
-	}
-	b.recent.mu.Lock()
-	defer b.recent.mu.Unlock()
-	b.recent.images, b.recent.loaded = images, time.Now()
-	return nil
 }
 
 // Details returns the details of the image req selects, or ErrNotBuilt.
@@ -163,67 +66,25 @@ func (b *Builder) Details(ctx context.Context, req *image.Request) (*Details, er
 	} else if !ok {
 		return nil, ErrNotBuilt
 	}
-	raw, err := b.Storage.GetObject(ctx, "details/"+key)
+	d, err := b.Catalog().Details(ctx, key)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, ErrNotBuilt
 	}
 	if err != nil {
 		return nil, err
 	}
-	var d Details
-	if err := json.Unmarshal(raw, &d); err != nil {
-		return nil, err
-	}
 	// The name and tag asked for, which may differ from the first ones
 	// that built this image (package order, case).
 	d.Name, d.Tag = req.Name, req.Tag
-	return &d, nil
+	return d, nil
 }
 
 // Recent returns the images built most recently (by any process sharing
 // the storage), newest first.
 func (b *Builder) Recent() []*Details {
-	b.recent.mu.Lock()
-	stale := time.Since(b.recent.loaded) > recentRefresh
-	b.recent.mu.Unlock()
-	if stale {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := b.loadRecent(ctx); err != nil {
-			b.logger().Warn("recent images not loaded", "err", err)
-			b.recent.mu.Lock()
-			b.recent.loaded = time.Now() // retry after recentRefresh
-			b.recent.mu.Unlock()
-		}
-	}
-	return b.recent.list()
-}
-
-// recentList keeps the last few built images.
-type recentList struct {
-	mu     sync.Mutex
-	images []*Details
-	loaded time.Time // when the stored list was last read
-}
-
-const keepRecent = 50
-
-func (r *recentList) add(d *Details) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.images = slices.DeleteFunc(r.images, func(o *Details) bool {
-		return o.Manifests[manifest.OCIManifest] == d.Manifests[manifest.OCIManifest]
-	})
-	r.images = append([]*Details{d}, r.images...)
-	if len(r.images) > keepRecent {
-		r.images = r.images[:keepRecent]
-	}
-}
-
-func (r *recentList) list() []*Details {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.images)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return b.Catalog().Recent(ctx)
 }
 
 // PhaseStat is the count and total time of one build phase.

@@ -36,7 +36,6 @@ func (b *Builder) WriteMetrics(w io.Writer) {
 	}{{"succeeded", s.BuildsOK.Load()}, {"failed", s.BuildsError.Load()}, {"rejected", s.Rejected.Load()}} {
 		fmt.Fprintf(w, "nixery_builds_total{result=%q} %d\n", r.result, r.value)
 	}
-	fmt.Fprintf(w, "# HELP nixery_recent_images Images built recently by this process (shown on the index page).\n# TYPE nixery_recent_images gauge\nnixery_recent_images %d\n", len(b.Recent()))
 	fmt.Fprintf(w, "# HELP nixery_build_phase_seconds Time spent in each phase of builds.\n# TYPE nixery_build_phase_seconds summary\n")
 	phases := b.PhaseStats()
 	for _, name := range Phases {

@@ -2,6 +2,7 @@ package builder
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/manifest"
+	"github.com/nixery/nixery/nix"
 )
 
 // Event is one step of a build, for live progress (the web page's
@@ -106,53 +108,122 @@ func (p *progress) unsubscribe(ch chan Event) {
 	}
 }
 
-// progressTable holds the progress of builds in flight, and of the last
-// few finished ones so that a page opened just after a build ended still
-// shows its result.
-type progressTable struct {
-	mu       sync.Mutex
-	active   map[string]*progress
-	finished map[string]*progress
-	order    []string
+// flight is one build in progress, shared by every request for its key.
+type flight struct {
+	p    *progress
+	done chan struct{} // closed when img and err are set
+	img  *Image
+	err  error
 }
 
-const keepFinished = 64
+// flights is the single flight of builds in this process. Unlike
+// x/sync/singleflight it hands out the flight itself, with its progress,
+// under the same lock that removes it when it ends, so a request that
+// joins can never wait on a build that has already ended.
+type flights struct {
+	mu     sync.Mutex
+	active map[string]*flight
+}
 
-// get returns the unfinished progress for key, creating it if needed.
-func (t *progressTable) get(key string) *progress {
+// join returns the flight of key in progress, or nil.
+func (t *flights) join(key string) *flight {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.active[key]
+}
+
+// start returns the flight of key, and started=true if the caller must
+// run it (nobody else does).
+func (t *flights) start(key string) (f *flight, started bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if f := t.active[key]; f != nil {
+		return f, false
+	}
 	if t.active == nil {
-		t.active, t.finished = map[string]*progress{}, map[string]*progress{}
+		t.active = map[string]*flight{}
 	}
-	if p := t.active[key]; p != nil {
-		return p
-	}
-	p := &progress{}
-	t.active[key] = p
-	return p
+	f = &flight{p: &progress{}, done: make(chan struct{})}
+	t.active[key] = f
+	return f, true
 }
 
-// finish moves the progress of key to the finished ones.
-func (t *progressTable) finish(key string, p *progress) {
+// finish ends f: it leaves the table first, then its waiters are released.
+// Its progress has published its final event already.
+func (t *flights) finish(key string, f *flight, img *Image, err error) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.active[key] == p {
+	if t.active[key] == f {
 		delete(t.active, key)
 	}
-	if _, ok := t.finished[key]; !ok {
-		t.order = append(t.order, key)
+	t.mu.Unlock()
+	f.img, f.err = img, err
+	close(f.done)
+}
+
+// DefaultFailureTTL is how long a failed build is remembered: requests for
+// the same image within it get the same error without running Nix (a
+// crawler or a client retrying a broken name costs nothing), and a fixed
+// package set is picked up soon after.
+const DefaultFailureTTL = 30 * time.Second
+
+func (b *Builder) failureTTL() time.Duration {
+	if b.FailureTTL > 0 {
+		return b.FailureTTL
 	}
-	t.finished[key] = p
-	if len(t.order) > keepFinished {
-		delete(t.finished, t.order[0])
-		t.order = t.order[1:]
+	return DefaultFailureTTL
+}
+
+// remember reports whether a build error is the image's own (unknown
+// packages, a failing or timed-out Nix build), which the same request
+// would meet again, rather than the moment's (a full queue, a storage
+// outage, a cancellation).
+func remember(err error) bool {
+	var unknown *nix.UnknownPackagesError
+	var failed *nix.BuildError
+	return errors.As(err, &unknown) || errors.As(err, &failed) || errors.Is(err, nix.ErrTimeout)
+}
+
+// maxFailures bounds the remembered failures.
+const maxFailures = 1024
+
+// failures remembers failed builds by key until a time.
+type failures struct {
+	mu sync.Mutex
+	m  map[string]failure
+}
+
+type failure struct {
+	err   error
+	until time.Time
+}
+
+func (f *failures) get(key string, now time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.m[key]
+	if !ok {
+		return nil
 	}
+	if !now.Before(e.until) {
+		delete(f.m, key)
+		return nil
+	}
+	return e.err
+}
+
+func (f *failures) put(key string, err error, until time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil || len(f.m) >= maxFailures {
+		f.m = map[string]failure{} // crude but bounded
+	}
+	f.m[key] = failure{err, until}
 }
 
 // Watch follows the build of the image req selects: it joins the build in
 // flight or starts one (unless the image is cached, in which case the
-// only event is "done"). The channel gets the build's past events, then
+// only event is "done", or failed within FailureTTL, in which case the
+// only event is "error"). The channel gets the build's past events, then
 // new ones as they happen, and is closed after the final event or when
 // ctx ends. The build itself does not depend on ctx.
 func (b *Builder) Watch(ctx context.Context, req *image.Request) (<-chan Event, error) {
@@ -168,7 +239,16 @@ func (b *Builder) Watch(ctx context.Context, req *image.Request) (<-chan Event, 
 		close(out)
 		return out, nil
 	}
-	p, _ := b.start(key, req, src)
+	f, err := b.start(ctx, key, req, src)
+	if err != nil {
+		if !remember(err) {
+			return nil, err
+		}
+		out <- Event{Time: time.Now().UTC(), Kind: "error", Message: err.Error()}
+		close(out)
+		return out, nil
+	}
+	p := f.p
 	past, live := p.subscribe()
 	go func() {
 		defer close(out)

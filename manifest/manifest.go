@@ -141,6 +141,26 @@ func MediaType(data []byte) string {
 	return ""
 }
 
+// References returns the digests of the config and the layers that a
+// stored manifest refers to.
+func References(data []byte) ([]digest.Digest, error) {
+	var m struct {
+		Config v1.Descriptor   `json:"config"`
+		Layers []v1.Descriptor `json:"layers"`
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("not a manifest: %w", err)
+	}
+	refs := make([]digest.Digest, 0, len(m.Layers)+1)
+	for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+		if err := d.Digest.Validate(); err != nil {
+			return nil, fmt.Errorf("not a manifest: %w", err)
+		}
+		refs = append(refs, d.Digest)
+	}
+	return refs, nil
+}
+
 // Negotiate picks the manifest media type for a request's Accept header
 // values: the first supported type in the client's order wins (clients
 // list their preference first; q-values are not used by registry

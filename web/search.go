@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -233,9 +231,8 @@ func (s *Site) load(identity, revision string, immutable bool, srcType, srcArgs 
 		err  error
 		from = "nix"
 	)
-	object := "search/" + objectKey(identity)
 	if immutable {
-		if pkgs, err = s.loadStored(ctx, object); err != nil {
+		if pkgs, err = s.loadStored(ctx, identity); err != nil {
 			pkgs = nil
 		} else {
 			from = "storage"
@@ -244,7 +241,7 @@ func (s *Site) load(identity, revision string, immutable bool, srcType, srcArgs 
 	if pkgs == nil {
 		pkgs, err = s.Builder.Nix.Packages(ctx, nix.SearchRequest{SrcType: srcType, SrcArgs: srcArgs})
 		if err == nil && immutable {
-			if err := s.store(ctx, object, pkgs); err != nil {
+			if err := s.store(ctx, identity, pkgs); err != nil {
 				log.Warn("package list not stored", "err", err)
 			}
 		}
@@ -265,13 +262,8 @@ func (s *Site) load(identity, revision string, immutable bool, srcType, srcArgs 
 	log.Info("package list ready", "packages", len(pkgs), "from", from, "seconds", x.took.Seconds())
 }
 
-func objectKey(identity string) string {
-	h := sha256.Sum256([]byte(identity))
-	return hex.EncodeToString(h[:])
-}
-
-func (s *Site) loadStored(ctx context.Context, object string) ([]nix.Package, error) {
-	data, err := s.Builder.Storage.GetObject(ctx, object)
+func (s *Site) loadStored(ctx context.Context, identity string) ([]nix.Package, error) {
+	data, err := s.Builder.Catalog().SearchList(ctx, identity)
 	if err != nil {
 		return nil, err
 	}
@@ -290,7 +282,7 @@ func (s *Site) loadStored(ctx context.Context, object string) ([]nix.Package, er
 	return pkgs, nil
 }
 
-func (s *Site) store(ctx context.Context, object string, pkgs []nix.Package) error {
+func (s *Site) store(ctx context.Context, identity string, pkgs []nix.Package) error {
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	if err := json.NewEncoder(zw).Encode(pkgs); err != nil {
@@ -299,7 +291,7 @@ func (s *Site) store(ctx context.Context, object string, pkgs []nix.Package) err
 	if err := zw.Close(); err != nil {
 		return err
 	}
-	return s.Builder.Storage.PutObject(ctx, object, buf.Bytes())
+	return s.Builder.Catalog().PutSearchList(ctx, identity, buf.Bytes())
 }
 
 // SearchAnswer is the JSON of /api/search.

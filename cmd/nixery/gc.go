@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nixery/nixery/builder"
+	"github.com/nixery/nixery/catalog"
 	"github.com/nixery/nixery/config"
 )
 
@@ -58,10 +58,15 @@ func gcCmd(args []string, stdout, stderr io.Writer) int {
 		case name == "h" || name == "help":
 			fmt.Fprintf(stdout, `Usage: nixery gc [--max-age DURATION] [--dry-run] [storage flags of serve]
 
-Deletes blobs and cache entries that no image used (built or pulled) within
---max-age (default %s) references. Blobs younger than that are kept too, so
-builds in progress are safe; replicas may keep serving meanwhile.
-With --dry-run nothing is deleted and the report says what would be.
+Deletes the images (manifest cache entries) that nobody built or pulled, by
+name or by digest, within --max-age (default %s), then every blob and
+object that no remaining image, no build in progress and no upload younger
+than an hour refers to. Safe while servers and replicas serve and build on
+the same storage, and while another gc runs; see docs/storage.md.
+It waits a few minutes between deleting images and deleting their blobs,
+so that running servers drop those images from memory first.
+With --dry-run nothing at all is written and the report says what would be
+deleted.
 Storage is configured as for serve (NIXERY_STORAGE_BACKEND, STORAGE_PATH,
 GCS_BUCKET, NIXERY_S3_BUCKET, …).
 `, defaultGCAge)
@@ -82,7 +87,7 @@ GCS_BUCKET, NIXERY_S3_BUCKET, …).
 		fmt.Fprintf(stderr, "nixery gc: %v\n", err)
 		return 1
 	}
-	rep, err := builder.GC(ctx, store, maxAge, dryRun)
+	rep, err := catalog.New(store, nil).GC(ctx, catalog.GCOptions{MaxAge: maxAge, DryRun: dryRun})
 	if err != nil {
 		fmt.Fprintf(stderr, "nixery gc: %s: %v\n", store, err)
 		return 1

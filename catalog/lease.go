@@ -1,0 +1,165 @@
+package catalog
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/nixery/nixery/storage"
+)
+
+// LeaseTTL is how long a lease protects its blobs after it was last
+// written; a running build renews its lease every LeaseTTL/4, so only the
+// lease of a build whose process died lapses.
+const LeaseTTL = 10 * time.Minute
+
+// Lease is what a build in progress relies on: the blobs it took from the
+// layer cache, packed, or is about to reference from its config and
+// manifests. The collector never deletes a blob held by a live lease, and
+// re-reads the leases right before each deletion. The build calls Release
+// after its manifest cache entry is written; from then on the entry
+// protects the blobs.
+type Lease struct {
+	c    *Catalog
+	name string
+
+	mu      sync.Mutex
+	digests []digest.Digest
+	written bool
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// NewLease starts an empty lease; nothing is written until Hold. It is
+// renewed in the background until Release.
+func (c *Catalog) NewLease() *Lease {
+	var id [16]byte
+	rand.Read(id[:])
+	l := &Lease{c: c, name: leasesPrefix + hex.EncodeToString(id[:]), stop: make(chan struct{}), done: make(chan struct{})}
+	go l.renew(LeaseTTL / 4)
+	return l
+}
+
+func (l *Lease) renew(every time.Duration) {
+	defer close(l.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			l.mu.Lock()
+			var err error
+			if l.written {
+				err = l.write(ctx)
+			}
+			l.mu.Unlock()
+			cancel()
+			if err != nil {
+				l.c.logger().Warn("build lease not renewed", "err", err)
+			}
+		}
+	}
+}
+
+// write stores the lease with every digest held; l.mu is held.
+func (l *Lease) write(ctx context.Context) error {
+	data, err := json.Marshal(l.digests)
+	if err != nil {
+		return err
+	}
+	if err := l.c.Store.PutObject(ctx, l.name, data); err != nil {
+		return fmt.Errorf("build lease: %w", err)
+	}
+	l.written = true
+	return nil
+}
+
+// Hold adds digests to the lease, writes it, and then checks that every
+// one of them that must exist (mustExist) still does: a blob the
+// collector deleted before the lease was visible is reported missing
+// (an error wrapping storage.ErrNotFound), and the build packs it again.
+// Blobs about to be written (a config, manifests) are held with
+// mustExist false.
+func (l *Lease) Hold(ctx context.Context, mustExist bool, digests ...digest.Digest) error {
+	if len(digests) == 0 {
+		return nil
+	}
+	l.mu.Lock()
+	for _, d := range digests {
+		if !slices.Contains(l.digests, d) {
+			l.digests = append(l.digests, d)
+		}
+	}
+	err := l.write(ctx)
+	l.mu.Unlock()
+	if err != nil || !mustExist {
+		return err
+	}
+	_, err = l.c.Missing(ctx, digests)
+	return err
+}
+
+// Release stops renewing the lease after writing it once more. It is not
+// deleted: it lapses LeaseTTL later, by when every collector's next mark
+// sees the manifest cache entry the build wrote (see GC). Safe to call
+// more than once.
+func (l *Lease) Release(ctx context.Context) {
+	select {
+	case <-l.stop:
+		return
+	default:
+	}
+	close(l.stop)
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.written {
+		return
+	}
+	if err := l.write(ctx); err != nil {
+		l.c.logger().Warn("build lease not renewed at its end", "lease", l.name, "err", err)
+	}
+}
+
+// Missing checks that every blob in digests exists (concurrently). It
+// returns the missing ones and an error wrapping storage.ErrNotFound if
+// there are any; other storage errors are returned as they are.
+func (c *Catalog) Missing(ctx context.Context, digests []digest.Digest) ([]digest.Digest, error) {
+	var mu sync.Mutex
+	var missing []digest.Digest
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, d := range digests {
+		g.Go(func() error {
+			_, err := c.Store.Stat(gctx, d)
+			if errors.Is(err, storage.ErrNotFound) {
+				mu.Lock()
+				missing = append(missing, d)
+				mu.Unlock()
+				return nil
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return missing, fmt.Errorf("blob %s: %w", missing[0], storage.ErrNotFound)
+	}
+	return nil, nil
+}

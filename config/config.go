@@ -33,7 +33,14 @@ type Config struct {
 	LayerFormat string            // "gzip" or "zstd"
 	Compression int               // compression level; 0 = the format's default
 	Popularity  string            // URL or file of popularity data; "" for none
+	GCInterval  time.Duration     // serve: collect garbage this often (one replica at a time); 0 = never
+	GCMaxAge    time.Duration     // serve: what the in-process collection keeps
 }
+
+// MinGCAge is the shortest age a collection may keep: pulls record their
+// use in storage at most hourly (replicas serve warm images from memory),
+// so a shorter age could collect an image that is being pulled.
+const MinGCAge = 2 * time.Hour
 
 // setting is one option: a flag with an environment variable of the same
 // meaning. Environment variable names are those of the original Nixery
@@ -71,6 +78,8 @@ var settings = []setting{
 	{"cache-ttl", "NIXERY_CACHE_TTL", "300", "seconds an image from a moving source (a channel or branch name, a directory) is reused before it is rebuilt; images from a commit are kept"},
 	{"max-builds", "NIXERY_MAX_BUILDS", "", "builds that run at once (default: number of cores)"},
 	{"build-queue", "NIXERY_BUILD_QUEUE", "64", "builds that may wait for a slot; beyond that, clients get 429 TOOMANYREQUESTS"},
+	{"gc-interval", "NIXERY_GC_INTERVAL", "", "collect garbage in-process this often, e.g. 24h (one replica at a time, by a lease in storage; empty: never, use nixery gc)"},
+	{"gc-max-age", "NIXERY_GC_MAX_AGE", "720h", "the in-process collection deletes images nobody built or pulled within this age (at least 2h)"},
 }
 
 // parser reads numbers and switches from settings, remembering the first
@@ -110,6 +119,23 @@ func (p *parser) number(flag string, min, max int, hint string) int {
 // seconds reads a whole number of seconds, at least min.
 func (p *parser) seconds(flag string, min int) time.Duration {
 	return time.Duration(p.number(flag, min, -1, " (seconds)")) * time.Second
+}
+
+// duration reads a Go duration (90m, 24h) of at least min; empty is 0
+// when allowEmpty.
+func (p *parser) duration(flag string, min time.Duration, allowEmpty bool) time.Duration {
+	v := p.get(flag)
+	if v == "" && allowEmpty {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err == nil && d >= min {
+		return d
+	}
+	if p.err == nil {
+		p.err = fmt.Errorf("%s / --%s must be a duration of at least %s such as 24h, not %q", envOf(flag), flag, min, v)
+	}
+	return 0
 }
 
 // boolean reads true or false.
@@ -192,6 +218,8 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 		}
 		c.Compression = p.number("compression-level", 1, max, " for "+c.LayerFormat)
 	}
+	c.GCInterval = p.duration("gc-interval", time.Hour, true)
+	c.GCMaxAge = p.duration("gc-max-age", MinGCAge, false)
 	redirect, pathStyle := p.boolean("blob-redirect"), p.boolean("s3-path-style")
 	redirectTTL, timeout := p.seconds("redirect-ttl", 1), p.seconds("storage-timeout", 1)
 	if p.err != nil {

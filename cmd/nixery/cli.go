@@ -239,7 +239,7 @@ type progressView interface {
 type nopView struct{}
 
 func (nopView) event(builder.Event) {}
-func (nopView) end()              {}
+func (nopView) end()                {}
 
 // plainView prints one line per event, for logs (stdout not a terminal).
 type plainView struct{ w io.Writer }

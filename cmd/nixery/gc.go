@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -17,10 +18,7 @@ import (
 // defaultGCAge keeps images used within the last 30 days.
 const defaultGCAge = 30 * 24 * time.Hour
 
-// minGCAge: a pull records its use in storage at most hourly (replicas
-// serve warm images from memory), so a shorter age could collect an image
-// that is being pulled.
-const minGCAge = 2 * time.Hour
+const minGCAge = config.MinGCAge
 
 // gcCmd is `nixery gc [--max-age D] [--dry-run] [storage flags]`: it
 // deletes blobs and cache entries that no image used within the age
@@ -99,4 +97,49 @@ GCS_BUCKET, NIXERY_S3_BUCKET, …).
 	fmt.Fprintf(stdout, "%s, images unused for %s: %s\n", store, maxAge, what)
 	fmt.Fprintln(stdout, rep)
 	return 0
+}
+
+// gcMetrics counts what the in-process collector (NIXERY_GC_INTERVAL) did.
+type gcMetrics struct {
+	mu                        sync.Mutex
+	ok, failed                int64
+	images, blobs, objects    int64
+	bytes                     int64
+	lastSuccess, lastDuration float64
+}
+
+func (m *gcMetrics) observe(rep catalog.GCReport, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		m.failed++
+		return
+	}
+	m.ok++
+	m.images += int64(rep.ImagesDeleted)
+	m.blobs += int64(rep.BlobsDeleted)
+	m.objects += int64(rep.ObjectsDeleted)
+	m.bytes += rep.BytesDeleted
+	m.lastSuccess = float64(time.Now().Unix())
+	m.lastDuration = rep.Duration.Seconds()
+}
+
+// write writes the collector's metrics in the Prometheus text format.
+func (m *gcMetrics) write(w io.Writer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	fmt.Fprintf(w, "# HELP nixery_gc_runs_total In-process garbage collections by result.\n# TYPE nixery_gc_runs_total counter\nnixery_gc_runs_total{result=\"succeeded\"} %d\nnixery_gc_runs_total{result=\"failed\"} %d\n", m.ok, m.failed)
+	for _, c := range []struct {
+		name, help string
+		v          int64
+	}{
+		{"nixery_gc_deleted_images_total", "Images (manifest cache entries) deleted by in-process collections.", m.images},
+		{"nixery_gc_deleted_blobs_total", "Blobs deleted by in-process collections.", m.blobs},
+		{"nixery_gc_deleted_bytes_total", "Bytes of blobs deleted by in-process collections.", m.bytes},
+		{"nixery_gc_deleted_objects_total", "Other objects (layer cache entries, details, use records, package lists, leases) deleted by in-process collections.", m.objects},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", c.name, c.help, c.name, c.name, c.v)
+	}
+	fmt.Fprintf(w, "# HELP nixery_gc_last_success_timestamp_seconds When this replica last finished a collection.\n# TYPE nixery_gc_last_success_timestamp_seconds gauge\nnixery_gc_last_success_timestamp_seconds %g\n", m.lastSuccess)
+	fmt.Fprintf(w, "# HELP nixery_gc_last_duration_seconds How long that collection took.\n# TYPE nixery_gc_last_duration_seconds gauge\nnixery_gc_last_duration_seconds %g\n", m.lastDuration)
 }

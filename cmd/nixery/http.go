@@ -205,11 +205,12 @@ func instrument(log *slog.Logger, m *httpMetrics, next http.Handler) http.Handle
 
 // metricsHandler serves /metrics: the builder's counters, then the HTTP
 // ones.
-func metricsHandler(b *builder.Builder, m *httpMetrics) http.Handler {
+func metricsHandler(b *builder.Builder, m *httpMetrics, gc *gcMetrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		b.WriteMetrics(w)
 		m.write(w)
+		gc.write(w)
 	})
 }
 

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nixery/nixery/catalog"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/registry"
 	"github.com/nixery/nixery/web"
@@ -111,8 +112,8 @@ func serve(args []string) error {
 	site := &web.Site{Builder: builder, Version: version, Logger: log}
 	site.Preload(ctx) // the package list for search, made once per package set
 	mux.Handle("/", site)
-	httpStats := &httpMetrics{}
-	mux.Handle("GET /metrics", metricsHandler(builder, httpStats))
+	httpStats, gcStats := &httpMetrics{}, &gcMetrics{}
+	mux.Handle("GET /metrics", metricsHandler(builder, httpStats, gcStats))
 	probes := &health{store: store}
 	mux.HandleFunc("GET /healthz", probes.healthz)
 	mux.HandleFunc("GET /readyz", probes.readyz)
@@ -125,6 +126,22 @@ func serve(args []string) error {
 	srv := &http.Server{Handler: instrument(log, httpStats, mux), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("nixery serving", "version", version, "address", ln.Addr().String(), "source", source.String(),
 		"storage", store.String(), "nix", p.nixVersion, "nix_timeout", cfg.NixTimeout)
+
+	if cfg.GCInterval > 0 {
+		collector := &catalog.Collector{
+			Catalog: builder.Catalog(), Interval: cfg.GCInterval,
+			Options: catalog.GCOptions{MaxAge: cfg.GCMaxAge},
+			Report: func(rep catalog.GCReport, err error) {
+				gcStats.observe(rep, err)
+				if err != nil {
+					log.Error("garbage collection failed", "err", err)
+					return
+				}
+				log.Info("garbage collection", "max_age", cfg.GCMaxAge, "report", rep.String())
+			},
+		}
+		go collector.Run(ctx)
+	}
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -5,10 +5,16 @@
 //	GET /                               index: how to pull from this host, source, recent images
 //	GET /search?q=…                     package search (the index page searches as you type)
 //	GET /image/<name>[:<tag>]           an image: packages, closure, layers, pull commands
-//	GET /build/<name>[:<tag>]           starts (or joins) the build and shows it live
+//	GET /build/<name>[:<tag>]           shows the build live (its script opens the event stream)
+//	POST /build/<name>[:<tag>]          starts (or joins) the build, then 303 to the page
 //	GET /api/search?q=…[&limit=n]       JSON search results
 //	GET /api/image/<name>[:<tag>]       JSON image details (404 if not built)
-//	GET /api/build/<name>[:<tag>]/events  server-sent events of the build
+//	GET /api/build/<name>[:<tag>]/events  starts (or joins) the build: its server-sent events
+//	GET /robots.txt                     asks crawlers to keep out of builds
+//
+// A plain GET of a page never starts a build, so that crawlers and link
+// previews cannot make this host run Nix: builds start from the registry
+// API, the event stream (which only a script or the CLI opens) or a POST.
 //
 // Pages are server-rendered HTML with inline CSS and a little inline
 // JavaScript (live search, live progress); nothing is loaded from
@@ -23,6 +29,7 @@ import (
 	"encoding/json"
 	"errors"
 	"html/template"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -72,15 +79,29 @@ func (s *Site) logger() *slog.Logger {
 // ServeHTTP dispatches on the path: fixed pages first, then the routes
 // that end in an image reference.
 func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
+	p := r.URL.Path
+	// Builds and their streams are no pages to index or follow.
+	// https://developers.google.com/search/docs/crawling-indexing/robots-meta-tag#xrobotstag
+	if strings.HasPrefix(p, "/build/") || strings.HasPrefix(p, "/api/build/") {
+		w.Header().Set("X-Robots-Tag", "noindex, nofollow")
+	}
+	// Only a build page takes a POST (its "start the build" form for
+	// browsers without JavaScript); everything else is read-only.
+	takesPost := strings.HasPrefix(p, "/build/")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && (r.Method != http.MethodPost || !takesPost) {
+		allow := "GET, HEAD"
+		if takesPost {
+			allow += ", POST"
+		}
+		w.Header().Set("Allow", allow)
 		s.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: this site is read-only")
 		return
 	}
-	p := r.URL.Path
 	switch {
 	case p == "/":
 		s.indexPage(w, r)
+	case p == "/robots.txt":
+		s.robots(w, r)
 	case p == "/search":
 		s.searchPage(w, r)
 	case p == "/api/search":
@@ -261,6 +282,20 @@ func ago(t time.Time) string {
 		return strconv.Itoa(int(d.Hours())) + " h ago"
 	}
 	return t.Format("2006-01-02")
+}
+
+// robotsTxt keeps well-behaved crawlers away from what starts builds
+// (https://www.rfc-editor.org/rfc/rfc9309); the pages themselves never
+// build on a GET, so this only spares them useless requests.
+const robotsTxt = "User-agent: *\nDisallow: /build/\nDisallow: /api/\n"
+
+func (s *Site) robots(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(robotsTxt)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		io.WriteString(w, robotsTxt)
+	}
 }
 
 // indexPage is the front page.

@@ -3,6 +3,7 @@ package web
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -62,6 +63,10 @@ func TestPages(t *testing.T) {
 		{"GET", "/search?q=", 200, "text/html", []string{"Package search"}},
 		{"GET", "/api/search?q=xe", 200, "application/json", []string{`"attr":"xorg.xev"`, `"image":"xorg.xev"`}},
 		{"GET", "/api/search?q=zzznothing", 200, "application/json", []string{`"total":0`, `"results":[]`}},
+		{"GET", "/api/search?q=hello+hello++hello", 200, "application/json", []string{`"attr":"hello"`}},
+		{"GET", "/api/search?q=a+b+c+d+e+f+g+h+i", 400, "application/json", []string{`"error":"search query has too many words: 9, at most 8"`}},
+		{"GET", "/api/search?q=" + strings.Repeat("x", 201), 400, "application/json", []string{`"error":"search query too long: 201 bytes, at most 200"`}},
+		{"GET", "/search?q=" + strings.Repeat("x", 201), 400, "text/html", []string{"search query too long: 201 bytes, at most 200", "Package search"}},
 		{"GET", "/image/hello", 200, "text/html", []string{"not built yet", `href="/build/hello" rel="nofollow"`, "docker pull registry.example:5000/hello"}},
 		{"GET", "/image/shell/hello:v1", 200, "text/html", []string{"registry.example:5000/shell/hello:v1", `href="/build/shell/hello:v1"`}},
 		{"GET", "/image?name=shell/hello", 303, "", nil},
@@ -316,7 +321,7 @@ func TestSearchRanking(t *testing.T) {
 		{"3.11", []string{"python3", "python311"}},
 		{"", nil},
 	} {
-		res, total := x.search(tt.q, 10)
+		res, total := x.search(mustQuery(t, tt.q), 10)
 		var got []string
 		for _, r := range res {
 			got = append(got, r.Attr)
@@ -325,8 +330,67 @@ func TestSearchRanking(t *testing.T) {
 			t.Errorf("search %q = %q (%d), want %q", tt.q, got, total, tt.want)
 		}
 	}
-	if res, total := x.search("p", 2); len(res) != 2 || total != 4 {
+	if res, total := x.search(mustQuery(t, "p"), 2); len(res) != 2 || total != 4 {
 		t.Errorf("limit: %d results of %d", len(res), total)
+	}
+}
+
+func mustQuery(t testing.TB, s string) query {
+	t.Helper()
+	q, err := parseQuery(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+// Queries are bounded in bytes and distinct words; repeated and empty
+// words do not count.
+func TestParseQuery(t *testing.T) {
+	long := strings.Repeat("a", maxQueryBytes)
+	for _, tt := range []struct {
+		raw   string
+		words []string
+		err   string
+	}{
+		{"", nil, ""},
+		{"   ", nil, ""},
+		{"Python", []string{"python"}, ""},
+		{"  url \t  files  ", []string{"url", "files"}, ""},
+		{"python PYTHON python", []string{"python"}, ""},
+		{"a b c d e f g h", []string{"a", "b", "c", "d", "e", "f", "g", "h"}, ""},
+		{"a b c d e f g h a b c d", []string{"a", "b", "c", "d", "e", "f", "g", "h"}, ""},
+		{"a b c d e f g h i", nil, "too many words: 9, at most 8"},
+		{strings.Repeat("x ", 1000), []string{"x"}, "too long: 1999 bytes, at most 200"},
+		{long, []string{long}, ""},
+		{" " + long + " ", []string{long}, ""},
+		{long + "a", nil, "too long: 201 bytes"},
+	} {
+		q, err := parseQuery(tt.raw)
+		if tt.err != "" {
+			var qe *QueryError
+			if !errors.As(err, &qe) || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("parseQuery(%.20q…) = %v, want an error with %q", tt.raw, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(q.words, tt.words) || q.text != strings.Join(tt.words, " ") {
+			t.Errorf("parseQuery(%.20q…) = %q %q, %v; want %q", tt.raw, q.text, q.words, err, tt.words)
+		}
+	}
+}
+
+func TestSearchLimit(t *testing.T) {
+	for _, tt := range []struct {
+		v    string
+		want int
+	}{
+		{"", defaultLimit}, {"10", 10}, {"0", defaultLimit}, {"-5", defaultLimit}, {"x", defaultLimit},
+		{"500", maxLimit}, {"501", maxLimit}, {"99999999999999999999999", defaultLimit},
+	} {
+		if got := searchLimit(tt.v); got != tt.want {
+			t.Errorf("searchLimit(%q) = %d, want %d", tt.v, got, tt.want)
+		}
 	}
 }
 
@@ -347,7 +411,7 @@ func nixpkgsSized() []nix.Package {
 // How fast a search is, is BenchmarkSearch's to say (figures in the README).
 func TestSearchNixpkgsSized(t *testing.T) {
 	x := newIndex("test", "", nixpkgsSized())
-	res, total := x.search("mod99", 50)
+	res, total := x.search(mustQuery(t, "mod99"), 50)
 	if len(res) == 0 || res[0].Attr != "python3Packages.mod990" || total == 0 {
 		t.Errorf("first result %+v of %d", res, total)
 	}
@@ -355,7 +419,8 @@ func TestSearchNixpkgsSized(t *testing.T) {
 
 func BenchmarkSearch(b *testing.B) {
 	x := newIndex("test", "", nixpkgsSized())
+	q := mustQuery(b, "description python")
 	for b.Loop() {
-		x.search("description python", 50)
+		x.search(q, 50)
 	}
 }

@@ -70,7 +70,7 @@ func (s *Site) imagePage(w http.ResponseWriter, r *http.Request, req *image.Requ
 		s.render(w, r, http.StatusOK, "image.html", data)
 		return
 	case err != nil:
-		s.fail(w, r, errorStatus(err), err.Error())
+		s.failErr(w, r, err)
 		return
 	}
 	data["Image"] = s.view(r, req, d)
@@ -84,7 +84,7 @@ func (s *Site) imageAPI(w http.ResponseWriter, r *http.Request, req *image.Reque
 		return
 	}
 	if err != nil {
-		s.fail(w, r, errorStatus(err), err.Error())
+		s.failErr(w, r, err)
 		return
 	}
 	writeJSON(w, r, http.StatusOK, s.view(r, req, d))
@@ -103,7 +103,7 @@ func (s *Site) buildPage(w http.ResponseWriter, r *http.Request, req *image.Requ
 		ch, err := s.Builder.Watch(ctx, req)
 		if err != nil {
 			cancel()
-			s.fail(w, r, errorStatus(err), err.Error())
+			s.failErr(w, r, err)
 			return
 		}
 		for range ch {

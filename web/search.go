@@ -360,35 +360,28 @@ type SearchAnswer struct {
 	Results  []Result `json:"results"`
 }
 
-func (s *Site) searchRun(r *http.Request) (*SearchAnswer, int, error) {
+func (s *Site) searchRun(r *http.Request) (*SearchAnswer, error) {
 	limit := searchLimit(r.URL.Query().Get("limit"))
 	q := r.URL.Query().Get("q")
 	qy, err := parseQuery(q)
 	if err != nil {
-		return nil, http.StatusBadRequest, err
+		return nil, err
 	}
 	x, err := s.packageIndex(r.Context())
 	if err != nil {
-		status := http.StatusInternalServerError
-		if errors.Is(err, ErrIndexing) {
-			status = http.StatusServiceUnavailable
-		}
-		return nil, status, err
+		return nil, err
 	}
 	results, total := x.search(qy, limit)
 	if results == nil {
 		results = []Result{}
 	}
-	return &SearchAnswer{Query: q, Total: total, Packages: len(x.pkgs), Revision: x.revision, Results: results}, 0, nil
+	return &SearchAnswer{Query: q, Total: total, Packages: len(x.pkgs), Revision: x.revision, Results: results}, nil
 }
 
 func (s *Site) searchAPI(w http.ResponseWriter, r *http.Request) {
-	ans, status, err := s.searchRun(r)
+	ans, err := s.searchRun(r)
 	if err != nil {
-		if status == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", "5")
-		}
-		s.fail(w, r, status, err.Error())
+		s.failErr(w, r, err)
 		return
 	}
 	writeJSON(w, r, http.StatusOK, ans)
@@ -396,13 +389,10 @@ func (s *Site) searchAPI(w http.ResponseWriter, r *http.Request) {
 
 func (s *Site) searchPage(w http.ResponseWriter, r *http.Request) {
 	data := map[string]any{"Title": "Search · Nixery", "Query": r.URL.Query().Get("q")}
-	ans, status, err := s.searchRun(r)
+	ans, err := s.searchRun(r)
 	if err != nil {
-		if status == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", "5")
-		}
 		data["Error"] = err.Error()
-		s.render(w, r, status, "search.html", data)
+		s.render(w, r, errorHeader(w, err), "search.html", data)
 		return
 	}
 	data["Answer"] = ans

@@ -25,6 +25,7 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,8 @@ import (
 	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/image"
+	"github.com/nixery/nixery/nix"
+	"github.com/nixery/nixery/storage"
 )
 
 // Site serves the pages and their JSON endpoints. Builder is required.
@@ -148,7 +151,7 @@ func Ref(req *image.Request) string {
 func (s *Site) withRef(w http.ResponseWriter, r *http.Request, ref string, h func(http.ResponseWriter, *http.Request, *image.Request)) {
 	req, err := ParseRef(ref)
 	if err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error())
+		s.failErr(w, r, err)
 		return
 	}
 	h(w, r, req)
@@ -319,17 +322,53 @@ func (s *Site) indexPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "index.html", data)
 }
 
-// errorStatus maps a build or lookup error to an HTTP status.
-func errorStatus(err error) int {
+// errorStatus is the one place that maps an error to an HTTP status and
+// the seconds of Retry-After (0: none). For every error of a pull it
+// agrees with the registry API (registry.classify): a page and a pull of
+// the same image fail alike. The rest are the web's own (search).
+func errorStatus(err error) (status, retryAfter int) {
 	var ie *image.Error
-	var ure *config.UnknownRevisionError
+	var unknown *nix.UnknownPackagesError
+	var unknownRev *config.UnknownRevisionError
+	var qe *QueryError
 	switch {
-	case errors.As(err, &ie):
-		return http.StatusBadRequest
-	case errors.As(err, &ure):
-		return http.StatusNotFound
+	case errors.As(err, &ie), errors.As(err, &qe):
+		return http.StatusBadRequest, 0
+	case errors.As(err, &unknown), errors.As(err, &unknownRev):
+		return http.StatusNotFound, 0
 	case errors.Is(err, builder.ErrBusy):
-		return http.StatusTooManyRequests
+		return http.StatusTooManyRequests, 10
+	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, ErrIndexing):
+		// Retryable: storage is down or overloaded; the package list is
+		// being made.
+		return http.StatusServiceUnavailable, 5
+	case errors.Is(err, context.Canceled):
+		// The client went away; the status is for the log only.
+		return statusClientClosed, 0
 	}
-	return http.StatusInternalServerError
+	// nix.ErrTimeout, *nix.BuildError and the unforeseen.
+	return http.StatusInternalServerError, 0
+}
+
+// statusClientClosed is nginx's 499, as the registry logs it.
+const statusClientClosed = 499
+
+// errorHeader sets the Retry-After of err, if it has one, and returns
+// its status.
+func errorHeader(w http.ResponseWriter, err error) int {
+	status, retryAfter := errorStatus(err)
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+	}
+	return status
+}
+
+// failErr writes err with the status errorStatus gives it.
+func (s *Site) failErr(w http.ResponseWriter, r *http.Request, err error) {
+	status := errorHeader(w, err)
+	msg := err.Error()
+	if status == statusClientClosed {
+		msg = "request cancelled"
+	}
+	s.fail(w, r, status, msg)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -140,11 +141,7 @@ func (s *Site) events(w http.ResponseWriter, r *http.Request, req *image.Request
 		return
 	}
 	send := func(e builder.Event) error {
-		data, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		if _, err := fmt.Fprintf(w, "data: %s\n\n", data); err != nil {
+		if err := writeEvent(w, e); err != nil {
 			return err
 		}
 		return rc.Flush()
@@ -182,6 +179,18 @@ func (s *Site) events(w http.ResponseWriter, r *http.Request, req *image.Request
 			return
 		}
 	}
+}
+
+// writeEvent writes one server-sent event: e as JSON in one data line.
+// JSON escapes line breaks inside strings, so a Nix log line or an error
+// message, whatever it holds, cannot end the line and forge an event.
+func writeEvent(w io.Writer, e builder.Event) error {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "data: %s\n\n", data)
+	return err
 }
 
 // EventsPath is the path of the event stream of an image's build.

@@ -61,15 +61,17 @@ type Site struct {
 //go:embed templates/*.html
 var templateFS embed.FS
 
+// pages are the templates. Everything they show that comes from a
+// request (names, tags, queries, the Host header, error messages) is
+// escaped by html/template for where it lands; values given to the
+// scripts are written in script context, where html/template encodes
+// them as JSON with <, > and & escaped, so no value can end a <script>.
+// Nothing is marked safe (template.HTML, template.JS) by hand.
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"size":  humanSize,
 	"short": shortDigest,
 	"lower": strings.ToLower,
 	"ago":   ago,
-	"json": func(v any) (template.JS, error) {
-		b, err := json.Marshal(v)
-		return template.JS(b), err
-	},
 }).ParseFS(templateFS, "templates/*.html"))
 
 func (s *Site) logger() *slog.Logger {
@@ -83,6 +85,9 @@ func (s *Site) logger() *slog.Logger {
 // that end in an image reference.
 func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
+	// Answers are what their Content-Type says: a JSON error that echoes a
+	// name is never sniffed as HTML.
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	// Builds and their streams are no pages to index or follow.
 	// https://developers.google.com/search/docs/crawling-indexing/robots-meta-tag#xrobotstag
 	if strings.HasPrefix(p, "/build/") || strings.HasPrefix(p, "/api/build/") {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -70,7 +71,7 @@ func (s *Site) imagePage(w http.ResponseWriter, r *http.Request, req *image.Requ
 		s.render(w, r, http.StatusOK, "image.html", data)
 		return
 	case err != nil:
-		s.fail(w, r, errorStatus(err), err.Error())
+		s.failErr(w, r, err)
 		return
 	}
 	data["Image"] = s.view(r, req, d)
@@ -84,31 +85,43 @@ func (s *Site) imageAPI(w http.ResponseWriter, r *http.Request, req *image.Reque
 		return
 	}
 	if err != nil {
-		s.fail(w, r, errorStatus(err), err.Error())
+		s.failErr(w, r, err)
 		return
 	}
 	writeJSON(w, r, http.StatusOK, s.view(r, req, d))
 }
 
-// buildPage shows a build live. Opening it starts the build (or joins
-// the one in flight), like a pull would, so that it also works without
-// JavaScript; the page's script follows the event stream.
+// buildPage shows a build live. A GET (or HEAD) only renders the page:
+// its script opens the event stream, which starts or joins the build, so
+// a crawler that follows a link runs no Nix. For browsers without
+// JavaScript the page has a form that POSTs here: that starts the build
+// (or joins the one in flight), waits a moment so that a quick build is
+// done, and answers 303 See Other to the page (POST/redirect/GET,
+// https://www.rfc-editor.org/rfc/rfc9110#name-303-see-other).
 func (s *Site) buildPage(w http.ResponseWriter, r *http.Request, req *image.Request) {
-	data := map[string]any{"Title": "Building " + Ref(req) + " · Nixery", "Ref": Ref(req), "Req": req,
-		"Commands": commands(r, req), "Phases": builder.Phases}
-	if r.Method == http.MethodGet {
-		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	if r.Method == http.MethodPost {
+		ctx, cancel := context.WithTimeout(r.Context(), startWait)
 		ch, err := s.Builder.Watch(ctx, req)
-		cancel() // the build goes on without this watcher
 		if err != nil {
-			s.fail(w, r, errorStatus(err), err.Error())
+			cancel()
+			s.failErr(w, r, err)
 			return
 		}
 		for range ch {
 		}
+		cancel() // the build goes on without this watcher
+		http.Redirect(w, r, "/build/"+Ref(req)+"?started=1", http.StatusSeeOther)
+		return
 	}
+	data := map[string]any{"Title": "Building " + Ref(req) + " · Nixery", "Ref": Ref(req), "Req": req,
+		"Commands": commands(r, req), "Phases": builder.Phases, "NoIndex": true,
+		"Started": r.URL.Query().Has("started")}
 	s.render(w, r, http.StatusOK, "build.html", data)
 }
+
+// startWait is how long a POST to a build page waits for the build before
+// it redirects to the page.
+const startWait = 10 * time.Second
 
 // events streams the build of req as server-sent events
 // (https://html.spec.whatwg.org/multipage/server-sent-events.html): one
@@ -128,11 +141,7 @@ func (s *Site) events(w http.ResponseWriter, r *http.Request, req *image.Request
 		return
 	}
 	send := func(e builder.Event) error {
-		data, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		if _, err := fmt.Fprintf(w, "data: %s\n\n", data); err != nil {
+		if err := writeEvent(w, e); err != nil {
 			return err
 		}
 		return rc.Flush()
@@ -170,6 +179,18 @@ func (s *Site) events(w http.ResponseWriter, r *http.Request, req *image.Request
 			return
 		}
 	}
+}
+
+// writeEvent writes one server-sent event: e as JSON in one data line.
+// JSON escapes line breaks inside strings, so a Nix log line or an error
+// message, whatever it holds, cannot end the line and forge an event.
+func writeEvent(w io.Writer, e builder.Event) error {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "data: %s\n\n", data)
+	return err
 }
 
 // EventsPath is the path of the event stream of an image's build.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -26,6 +27,55 @@ const (
 	defaultLimit = 50
 	maxLimit     = 500
 )
+
+// Query limits. A search compares every word with every package (about
+// words × packages substring tests), so a query is bounded in bytes and in
+// distinct words; nothing a person types into a search box comes near.
+const (
+	maxQueryBytes = 200
+	maxQueryWords = 8
+)
+
+// QueryError is a search query over the limits; it answers 400.
+type QueryError struct{ Message string }
+
+func (e *QueryError) Error() string { return e.Message }
+
+// query is a search query prepared for matching: lower case, its words
+// distinct and in the order typed.
+type query struct {
+	text  string   // the words joined by single spaces
+	words []string // distinct, never empty
+}
+
+// parseQuery checks a query against the limits and prepares it. Empty
+// words (runs of spaces) are ignored and repeated words count once; an
+// empty query is valid and matches nothing.
+func parseQuery(raw string) (query, error) {
+	raw = strings.TrimSpace(raw)
+	if len(raw) > maxQueryBytes {
+		return query{}, &QueryError{fmt.Sprintf("search query too long: %d bytes, at most %d", len(raw), maxQueryBytes)}
+	}
+	var words []string
+	for _, w := range strings.Fields(strings.ToLower(raw)) {
+		if !slices.Contains(words, w) {
+			words = append(words, w)
+		}
+	}
+	if len(words) > maxQueryWords {
+		return query{}, &QueryError{fmt.Sprintf("search query has too many words: %d, at most %d", len(words), maxQueryWords)}
+	}
+	return query{text: strings.Join(words, " "), words: words}, nil
+}
+
+// searchLimit reads the limit parameter: defaultLimit unless it is a
+// positive number, and never more than maxLimit.
+func searchLimit(v string) int {
+	if l, err := strconv.Atoi(v); err == nil && l > 0 {
+		return min(l, maxLimit)
+	}
+	return defaultLimit
+}
 
 // searchWait is how long a search waits for the package list being made
 // before it answers 503 "try again" (listing nixpkgs takes a minute or
@@ -83,12 +133,11 @@ type Result struct {
 //	5 every word of the query is in the path, version or description
 //
 // Ties go to the shorter path, then alphabetical order.
-func (x *index) search(q string, limit int) ([]Result, int) {
-	q = strings.ToLower(strings.TrimSpace(q))
+func (x *index) search(qy query, limit int) ([]Result, int) {
+	q, words := qy.text, qy.words
 	if q == "" {
 		return nil, 0
 	}
-	words := strings.Fields(q)
 	type hit struct{ rank, i int }
 	var hits []hit
 	for i, a := range x.attrs {
@@ -303,34 +352,28 @@ type SearchAnswer struct {
 	Results  []Result `json:"results"`
 }
 
-func (s *Site) searchRun(r *http.Request) (*SearchAnswer, int, error) {
-	limit := defaultLimit
-	if l, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && l > 0 {
-		limit = min(l, maxLimit)
-	}
+func (s *Site) searchRun(r *http.Request) (*SearchAnswer, error) {
+	limit := searchLimit(r.URL.Query().Get("limit"))
 	q := r.URL.Query().Get("q")
+	qy, err := parseQuery(q)
+	if err != nil {
+		return nil, err
+	}
 	x, err := s.packageIndex(r.Context())
 	if err != nil {
-		status := http.StatusInternalServerError
-		if errors.Is(err, ErrIndexing) {
-			status = http.StatusServiceUnavailable
-		}
-		return nil, status, err
+		return nil, err
 	}
-	results, total := x.search(q, limit)
+	results, total := x.search(qy, limit)
 	if results == nil {
 		results = []Result{}
 	}
-	return &SearchAnswer{Query: q, Total: total, Packages: len(x.pkgs), Revision: x.revision, Results: results}, 0, nil
+	return &SearchAnswer{Query: q, Total: total, Packages: len(x.pkgs), Revision: x.revision, Results: results}, nil
 }
 
 func (s *Site) searchAPI(w http.ResponseWriter, r *http.Request) {
-	ans, status, err := s.searchRun(r)
+	ans, err := s.searchRun(r)
 	if err != nil {
-		if status == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", "5")
-		}
-		s.fail(w, r, status, err.Error())
+		s.failErr(w, r, err)
 		return
 	}
 	writeJSON(w, r, http.StatusOK, ans)
@@ -338,13 +381,10 @@ func (s *Site) searchAPI(w http.ResponseWriter, r *http.Request) {
 
 func (s *Site) searchPage(w http.ResponseWriter, r *http.Request) {
 	data := map[string]any{"Title": "Search · Nixery", "Query": r.URL.Query().Get("q")}
-	ans, status, err := s.searchRun(r)
+	ans, err := s.searchRun(r)
 	if err != nil {
-		if status == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", "5")
-		}
 		data["Error"] = err.Error()
-		s.render(w, r, status, "search.html", data)
+		s.render(w, r, errorHeader(w, err), "search.html", data)
 		return
 	}
 	data["Answer"] = ans

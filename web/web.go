@@ -5,10 +5,16 @@
 //	GET /                               index: how to pull from this host, source, recent images
 //	GET /search?q=…                     package search (the index page searches as you type)
 //	GET /image/<name>[:<tag>]           an image: packages, closure, layers, pull commands
-//	GET /build/<name>[:<tag>]           starts (or joins) the build and shows it live
+//	GET /build/<name>[:<tag>]           shows the build live (its script opens the event stream)
+//	POST /build/<name>[:<tag>]          starts (or joins) the build, then 303 to the page
 //	GET /api/search?q=…[&limit=n]       JSON search results
 //	GET /api/image/<name>[:<tag>]       JSON image details (404 if not built)
-//	GET /api/build/<name>[:<tag>]/events  server-sent events of the build
+//	GET /api/build/<name>[:<tag>]/events  starts (or joins) the build: its server-sent events
+//	GET /robots.txt                     asks crawlers to keep out of builds
+//
+// A plain GET of a page never starts a build, so that crawlers and link
+// previews cannot make this host run Nix: builds start from the registry
+// API, the event stream (which only a script or the CLI opens) or a POST.
 //
 // Pages are server-rendered HTML with inline CSS and a little inline
 // JavaScript (live search, live progress); nothing is loaded from
@@ -19,10 +25,12 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"encoding/json"
 	"errors"
 	"html/template"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -33,6 +41,8 @@ import (
 	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/image"
+	"github.com/nixery/nixery/nix"
+	"github.com/nixery/nixery/storage"
 )
 
 // Site serves the pages and their JSON endpoints. Builder is required.
@@ -51,15 +61,17 @@ type Site struct {
 //go:embed templates/*.html
 var templateFS embed.FS
 
+// pages are the templates. Everything they show that comes from a
+// request (names, tags, queries, the Host header, error messages) is
+// escaped by html/template for where it lands; values given to the
+// scripts are written in script context, where html/template encodes
+// them as JSON with <, > and & escaped, so no value can end a <script>.
+// Nothing is marked safe (template.HTML, template.JS) by hand.
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"size":  humanSize,
 	"short": shortDigest,
 	"lower": strings.ToLower,
 	"ago":   ago,
-	"json": func(v any) (template.JS, error) {
-		b, err := json.Marshal(v)
-		return template.JS(b), err
-	},
 }).ParseFS(templateFS, "templates/*.html"))
 
 func (s *Site) logger() *slog.Logger {
@@ -72,15 +84,32 @@ func (s *Site) logger() *slog.Logger {
 // ServeHTTP dispatches on the path: fixed pages first, then the routes
 // that end in an image reference.
 func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
+	p := r.URL.Path
+	// Answers are what their Content-Type says: a JSON error that echoes a
+	// name is never sniffed as HTML.
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	// Builds and their streams are no pages to index or follow.
+	// https://developers.google.com/search/docs/crawling-indexing/robots-meta-tag#xrobotstag
+	if strings.HasPrefix(p, "/build/") || strings.HasPrefix(p, "/api/build/") {
+		w.Header().Set("X-Robots-Tag", "noindex, nofollow")
+	}
+	// Only a build page takes a POST (its "start the build" form for
+	// browsers without JavaScript); everything else is read-only.
+	takesPost := strings.HasPrefix(p, "/build/")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && (r.Method != http.MethodPost || !takesPost) {
+		allow := "GET, HEAD"
+		if takesPost {
+			allow += ", POST"
+		}
+		w.Header().Set("Allow", allow)
 		s.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: this site is read-only")
 		return
 	}
-	p := r.URL.Path
 	switch {
 	case p == "/":
 		s.indexPage(w, r)
+	case p == "/robots.txt":
+		s.robots(w, r)
 	case p == "/search":
 		s.searchPage(w, r)
 	case p == "/api/search":
@@ -127,7 +156,7 @@ func Ref(req *image.Request) string {
 func (s *Site) withRef(w http.ResponseWriter, r *http.Request, ref string, h func(http.ResponseWriter, *http.Request, *image.Request)) {
 	req, err := ParseRef(ref)
 	if err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error())
+		s.failErr(w, r, err)
 		return
 	}
 	h(w, r, req)
@@ -263,6 +292,20 @@ func ago(t time.Time) string {
 	return t.Format("2006-01-02")
 }
 
+// robotsTxt keeps well-behaved crawlers away from what starts builds
+// (https://www.rfc-editor.org/rfc/rfc9309); the pages themselves never
+// build on a GET, so this only spares them useless requests.
+const robotsTxt = "User-agent: *\nDisallow: /build/\nDisallow: /api/\n"
+
+func (s *Site) robots(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(robotsTxt)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		io.WriteString(w, robotsTxt)
+	}
+}
+
 // indexPage is the front page.
 func (s *Site) indexPage(w http.ResponseWriter, r *http.Request) {
 	b := s.Builder
@@ -284,17 +327,53 @@ func (s *Site) indexPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "index.html", data)
 }
 
-// errorStatus maps a build or lookup error to an HTTP status.
-func errorStatus(err error) int {
+// errorStatus is the one place that maps an error to an HTTP status and
+// the seconds of Retry-After (0: none). For every error of a pull it
+// agrees with the registry API (registry.classify): a page and a pull of
+// the same image fail alike. The rest are the web's own (search).
+func errorStatus(err error) (status, retryAfter int) {
 	var ie *image.Error
-	var ure *config.UnknownRevisionError
+	var unknown *nix.UnknownPackagesError
+	var unknownRev *config.UnknownRevisionError
+	var qe *QueryError
 	switch {
-	case errors.As(err, &ie):
-		return http.StatusBadRequest
-	case errors.As(err, &ure):
-		return http.StatusNotFound
+	case errors.As(err, &ie), errors.As(err, &qe):
+		return http.StatusBadRequest, 0
+	case errors.As(err, &unknown), errors.As(err, &unknownRev):
+		return http.StatusNotFound, 0
 	case errors.Is(err, builder.ErrBusy):
-		return http.StatusTooManyRequests
+		return http.StatusTooManyRequests, 10
+	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, ErrIndexing):
+		// Retryable: storage is down or overloaded; the package list is
+		// being made.
+		return http.StatusServiceUnavailable, 5
+	case errors.Is(err, context.Canceled):
+		// The client went away; the status is for the log only.
+		return statusClientClosed, 0
 	}
-	return http.StatusInternalServerError
+	// nix.ErrTimeout, *nix.BuildError and the unforeseen.
+	return http.StatusInternalServerError, 0
+}
+
+// statusClientClosed is nginx's 499, as the registry logs it.
+const statusClientClosed = 499
+
+// errorHeader sets the Retry-After of err, if it has one, and returns
+// its status.
+func errorHeader(w http.ResponseWriter, err error) int {
+	status, retryAfter := errorStatus(err)
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+	}
+	return status
+}
+
+// failErr writes err with the status errorStatus gives it.
+func (s *Site) failErr(w http.ResponseWriter, r *http.Request, err error) {
+	status := errorHeader(w, err)
+	msg := err.Error()
+	if status == statusClientClosed {
+		msg = "request cancelled"
+	}
+	s.fail(w, r, status, msg)
 }

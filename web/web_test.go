@@ -3,6 +3,7 @@ package web
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -62,7 +63,11 @@ func TestPages(t *testing.T) {
 		{"GET", "/search?q=", 200, "text/html", []string{"Package search"}},
 		{"GET", "/api/search?q=xe", 200, "application/json", []string{`"attr":"xorg.xev"`, `"image":"xorg.xev"`}},
 		{"GET", "/api/search?q=zzznothing", 200, "application/json", []string{`"total":0`, `"results":[]`}},
-		{"GET", "/image/hello", 200, "text/html", []string{"not built yet", `href="/build/hello"`, "docker pull registry.example:5000/hello"}},
+		{"GET", "/api/search?q=hello+hello++hello", 200, "application/json", []string{`"attr":"hello"`}},
+		{"GET", "/api/search?q=a+b+c+d+e+f+g+h+i", 400, "application/json", []string{`"error":"search query has too many words: 9, at most 8"`}},
+		{"GET", "/api/search?q=" + strings.Repeat("x", 201), 400, "application/json", []string{`"error":"search query too long: 201 bytes, at most 200"`}},
+		{"GET", "/search?q=" + strings.Repeat("x", 201), 400, "text/html", []string{"search query too long: 201 bytes, at most 200", "Package search"}},
+		{"GET", "/image/hello", 200, "text/html", []string{"not built yet", `href="/build/hello" rel="nofollow"`, "docker pull registry.example:5000/hello"}},
 		{"GET", "/image/shell/hello:v1", 200, "text/html", []string{"registry.example:5000/shell/hello:v1", `href="/build/shell/hello:v1"`}},
 		{"GET", "/image?name=shell/hello", 303, "", nil},
 		{"GET", "/image/Hello", 400, "text/html", []string{"invalid repository name"}},
@@ -72,7 +77,13 @@ func TestPages(t *testing.T) {
 		{"GET", "/build/bad:..", 400, "text/html", []string{"invalid tag"}},
 		{"GET", "/nope", 404, "text/html", []string{"no such page"}},
 		{"POST", "/", 405, "text/html", nil},
+		{"POST", "/image/hello", 405, "text/html", nil},
+		{"POST", "/api/build/hello/events", 405, "application/json", nil},
+		{"PUT", "/build/hello", 405, "text/html", nil},
 		{"DELETE", "/api/search", 405, "application/json", nil},
+		{"GET", "/robots.txt", 200, "text/plain", []string{"Disallow: /build/", "Disallow: /api/"}},
+		{"GET", "/build/hello", 200, "text/html", []string{`<meta name="robots" content="noindex, nofollow">`, `action="/build/hello"`}},
+		{"HEAD", "/build/hello", 200, "text/html", nil},
 	} {
 		rec := get(t, s, tt.method, tt.path)
 		body := rec.Body.String()
@@ -90,6 +101,18 @@ func TestPages(t *testing.T) {
 		}
 		if tt.method == "HEAD" && body != "" {
 			t.Errorf("HEAD %s has a body", tt.path)
+		}
+		if tt.status == 405 {
+			want := "GET, HEAD"
+			if strings.HasPrefix(tt.path, "/build/") {
+				want = "GET, HEAD, POST"
+			}
+			if got := rec.Header().Get("Allow"); got != want {
+				t.Errorf("%s %s: Allow %q, want %q", tt.method, tt.path, got, want)
+			}
+		}
+		if robots := rec.Header().Get("X-Robots-Tag"); strings.Contains(tt.path, "build/") != (robots != "") {
+			t.Errorf("%s %s: X-Robots-Tag %q", tt.method, tt.path, robots)
 		}
 	}
 	if rec := get(t, s, "GET", "/image?name=shell/hello"); rec.Header().Get("Location") != "/image/shell/hello" {
@@ -201,19 +224,78 @@ func TestBuildProgressStreamError(t *testing.T) {
 	}
 }
 
-// Opening the build page starts the build, even without JavaScript.
-func TestBuildPageStartsBuild(t *testing.T) {
+// A GET or HEAD of a build page (what a crawler or a link preview does)
+// starts nothing, nor does the image page; the event stream, which the
+// page's script opens, starts the build.
+func TestBuildPageGetStartsNothing(t *testing.T) {
 	s := newSite(t)
-	rec := get(t, s, "GET", "/build/jq")
-	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "/api/build/") || !strings.Contains(rec.Body.String(), `data-phase="pack"`) {
-		t.Fatalf("build page: %d\n%s", rec.Code, rec.Body)
-	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for get(t, s, "GET", "/api/image/jq").Code != 200 {
-		if time.Now().After(deadline) {
-			t.Fatal("jq was not built after opening its build page")
+	for _, tt := range []struct{ method, path string }{
+		{"GET", "/build/jq"},
+		{"HEAD", "/build/jq"},
+		{"GET", "/build/jq?started=1"},
+		{"GET", "/image/jq"},
+		{"HEAD", "/image/jq"},
+		{"GET", "/api/image/jq"},
+		{"HEAD", "/api/build/jq/events"},
+	} {
+		rec := get(t, s, tt.method, tt.path)
+		if rec.Code >= 500 {
+			t.Fatalf("%s %s = %d: %s", tt.method, tt.path, rec.Code, rec.Body)
 		}
-		time.Sleep(50 * time.Millisecond)
+	}
+	page := get(t, s, "GET", "/build/jq").Body.String()
+	for _, want := range []string{"/api/build/", `data-phase="pack"`, `<meta name="robots" content="noindex, nofollow">`,
+		`<form method="post" action="/build/jq">`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("build page lacks %q:\n%s", want, page)
+		}
+	}
+	if n := s.Builder.Stats().NixBuilds.Load(); n != 0 {
+		t.Fatalf("%d Nix builds after GET and HEAD requests, want 0", n)
+	}
+
+	// Had any request above started the build, the stream would find it
+	// cached or join it and replay events from before it was opened.
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	opened := time.Now()
+	events := stream(t, srv, "jq")
+	if first, last := events[0], events[len(events)-1]; last.Kind != "done" || last.Message == "cached" || first.Time.Before(opened) {
+		t.Errorf("events of jq, opened at %s: first %+v, last %+v", opened, first, last)
+	}
+	if n := s.Builder.Stats().NixBuilds.Load(); n != 1 {
+		t.Errorf("%d Nix builds after the event stream, want 1", n)
+	}
+}
+
+// Without JavaScript, the page's form POSTs: that starts the build and
+// answers 303 See Other to the page.
+func TestBuildPagePostStartsBuild(t *testing.T) {
+	s := newSite(t)
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	before := time.Now()
+	rec := get(t, s, "POST", "/build/jq")
+	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/build/jq?started=1" {
+		t.Fatalf("POST /build/jq = %d, Location %q: %s", rec.Code, rec.Header().Get("Location"), rec.Body)
+	}
+	// The POST started the build: the stream finds it done or in flight,
+	// with events from before the stream was opened.
+	opened := time.Now()
+	events := stream(t, srv, "jq")
+	first, last := events[0], events[len(events)-1]
+	if last.Kind != "done" || (last.Message != "cached" && (first.Time.Before(before) || !first.Time.Before(opened))) {
+		t.Errorf("events after the POST: first %+v, last %+v", first, last)
+	}
+	if n := s.Builder.Stats().NixBuilds.Load(); n != 1 {
+		t.Errorf("%d Nix builds after POST and stream, want 1", n)
+	}
+	page := get(t, s, "GET", "/build/jq?started=1").Body.String()
+	if !strings.Contains(page, "The build has started") {
+		t.Errorf("page after the POST:\n%s", page)
+	}
+	if rec := get(t, s, "POST", "/build/Bad"); rec.Code != http.StatusBadRequest {
+		t.Errorf("POST of an invalid name = %d", rec.Code)
 	}
 }
 
@@ -239,7 +321,7 @@ func TestSearchRanking(t *testing.T) {
 		{"3.11", []string{"python3", "python311"}},
 		{"", nil},
 	} {
-		res, total := x.search(tt.q, 10)
+		res, total := x.search(mustQuery(t, tt.q), 10)
 		var got []string
 		for _, r := range res {
 			got = append(got, r.Attr)
@@ -248,8 +330,67 @@ func TestSearchRanking(t *testing.T) {
 			t.Errorf("search %q = %q (%d), want %q", tt.q, got, total, tt.want)
 		}
 	}
-	if res, total := x.search("p", 2); len(res) != 2 || total != 4 {
+	if res, total := x.search(mustQuery(t, "p"), 2); len(res) != 2 || total != 4 {
 		t.Errorf("limit: %d results of %d", len(res), total)
+	}
+}
+
+func mustQuery(t testing.TB, s string) query {
+	t.Helper()
+	q, err := parseQuery(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+// Queries are bounded in bytes and distinct words; repeated and empty
+// words do not count.
+func TestParseQuery(t *testing.T) {
+	long := strings.Repeat("a", maxQueryBytes)
+	for _, tt := range []struct {
+		raw   string
+		words []string
+		err   string
+	}{
+		{"", nil, ""},
+		{"   ", nil, ""},
+		{"Python", []string{"python"}, ""},
+		{"  url \t  files  ", []string{"url", "files"}, ""},
+		{"python PYTHON python", []string{"python"}, ""},
+		{"a b c d e f g h", []string{"a", "b", "c", "d", "e", "f", "g", "h"}, ""},
+		{"a b c d e f g h a b c d", []string{"a", "b", "c", "d", "e", "f", "g", "h"}, ""},
+		{"a b c d e f g h i", nil, "too many words: 9, at most 8"},
+		{strings.Repeat("x ", 1000), []string{"x"}, "too long: 1999 bytes, at most 200"},
+		{long, []string{long}, ""},
+		{" " + long + " ", []string{long}, ""},
+		{long + "a", nil, "too long: 201 bytes"},
+	} {
+		q, err := parseQuery(tt.raw)
+		if tt.err != "" {
+			var qe *QueryError
+			if !errors.As(err, &qe) || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("parseQuery(%.20q…) = %v, want an error with %q", tt.raw, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(q.words, tt.words) || q.text != strings.Join(tt.words, " ") {
+			t.Errorf("parseQuery(%.20q…) = %q %q, %v; want %q", tt.raw, q.text, q.words, err, tt.words)
+		}
+	}
+}
+
+func TestSearchLimit(t *testing.T) {
+	for _, tt := range []struct {
+		v    string
+		want int
+	}{
+		{"", defaultLimit}, {"10", 10}, {"0", defaultLimit}, {"-5", defaultLimit}, {"x", defaultLimit},
+		{"500", maxLimit}, {"501", maxLimit}, {"99999999999999999999999", defaultLimit},
+	} {
+		if got := searchLimit(tt.v); got != tt.want {
+			t.Errorf("searchLimit(%q) = %d, want %d", tt.v, got, tt.want)
+		}
 	}
 }
 
@@ -270,7 +411,7 @@ func nixpkgsSized() []nix.Package {
 // How fast a search is, is BenchmarkSearch's to say (figures in the README).
 func TestSearchNixpkgsSized(t *testing.T) {
 	x := newIndex("test", "", nixpkgsSized())
-	res, total := x.search("mod99", 50)
+	res, total := x.search(mustQuery(t, "mod99"), 50)
 	if len(res) == 0 || res[0].Attr != "python3Packages.mod990" || total == 0 {
 		t.Errorf("first result %+v of %d", res, total)
 	}
@@ -278,7 +419,8 @@ func TestSearchNixpkgsSized(t *testing.T) {
 
 func BenchmarkSearch(b *testing.B) {
 	x := newIndex("test", "", nixpkgsSized())
+	q := mustQuery(b, "description python")
 	for b.Loop() {
-		x.search("description python", 50)
+		x.search(q, 50)
 	}
 }

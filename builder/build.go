@@ -97,6 +97,11 @@ type Builder struct {
 	flights  flights
 	failures failures
 	phases   phaseStats
+
+	// Test hooks: recheck replaces catalog.HotRecheck; beforeFinish runs
+	// after a build's final event, before its flight ends.
+	recheck      time.Duration
+	beforeFinish func()
 }
 
 // Stats counts what the builder did since it started.
@@ -243,6 +248,9 @@ func (b *Builder) start(ctx context.Context, key string, req *image.Request, src
 			f.p.publish(Event{Kind: "error", Message: err.Error()})
 		} else {
 			f.p.publish(Event{Kind: "done", Message: "image ready", Digest: img.Manifests[manifest.OCIManifest].Digest})
+		}
+		if b.beforeFinish != nil {
+			b.beforeFinish()
 		}
 		b.flights.finish(key, f, img, err)
 	}()

@@ -117,7 +117,7 @@ func (b *Builder) hot(ctx context.Context, key string) (*hotEntry, error) {
 	if h == nil || !h.entry.Fresh(b.CacheTTL, time.Now()) {
 		return nil, nil
 	}
-	if time.Since(time.Unix(0, h.checked.Load())) < catalog.HotRecheck {
+	if time.Since(time.Unix(0, h.checked.Load())) < b.hotRecheck() {
 		return h, nil
 	}
 	ok, err := b.Catalog().EntryExists(ctx, key)
@@ -130,6 +130,13 @@ func (b *Builder) hot(ctx context.Context, key string) (*hotEntry, error) {
 	}
 	h.checked.Store(time.Now().UnixNano())
 	return h, nil
+}
+
+func (b *Builder) hotRecheck() time.Duration {
+	if b.recheck > 0 {
+		return b.recheck
+	}
+	return catalog.HotRecheck
 }
 
 // cachedManifest returns the manifest of mediaType from a fresh cache

@@ -1,0 +1,155 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nixery/nixery/config"
+	"github.com/nixery/nixery/manifest"
+	"github.com/nixery/nixery/nix"
+	"github.com/nixery/nixery/storage"
+)
+
+// A watcher that arrives after a build's final event, before its flight
+// has ended, gets the whole story and an end (it used to wait forever).
+func TestWatcherAtTheEndOfABuild(t *testing.T) {
+	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	req := request(t, "hello", "latest")
+	var last Event
+	watched := make(chan struct{})
+	b.beforeFinish = func() {
+		defer close(watched)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		ch, err := b.Watch(ctx, req)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		for e := range ch {
+			last = e
+		}
+		if ctx.Err() != nil {
+			t.Error("the late watcher waited until its deadline")
+		}
+	}
+	if _, _, err := b.Manifest(context.Background(), req, manifest.OCIManifest); err != nil {
+		t.Fatal(err)
+	}
+	<-watched
+	if last.Kind != "done" {
+		t.Errorf("the late watcher's last event is %+v, want done", last)
+	}
+}
+
+// A failed build is remembered for FailureTTL: the same request gets the
+// same error without running Nix again; after it, Nix runs again.
+func TestFailuresAreRemembered(t *testing.T) {
+	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	ctx := context.Background()
+	req := request(t, "nosuchpackage", "latest")
+	var unknown *nix.UnknownPackagesError
+	for range 3 {
+		if _, _, err := b.Manifest(ctx, req, manifest.OCIManifest); !errors.As(err, &unknown) {
+			t.Fatalf("got %v, want unknown packages", err)
+		}
+	}
+	if n := b.Stats().NixBuilds.Load(); n != 1 {
+		t.Errorf("three requests ran Nix %d times, want 1", n)
+	}
+	b.failures.put(b.mustKeyFor(t, "nosuchpackage"), unknown, time.Now()) // the memory ends
+	if _, _, err := b.Manifest(ctx, req, manifest.OCIManifest); !errors.As(err, &unknown) {
+		t.Fatalf("got %v", err)
+	}
+	if n := b.Stats().NixBuilds.Load(); n != 2 {
+		t.Errorf("after the failure expired Nix ran %d times in all, want 2", n)
+	}
+}
+
+// Admit is asked only when a request would start a new build.
+func TestAdmitOnlyForNewBuilds(t *testing.T) {
+	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	var asked atomic.Int64
+	refuse := errors.New("over the limit")
+	b.Admit = func(context.Context) error {
+		if asked.Add(1) > 1 {
+			return refuse
+		}
+		return nil
+	}
+	ctx := context.Background()
+	if _, _, err := b.Manifest(ctx, request(t, "hello", "latest"), manifest.OCIManifest); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Manifest(ctx, request(t, "hello", "latest"), manifest.DockerManifest); err != nil {
+		t.Errorf("a cached image was refused: %v", err)
+	}
+	if _, _, err := b.Manifest(ctx, request(t, "jq", "latest"), manifest.OCIManifest); !errors.Is(err, refuse) {
+		t.Errorf("a second new build: %v, want refused", err)
+	}
+	if n := asked.Load(); n != 2 {
+		t.Errorf("Admit asked %d times, want 2 (two new builds, no cache hit)", n)
+	}
+}
+
+// An image that lost a blob (deleted by hand, a broken disk) is rebuilt
+// when a process loads it from storage, not served broken; an entry
+// deleted in storage is dropped from memory within the re-check time.
+func TestLostBlobsAndEntriesHeal(t *testing.T) {
+	pkgs := demoSet(t)
+	root := t.TempDir()
+	ctx := context.Background()
+	req := request(t, "hello", "latest")
+	first := newBuilder(t, config.PathSource{Path: pkgs}, root)
+	data, _, err := first.Manifest(ctx, req, manifest.OCIManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs, err := manifest.References(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := refs[len(refs)-1]
+	if err := os.Remove(filepath.Join(root, "blobs", "sha256", lost.Encoded())); err != nil {
+		t.Fatal(err)
+	}
+
+	second := newBuilder(t, config.PathSource{Path: pkgs}, root)
+	if _, _, err := second.Manifest(ctx, req, manifest.OCIManifest); err != nil {
+		t.Fatal(err)
+	}
+	if n := second.Stats().NixBuilds.Load(); n != 1 {
+		t.Errorf("an image with a lost blob was served from the cache (%d Nix builds)", n)
+	}
+	if _, err := second.Storage.Stat(ctx, lost); err != nil {
+		t.Errorf("the lost blob was not packed again: %v", err)
+	}
+
+	// The entry goes (as gc deletes it); the process holding it in
+	// memory notices at its next re-check and builds again.
+	second.recheck = time.Nanosecond
+	key := second.mustKeyFor(t, "hello")
+	if err := second.Storage.(storage.Lister).DeleteObject(ctx, "manifests/"+key); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := second.Manifest(ctx, req, manifest.OCIManifest); err != nil {
+		t.Fatal(err)
+	}
+	if n := second.Stats().NixBuilds.Load(); n != 2 {
+		t.Errorf("a deleted entry was served from memory (%d Nix builds in all, want 2)", n)
+	}
+}
+
+func (b *Builder) mustKeyFor(t *testing.T, name string) string {
+	t.Helper()
+	_, key, err := b.resolve(context.Background(), request(t, name, "latest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/nixery/nixery/manifest"
 	"github.com/nixery/nixery/storage"
@@ -31,6 +34,10 @@ const (
 	// AbandonedAfter is the age after which an upload that never
 	// committed counts as abandoned (its writer died) and is removed.
 	AbandonedAfter = 24 * time.Hour
+	// deleteBatch is how many blobs are deleted at once, concurrently,
+	// after each re-reading of the leases: the window a build can slip
+	// into stays one request long.
+	deleteBatch = 8
 	// maxManifestSize caps what the collector reads as a manifest (the
 	// cap distribution uses).
 	maxManifestSize = 4 << 20
@@ -318,9 +325,13 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 		return g.rep, err
 	}
 	gone := map[digest.Digest]bool{}
-	for _, b := range candidates {
+	for len(candidates) > 0 {
+		batch := candidates[:min(deleteBatch, len(candidates))]
+		candidates = candidates[len(batch):]
 		if o.BeforeDelete != nil {
-			o.BeforeDelete(b.d)
+			for _, b := range batch {
+				o.BeforeDelete(b.d)
+			}
 		}
 		if !o.DryRun {
 			if time.Since(g.markedLocal) > LeaseTTL/2 {
@@ -333,30 +344,43 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 					}
 				}
 			}
-			// The leases once more, right before the deletion.
+			// The leases once more, right before the deletions.
 			if err := g.markLeases(ctx, g.storageNow()); err != nil {
 				return g.rep, err
 			}
 		}
-		if g.live[b.d] {
-			g.rep.BlobsKept++
-			continue
-		}
+		batch = slices.DeleteFunc(slices.Clone(batch), func(b blob) bool {
+			if g.live[b.d] {
+				g.rep.BlobsKept++
+				return true
+			}
+			return false
+		})
 		if !o.DryRun {
-			if err := g.store.DeleteBlob(ctx, b.d); err != nil {
+			eg, ectx := errgroup.WithContext(ctx)
+			for _, b := range batch {
+				eg.Go(func() error { return g.store.DeleteBlob(ectx, b.d) })
+			}
+			if err := eg.Wait(); err != nil {
 				return g.rep, err
 			}
 		}
-		gone[b.d] = true
-		g.rep.BlobsDeleted++
-		g.rep.BytesDeleted += b.size
+		for _, b := range batch {
+			gone[b.d] = true
+			g.rep.BlobsDeleted++
+			g.rep.BytesDeleted += b.size
+		}
 	}
 
 	// 5. Everything else that refers to nothing any more.
 	settled := g.markedAt.Add(-o.EntryGrace)
-	layerEntries, err := g.list(ctx, layersPrefix)
-	if err != nil {
-		return g.rep, err
+	// Layer cache entries are read only when blobs went: an entry whose
+	// blob vanished otherwise is a miss that packing overwrites anyway.
+	layerEntries := map[string]time.Time{}
+	if len(gone) > 0 {
+		if layerEntries, err = g.list(ctx, layersPrefix); err != nil {
+			return g.rep, err
+		}
 	}
 	for key, mod := range layerEntries {
 		raw, err := g.store.GetObject(ctx, layersPrefix+key)
@@ -551,10 +575,15 @@ func readManifest(ctx context.Context, store storage.Backend, d digest.Digest) (
 type countingStore struct {
 	storage.Backend
 	lister   storage.Lister
+	mu       sync.Mutex
 	requests int64
 }
 
-func (s *countingStore) count() { s.requests++ }
+func (s *countingStore) count() {
+	s.mu.Lock()
+	s.requests++
+	s.mu.Unlock()
+}
 
 func (s *countingStore) Open(ctx context.Context, d digest.Digest) (storage.Reader, error) {
 	s.count()

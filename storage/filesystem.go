@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -253,7 +254,13 @@ func (f *Filesystem) ListBlobs(ctx context.Context, fn func(d digest.Digest, siz
 
 func (f *Filesystem) ListObjects(ctx context.Context, prefix string, fn func(name string, modTime time.Time) error) error {
 	base := filepath.Join(f.root, "objects")
-	err := filepath.WalkDir(base, func(p string, e fs.DirEntry, err error) error {
+	// Walk only the directory the prefix names ("layers/" → objects/layers),
+	// not every object there is.
+	start := base
+	if dir := path.Dir(prefix + "x"); dir != "." && ValidObjectName(dir) {
+		start = filepath.Join(base, filepath.FromSlash(dir))
+	}
+	err := filepath.WalkDir(start, func(p string, e fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}

@@ -1,0 +1,241 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// hungRemote is a TCP listener on 127.0.0.1 that accepts connections and
+// never answers, like a remote behind a broken proxy. It returns an
+// http:// repository URL on it; the port is unique to the test and marks
+// the git processes that talk to it.
+func hungRemote(t *testing.T) (url, marker string, accepted *atomic.Int64) {
+	t.Helper()
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git is not installed")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted = new(atomic.Int64)
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	marker = ln.Addr().String()
+	return "http://" + marker + "/pkgs.git", marker, accepted
+}
+
+// processesMatching returns the pids of live processes whose command line
+// contains s (and, if arg1 is set, whose first argument is arg1).
+func processesMatching(s, arg1 string) []string {
+	var pids []string
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		cmdline, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil || !strings.Contains(string(cmdline), s) {
+			continue
+		}
+		if args := strings.Split(string(cmdline), "\x00"); arg1 != "" && (len(args) < 2 || args[1] != arg1) {
+			continue
+		}
+		if stat, err := os.ReadFile(filepath.Join(d, "stat")); err == nil && strings.Contains(string(stat), ") Z ") {
+			continue // a zombie is dead
+		}
+		pids = append(pids, filepath.Base(d))
+	}
+	return pids
+}
+
+// TestGitHungRemote: resolutions of many names on a remote that never
+// answers all end within the git timeout, run at most maxGitProcesses git
+// processes at once, and leave no process behind (git's transport helpers
+// included).
+func TestGitHungRemote(t *testing.T) {
+	url, marker, accepted := hungRemote(t)
+	const timeout, grace, n = 2 * time.Second, 5 * time.Second, 20
+	var mu sync.Mutex
+	maxSeen, starts := 0, 0
+	s := &GitSource{Repository: url, TTL: time.Hour, timeout: timeout,
+		started: func(int) {
+			// Every git process still alive is one that holds a slot: a
+			// slot is given back only after Wait has reaped its git.
+			seen := len(processesMatching(marker, "ls-remote"))
+			mu.Lock()
+			defer mu.Unlock()
+			starts++
+			maxSeen = max(maxSeen, seen)
+		}}
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	took := make([]time.Duration, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.Resolve(context.Background(), fmt.Sprintf("tag%d", i))
+			took[i] = time.Since(start)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("tag%d: %v, want a timeout", i, err)
+		}
+		if took[i] > timeout+grace {
+			t.Errorf("tag%d returned after %s", i, took[i])
+		}
+	}
+	t.Logf("%d resolutions, %d git processes started, at most %d at once, %d connections; first error: %v", n, starts, maxSeen, accepted.Load(), errs[0])
+	if starts == 0 || accepted.Load() == 0 {
+		t.Fatal("git never reached the remote: the test tests nothing")
+	}
+	if maxSeen > maxGitProcesses {
+		t.Errorf("%d git processes ran at once, want at most %d", maxSeen, maxGitProcesses)
+	}
+	if left := processesMatching(marker, ""); len(left) > 0 {
+		t.Errorf("processes left that talk to the remote: %v", left)
+	}
+}
+
+// TestGitSingleFlight: pulls of one name share one git process.
+func TestGitSingleFlight(t *testing.T) {
+	url, marker, _ := hungRemote(t)
+	const n = 10
+	var waiting sync.WaitGroup
+	waiting.Add(n)
+	var starts atomic.Int64
+	s := &GitSource{Repository: url, timeout: 2 * time.Second,
+		waiting: func(string) { waiting.Done() },
+		// Hold the git process (which hangs anyway) until every caller
+		// waits for it: they must join its flight, not start their own.
+		started: func(int) { starts.Add(1); waiting.Wait() },
+	}
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Resolve(context.Background(), "main"); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("got %v, want a timeout", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := starts.Load(); got != 1 {
+		t.Errorf("%d callers of one name started %d git processes, want 1", n, got)
+	}
+	if left := processesMatching(marker, ""); len(left) > 0 {
+		t.Errorf("processes left: %v", left)
+	}
+}
+
+// TestGitLastWaiterLeaves: when every caller has gone, the resolution is
+// stopped and its processes killed, long before the git timeout.
+func TestGitLastWaiterLeaves(t *testing.T) {
+	url, marker, _ := hungRemote(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	s := &GitSource{Repository: url, timeout: time.Hour,
+		started:  func(int) { cancel() },
+		finished: func(_ string, err error) { done <- err },
+	}
+	if _, err := s.Resolve(ctx, "main"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Resolve: %v, want context.Canceled", err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("flight ended with %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the flight went on after its last waiter left")
+	}
+	if left := processesMatching(marker, ""); len(left) > 0 {
+		t.Errorf("processes left: %v", left)
+	}
+}
+
+// TestGitCaches: a resolved name is reused for TTL and an unknown one for
+// the unknown-ref time, without running git; then git runs again.
+func TestGitCaches(t *testing.T) {
+	dir, _, c2 := gitRepo(t)
+	var runs atomic.Int64
+	now := time.Unix(1_000_000, 0)
+	var clock sync.Mutex
+	s := &GitSource{Repository: dir, TTL: time.Minute, unknownTTL: 30 * time.Second,
+		now:     func() time.Time { clock.Lock(); defer clock.Unlock(); return now },
+		started: func(int) { runs.Add(1) },
+	}
+	advance := func(d time.Duration) { clock.Lock(); now = now.Add(d); clock.Unlock() }
+	ctx := context.Background()
+	var unknown *UnknownRevisionError
+	steps := []struct {
+		tag     string
+		advance time.Duration
+		runs    int64 // git processes run so far
+		known   bool
+	}{
+		{"v9", 0, 1, false},
+		{"v9", 29 * time.Second, 1, false}, // remembered
+		{"v9", time.Second, 2, false},      // forgotten: asked again
+		{"main", 0, 3, true},
+		{"main", 59 * time.Second, 3, true}, // reused
+		{"main", time.Second, 4, true},      // asked again
+	}
+	for i, st := range steps {
+		advance(st.advance)
+		r, err := s.Resolve(ctx, st.tag)
+		if st.known && (err != nil || r.Revision != c2) {
+			t.Errorf("step %d: Resolve(%s) = %+v, %v; want %s", i, st.tag, r, err, c2)
+		}
+		if !st.known && !errors.As(err, &unknown) {
+			t.Errorf("step %d: Resolve(%s) = %v, want UnknownRevisionError", i, st.tag, err)
+		}
+		if got := runs.Load(); got != st.runs {
+			t.Errorf("step %d (%s): git ran %d times, want %d", i, st.tag, got, st.runs)
+		}
+	}
+}
+
+func TestLimitedBuffer(t *testing.T) {
+	b := &limitedBuffer{max: 5}
+	for _, p := range []string{"abc", "defg", "h"} {
+		if n, err := b.Write([]byte(p)); n != len(p) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v", p, n, err)
+		}
+	}
+	if b.String() != "abcde" || !b.over {
+		t.Errorf("kept %q, over %v", b.String(), b.over)
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/nixery/nixery/redact"
 )
 
 // GitTimeout bounds one resolution of a branch or tag name: waiting for a
@@ -53,6 +55,10 @@ const gitWaitDelay = 2 * time.Second
 // when GitTimeout passes, so that helpers (git-remote-https, ssh) cannot
 // outlive it; no prompts for credentials; names the repository lacks are
 // remembered for UnknownRefTTL.
+//
+// The repository URL may carry credentials (https://user:token@host/…):
+// git and Nix get them; String, Identity and every error show the URL
+// redacted (package redact).
 type GitSource struct {
 	Repository string
 	TTL        time.Duration // how long a resolved name is reused
@@ -89,7 +95,7 @@ type gitCall struct {
 	cancel  context.CancelFunc
 }
 
-func (s *GitSource) String() string { return "git repository " + s.Repository }
+func (s *GitSource) String() string { return "git repository " + redact.URLs(s.Repository) }
 
 func (s *GitSource) Resolve(ctx context.Context, tag string) (Resolved, error) {
 	if tag == "" {
@@ -105,12 +111,15 @@ func (s *GitSource) Resolve(ctx context.Context, tag string) (Resolved, error) {
 	return s.resolved(map[string]any{"url": s.Repository, "ref": res.ref, "rev": res.rev}, res.rev)
 }
 
+// resolved renders args for Nix, which gets the real URL. The identity
+// leaves the credentials out: they are no part of what the package set
+// is, and a changed token must not make every image new.
 func (s *GitSource) resolved(args map[string]any, rev string) (Resolved, error) {
 	b, err := json.Marshal(args)
 	if err != nil {
 		return Resolved{}, err
 	}
-	return Resolved{Type: "git", Args: string(b), Identity: "git:" + s.Repository + "@" + rev, Immutable: true, Revision: rev}, nil
+	return Resolved{Type: "git", Args: string(b), Identity: "git:" + redact.WithoutUserinfo(s.Repository) + "@" + rev, Immutable: true, Revision: rev}, nil
 }
 
 func (s *GitSource) clock() time.Time {
@@ -267,10 +276,11 @@ func (s *GitSource) lsRemote(ctx context.Context, tag string) (gitResolution, er
 		return gitResolution{}, s.stopped(ctx, tag, "git ls-remote ran")
 	}
 	if err != nil {
-		return gitResolution{}, fmt.Errorf("git ls-remote %s: %w: %s", s.Repository, err, strings.TrimSpace(stderr.String()))
+		// git's messages may repeat the URL, credentials and all.
+		return gitResolution{}, fmt.Errorf("git ls-remote %s: %w: %s", redact.URLs(s.Repository), err, redact.URLs(strings.TrimSpace(stderr.String())))
 	}
 	if stdout.over {
-		return gitResolution{}, fmt.Errorf("git ls-remote %s: more than %d bytes of output", s.Repository, gitOutputLimit)
+		return gitResolution{}, fmt.Errorf("git ls-remote %s: more than %d bytes of output", redact.URLs(s.Repository), gitOutputLimit)
 	}
 	r, ok := parseLsRemote(stdout.Bytes(), tag)
 	if !ok {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http/cgi"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -238,4 +241,85 @@ func TestLimitedBuffer(t *testing.T) {
 	if b.String() != "abcde" || !b.over {
 		t.Errorf("kept %q, over %v", b.String(), b.over)
 	}
+}
+
+// gitHTTP serves the repositories under root over git's smart HTTP
+// protocol (git http-backend) on 127.0.0.1, and returns the server's URL.
+func gitHTTP(t *testing.T, root string) string {
+	t.Helper()
+	out, err := exec.Command("git", "--exec-path").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := filepath.Join(strings.TrimSpace(string(out)), "git-http-backend")
+	srv := httptest.NewServer(&cgi.Handler{Path: backend, Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}, Stderr: io.Discard})
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestGitCredentialsRedacted: a password in the repository URL reaches
+// git and Nix, and nothing else: not String, not the cache identity (which
+// does not change with the credentials), not any error.
+func TestGitCredentialsRedacted(t *testing.T) {
+	dir, _, c2 := gitRepo(t)
+	const password = "s3cr3t-Pa55"
+	base := gitHTTP(t, filepath.Dir(dir))
+	withCreds := func(user, pass, path string) string {
+		return strings.Replace(base, "http://", "http://"+user+":"+pass+"@", 1) + "/" + path
+	}
+	repo := filepath.Base(dir)
+	s := &GitSource{Repository: withCreds("alice", password, repo), TTL: time.Hour, timeout: 10 * time.Second}
+	ctx := context.Background()
+	noSecret := func(what, text string) {
+		t.Helper()
+		if strings.Contains(text, password) {
+			t.Errorf("%s shows the password: %s", what, text)
+		}
+		if !strings.Contains(text, "alice:xxxxx@") {
+			t.Errorf("%s does not show the redacted URL: %s", what, text)
+		}
+	}
+
+	noSecret("String", s.String())
+	r, err := s.Resolve(ctx, "main")
+	if err != nil || r.Revision != c2 {
+		t.Fatalf("Resolve(main) over HTTP with credentials: %+v, %v", r, err)
+	}
+	if want := "git:" + base + "/" + repo + "@" + c2; r.Identity != want {
+		t.Errorf("identity %q, want %q (no credentials)", r.Identity, want)
+	}
+	other := &GitSource{Repository: withCreds("bob", "another-token", repo)}
+	if r2, err := other.Resolve(ctx, "main"); err != nil || r2.Identity != r.Identity {
+		t.Errorf("other credentials: identity %q, %v; want %q", r2.Identity, err, r.Identity)
+	}
+	if !strings.Contains(r.Args, password) {
+		t.Errorf("Nix's arguments lack the credentials it needs: %s", r.Args)
+	}
+
+	var unknown *UnknownRevisionError
+	_, err = s.Resolve(ctx, "v9")
+	if !errors.As(err, &unknown) {
+		t.Fatalf("Resolve(v9): %v, want UnknownRevisionError", err)
+	}
+	noSecret("unknown revision", err.Error())
+
+	missing := &GitSource{Repository: withCreds("alice", password, "nope.git"), timeout: 10 * time.Second}
+	_, err = missing.Resolve(ctx, "main")
+	if err == nil || errors.As(err, &unknown) {
+		t.Fatalf("missing repository: %v", err)
+	}
+	noSecret("git failure", err.Error())
+	t.Logf("git failure: %v", err)
+
+	hung, _, _ := hungRemote(t)
+	slow := &GitSource{Repository: strings.Replace(hung, "http://", "http://alice:"+password+"@", 1), timeout: 200 * time.Millisecond}
+	_, err = slow.Resolve(ctx, "main")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hung remote: %v", err)
+	}
+	noSecret("timeout", err.Error())
+	ctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = slow.Resolve(ctx, "main")
+	noSecret("cancelled", err.Error())
 }

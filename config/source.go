@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+
+	"github.com/nixery/nixery/redact"
 )
 
 // Source is where the Nix package set comes from.
@@ -48,7 +50,7 @@ type UnknownRevisionError struct {
 }
 
 func (e *UnknownRevisionError) Error() string {
-	return fmt.Sprintf("%s has no branch, tag or commit named %q", e.Source, e.Tag)
+	return fmt.Sprintf("%s has no branch, tag or commit named %q", redact.URLs(e.Source), e.Tag)
 }
 
 var commitRE = regexp.MustCompile(`^[0-9a-f]{40}$`)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/nixery/nixery/redact"
 )
 
 // stopGrace is how long a cancelled Nix process group has between SIGTERM
@@ -114,9 +116,10 @@ func command(ctx context.Context, name string, args ...string) (cmd *exec.Cmd, f
 	return cmd, finish
 }
 
-// lineWriter splits what Nix writes to stderr into lines, passes each to
-// log, keeps the last tailLines meaningful ones and recognises the
-// unknown-packages error of build.nix.
+// lineWriter splits what Nix writes to stderr into lines, redacts the
+// credentials of URLs in them, passes each to log, keeps the last
+// tailLines meaningful ones and recognises the unknown-packages error of
+// build.nix.
 type lineWriter struct {
 	log func(string)
 
@@ -152,7 +155,9 @@ func (w *lineWriter) flush() {
 }
 
 func (w *lineWriter) line(l string) {
-	l = strings.TrimRight(ansiRE.ReplaceAllString(l, ""), " \t\r")
+	// Nix repeats source URLs in its messages ("… of repository
+	// 'https://user:token@host/…'"): credentials go no further.
+	l = redact.URLs(strings.TrimRight(ansiRE.ReplaceAllString(l, ""), " \t\r"))
 	if w.log != nil {
 		w.log(l)
 	}

@@ -30,6 +30,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/nixery/nixery/redact"
 )
 
 // buildExpr resolves attribute paths and returns the derivations to
@@ -185,7 +187,7 @@ func (e *BuildError) Error() string {
 		b.WriteString("\n\t")
 		b.WriteString(l)
 	}
-	return b.String()
+	return redact.URLs(b.String()) // Tail is redacted already; Err may not be
 }
 
 func (e *BuildError) Unwrap() error { return e.Err }

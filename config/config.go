@@ -45,7 +45,7 @@ type setting struct {
 var settings = []setting{
 	{"host", "NIXERY_HOST", "", "address to listen on (empty: all interfaces)"},
 	{"port", "PORT", "8080", "port to listen on"},
-	{"channel", "NIXERY_CHANNEL", "", "package source: a nixpkgs channel, branch or commit (needs network access to fetch nixpkgs)"},
+	{"channel", "NIXERY_CHANNEL", "", "package source: a nixpkgs channel, branch or commit for the tag latest; other tags select other channels (nixos-24.11) or commits (needs network access to fetch nixpkgs)"},
 	{"pkgs-repo", "NIXERY_PKGS_REPO", "", "package source: a git repository; the image tag selects a branch, tag or commit"},
 	{"pkgs-path", "NIXERY_PKGS_PATH", "", "package source: a local directory holding a package set (default.nix)"},
 	{"storage-backend", "NIXERY_STORAGE_BACKEND", "filesystem", "where images are stored: filesystem, gcs or s3"},

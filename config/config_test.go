@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -124,22 +125,72 @@ func TestParseLsRemote(t *testing.T) {
 }
 
 func TestSourceIdentity(t *testing.T) {
-	ctx := context.Background()
 	commit := "0123456789abcdef0123456789abcdef01234567"
 	gs := &GitSource{Repository: "/srv/pkgs"}
-	r, err := gs.Resolve(ctx, commit)
+	r, err := gs.Resolve(context.Background(), commit)
 	if err != nil || r.Type != "git" || !r.Immutable || r.Identity != "git:/srv/pkgs@"+commit ||
 		r.Args != `{"allRefs":true,"rev":"`+commit+`","url":"/srv/pkgs"}` {
 		t.Errorf("git commit: %+v %v", r, err)
 	}
-	if r, _ := (ChannelSource{Channel: "nixos-unstable"}).Resolve(ctx, "x"); r.Immutable || r.Identity != "nixpkgs:nixos-unstable" {
-		t.Errorf("channel: %+v", r)
+}
+
+// TestSourceTags: what each tag selects from a channel and a local path,
+// and which tags name nothing.
+func TestSourceTags(t *testing.T) {
+	commit := "0123456789abcdef0123456789abcdef01234567"
+	unstable := ChannelSource{Channel: "nixos-unstable"}
+	pinned := ChannelSource{Channel: commit}
+	path := PathSource{Path: "/srv/p"}
+	tests := []struct {
+		src       Source
+		tag       string
+		args      string // "" for an UnknownRevisionError
+		immutable bool
+	}{
+		{unstable, "latest", "nixos-unstable", false},
+		{unstable, "", "nixos-unstable", false},
+		{unstable, "nixos-24.11", "nixos-24.11", false},
+		{unstable, "nixos-24.05-small", "nixos-24.05-small", false},
+		{unstable, "nixos-unstable-small", "nixos-unstable-small", false},
+		{unstable, "nixpkgs-unstable", "nixpkgs-unstable", false},
+		{unstable, "nixpkgs-24.11-darwin", "nixpkgs-24.11-darwin", false},
+		{unstable, "nixos-unstable", "nixos-unstable", false},
+		{unstable, commit, commit, true},
+		{pinned, "latest", commit, true},
+		{pinned, "nixos-24.11", "nixos-24.11", false},
+		{unstable, "v1", "", false},
+		{unstable, "master", "", false},
+		{unstable, "nixos-24.13", "", false},
+		{unstable, "nixos-24.1", "", false},
+		{unstable, "nixos-2024.11", "", false},
+		{unstable, "nixos-24.11-darwin", "", false},
+		{unstable, "nixpkgs-24.11", "", false},
+		{unstable, "nixos-unstable-", "", false},
+		{unstable, "NIXOS-24.11", "", false},
+		{unstable, "0123456", "", false},               // a short commit pins nothing
+		{unstable, strings.ToUpper(commit), "", false}, // nor an upper-case one
+		{unstable, commit + "0", "", false},
+		{path, "latest", "/srv/p", false},
+		{path, "", "/srv/p", false},
+		{path, "v1", "", false},
+		{path, commit, "", false},
 	}
-	if r, _ := (ChannelSource{Channel: commit}).Resolve(ctx, "x"); !r.Immutable {
-		t.Errorf("channel commit: %+v", r)
-	}
-	if r, _ := (PathSource{Path: "/srv/p"}).Resolve(ctx, "x"); r.Immutable || r.Type != "path" || r.Args != "/srv/p" {
-		t.Errorf("path: %+v", r)
+	for _, tt := range tests {
+		r, err := tt.src.Resolve(context.Background(), tt.tag)
+		if tt.args == "" {
+			var unknown *UnknownRevisionError
+			if !errors.As(err, &unknown) || !strings.Contains(err.Error(), strconv.Quote(tt.tag)) {
+				t.Errorf("%s, tag %q: %+v, %v; want an UnknownRevisionError naming the tag", tt.src, tt.tag, r, err)
+			}
+			continue
+		}
+		wantType := map[bool]string{true: "path", false: "nixpkgs"}[tt.src == path]
+		if err != nil || r.Type != wantType || r.Args != tt.args || r.Identity != wantType+":"+tt.args || r.Immutable != tt.immutable {
+			t.Errorf("%s, tag %q: %+v, %v; want args %q, immutable %v", tt.src, tt.tag, r, err, tt.args, tt.immutable)
+		}
+		if tt.immutable && r.Revision != tt.args {
+			t.Errorf("%s, tag %q: revision %q", tt.src, tt.tag, r.Revision)
+		}
 	}
 }
 

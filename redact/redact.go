@@ -43,3 +43,15 @@ func URLs(s string) string {
 func WithoutUserinfo(s string) string {
 	return userinfoRE.ReplaceAllString(s, "$1")
 }
+
+// openAuthorityRE finds a URL whose authority runs to the end of the
+// text, so that its "@" may be in what was cut off.
+var openAuthorityRE = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#]*$`)
+
+// Cut is URLs for a text cut short, such as a log line cut at its length
+// limit: a URL whose authority runs to the end of s is masked whole, as
+// what is left of it may be a password whose "@" was cut off
+// ("https://user:passw" → "https://xxxxx").
+func Cut(s string) string {
+	return openAuthorityRE.ReplaceAllString(URLs(s), "${1}"+Mask)
+}

@@ -33,3 +33,19 @@ func TestRedact(t *testing.T) {
 		}
 	}
 }
+
+func TestCut(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"fetching 'https://user:passw", "fetching 'https://xxxxx"},
+		{"fetching 'https://ghp_tok", "fetching 'https://xxxxx"},
+		{"fetching 'https://host/pa", "fetching 'https://host/pa"}, // past the authority: nothing hidden
+		{"a https://u:pw@h/x and https://v:p", "a https://u:xxxxx@h/x and https://xxxxx"},
+		{"no url at all", "no url at all"},
+		{"https://", "https://xxxxx"},
+	}
+	for _, tt := range tests {
+		if got := Cut(tt.in); got != tt.want {
+			t.Errorf("Cut(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -72,6 +72,33 @@ func TestLoad(t *testing.T) {
 			}
 		}},
 		{name: "unknown flag", args: []string{"--colour"}, wantErr: "colour"},
+		{name: "store bounds", args: []string{"--nix-max-free", "20g"}, env: map[string]string{"NIXERY_NIX_MIN_FREE": "512M"}, check: func(t *testing.T, c *Config) {
+			if c.NixMinFree != 512<<20 || c.NixMaxFree != 20<<30 {
+				t.Errorf("min-free %d, max-free %d", c.NixMinFree, c.NixMaxFree)
+			}
+		}},
+		{name: "store bounds in bytes", env: map[string]string{"NIXERY_NIX_MIN_FREE": "1000", "NIXERY_NIX_MAX_FREE": "1000"}, check: func(t *testing.T, c *Config) {
+			if c.NixMinFree != 1000 || c.NixMaxFree != 1000 {
+				t.Errorf("min-free %d, max-free %d", c.NixMinFree, c.NixMaxFree)
+			}
+		}},
+		{name: "store bounds default", check: func(t *testing.T, c *Config) {
+			if c.NixMinFree != 0 || c.NixMaxFree != 0 {
+				t.Errorf("min-free %d, max-free %d, want Nix's own (0)", c.NixMinFree, c.NixMaxFree)
+			}
+		}},
+		{name: "store bound with T", env: map[string]string{"NIXERY_NIX_MAX_FREE": "1T"}, check: func(t *testing.T, c *Config) {
+			if c.NixMaxFree != 1<<40 {
+				t.Errorf("max-free %d", c.NixMaxFree)
+			}
+		}},
+		{name: "store bound fraction", env: map[string]string{"NIXERY_NIX_MIN_FREE": "1.5G"}, wantErr: "NIXERY_NIX_MIN_FREE"},
+		{name: "store bound zero", args: []string{"--nix-min-free=0"}, wantErr: "nix-min-free"},
+		{name: "store bound unit", env: map[string]string{"NIXERY_NIX_MAX_FREE": "10GB"}, wantErr: "NIXERY_NIX_MAX_FREE"},
+		{name: "store bound suffix only", env: map[string]string{"NIXERY_NIX_MAX_FREE": "G"}, wantErr: "NIXERY_NIX_MAX_FREE"},
+		{name: "store bound negative", env: map[string]string{"NIXERY_NIX_MAX_FREE": "-1"}, wantErr: "NIXERY_NIX_MAX_FREE"},
+		{name: "store bound overflow", env: map[string]string{"NIXERY_NIX_MAX_FREE": "9000000000G"}, wantErr: "NIXERY_NIX_MAX_FREE"},
+		{name: "max below min", env: map[string]string{"NIXERY_NIX_MIN_FREE": "2G", "NIXERY_NIX_MAX_FREE": "1G"}, wantErr: "must not be below"},
 		{name: "budget", args: []string{"--layer-budget=1"}, wantErr: "layer-budget"},
 		{name: "format", env: map[string]string{"NIXERY_LAYER_FORMAT": "xz"}, wantErr: "gzip or zstd"},
 		{name: "gzip level", env: map[string]string{"NIXERY_COMPRESSION_LEVEL": "12"}, wantErr: "1 to 9"},

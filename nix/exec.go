@@ -54,7 +54,7 @@ func (r *Runner) run(ctx context.Context, stdout io.Writer, logLine func(string)
 	err := cmd.Start()
 	if err == nil {
 		if r.started != nil {
-			r.started(cmd.Process.Pid)
+			r.started(cmd)
 		}
 		err = cmd.Wait()
 		finish()

@@ -331,3 +331,57 @@ func TestGitCredentialsRedacted(t *testing.T) {
 	_, err = slow.Resolve(ctx, "main")
 	noSecret("cancelled", err.Error())
 }
+
+// BenchmarkGitHungRemote measures how long pulls of 20 new tags wait on a
+// remote that accepts and never answers, with the real GitTimeout, and
+// reports the git processes left afterwards (docs/measurements.md):
+//
+//	go test ./config -run '^$' -bench GitHungRemote -benchtime 1x
+func BenchmarkGitHungRemote(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	marker := ln.Addr().String()
+	const n = 20
+	var slowest time.Duration
+	left := 0
+	for range b.N {
+		s := &GitSource{Repository: "http://" + marker + "/pkgs.git"}
+		start := time.Now()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := s.Resolve(context.Background(), fmt.Sprintf("tag%d", i)); !errors.Is(err, context.DeadlineExceeded) {
+					b.Errorf("tag%d: %v", i, err)
+				}
+				mu.Lock()
+				slowest = max(slowest, time.Since(start))
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		left += len(processesMatching(marker, false))
+	}
+	b.ReportMetric(slowest.Seconds(), "s-slowest")
+	b.ReportMetric(float64(left), "processes-left")
+}

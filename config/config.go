@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -25,6 +26,8 @@ type Config struct {
 	GCS         storage.GCSConfig // the gcs backend
 	S3          storage.S3Config  // the s3 backend
 	NixTimeout  time.Duration     // limit for one Nix build
+	NixMinFree  int64             // Nix's min-free in bytes; 0: Nix's own setting
+	NixMaxFree  int64             // Nix's max-free in bytes; 0: Nix's own setting
 	LayerBudget int               // maximum layers per image
 	CacheTTL    time.Duration     // how long results from a moving source are reused
 	MaxBuilds   int               // builds running at once
@@ -52,7 +55,7 @@ type setting struct {
 var settings = []setting{
 	{"host", "NIXERY_HOST", "", "address to listen on (empty: all interfaces)"},
 	{"port", "PORT", "8080", "port to listen on"},
-	{"channel", "NIXERY_CHANNEL", "", "package source: a nixpkgs channel, branch or commit (needs network access to fetch nixpkgs)"},
+	{"channel", "NIXERY_CHANNEL", "", "package source: a nixpkgs channel, branch or commit for the tag latest; other tags select other channels (nixos-24.11) or commits (needs network access to fetch nixpkgs)"},
 	{"pkgs-repo", "NIXERY_PKGS_REPO", "", "package source: a git repository; the image tag selects a branch, tag or commit"},
 	{"pkgs-path", "NIXERY_PKGS_PATH", "", "package source: a local directory holding a package set (default.nix)"},
 	{"storage-backend", "NIXERY_STORAGE_BACKEND", "filesystem", "where images are stored: filesystem, gcs or s3"},
@@ -71,6 +74,8 @@ var settings = []setting{
 	{"redirect-ttl", "NIXERY_REDIRECT_TTL", "600", "gcs/s3: seconds a signed URL stays valid"},
 	{"storage-timeout", "NIXERY_STORAGE_TIMEOUT", "10", "gcs/s3: seconds one storage request may wait before it fails (503, retryable)"},
 	{"nix-timeout", "NIX_TIMEOUT", "60", "seconds one Nix build may take before it is killed"},
+	{"nix-min-free", "NIXERY_NIX_MIN_FREE", "", "bytes (or with a K, M, G or T suffix): when the Nix store's disk has less free during a build, Nix collects garbage (what builds in progress hold stays) (default: Nix's min-free)"},
+	{"nix-max-free", "NIXERY_NIX_MAX_FREE", "", "bytes (or with a K, M, G or T suffix): the free space at which that garbage collection stops (default: Nix's max-free)"},
 	{"layer-budget", "NIXERY_LAYER_BUDGET", "100", "maximum number of layers in an image"},
 	{"layer-format", "NIXERY_LAYER_FORMAT", "gzip", "layer compression: gzip, or zstd for clients that support it"},
 	{"compression-level", "NIXERY_COMPRESSION_LEVEL", "", "compression level (gzip 1-9, zstd 1-22; default: gzip 6, zstd 3)"},
@@ -138,6 +143,27 @@ func (p *parser) duration(flag string, min time.Duration, allowEmpty bool) time.
 	return 0
 }
 
+// size reads a number of bytes, at least 1, with an optional K, M, G or
+// T suffix (powers of 1024, as Nix's own sizes); "" is 0.
+func (p *parser) size(flag string) int64 {
+	v := p.get(flag)
+	if v == "" {
+		return 0
+	}
+	digits, shift := v, 0
+	if i := strings.IndexByte("KMGT", strings.ToUpper(v[len(v)-1:])[0]); i >= 0 {
+		digits, shift = v[:len(v)-1], 10*(i+1)
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err == nil && n >= 1 && n <= math.MaxInt64>>shift {
+		return n << shift
+	}
+	if p.err == nil {
+		p.err = fmt.Errorf("%s / --%s must be a number of bytes of at least 1, with an optional K, M, G or T suffix (e.g. 10G), not %q", envOf(flag), flag, v)
+	}
+	return 0
+}
+
 // boolean reads true or false.
 func (p *parser) boolean(flag string) bool {
 	b, err := strconv.ParseBool(p.get(flag))
@@ -200,6 +226,7 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	c := &Config{Host: get("host"), Backend: get("storage-backend"), StoragePath: get("storage-path")}
 	c.Port = p.number("port", 1, 65535, "")
 	c.NixTimeout = p.seconds("nix-timeout", 1)
+	c.NixMinFree, c.NixMaxFree = p.size("nix-min-free"), p.size("nix-max-free")
 	c.LayerBudget = p.number("layer-budget", 2, 125, " (one layer is the customisation layer; many runtimes refuse more than 125 layers)")
 	c.CacheTTL = p.seconds("cache-ttl", 0)
 	c.MaxBuilds = runtime.NumCPU()
@@ -224,6 +251,9 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	redirectTTL, timeout := p.seconds("redirect-ttl", 1), p.seconds("storage-timeout", 1)
 	if p.err != nil {
 		return nil, p.err
+	}
+	if c.NixMinFree > 0 && c.NixMaxFree > 0 && c.NixMaxFree < c.NixMinFree {
+		return nil, fmt.Errorf("NIXERY_NIX_MAX_FREE / --nix-max-free (%d bytes) must not be below NIXERY_NIX_MIN_FREE / --nix-min-free (%d bytes): garbage collection starts below min-free and stops at max-free", c.NixMaxFree, c.NixMinFree)
 	}
 
 	var sources []string

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -71,6 +72,33 @@ func TestLoad(t *testing.T) {
 			}
 		}},
 		{name: "unknown flag", args: []string{"--colour"}, wantErr: "colour"},
+		{name: "store bounds", args: []string{"--nix-max-free", "20g"}, env: map[string]string{"NIXERY_NIX_MIN_FREE": "512M"}, check: func(t *testing.T, c *Config) {
+			if c.NixMinFree != 512<<20 || c.NixMaxFree != 20<<30 {
+				t.Errorf("min-free %d, max-free %d", c.NixMinFree, c.NixMaxFree)
+			}
+		}},
+		{name: "store bounds in bytes", env: map[string]string{"NIXERY_NIX_MIN_FREE": "1000", "NIXERY_NIX_MAX_FREE": "1000"}, check: func(t *testing.T, c *Config) {
+			if c.NixMinFree != 1000 || c.NixMaxFree != 1000 {
+				t.Errorf("min-free %d, max-free %d", c.NixMinFree, c.NixMaxFree)
+			}
+		}},
+		{name: "store bounds default", check: func(t *testing.T, c *Config) {
+			if c.NixMinFree != 0 || c.NixMaxFree != 0 {
+				t.Errorf("min-free %d, max-free %d, want Nix's own (0)", c.NixMinFree, c.NixMaxFree)
+			}
+		}},
+		{name: "store bound with T", env: map[string]string{"NIXERY_NIX_MAX_FREE": "1T"}, check: func(t *testing.T, c *Config) {
+			if c.NixMaxFree != 1<<40 {
+				t.Errorf("max-free %d", c.NixMaxFree)
+			}
+		}},
+		{name: "store bound fraction", env: map[string]string{"NIXERY_NIX_MIN_FREE": "1.5G"}, wantErr: "NIXERY_NIX_MIN_FREE"},
+		{name: "store bound zero", args: []string{"--nix-min-free=0"}, wantErr: "nix-min-free"},
+		{name: "store bound unit", env: map[string]string{"NIXERY_NIX_MAX_FREE": "10GB"}, wantErr: "NIXERY_NIX_MAX_FREE"},
+		{name: "store bound suffix only", env: map[string]string{"NIXERY_NIX_MAX_FREE": "G"}, wantErr: "NIXERY_NIX_MAX_FREE"},
+		{name: "store bound negative", env: map[string]string{"NIXERY_NIX_MAX_FREE": "-1"}, wantErr: "NIXERY_NIX_MAX_FREE"},
+		{name: "store bound overflow", env: map[string]string{"NIXERY_NIX_MAX_FREE": "9000000000G"}, wantErr: "NIXERY_NIX_MAX_FREE"},
+		{name: "max below min", env: map[string]string{"NIXERY_NIX_MIN_FREE": "2G", "NIXERY_NIX_MAX_FREE": "1G"}, wantErr: "must not be below"},
 		{name: "budget", args: []string{"--layer-budget=1"}, wantErr: "layer-budget"},
 		{name: "format", env: map[string]string{"NIXERY_LAYER_FORMAT": "xz"}, wantErr: "gzip or zstd"},
 		{name: "gzip level", env: map[string]string{"NIXERY_COMPRESSION_LEVEL": "12"}, wantErr: "1 to 9"},
@@ -124,22 +152,72 @@ func TestParseLsRemote(t *testing.T) {
 }
 
 func TestSourceIdentity(t *testing.T) {
-	ctx := context.Background()
 	commit := "0123456789abcdef0123456789abcdef01234567"
 	gs := &GitSource{Repository: "/srv/pkgs"}
-	r, err := gs.Resolve(ctx, commit)
+	r, err := gs.Resolve(context.Background(), commit)
 	if err != nil || r.Type != "git" || !r.Immutable || r.Identity != "git:/srv/pkgs@"+commit ||
 		r.Args != `{"allRefs":true,"rev":"`+commit+`","url":"/srv/pkgs"}` {
 		t.Errorf("git commit: %+v %v", r, err)
 	}
-	if r, _ := (ChannelSource{Channel: "nixos-unstable"}).Resolve(ctx, "x"); r.Immutable || r.Identity != "nixpkgs:nixos-unstable" {
-		t.Errorf("channel: %+v", r)
+}
+
+// TestSourceTags: what each tag selects from a channel and a local path,
+// and which tags name nothing.
+func TestSourceTags(t *testing.T) {
+	commit := "0123456789abcdef0123456789abcdef01234567"
+	unstable := ChannelSource{Channel: "nixos-unstable"}
+	pinned := ChannelSource{Channel: commit}
+	path := PathSource{Path: "/srv/p"}
+	tests := []struct {
+		src       Source
+		tag       string
+		args      string // "" for an UnknownRevisionError
+		immutable bool
+	}{
+		{unstable, "latest", "nixos-unstable", false},
+		{unstable, "", "nixos-unstable", false},
+		{unstable, "nixos-24.11", "nixos-24.11", false},
+		{unstable, "nixos-24.05-small", "nixos-24.05-small", false},
+		{unstable, "nixos-unstable-small", "nixos-unstable-small", false},
+		{unstable, "nixpkgs-unstable", "nixpkgs-unstable", false},
+		{unstable, "nixpkgs-24.11-darwin", "nixpkgs-24.11-darwin", false},
+		{unstable, "nixos-unstable", "nixos-unstable", false},
+		{unstable, commit, commit, true},
+		{pinned, "latest", commit, true},
+		{pinned, "nixos-24.11", "nixos-24.11", false},
+		{unstable, "v1", "", false},
+		{unstable, "master", "", false},
+		{unstable, "nixos-24.13", "", false},
+		{unstable, "nixos-24.1", "", false},
+		{unstable, "nixos-2024.11", "", false},
+		{unstable, "nixos-24.11-darwin", "", false},
+		{unstable, "nixpkgs-24.11", "", false},
+		{unstable, "nixos-unstable-", "", false},
+		{unstable, "NIXOS-24.11", "", false},
+		{unstable, "0123456", "", false},               // a short commit pins nothing
+		{unstable, strings.ToUpper(commit), "", false}, // nor an upper-case one
+		{unstable, commit + "0", "", false},
+		{path, "latest", "/srv/p", false},
+		{path, "", "/srv/p", false},
+		{path, "v1", "", false},
+		{path, commit, "", false},
 	}
-	if r, _ := (ChannelSource{Channel: commit}).Resolve(ctx, "x"); !r.Immutable {
-		t.Errorf("channel commit: %+v", r)
-	}
-	if r, _ := (PathSource{Path: "/srv/p"}).Resolve(ctx, "x"); r.Immutable || r.Type != "path" || r.Args != "/srv/p" {
-		t.Errorf("path: %+v", r)
+	for _, tt := range tests {
+		r, err := tt.src.Resolve(context.Background(), tt.tag)
+		if tt.args == "" {
+			var unknown *UnknownRevisionError
+			if !errors.As(err, &unknown) || !strings.Contains(err.Error(), strconv.Quote(tt.tag)) {
+				t.Errorf("%s, tag %q: %+v, %v; want an UnknownRevisionError naming the tag", tt.src, tt.tag, r, err)
+			}
+			continue
+		}
+		wantType := map[bool]string{true: "path", false: "nixpkgs"}[tt.src == path]
+		if err != nil || r.Type != wantType || r.Args != tt.args || r.Identity != wantType+":"+tt.args || r.Immutable != tt.immutable {
+			t.Errorf("%s, tag %q: %+v, %v; want args %q, immutable %v", tt.src, tt.tag, r, err, tt.args, tt.immutable)
+		}
+		if tt.immutable && r.Revision != tt.args {
+			t.Errorf("%s, tag %q: revision %q", tt.src, tt.tag, r.Revision)
+		}
 	}
 }
 

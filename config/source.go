@@ -4,24 +4,21 @@
 package config
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strings"
-	"sync"
-	"time"
+
+	"github.com/nixery/nixery/redact"
 )
 
 // Source is where the Nix package set comes from.
 type Source interface {
-	// Resolve says which package set the image tag selects. For a git
-	// repository the tag is a branch, tag or commit; other sources
-	// ignore it.
+	// Resolve says which package set the image tag selects: for a git
+	// repository a branch, tag or commit; for nixpkgs a channel or
+	// commit; for a local path only "latest". A tag that selects nothing
+	// is an *UnknownRevisionError (404 MANIFEST_UNKNOWN for the
+	// registry), found without building anything.
 	Resolve(ctx context.Context, tag string) (Resolved, error)
 
 	// String describes the source for humans (logs, index page).
@@ -49,26 +46,39 @@ type Resolved struct {
 }
 
 // UnknownRevisionError is returned when a tag names no revision of the
-// source (a git repository without such a branch, tag or commit).
+// source: a git repository without such a branch, tag or commit, a tag
+// that is neither a nixpkgs channel nor a commit, a tag other than
+// "latest" for a local path.
 type UnknownRevisionError struct {
 	Source, Tag string
+	Reason      string // what the source's tags are; "" for git
 }
 
 func (e *UnknownRevisionError) Error() string {
-	return fmt.Sprintf("%s has no branch, tag or commit named %q", e.Source, e.Tag)
+	if e.Reason != "" {
+		return fmt.Sprintf("%s: the tag %q names no package set: %s", redact.URLs(e.Source), e.Tag, e.Reason)
+	}
+	return fmt.Sprintf("%s has no branch, tag or commit named %q", redact.URLs(e.Source), e.Tag)
 }
 
 var commitRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
+// latest reports whether tag selects a source's default package set.
+func latest(tag string) bool { return tag == "" || tag == "latest" }
+
 // PathSource is a package set in a local directory (NIXERY_PKGS_PATH).
-// The tag is ignored; the directory may change at any time, so results
-// are reused only for the cache time.
+// A directory has one state, the one it is in, so the only tag is
+// "latest"; the directory may change at any time, so results are reused
+// only for the cache time.
 type PathSource struct {
 	Path  string
 	Label string // optional description for humans, instead of the path
 }
 
-func (s PathSource) Resolve(context.Context, string) (Resolved, error) {
+func (s PathSource) Resolve(_ context.Context, tag string) (Resolved, error) {
+	if !latest(tag) {
+		return Resolved{}, &UnknownRevisionError{Source: s.String(), Tag: tag, Reason: "a local package set has only the tag latest"}
+	}
 	abs, err := filepath.Abs(s.Path)
 	if err != nil {
 		return Resolved{}, err
@@ -83,137 +93,41 @@ func (s PathSource) String() string {
 	return "local path " + s.Path
 }
 
-// ChannelSource is a nixpkgs channel, branch or commit fetched from the
-// nixpkgs repository (NIXERY_CHANNEL). The tag is ignored. A full commit
-// is immutable; a channel or branch name moves.
+// ChannelSource is nixpkgs, fetched by Nix from the nixpkgs repository
+// (NIXERY_CHANNEL names a channel, branch or commit). The tag "latest"
+// selects Channel; any other tag selects a nixpkgs channel by name
+// (shell/git:nixos-24.11) or a full commit (pinned images). A commit is
+// immutable; a channel or branch name moves.
+//
+// Nixery cannot ask GitHub which names exist without network access, and
+// must not run Nix for every tag a client makes up, so a tag is checked
+// against the grammar of nixpkgs' channel names (channelRE): any other
+// tag names nothing, at once.
 type ChannelSource struct{ Channel string }
 
-func (s ChannelSource) Resolve(context.Context, string) (Resolved, error) {
-	r := Resolved{Type: "nixpkgs", Args: s.Channel, Identity: "nixpkgs:" + s.Channel}
-	if commitRE.MatchString(s.Channel) {
-		r.Immutable, r.Revision = true, s.Channel
+// channelRE is the grammar of nixpkgs' channels, the branches that
+// https://channels.nixos.org publishes: nixos-YY.MM and its -small
+// variant, nixos-unstable(-small), nixpkgs-unstable and the Darwin
+// release channels nixpkgs-YY.MM-darwin.
+var channelRE = regexp.MustCompile(`^(nixos-([0-9]{2}\.(0[1-9]|1[0-2])|unstable)(-small)?|nixpkgs-unstable|nixpkgs-[0-9]{2}\.(0[1-9]|1[0-2])-darwin)$`)
+
+// channelTags says what ChannelSource's tags are, for errors.
+const channelTags = "a tag is latest, a nixpkgs channel (nixos-24.11, nixos-24.11-small, nixos-unstable, nixos-unstable-small, nixpkgs-unstable, nixpkgs-24.11-darwin, …) or a full 40-digit commit"
+
+func (s ChannelSource) Resolve(_ context.Context, tag string) (Resolved, error) {
+	name := s.Channel
+	switch {
+	case latest(tag):
+	case commitRE.MatchString(tag), channelRE.MatchString(tag):
+		name = tag
+	default:
+		return Resolved{}, &UnknownRevisionError{Source: s.String(), Tag: tag, Reason: channelTags}
+	}
+	r := Resolved{Type: "nixpkgs", Args: name, Identity: "nixpkgs:" + name}
+	if commitRE.MatchString(name) {
+		r.Immutable, r.Revision = true, name
 	}
 	return r, nil
 }
 
 func (s ChannelSource) String() string { return "nixpkgs channel " + s.Channel }
-
-// GitSource is a git repository holding a package set (NIXERY_PKGS_REPO).
-// The image tag selects a branch, tag or full commit; "latest" means the
-// repository's default branch. Branch and tag names are resolved to a
-// commit with `git ls-remote`, and the commit is the cache identity; a
-// resolution is reused for TTL so that warm pulls do not ask the remote.
-type GitSource struct {
-	Repository string
-	TTL        time.Duration // how long a resolved name is reused
-
-	mu    sync.Mutex
-	cache map[string]gitResolution
-}
-
-type gitResolution struct {
-	ref, rev string
-	at       time.Time
-}
-
-// gitTimeout bounds one `git ls-remote`.
-const gitTimeout = 30 * time.Second
-
-func (s *GitSource) String() string { return "git repository " + s.Repository }
-
-func (s *GitSource) Resolve(ctx context.Context, tag string) (Resolved, error) {
-	if tag == "" {
-		tag = "latest"
-	}
-	if commitRE.MatchString(tag) {
-		return s.resolved(map[string]any{"url": s.Repository, "rev": tag, "allRefs": true}, tag)
-	}
-	res, err := s.lookup(ctx, tag)
-	if err != nil {
-		return Resolved{}, err
-	}
-	return s.resolved(map[string]any{"url": s.Repository, "ref": res.ref, "rev": res.rev}, res.rev)
-}
-
-func (s *GitSource) resolved(args map[string]any, rev string) (Resolved, error) {
-	b, err := json.Marshal(args)
-	if err != nil {
-		return Resolved{}, err
-	}
-	return Resolved{Type: "git", Args: string(b), Identity: "git:" + s.Repository + "@" + rev, Immutable: true, Revision: rev}, nil
-}
-
-// lookup resolves a branch or tag name (or "latest") to a full ref and
-// commit, reusing a resolution younger than TTL.
-func (s *GitSource) lookup(ctx context.Context, tag string) (gitResolution, error) {
-	s.mu.Lock()
-	if r, ok := s.cache[tag]; ok && time.Since(r.at) < s.TTL {
-		s.mu.Unlock()
-		return r, nil
-	}
-	s.mu.Unlock()
-
-	ctx, cancel := context.WithTimeout(ctx, gitTimeout)
-	defer cancel()
-	patterns := []string{"refs/heads/" + tag, "refs/tags/" + tag, "refs/tags/" + tag + "^{}"}
-	if tag == "latest" {
-		patterns = []string{"HEAD"}
-	}
-	cmd := exec.CommandContext(ctx, "git", append([]string{"ls-remote", "--symref", "--", s.Repository}, patterns...)...)
-	cmd.Env = append(cmd.Environ(), "GIT_TERMINAL_PROMPT=0")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return gitResolution{}, fmt.Errorf("git ls-remote %s: %w: %s", s.Repository, err, strings.TrimSpace(stderr.String()))
-	}
-	r, ok := parseLsRemote(out, tag)
-	if !ok {
-		return gitResolution{}, &UnknownRevisionError{Source: s.String(), Tag: tag}
-	}
-	r.at = time.Now()
-	s.mu.Lock()
-	if s.cache == nil {
-		s.cache = map[string]gitResolution{}
-	}
-	s.cache[tag] = r
-	s.mu.Unlock()
-	return r, nil
-}
-
-// parseLsRemote picks the ref and commit for tag from `git ls-remote
-// --symref` output. A branch wins over a tag of the same name (as git's
-// own lookup order has it); an annotated tag is peeled to its commit.
-func parseLsRemote(out []byte, tag string) (gitResolution, bool) {
-	refs := map[string]string{}
-	headRef := ""
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		line := sc.Text()
-		if rest, ok := strings.CutPrefix(line, "ref: "); ok {
-			if target, name, ok := strings.Cut(rest, "\t"); ok && name == "HEAD" {
-				headRef = target
-			}
-			continue
-		}
-		if rev, name, ok := strings.Cut(line, "\t"); ok {
-			refs[name] = rev
-		}
-	}
-	if tag == "latest" {
-		if headRef == "" || refs["HEAD"] == "" {
-			return gitResolution{}, false
-		}
-		return gitResolution{ref: headRef, rev: refs["HEAD"]}, true
-	}
-	if rev := refs["refs/heads/"+tag]; rev != "" {
-		return gitResolution{ref: "refs/heads/" + tag, rev: rev}, true
-	}
-	if rev := refs["refs/tags/"+tag+"^{}"]; rev != "" {
-		return gitResolution{ref: "refs/tags/" + tag, rev: rev}, true
-	}
-	if rev := refs["refs/tags/"+tag]; rev != "" {
-		return gitResolution{ref: "refs/tags/" + tag, rev: rev}, true
-	}
-	return gitResolution{}, false
-}

@@ -11,6 +11,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
+
+	"github.com/nixery/nixery/redact"
 )
 
 // stopGrace is how long a cancelled Nix process group has between SIGTERM
@@ -24,6 +27,17 @@ const stopGrace = 5 * time.Second
 
 // tailLines is how many lines of stderr a BuildError keeps.
 const tailLines = 15
+
+// MaxLineBytes bounds one line of Nix's stderr as it is logged, kept for
+// errors and sent to build progress: a builder may print megabytes
+// without a newline (minified output, a binary by mistake). Longer lines
+// are cut at a UTF-8 character boundary and end in a note saying so.
+const MaxLineBytes = 4 << 10
+
+// maxScanBytes bounds what is held of one line while it is read: enough
+// to recognise build.nix's unknown-packages line and to redact URLs
+// before the cut; the rest of a longer line is counted, not kept.
+const maxScanBytes = 64 << 10
 
 // run runs one Nix command with stdout written to stdout, every stderr
 // line passed to r.Log and remembered for errors. It returns an error
@@ -40,7 +54,7 @@ func (r *Runner) run(ctx context.Context, stdout io.Writer, logLine func(string)
 	err := cmd.Start()
 	if err == nil {
 		if r.started != nil {
-			r.started(cmd.Process.Pid)
+			r.started(cmd)
 		}
 		err = cmd.Wait()
 		finish()
@@ -114,14 +128,17 @@ func command(ctx context.Context, name string, args ...string) (cmd *exec.Cmd, f
 	return cmd, finish
 }
 
-// lineWriter splits what Nix writes to stderr into lines, passes each to
+// lineWriter splits what Nix writes to stderr into lines, redacts the
+// credentials of URLs in them, cuts them to MaxLineBytes, passes each to
 // log, keeps the last tailLines meaningful ones and recognises the
-// unknown-packages error of build.nix.
+// unknown-packages error of build.nix. It holds at most maxScanBytes of a
+// line, however long the line.
 type lineWriter struct {
 	log func(string)
 
 	mu      sync.Mutex
-	partial []byte
+	partial []byte // the line so far, up to maxScanBytes
+	dropped int    // bytes of the line beyond maxScanBytes
 	tail    []string
 	unknown *UnknownPackagesError
 }
@@ -129,35 +146,53 @@ type lineWriter struct {
 func (w *lineWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.partial = append(w.partial, p...)
-	for {
-		i := bytes.IndexByte(w.partial, '\n')
-		if i < 0 {
+	n := len(p)
+	for len(p) > 0 {
+		chunk, rest, eol := bytes.Cut(p, []byte{'\n'})
+		if room := maxScanBytes - len(w.partial); len(chunk) > room {
+			w.dropped += len(chunk) - room
+			chunk = chunk[:room]
+		}
+		w.partial = append(w.partial, chunk...)
+		if !eol {
 			break
 		}
-		w.line(string(w.partial[:i]))
-		w.partial = w.partial[i+1:]
+		w.emit()
+		p = rest
 	}
-	return len(p), nil
+	return n, nil
 }
 
 // flush handles a last line without a newline.
 func (w *lineWriter) flush() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.partial) > 0 {
-		w.line(string(w.partial))
-		w.partial = nil
+	if len(w.partial) > 0 || w.dropped > 0 {
+		w.emit()
 	}
+	w.partial = nil
 }
 
-func (w *lineWriter) line(l string) {
-	l = strings.TrimRight(ansiRE.ReplaceAllString(l, ""), " \t\r")
-	if w.log != nil {
-		w.log(l)
-	}
+// emit hands on the line read so far and starts the next.
+func (w *lineWriter) emit() {
+	w.line(string(w.partial), w.dropped)
+	w.partial, w.dropped = w.partial[:0], 0
+}
+
+// line handles one line, of which dropped bytes beyond l were not kept.
+func (w *lineWriter) line(l string, dropped int) {
+	size := len(l) + dropped
+	// Nix repeats source URLs in its messages ("… of repository
+	// 'https://user:token@host/…'"): credentials go no further.
+	l = redact.URLs(strings.TrimRight(ansiRE.ReplaceAllString(l, ""), " \t\r"))
 	if u := unknownError(l); u != nil {
 		w.unknown = u
+	}
+	if dropped > 0 || len(l) > MaxLineBytes {
+		l = cutLine(l, size)
+	}
+	if w.log != nil {
+		w.log(l)
 	}
 	if t := strings.TrimSpace(l); t == "" || strings.HasPrefix(t, "(use '--show-trace'") {
 		return
@@ -166,4 +201,22 @@ func (w *lineWriter) line(l string) {
 	if len(w.tail) > tailLines {
 		w.tail = w.tail[len(w.tail)-tailLines:]
 	}
+}
+
+// cutLine cuts l, a line of size bytes in all, to MaxLineBytes at a UTF-8
+// character boundary and says so at its end. A URL the cut goes through
+// is masked: its password's "@" may be in the part cut off.
+func cutLine(l string, size int) string {
+	n := min(len(l), MaxLineBytes)
+	// Back off to the start of a character that this cut, or the one at
+	// maxScanBytes, goes through.
+	for i := n - 1; i >= 0 && i >= n-utf8.UTFMax; i-- {
+		if utf8.RuneStart(l[i]) {
+			if !utf8.FullRuneInString(l[i:n]) {
+				n = i
+			}
+			break
+		}
+	}
+	return redact.Cut(l[:n]) + fmt.Sprintf(" … [line cut: %d bytes]", size)
 }

@@ -24,12 +24,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nixery/nixery/redact"
 )
 
 // buildExpr resolves attribute paths and returns the derivations to
@@ -45,14 +49,27 @@ var buildExpr string
 var loadExpr string
 
 // nixArgs are the options and the package-set arguments of every Nix
-// evaluation of a package set.
+// evaluation of a package set, which may build (nix-build) or fetch
+// (the package set itself) into the store.
 func (r *Runner) nixArgs(srcType, srcArgs, system string) []string {
-	args := r.offline()
+	args := append(r.offline(), r.storeBounds()...)
 	if system == "" {
 		system = hostSystem()
 	}
 	return append(args, "--arg", "load", loadExpr,
 		"--argstr", "srcType", srcType, "--argstr", "srcArgs", srcArgs, "--argstr", "system", system)
+}
+
+// storeBounds are the options that keep the store's disk from filling up.
+func (r *Runner) storeBounds() []string {
+	var args []string
+	if r.MinFree > 0 {
+		args = append(args, "--option", "min-free", strconv.FormatInt(r.MinFree, 10))
+	}
+	if r.MaxFree > 0 {
+		args = append(args, "--option", "max-free", strconv.FormatInt(r.MaxFree, 10))
+	}
+	return args
 }
 
 // offline are the options that keep Nix from asking binary caches.
@@ -83,9 +100,18 @@ type Runner struct {
 	// demo set, or machines without network: it saves Nix's retries.
 	Offline bool
 
-	// started, if set, is called with the process id (and so process
-	// group id) of every Nix process started; for tests.
-	started func(pid int)
+	// MinFree and MaxFree, if not 0, are Nix's min-free and max-free
+	// options (bytes) for every Nix process that builds or fetches:
+	// when the store's disk has less than MinFree free, Nix collects
+	// garbage until MaxFree is free, during the build. What a build holds
+	// as garbage-collector roots (Request.RootDir) stays. 0 leaves Nix's
+	// own configuration. With a Nix daemon, they count only for a
+	// trusted user (nix.conf: trusted-users).
+	MinFree, MaxFree int64
+
+	// started, if set, is called with every Nix process started (its
+	// process id is its process group id); for tests.
+	started func(cmd *exec.Cmd)
 }
 
 // Request says what to build.
@@ -185,7 +211,7 @@ func (e *BuildError) Error() string {
 		b.WriteString("\n\t")
 		b.WriteString(l)
 	}
-	return b.String()
+	return redact.URLs(b.String()) // Tail is redacted already; Err may not be
 }
 
 func (e *BuildError) Unwrap() error { return e.Err }

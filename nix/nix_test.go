@@ -216,7 +216,7 @@ func TestTimeout(t *testing.T) {
 			var building, markerSeen bool
 			r := &Runner{
 				Timeout: tt.timeout,
-				started: func(pid int) { pids = append(pids, pid) },
+				started: func(cmd *exec.Cmd) { pids = append(pids, cmd.Process.Pid) },
 				Log: func(l string) {
 					mu.Lock()
 					defer mu.Unlock()

@@ -72,7 +72,7 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 		Popularity:   popularity,
 		PopularityID: popularityID,
 		Source:       source,
-		Nix:          &nix.Runner{Timeout: cfg.NixTimeout, Logger: log, Offline: offline},
+		Nix:          &nix.Runner{Timeout: cfg.NixTimeout, Logger: log, Offline: offline, MinFree: cfg.NixMinFree, MaxFree: cfg.NixMaxFree},
 		Storage:      store,
 		LayerBudget:  cfg.LayerBudget,
 		CacheTTL:     cfg.CacheTTL,

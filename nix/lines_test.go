@@ -1,0 +1,145 @@
+package nix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nixery/nixery/demo"
+)
+
+// TestLongLines: a line longer than MaxLineBytes is cut at a character
+// boundary with a note, and however long a line without a newline grows,
+// the writer holds at most maxScanBytes of it.
+func TestLongLines(t *testing.T) {
+	var lines []string
+	w := &lineWriter{log: func(l string) { lines = append(lines, l) }}
+	// 10 MiB of two-byte characters without a newline, written as a
+	// process writes: in pieces.
+	chunk := []byte(strings.Repeat("é", 16<<10))
+	for range (10 << 20) / len(chunk) {
+		w.Write(chunk)
+		if cap(w.partial) > 2*maxScanBytes {
+			t.Fatalf("the line buffer grew to %d bytes", cap(w.partial))
+		}
+	}
+	w.Write([]byte("\nshort line\nexactly "))
+	w.Write([]byte(strings.Repeat("a", MaxLineBytes-len("exactly ")) + "\n"))
+	w.Write([]byte("no newline at the end: " + strings.Repeat("b", 2*MaxLineBytes)))
+	w.flush()
+
+	if len(lines) != 4 {
+		t.Fatalf("%d lines, want 4", len(lines))
+	}
+	long := lines[0]
+	marker := fmt.Sprintf(" … [line cut: %d bytes]", 10<<20)
+	if !strings.HasSuffix(long, marker) || !utf8.ValidString(long) || len(long) > MaxLineBytes+len(marker) {
+		t.Errorf("long line: %d bytes, valid UTF-8 %v, ends %q", len(long), utf8.ValidString(long), long[max(0, len(long)-60):])
+	}
+	if got := strings.TrimSuffix(long, marker); got != strings.Repeat("é", MaxLineBytes/2) {
+		t.Errorf("long line cut to %d bytes, want %d", len(got), MaxLineBytes)
+	}
+	if lines[1] != "short line" || len(lines[2]) != MaxLineBytes || strings.Contains(lines[2], "cut") {
+		t.Errorf("lines after it: %q, %d bytes %q…", lines[1], len(lines[2]), lines[2][:20])
+	}
+	if !strings.HasSuffix(lines[3], fmt.Sprintf("[line cut: %d bytes]", len("no newline at the end: ")+2*MaxLineBytes)) {
+		t.Errorf("last line: …%q", lines[3][len(lines[3])-40:])
+	}
+	for _, l := range w.tail {
+		if len(l) > MaxLineBytes+len(marker) {
+			t.Errorf("a tail line of %d bytes", len(l))
+		}
+	}
+
+	// A character cut in half by the cut: the whole character goes.
+	lines = nil
+	w.Write([]byte("x" + strings.Repeat("€", MaxLineBytes) + "\n"))
+	if got := lines[0][:strings.Index(lines[0], " … [")]; len(got) != 1+(MaxLineBytes-1)/3*3 || !utf8.ValidString(got) {
+		t.Errorf("cut through a character: %d bytes, valid %v", len(got), utf8.ValidString(got))
+	}
+}
+
+// TestLongLineCutHidesCredentials: a URL that a cut goes through shows
+// none of its password, though the "@" that marks it may be cut off: at
+// MaxLineBytes, and at maxScanBytes, which colour codes (removed before
+// the line is cut) can bring within MaxLineBytes of the start.
+func TestLongLineCutHidesCredentials(t *testing.T) {
+	const url = "https://alice:s3cr3t@example.org/p.git"
+	for _, pad := range []string{"y", "\x1b[0m"} {
+		limit := MaxLineBytes
+		if pad != "y" {
+			limit = maxScanBytes
+		}
+		for at := range len(url) + 1 { // the cut falls at url[at]
+			var lines []string
+			w := &lineWriter{log: func(l string) { lines = append(lines, l) }}
+			prefix := strings.Repeat(pad, (limit-at)/len(pad)) + strings.Repeat("y", (limit-at)%len(pad))
+			w.Write([]byte(prefix + url + " " + strings.Repeat("z", maxScanBytes) + "\n"))
+			if len(lines) != 1 || strings.Contains(lines[0], "alice:s") || strings.Contains(lines[0], "s3") {
+				t.Errorf("padding %q, cut at %q: …%q", pad, url[:at], lines[0][max(0, len(lines[0])-80):])
+			}
+		}
+	}
+}
+
+// TestNixLongLine: a real builder that prints megabytes on one line.
+func TestNixLongLine(t *testing.T) {
+	if _, err := exec.LookPath("nix-build"); err != nil {
+		t.Skip("nix-build not installed")
+	}
+	bb, err := demo.FindBusybox()
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Setenv("NIX_CONFIG", "substituters =")
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "bootstrap"), 0o755)
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "bootstrap", "busybox"), data, 0o755)
+	const size = 3 << 20
+	os.WriteFile(filepath.Join(dir, "default.nix"), []byte(fmt.Sprintf(`{ system ? builtins.currentSystem, ... }:
+let bb = builtins.path { path = ./bootstrap; name = "bootstrap-busybox"; }; in {
+  noisy = derivation {
+    name = "noisy"; inherit system; builder = "${bb}/busybox";
+    args = [ "sh" "-c" "${bb}/busybox head -c %d /dev/zero | ${bb}/busybox tr '\\0' x >&2; echo >&2; echo after the long line >&2; exit 1" ];
+  };
+}
+`, size)), 0o644)
+
+	var mu sync.Mutex
+	var lines []string
+	r := &Runner{Timeout: time.Minute, Offline: true, Log: func(l string) { mu.Lock(); lines = append(lines, l); mu.Unlock() }}
+	_, err = r.Build(context.Background(), Request{SrcType: "path", SrcArgs: dir, Packages: []string{"noisy"}})
+	var b *BuildError
+	if !errors.As(err, &b) {
+		t.Fatalf("got %v, want BuildError", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, l := range append(lines, b.Tail...) {
+		if len(l) > MaxLineBytes+64 {
+			t.Errorf("a line of %d bytes", len(l))
+		}
+	}
+	if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, "xxxx") && strings.Contains(l, "[line cut: ") }) {
+		t.Errorf("no cut line among %d lines", len(lines))
+	}
+	if !slices.Contains(lines, "after the long line") {
+		t.Errorf("the line after the long one is lost: %q", lines)
+	}
+	if len(err.Error()) > tailLines*(MaxLineBytes+64)+200 {
+		t.Errorf("the error is %d bytes long", len(err.Error()))
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -33,6 +34,12 @@ type Config struct {
 	LayerFormat string            // "gzip" or "zstd"
 	Compression int               // compression level; 0 = the format's default
 	Popularity  string            // URL or file of popularity data; "" for none
+
+	Htpasswd      string  // htpasswd file of a private instance; "" for none
+	MetricsPublic bool    // with Htpasswd: /metrics needs no authentication
+	TrustProxy    bool    // client addresses from X-Forwarded-For
+	BuildRate     float64 // new builds a minute per client; 0 = unlimited
+	BuildBurst    int     // new builds a client may start at once; 0 = the rate, rounded up
 }
 
 // setting is one option: a flag with an environment variable of the same
@@ -71,6 +78,11 @@ var settings = []setting{
 	{"cache-ttl", "NIXERY_CACHE_TTL", "300", "seconds an image from a moving source (a channel or branch name, a directory) is reused before it is rebuilt; images from a commit are kept"},
 	{"max-builds", "NIXERY_MAX_BUILDS", "", "builds that run at once (default: number of cores)"},
 	{"build-queue", "NIXERY_BUILD_QUEUE", "64", "builds that may wait for a slot; beyond that, clients get 429 TOOMANYREQUESTS"},
+	{"htpasswd", "NIXERY_HTPASSWD", "", "private instance: an htpasswd file of bcrypt entries (htpasswd -B); pages, APIs and the registry then need one of its users (HTTP Basic); re-read when it changes"},
+	{"metrics-public", "NIXERY_METRICS_PUBLIC", "false", "with --htpasswd: serve /metrics without authentication (/healthz and /readyz always are)"},
+	{"trust-proxy", "NIXERY_TRUST_PROXY", "false", "take the client's address from the last X-Forwarded-For entry (only behind a reverse proxy that appends it)"},
+	{"build-rate", "NIXERY_BUILD_RATE", "0", "new builds one client (user, else IP address; IPv6 by /64) may start per minute, e.g. 2 or 0.5; 0: unlimited; over it, 429 TOOMANYREQUESTS with Retry-After"},
+	{"build-burst", "NIXERY_BUILD_BURST", "", "new builds one client may start at once (default: the build rate, rounded up)"},
 }
 
 // parser reads numbers and switches from settings, remembering the first
@@ -110,6 +122,19 @@ func (p *parser) number(flag string, min, max int, hint string) int {
 // seconds reads a whole number of seconds, at least min.
 func (p *parser) seconds(flag string, min int) time.Duration {
 	return time.Duration(p.number(flag, min, -1, " (seconds)")) * time.Second
+}
+
+// decimal reads a non-negative decimal number.
+func (p *parser) decimal(flag string) float64 {
+	v := p.get(flag)
+	f, err := strconv.ParseFloat(v, 64)
+	if err == nil && f >= 0 && !math.IsInf(f, 0) {
+		return f
+	}
+	if p.err == nil {
+		p.err = fmt.Errorf("%s / --%s must be a number of at least 0, not %q", envOf(flag), flag, v)
+	}
+	return 0
 }
 
 // boolean reads true or false.
@@ -191,6 +216,12 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 			max = 22
 		}
 		c.Compression = p.number("compression-level", 1, max, " for "+c.LayerFormat)
+	}
+	c.Htpasswd = get("htpasswd")
+	c.MetricsPublic, c.TrustProxy = p.boolean("metrics-public"), p.boolean("trust-proxy")
+	c.BuildRate = p.decimal("build-rate")
+	if get("build-burst") != "" {
+		c.BuildBurst = p.number("build-burst", 1, -1, "")
 	}
 	redirect, pathStyle := p.boolean("blob-redirect"), p.boolean("s3-path-style")
 	redirectTTL, timeout := p.seconds("redirect-ttl", 1), p.seconds("storage-timeout", 1)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/nixery/nixery/access"
 	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/image"
@@ -114,6 +115,15 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) error {
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#determining-support
 func (r *Registry) base(w http.ResponseWriter, req *http.Request, _, _ string) error {
 	return writeBody(w, req, "application/json", "", []byte("{}"))
+}
+
+// Unauthorized answers a request that access.Guard turned away (it has
+// set the WWW-Authenticate challenge): 401 with the spec's UNAUTHORIZED
+// error body, as clients expect before they send credentials.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
+func (r *Registry) Unauthorized(w http.ResponseWriter, req *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	r.writeError(w, req, regErr(http.StatusUnauthorized, "UNAUTHORIZED", "authentication required: log in with a user of this Nixery"))
 }
 
 func blobUnknown(d digest.Digest) *regError {
@@ -365,6 +375,7 @@ func classify(err error) *regError {
 	var unknown *nix.UnknownPackagesError
 	var buildErr *nix.BuildError
 	var unknownRev *config.UnknownRevisionError
+	var limited *access.RateLimitedError
 	switch {
 	case errors.As(err, &re):
 		return re
@@ -377,6 +388,11 @@ func classify(err error) *regError {
 		return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", unknown.Error())
 	case errors.As(err, &unknownRev):
 		return &regError{Status: http.StatusNotFound, Code: "MANIFEST_UNKNOWN", Message: unknownRev.Error()}
+	case errors.As(err, &limited):
+		// This client started too many builds lately; images already
+		// built are still served.
+		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
+		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: limited.Error(), RetryAfter: access.RetrySeconds(limited.RetryAfter)}
 	case errors.Is(err, builder.ErrBusy):
 		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
 		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: err.Error(), RetryAfter: 10}

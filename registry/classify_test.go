@@ -21,7 +21,9 @@ func TestRateLimited(t *testing.T) {
 		rec := httptest.NewRecorder()
 		err := fmt.Errorf("building shell/git: %w", &access.RateLimitedError{RetryAfter: tt.wait})
 		r.writeError(rec, httptest.NewRequest("GET", "/v2/shell/git/manifests/latest", nil), err)
-		var body struct{ Errors []struct{ Code, Message string } }
+		var body struct {
+			Errors []struct{ Code, Message string }
+		}
 		json.Unmarshal(rec.Body.Bytes(), &body)
 		if rec.Code != 429 || len(body.Errors) != 1 || body.Errors[0].Code != "TOOMANYREQUESTS" {
 			t.Errorf("%v: %d %s", tt.wait, rec.Code, rec.Body)

@@ -21,6 +21,8 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nixery/nixery/access"
 	"github.com/nixery/nixery/builder"
@@ -90,6 +92,9 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) error {
 	case isBlob(path):
 		name, ref = splitRef(path, "/blobs/")
 		handle = r.blob
+	case isReferrers(path):
+		name, ref = splitRef(path, "/referrers/")
+		handle = r.referrers
 	case strings.HasSuffix(path, "/tags/list") && strings.HasPrefix(path, "/v2/"):
 		name = strings.TrimSuffix(strings.TrimPrefix(path, "/v2/"), "/tags/list")
 		handle = r.tags
@@ -150,6 +155,12 @@ func isManifest(path string) bool {
 func isBlob(path string) bool {
 	elems := strings.Split(path, "/")
 	return len(elems) >= 5 && elems[len(elems)-2] == "blobs"
+}
+
+// isReferrers matches /v2/<name>/referrers/<digest>.
+func isReferrers(path string) bool {
+	elems := strings.Split(path, "/")
+	return len(elems) >= 5 && elems[len(elems)-2] == "referrers"
 }
 
 // splitRef splits "/v2/<name><sep><ref>" at the last sep.
@@ -243,6 +254,31 @@ func (r *Registry) manifestBlob(ctx context.Context, d digest.Digest) ([]byte, e
 		return nil, notManifest(d)
 	}
 	return data, nil
+}
+
+// referrers answers GET/HEAD /v2/<name>/referrers/<digest>: the
+// manifests whose subject is that digest. Nothing can be pushed here, so
+// no manifest has a subject and the answer is always an empty image
+// index; the spec asks for 200 whether or not the subject exists (a 404
+// would say the registry lacks the API), and 400 for a bad digest. An
+// artifactType filter of an empty list is applied trivially, and said so.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-referrers
+func (r *Registry) referrers(w http.ResponseWriter, req *http.Request, _, ref string) error {
+	if _, err := parseDigest(ref); err != nil {
+		return err
+	}
+	body, err := json.Marshal(v1.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: v1.MediaTypeImageIndex,
+		Manifests: []v1.Descriptor{},
+	})
+	if err != nil {
+		return err
+	}
+	if req.URL.Query().Has("artifactType") {
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	return writeBody(w, req, v1.MediaTypeImageIndex, "", body)
 }
 
 // tags answers GET /v2/<name>/tags/list. Every image exists under

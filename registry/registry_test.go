@@ -49,10 +49,11 @@ type want struct {
 	status      int
 	code        string // spec error code, for errors
 	contentType string
-	body        string   // substring of the body
-	digest      bool     // Docker-Content-Digest present
-	length      int      // exact Content-Length when > 0
-	allow       []string // the Allow header's values, when not nil
+	body        string            // substring of the body
+	digest      bool              // Docker-Content-Digest present
+	length      int               // exact Content-Length when > 0
+	allow       []string          // the Allow header's values, when not nil
+	respHeader  map[string]string // headers of the answer
 }
 
 func do(t *testing.T, srv *httptest.Server, c call) (*http.Response, []byte) {
@@ -184,6 +185,14 @@ func TestAPI(t *testing.T) {
 		{call{"GET", "/v2/_catalog", nil}, want{status: 404, code: "UNSUPPORTED", body: "no such endpoint"}},
 		{call{"GET", "/v2/hello/tags", nil}, want{status: 404, code: "UNSUPPORTED", body: "no such endpoint"}},
 		{call{"HEAD", "/v2/hello/referrers", nil}, want{status: 404}},
+
+		// Referrers: nothing can be pushed, so no manifest has a subject.
+		{call{"GET", "/v2/hello/referrers/" + ociDigest, nil}, want{status: 200, contentType: "application/vnd.oci.image.index.v1+json", body: `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`}},
+		{call{"GET", "/v2/hello/referrers/" + absent + "?artifactType=application/example", nil}, want{status: 200, body: `"manifests":[]`, respHeader: map[string]string{"OCI-Filters-Applied": "artifactType"}}},
+		{call{"HEAD", "/v2/hello/referrers/" + ociDigest, nil}, want{status: 200, contentType: "application/vnd.oci.image.index.v1+json"}},
+		{call{"GET", "/v2/hello/referrers/sha256:abc", nil}, want{status: 400, code: "DIGEST_INVALID"}},
+		{call{"GET", "/v2/Hello/referrers/" + ociDigest, nil}, want{status: 400, code: "NAME_INVALID"}},
+		{call{"DELETE", "/v2/hello/referrers/" + ociDigest, nil}, want{status: 405, code: "UNSUPPORTED"}},
 		{call{"DELETE", "/v2/hello/elsewhere", nil}, want{status: 404, code: "UNSUPPORTED", body: "no such endpoint"}},
 	}
 	for _, tt := range tests {
@@ -208,6 +217,11 @@ func TestAPI(t *testing.T) {
 			}
 			if tt.allow != nil && !slices.Equal(resp.Header.Values("Allow"), tt.allow) {
 				t.Errorf("Allow = %q, want %q", resp.Header.Values("Allow"), tt.allow)
+			}
+			for k, v := range tt.respHeader {
+				if got := resp.Header.Get(k); got != v {
+					t.Errorf("%s = %q, want %q", k, got, v)
+				}
 			}
 			if tt.contentType != "" && resp.Header.Get("Content-Type") != tt.contentType {
 				t.Errorf("Content-Type = %q, want %q", resp.Header.Get("Content-Type"), tt.contentType)

@@ -46,9 +46,10 @@ type Users struct {
 
 	// compare checks a password against a bcrypt hash; a hook so tests
 	// can count verifications.
-	compare func(hash, password []byte) error
-	key     []byte        // HMAC key of the verification cache
-	sem     chan struct{} // bounds the bcrypt verifications at once
+	compare   func(hash, password []byte) error
+	key       []byte        // HMAC key of the verification cache
+	maxCached int           // bound of the cache
+	sem       chan struct{} // bounds the bcrypt verifications at once
 
 	mu      sync.Mutex
 	version fileVersion
@@ -96,7 +97,7 @@ func LoadHtpasswd(path string) (*Users, error) {
 	if n < 1 {
 		n = 1
 	}
-	u := &Users{path: path, compare: bcrypt.CompareHashAndPassword, key: key, sem: make(chan struct{}, n)}
+	u := &Users{path: path, compare: bcrypt.CompareHashAndPassword, key: key, sem: make(chan struct{}, n), maxCached: maxCached}
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("htpasswd file: %w", err)
@@ -273,7 +274,7 @@ func (u *Users) Verify(ctx context.Context, user, password string) (bool, error)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.gen == gen { // not verified against a file replaced meanwhile
-		if len(u.cache) >= maxCached {
+		if len(u.cache) >= u.maxCached {
 			for k := range u.cache { // drop any one
 				delete(u.cache, k)
 				break

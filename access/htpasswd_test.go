@@ -213,3 +213,26 @@ func TestVerifyBounded(t *testing.T) {
 		t.Errorf("%d verifications at once, want at most %d", p, slots)
 	}
 }
+
+// TestVerifyCacheBounded: the cache never holds more than its bound; a
+// login that was dropped costs one bcrypt verification again.
+func TestVerifyCacheBounded(t *testing.T) {
+	ctx := context.Background()
+	u, _, calls := newUsers(t, "a:"+hash(t, "pa")+"\nb:"+hash(t, "pb")+"\nc:"+hash(t, "pc")+"\n")
+	access.SetCacheSize(u, 2)
+	for _, user := range []string{"a", "b", "c"} {
+		if ok, err := u.Verify(ctx, user, "p"+user); !ok || err != nil {
+			t.Fatalf("%s: %v %v", user, ok, err)
+		}
+		if n := access.CacheLen(u); n > 2 {
+			t.Fatalf("cache holds %d, bound 2", n)
+		}
+	}
+	before := calls.Load()
+	for _, user := range []string{"a", "b", "c"} {
+		u.Verify(ctx, user, "p"+user)
+	}
+	if got := calls.Load() - before; got < 1 {
+		t.Errorf("3 users through a cache of 2 cost %d bcrypt verifications, want at least 1", got)
+	}
+}

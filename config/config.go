@@ -38,6 +38,12 @@ type Config struct {
 	Popularity  string            // URL or file of popularity data; "" for none
 	GCInterval  time.Duration     // serve: collect garbage this often (one replica at a time); 0 = never
 	GCMaxAge    time.Duration     // serve: what the in-process collection keeps
+
+	Htpasswd      string  // htpasswd file of a private instance; "" for none
+	MetricsPublic bool    // with Htpasswd: /metrics needs no authentication
+	TrustProxy    bool    // client addresses from X-Forwarded-For
+	BuildRate     float64 // new builds a minute per client; 0 = unlimited
+	BuildBurst    int     // new builds a client may start at once; 0 = the rate, rounded up
 }
 
 // MinGCAge is the shortest age a collection may keep: pulls record their
@@ -85,6 +91,11 @@ var settings = []setting{
 	{"build-queue", "NIXERY_BUILD_QUEUE", "64", "builds that may wait for a slot; beyond that, clients get 429 TOOMANYREQUESTS"},
 	{"gc-interval", "NIXERY_GC_INTERVAL", "", "collect garbage in-process this often, e.g. 24h (one replica at a time, by a lease in storage; empty: never, use nixery gc)"},
 	{"gc-max-age", "NIXERY_GC_MAX_AGE", "720h", "the in-process collection deletes images nobody built or pulled within this age (at least 2h)"},
+	{"htpasswd", "NIXERY_HTPASSWD", "", "private instance: an htpasswd file of bcrypt entries (htpasswd -B); pages, APIs and the registry then need one of its users (HTTP Basic); re-read when it changes"},
+	{"metrics-public", "NIXERY_METRICS_PUBLIC", "false", "with --htpasswd: serve /metrics without authentication (/healthz and /readyz always are)"},
+	{"trust-proxy", "NIXERY_TRUST_PROXY", "false", "take the client's address from the last X-Forwarded-For entry (only behind a reverse proxy that appends it)"},
+	{"build-rate", "NIXERY_BUILD_RATE", "0", "new builds one client (user, else IP address; IPv6 by /64) may start per minute, e.g. 2 or 0.5; 0: unlimited; over it, 429 TOOMANYREQUESTS with Retry-After"},
+	{"build-burst", "NIXERY_BUILD_BURST", "", "new builds one client may start at once (default: the build rate, rounded up)"},
 }
 
 // parser reads numbers and switches from settings, remembering the first
@@ -160,6 +171,19 @@ func (p *parser) size(flag string) int64 {
 	}
 	if p.err == nil {
 		p.err = fmt.Errorf("%s / --%s must be a number of bytes of at least 1, with an optional K, M, G or T suffix (e.g. 10G), not %q", envOf(flag), flag, v)
+	}
+	return 0
+}
+
+// decimal reads a non-negative decimal number.
+func (p *parser) decimal(flag string) float64 {
+	v := p.get(flag)
+	f, err := strconv.ParseFloat(v, 64)
+	if err == nil && f >= 0 && !math.IsInf(f, 0) {
+		return f
+	}
+	if p.err == nil {
+		p.err = fmt.Errorf("%s / --%s must be a number of at least 0, not %q", envOf(flag), flag, v)
 	}
 	return 0
 }
@@ -247,6 +271,12 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	}
 	c.GCInterval = p.duration("gc-interval", time.Hour, true)
 	c.GCMaxAge = p.duration("gc-max-age", MinGCAge, false)
+	c.Htpasswd = get("htpasswd")
+	c.MetricsPublic, c.TrustProxy = p.boolean("metrics-public"), p.boolean("trust-proxy")
+	c.BuildRate = p.decimal("build-rate")
+	if get("build-burst") != "" {
+		c.BuildBurst = p.number("build-burst", 1, -1, "")
+	}
 	redirect, pathStyle := p.boolean("blob-redirect"), p.boolean("s3-path-style")
 	redirectTTL, timeout := p.seconds("redirect-ttl", 1), p.seconds("storage-timeout", 1)
 	if p.err != nil {

@@ -71,6 +71,21 @@ func TestLoad(t *testing.T) {
 				t.Errorf("%+v", c.S3)
 			}
 		}},
+		{name: "private", args: []string{"--htpasswd", "/etc/nixery/htpasswd", "--trust-proxy"}, env: map[string]string{"NIXERY_BUILD_RATE": "0.5", "NIXERY_BUILD_BURST": "3", "NIXERY_METRICS_PUBLIC": "true"}, check: func(t *testing.T, c *Config) {
+			if c.Htpasswd != "/etc/nixery/htpasswd" || !c.TrustProxy || !c.MetricsPublic || c.BuildRate != 0.5 || c.BuildBurst != 3 {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{name: "public by default", check: func(t *testing.T, c *Config) {
+			if c.Htpasswd != "" || c.TrustProxy || c.MetricsPublic || c.BuildRate != 0 || c.BuildBurst != 0 {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{name: "bad rate", env: map[string]string{"NIXERY_BUILD_RATE": "-1"}, wantErr: "NIXERY_BUILD_RATE / --build-rate"},
+		{name: "rate unit", env: map[string]string{"NIXERY_BUILD_RATE": "2/m"}, wantErr: "NIXERY_BUILD_RATE"},
+		{name: "infinite rate", env: map[string]string{"NIXERY_BUILD_RATE": "Inf"}, wantErr: "NIXERY_BUILD_RATE"},
+		{name: "bad burst", env: map[string]string{"NIXERY_BUILD_BURST": "0"}, wantErr: "NIXERY_BUILD_BURST / --build-burst"},
+		{name: "bad trust", env: map[string]string{"NIXERY_TRUST_PROXY": "yes please"}, wantErr: "NIXERY_TRUST_PROXY"},
 		{name: "unknown flag", args: []string{"--colour"}, wantErr: "colour"},
 		{name: "store bounds", args: []string{"--nix-max-free", "20g"}, env: map[string]string{"NIXERY_NIX_MIN_FREE": "512M"}, check: func(t *testing.T, c *Config) {
 			if c.NixMinFree != 512<<20 || c.NixMaxFree != 20<<30 {

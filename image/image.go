@@ -41,7 +41,8 @@ type Request struct {
 }
 
 // Error is a client error in an image name or tag. Code is the
-// distribution-spec error code the registry should answer with.
+// distribution-spec error code the registry should answer with:
+// NAME_INVALID for a name (400), MANIFEST_UNKNOWN for a tag (404).
 type Error struct {
 	Code    string
 	Message string
@@ -88,7 +89,18 @@ func Parse(name, tag string) (*Request, error) {
 		return nil, &Error{Code: "NAME_INVALID", Message: fmt.Sprintf("invalid repository name %q: each path component must match [a-z0-9]+((.|_|__|-+)[a-z0-9]+)*", name)}
 	}
 	if !ValidTag(tag) {
-		return nil, &Error{Code: "NAME_INVALID", Message: fmt.Sprintf("invalid tag %q: a tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127} and be a valid git ref name (no \"..\", no trailing \".\" or \".lock\")", tag)}
+		// An invalid tag is a bad reference, not a bad name: the name is
+		// fine. The spec's codes for a reference are MANIFEST_INVALID
+		// (a pushed manifest body is wrong) and MANIFEST_UNKNOWN (no
+		// manifest under this reference); distribution's TAG_INVALID
+		// likewise means a pushed manifest's tag disagrees with the URL.
+		// This is a pull, and a tag outside the grammar can never be
+		// tagged, so no manifest is or will be known under it: 404
+		// MANIFEST_UNKNOWN, as for a tag that names nothing, which is
+		// also what clients report as "manifest unknown" rather than as
+		// a broken repository name.
+		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
+		return nil, &Error{Code: "MANIFEST_UNKNOWN", Message: fmt.Sprintf("invalid tag %q: a tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127} and be a valid git ref name (no \"..\", no trailing \".\" or \".lock\")", tag)}
 	}
 	components := strings.Split(name, "/")
 	arch, packages := metaPackages(components)

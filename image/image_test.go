@@ -2,6 +2,7 @@ package image
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -47,15 +48,15 @@ func TestParse(t *testing.T) {
 		{name: strings.Repeat("a/", 200) + "a", tag: "latest", errCode: "NAME_INVALID"},
 		{name: "arm64", tag: "latest", errCode: "NAME_INVALID"},
 		{name: "shell/arm64", tag: "latest", packages: shell, arch: ARM64},
-		{name: "hello", tag: "", errCode: "NAME_INVALID"},
-		{name: "hello", tag: "-rf", errCode: "NAME_INVALID"},
-		{name: "hello", tag: ".hidden", errCode: "NAME_INVALID"},
-		{name: "hello", tag: "a/b", errCode: "NAME_INVALID"},
-		{name: "hello", tag: strings.Repeat("x", 129), errCode: "NAME_INVALID"},
+		{name: "hello", tag: "", errCode: "MANIFEST_UNKNOWN"},
+		{name: "hello", tag: "-rf", errCode: "MANIFEST_UNKNOWN"},
+		{name: "hello", tag: ".hidden", errCode: "MANIFEST_UNKNOWN"},
+		{name: "hello", tag: "a/b", errCode: "MANIFEST_UNKNOWN"},
+		{name: "hello", tag: strings.Repeat("x", 129), errCode: "MANIFEST_UNKNOWN"},
 		{name: "hello", tag: strings.Repeat("x", 128), packages: []string{"hello"}, arch: AMD64},
-		{name: "hello", tag: "v1..2", errCode: "NAME_INVALID"},
-		{name: "hello", tag: "v1.", errCode: "NAME_INVALID"},
-		{name: "hello", tag: "main.lock", errCode: "NAME_INVALID"},
+		{name: "hello", tag: "v1..2", errCode: "MANIFEST_UNKNOWN"},
+		{name: "hello", tag: "v1.", errCode: "MANIFEST_UNKNOWN"},
+		{name: "hello", tag: "main.lock", errCode: "MANIFEST_UNKNOWN"},
 		{name: "hello", tag: "V1.2_rc-3", packages: []string{"hello"}, arch: AMD64},
 	}
 	for _, tt := range tests {
@@ -65,6 +66,10 @@ func TestParse(t *testing.T) {
 				var ie *Error
 				if !errors.As(err, &ie) || ie.Code != tt.errCode {
 					t.Fatalf("Parse(%q, %q) = %v, %v; want error %s", tt.name, tt.tag, req, err, tt.errCode)
+				}
+				// A bad tag is named in the answer, so the user sees which.
+				if tt.errCode == "MANIFEST_UNKNOWN" && !strings.Contains(ie.Message, fmt.Sprintf("tag %q", tt.tag)) {
+					t.Errorf("message %q does not name the tag %q", ie.Message, tt.tag)
 				}
 				return
 			}

@@ -14,13 +14,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nixery/nixery/access"
 	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/image"
@@ -70,37 +74,75 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 func (r *Registry) serve(w http.ResponseWriter, req *http.Request) error {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	if req.Method != http.MethodGet && req.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		return unsupported(req.Method)
-	}
 	path := req.URL.Path
 	var name, ref string
 	var handle func(w http.ResponseWriter, req *http.Request, name, ref string) error
 	switch {
+	case isUpload(path):
+		// Uploads are the push side: no method of any upload path exists
+		// here, GET (upload status) included. RFC 9110 §10.2.1: an empty
+		// Allow says the resource allows no method at all.
+		w.Header().Set("Allow", "")
+		return regErr(http.StatusMethodNotAllowed, "UNSUPPORTED", "Nixery is a read-only registry: blob uploads are not supported")
 	case path == "/v2/" || path == "/v2":
-		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#determining-support
-		return writeBody(w, req, "application/json", "", []byte("{}"))
+		handle = r.base
 	case isManifest(path):
 		name, ref = splitRef(path, "/manifests/")
 		handle = r.manifest
 	case isBlob(path):
 		name, ref = splitRef(path, "/blobs/")
 		handle = r.blob
+	case isReferrers(path):
+		name, ref = splitRef(path, "/referrers/")
+		handle = r.referrers
 	case strings.HasSuffix(path, "/tags/list") && strings.HasPrefix(path, "/v2/"):
 		name = strings.TrimSuffix(strings.TrimPrefix(path, "/v2/"), "/tags/list")
 		handle = r.tags
 	default:
-		return regErr(http.StatusNotFound, "NAME_UNKNOWN", "no such endpoint in the registry API: "+path)
+		// The spec has no code for "no such endpoint". NAME_UNKNOWN would
+		// tell the client that a repository is missing, which is false
+		// (every name exists here, built on demand); UNSUPPORTED is the
+		// spec's code for an operation this registry does not implement,
+		// and 404 is what the path is.
+		return regErr(http.StatusNotFound, "UNSUPPORTED", "no such endpoint in the registry API: "+path)
 	}
-	if !image.ValidName(name) {
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return unsupported(req.Method)
+	}
+	if path != "/v2/" && path != "/v2" && !image.ValidName(name) {
 		return regErr(http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", name))
 	}
 	return handle(w, req, name, ref)
 }
 
+// base answers GET/HEAD /v2/: this is a registry.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#determining-support
+func (r *Registry) base(w http.ResponseWriter, req *http.Request, _, _ string) error {
+	return writeBody(w, req, "application/json", "", []byte("{}"))
+}
+
+// Unauthorized answers a request that access.Guard turned away (it has
+// set the WWW-Authenticate challenge): 401 with the spec's UNAUTHORIZED
+// error body, as clients expect before they send credentials.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
+func (r *Registry) Unauthorized(w http.ResponseWriter, req *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	r.writeError(w, req, regErr(http.StatusUnauthorized, "UNAUTHORIZED", "authentication required: log in with a user of this Nixery"))
+}
+
 func blobUnknown(d digest.Digest) *regError {
 	return regErr(http.StatusNotFound, "BLOB_UNKNOWN", fmt.Sprintf("blob %s is not known to this registry", d))
+}
+
+// isUpload matches the upload paths of the push API:
+// /v2/<name>/blobs/uploads and /v2/<name>/blobs/uploads/<reference>.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-blobs
+func isUpload(path string) bool {
+	elems := strings.Split(path, "/")
+	n := len(elems)
+	return (n >= 5 && elems[n-2] == "blobs" && elems[n-1] == "uploads") ||
+		(n >= 6 && elems[n-3] == "blobs" && elems[n-2] == "uploads")
 }
 
 // isManifest matches /v2/<name>/manifests/<reference>.
@@ -113,6 +155,12 @@ func isManifest(path string) bool {
 func isBlob(path string) bool {
 	elems := strings.Split(path, "/")
 	return len(elems) >= 5 && elems[len(elems)-2] == "blobs"
+}
+
+// isReferrers matches /v2/<name>/referrers/<digest>.
+func isReferrers(path string) bool {
+	elems := strings.Split(path, "/")
+	return len(elems) >= 5 && elems[len(elems)-2] == "referrers"
 }
 
 // splitRef splits "/v2/<name><sep><ref>" at the last sep.
@@ -129,17 +177,14 @@ func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref 
 		if err != nil {
 			return err
 		}
-		data, err := storage.Get(req.Context(), r.Storage, d)
-		if errors.Is(err, storage.ErrNotFound) {
-			return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("manifest %s is not known to this registry", d))
-		}
+		data, err := r.manifestBlob(req.Context(), d)
 		if err != nil {
 			return err
 		}
 		mt := manifest.MediaType(data)
 		if mt == "" {
-			// A layer or config blob is not a manifest.
-			return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("%s is not a manifest", d))
+			// A config blob (JSON, small) is not a manifest either.
+			return notManifest(d)
 		}
 		return writeBody(w, req, mt, d, data)
 	}
@@ -154,6 +199,86 @@ func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref 
 		return err
 	}
 	return writeBody(w, req, mt, d, data)
+}
+
+// MaxManifestSize is the largest blob read as a manifest, the limit CNCF
+// distribution uses (4 MiB). The distribution spec asks registries to
+// accept manifests of at least this size, and nothing Nixery writes
+// comes near it.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-manifests
+const MaxManifestSize = 4 << 20
+
+func notManifest(d digest.Digest) *regError {
+	return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("%s is not a manifest", d))
+}
+
+// manifestBlob reads blob d if it can be a manifest. Layer digests are
+// public, so a client may ask for a layer of hundreds of megabytes as a
+// manifest: its size is checked before anything is read, and no more
+// than MaxManifestSize bytes are ever read, so such requests cost no
+// memory however many arrive at once.
+func (r *Registry) manifestBlob(ctx context.Context, d digest.Digest) ([]byte, error) {
+	size, err := r.Storage.Stat(ctx, d)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("manifest %s is not known to this registry", d))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if size > MaxManifestSize {
+		return nil, notManifest(d)
+	}
+	blob, err := r.Storage.Open(ctx, d)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("manifest %s is not known to this registry", d))
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer blob.Close()
+	// A manifest is a JSON object; a compressed layer under the cap is
+	// refused after its first bytes.
+	head := make([]byte, 1)
+	if _, err := io.ReadFull(blob, head); err != nil || head[0] != '{' {
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("reading %s: %w", d, err)
+		}
+		return nil, notManifest(d)
+	}
+	rest, err := io.ReadAll(io.LimitReader(blob, MaxManifestSize))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", d, err)
+	}
+	data := append(head, rest...)
+	if len(data) > MaxManifestSize {
+		return nil, notManifest(d)
+	}
+	return data, nil
+}
+
+// referrers answers GET/HEAD /v2/<name>/referrers/<digest>: the
+// manifests whose subject is that digest. Nothing can be pushed here, so
+// no manifest has a subject and the answer is always an empty image
+// index; the spec asks for 200 whether or not the subject exists (a 404
+// would say the registry lacks the API), and 400 for a bad digest. An
+// artifactType filter of an empty list is applied trivially, and said so.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-referrers
+func (r *Registry) referrers(w http.ResponseWriter, req *http.Request, _, ref string) error {
+	if _, err := parseDigest(ref); err != nil {
+		return err
+	}
+	body, err := json.Marshal(v1.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: v1.MediaTypeImageIndex,
+		Manifests: []v1.Descriptor{},
+	})
+	if err != nil {
+		return err
+	}
+	if req.URL.Query().Has("artifactType") {
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	return writeBody(w, req, v1.MediaTypeImageIndex, "", body)
 }
 
 // tags answers GET /v2/<name>/tags/list. Every image exists under
@@ -286,15 +411,24 @@ func classify(err error) *regError {
 	var unknown *nix.UnknownPackagesError
 	var buildErr *nix.BuildError
 	var unknownRev *config.UnknownRevisionError
+	var limited *access.RateLimitedError
 	switch {
 	case errors.As(err, &re):
 		return re
 	case errors.As(err, &ie):
+		if ie.Code == "MANIFEST_UNKNOWN" { // an invalid tag, see image.Parse
+			return regErr(http.StatusNotFound, ie.Code, ie.Message)
+		}
 		return regErr(http.StatusBadRequest, ie.Code, ie.Message)
 	case errors.As(err, &unknown):
 		return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", unknown.Error())
 	case errors.As(err, &unknownRev):
 		return &regError{Status: http.StatusNotFound, Code: "MANIFEST_UNKNOWN", Message: unknownRev.Error()}
+	case errors.As(err, &limited):
+		// This client started too many builds lately; images already
+		// built are still served.
+		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
+		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: limited.Error(), RetryAfter: access.RetrySeconds(limited.RetryAfter)}
 	case errors.Is(err, builder.ErrBusy):
 		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
 		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: err.Error(), RetryAfter: 10}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -48,9 +49,11 @@ type want struct {
 	status      int
 	code        string // spec error code, for errors
 	contentType string
-	body        string // substring of the body
-	digest      bool   // Docker-Content-Digest present
-	length      int    // exact Content-Length when > 0
+	body        string            // substring of the body
+	digest      bool              // Docker-Content-Digest present
+	length      int               // exact Content-Length when > 0
+	allow       []string          // the Allow header's values, when not nil
+	respHeader  map[string]string // headers of the answer
 }
 
 func do(t *testing.T, srv *httptest.Server, c call) (*http.Response, []byte) {
@@ -137,8 +140,12 @@ func TestAPI(t *testing.T) {
 		// Bad names and tags.
 		{call{"GET", "/v2/Hello/manifests/latest", nil}, want{status: 400, code: "NAME_INVALID"}},
 		{call{"GET", "/v2/hello-/manifests/latest", nil}, want{status: 400, code: "NAME_INVALID"}},
-		{call{"GET", "/v2/hello/manifests/-latest", nil}, want{status: 400, code: "NAME_INVALID"}},
-		{call{"GET", "/v2/hello/manifests/" + strings.Repeat("t", 129), nil}, want{status: 400, code: "NAME_INVALID"}},
+		// A bad tag is a reference no manifest can have, not a bad name.
+		{call{"GET", "/v2/hello/manifests/-latest", nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: `invalid tag \"-latest\"`}},
+		{call{"GET", "/v2/hello/manifests/" + strings.Repeat("t", 129), nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: strings.Repeat("t", 129)}},
+		{call{"GET", "/v2/hello/manifests/v1..2", nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: `v1..2`}},
+		{call{"HEAD", "/v2/hello/manifests/main.lock", nil}, want{status: 404}},
+		{call{"GET", "/v2/hello/manifests/", nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: `invalid tag \"\"`}},
 		{call{"GET", "/v2/arm64/manifests/latest", nil}, want{status: 400, code: "NAME_INVALID", body: "no packages"}},
 
 		// Nix's answers.
@@ -146,13 +153,25 @@ func TestAPI(t *testing.T) {
 		{call{"GET", "/v2/foobar/manifests/latest", nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: "FooBar"}},
 		{call{"GET", "/v2/broken/manifests/latest", nil}, want{status: 500, code: "UNKNOWN", body: "broken on purpose"}},
 
-		// Writes are not supported.
-		{call{"POST", "/v2/hello/blobs/uploads/", nil}, want{status: 405, code: "UNSUPPORTED"}},
-		{call{"PATCH", "/v2/hello/blobs/uploads/1", nil}, want{status: 405, code: "UNSUPPORTED"}},
-		{call{"PUT", "/v2/hello/manifests/latest", nil}, want{status: 405, code: "UNSUPPORTED"}},
-		{call{"DELETE", "/v2/hello/manifests/" + ociDigest, nil}, want{status: 405, code: "UNSUPPORTED"}},
-		{call{"DELETE", "/v2/hello/blobs/" + layer, nil}, want{status: 405, code: "UNSUPPORTED"}},
-		{call{"POST", "/v2/", nil}, want{status: 405, code: "UNSUPPORTED"}},
+		// Writes are not supported. Upload paths allow no method at all
+		// (an empty Allow), GET and HEAD (upload status) included.
+		{call{"POST", "/v2/hello/blobs/uploads/", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{""}}},
+		{call{"POST", "/v2/shell/hello/blobs/uploads/?mount=" + layer + "&from=hello", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{""}}},
+		{call{"POST", "/v2/hello/blobs/uploads", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{""}}},
+		{call{"GET", "/v2/hello/blobs/uploads/", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{""}}},
+		{call{"GET", "/v2/hello/blobs/uploads/1", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{""}}},
+		{call{"HEAD", "/v2/hello/blobs/uploads/1", nil}, want{status: 405, allow: []string{""}}},
+		{call{"PATCH", "/v2/hello/blobs/uploads/1", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{""}}},
+		{call{"PUT", "/v2/hello/blobs/uploads/1?digest=" + absent, nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{""}}},
+		{call{"DELETE", "/v2/hello/blobs/uploads/1", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{""}}},
+		{call{"GET", "/v2/Not/Valid/blobs/uploads/1", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{""}}},
+		{call{"PUT", "/v2/hello/manifests/latest", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{"GET, HEAD"}}},
+		{call{"DELETE", "/v2/hello/manifests/" + ociDigest, nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{"GET, HEAD"}}},
+		{call{"DELETE", "/v2/hello/blobs/" + layer, nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{"GET, HEAD"}}},
+		{call{"POST", "/v2/", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{"GET, HEAD"}}},
+		// Routing reads from the end: packages called blobs and uploads
+		// are an image like any other (unknown to the demo set).
+		{call{"GET", "/v2/blobs/uploads/manifests/latest", nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: "uploads"}},
 
 		// Tags: every image has "latest".
 		{call{"GET", "/v2/shell/hello/tags/list", nil}, want{status: 200, contentType: "application/json", body: `{"name":"shell/hello","tags":["latest"]}`}},
@@ -160,8 +179,21 @@ func TestAPI(t *testing.T) {
 		{call{"GET", "/v2/hello/tags/list?last=latest", nil}, want{status: 200, body: `"tags":[]`}},
 		{call{"GET", "/v2/Hello/tags/list", nil}, want{status: 400, code: "NAME_INVALID"}},
 
-		// Not part of the API.
-		{call{"GET", "/v2/hello/elsewhere/latest", nil}, want{status: 404, code: "NAME_UNKNOWN"}},
+		// Not part of the API: 404, and the message says so (not a
+		// repository that is unknown: NAME_UNKNOWN would say that).
+		{call{"GET", "/v2/hello/elsewhere/latest", nil}, want{status: 404, code: "UNSUPPORTED", body: "no such endpoint"}},
+		{call{"GET", "/v2/_catalog", nil}, want{status: 404, code: "UNSUPPORTED", body: "no such endpoint"}},
+		{call{"GET", "/v2/hello/tags", nil}, want{status: 404, code: "UNSUPPORTED", body: "no such endpoint"}},
+		{call{"HEAD", "/v2/hello/referrers", nil}, want{status: 404}},
+
+		// Referrers: nothing can be pushed, so no manifest has a subject.
+		{call{"GET", "/v2/hello/referrers/" + ociDigest, nil}, want{status: 200, contentType: "application/vnd.oci.image.index.v1+json", body: `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`}},
+		{call{"GET", "/v2/hello/referrers/" + absent + "?artifactType=application/example", nil}, want{status: 200, body: `"manifests":[]`, respHeader: map[string]string{"OCI-Filters-Applied": "artifactType"}}},
+		{call{"HEAD", "/v2/hello/referrers/" + ociDigest, nil}, want{status: 200, contentType: "application/vnd.oci.image.index.v1+json"}},
+		{call{"GET", "/v2/hello/referrers/sha256:abc", nil}, want{status: 400, code: "DIGEST_INVALID"}},
+		{call{"GET", "/v2/Hello/referrers/" + ociDigest, nil}, want{status: 400, code: "NAME_INVALID"}},
+		{call{"DELETE", "/v2/hello/referrers/" + ociDigest, nil}, want{status: 405, code: "UNSUPPORTED"}},
+		{call{"DELETE", "/v2/hello/elsewhere", nil}, want{status: 404, code: "UNSUPPORTED", body: "no such endpoint"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
@@ -181,6 +213,14 @@ func TestAPI(t *testing.T) {
 				}
 				if resp.Header.Get("Content-Type") != "application/json" {
 					t.Errorf("error Content-Type = %q", resp.Header.Get("Content-Type"))
+				}
+			}
+			if tt.allow != nil && !slices.Equal(resp.Header.Values("Allow"), tt.allow) {
+				t.Errorf("Allow = %q, want %q", resp.Header.Values("Allow"), tt.allow)
+			}
+			for k, v := range tt.respHeader {
+				if got := resp.Header.Get(k); got != v {
+					t.Errorf("%s = %q, want %q", k, got, v)
 				}
 			}
 			if tt.contentType != "" && resp.Header.Get("Content-Type") != tt.contentType {

@@ -8,9 +8,11 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/nixery/nixery/access"
 	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/image"
@@ -42,6 +44,7 @@ func TestErrorStatusAgreesWithRegistry(t *testing.T) {
 		{"unknown package", fmt.Errorf("build: %w", &nix.UnknownPackagesError{Packages: []string{"nosuchpkg"}}), 404, 0, false},
 		{"unknown revision", &config.UnknownRevisionError{Source: "git repo", Tag: "v9"}, 404, 0, false},
 		{"busy", fmt.Errorf("queue: %w", builder.ErrBusy), 429, 10, false},
+		{"rate limited", fmt.Errorf("admit: %w", &access.RateLimitedError{RetryAfter: 2500 * time.Millisecond}), 429, 3, false},
 		{"storage outage", fmt.Errorf("manifest cache: %w", storage.ErrUnavailable), 503, 5, false},
 		{"nix timeout", fmt.Errorf("realise: %w", nix.ErrTimeout), 500, 0, false},
 		{"nix failed", &nix.BuildError{Tail: []string{"error: builder failed"}, Err: errors.New("exit status 1")}, 500, 0, false},

@@ -38,6 +38,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixery/nixery/access"
 	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/image"
@@ -336,7 +337,10 @@ func errorStatus(err error) (status, retryAfter int) {
 	var unknown *nix.UnknownPackagesError
 	var unknownRev *config.UnknownRevisionError
 	var qe *QueryError
+	var limited *access.RateLimitedError
 	switch {
+	case errors.As(err, &limited):
+		return http.StatusTooManyRequests, access.RetrySeconds(limited.RetryAfter)
 	case errors.As(err, &ie), errors.As(err, &qe):
 		return http.StatusBadRequest, 0
 	case errors.As(err, &unknown), errors.As(err, &unknownRev):

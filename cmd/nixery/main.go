@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nixery/nixery/access"
 	"github.com/nixery/nixery/catalog"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/registry"
@@ -91,6 +92,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// newHandler is the whole HTTP side: the registry API, the web pages and
+// their APIs, metrics and probes. With users in guard, everything but the
+// probes (and /metrics if metricsPublic) needs one of them: the registry
+// answers refusals with its spec error body, the rest with a plain 401.
+// Refused requests reach nothing, so they start no build.
+func newHandler(guard *access.Guard, metricsPublic bool, reg *registry.Registry, site, metrics http.Handler, probes *health) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", guard.Require(reg, reg.Unauthorized))
+	mux.Handle("/", guard.Require(site, nil))
+	if !metricsPublic {
+		metrics = guard.Require(metrics, nil)
+	}
+	mux.Handle("GET /metrics", metrics)
+	// Probes stay open: load balancers and orchestrators send no
+	// credentials, and they tell nothing about the images.
+	mux.HandleFunc("GET /healthz", probes.healthz)
+	mux.HandleFunc("GET /readyz", probes.readyz)
+	return guard.Identify(mux)
+}
+
 func serve(args []string) error {
 	cfg, err := config.Load(args, os.Getenv)
 	if err != nil {
@@ -98,6 +119,15 @@ func serve(args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	slog.SetDefault(log)
+	guard := &access.Guard{TrustProxy: cfg.TrustProxy}
+	if cfg.Htpasswd != "" {
+		users, err := access.LoadHtpasswd(cfg.Htpasswd)
+		if err != nil {
+			return fmt.Errorf("NIXERY_HTPASSWD / --htpasswd: %w", err)
+		}
+		users.Logger = log
+		guard.Users = users
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -107,25 +137,26 @@ func serve(args []string) error {
 		return err
 	}
 	source, store, builder := p.source, p.store, p.builder
-	mux := http.NewServeMux()
-	mux.Handle("/v2/", &registry.Registry{Builder: builder, Storage: store, Logger: log})
 	site := &web.Site{Builder: builder, Version: version, Logger: log}
 	site.Preload(ctx) // the package list for search, made once per package set
-	mux.Handle("/", site)
+	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
 	httpStats, gcStats := &httpMetrics{}, &gcMetrics{}
-	mux.Handle("GET /metrics", metricsHandler(builder, httpStats, gcStats))
-	probes := &health{store: store}
-	mux.HandleFunc("GET /healthz", probes.healthz)
-	mux.HandleFunc("GET /readyz", probes.readyz)
+	handler := newHandler(guard, cfg.MetricsPublic,
+		&registry.Registry{Builder: builder, Storage: store, Logger: log}, site,
+		metricsHandler(builder, httpStats, gcStats), &health{store: store})
 
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: instrument(log, httpStats, mux), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: instrument(log, httpStats, handler), ReadHeaderTimeout: 10 * time.Second}
+	private := "no (public)"
+	if guard.Users != nil {
+		private = "yes, users of " + guard.Users.Path()
+	}
 	log.Info("nixery serving", "version", version, "address", ln.Addr().String(), "source", source.String(),
-		"storage", store.String(), "nix", p.nixVersion, "nix_timeout", cfg.NixTimeout)
+		"storage", store.String(), "nix", p.nixVersion, "nix_timeout", cfg.NixTimeout, "private", private)
 
 	if cfg.GCInterval > 0 {
 		collector := &catalog.Collector{

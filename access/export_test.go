@@ -1,0 +1,16 @@
+package access
+
+// SetCompare replaces the bcrypt comparison of u, so tests can count and
+// hold verifications.
+func SetCompare(u *Users, compare func(hash, password []byte) error) { u.compare = compare }
+
+// VerifySlots is how many bcrypt verifications u runs at once.
+func VerifySlots(u *Users) int { return cap(u.sem) }
+
+// SetCacheSize bounds u's verification cache, and CacheLen tells its size.
+func SetCacheSize(u *Users, n int) { u.maxCached = n }
+func CacheLen(u *Users) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.cache)
+}

@@ -1,0 +1,65 @@
+package access
+
+import (
+	"context"
+	"net/http"
+)
+
+// Realm is the realm of the Basic authentication challenge.
+const Realm = "Nixery"
+
+// Guard is the HTTP side of access: Identify notes who sent each request,
+// Require lets only authenticated users through. The zero value requires
+// nothing and identifies clients by their connection's address.
+type Guard struct {
+	// Users, if set, are the accounts Require lets in.
+	Users *Users
+	// TrustProxy takes the client's address from the last entry of
+	// X-Forwarded-For (set it only behind a reverse proxy that appends
+	// the address it saw, or clients choose their own identity).
+	TrustProxy bool
+}
+
+// Identify puts the client's address into the request context, for
+// Client and for the build rate limit. It wraps the whole server.
+func (g *Guard) Identify(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := client{ip: remoteIP(r, g.TrustProxy)}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey{}, c)))
+	})
+}
+
+// Require passes to next only requests with the credentials of one of
+// g.Users (HTTP Basic, RFC 7617), with the user name as the client's
+// identity. Other requests get 401 with a Basic challenge, written by
+// deny (nil: a plain-text 401), and reach nothing behind the guard. With
+// no Users, every request passes.
+func (g *Guard) Require(next http.Handler, deny http.HandlerFunc) http.Handler {
+	if g.Users == nil {
+		return next
+	}
+	if deny == nil {
+		deny = func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "401 Unauthorized: log in with a user of this Nixery", http.StatusUnauthorized)
+		}
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user, password, ok := r.BasicAuth()
+		if ok {
+			// An error (the file is unusable, the client gave up while
+			// waiting) lets nobody in either.
+			if valid, _ := g.Users.Verify(r.Context(), user, password); valid {
+				c := clientOf(r.Context())
+				if c.ip == "" {
+					c.ip = remoteIP(r, g.TrustProxy)
+				}
+				c.user = user
+				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey{}, c)))
+				return
+			}
+		}
+		// https://datatracker.ietf.org/doc/html/rfc7617#section-2
+		w.Header().Set("WWW-Authenticate", `Basic realm="`+Realm+`"`)
+		deny(w, r)
+	})
+}

@@ -1,0 +1,132 @@
+package access
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"math"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// BuildLimiter limits how many new builds each client may start: a token
+// bucket per client (Client), refilled at PerMinute builds a minute, holding
+// at most Burst. Only starting a build costs a token; cache hits and
+// joining a build in flight are free (the builder calls Admit only for a
+// new build).
+//
+// The buckets are kept in a table of at most MaxClients, the least
+// recently used evicted first, so a flood of source addresses cannot grow
+// memory; an evicted client starts again with a full bucket, as one idle
+// long enough would anyway. IPv6 clients are counted per /64, the
+// smallest network a site is usually given, so that one host cannot take
+// a fresh bucket per address.
+//
+// The zero value admits everything.
+type BuildLimiter struct {
+	PerMinute  float64          // new builds a minute per client; 0: unlimited
+	Burst      int              // builds a client may start at once; 0: PerMinute rounded up, at least 1
+	MaxClients int              // buckets kept; 0: 10,000
+	Now        func() time.Time // the clock; nil: time.Now
+
+	mu      sync.Mutex
+	buckets map[string]*list.Element // of *bucket
+	lru     list.List                // most recently used first
+}
+
+type bucket struct {
+	key string
+	lim *rate.Limiter
+}
+
+// RateLimitedError is returned by Admit when the client has no build left
+// for now; RetryAfter is when it will have one.
+type RateLimitedError struct {
+	RetryAfter time.Duration
+}
+
+func (e *RateLimitedError) Error() string {
+	return fmt.Sprintf("build rate limit reached: this client may start a new build in %d s (images already built are served meanwhile)", RetrySeconds(e.RetryAfter))
+}
+
+// RetrySeconds is d in whole seconds for a Retry-After header: rounded up,
+// at least 1.
+func RetrySeconds(d time.Duration) int {
+	s := int(math.Ceil(d.Seconds()))
+	return max(s, 1)
+}
+
+const defaultMaxClients = 10000
+
+// Admit takes one build from the bucket of ctx's client, or returns a
+// *RateLimitedError if it is empty.
+func (l *BuildLimiter) Admit(ctx context.Context) error {
+	if l == nil || l.PerMinute <= 0 {
+		return nil
+	}
+	now := time.Now()
+	if l.Now != nil {
+		now = l.Now()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim := l.bucket(limiterKey(clientOf(ctx)))
+	if lim.AllowN(now, 1) {
+		return nil
+	}
+	missing := 1 - lim.TokensAt(now)
+	// To the millisecond, so float error does not turn 6 s into 5.999…
+	wait := time.Duration(math.Round(missing/float64(lim.Limit())*1000)) * time.Millisecond
+	return &RateLimitedError{RetryAfter: max(wait, time.Millisecond)}
+}
+
+// Clients is the number of buckets kept.
+func (l *BuildLimiter) Clients() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets)
+}
+
+// bucket returns key's limiter, making it (and evicting the least recently
+// used) if needed. Called with l.mu held.
+func (l *BuildLimiter) bucket(key string) *rate.Limiter {
+	if l.buckets == nil {
+		l.buckets = map[string]*list.Element{}
+	}
+	if e, ok := l.buckets[key]; ok {
+		l.lru.MoveToFront(e)
+		return e.Value.(*bucket).lim
+	}
+	maxClients := l.MaxClients
+	if maxClients <= 0 {
+		maxClients = defaultMaxClients
+	}
+	for len(l.buckets) >= maxClients {
+		oldest := l.lru.Back()
+		delete(l.buckets, oldest.Value.(*bucket).key)
+		l.lru.Remove(oldest)
+	}
+	burst := l.Burst
+	if burst <= 0 {
+		burst = max(1, int(math.Ceil(l.PerMinute)))
+	}
+	b := &bucket{key: key, lim: rate.NewLimiter(rate.Limit(l.PerMinute/60), burst)}
+	l.buckets[key] = l.lru.PushFront(b)
+	return b.lim
+}
+
+// limiterKey is the bucket of a client: its user, or its address (an IPv6
+// address by its /64).
+func limiterKey(c client) string {
+	if c.user != "" {
+		return "user " + c.user
+	}
+	if a, err := netip.ParseAddr(c.ip); err == nil && a.Is6() && !a.Is4In6() {
+		p, _ := a.Prefix(64)
+		return "ip " + p.String()
+	}
+	return "ip " + c.ip
+}

@@ -1,0 +1,44 @@
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/nixery/nixery/access"
+)
+
+// TestRateLimited: a client over its build rate gets 429 TOOMANYREQUESTS
+// with Retry-After in whole seconds, rounded up, at least 1.
+func TestRateLimited(t *testing.T) {
+	r := &Registry{}
+	for _, tt := range []struct {
+		wait  time.Duration
+		retry string
+	}{{1500 * time.Millisecond, "2"}, {10 * time.Millisecond, "1"}, {0, "1"}, {time.Minute, "60"}} {
+		rec := httptest.NewRecorder()
+		err := fmt.Errorf("building shell/git: %w", &access.RateLimitedError{RetryAfter: tt.wait})
+		r.writeError(rec, httptest.NewRequest("GET", "/v2/shell/git/manifests/latest", nil), err)
+		var body struct {
+			Errors []struct{ Code, Message string }
+		}
+		json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != 429 || len(body.Errors) != 1 || body.Errors[0].Code != "TOOMANYREQUESTS" {
+			t.Errorf("%v: %d %s", tt.wait, rec.Code, rec.Body)
+		}
+		if got := rec.Header().Get("Retry-After"); got != tt.retry {
+			t.Errorf("%v: Retry-After %q, want %q", tt.wait, got, tt.retry)
+		}
+	}
+}
+
+func TestUnauthorized(t *testing.T) {
+	rec := httptest.NewRecorder()
+	(&Registry{}).Unauthorized(rec, httptest.NewRequest("GET", "/v2/", nil))
+	if rec.Code != 401 || rec.Header().Get("Content-Type") != "application/json" ||
+		rec.Body.String() != `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required: log in with a user of this Nixery"}]}` {
+		t.Errorf("%d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+}

@@ -63,9 +63,9 @@ const DefaultBuildTimeout = 30 * time.Minute
 // Builder builds images. Source, Nix and Storage are required; the other
 // fields have working zero values.
 type Builder struct {
-	Source  config.Source
-	Nix     *nix.Runner
-	Storage storage.Backend
+	Source      config.Source
+	Nix         *nix.Runner
+	Storage     storage.Backend
 	LayerBudget int            // <= 1 means DefaultLayerBudget
 	Format      archive.Format // layer compression: gzip (default) or zstd
 	Compression int            // compression level; 0 = the format's default

@@ -56,9 +56,8 @@ type hotEntry struct {
 }
 
 // touchInterval is how often a pull records in storage that an image is
-// still used (nixery gc keeps images used within its age): at most one
-// small write per image, process and interval, however many pulls.
-const touchInterval = time.Hour
+// still used (nixery gc keeps images used within its age).
+const touchInterval = catalog.UseInterval
 
 // touch records a use of the image of key if this process has not done
 // so within touchInterval. Failures only delay the record.

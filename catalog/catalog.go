@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -70,7 +71,9 @@ type Catalog struct {
 	// storage's clock. Tests inject it; nil means time.Now.
 	Now func() time.Time
 
-	recent recentCache
+	recent  recentCache
+	pullsMu sync.Mutex
+	pulls   map[digest.Digest]time.Time // last recorded pull by digest
 }
 
 // New returns a catalog over store.
@@ -200,6 +203,39 @@ func (c *Catalog) RecordDigestUse(ctx context.Context, d digest.Digest) error {
 		return fmt.Errorf("catalog: invalid digest %q", d)
 	}
 	return c.Store.PutObject(ctx, digestUsesPrefix+d.Encoded(), nil)
+}
+
+// UseInterval is how often a process records in storage that an image or
+// a manifest is still pulled: at most one small write per image (or
+// digest), process and interval, however many pulls. The collector's age
+// must be at least twice as long (config.MinGCAge).
+const UseInterval = time.Hour
+
+// maxPulls bounds the digests whose last record is remembered.
+const maxPulls = 4096
+
+// RecordDigestPull records a pull of manifest d by digest, at most once
+// per UseInterval in this process; a failure only delays the record (it
+// is logged).
+func (c *Catalog) RecordDigestPull(ctx context.Context, d digest.Digest) {
+	now := c.now()
+	c.pullsMu.Lock()
+	last, ok := c.pulls[d]
+	if ok && now.Sub(last) < UseInterval {
+		c.pullsMu.Unlock()
+		return
+	}
+	if c.pulls == nil || len(c.pulls) >= maxPulls {
+		c.pulls = map[digest.Digest]time.Time{} // crude but bounded
+	}
+	c.pulls[d] = now
+	c.pullsMu.Unlock()
+	if err := c.RecordDigestUse(ctx, d); err != nil {
+		c.logger().Warn("pull by digest not recorded", "digest", d, "err", err)
+		c.pullsMu.Lock()
+		delete(c.pulls, d) // try again next pull
+		c.pullsMu.Unlock()
+	}
 }
 
 // Layer returns the layer cached for key if its entry exists and its blob

@@ -370,3 +370,39 @@ func TestGCUsesTheStoragesClock(t *testing.T) {
 		}
 	})
 }
+
+// countPuts counts object writes.
+type countPuts struct {
+	storage.Backend
+	puts atomic.Int64
+}
+
+func (c *countPuts) PutObject(ctx context.Context, name string, data []byte) error {
+	c.puts.Add(1)
+	return c.Backend.PutObject(ctx, name, data)
+}
+
+// A pull by digest is recorded once per UseInterval, and keeps the image
+// (TestGC: "pulled by digest").
+func TestRecordDigestPullThrottled(t *testing.T) {
+	fs, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &countPuts{Backend: fs}
+	cat := catalog.New(store, nil)
+	now := time.Now()
+	cat.Now = func() time.Time { return now }
+	d := digest.FromString("a manifest")
+	for range 100 {
+		cat.RecordDigestPull(context.Background(), d)
+	}
+	if n := store.puts.Load(); n != 1 {
+		t.Errorf("100 pulls wrote %d use records, want 1", n)
+	}
+	now = now.Add(catalog.UseInterval)
+	cat.RecordDigestPull(context.Background(), d)
+	if n := store.puts.Load(); n != 2 {
+		t.Errorf("a pull an interval later: %d writes in all, want 2", n)
+	}
+}

@@ -106,3 +106,40 @@ func TestManifestByDigestSizeFirst(t *testing.T) {
 		})
 	}
 }
+
+// pulls is a UseRecorder that remembers what it was told.
+type pulls struct{ got []digest.Digest }
+
+func (p *pulls) RecordDigestPull(_ context.Context, d digest.Digest) { p.got = append(p.got, d) }
+
+// A manifest pulled by digest is recorded (garbage collection keeps it);
+// a blob that is no manifest is not.
+func TestDigestPullsRecorded(t *testing.T) {
+	fs, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	m, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": manifest.OCIManifest, "layers": []any{}})
+	md, err := storage.Put(ctx, fs, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := storage.Put(ctx, fs, []byte{0x1f, 0x8b, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &pulls{}
+	srv := httptest.NewServer(&registry.Registry{Storage: fs, Uses: rec})
+	defer srv.Close()
+	for _, c := range []call{
+		{"GET", "/v2/hello/manifests/" + md.String(), nil},
+		{"HEAD", "/v2/hello/manifests/" + md.String(), nil},
+		{"GET", "/v2/hello/manifests/" + layer.String(), nil},
+	} {
+		do(t, srv, c)
+	}
+	if len(rec.got) != 2 || rec.got[0] != md || rec.got[1] != md {
+		t.Errorf("recorded %v, want the manifest twice (GET and HEAD)", rec.got)
+	}
+}

@@ -45,6 +45,14 @@ type Registry struct {
 	Builder Builder
 	Storage storage.Backend
 	Logger  *slog.Logger
+	// Uses, if set, records pulls of manifests by digest, so that garbage
+	// collection keeps images that are pulled only that way (Kubernetes).
+	Uses UseRecorder
+}
+
+// UseRecorder records that a manifest was pulled by digest.
+type UseRecorder interface {
+	RecordDigestPull(ctx context.Context, d digest.Digest)
 }
 
 // regError is an error answer: an HTTP status and a spec error code.
@@ -185,6 +193,9 @@ func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref 
 		if mt == "" {
 			// A config blob (JSON, small) is not a manifest either.
 			return notManifest(d)
+		}
+		if r.Uses != nil {
+			r.Uses.RecordDigestPull(req.Context(), d)
 		}
 		return writeBody(w, req, mt, d, data)
 	}

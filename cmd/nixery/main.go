@@ -142,7 +142,7 @@ func serve(args []string) error {
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
 	httpStats, gcStats := &httpMetrics{}, &gcMetrics{}
 	handler := newHandler(guard, cfg.MetricsPublic,
-		&registry.Registry{Builder: builder, Storage: store, Logger: log}, site,
+		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Catalog()}, site,
 		metricsHandler(builder, httpStats, gcStats), &health{store: store})
 
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))

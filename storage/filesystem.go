@@ -28,17 +28,17 @@ type Filesystem struct {
 	root string
 }
 
-// NewFilesystem prepares root (creating it if needed) and removes
-// temporary files left by an earlier process that died mid-write.
+// NewFilesystem opens the storage in root, creating its directories if
+// they are missing. It changes nothing else: other processes (a running
+// server, `nixery gc`, `nixery build --local`) may be writing there, so
+// leftovers of a process that died mid-write are only removed by
+// DeleteTemporaries, once they are older than AbandonedAfter.
 func NewFilesystem(root string) (*Filesystem, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, err
 	}
 	f := &Filesystem{root: abs}
-	if err := os.RemoveAll(f.tmpDir()); err != nil {
-		return nil, fmt.Errorf("storage %s: clearing temporary files: %w", abs, err)
-	}
 	for _, dir := range []string{f.tmpDir(), filepath.Join(abs, "blobs", "sha256")} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("storage %s: %w", abs, err)
@@ -302,9 +302,10 @@ func (f *Filesystem) DeleteObject(ctx context.Context, name string) error {
 	return removeIfExists(p)
 }
 
-// DeleteTemporaries removes temporary files older than cutoff (NewFilesystem
-// already removes all of them at start-up; this is for long-running
-// processes and for gc).
+// DeleteTemporaries removes temporary files last written before cutoff.
+// A file's modification time moves with every write, so an upload that is
+// still making progress is never older than the cutoff, whichever process
+// writes it.
 func (f *Filesystem) DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, error) {
 	entries, err := os.ReadDir(f.tmpDir())
 	if err != nil {
@@ -312,8 +313,11 @@ func (f *Filesystem) DeleteTemporaries(ctx context.Context, cutoff time.Time) (i
 	}
 	removed := 0
 	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return removed, err
+		}
 		info, err := e.Info()
-		if err != nil || info.ModTime().After(cutoff) {
+		if err != nil || !info.ModTime().Before(cutoff) {
 			continue
 		}
 		if err := removeIfExists(filepath.Join(f.tmpDir(), e.Name())); err != nil {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -70,13 +72,14 @@ func TestFilesystem(t *testing.T) {
 		t.Fatalf("temporary files left: %v", left)
 	}
 
-	// Temporary files of a crashed process are removed at start-up.
-	os.WriteFile(filepath.Join(root, "tmp", "blob-crashed"), []byte("x"), 0o644)
+	// Opening the storage again (another process) changes nothing.
+	crashed := filepath.Join(root, "tmp", "blob-crashed")
+	os.WriteFile(crashed, []byte("x"), 0o644)
 	if _, err := NewFilesystem(root); err != nil {
 		t.Fatal(err)
 	}
-	if left, _ := os.ReadDir(filepath.Join(root, "tmp")); len(left) != 0 {
-		t.Fatalf("temporary files survived restart: %v", left)
+	if _, err := os.Stat(crashed); err != nil {
+		t.Fatalf("opening the storage removed a temporary file: %v", err)
 	}
 	if _, err := b.Stat(ctx, d); err != nil {
 		t.Fatalf("committed blob lost on restart: %v", err)
@@ -98,5 +101,52 @@ func TestFilesystem(t *testing.T) {
 		if err := b.PutObject(ctx, bad, []byte("x")); err == nil {
 			t.Errorf("PutObject(%q) accepted", bad)
 		}
+	}
+}
+
+// Only uploads that made no progress for AbandonedAfter are removed, by
+// DeleteTemporaries with serve's cutoff; the ages are set with Chtimes.
+func TestFilesystemAbandonedAfter(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	b, err := NewFilesystem(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	live, _ := b.Create(ctx)
+	live.Write([]byte("slow but alive "))
+	abandoned, _ := b.Create(ctx)
+	abandoned.Write([]byte("its process died"))
+	age := func(w Writer, d time.Duration) {
+		t.Helper()
+		name := w.(*fsWriter).file.Name()
+		if err := os.Chtimes(name, now.Add(-d), now.Add(-d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	age(live, AbandonedAfter-time.Minute)
+	age(abandoned, AbandonedAfter+time.Minute)
+
+	other, err := NewFilesystem(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(filepath.Join(root, "tmp")); len(left) != 2 {
+		t.Fatalf("opening the storage left %d temporary files, want 2", len(left))
+	}
+	n, err := other.DeleteTemporaries(ctx, now.Add(-AbandonedAfter))
+	if err != nil || n != 1 {
+		t.Fatalf("DeleteTemporaries = %d, %v; want 1", n, err)
+	}
+	if _, err := os.Stat(abandoned.(*fsWriter).file.Name()); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("abandoned upload: %v", err)
+	}
+	live.Write([]byte("and done"))
+	if err := live.Commit(digest.FromString("slow but alive and done")); err != nil {
+		t.Fatalf("the live upload: %v", err)
+	}
+	if err := abandoned.Commit(digest.FromString("its process died")); err == nil {
+		t.Fatal("the removed upload was committed")
 	}
 }

@@ -24,8 +24,15 @@ import (
 //	                            the final rename is atomic)
 //
 // It needs no extended attributes, so any file system (tmpfs too) works.
+//
+// A name survives a crash once Commit or PutObject has returned: the data
+// is synced before the rename, and the directory after it (and after
+// creating a directory, its parent), since fsync(2) of a file makes its
+// data durable but not the directory entry that names it.
 type Filesystem struct {
 	root string
+	// syncDir is syncDir; tests wrap it to see that it is called.
+	syncDir func(dir string) error
 }
 
 // NewFilesystem opens the storage in root, creating its directories if
@@ -34,17 +41,65 @@ type Filesystem struct {
 // leftovers of a process that died mid-write are only removed by
 // DeleteTemporaries, once they are older than AbandonedAfter.
 func NewFilesystem(root string) (*Filesystem, error) {
+	return newFilesystem(root, syncDir)
+}
+
+func newFilesystem(root string, sync func(dir string) error) (*Filesystem, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, err
 	}
-	f := &Filesystem{root: abs}
+	f := &Filesystem{root: abs, syncDir: sync}
 	for _, dir := range []string{f.tmpDir(), filepath.Join(abs, "blobs", "sha256")} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := f.mkdirAll(dir); err != nil {
 			return nil, fmt.Errorf("storage %s: %w", abs, err)
 		}
 	}
 	return f, nil
+}
+
+// syncDir flushes a directory's entries (names created, renamed into or
+// removed from it) to disk.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// mkdirAll is os.MkdirAll that also syncs the parent of every directory
+// it creates, so that a blob or object renamed into it later does not
+// vanish with its directory in a crash. Creating concurrently with another
+// process is fine: whoever finds the directory made syncs its parent too.
+func (f *Filesystem) mkdirAll(dir string) error {
+	info, err := os.Stat(dir)
+	if err == nil {
+		if !info.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := f.mkdirAll(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return f.syncDir(parent)
 }
 
 func (f *Filesystem) String() string { return "filesystem " + f.root }
@@ -129,7 +184,7 @@ func (f *Filesystem) PutObject(ctx context.Context, name string, data []byte) er
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := f.mkdirAll(filepath.Dir(p)); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
 	tmp, err := os.CreateTemp(f.tmpDir(), "object-")
@@ -153,6 +208,9 @@ func (f *Filesystem) PutObject(ctx context.Context, name string, data []byte) er
 	}
 	if err := os.Rename(tmp.Name(), p); err != nil {
 		return fmt.Errorf("storage: %w", err)
+	}
+	if err := f.syncDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("storage: object %s: %w", name, err)
 	}
 	return nil
 }
@@ -200,14 +258,19 @@ func (w *fsWriter) Commit(d digest.Digest) error {
 	if err := w.file.Close(); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
-	if _, err := os.Stat(target); err == nil {
-		return nil // content-addressed: the existing copy is identical
+	// Content-addressed: an existing copy is identical and is kept. Its
+	// directory is synced all the same, in case the process that renamed
+	// it there has not done so yet.
+	if _, err := os.Stat(target); err != nil {
+		if err := os.Chmod(w.file.Name(), 0o644); err != nil {
+			return fmt.Errorf("storage: %w", err)
+		}
+		if err := os.Rename(w.file.Name(), target); err != nil {
+			return fmt.Errorf("storage: %w", err)
+		}
 	}
-	if err := os.Chmod(w.file.Name(), 0o644); err != nil {
-		return fmt.Errorf("storage: %w", err)
-	}
-	if err := os.Rename(w.file.Name(), target); err != nil {
-		return fmt.Errorf("storage: %w", err)
+	if err := w.fs.syncDir(filepath.Dir(target)); err != nil {
+		return fmt.Errorf("storage: blob %s: %w", d, err)
 	}
 	return nil
 }

@@ -7,7 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -148,5 +150,89 @@ func TestFilesystemAbandonedAfter(t *testing.T) {
 	}
 	if err := abandoned.Commit(digest.FromString("its process died")); err == nil {
 		t.Fatal("the removed upload was committed")
+	}
+}
+
+// Every new name is made durable: the directory of a renamed blob or
+// object is synced, and so is the parent of every directory created.
+func TestFilesystemSyncsDirectories(t *testing.T) {
+	ctx := context.Background()
+	var synced []string
+	record := func(dir string) error {
+		synced = append(synced, dir)
+		return syncDir(dir)
+	}
+	root := filepath.Join(t.TempDir(), "new", "store")
+	b, err := newFilesystem(root, record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect := func(what string, dirs ...string) {
+		t.Helper()
+		for _, d := range dirs {
+			if !slices.Contains(synced, d) {
+				t.Errorf("%s: %s not synced (synced: %v)", what, d, synced)
+			}
+		}
+		synced = nil
+	}
+	expect("opening a new storage", filepath.Dir(root), root, filepath.Join(root, "blobs"))
+
+	if _, err := Put(ctx, b, []byte("durable")); err != nil {
+		t.Fatal(err)
+	}
+	expect("Commit", filepath.Join(root, "blobs", "sha256"))
+	if _, err := Put(ctx, b, []byte("durable")); err != nil {
+		t.Fatal(err)
+	}
+	expect("Commit of an existing blob", filepath.Join(root, "blobs", "sha256"))
+
+	if err := b.PutObject(ctx, "manifests/a/b", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	objects := filepath.Join(root, "objects")
+	expect("PutObject in new directories", root, objects, filepath.Join(objects, "manifests"), filepath.Join(objects, "manifests", "a"))
+	if err := b.PutObject(ctx, "manifests/a/b", []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	expect("PutObject replacing", filepath.Join(objects, "manifests", "a"))
+
+	// A failing sync fails the write: the caller is not told it is stored.
+	b.syncDir = func(string) error { return errors.New("disk on fire") }
+	if _, err := Put(ctx, b, []byte("not durable")); err == nil || !strings.Contains(err.Error(), "disk on fire") {
+		t.Errorf("Commit with a failing directory sync: %v", err)
+	}
+	if err := b.PutObject(ctx, "manifests/c", []byte("x")); err == nil {
+		t.Error("PutObject with a failing directory sync succeeded")
+	}
+}
+
+// Directory syncs work on tmpfs, where Nixery's storage may live in tests
+// and small setups.
+func TestFilesystemOnTmpfs(t *testing.T) {
+	var st syscall.Statfs_t
+	const tmpfsMagic = 0x01021994
+	if err := syscall.Statfs("/dev/shm", &st); err != nil || st.Type != tmpfsMagic {
+		t.Skip("no tmpfs at /dev/shm")
+	}
+	root, err := os.MkdirTemp("/dev/shm", "nixery-storage-test-")
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	ctx := context.Background()
+	b, err := NewFilesystem(filepath.Join(root, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Put(ctx, b, []byte("on tmpfs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PutObject(ctx, "manifests/x/y", []byte("on tmpfs")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Get(ctx, b, d); err != nil || string(got) != "on tmpfs" {
+		t.Fatalf("Get = %q, %v", got, err)
 	}
 }

@@ -31,9 +31,6 @@ const (
 	// them: the upload of a build in progress becomes visible a moment
 	// before its lease names it.
 	DefaultBlobGrace = time.Hour
-	// AbandonedAfter is the age after which an upload that never
-	// committed counts as abandoned (its writer died) and is removed.
-	AbandonedAfter = 24 * time.Hour
 	// deleteBatch is how many blobs are deleted at once, concurrently,
 	// after each re-reading of the leases: the window a build can slip
 	// into stays one request long.
@@ -106,7 +103,7 @@ func (r GCReport) String() string {
 //     covered by its lease until the next mark sees it.
 //  5. Layer cache entries of deleted blobs, orphaned details and use
 //     records, old package lists, lapsed leases and uploads abandoned for
-//     AbandonedAfter go last.
+//     storage.AbandonedAfter go last.
 func (c *Catalog) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	started := time.Now()
 	counted := &countingStore{Backend: c.Store}
@@ -438,7 +435,7 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 		}
 	}
 	if !o.DryRun {
-		n, err := g.store.DeleteTemporaries(ctx, t0.Add(-AbandonedAfter))
+		n, err := g.store.DeleteTemporaries(ctx, t0.Add(-storage.AbandonedAfter))
 		if err != nil {
 			return g.rep, err
 		}

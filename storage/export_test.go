@@ -1,5 +1,43 @@
 package storage
 
+import (
+	"context"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
 // SetS3CopyLimit lowers the size above which S3 copies go in parts, and
 // the size of those parts, so tests can take that path without 5 GiB blobs.
 func SetS3CopyLimit(s *S3, limit, part int64) { s.copyLimit, s.copyPart = limit, part }
+
+// SetS3BeforeCopyPart sets the hook called before each part of a
+// multipart copy.
+func SetS3BeforeCopyPart(s *S3, hook func(part int32)) { s.beforeCopyPart = hook }
+
+// S3Uploads lists the keys of the multipart uploads in progress under the
+// backend's prefix.
+func S3Uploads(ctx context.Context, s *S3) ([]string, error) {
+	out, err := s.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &s.cfg.Bucket, Prefix: &s.cfg.Prefix})
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for _, up := range out.Uploads {
+		keys = append(keys, *up.Key)
+	}
+	return keys, nil
+}
+
+// LeaveGCSTemporary does what a process that dies between the end of a
+// large upload and its publication leaves behind: a finished temporary
+// object.
+func LeaveGCSTemporary(ctx context.Context, g *GCS, data []byte) error {
+	u, err := g.beginTemp(ctx)
+	if err != nil {
+		return err
+	}
+	if err := u.write(data); err != nil {
+		return err
+	}
+	return u.finish()
+}

@@ -25,27 +25,82 @@ import (
 //	                            the final rename is atomic)
 //
 // It needs no extended attributes, so any file system (tmpfs too) works.
+//
+// A name survives a crash once Commit or PutObject has returned: the data
+// is synced before the rename, and the directory after it (and after
+// creating a directory, its parent), since fsync(2) of a file makes its
+// data durable but not the directory entry that names it.
 type Filesystem struct {
 	root string
+	// syncDir is syncDir; tests wrap it to see that it is called.
+	syncDir func(dir string) error
 }
 
-// NewFilesystem prepares root (creating it if needed) and removes
-// temporary files left by an earlier process that died mid-write.
+// NewFilesystem opens the storage in root, creating its directories if
+// they are missing. It changes nothing else: other processes (a running
+// server, `nixery gc`, `nixery build --local`) may be writing there, so
+// leftovers of a process that died mid-write are only removed by
+// DeleteTemporaries, once they are older than AbandonedAfter.
 func NewFilesystem(root string) (*Filesystem, error) {
+	return newFilesystem(root, syncDir)
+}
+
+func newFilesystem(root string, sync func(dir string) error) (*Filesystem, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, err
 	}
-	f := &Filesystem{root: abs}
-	if err := os.RemoveAll(f.tmpDir()); err != nil {
-		return nil, fmt.Errorf("storage %s: clearing temporary files: %w", abs, err)
-	}
+	f := &Filesystem{root: abs, syncDir: sync}
 	for _, dir := range []string{f.tmpDir(), filepath.Join(abs, "blobs", "sha256")} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := f.mkdirAll(dir); err != nil {
 			return nil, fmt.Errorf("storage %s: %w", abs, err)
 		}
 	}
 	return f, nil
+}
+
+// syncDir flushes a directory's entries (names created, renamed into or
+// removed from it) to disk.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// mkdirAll is os.MkdirAll that also syncs the parent of every directory
+// it creates, so that a blob or object renamed into it later does not
+// vanish with its directory in a crash. Creating concurrently with another
+// process is fine: whoever finds the directory made syncs its parent too.
+func (f *Filesystem) mkdirAll(dir string) error {
+	info, err := os.Stat(dir)
+	if err == nil {
+		if !info.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := f.mkdirAll(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return f.syncDir(parent)
 }
 
 func (f *Filesystem) String() string { return "filesystem " + f.root }
@@ -130,7 +185,7 @@ func (f *Filesystem) PutObject(ctx context.Context, name string, data []byte) er
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := f.mkdirAll(filepath.Dir(p)); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
 	tmp, err := os.CreateTemp(f.tmpDir(), "object-")
@@ -154,6 +209,9 @@ func (f *Filesystem) PutObject(ctx context.Context, name string, data []byte) er
 	}
 	if err := os.Rename(tmp.Name(), p); err != nil {
 		return fmt.Errorf("storage: %w", err)
+	}
+	if err := f.syncDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("storage: object %s: %w", name, err)
 	}
 	return nil
 }
@@ -201,14 +259,19 @@ func (w *fsWriter) Commit(d digest.Digest) error {
 	if err := w.file.Close(); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
-	if _, err := os.Stat(target); err == nil {
-		return nil // content-addressed: the existing copy is identical
+	// Content-addressed: an existing copy is identical and is kept. Its
+	// directory is synced all the same, in case the process that renamed
+	// it there has not done so yet.
+	if _, err := os.Stat(target); err != nil {
+		if err := os.Chmod(w.file.Name(), 0o644); err != nil {
+			return fmt.Errorf("storage: %w", err)
+		}
+		if err := os.Rename(w.file.Name(), target); err != nil {
+			return fmt.Errorf("storage: %w", err)
+		}
 	}
-	if err := os.Chmod(w.file.Name(), 0o644); err != nil {
-		return fmt.Errorf("storage: %w", err)
-	}
-	if err := os.Rename(w.file.Name(), target); err != nil {
-		return fmt.Errorf("storage: %w", err)
+	if err := w.fs.syncDir(filepath.Dir(target)); err != nil {
+		return fmt.Errorf("storage: blob %s: %w", d, err)
 	}
 	return nil
 }
@@ -309,9 +372,10 @@ func (f *Filesystem) DeleteObject(ctx context.Context, name string) error {
 	return removeIfExists(p)
 }
 
-// DeleteTemporaries removes temporary files older than cutoff (NewFilesystem
-// already removes all of them at start-up; this is for long-running
-// processes and for gc).
+// DeleteTemporaries removes temporary files last written before cutoff.
+// A file's modification time moves with every write, so an upload that is
+// still making progress is never older than the cutoff, whichever process
+// writes it.
 func (f *Filesystem) DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, error) {
 	entries, err := os.ReadDir(f.tmpDir())
 	if err != nil {
@@ -319,8 +383,11 @@ func (f *Filesystem) DeleteTemporaries(ctx context.Context, cutoff time.Time) (i
 	}
 	removed := 0
 	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return removed, err
+		}
 		info, err := e.Info()
-		if err != nil || info.ModTime().After(cutoff) {
+		if err != nil || !info.ModTime().Before(cutoff) {
 			continue
 		}
 		if err := removeIfExists(filepath.Join(f.tmpDir(), e.Name())); err != nil {

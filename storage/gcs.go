@@ -466,13 +466,16 @@ func (g *GCS) delete(ctx context.Context, key string) error {
 	return err
 }
 
-// DeleteTemporaries deletes temporary objects written before cutoff.
-// Resumable uploads that were never finished are not objects; GCS drops
-// them after a week.
+// DeleteTemporaries deletes temporary objects written before cutoff (by
+// the service's clock). A temporary object exists only between the end of
+// a large upload and its publication, so one older than the cutoff was
+// left by a process that died or lost the service in between. Resumable
+// uploads that were never finished are not objects, invisible to other
+// processes; GCS drops them after a week.
 func (g *GCS) DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, error) {
 	var stale []string
 	err := g.list(ctx, g.cfg.Prefix+tmpDir, func(a *gcs.ObjectAttrs) error {
-		if !a.Updated.After(cutoff) {
+		if a.Updated.Before(cutoff) {
 			stale = append(stale, a.Name)
 		}
 		return nil

@@ -44,6 +44,26 @@ func TestGCSSuite(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T) storage.Backend { return newGCS(t, srv, nil) })
 }
 
+func TestGCSTemporaries(t *testing.T) {
+	srv := storagetest.StartGCS(t)
+	storagetest.RunTemporaries(t, func(t *testing.T) storagetest.Shared {
+		prefix := fmt.Sprintf("t%d/", prefixes.Add(1))
+		open := func() *storage.GCS {
+			return newGCS(t, srv, func(c *storage.GCSConfig) { c.Prefix = prefix })
+		}
+		b := open()
+		return storagetest.Shared{
+			Backend: b,
+			Open:    func() storage.Backend { return open() },
+			Abandon: func(t *testing.T) {
+				if err := storage.LeaveGCSTemporary(context.Background(), b, storagetest.Data(12, storagetest.LargeSize)); err != nil {
+					t.Fatal(err)
+				}
+			},
+		}
+	})
+}
+
 func TestGCSRedirect(t *testing.T) {
 	srv := storagetest.StartGCS(t)
 	ctx := context.Background()

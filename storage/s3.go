@@ -71,8 +71,12 @@ type S3 struct {
 	client  *s3.Client
 	presign *s3.PresignClient
 	// copyLimit is the largest object one CopyObject may copy (S3: 5 GiB);
-	// larger ones are copied in parts of copyPart bytes (1 GiB).
+	// larger ones are copied in parts of copyPart bytes (1 GiB). Tests
+	// lower both to take that path with small blobs.
 	copyLimit, copyPart int64
+	// beforeCopyPart, if set, is called before each part of a multipart
+	// copy is requested: a hook for tests that interrupt a copy.
+	beforeCopyPart func(part int32)
 }
 
 var (
@@ -383,6 +387,13 @@ func (u *s3Upload) promote(d digest.Digest, size int64) error {
 // copyInParts copies an object too large for one CopyObject with a
 // multipart upload whose parts are server-side copies; like any multipart
 // upload, the object appears only when it is completed.
+//
+// Until then its parts are stored (and billed) without being visible, so
+// every way out but completion aborts the upload: a failed part, a failed
+// completion, the caller's cancellation. If the abort itself cannot reach
+// the service, or the process dies mid-copy, DeleteTemporaries aborts the
+// upload once it is older than its cutoff (it lists the uploads under the
+// blobs prefix too).
 func (s *S3) copyInParts(ctx context.Context, source, key string, size int64, etag *string) error {
 	partSize := s.copyPart
 	what := "publish " + key
@@ -392,13 +403,20 @@ func (s *S3) copyInParts(ctx context.Context, source, key string, size int64, et
 	if err != nil {
 		return err
 	}
-	abort := func() {
+	completed := false
+	defer func() {
+		if completed {
+			return
+		}
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
 		defer cancel()
 		s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: &s.cfg.Bucket, Key: &key, UploadId: created.UploadId})
-	}
+	}()
 	var parts []types.CompletedPart
 	for start, n := int64(0), int32(1); start < size; start, n = start+partSize, n+1 {
+		if s.beforeCopyPart != nil {
+			s.beforeCopyPart(n)
+		}
 		end := min(start+partSize, size) - 1
 		out, err := withTimeout(ctx, s.cfg.TransferTimeout, what, func(ctx context.Context) (*s3.UploadPartCopyOutput, error) {
 			return s.client.UploadPartCopy(ctx, &s3.UploadPartCopyInput{
@@ -412,8 +430,10 @@ func (s *S3) copyInParts(ctx context.Context, source, key string, size int64, et
 			})
 		})
 		if err != nil {
-			abort()
 			return err
+		}
+		if out.CopyPartResult == nil {
+			return fmt.Errorf("storage: %s: part %d: no copy result", what, n)
 		}
 		parts = append(parts, types.CompletedPart{ETag: out.CopyPartResult.ETag, PartNumber: aws.Int32(n)})
 	}
@@ -423,9 +443,7 @@ func (s *S3) copyInParts(ctx context.Context, source, key string, size int64, et
 			MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
 		})
 	})
-	if err != nil {
-		abort()
-	}
+	completed = err == nil
 	return err
 }
 
@@ -525,13 +543,17 @@ func (s *S3) delete(ctx context.Context, key string) error {
 	return err
 }
 
-// DeleteTemporaries aborts multipart uploads and deletes temporary objects
-// started before cutoff. (A bucket lifecycle rule that aborts incomplete
-// multipart uploads after a day does the same without Nixery.)
+// DeleteTemporaries aborts the multipart uploads initiated before cutoff
+// (streamed uploads under tmp/ and multipart copies under blobs/sha256/,
+// judged by the service's own initiation time) and deletes the temporary
+// objects written before cutoff. Keys outside the backend's layout are
+// left alone, even with an empty prefix. (A bucket lifecycle rule that
+// aborts incomplete multipart uploads after a day does the same without
+// Nixery.)
 func (s *S3) DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, error) {
-	prefix := s.cfg.Prefix + tmpDir
+	tmpPrefix, blobPrefix := s.cfg.Prefix+tmpDir, s.cfg.Prefix+blobsDir
 	removed := 0
-	in := &s3.ListMultipartUploadsInput{Bucket: &s.cfg.Bucket, Prefix: &prefix}
+	in := &s3.ListMultipartUploadsInput{Bucket: &s.cfg.Bucket, Prefix: &s.cfg.Prefix}
 	for {
 		page, err := withTimeout(ctx, s.cfg.Timeout, "list uploads", func(ctx context.Context) (*s3.ListMultipartUploadsOutput, error) {
 			return s.client.ListMultipartUploads(ctx, in)
@@ -540,11 +562,20 @@ func (s *S3) DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, erro
 			return removed, err
 		}
 		for _, up := range page.Uploads {
+			key := aws.ToString(up.Key)
+			if !strings.HasPrefix(key, tmpPrefix) && !strings.HasPrefix(key, blobPrefix) {
+				continue
+			}
 			started := aws.ToTime(up.Initiated)
-			if t, ok := tmpKeyTime(s.cfg.Prefix, aws.ToString(up.Key)); ok {
+			if started.IsZero() {
+				// A service that reports no time: the one in the key.
+				t, ok := tmpKeyTime(s.cfg.Prefix, key)
+				if !ok {
+					continue
+				}
 				started = t
 			}
-			if started.After(cutoff) {
+			if !started.Before(cutoff) {
 				continue
 			}
 			_, err := withTimeout(ctx, s.cfg.Timeout, "abort upload", func(ctx context.Context) (*s3.AbortMultipartUploadOutput, error) {
@@ -561,8 +592,8 @@ func (s *S3) DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, erro
 		in.KeyMarker, in.UploadIdMarker = page.NextKeyMarker, page.NextUploadIdMarker
 	}
 	var stale []string
-	err := s.list(ctx, prefix, func(obj types.Object) error {
-		if !aws.ToTime(obj.LastModified).After(cutoff) {
+	err := s.list(ctx, tmpPrefix, func(obj types.Object) error {
+		if aws.ToTime(obj.LastModified).Before(cutoff) {
 			stale = append(stale, aws.ToString(obj.Key))
 		}
 		return nil

@@ -3,6 +3,7 @@ package storage_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -44,6 +45,17 @@ func newS3(t *testing.T, srv *storagetest.Server, edit func(*storage.S3Config)) 
 func TestS3Suite(t *testing.T) {
 	srv := storagetest.StartS3(t)
 	storagetest.Run(t, func(t *testing.T) storage.Backend { return newS3(t, srv, nil) })
+}
+
+func TestS3Temporaries(t *testing.T) {
+	srv := storagetest.StartS3(t)
+	storagetest.RunTemporaries(t, func(t *testing.T) storagetest.Shared {
+		prefix := fmt.Sprintf("t%d/", prefixes.Add(1))
+		open := func() storage.Backend {
+			return newS3(t, srv, func(c *storage.S3Config) { c.Prefix = prefix })
+		}
+		return storagetest.Shared{Backend: open(), Open: open}
+	})
 }
 
 func TestS3Redirect(t *testing.T) {
@@ -108,5 +120,85 @@ func TestS3CopyInParts(t *testing.T) {
 	}
 	if got, err := storage.Get(ctx, b, d); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("Get: %d bytes, %v", len(got), err)
+	}
+}
+
+// A multipart copy that is interrupted or fails is aborted: no parts are
+// left stored (and billed) under the blob's key, nothing is published.
+// When even the abort cannot reach the service, DeleteTemporaries of
+// another process aborts the copy later.
+func TestS3CopyInPartsAborted(t *testing.T) {
+	srv := storagetest.StartS3(t)
+	data := storagetest.Data(5, storagetest.LargeSize)
+	d := digest.FromBytes(data)
+	for _, tc := range []struct {
+		name string
+		// interrupt is called before part 2 is copied.
+		interrupt func(cancel context.CancelFunc)
+		// leftovers: what DeleteTemporaries finds afterwards (the copy
+		// and the temporary object, when the service was down).
+		leftovers int
+	}{
+		{"cancelled", func(cancel context.CancelFunc) { cancel() }, 0},
+		{"service down", func(context.CancelFunc) { srv.Stop() }, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prefix := fmt.Sprintf("t%d/", prefixes.Add(1))
+			b := newS3(t, srv, func(c *storage.S3Config) { c.Prefix = prefix })
+			storage.SetS3CopyLimit(b, 1<<20, 5<<20)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			storage.SetS3BeforeCopyPart(b, func(part int32) {
+				if part == 2 {
+					tc.interrupt(cancel)
+				}
+			})
+			w, err := b.Create(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Commit(d); err == nil {
+				t.Fatal("Commit succeeded although the copy was interrupted")
+			}
+			srv.Start()
+
+			bg := context.Background()
+			if _, err := b.Stat(bg, d); !errors.Is(err, storage.ErrNotFound) {
+				t.Fatalf("Stat after an interrupted copy: %v", err)
+			}
+			uploads, err := storage.S3Uploads(bg, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.leftovers == 0 && len(uploads) != 0 {
+				t.Fatalf("multipart uploads left after an interrupted copy: %v", uploads)
+			}
+			other := newS3(t, srv, func(c *storage.S3Config) { c.Prefix = prefix })
+			n, err := other.DeleteTemporaries(bg, time.Now().Add(time.Minute))
+			if err != nil || n != tc.leftovers {
+				t.Fatalf("DeleteTemporaries = %d, %v; want %d (uploads were %v)", n, err, tc.leftovers, uploads)
+			}
+			if uploads, err := storage.S3Uploads(bg, b); err != nil || len(uploads) != 0 {
+				t.Fatalf("multipart uploads after DeleteTemporaries: %v, %v", uploads, err)
+			}
+			// The storage works as before: the blob can be published.
+			storage.SetS3BeforeCopyPart(b, nil)
+			w, err = b.Create(bg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Commit(d); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := storage.Get(bg, b, d); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("Get: %d bytes, %v", len(got), err)
+			}
+		})
 	}
 }

@@ -95,6 +95,15 @@ func RedirectURL(ctx context.Context, b Backend, d digest.Digest) (url string, o
 	return url, true, nil
 }
 
+// AbandonedAfter is how long a temporary upload may go without progress
+// before DeleteTemporaries may remove it: one day, far longer than any
+// upload takes (a layer of several GB streams in minutes), so the uploads
+// of a live process on the same storage — another replica, a running
+// server beside `nixery gc` or `nixery build --local` — are never touched.
+// Callers pass time.Now().Add(-AbandonedAfter) as the cutoff: `nixery
+// serve` once at start-up and garbage collection on every run.
+const AbandonedAfter = 24 * time.Hour
+
 // Lister is implemented by backends that can enumerate and delete what
 // they hold, for garbage collection. Every backend here implements it.
 //
@@ -116,7 +125,9 @@ type Lister interface {
 	// DeleteTemporaries removes uploads abandoned before cutoff (by a
 	// process that crashed or lost its storage mid-write) and returns how
 	// many it removed. Uploads younger than cutoff may still be in progress
-	// in another replica and are left alone.
+	// in another replica and are left alone; see AbandonedAfter. It is the
+	// only call that removes temporaries: opening a backend changes
+	// nothing.
 	DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, error)
 }
 

@@ -16,3 +16,17 @@ func TestFilesystemSuite(t *testing.T) {
 		return b
 	})
 }
+
+func TestFilesystemTemporaries(t *testing.T) {
+	storagetest.RunTemporaries(t, func(t *testing.T) storagetest.Shared {
+		dir := t.TempDir()
+		open := func() storage.Backend {
+			b, err := storage.NewFilesystem(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+		return storagetest.Shared{Backend: open(), Open: open}
+	})
+}

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/nixery/nixery/catalog"
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/registry"
+	"github.com/nixery/nixery/storage"
 	"github.com/nixery/nixery/web"
 )
 
@@ -137,6 +139,15 @@ func serve(args []string) error {
 		return err
 	}
 	source, store, builder := p.source, p.store, p.builder
+	// Work of serve's own beside the requests: stopped and waited for
+	// when serve returns.
+	bg, stopBackground := context.WithCancel(ctx)
+	var background sync.WaitGroup
+	defer func() {
+		stopBackground()
+		background.Wait()
+	}()
+	background.Go(func() { deleteTemporaries(bg, store, log) })
 	site := &web.Site{Builder: builder, Version: version, Logger: log}
 	site.Preload(ctx) // the package list for search, made once per package set
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
@@ -188,4 +199,26 @@ func serve(args []string) error {
 		return err
 	}
 	return nil
+}
+
+// deleteTemporaries removes the uploads that processes which died left in
+// storage more than storage.AbandonedAfter ago; younger ones may belong to
+// another replica or `nixery gc`/`build --local` at work. It runs once at
+// start-up, in the background so that a slow or unreachable bucket does
+// not delay serving; a failure is only logged (gc tries again).
+func deleteTemporaries(ctx context.Context, store storage.Backend, log *slog.Logger) {
+	l, ok := store.(storage.Lister)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	n, err := l.DeleteTemporaries(ctx, time.Now().Add(-storage.AbandonedAfter))
+	if err != nil {
+		log.Warn("removing abandoned uploads", "storage", store.String(), "removed", n, "err", err)
+		return
+	}
+	if n > 0 {
+		log.Info("removed abandoned uploads", "storage", store.String(), "removed", n, "older_than", storage.AbandonedAfter)
+	}
 }

@@ -181,6 +181,18 @@ func (f *Filesystem) GetObject(ctx context.Context, name string) ([]byte, error)
 }
 
 func (f *Filesystem) PutObject(ctx context.Context, name string, data []byte) error {
+	return f.writeObject(name, data, false)
+}
+
+// CreateObject creates the object only if it does not exist: the new
+// file is linked to its name, which fails if the name exists.
+func (f *Filesystem) CreateObject(ctx context.Context, name string, data []byte) error {
+	return f.writeObject(name, data, true)
+}
+
+// writeObject writes data to a temporary file and renames it into place,
+// or, exclusive, links it there (which never replaces an object).
+func (f *Filesystem) writeObject(name string, data []byte, exclusive bool) error {
 	p, err := f.objectPath(name)
 	if err != nil {
 		return err
@@ -207,7 +219,15 @@ func (f *Filesystem) PutObject(ctx context.Context, name string, data []byte) er
 	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
+	if exclusive {
+		err = os.Link(tmp.Name(), p)
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("object %s: %w", name, ErrExists)
+		}
+	} else {
+		err = os.Rename(tmp.Name(), p)
+	}
+	if err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
 	if err := f.syncDir(filepath.Dir(p)); err != nil {

@@ -250,6 +250,21 @@ func (g *GCS) putBlob(ctx context.Context, d digest.Digest, data []byte) error {
 // uploads, so put does, as often as other requests are tried, when the
 // service refused quickly.
 func (g *GCS) put(ctx context.Context, what, key string, data []byte) error {
+	return g.putIf(ctx, what, key, data, false)
+}
+
+// CreateObject creates the object only if it does not exist: an upload
+// with ifGenerationMatch=0, which GCS answers 412 when the object exists.
+// https://cloud.google.com/storage/docs/request-preconditions
+func (g *GCS) CreateObject(ctx context.Context, name string, data []byte) error {
+	key, err := objectKey(g.cfg.Prefix, name)
+	if err != nil {
+		return err
+	}
+	return g.putIf(ctx, "create object "+name, key, data, true)
+}
+
+func (g *GCS) putIf(ctx context.Context, what, key string, data []byte, absent bool) error {
 	var err error
 	for attempt := range retryAttempts {
 		if attempt > 0 {
@@ -260,7 +275,7 @@ func (g *GCS) put(ctx context.Context, what, key string, data []byte) error {
 			}
 		}
 		start := time.Now()
-		err = g.putOnce(ctx, what, key, data)
+		err = g.putOnce(ctx, what, key, data, absent)
 		if !errors.Is(err, ErrUnavailable) || time.Since(start) > g.cfg.Timeout {
 			return err // done, or a hung service: waiting again would not be failing fast
 		}
@@ -268,10 +283,14 @@ func (g *GCS) put(ctx context.Context, what, key string, data []byte) error {
 	return err
 }
 
-func (g *GCS) putOnce(ctx context.Context, what, key string, data []byte) error {
+func (g *GCS) putOnce(ctx context.Context, what, key string, data []byte, absent bool) error {
 	pctx, wd := newWatchdog(ctx)
 	defer wd.close()
-	w := g.writable(key).NewWriter(pctx)
+	obj := g.writable(key)
+	if absent {
+		obj = obj.If(gcs.Conditions{DoesNotExist: true})
+	}
+	w := obj.NewWriter(pctx)
 	w.ContentType = "application/octet-stream"
 	// One request for the whole object, no upload session.
 	w.ChunkSize = 0
@@ -281,6 +300,9 @@ func (g *GCS) putOnce(ctx context.Context, what, key string, data []byte) error 
 		err = w.Close()
 	}
 	wd.disarm()
+	if absent && httpStatus(err) == 412 {
+		return fmt.Errorf("%s: %w", what, ErrExists)
+	}
 	return wd.check(what, g.cfg.TransferTimeout, classify(ctx, what, err))
 }
 

@@ -255,15 +255,41 @@ func (s *S3) putBlob(ctx context.Context, d digest.Digest, data []byte) error {
 
 // put uploads data in one request that may take as long as it keeps moving.
 func (s *S3) put(ctx context.Context, what, key string, data []byte) error {
+	return s.putIf(ctx, what, key, data, false)
+}
+
+// CreateObject creates the object only if it does not exist: a PUT with
+// If-None-Match: *, which S3 answers 412 when the key exists (and 409
+// when another conditional write of the key is in progress, which also
+// means someone else is creating it).
+// https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html
+func (s *S3) CreateObject(ctx context.Context, name string, data []byte) error {
+	key, err := objectKey(s.cfg.Prefix, name)
+	if err != nil {
+		return err
+	}
+	return s.putIf(ctx, "create object "+name, key, data, true)
+}
+
+func (s *S3) putIf(ctx context.Context, what, key string, data []byte, absent bool) error {
 	pctx, wd := newWatchdog(ctx)
 	defer wd.close()
 	wd.arm(s.cfg.Timeout)
-	_, err := s.client.PutObject(pctx, &s3.PutObjectInput{
+	in := &s3.PutObjectInput{
 		Bucket:        &s.cfg.Bucket,
 		Key:           &key,
 		Body:          &progressReader{ReadSeeker: bytes.NewReader(data), wd: wd, limit: s.cfg.Timeout},
 		ContentLength: aws.Int64(int64(len(data))),
-	})
+	}
+	if absent {
+		in.IfNoneMatch = aws.String("*")
+	}
+	_, err := s.client.PutObject(pctx, in)
+	if absent && err != nil {
+		if st := httpStatus(err); st == 412 || st == 409 {
+			return fmt.Errorf("%s: %w", what, ErrExists)
+		}
+	}
 	return wd.check(what, s.cfg.Timeout, classify(ctx, what, err))
 }
 

@@ -35,6 +35,22 @@ var ErrNotFound = errors.New("blob not found")
 // registry answers such errors with a retryable 503.
 var ErrUnavailable = errors.New("storage unavailable")
 
+// ErrExists is returned (wrapped) by Creator.CreateObject for a name that
+// exists already.
+var ErrExists = errors.New("object exists")
+
+// Creator is implemented by backends that can create a named object only
+// if it does not exist, atomically (every backend here: the filesystem by
+// an exclusive link, S3 by If-None-Match: *, GCS by ifGenerationMatch=0).
+// Replicas coordinate through it (build leases).
+type Creator interface {
+	// CreateObject creates the object with data, or fails with an error
+	// wrapping ErrExists if it exists (possibly because an earlier
+	// attempt of the same call succeeded: callers write content they can
+	// recognise as their own).
+	CreateObject(ctx context.Context, name string, data []byte) error
+}
+
 // ErrNoRedirect is returned by a Redirector that is configured to serve
 // blobs through Nixery rather than redirecting clients.
 var ErrNoRedirect = errors.New("blob redirects disabled")

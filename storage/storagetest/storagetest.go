@@ -307,6 +307,59 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 		}
 	})
 
+	t.Run("CreateObjectOnce", func(t *testing.T) {
+		b := newBackend(t)
+		c, ok := b.(storage.Creator)
+		if !ok {
+			t.Fatalf("%s cannot create objects conditionally", b)
+		}
+		// Eight replicas race for one lease: exactly one creates it.
+		var wg sync.WaitGroup
+		results := make([]error, 8)
+		for i := range results {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = c.CreateObject(ctx, "leases/race", []byte(fmt.Sprint("holder ", i)))
+			}()
+		}
+		wg.Wait()
+		winner := -1
+		for i, err := range results {
+			switch {
+			case err == nil && winner >= 0:
+				t.Errorf("both %d and %d created the object", winner, i)
+			case err == nil:
+				winner = i
+			case !errors.Is(err, storage.ErrExists):
+				t.Errorf("CreateObject %d: %v, want ErrExists", i, err)
+			}
+		}
+		if winner < 0 {
+			t.Fatal("nobody created the object")
+		}
+		got, err := b.GetObject(ctx, "leases/race")
+		if err != nil || string(got) != fmt.Sprint("holder ", winner) {
+			t.Errorf("object = %q, %v; want the winner's", got, err)
+		}
+		if err := c.CreateObject(ctx, "leases/race", []byte("late")); !errors.Is(err, storage.ErrExists) {
+			t.Errorf("CreateObject over an existing object: %v", err)
+		}
+		// PutObject still replaces it, and a deleted one can be created again.
+		if err := b.PutObject(ctx, "leases/race", []byte("renewed")); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.(storage.Lister).DeleteObject(ctx, "leases/race"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CreateObject(ctx, "leases/race", []byte("again")); err != nil {
+			t.Errorf("CreateObject after a delete: %v", err)
+		}
+		if err := c.CreateObject(ctx, "../escape", []byte("x")); err == nil {
+			t.Error("CreateObject accepted an invalid name")
+		}
+	})
+
 	t.Run("ConcurrentWriters", func(t *testing.T) {
 		b := newBackend(t)
 		var wg sync.WaitGroup

@@ -86,7 +86,11 @@ type Builder struct {
 	// FailureTTL is how long a failed build's error is answered again
 	// without building; 0 = DefaultFailureTTL.
 	FailureTTL time.Duration
-	Logger     *slog.Logger
+	// ClaimTTL is how long a replica's claim on a build (fleet-wide
+	// single flight, see catalog.TakeFlight) lives without renewal before
+	// another replica takes the build over; 0 = DefaultClaimTTL.
+	ClaimTTL time.Duration
+	Logger   *slog.Logger
 
 	once     sync.Once
 	limit    *limiter
@@ -102,6 +106,29 @@ type Builder struct {
 	// after a build's final event, before its flight ends.
 	recheck      time.Duration
 	beforeFinish func()
+
+	drainMu  sync.Mutex
+	draining bool
+	running  sync.WaitGroup // builds started by this process, counted under drainMu
+}
+
+// Drain stops the builder from starting new builds (they get ErrDraining,
+// which is retryable; joining a build in flight still works) and waits
+// until the builds in flight have ended or ctx ends. Builds still running
+// then lose their claims when the process exits, and another replica
+// takes them over after ClaimTTL.
+func (b *Builder) Drain(ctx context.Context) error {
+	b.drainMu.Lock()
+	b.draining = true
+	b.drainMu.Unlock()
+	done := make(chan struct{})
+	go func() { b.running.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Stats counts what the builder did since it started.
@@ -232,15 +259,24 @@ func (b *Builder) start(ctx context.Context, key string, req *image.Request, src
 			return nil, err
 		}
 	}
+	b.drainMu.Lock()
+	if b.draining {
+		b.drainMu.Unlock()
+		return nil, ErrDraining
+	}
 	f, started := b.flights.start(key)
 	if !started {
+		b.drainMu.Unlock()
 		return f, nil // another request started it meanwhile
 	}
+	b.running.Add(1)
+	b.drainMu.Unlock()
 	go func() {
+		defer b.running.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), b.buildTimeout())
 		defer cancel()
 		f.p.publish(Event{Kind: "queued", Message: req.Name + ":" + req.Tag})
-		img, err := b.buildLimited(ctx, key, req, src, f.p)
+		img, err := b.buildOnce(ctx, key, req, src, f.p)
 		if err != nil {
 			if remember(err) {
 				b.failures.put(key, err, time.Now().Add(b.failureTTL()))
@@ -262,6 +298,63 @@ func (b *Builder) buildTimeout() time.Duration {
 		return b.BuildTimeout
 	}
 	return DefaultBuildTimeout
+}
+
+// DefaultClaimTTL: a replica that dies mid-build (kill -9, a lost node)
+// has its builds taken over by another replica after this long.
+const DefaultClaimTTL = 30 * time.Second
+
+// ErrDraining is returned for a new build while the process shuts down;
+// the registry answers a retryable 503 (another replica takes it).
+var ErrDraining = errors.New("this replica is shutting down and starts no new builds; try again")
+
+// buildOnce builds the image of key once for the whole fleet: the replica
+// that claims the build (catalog.TakeFlight) builds it, the others wait
+// for its manifest cache entry and take the build over if its claim
+// lapses. On storage without conditional creates every process builds on
+// its own.
+func (b *Builder) buildOnce(ctx context.Context, key string, req *image.Request, src config.Resolved, p *progress) (*Image, error) {
+	ttl := b.ClaimTTL
+	if ttl <= 0 {
+		ttl = DefaultClaimTTL
+	}
+	var watch catalog.FlightWatch
+	wait, announced := 100*time.Millisecond, false
+	for {
+		if img, err := b.cachedImage(ctx, key); err != nil || img != nil {
+			return img, err
+		}
+		claim, err := b.Catalog().TakeFlight(ctx, key, ttl, &watch)
+		if errors.Is(err, catalog.ErrNoCreate) {
+			return b.buildLimited(ctx, key, req, src, p)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if claim != nil {
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				claim.Done(ctx)
+			}()
+			if announced {
+				b.logger().Info("the replica building it stopped renewing its lease; building here", "image", req.Name, "tag", req.Tag)
+				p.publish(Event{Kind: "log", Message: "the other replica stopped; building here"})
+			}
+			return b.buildLimited(ctx, key, req, src, p)
+		}
+		if !announced {
+			b.logger().Info("building on another replica; waiting for it", "image", req.Name, "tag", req.Tag)
+			p.publish(Event{Kind: "log", Message: "building on another replica; waiting for it"})
+			announced = true
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		wait = min(wait*2, time.Second)
+	}
 }
 
 // buildLimited waits for a build slot, then builds and caches the image.

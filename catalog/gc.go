@@ -423,14 +423,17 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 			}
 		}
 	}
-	leases, err := g.list(ctx, leasesPrefix)
-	if err != nil {
-		return g.rep, err
-	}
-	for id, mod := range leases {
-		if mod.Before(g.markedAt.Add(-2 * LeaseTTL)) {
-			if err := g.del(ctx, leasesPrefix+id); err != nil {
-				return g.rep, err
+	// Lapsed build leases and build claims (whose holders died).
+	for _, prefix := range []string{leasesPrefix, flightsPrefix} {
+		objs, err := g.list(ctx, prefix)
+		if err != nil {
+			return g.rep, err
+		}
+		for id, mod := range objs {
+			if mod.Before(g.markedAt.Add(-2 * LeaseTTL)) {
+				if err := g.del(ctx, prefix+id); err != nil {
+					return g.rep, err
+				}
 			}
 		}
 	}

@@ -18,26 +18,28 @@ import (
 
 // Config is everything `nixery serve` needs to know.
 type Config struct {
-	Host        string            // listen address (empty: all interfaces)
-	Port        int               // listen port
-	Source      Source            // package source; nil means the built-in demo set
-	Backend     string            // storage backend: "filesystem", "gcs" or "s3"
-	StoragePath string            // root of the filesystem backend
-	GCS         storage.GCSConfig // the gcs backend
-	S3          storage.S3Config  // the s3 backend
-	NixTimeout  time.Duration     // limit for one Nix build
-	NixMinFree  int64             // Nix's min-free in bytes; 0: Nix's own setting
-	NixMaxFree  int64             // Nix's max-free in bytes; 0: Nix's own setting
-	LayerBudget int               // maximum layers per image
-	CacheTTL    time.Duration     // how long results from a moving source are reused
-	MaxBuilds   int               // builds running at once
-	BuildQueue  int               // builds waiting for a slot before 429
-	DemoPath    string            // where the built-in demo package set is extracted
-	LayerFormat string            // "gzip" or "zstd"
-	Compression int               // compression level; 0 = the format's default
-	Popularity  string            // URL or file of popularity data; "" for none
-	GCInterval  time.Duration     // serve: collect garbage this often (one replica at a time); 0 = never
-	GCMaxAge    time.Duration     // serve: what the in-process collection keeps
+	Host         string            // listen address (empty: all interfaces)
+	Port         int               // listen port
+	Source       Source            // package source; nil means the built-in demo set
+	Backend      string            // storage backend: "filesystem", "gcs" or "s3"
+	StoragePath  string            // root of the filesystem backend
+	GCS          storage.GCSConfig // the gcs backend
+	S3           storage.S3Config  // the s3 backend
+	NixTimeout   time.Duration     // limit for one Nix build
+	NixMinFree   int64             // Nix's min-free in bytes; 0: Nix's own setting
+	NixMaxFree   int64             // Nix's max-free in bytes; 0: Nix's own setting
+	LayerBudget  int               // maximum layers per image
+	CacheTTL     time.Duration     // how long results from a moving source are reused
+	MaxBuilds    int               // builds running at once
+	BuildQueue   int               // builds waiting for a slot before 429
+	DemoPath     string            // where the built-in demo package set is extracted
+	LayerFormat  string            // "gzip" or "zstd"
+	Compression  int               // compression level; 0 = the format's default
+	Popularity   string            // URL or file of popularity data; "" for none
+	GCInterval   time.Duration     // serve: collect garbage this often (one replica at a time); 0 = never
+	GCMaxAge     time.Duration     // serve: what the in-process collection keeps
+	LeaseTTL     time.Duration     // a replica's claim on a build lapses after this without renewal
+	DrainTimeout time.Duration     // on SIGTERM, how long running builds may take to finish
 
 	Htpasswd      string  // htpasswd file of a private instance; "" for none
 	MetricsPublic bool    // with Htpasswd: /metrics needs no authentication
@@ -90,6 +92,8 @@ var settings = []setting{
 	{"max-builds", "NIXERY_MAX_BUILDS", "", "builds that run at once (default: number of cores)"},
 	{"build-queue", "NIXERY_BUILD_QUEUE", "64", "builds that may wait for a slot; beyond that, clients get 429 TOOMANYREQUESTS"},
 	{"gc-interval", "NIXERY_GC_INTERVAL", "", "collect garbage in-process this often, e.g. 24h (one replica at a time, by a lease in storage; empty: never, use nixery gc)"},
+	{"build-lease-ttl", "NIXERY_BUILD_LEASE_TTL", "30", "seconds a replica's lease on a build lives without renewal; then another replica takes the build over (kill -9, a lost node)"},
+	{"drain-timeout", "NIXERY_DRAIN_TIMEOUT", "25", "on SIGTERM: seconds the builds running may take to finish (no new ones start; /readyz answers 503 at once); the rest are taken over by other replicas"},
 	{"gc-max-age", "NIXERY_GC_MAX_AGE", "720h", "the in-process collection deletes images nobody built or pulled within this age (at least 2h)"},
 	{"htpasswd", "NIXERY_HTPASSWD", "", "private instance: an htpasswd file of bcrypt entries (htpasswd -B); pages, APIs and the registry then need one of its users (HTTP Basic); re-read when it changes"},
 	{"metrics-public", "NIXERY_METRICS_PUBLIC", "false", "with --htpasswd: serve /metrics without authentication (/healthz and /readyz always are)"},
@@ -269,6 +273,8 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 		}
 		c.Compression = p.number("compression-level", 1, max, " for "+c.LayerFormat)
 	}
+	c.LeaseTTL = p.seconds("build-lease-ttl", 1)
+	c.DrainTimeout = p.seconds("drain-timeout", 0)
 	c.GCInterval = p.duration("gc-interval", time.Hour, true)
 	c.GCMaxAge = p.duration("gc-max-age", MinGCAge, false)
 	c.Htpasswd = get("htpasswd")

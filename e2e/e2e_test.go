@@ -28,6 +28,7 @@ type nixery struct {
 	addr string // host:port
 	log  *bytes.Buffer
 	stop func()
+	kill func() // SIGKILL, as a node that is lost
 }
 
 var (
@@ -96,6 +97,10 @@ func start(tmp, storageDir string, env ...string) (*nixery, error) {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
+	s.kill = func() {
+		cmd.Process.Kill()
+		<-exited
+	}
 	s.stop = func() {
 		cmd.Process.Signal(os.Interrupt)
 		select {

@@ -443,6 +443,9 @@ func classify(err error) *regError {
 	case errors.Is(err, builder.ErrBusy):
 		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
 		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: err.Error(), RetryAfter: 10}
+	case errors.Is(err, builder.ErrDraining):
+		// Retryable: this replica is shutting down; another takes it.
+		return &regError{Status: http.StatusServiceUnavailable, Code: "UNAVAILABLE", Message: err.Error(), RetryAfter: 2}
 	case errors.Is(err, storage.ErrUnavailable):
 		// Retryable: the storage service is down or overloaded.
 		return &regError{Status: http.StatusServiceUnavailable, Code: "UNAVAILABLE", Message: err.Error(), RetryAfter: 5}

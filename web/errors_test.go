@@ -44,6 +44,7 @@ func TestErrorStatusAgreesWithRegistry(t *testing.T) {
 		{"unknown package", fmt.Errorf("build: %w", &nix.UnknownPackagesError{Packages: []string{"nosuchpkg"}}), 404, 0, false},
 		{"unknown revision", &config.UnknownRevisionError{Source: "git repo", Tag: "v9"}, 404, 0, false},
 		{"busy", fmt.Errorf("queue: %w", builder.ErrBusy), 429, 10, false},
+		{"draining", builder.ErrDraining, 503, 2, false},
 		{"rate limited", fmt.Errorf("admit: %w", &access.RateLimitedError{RetryAfter: 2500 * time.Millisecond}), 429, 3, false},
 		{"storage outage", fmt.Errorf("manifest cache: %w", storage.ErrUnavailable), 503, 5, false},
 		{"nix timeout", fmt.Errorf("realise: %w", nix.ErrTimeout), 500, 0, false},

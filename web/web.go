@@ -347,6 +347,8 @@ func errorStatus(err error) (status, retryAfter int) {
 		return http.StatusNotFound, 0
 	case errors.Is(err, builder.ErrBusy):
 		return http.StatusTooManyRequests, 10
+	case errors.Is(err, builder.ErrDraining):
+		return http.StatusServiceUnavailable, 2
 	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, ErrIndexing):
 		// Retryable: storage is down or overloaded; the package list is
 		// being made.

@@ -218,6 +218,9 @@ func metricsHandler(b *builder.Builder, m *httpMetrics, gc *gcMetrics) http.Hand
 // (it can build and serve images: Nix runs and storage answers).
 type health struct {
 	store storage.Backend
+	// draining is set on SIGTERM: the replica is not ready any more, so
+	// that the load balancer stops sending it requests at once.
+	draining atomic.Bool
 
 	mu      sync.Mutex
 	checked time.Time
@@ -234,6 +237,13 @@ func (h *health) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *health) readyz(w http.ResponseWriter, r *http.Request) {
+	if h.draining.Load() {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready: shutting down")
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if time.Since(h.checked) > readyCache {

@@ -152,9 +152,10 @@ func serve(args []string) error {
 	site.Preload(ctx) // the package list for search, made once per package set
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
 	httpStats, gcStats := &httpMetrics{}, &gcMetrics{}
+	probes := &health{store: store}
 	handler := newHandler(guard, cfg.MetricsPublic,
 		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Catalog()}, site,
-		metricsHandler(builder, httpStats, gcStats), &health{store: store})
+		metricsHandler(builder, httpStats, gcStats), probes)
 
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	ln, err := net.Listen("tcp", addr)
@@ -192,7 +193,17 @@ func serve(args []string) error {
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
+	// Graceful scale-in: not ready at once (the load balancer drains this
+	// replica), no new builds, the running ones may finish; requests keep
+	// being served meanwhile. Builds still running after the timeout are
+	// taken over by other replicas when their leases lapse.
+	log.Info("shutting down: draining", "timeout", cfg.DrainTimeout)
+	probes.draining.Store(true)
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	if err := builder.Drain(drainCtx); err != nil {
+		log.Warn("builds still running at shutdown; other replicas take them over", "err", err)
+	}
+	cancelDrain()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {

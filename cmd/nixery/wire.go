@@ -78,6 +78,7 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 		CacheTTL:     cfg.CacheTTL,
 		MaxBuilds:    cfg.MaxBuilds,
 		QueueSize:    cfg.BuildQueue,
+		ClaimTTL:     cfg.LeaseTTL,
 		Logger:       log,
 	}
 	return &parts{source: source, store: store, builder: builder, nixVersion: nixVersion}, nil

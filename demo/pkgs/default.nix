@@ -353,7 +353,8 @@ let
     # A package that takes two minutes to build and is never built
     # already: its derivation changes with every evaluation (second
     # resolution), for testing build timeouts.
-    slow = mk {
+    # NIXERY_SLOW_SECONDS (in Nixery's environment) shortens it.
+    slow = let seconds = let s = builtins.getEnv "NIXERY_SLOW_SECONDS"; in if s == "" then "120" else s; in mk {
       pname = "slow"; version = "1.0";
       description = "Test fixture: building takes 120 seconds, every time";
       env.evaluatedAt = toString builtins.currentTime;
@@ -361,8 +362,8 @@ let
       # command line) to find it among others' slow builds.
       script = ''
         # marker: ${builtins.getEnv "NIXERY_SLOW_MARKER"}
-        echo "nixery-demo-slow: sleeping for 120 s" >&2
-        sleep 120
+        echo "nixery-demo-slow: sleeping for ${seconds} s" >&2
+        sleep ${seconds}
       '';
     };
   };

@@ -124,7 +124,11 @@ func serve(args []string) error {
 	mux.Handle("/", site)
 	httpStats := &httpMetrics{}
 	mux.Handle("GET /metrics", metricsHandler(builder, httpStats))
-	probes := &health{store: store}
+	probes := &health{store: store, disks: []string{nixStore}, minFree: defaultMinFree}
+	if _, ok := store.(*storage.Filesystem); ok {
+		probes.disks = append(probes.disks, cfg.StoragePath)
+	}
+	background.Go(func() { probes.run(bg) })
 	mux.HandleFunc("GET /healthz", probes.healthz)
 	mux.HandleFunc("GET /readyz", probes.readyz)
 
@@ -133,7 +137,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: instrument(log, httpStats, mux), ReadHeaderTimeout: 10 * time.Second}
+	srv := newHTTPServer(instrument(log, httpStats, mux))
 	log.Info("nixery serving", "version", version, "address", ln.Addr().String(), "source", source.String(),
 		"storage", store.String(), "nix", p.nixVersion, "nix_timeout", cfg.NixTimeout)
 

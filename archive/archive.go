@@ -50,18 +50,23 @@ func Pack(w io.Writer, level int, write func(tw *tar.Writer) error) (Layer, erro
 // TarSize in the same single pass: every file is read once, nothing is
 // buffered whole, written to a temporary file or read twice.
 //
-// Compression runs on opts.Concurrency goroutines over fixed-size chunks of
-// the tar stream; the chunks are written to w in order. The output depends
-// only on the tar content, the format and the level — never on the
-// concurrency — so the same layer has the same digest on every machine.
+// Compression runs on the process's compressor pool (see PoolChunks),
+// shared by every layer packed at once, over fixed-size chunks of the tar
+// stream; the chunks are written to w in order. The output depends only on
+// the tar content, the format and the level — never on the concurrency or
+// on other layers — so the same layer has the same digest on every machine.
 //
 // PackWith closes the tar writer itself; write must not. Writes to w happen
 // on another goroutine than the caller's, but never concurrently, and all
 // of them are done when PackWith returns.
 func PackWith(w io.Writer, opts Options, write func(tw *tar.Writer) error) (Layer, error) {
+	return packWith(defaultPool(), w, opts, write)
+}
+
+func packWith(p *compressorPool, w io.Writer, opts Options, write func(tw *tar.Writer) error) (Layer, error) {
 	blob := sha256.New()
 	size := &counter{}
-	cw, err := newChunkWriter(io.MultiWriter(w, blob, size), opts)
+	cw, err := newChunkWriter(p, io.MultiWriter(w, blob, size), opts)
 	if err != nil {
 		return Layer{}, err
 	}

@@ -47,8 +47,10 @@ type Options struct {
 	// the four speeds of klauspost/compress/zstd (default: its
 	// SpeedDefault, about zstd level 3).
 	Level int
-	// Concurrency is the number of goroutines compressing one layer;
-	// 0 means GOMAXPROCS. It changes the speed, never the bytes.
+	// Concurrency is how many chunks of this layer the process's
+	// compressor pool may compress at once (see PoolWorkers); 0, or more
+	// than the pool has, means all of its workers. It changes the speed,
+	// never the bytes.
 	Concurrency int
 }
 
@@ -67,128 +69,193 @@ const (
 	window    = 32 << 10
 )
 
-// chunk is one piece of the stream on its way through a compressor.
-type chunk struct {
-	in    []byte
-	dict  []byte // gzip: the window before in
-	last  bool
-	out   []byte
-	err   error
-	ready chan struct{}
+// The compressor pool. Packing memory is chunk buffers, and a pool per
+// layer would make it grow with builds × layers × cores × chunk size; so
+// the whole process shares one pool, whatever the number of layers packed
+// at once:
+//
+//   - PoolWorkers goroutines (GOMAXPROCS when the pool is first used)
+//     compress the chunks of every layer. Each keeps one compressor per
+//     format, reused from chunk to chunk and layer to layer (see run for
+//     its size).
+//   - Every chunk in use anywhere holds one of PoolChunks tokens
+//     (2 × PoolWorkers + 2) from the moment a layer starts filling it
+//     until its compressed bytes are written out: its input (gzip 1 MiB,
+//     zstd 4 MiB) and its output (at most about as large) exist only
+//     while it holds one. So chunk buffers never take more than about
+//     2 × PoolChunks × chunk size: 12 MiB for gzip on 2 cores, 132 MiB on
+//     32 (zstd: four times that), plus the compressors' own state
+//     (PoolWorkers × about 1 MiB for gzip, and 17 MiB more once zstd is
+//     used).
+//   - A layer that wants a chunk while all are in use waits until another
+//     layer's chunk is written out: a burst of builds packs more slowly
+//     per layer, in the same total time, in bounded memory.
+//
+// Tokens always come back: a chunk submitted to the pool is compressed
+// and written (or dropped after an error) without waiting for anything but
+// the layer's own writer, and a layer holds at most one chunk that is not
+// yet submitted.
+
+// pool is the process's compressor pool, started at its first use.
+var (
+	poolOnce sync.Once
+	pool     *compressorPool
+)
+
+func defaultPool() *compressorPool {
+	poolOnce.Do(func() {
+		workers := runtime.GOMAXPROCS(0)
+		pool = newCompressorPool(workers, 2*workers+2)
+	})
+	return pool
 }
 
-// chunkWriter compresses what is written to it on several goroutines, in
-// fixed-size chunks, and writes the compressed chunks to dst in order: a
-// single gzip member whose deflate stream is the concatenation of the
-// chunks (each but the last ends with a sync flush), or a sequence of zstd
-// frames, which the zstd format defines as one stream.
-type chunkWriter struct {
-	format    Format
-	level     int
-	chunkSize int
-	dst       io.Writer
+// PoolWorkers is the number of goroutines compressing for the whole
+// process (GOMAXPROCS when first asked).
+func PoolWorkers() int { return defaultPool().workers }
 
-	buf  []byte // the chunk being filled
-	tail []byte // gzip: the last window of the previous chunk
-	crc  uint32
-	n    int64
+// PoolChunks is the most chunk buffers packing holds at once in the whole
+// process, whatever the number of layers packed concurrently.
+func PoolChunks() int { return cap(defaultPool().tokens) }
 
-	work  chan *chunk // to the compressors
-	queue chan *chunk // in stream order, to the writer
-	done  chan struct{}
-	werr  error // the writer's first error; read after done is closed
-	// failed holds werr for the producer while the writer still runs.
-	failed atomic.Pointer[error]
-	pool   sync.Pool
-	wg     sync.WaitGroup
+type compressorPool struct {
+	workers int
+	tokens  chan struct{}      // a send takes a token, a receive gives it back
+	work    chan *chunk        // never full: every chunk in it holds a token
+	bufs    map[int]*sync.Pool // input buffers, by chunk size
+	outs    map[int]*sync.Pool // output buffers, by chunk size
+
+	// Buffers handed out and not yet given back, now and at most: inputs
+	// (one per chunk holding a token) and outputs (one per chunk being
+	// compressed or written).
+	inUse, peak       atomic.Int64
+	outInUse, outPeak atomic.Int64
+	// onWait, if set, is called when a layer has to wait for a token
+	// (a hook for tests).
+	onWait func()
 }
 
-// gzipHeader is a gzip member header without name, comment, extra field or
-// modification time, from an "unknown" operating system (RFC 1952 §2.3).
-var gzipHeader = []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255}
+func newCompressorPool(workers, chunks int) *compressorPool {
+	p := &compressorPool{
+		workers: workers,
+		tokens:  make(chan struct{}, chunks),
+		work:    make(chan *chunk, chunks),
+		bufs:    map[int]*sync.Pool{},
+		outs:    map[int]*sync.Pool{},
+	}
+	for _, size := range []int{gzipChunk, zstdChunk} {
+		p.bufs[size] = &sync.Pool{New: func() any { return make([]byte, 0, size) }}
+		p.outs[size] = &sync.Pool{New: func() any { return make([]byte, 0, outCap(size)) }}
+	}
+	for range workers {
+		go p.run()
+	}
+	return p
+}
 
-func newChunkWriter(dst io.Writer, opts Options) (*chunkWriter, error) {
-	cw := &chunkWriter{format: opts.Format, dst: dst, level: opts.Level}
-	switch opts.Format {
-	case Gzip:
-		if cw.level == 0 {
-			cw.level = DefaultGzipLevel
-		}
-		if cw.level < flate.HuffmanOnly || cw.level > flate.BestCompression {
-			return nil, fmt.Errorf("gzip level %d: want 1 to 9, or -2", opts.Level)
-		}
-		cw.chunkSize = gzipChunk
-	case Zstd:
-		if cw.level < 0 || cw.level > 22 {
-			return nil, fmt.Errorf("zstd level %d: want 1 to 22", opts.Level)
-		}
-		cw.chunkSize = zstdChunk
+// acquire takes a token and returns an empty input buffer of size bytes.
+func (p *compressorPool) acquire(size int) []byte {
+	select {
+	case p.tokens <- struct{}{}:
 	default:
-		return nil, fmt.Errorf("unknown compression format %d", int(opts.Format))
-	}
-	workers := opts.Concurrency
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
-
-	// Build one compressor per worker before starting anything, so that a
-	// bad option is reported without goroutines to clean up.
-	compressors := make([]func(*chunk), workers)
-	for i := range compressors {
-		c, err := cw.compressor()
-		if err != nil {
-			return nil, err
+		if p.onWait != nil {
+			p.onWait()
 		}
-		compressors[i] = c
+		p.tokens <- struct{}{}
 	}
-	if opts.Format == Gzip {
-		if _, err := dst.Write(gzipHeader); err != nil {
-			return nil, err
-		}
-	}
-
-	cw.pool.New = func() any { return make([]byte, 0, cw.chunkSize) }
-	cw.buf = cw.pool.Get().([]byte)[:0]
-	// Two chunks per worker in flight: one being compressed, one waiting.
-	cw.work = make(chan *chunk, 2*workers)
-	cw.queue = make(chan *chunk, 2*workers)
-	cw.done = make(chan struct{})
-	for _, compress := range compressors {
-		cw.wg.Add(1)
-		go func() {
-			defer cw.wg.Done()
-			for c := range cw.work {
-				compress(c)
-				close(c.ready)
-			}
-		}()
-	}
-	go cw.writeOut()
-	return cw, nil
+	count(&p.inUse, &p.peak, 1)
+	return p.bufs[size].Get().([]byte)[:0]
 }
 
-// compressor returns a function that compresses one chunk, with state of
-// its own (one per worker).
-func (cw *chunkWriter) compressor() (func(*chunk), error) {
-	switch cw.format {
-	case Zstd:
-		level := zstd.SpeedDefault
-		if cw.level != 0 {
-			level = zstd.EncoderLevelFromZstd(cw.level)
+// count adds d to n and keeps peak at the largest n seen.
+func count(n, peak *atomic.Int64, d int64) {
+	v := n.Add(d)
+	for old := peak.Load(); v > old && !peak.CompareAndSwap(old, v); old = peak.Load() {
+	}
+}
+
+// release returns a chunk's buffers and its token.
+func (p *compressorPool) release(c *chunk) {
+	p.bufs[c.size].Put(c.in[:0])
+	if c.out != nil {
+		if cap(c.out) <= outCap(c.size) {
+			p.outs[c.size].Put(c.out[:0])
 		}
-		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level),
+		count(&p.outInUse, &p.outPeak, -1)
+	}
+	c.in, c.out, c.dict = nil, nil, nil
+	count(&p.inUse, &p.peak, -1)
+	<-p.tokens
+}
+
+// releaseBuf gives back a buffer that was never submitted.
+func (p *compressorPool) releaseBuf(size int, buf []byte) {
+	p.bufs[size].Put(buf[:0])
+	count(&p.inUse, &p.peak, -1)
+	<-p.tokens
+}
+
+// outCap is the capacity of output buffers for chunks of size bytes: room
+// for incompressible data and the formats' framing (deflate: 5 bytes per
+// stored block of up to 64 KiB; zstd: 3 bytes per 128 KiB block and the
+// frame header), so that output buffers do not grow.
+func outCap(size int) int { return size + size/64 + 1024 }
+
+// compressorKey names a compressor: a format and what changes its output.
+type compressorKey struct {
+	format Format
+	level  int // gzip: 1…9 or -2; zstd: a zstd.EncoderLevel
+}
+
+// run is one worker: it compresses chunks of any layer, in any format. It
+// keeps one compressor per format, for the level last asked for (a
+// process uses one level per format, from its configuration), so its
+// state stays bounded: about 1 MiB for gzip, 17 MiB for zstd at its
+// default speed.
+func (p *compressorPool) run() {
+	type compressor struct {
+		key      compressorKey
+		compress func(*chunk)
+	}
+	compressors := map[Format]compressor{}
+	for c := range p.work {
+		comp, ok := compressors[c.key.format]
+		if !ok || comp.key != c.key {
+			f, err := newCompressor(c.key)
+			if err != nil {
+				c.err = err
+				c.done()
+				continue
+			}
+			comp = compressor{c.key, f}
+			compressors[c.key.format] = comp
+		}
+		compress := comp.compress
+		count(&p.outInUse, &p.outPeak, 1)
+		c.out = p.outs[c.size].Get().([]byte)[:0]
+		compress(c)
+		c.done()
+	}
+}
+
+// newCompressor returns a function that compresses one chunk, with state
+// of its own (one per worker).
+func newCompressor(k compressorKey) (func(*chunk), error) {
+	switch k.format {
+	case Zstd:
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.EncoderLevel(k.level)),
 			zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(true))
 		if err != nil {
-			return nil, fmt.Errorf("zstd level %d: %w", cw.level, err)
+			return nil, fmt.Errorf("zstd: %w", err)
 		}
-		return func(c *chunk) { c.out = enc.EncodeAll(c.in, c.out[:0]) }, nil
+		return func(c *chunk) { c.out = enc.EncodeAll(c.in, c.out) }, nil
 	default:
-		fw, err := flate.NewWriter(io.Discard, cw.level)
+		fw, err := flate.NewWriter(io.Discard, k.level)
 		if err != nil {
-			return nil, fmt.Errorf("gzip level %d: %w", cw.level, err)
+			return nil, fmt.Errorf("gzip level %d: %w", k.level, err)
 		}
 		return func(c *chunk) {
-			out := bytes.NewBuffer(c.out[:0])
+			out := bytes.NewBuffer(c.out)
 			fw.ResetDict(out, c.dict)
 			_, err := fw.Write(c.in)
 			if err == nil && c.last {
@@ -204,8 +271,97 @@ func (cw *chunkWriter) compressor() (func(*chunk), error) {
 	}
 }
 
-// writeOut writes compressed chunks to dst in stream order. After an error
-// it keeps draining the queue so that the producer never blocks.
+// chunk is one piece of a layer's stream on its way through the pool.
+type chunk struct {
+	key   compressorKey
+	size  int // the layer's chunk size: which buffers it uses
+	in    []byte
+	dict  []byte // gzip: the window before in
+	last  bool
+	out   []byte
+	err   error
+	slot  chan struct{} // the layer's: given back once compressed
+	ready chan struct{}
+}
+
+// done marks the chunk compressed and frees its layer's slot.
+func (c *chunk) done() {
+	<-c.slot
+	close(c.ready)
+}
+
+// chunkWriter compresses what is written to it in fixed-size chunks on the
+// process's compressor pool, and writes the compressed chunks to dst in
+// order: a single gzip member whose deflate stream is the concatenation of
+// the chunks (each but the last ends with a sync flush), or a sequence of
+// zstd frames, which the zstd format defines as one stream.
+type chunkWriter struct {
+	pool      *compressorPool
+	key       compressorKey
+	chunkSize int
+	dst       io.Writer
+
+	buf  []byte // the chunk being filled; nil when this layer holds none
+	tail []byte // gzip: the last window of the previous chunk
+	crc  uint32
+	n    int64
+
+	slots chan struct{} // a layer's chunks being compressed (Concurrency)
+	queue chan *chunk   // in stream order, to the writer
+	done  chan struct{}
+	werr  error // the writer's first error; read after done is closed
+	// failed holds werr for the producer while the writer still runs.
+	failed atomic.Pointer[error]
+}
+
+// gzipHeader is a gzip member header without name, comment, extra field or
+// modification time, from an "unknown" operating system (RFC 1952 §2.3).
+var gzipHeader = []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255}
+
+func newChunkWriter(p *compressorPool, dst io.Writer, opts Options) (*chunkWriter, error) {
+	cw := &chunkWriter{pool: p, dst: dst, key: compressorKey{format: opts.Format, level: opts.Level}}
+	switch opts.Format {
+	case Gzip:
+		if cw.key.level == 0 {
+			cw.key.level = DefaultGzipLevel
+		}
+		if cw.key.level < flate.HuffmanOnly || cw.key.level > flate.BestCompression {
+			return nil, fmt.Errorf("gzip level %d: want 1 to 9, or -2", opts.Level)
+		}
+		cw.chunkSize = gzipChunk
+	case Zstd:
+		if opts.Level < 0 || opts.Level > 22 {
+			return nil, fmt.Errorf("zstd level %d: want 1 to 22", opts.Level)
+		}
+		cw.key.level = int(zstd.SpeedDefault)
+		if opts.Level != 0 {
+			cw.key.level = int(zstd.EncoderLevelFromZstd(opts.Level))
+		}
+		cw.chunkSize = zstdChunk
+	default:
+		return nil, fmt.Errorf("unknown compression format %d", int(opts.Format))
+	}
+	conc := opts.Concurrency
+	if conc <= 0 || conc > p.workers {
+		conc = p.workers
+	}
+	if opts.Format == Gzip {
+		if _, err := dst.Write(gzipHeader); err != nil {
+			return nil, err
+		}
+	}
+	// Up to two chunks per slot in flight: one being compressed, one
+	// compressed and waiting to be written.
+	cw.slots = make(chan struct{}, conc)
+	cw.queue = make(chan *chunk, 2*conc)
+	cw.done = make(chan struct{})
+	go cw.writeOut()
+	return cw, nil
+}
+
+// writeOut writes compressed chunks to dst in stream order and gives their
+// buffers back to the pool. After an error it keeps draining the queue so
+// that the producer never blocks.
 func (cw *chunkWriter) writeOut() {
 	defer close(cw.done)
 	for c := range cw.queue {
@@ -220,13 +376,19 @@ func (cw *chunkWriter) writeOut() {
 			err := cw.werr
 			cw.failed.Store(&err)
 		}
-		cw.pool.Put(c.in[:0])
+		cw.pool.release(c)
 	}
 }
 
 func (cw *chunkWriter) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
+		if cw.buf == nil {
+			if err := cw.failed.Load(); err != nil {
+				return written, *err
+			}
+			cw.buf = cw.pool.acquire(cw.chunkSize)
+		}
 		k := min(len(p), cw.chunkSize-len(cw.buf))
 		cw.buf = append(cw.buf, p[:k]...)
 		p, written = p[k:], written+k
@@ -239,23 +401,27 @@ func (cw *chunkWriter) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// submit hands the current chunk to the compressors.
+// submit hands the current chunk to the pool.
 func (cw *chunkWriter) submit(last bool) error {
 	if err := cw.failed.Load(); err != nil {
 		return *err
 	}
-	c := &chunk{in: cw.buf, last: last, ready: make(chan struct{})}
-	if cw.format == Gzip {
+	if cw.buf == nil {
+		cw.buf = cw.pool.acquire(cw.chunkSize) // an empty last chunk
+	}
+	c := &chunk{key: cw.key, size: cw.chunkSize, in: cw.buf, last: last, slot: cw.slots, ready: make(chan struct{})}
+	cw.buf = nil
+	if cw.key.format == Gzip {
 		cw.crc = crc32.Update(cw.crc, crc32.IEEETable, c.in)
 		cw.n += int64(len(c.in))
 		c.dict = cw.tail
 		// The next chunk's dictionary must outlive this chunk's buffer,
 		// which returns to the pool once written.
-		cw.tail = append([]byte(nil), c.in[max(0, len(c.in)-window):]...)
+		cw.tail = append(cw.tail[:0:0], c.in[max(0, len(c.in)-window):]...)
 	}
 	cw.queue <- c
-	cw.work <- c
-	cw.buf = cw.pool.Get().([]byte)[:0]
+	cw.slots <- struct{}{}
+	cw.pool.work <- c
 	return nil
 }
 
@@ -270,7 +436,7 @@ func (cw *chunkWriter) Close() error {
 	if cw.werr != nil {
 		return cw.werr
 	}
-	if cw.format == Gzip {
+	if cw.key.format == Gzip {
 		// RFC 1952 §2.3.1: CRC-32 and length mod 2³² of the
 		// uncompressed data, little-endian.
 		var trailer [8]byte
@@ -283,12 +449,16 @@ func (cw *chunkWriter) Close() error {
 	return nil
 }
 
-// abort stops the goroutines without finishing the stream.
+// abort stops without finishing the stream.
 func (cw *chunkWriter) abort() { cw.stop() }
 
+// stop waits until every submitted chunk is written (or dropped) and gives
+// back the one being filled, so the layer holds no token afterwards.
 func (cw *chunkWriter) stop() {
-	close(cw.work)
+	if cw.buf != nil {
+		cw.pool.releaseBuf(cw.chunkSize, cw.buf)
+		cw.buf = nil
+	}
 	close(cw.queue)
-	cw.wg.Wait()
 	<-cw.done
 }

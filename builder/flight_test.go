@@ -153,3 +153,44 @@ func (b *Builder) mustKeyFor(t *testing.T, name string) string {
 	}
 	return key
 }
+
+// Drain: no new builds (a retryable error), builds in flight finish and
+// can still be joined, and Drain returns when they have.
+func TestDrain(t *testing.T) {
+	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	ctx := context.Background()
+	started, release := make(chan struct{}), make(chan struct{})
+	b.beforeFinish = func() { close(started); <-release }
+	first := make(chan error, 1)
+	go func() {
+		_, _, err := b.Manifest(ctx, request(t, "hello", "latest"), manifest.OCIManifest)
+		first <- err
+	}()
+	<-started // the build is at its very end, still in flight
+	drained := make(chan error, 1)
+	go func() { drained <- b.Drain(ctx) }()
+	for {
+		b.drainMu.Lock()
+		d := b.draining
+		b.drainMu.Unlock()
+		if d {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, _, err := b.Manifest(ctx, request(t, "jq", "latest"), manifest.OCIManifest); !errors.Is(err, ErrDraining) {
+		t.Errorf("a new build while draining: %v, want ErrDraining", err)
+	}
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned (%v) while a build was in flight", err)
+	default:
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Errorf("the build in flight: %v", err)
+	}
+	if err := <-drained; err != nil {
+		t.Errorf("Drain: %v", err)
+	}
+}

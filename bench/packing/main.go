@@ -5,6 +5,7 @@
 //
 //	go run ./bench/packing                  # 600 MB closure in a temp dir, removed afterwards
 //	go run ./bench/packing -mb 1000 -dir /var/tmp/packbench -keep
+//	go run ./bench/packing -run 'all cores|at once' -repeat 3   # some packers, each 3 times
 //
 // The closure is generated (fixed seed): store paths of many files whose
 // content mimics a Nix store — text (scripts, headers, docs), binary-like
@@ -12,6 +13,13 @@
 // (compressed archives, images) — in proportions of about 35/45/20 %.
 // Files are generated once; each packer runs over the whole closure once
 // after one warm-up read, so the page cache serves every run alike.
+//
+// The last rows pack the closure as 8 layers at once (the store paths
+// dealt round-robin into 8 groups), as a cold build packs its layers, to
+// show the throughput and memory of concurrent packing. The "peak live
+// heap" column is the largest live heap (as marked by each garbage
+// collection, runtime/metrics /gc/heap/live:bytes) seen while a packer
+// ran, sampled every 5 ms after a collection before each run.
 package main
 
 import (
@@ -24,8 +32,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"runtime/metrics"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -36,6 +47,8 @@ func main() {
 	total := flag.Int("mb", 600, "MB of store-path data to generate")
 	dir := flag.String("dir", "", "directory for the generated store (default: a new temp dir)")
 	keep := flag.Bool("keep", false, "keep the generated store")
+	only := flag.String("run", "", "run only the packers whose name matches this regular expression (the reference always runs)")
+	repeat := flag.Int("repeat", 1, "run each packer but the reference this many times, one row each")
 	flag.Parse()
 
 	root := *dir
@@ -82,24 +95,115 @@ func main() {
 		}})
 	}
 
+	const layers = 8
+	groups := make([][]string, layers)
+	for i, p := range paths {
+		groups[i%layers] = append(groups[i%layers], p)
+	}
+	for _, o := range []struct {
+		name string
+		opts archive.Options
+	}{
+		{"archive gzip level 6, 8 layers at once", archive.Options{}},
+		{"archive zstd default, 8 layers at once", archive.Options{Format: archive.Zstd}},
+	} {
+		runs = append(runs, run{o.name, func() (int64, error) { return packConcurrently(groups, o.opts) }})
+	}
+
+	if *only != "" {
+		re, err := regexp.Compile(*only)
+		if err != nil {
+			fail(err)
+		}
+		selected := runs[:1] // the reference
+		for _, r := range runs[1:] {
+			if re.MatchString(r.name) {
+				selected = append(selected, r)
+			}
+		}
+		runs = selected
+	}
+	repeated := runs[:1:1] // the reference, once
+	for _, r := range runs[1:] {
+		for range max(1, *repeat) {
+			repeated = append(repeated, r)
+		}
+	}
+	runs = repeated
+
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
-	fmt.Fprintln(tw, "packer\tseconds\tMB/s\tspeed-up\tcompressed MB\tsize vs reference\t")
+	fmt.Fprintln(tw, "packer\tseconds\tMB/s\tspeed-up\tcompressed MB\tsize vs reference\tpeak live heap MB\t")
 	var refSecs float64
 	var refSize int64
 	for i, r := range runs {
+		runtime.GC()
+		peak := sampleHeap()
 		start := time.Now()
 		size, err := r.pack()
+		secs := time.Since(start).Seconds()
+		heap := peak()
 		if err != nil {
 			fail(fmt.Errorf("%s: %w", r.name, err))
 		}
-		secs := time.Since(start).Seconds()
 		if i == 0 {
 			refSecs, refSize = secs, size
 		}
-		fmt.Fprintf(tw, "%s\t%.2f\t%.1f\t%.2f×\t%.1f\t%+.2f %%\t\n", r.name, secs, float64(bytes)/1e6/secs,
-			refSecs/secs, float64(size)/1e6, 100*(float64(size)/float64(refSize)-1))
+		fmt.Fprintf(tw, "%s\t%.2f\t%.1f\t%.2f×\t%.1f\t%+.2f %%\t%.0f\t\n", r.name, secs, float64(bytes)/1e6/secs,
+			refSecs/secs, float64(size)/1e6, 100*(float64(size)/float64(refSize)-1), float64(heap)/(1<<20))
 	}
 	tw.Flush()
+}
+
+// packConcurrently packs each group as its own layer, all at once, and
+// returns the total compressed size.
+func packConcurrently(groups [][]string, opts archive.Options) (int64, error) {
+	var wg sync.WaitGroup
+	sizes := make([]int64, len(groups))
+	errs := make([]error, len(groups))
+	for i, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, err := archive.PackWith(io.Discard, opts, func(tw *tar.Writer) error { return archive.StorePaths(tw, g) })
+			sizes[i], errs[i] = l.Size, err
+		}()
+	}
+	wg.Wait()
+	var total int64
+	for i := range groups {
+		if errs[i] != nil {
+			return 0, errs[i]
+		}
+		total += sizes[i]
+	}
+	return total, nil
+}
+
+// sampleHeap samples the live heap every 5 ms until the returned function
+// is called, which returns the largest sample.
+func sampleHeap() func() uint64 {
+	stop := make(chan struct{})
+	result := make(chan uint64)
+	go func() {
+		sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		var peak uint64
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			metrics.Read(sample)
+			peak = max(peak, sample[0].Value.Uint64())
+			select {
+			case <-stop:
+				result <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() uint64 {
+		close(stop)
+		return <-result
+	}
 }
 
 // stdlibPack is the reference: the same tar, hashed the same way, through

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nixery/nixery/builder"
@@ -214,22 +215,87 @@ func metricsHandler(b *builder.Builder, m *httpMetrics, gc *gcMetrics) http.Hand
 	})
 }
 
+// HTTP server limits (README, "For the people who run it").
+const (
+	// readHeaderTimeout bounds how long a client may take to send its
+	// request line and headers (slow-loris clients).
+	readHeaderTimeout = 10 * time.Second
+	// idleTimeout closes keep-alive connections that carry no request
+	// for this long, so idle clients do not hold connections forever.
+	idleTimeout = 120 * time.Second
+	// maxHeaderBytes bounds the request line and headers together, and
+	// so the URL: registry paths and search queries are far shorter.
+	// Larger requests get 431 Request Header Fields Too Large.
+	maxHeaderBytes = 64 << 10
+)
+
+// newHTTPServer is the server serve runs, with the limits above.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+	}
+}
+
+// Readiness checks (README, "For the people who run it").
+const (
+	// readyInterval is the pause between two background readiness
+	// checks.
+	readyInterval = 5 * time.Second
+	// readyTimeout bounds one check (Nix's version, one storage read).
+	readyTimeout = 10 * time.Second
+	// readyStale: a result older than this means the checker is stuck,
+	// which is reported as not ready.
+	readyStale = 3 * (readyInterval + readyTimeout)
+	// readyFirstWait is how long a probe that comes before the first
+	// check has finished (just after start-up) waits for it.
+	readyFirstWait = 2 * time.Second
+	// defaultMinFree is the free space below which a disk counts as full:
+	// the file system of the Nix store (a build writes its outputs there)
+	// and that of filesystem storage (layers are written there).
+	defaultMinFree = 1 << 30
+	// nixStore is where Nix keeps store paths.
+	nixStore = "/nix/store"
+)
+
 // health answers /healthz (the process is alive and serving) and /readyz
-// (it can build and serve images: Nix runs and storage answers).
+// (it can build and serve images: Nix runs, storage answers, the disks
+// have room).
+//
+// Readiness is checked in the background by run, every readyInterval,
+// each check with its own context and timeout. /readyz only reads the last
+// result: a probe costs nothing, starts no process, and never uses its
+// request's context, so a probe that is aborted cannot turn a healthy
+// replica "not ready".
 type health struct {
 	store storage.Backend
 	// draining is set on SIGTERM: the replica is not ready any more, so
 	// that the load balancer stops sending it requests at once.
 	draining atomic.Bool
+	// disks are directories whose file systems need minFree bytes free.
+	disks   []string
+	minFree uint64
+	// statfs returns the bytes available to Nixery on the file system
+	// holding path (freeBytes; tests inject a full disk).
+	statfs func(path string) (uint64, error)
 
 	mu      sync.Mutex
-	checked time.Time
-	reason  string // why not ready; "" if ready
+	checked time.Time     // of the last result; zero before the first
+	reason  string        // why not ready; "" if ready
+	first   chan struct{} // closed when the first result is in
 }
 
-// readyCache is how long a readiness result is reused, so that frequent
-// probes do not start a Nix process each.
-const readyCache = 5 * time.Second
+// firstResult returns a channel closed once the first result is in.
+func (h *health) firstResult() chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.first == nil {
+		h.first = make(chan struct{})
+	}
+	return h.first
+}
 
 func (h *health) healthz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -237,33 +303,83 @@ func (h *health) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *health) readyz(w http.ResponseWriter, r *http.Request) {
-	if h.draining.Load() {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, "not ready: shutting down")
-		return
+	// Just after start-up, wait a little for the first result rather
+	// than answer "not checked yet". The request's context only ends the
+	// wait; it never reaches a check.
+	select {
+	case <-h.firstResult():
+	default:
+		t := time.NewTimer(readyFirstWait)
+		select {
+		case <-h.firstResult():
+		case <-r.Context().Done():
+		case <-t.C:
+		}
+		t.Stop()
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if time.Since(h.checked) > readyCache {
-		h.reason = h.check(r.Context())
-		h.checked = time.Now()
-	}
+	reason := h.status(time.Now())
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	if h.reason != "" {
+	if reason != "" {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, "not ready: "+h.reason)
+		fmt.Fprintln(w, "not ready: "+reason)
 		return
 	}
 	fmt.Fprintln(w, "ready")
 }
 
+// status returns why the server is not ready at now, from the last check.
+func (h *health) status(now time.Time) string {
+	if h.draining.Load() {
+		return "shutting down"
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.checked.IsZero():
+		return "starting: readiness not checked yet"
+	case now.Sub(h.checked) > readyStale:
+		return fmt.Sprintf("readiness last checked %s ago", now.Sub(h.checked).Round(time.Second))
+	}
+	return h.reason
+}
+
+// run checks readiness at once and then every readyInterval until ctx
+// ends.
+func (h *health) run(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.update(ctx)
+		t.Reset(readyInterval)
+	}
+}
+
+// update runs one check and records its result, unless ctx ended meanwhile
+// (shutting down is not a verdict on Nix or storage).
+func (h *health) update(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	reason := h.check(cctx)
+	if ctx.Err() != nil {
+		return
+	}
+	first := h.firstResult()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.checked.IsZero() {
+		close(first)
+	}
+	h.reason, h.checked = reason, time.Now()
+}
+
 // check returns why the server is not ready, or "".
 func (h *health) check(ctx context.Context) string {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	if _, err := nix.Version(ctx); err != nil {
 		return "nix is not usable: " + err.Error()
 	}
@@ -272,5 +388,30 @@ func (h *health) check(ctx context.Context) string {
 	if _, err := h.store.GetObject(ctx, "readyz-probe"); err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return "storage is not reachable: " + err.Error()
 	}
+	statfs := h.statfs
+	if statfs == nil {
+		statfs = freeBytes
+	}
+	for _, dir := range h.disks {
+		free, err := statfs(dir)
+		if err != nil {
+			return fmt.Sprintf("free space of %s unknown: %v", dir, err)
+		}
+		if free < h.minFree {
+			return fmt.Sprintf("disk full: %s has %s free, less than %s", dir, mib(free), mib(h.minFree))
+		}
+	}
 	return ""
 }
+
+// freeBytes is the space available to unprivileged writers on the file
+// system holding path (statfs(2): available blocks × block size).
+func freeBytes(path string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+func mib(n uint64) string { return fmt.Sprintf("%d MiB", n>>20) }

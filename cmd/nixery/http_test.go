@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,7 +85,33 @@ func (brokenStore) GetObject(context.Context, string) ([]byte, error) {
 	return nil, errors.New("connection refused")
 }
 
+// countingStore counts the readiness probe's reads and tells of each.
+type countingStore struct {
+	storage.Backend
+	reads atomic.Int64
+	read  chan struct{}
+}
+
+func (c *countingStore) GetObject(ctx context.Context, name string) ([]byte, error) {
+	c.reads.Add(1)
+	if c.read != nil {
+		select {
+		case c.read <- struct{}{}:
+		default:
+		}
+	}
+	return c.Backend.GetObject(ctx, name)
+}
+
+func probe(t *testing.T, h *health, ctx context.Context) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.readyz(rec, httptest.NewRequest("GET", "/readyz", nil).WithContext(ctx))
+	return rec.Code, rec.Body.String()
+}
+
 func TestReadyz(t *testing.T) {
+	ctx := context.Background()
 	fs, err := storage.NewFilesystem(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -93,18 +122,183 @@ func TestReadyz(t *testing.T) {
 	if rec.Code != 200 {
 		t.Errorf("/healthz = %d", rec.Code)
 	}
-	broken := &health{store: brokenStore{fs}}
-	rec = httptest.NewRecorder()
-	broken.readyz(rec, httptest.NewRequest("GET", "/readyz", nil))
-	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "not ready") {
-		t.Errorf("/readyz with broken storage = %d %s", rec.Code, rec.Body)
+	// Before the first result a probe waits for it, until the probe ends
+	// (here: at once) or readyFirstWait has passed.
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if code, body := probe(t, healthy, gone); code != http.StatusServiceUnavailable || !strings.Contains(body, "not checked yet") {
+		t.Errorf("/readyz before the first check = %d %s", code, body)
 	}
-	// The result is reused for a while: no new check.
-	broken.checked = time.Now()
-	broken.reason = "cached reason"
-	rec = httptest.NewRecorder()
-	broken.readyz(rec, httptest.NewRequest("GET", "/readyz", nil))
-	if !strings.Contains(rec.Body.String(), "cached reason") {
-		t.Errorf("/readyz did not reuse its result: %s", rec.Body)
+	waiting := make(chan string)
+	go func() {
+		code, body := probe(t, healthy, ctx)
+		waiting <- fmt.Sprint(code, " ", body)
+	}()
+	healthy.update(ctx) // real Nix, real storage
+	if got := <-waiting; got != "200 ready\n" {
+		t.Errorf("/readyz waiting for the first check = %q", got)
+	}
+	if code, body := probe(t, healthy, ctx); code != 200 || body != "ready\n" {
+		t.Errorf("/readyz when healthy = %d %s", code, body)
+	}
+	if reason := healthy.status(time.Now().Add(readyStale + time.Second)); !strings.Contains(reason, "last checked") {
+		t.Errorf("a result older than %s still counts: %q", readyStale, reason)
+	}
+
+	broken := &health{store: brokenStore{fs}}
+	broken.update(ctx)
+	if code, body := probe(t, broken, ctx); code != http.StatusServiceUnavailable || !strings.Contains(body, "not ready: storage is not reachable") {
+		t.Errorf("/readyz with broken storage = %d %s", code, body)
+	}
+}
+
+// An aborted probe neither runs a check nor changes the answer (it used
+// to cache "not ready" for 5 s).
+func TestReadyzAbortedProbe(t *testing.T) {
+	fs, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &countingStore{Backend: fs}
+	h := &health{store: store}
+	h.update(context.Background())
+	aborted, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 3 {
+		if code, body := probe(t, h, aborted); code != 200 {
+			t.Errorf("aborted /readyz = %d %s", code, body)
+		}
+	}
+	if code, body := probe(t, h, context.Background()); code != 200 {
+		t.Errorf("/readyz after aborted probes = %d %s", code, body)
+	}
+	if n := store.reads.Load(); n != 1 {
+		t.Errorf("storage read %d times: probes must only read the last result", n)
+	}
+}
+
+// A full disk (the Nix store's or the storage's) makes the server not
+// ready, with the reason.
+func TestReadyzFullDisk(t *testing.T) {
+	fs, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := map[string]uint64{nixStore: 10 << 30, "/srv/nixery": 10 << 30}
+	h := &health{store: fs, disks: []string{nixStore, "/srv/nixery"}, minFree: defaultMinFree,
+		statfs: func(path string) (uint64, error) { return free[path], nil }}
+	h.update(context.Background())
+	if code, body := probe(t, h, context.Background()); code != 200 {
+		t.Fatalf("/readyz with room on both disks = %d %s", code, body)
+	}
+	for _, dir := range []string{nixStore, "/srv/nixery"} {
+		free[dir] = 100 << 20
+		h.update(context.Background())
+		code, body := probe(t, h, context.Background())
+		if want := "not ready: disk full: " + dir + " has 100 MiB free, less than 1024 MiB"; code != http.StatusServiceUnavailable || !strings.Contains(body, want) {
+			t.Errorf("/readyz with %s full = %d %q, want 503 %q", dir, code, body, want)
+		}
+		free[dir] = 10 << 30
+	}
+	// The real statfs, on a real directory.
+	h.statfs = nil
+	h.disks = []string{t.TempDir()}
+	h.minFree = 1
+	h.update(context.Background())
+	if code, body := probe(t, h, context.Background()); code != 200 {
+		t.Errorf("/readyz with statfs(2) = %d %s", code, body)
+	}
+	h.minFree = 1 << 62
+	h.update(context.Background())
+	if code, body := probe(t, h, context.Background()); code != http.StatusServiceUnavailable || !strings.Contains(body, "disk full") {
+		t.Errorf("/readyz with an unreachable threshold = %d %s", code, body)
+	}
+}
+
+// The checker runs in the background from the start and stops with its
+// context.
+func TestReadyzBackground(t *testing.T) {
+	fs, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &countingStore{Backend: fs, read: make(chan struct{}, 1)}
+	h := &health{store: store}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		h.run(ctx)
+		close(stopped)
+	}()
+	<-store.read // the first check, at once
+	cancel()
+	<-stopped
+	h.mu.Lock()
+	checked := !h.checked.IsZero()
+	h.mu.Unlock()
+	// The first check either finished before the cancellation (and
+	// counts) or was cut short by it (and does not: shutting down is no
+	// verdict on Nix or storage).
+	gone, stop := context.WithCancel(context.Background())
+	stop()
+	if code, body := probe(t, h, gone); checked && code != 200 || !checked && !strings.Contains(body, "not checked yet") {
+		t.Errorf("/readyz after the checker stopped = %d %s (checked: %v)", code, body, checked)
+	}
+}
+
+// The server's limits: a 1 MB URL is refused with 431 before any handler
+// runs; ordinary requests pass.
+func TestHTTPServerLimits(t *testing.T) {
+	handled := atomic.Int64{}
+	srv := newHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handled.Add(1)
+		fmt.Fprintln(w, "ok")
+	}))
+	if srv.IdleTimeout != 120*time.Second || srv.MaxHeaderBytes != 64<<10 || srv.ReadHeaderTimeout == 0 {
+		t.Errorf("limits: idle %s, max header bytes %d, read header %s", srv.IdleTimeout, srv.MaxHeaderBytes, srv.ReadHeaderTimeout)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	base := "http://" + ln.Addr().String()
+
+	resp, err := http.Get(base + "/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("ordinary request: %d", resp.StatusCode)
+	}
+	resp, err = http.Get(base + "/api/search?q=" + strings.Repeat("a", 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("1 MB URL: %d, want 431", resp.StatusCode)
+	}
+	if n := handled.Load(); n != 1 {
+		t.Errorf("handler ran %d times, want 1 (not for the 1 MB URL)", n)
+	}
+}
+
+// On SIGTERM (draining) a ready replica is not ready at once.
+func TestReadyzDraining(t *testing.T) {
+	fs, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &health{store: fs}
+	h.update(context.Background())
+	if code, body := probe(t, h, context.Background()); code != 200 {
+		t.Fatalf("/readyz = %d %s", code, body)
+	}
+	h.draining.Store(true)
+	if code, body := probe(t, h, context.Background()); code != 503 || !strings.Contains(body, "shutting down") {
+		t.Errorf("/readyz while draining = %d %s", code, body)
 	}
 }

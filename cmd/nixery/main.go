@@ -152,7 +152,11 @@ func serve(args []string) error {
 	site.Preload(ctx) // the package list for search, made once per package set
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
 	httpStats, gcStats := &httpMetrics{}, &gcMetrics{}
-	probes := &health{store: store}
+	probes := &health{store: store, disks: []string{nixStore}, minFree: defaultMinFree}
+	if _, ok := store.(*storage.Filesystem); ok {
+		probes.disks = append(probes.disks, cfg.StoragePath)
+	}
+	background.Go(func() { probes.run(bg) })
 	handler := newHandler(guard, cfg.MetricsPublic,
 		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Catalog()}, site,
 		metricsHandler(builder, httpStats, gcStats), probes)
@@ -162,7 +166,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: instrument(log, httpStats, handler), ReadHeaderTimeout: 10 * time.Second}
+	srv := newHTTPServer(instrument(log, httpStats, handler))
 	private := "no (public)"
 	if guard.Users != nil {
 		private = "yes, users of " + guard.Users.Path()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -55,10 +56,15 @@ func privateServer(t *testing.T, metricsPublic bool) (*httptest.Server, string) 
 		CacheTTL: time.Hour,
 		Logger:   log,
 	}
+	probes := &health{store: store}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { probes.run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
 	h := newHandler(&access.Guard{Users: users}, metricsPublic,
 		&registry.Registry{Builder: b, Storage: store, Logger: log},
 		&web.Site{Builder: b, Version: "test", Logger: log},
-		metricsHandler(b, &httpMetrics{}, &gcMetrics{}), &health{store: store})
+		metricsHandler(b, &httpMetrics{}, &gcMetrics{}), probes)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv, storeDir

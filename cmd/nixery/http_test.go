@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nixery/nixery/storage"
 )
 
@@ -41,7 +43,8 @@ func TestRoute(t *testing.T) {
 }
 
 func TestInstrument(t *testing.T) {
-	m := &httpMetrics{}
+	reg := prometheus.NewRegistry()
+	m := newHTTPMetrics(reg)
 	var logged strings.Builder
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 	h := instrument(log, m, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -60,11 +63,12 @@ func TestInstrument(t *testing.T) {
 	for _, p := range []string{"/v2/x/blobs/sha256:00", "/api/build/x/events", "/nope"} {
 		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", p, nil))
 	}
-	var out strings.Builder
-	m.write(&out)
+	rec := httptest.NewRecorder()
+	metricsHandler(reg).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	out := rec.Body
 	for _, want := range []string{
-		`nixery_http_requests_total{route="v2_blob",code="2xx"} 1`,
-		`nixery_http_requests_total{route="web",code="4xx"} 1`,
+		`nixery_http_requests_total{code="2xx",route="v2_blob"} 1`,
+		`nixery_http_requests_total{code="4xx",route="web"} 1`,
 		`nixery_http_response_bytes_total{route="v2_blob"} 12`,
 		`nixery_http_request_duration_seconds_bucket{route="api_events",le="+Inf"} 1`,
 		`nixery_http_request_duration_seconds_count{route="web"} 1`,

@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nixery/nixery/access"
 	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/config"
@@ -64,7 +66,7 @@ func privateServer(t *testing.T, metricsPublic bool) (*httptest.Server, string) 
 	h := newHandler(&access.Guard{Users: users}, metricsPublic,
 		&registry.Registry{Builder: b, Storage: store, Logger: log},
 		&web.Site{Builder: b, Version: "test", Logger: log},
-		metricsHandler(b, &httpMetrics{}, &gcMetrics{}), probes)
+		metricsHandler(prometheus.NewRegistry()), probes)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv, storeDir

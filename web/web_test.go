@@ -75,7 +75,7 @@ func TestPages(t *testing.T) {
 		{"GET", "/api/image/hello", 404, "application/json", []string{"not built yet"}},
 		{"GET", "/api/image/a..b", 400, "application/json", []string{`"error"`}},
 		{"GET", "/api/build/BAD/events", 400, "application/json", []string{"invalid repository name"}},
-		{"GET", "/build/bad:..", 400, "text/html", []string{"invalid tag"}},
+		{"GET", "/build/bad:..", 404, "text/html", []string{"invalid tag"}},
 		{"GET", "/nope", 404, "text/html", []string{"no such page"}},
 		{"POST", "/", 405, "text/html", nil},
 		{"POST", "/image/hello", 405, "text/html", nil},

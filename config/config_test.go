@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nixery/nixery/internal/need"
 )
 
 func TestLoad(t *testing.T) {
@@ -241,7 +243,7 @@ func TestSourceTags(t *testing.T) {
 func gitRepo(t *testing.T) (dir, c1, c2 string) {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git is not installed")
+		need.Skip(t, "git is not installed")
 	}
 	dir = t.TempDir()
 	git := func(args ...string) string {

@@ -117,7 +117,7 @@ type Runner struct {
 // Request says what to build.
 type Request struct {
 	// SrcType and SrcArgs say where the package set comes from, as
-	// rendered by config.Source.Render: "path" and an absolute directory,
+	// resolved by config.Source.Resolve (Resolved.Type and Args): "path" and an absolute directory,
 	// "nixpkgs" and a channel, branch or commit, or "git" and a JSON
 	// object {"url":…,"ref":…} or {"url":…,"rev":…}.
 	SrcType, SrcArgs string

@@ -38,8 +38,8 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/builder"
-	"github.com/nixery/nixery/registry"
 	"github.com/nixery/nixery/image"
+	"github.com/nixery/nixery/registry"
 )
 
 // Site serves the pages and their JSON endpoints. Builder is required.

@@ -18,10 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nixery/nixery/access"
-	"github.com/nixery/nixery/builder"
-	"github.com/nixery/nixery/config"
-	"github.com/nixery/nixery/demo/demotest"
-	"github.com/nixery/nixery/nix"
+	"github.com/nixery/nixery/builder/buildertest"
 	"github.com/nixery/nixery/registry"
 	"github.com/nixery/nixery/storage"
 	"github.com/nixery/nixery/web"
@@ -31,7 +28,6 @@ import (
 // demo set with real Nix, with an htpasswd file generated here.
 func privateServer(t *testing.T, metricsPublic bool) (*httptest.Server, string) {
 	t.Helper()
-	pkgs := demotest.Set(t)
 	dir := t.TempDir()
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret-pw"), bcrypt.MinCost)
 	if err != nil {
@@ -51,13 +47,8 @@ func privateServer(t *testing.T, metricsPublic bool) (*httptest.Server, string) 
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	b := &builder.Builder{
-		Source:   config.PathSource{Path: pkgs},
-		Nix:      &nix.Runner{Timeout: 2 * time.Minute, Offline: true},
-		Storage:  store,
-		CacheTTL: time.Hour,
-		Logger:   log,
-	}
+	b := buildertest.New(t)
+	b.Storage, b.Logger = store, log
 	probes := &health{store: store}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

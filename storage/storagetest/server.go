@@ -193,5 +193,3 @@ func (s *Server) Resume() {
 	}
 }
 
-// Log returns what the server printed since it was last started.
-func (s *Server) Log() string { return s.log.String() }

@@ -192,4 +192,3 @@ func (s *Server) Resume() {
 		s.cmd.Process.Signal(syscall.SIGCONT)
 	}
 }
-

@@ -132,26 +132,9 @@ func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// ParseRef parses "<name>[:<tag>]" (the tag defaults to "latest") into a
-// build request, with the registry's validation.
-func ParseRef(ref string) (*image.Request, error) {
-	name, tag := ref, "latest"
-	if i := strings.LastIndexByte(ref, ':'); i >= 0 {
-		name, tag = ref[:i], ref[i+1:]
-	}
-	return image.Parse(name, tag)
-}
-
-// Ref formats a request back into "<name>[:<tag>]", without ":latest".
-func Ref(req *image.Request) string {
-	if req.Tag == "latest" {
-		return req.Name
-	}
-	return req.Name + ":" + req.Tag
-}
 
 func (s *Site) withRef(w http.ResponseWriter, r *http.Request, ref string, h func(http.ResponseWriter, *http.Request, *image.Request)) {
-	req, err := ParseRef(ref)
+	req, err := image.ParseRef(ref)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
@@ -232,7 +215,7 @@ type Commands struct {
 }
 
 func commands(r *http.Request, req *image.Request) Commands {
-	ref := host(r) + "/" + Ref(req)
+	ref := host(r) + "/" + req.Ref()
 	tls, srcTLS := "", ""
 	if insecure(r) {
 		tls, srcTLS = "--tls-verify=false ", "--src-tls-verify=false "

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nixery/nixery/internal/need"
 	"github.com/nixery/nixery/storage"
 )
 
@@ -115,6 +116,7 @@ func probe(t *testing.T, h *health, ctx context.Context) (int, string) {
 }
 
 func TestReadyz(t *testing.T) {
+	need.Tool(t, "nix-build") // the healthy case runs real Nix
 	ctx := context.Background()
 	fs, err := storage.NewFilesystem(t.TempDir())
 	if err != nil {

@@ -234,15 +234,20 @@ type Option struct {
 // command-line flag.
 var optionNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9-]*$`)
 
-// nextOptionRE finds where a ";" starts the next option: at "name =".
-var nextOptionRE = regexp.MustCompile(`^\s*[A-Za-z][A-Za-z0-9-]*\s*=`)
+// nextOptionRE finds where a ";" starts the next option: at "word =",
+// where the word may be any name (it is checked after the split, so that
+// "; --store = x" is an error, not part of a value), but not a URL or a
+// path: a machine of Nix's builders list ("ssh://b?ssh-key=/k x86_64-linux")
+// may hold "=" too.
+var nextOptionRE = regexp.MustCompile(`^\s*[^\s=;:/]+\s*=`)
 
 // ParseOptions reads NIXERY_NIX_OPTIONS: Nix settings as in nix.conf,
 // "name = value", one a line or separated by ";", such as
 //
 //	builders = ssh://builder x86_64-linux; max-jobs = 0
 //
-// A ";" that is not followed by another "name =" belongs to the value, as
+// A ";" that is not followed by another "name =" (or what tries to be one)
+// belongs to the value, as
 // in builders = ssh://a x86_64-linux; ssh://b aarch64-linux (Nix's own
 // separator of machines). Blank lines and lines starting with "#" are
 // skipped. Names are letters, digits and "-", starting with a letter;

@@ -42,6 +42,9 @@ func TestParseOptions(t *testing.T) {
 		{in: "1x = 1", wantErr: `"1x" is not a Nix setting name`},
 		{in: "a b = 1", wantErr: `"a b" is not a Nix setting name`},
 		{in: "cores = 1\n-I = /etc", wantErr: `"-I" is not a Nix setting name`},
+		{in: "max-jobs = 0; --store = /tmp/x", wantErr: `"--store" is not a Nix setting name`},
+		{in: "max-jobs = 0;x y=1", want: []Option{{"max-jobs", "0;x y=1"}}},
+		{in: "builders = user@b x86_64-linux /k 2; max-jobs=0", want: []Option{{"builders", "user@b x86_64-linux /k 2"}, {"max-jobs", "0"}}},
 	}
 	for _, tt := range tests {
 		got, err := ParseOptions(tt.in)

@@ -164,6 +164,9 @@ func TestNixCacheSubstitutes(t *testing.T) {
 	if strings.Contains(a.out.String(), "nix cache push failed") {
 		t.Fatalf("replica A's push failed:\n%s", tail(a.out.String(), 20))
 	}
+	if n := a.metric(t, `nixery_nix_cache_pushes_total{result="succeeded"}`); n != 1 {
+		t.Errorf("replica A counts %d pushes, want 1", n)
+	}
 
 	b := startReplica(t, tmp, "b", emptyStore, env)
 	defer b.stop()

@@ -209,6 +209,7 @@ func metricsHandler(b *builder.Builder, m *httpMetrics, gc *gcMetrics) http.Hand
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		b.WriteMetrics(w)
+		b.Nix.WriteMetrics(w) // pushes to the Nix binary cache
 		m.write(w)
 		gc.write(w)
 	})

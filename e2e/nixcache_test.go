@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -222,5 +223,39 @@ func TestNixCacheSubstitutes(t *testing.T) {
 	rootfs := pullFrom(t, &b.nixery, "shell/hello")
 	if out := inImage(t, rootfs, "hello"); !strings.Contains(out, "Hello, world!") {
 		t.Errorf("hello from replica B's image printed %q", out)
+	}
+}
+
+// TestNixCacheBuildLocalPushes: `nixery build --local`, a process that
+// ends with its build, pushes the closure to the cache before it exits
+// and leaves no garbage-collector roots of its push behind.
+func TestNixCacheBuildLocalPushes(t *testing.T) {
+	needServer(t)
+	tmp := t.TempDir()
+	cache, tmpdir := filepath.Join(tmp, "nix-cache"), filepath.Join(tmp, "tmp")
+	os.Mkdir(tmpdir, 0o755)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "build", "--local", "--quiet", "shell/hello")
+	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+filepath.Join(tmp, "cache"), "STORAGE_PATH="+filepath.Join(tmp, "storage"),
+		"NIXERY_CHANNEL=", "NIXERY_PKGS_REPO=", "NIXERY_PKGS_PATH=", "NIXERY_NIX_CACHE=file://"+cache, "TMPDIR="+tmpdir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nixery build --local: %v\n%s", err, out)
+	}
+	infos, _ := filepath.Glob(filepath.Join(cache, "*.narinfo"))
+	var pushed []string
+	for _, f := range infos {
+		data, _ := os.ReadFile(f)
+		if m := regexp.MustCompile(`StorePath: /nix/store/[a-z0-9]{32}-(.*)`).FindSubmatch(data); m != nil {
+			pushed = append(pushed, string(m[1]))
+		}
+	}
+	for _, want := range []string{"hello-2.12.1", "bash-interactive-5.2", "nano-7.2", "bootstrap-busybox"} {
+		if !slices.Contains(pushed, want) {
+			t.Errorf("the cache lacks %s: %v", want, pushed)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmpdir, "nixery-*")); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
 	}
 }

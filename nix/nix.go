@@ -14,6 +14,11 @@
 // stopped as a group: SIGTERM first, so that Nix stops its builders (which
 // live in sessions of their own, out of the group's reach), then SIGKILL
 // for whatever is left, so that a timed-out build leaves nothing behind.
+//
+// For a fleet, a Runner may share Nix's work through a binary cache
+// (Cache: substitute from it, push every realised closure to it, in the
+// background) and pass the operator's Nix settings to every Nix process
+// (Options, such as builders for Nix's remote builders).
 package nix
 
 import (

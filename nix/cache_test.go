@@ -207,7 +207,8 @@ func narinfo(cache, path string) string {
 // cache.
 func TestCachePush(t *testing.T) {
 	req := demoSource(t, "hello")
-	cache := filepath.Join(t.TempDir(), "cache")
+	cache, tmp := filepath.Join(t.TempDir(), "cache"), t.TempDir()
+	t.Setenv("TMPDIR", tmp)
 	rec := &recorder{}
 	r := rec.runner(&Runner{Timeout: time.Minute, Offline: true,
 		Cache:   Cache{URL: "file://" + cache},
@@ -265,9 +266,13 @@ func TestCachePush(t *testing.T) {
 	if !strings.Contains(rec.log.String(), "pushed to the Nix binary cache") {
 		t.Errorf("log:\n%s", rec.log.String())
 	}
-	// The push's own roots are gone with it.
-	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "nixery-push-*")); len(left) > 0 {
-		t.Logf("push directories left (maybe another test's): %v", left)
+	// The push's own roots were there, and are gone with it.
+	roots := rec.command("nix-store", "--add-root")
+	if i := slices.Index(roots, "--add-root"); i < 0 || !strings.HasPrefix(roots[i+1], filepath.Join(tmp, "nixery-push-")) {
+		t.Errorf("the push's roots are not in TMPDIR: %q", roots)
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "nixery-push-*")); len(left) > 0 {
+		t.Errorf("push directories left: %v", left)
 	}
 
 	// Without a cache, nothing of it.

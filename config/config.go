@@ -248,7 +248,6 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	var err error
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
@@ -290,6 +289,7 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
+	var err error
 	if c.NixOptions, err = nix.ParseOptions(*values["nix-options"]); err != nil {
 		return nil, err
 	}

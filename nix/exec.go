@@ -129,9 +129,9 @@ func command(ctx context.Context, name string, args ...string) (cmd *exec.Cmd, f
 }
 
 // lineWriter splits what Nix writes to stderr into lines, redacts the
-// credentials of URLs and the hidden texts in them, cuts them to MaxLineBytes, passes each to
-// log, keeps the last tailLines meaningful ones and recognises the
-// unknown-packages error of build.nix. It holds at most maxScanBytes of a
+// credentials of URLs and the hidden texts in them, cuts them to
+// MaxLineBytes, passes each to log, keeps the last tailLines meaningful
+// ones and recognises the unknown-packages error of build.nix. It holds at most maxScanBytes of a
 // line, however long the line.
 type lineWriter struct {
 	log  func(string)

@@ -153,6 +153,12 @@ func buildLocally(ctx context.Context, req *image.Request, show progressView, st
 	for e := range events {
 		show.event(e)
 		if e.Final() {
+			// The process ends here: let the closure reach the Nix
+			// binary cache first (NIXERY_NIX_CACHE), or its GC roots
+			// would stay behind.
+			if err := p.builder.Nix.WaitPushes(ctx); err != nil {
+				log.Warn("not waiting for the push to the Nix binary cache", "err", err)
+			}
 			return e, host, nil
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -175,6 +176,17 @@ func instrument(log *slog.Logger, m *httpMetrics, next http.Handler) http.Handle
 func metrics(b *builder.Builder) (*prometheus.Registry, *httpMetrics, *gcMetrics) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), b.Collector())
+	// Pushes to the Nix binary cache (NIXERY_NIX_CACHE), read when scraped.
+	for result, n := range map[string]func(nix.PushStats) int64{
+		"succeeded": func(s nix.PushStats) int64 { return s.Succeeded },
+		"failed":    func(s nix.PushStats) int64 { return s.Failed },
+		"skipped":   func(s nix.PushStats) int64 { return s.Skipped },
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "nixery_nix_cache_pushes_total", Help: "Closures pushed to the Nix binary cache (NIXERY_NIX_CACHE), by result.",
+			ConstLabels: prometheus.Labels{"result": result},
+		}, func() float64 { return float64(n(b.Nix.Pushes())) }))
+	}
 	return reg, newHTTPMetrics(reg), newGCMetrics(reg)
 }
 
@@ -374,12 +386,23 @@ func (h *health) check(ctx context.Context) string {
 
 // freeBytes is the space available to unprivileged writers on the file
 // system holding path (statfs(2): available blocks × block size).
+//
+// A directory that does not exist yet (the Nix store of an empty /nix
+// volume before the first build) is judged by the nearest one above it
+// that does: that is where it will be made.
 func freeBytes(path string) (uint64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(path, &st); err != nil {
-		return 0, err
+	for {
+		var st syscall.Statfs_t
+		err := syscall.Statfs(path, &st)
+		if err == nil {
+			return st.Bavail * uint64(st.Bsize), nil
+		}
+		parent := filepath.Dir(path)
+		if !errors.Is(err, syscall.ENOENT) || parent == path {
+			return 0, err
+		}
+		path = parent
 	}
-	return st.Bavail * uint64(st.Bsize), nil
 }
 
 func mib(n uint64) string { return fmt.Sprintf("%d MiB", n>>20) }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -306,5 +307,19 @@ func TestReadyzDraining(t *testing.T) {
 	h.draining.Store(true)
 	if code, body := probe(t, h, context.Background()); code != 503 || !strings.Contains(body, "shutting down") {
 		t.Errorf("/readyz while draining = %d %s", code, body)
+	}
+}
+
+// A disk directory that does not exist yet (the store of an empty /nix
+// volume) is judged by the nearest existing directory above it.
+func TestFreeBytesMissingDir(t *testing.T) {
+	dir := t.TempDir()
+	want, err := freeBytes(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := freeBytes(filepath.Join(dir, "nix", "store"))
+	if err != nil || got == 0 || want == 0 {
+		t.Errorf("freeBytes of a missing directory = %d, %v (its parent: %d)", got, err, want)
 	}
 }

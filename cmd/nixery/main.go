@@ -207,6 +207,10 @@ func serve(args []string) error {
 	if err := builder.Drain(drainCtx); err != nil {
 		log.Warn("builds still running at shutdown; other replicas take them over", "err", err)
 	}
+	// Closures still being pushed to the Nix binary cache, in the same time.
+	if err := builder.Nix.WaitPushes(drainCtx); err != nil {
+		log.Warn("pushes to the Nix cache still running at shutdown; their paths are pushed by the next build of them", "err", err)
+	}
 	cancelDrain()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nixery/nixery/builder"
+	"github.com/nixery/nixery/catalog"
 	"github.com/nixery/nixery/nix"
 	"github.com/nixery/nixery/storage"
 )
@@ -363,9 +364,9 @@ func (h *health) check(ctx context.Context) string {
 	if _, err := nix.Version(ctx); err != nil {
 		return "nix is not usable: " + err.Error()
 	}
-	// A probe object that does not exist: ErrNotFound means storage
+	// A read of an object that does not exist: "not found" means storage
 	// answered.
-	if _, err := h.store.GetObject(ctx, "readyz-probe"); err != nil && !errors.Is(err, storage.ErrNotFound) {
+	if err := catalog.New(h.store, nil).Probe(ctx); err != nil {
 		return "storage is not reachable: " + err.Error()
 	}
 	statfs := h.statfs

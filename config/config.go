@@ -234,27 +234,44 @@ func Usage(w io.Writer) {
 func Load(args []string, getenv func(string) string) (*Config, error) {
 	fs := flag.NewFlagSet("nixery serve", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	values := map[string]*string{}
-	for _, s := range settings {
-		v := getenv(s.env)
-		if v == "" {
-			v = s.def
-		}
-		if s.def == "true" || s.def == "false" {
-			// A switch: "--s3-path-style" alone means true.
-			b := &boolString{v}
-			fs.Var(b, s.flag, s.usage)
-			values[s.flag] = &b.s
-			continue
-		}
-		values[s.flag] = fs.String(s.flag, v, s.usage)
-	}
+	load := Settings(fs, getenv)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	return load()
+}
+
+// Settings registers every setting of serve on fs, each with its
+// environment variable as the default and named in its usage line, and
+// returns the function that reads the parsed flags into a Config (call
+// it after fs.Parse). Every subcommand that opens storage or runs Nix
+// (serve, gc, build --local) takes the same settings this way, and its
+// --help lists them from the same table.
+func Settings(fs *flag.FlagSet, getenv func(string) string) func() (*Config, error) {
+	values := map[string]*string{}
+	for _, s := range settings {
+		v := getenv(s.env)
+		if v == "" {
+			v = s.def
+		}
+		usage := s.usage + " ($" + s.env + ")"
+		if s.def == "true" || s.def == "false" {
+			// A switch: "--s3-path-style" alone means true.
+			b := &boolString{v}
+			fs.Var(b, s.flag, usage)
+			values[s.flag] = &b.s
+			continue
+		}
+		values[s.flag] = fs.String(s.flag, v, usage)
+	}
+	return func() (*Config, error) { return fromFlags(values, getenv) }
+}
+
+// fromFlags makes the Config from the settings' values.
+func fromFlags(values map[string]*string, getenv func(string) string) (*Config, error) {
 	get := func(name string) string { return strings.TrimSpace(*values[name]) }
 	p := parser{get: get}
 

@@ -152,6 +152,20 @@ func TestFlake(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "flake.lock")); err == nil {
 		t.Error("Nix wrote a flake.lock into the package set")
 	}
+	// The package search lists a flake's packages too.
+	pkgs, err := r.Packages(ctx, SearchRequest{SrcType: "flake", SrcArgs: md.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []string
+	for _, p := range pkgs {
+		listed = append(listed, p.Attr)
+	}
+	for _, want := range []string{"hello", "xorg.xev", "python3Packages.numpy"} {
+		if !slices.Contains(listed, want) {
+			t.Errorf("search of the flake lacks %s: %v", want, listed)
+		}
+	}
 	if err := os.WriteFile(filepath.Join(dir, "NEWS"), []byte("changed\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

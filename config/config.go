@@ -69,6 +69,7 @@ var settings = []setting{
 	{"channel", "NIXERY_CHANNEL", "", "package source: a nixpkgs channel, branch or commit for the tag latest; other tags select other channels (nixos-24.11) or commits (needs network access to fetch nixpkgs)"},
 	{"pkgs-repo", "NIXERY_PKGS_REPO", "", "package source: a git repository; the image tag selects a branch, tag or commit"},
 	{"pkgs-path", "NIXERY_PKGS_PATH", "", "package source: a local directory holding a package set (default.nix)"},
+	{"pkgs-flake", "NIXERY_PKGS_FLAKE", "", "package source: a flake reference (github:org/repo, git+https://host/repo, git+file:///srv/pkgs, path:/srv/pkgs); packages are its legacyPackages.<system>, then packages.<system>; for a flake in git the image tag selects a branch, tag or commit"},
 	{"storage-backend", "NIXERY_STORAGE_BACKEND", "filesystem", "where images are stored: filesystem, gcs or s3"},
 	{"storage-path", "STORAGE_PATH", "", "directory of the filesystem backend (default: $XDG_CACHE_HOME/nixery/storage, i.e. ~/.cache/nixery/storage)"},
 	{"gcs-bucket", "GCS_BUCKET", "", "gcs: the bucket (credentials the standard Google way)"},
@@ -331,13 +332,13 @@ func fromFlags(values map[string]*string, getenv func(string) string) (*Config, 
 	}
 
 	var sources []string
-	for _, name := range []string{"channel", "pkgs-repo", "pkgs-path"} {
+	for _, name := range []string{"channel", "pkgs-repo", "pkgs-path", "pkgs-flake"} {
 		if get(name) != "" {
 			sources = append(sources, name)
 		}
 	}
 	if len(sources) > 1 {
-		return nil, fmt.Errorf("set only one package source, not %s: NIXERY_CHANNEL (--channel), NIXERY_PKGS_REPO (--pkgs-repo) or NIXERY_PKGS_PATH (--pkgs-path)", strings.Join(sources, " and "))
+		return nil, fmt.Errorf("set only one package source, not %s: NIXERY_CHANNEL (--channel), NIXERY_PKGS_REPO (--pkgs-repo), NIXERY_PKGS_PATH (--pkgs-path) or NIXERY_PKGS_FLAKE (--pkgs-flake)", strings.Join(sources, " and "))
 	}
 	switch {
 	case get("channel") != "":
@@ -353,6 +354,12 @@ func fromFlags(values map[string]*string, getenv func(string) string) (*Config, 
 			return nil, fmt.Errorf("NIXERY_PKGS_PATH / --pkgs-path %s must be a directory with a default.nix: %w", p, err)
 		}
 		c.Source = PathSource{Path: p}
+	case get("pkgs-flake") != "":
+		ref, err := ParseFlakeRef(get("pkgs-flake"))
+		if err != nil {
+			return nil, fmt.Errorf("NIXERY_PKGS_FLAKE / --pkgs-flake: %w", err)
+		}
+		c.Source = &FlakeSource{Ref: ref, TTL: c.CacheTTL}
 	}
 
 	cache := getenv("XDG_CACHE_HOME")

@@ -70,9 +70,9 @@ type FlakeSource struct {
 	err     error
 	git     *GitSource // resolves tags of a flake in git
 	mu      sync.Mutex
-	locks   map[string]flakeLock // by the reference given to Nix
-	failed  map[string]time.Time // the same, when it failed
-	calls   map[string]*lockCall
+	locks   map[string]flakeLock        // by the reference given to Nix
+	failed  map[string]time.Time        // the same, when it failed
+	calls   flights[*nix.FlakeMetadata] // lockings in flight
 	slots   chan struct{}
 	nowFunc func() time.Time
 }
@@ -80,16 +80,6 @@ type FlakeSource struct {
 type flakeLock struct {
 	md *nix.FlakeMetadata
 	at time.Time
-}
-
-// lockCall is one locking in flight; like gitCall, it stops when its
-// last waiter leaves.
-type lockCall struct {
-	done    chan struct{}
-	md      *nix.FlakeMetadata
-	err     error
-	waiters int
-	cancel  context.CancelFunc
 }
 
 // flakeRef is a flake reference taken apart as far as Nixery needs it.
@@ -319,41 +309,22 @@ func (s *FlakeSource) lock(ctx context.Context, ref string) (*nix.FlakeMetadata,
 		s.mu.Unlock()
 		return l.md, nil
 	}
-	c := s.calls[ref]
-	if c == nil {
-		if at, ok := s.failed[ref]; ok && now.Sub(at) < UnknownRefTTL {
-			s.mu.Unlock()
-			return nil, fmt.Errorf("%s: locking %s failed less than %s ago; not trying again yet", s, redact.URLs(ref), UnknownRefTTL)
-		}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.lockTimeout())
-		c = &lockCall{done: make(chan struct{}), cancel: cancel}
-		if s.calls == nil {
-			s.calls = map[string]*lockCall{}
-		}
-		s.calls[ref] = c
-		go s.fly(fctx, ref, c)
-	}
-	c.waiters++
-	s.mu.Unlock()
-	if s.waiting != nil {
-		s.waiting(ref)
-	}
-
-	select {
-	case <-c.done:
-		return c.md, c.err
-	case <-ctx.Done():
-		s.mu.Lock()
-		c.waiters--
-		if c.waiters == 0 {
-			c.cancel()
-			if s.calls[ref] == c {
-				delete(s.calls, ref)
-			}
-		}
+	if at, ok := s.failed[ref]; ok && now.Sub(at) < UnknownRefTTL {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("locking %s: %w", s, ctx.Err())
+		return nil, fmt.Errorf("%s: locking %s failed less than %s ago; not trying again yet", s, redact.URLs(ref), UnknownRefTTL)
 	}
+	s.mu.Unlock()
+	var joined func()
+	if s.waiting != nil {
+		joined = func() { s.waiting(ref) }
+	}
+	md, err := s.calls.do(ctx, ref, s.lockTimeout(), func(ctx context.Context) (*nix.FlakeMetadata, error) {
+		return s.fly(ctx, ref)
+	}, joined)
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("locking %s: %w", s, err)
+	}
+	return md, err
 }
 
 func (s *FlakeSource) lockTimeout() time.Duration {
@@ -363,11 +334,11 @@ func (s *FlakeSource) lockTimeout() time.Duration {
 	return FlakeLockTimeout
 }
 
-// fly runs the locking of c and records its outcome.
-func (s *FlakeSource) fly(ctx context.Context, ref string, c *lockCall) {
-	defer c.cancel()
+// fly locks ref and records the outcome.
+func (s *FlakeSource) fly(ctx context.Context, ref string) (*nix.FlakeMetadata, error) {
 	md, err := s.metadata(ctx, ref)
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	switch {
 	case err == nil:
 		s.locks = remember(s.locks, ref, flakeLock{md: md, at: s.now()})
@@ -376,12 +347,7 @@ func (s *FlakeSource) fly(ctx context.Context, ref string, c *lockCall) {
 		// because it was stopped: do not ask again at once.
 		s.failed = remember(s.failed, ref, s.now())
 	}
-	if s.calls[ref] == c {
-		delete(s.calls, ref)
-	}
-	c.md, c.err = md, err
-	s.mu.Unlock()
-	close(c.done)
+	return md, err
 }
 
 // metadata runs `nix flake metadata` for ref once a slot is free.

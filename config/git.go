@@ -74,25 +74,14 @@ type GitSource struct {
 
 	mu      sync.Mutex
 	cache   map[string]gitResolution
-	unknown map[string]time.Time // name → when it was found missing
-	calls   map[string]*gitCall  // resolutions in flight, by name
-	slots   chan struct{}        // one token per running git process
+	unknown map[string]time.Time   // name → when it was found missing
+	calls   flights[gitResolution] // resolutions in flight, by name
+	slots   chan struct{}          // one token per running git process
 }
 
 type gitResolution struct {
 	ref, rev string
 	at       time.Time
-}
-
-// gitCall is one resolution in flight. Unlike singleflight's, it is
-// cancelled when its last waiter leaves: nobody is left to want it, and a
-// crawler's abandoned requests must not keep git processes running.
-type gitCall struct {
-	done    chan struct{}
-	res     gitResolution
-	err     error
-	waiters int
-	cancel  context.CancelFunc
 }
 
 func (s *GitSource) String() string { return "git repository " + redact.URLs(s.Repository) }
@@ -143,44 +132,22 @@ func (s *GitSource) lookup(ctx context.Context, tag string) (gitResolution, erro
 		s.mu.Unlock()
 		return gitResolution{}, &UnknownRevisionError{Source: s.String(), Tag: tag}
 	}
-	c := s.calls[tag]
-	if c == nil {
-		// The flight has its own time limit, and its context ends early
-		// only when every waiter has left.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.gitTimeout())
-		c = &gitCall{done: make(chan struct{}), cancel: cancel}
-		if s.calls == nil {
-			s.calls = map[string]*gitCall{}
-		}
-		s.calls[tag] = c
-		go s.fly(fctx, tag, c)
-	}
-	c.waiters++
 	s.mu.Unlock()
+	var joined func()
 	if s.waiting != nil {
-		s.waiting(tag)
+		joined = func() { s.waiting(tag) }
 	}
-
-	select {
-	case <-c.done:
-		return c.res, c.err
-	case <-ctx.Done():
-		s.mu.Lock()
-		c.waiters--
-		if c.waiters == 0 {
-			c.cancel()
-			if s.calls[tag] == c {
-				delete(s.calls, tag) // the next caller starts afresh
-			}
-		}
-		s.mu.Unlock()
-		return gitResolution{}, fmt.Errorf("resolving %q in %s: %w", tag, s, ctx.Err())
+	r, err := s.calls.do(ctx, tag, s.gitTimeout(), func(ctx context.Context) (gitResolution, error) {
+		return s.fly(ctx, tag)
+	}, joined)
+	if err != nil && ctx.Err() != nil {
+		return gitResolution{}, fmt.Errorf("resolving %q in %s: %w", tag, s, err)
 	}
+	return r, err
 }
 
-// fly runs the resolution of c and records its outcome.
-func (s *GitSource) fly(ctx context.Context, tag string, c *gitCall) {
-	defer c.cancel()
+// fly runs the resolution of tag and records its outcome.
+func (s *GitSource) fly(ctx context.Context, tag string) (gitResolution, error) {
 	r, err := s.lsRemote(ctx, tag)
 	s.mu.Lock()
 	var unknown *UnknownRevisionError
@@ -194,15 +161,11 @@ func (s *GitSource) fly(ctx context.Context, tag string, c *gitCall) {
 	case errors.As(err, &unknown):
 		s.rememberUnknown(tag)
 	}
-	if s.calls[tag] == c {
-		delete(s.calls, tag)
-	}
-	c.res, c.err = r, err
 	s.mu.Unlock()
-	close(c.done)
 	if s.finished != nil {
 		s.finished(tag, err)
 	}
+	return r, err
 }
 
 // rememberUnknown records tag as missing; s.mu is held. The record is

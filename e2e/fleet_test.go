@@ -9,8 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/nixery/nixery/storage/storagetest"
 )
 
 // TestFleetBuildsOnce runs two replicas on one bucket (S3 and GCS): eight
@@ -21,12 +19,7 @@ func TestFleetBuildsOnce(t *testing.T) {
 	needServer(t)
 	for _, backend := range []string{"s3", "gcs"} {
 		t.Run(backend, func(t *testing.T) {
-			var srv *storagetest.Server
-			if backend == "s3" {
-				srv = storagetest.StartS3(t)
-			} else {
-				srv = storagetest.StartGCS(t)
-			}
+			srv := startBucket(t, backend)
 			tmp := t.TempDir()
 			env := append(bucketEnv(backend, srv), "NIXERY_BUILD_LEASE_TTL=2", "NIXERY_SLOW_SECONDS=3", "NIXERY_BLOB_REDIRECT=false")
 			a, err := start(tmp, filepath.Join(tmp, "unused-a"), env...)

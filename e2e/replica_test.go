@@ -28,6 +28,14 @@ func bucketEnv(backend string, srv *storagetest.Server) []string {
 	panic(backend)
 }
 
+// startBucket starts the test server of a bucket backend, "s3" or "gcs".
+func startBucket(t *testing.T, backend string) *storagetest.Server {
+	if backend == "s3" {
+		return storagetest.StartS3(t)
+	}
+	return storagetest.StartGCS(t)
+}
+
 // TestReplicasShareABucket runs two Nixery processes on one bucket: an
 // image built through the first is pulled through the second without a
 // Nix build there. The first redirects blob downloads to the bucket, the
@@ -36,12 +44,7 @@ func TestReplicasShareABucket(t *testing.T) {
 	needServer(t)
 	for _, backend := range []string{"s3", "gcs"} {
 		t.Run(backend, func(t *testing.T) {
-			var srv *storagetest.Server
-			if backend == "s3" {
-				srv = storagetest.StartS3(t)
-			} else {
-				srv = storagetest.StartGCS(t)
-			}
+			srv := startBucket(t, backend)
 			tmp := t.TempDir()
 			env := bucketEnv(backend, srv)
 			redirecting, err := start(tmp, filepath.Join(tmp, "unused-a"), env...)

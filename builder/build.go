@@ -465,7 +465,7 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 
 	// The customisation layer only reads the roots' top directories;
 	// computing it is cheap even when its layer is cached.
-	entries, info, err := archive.Customisation(res.Roots)
+	entries, info, err := archive.Customisation(res.Roots, archive.Setup{})
 	if err != nil {
 		return nil, fmt.Errorf("customisation layer: %w", err)
 	}

@@ -17,7 +17,7 @@
 //   - compression split into fixed-size chunks (see Options), so the
 //     compressed bytes do not depend on how many cores did the work.
 //
-// Pack and PackWith wrap one layer; StorePaths and Entries fill it.
+// PackWith wraps one layer; StorePaths and Entries fill it.
 // Customisation computes the entries of the customisation layer (/bin,
 // /etc/passwd, …) that the original Nixery made Nix build.
 package archive
@@ -37,13 +37,6 @@ type Layer struct {
 	DiffID  digest.Digest // sha256 of the uncompressed tar
 	Size    int64         // bytes of the compressed blob
 	TarSize int64         // bytes of the uncompressed tar
-}
-
-// Pack is PackWith in the default format, gzip, at the given level (0
-// means the default level). It exists for callers that only choose a gzip
-// level.
-func Pack(w io.Writer, level int, write func(tw *tar.Writer) error) (Layer, error) {
-	return PackWith(w, Options{Format: Gzip, Level: level}, write)
 }
 
 // PackWith runs write to produce a tar stream, compresses it as opts says

@@ -106,7 +106,7 @@ func fixture(t testing.TB) (store string, paths []string) {
 func pack(t testing.TB, level int, paths []string) (Layer, []byte) {
 	t.Helper()
 	var blob bytes.Buffer
-	layer, err := Pack(&blob, level, func(tw *tar.Writer) error { return StorePaths(tw, paths) })
+	layer, err := PackWith(&blob, Options{Format: Gzip, Level: level}, func(tw *tar.Writer) error { return StorePaths(tw, paths) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,11 +168,11 @@ func TestPackGzipHeader(t *testing.T) {
 	if zr.Name != "" || zr.Comment != "" || !zr.ModTime.IsZero() || zr.Extra != nil {
 		t.Errorf("gzip header carries variable data: %+v", zr.Header)
 	}
-	if _, err := Pack(io.Discard, 42, func(*tar.Writer) error { return nil }); err == nil {
+	if _, err := PackWith(io.Discard, Options{Format: Gzip, Level: 42}, func(*tar.Writer) error { return nil }); err == nil {
 		t.Error("Pack accepted gzip level 42")
 	}
 	boom := errors.New("boom")
-	if _, err := Pack(io.Discard, 0, func(*tar.Writer) error { return boom }); !errors.Is(err, boom) {
+	if _, err := PackWith(io.Discard, Options{Format: Gzip, Level: 0}, func(*tar.Writer) error { return boom }); !errors.Is(err, boom) {
 		t.Errorf("Pack error = %v, want the write function's", err)
 	}
 }
@@ -431,7 +431,7 @@ func BenchmarkPack(b *testing.B) {
 	}
 	b.SetBytes(total)
 	for b.Loop() {
-		if _, err := Pack(io.Discard, 0, func(tw *tar.Writer) error { return StorePaths(tw, []string{dir}) }); err != nil {
+		if _, err := PackWith(io.Discard, Options{Format: Gzip, Level: 0}, func(tw *tar.Writer) error { return StorePaths(tw, []string{dir}) }); err != nil {
 			b.Fatal(err)
 		}
 	}

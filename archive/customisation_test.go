@@ -273,7 +273,7 @@ func TestCustomisationFiles(t *testing.T) {
 func packEntries(t *testing.T, entries []Entry) (Layer, []byte) {
 	t.Helper()
 	var blob bytes.Buffer
-	layer, err := Pack(&blob, 0, func(tw *tar.Writer) error { return Entries(tw, entries) })
+	layer, err := PackWith(&blob, Options{Format: Gzip, Level: 0}, func(tw *tar.Writer) error { return Entries(tw, entries) })
 	if err != nil {
 		t.Fatal(err)
 	}

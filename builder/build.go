@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nixery/nixery/archive"
@@ -92,15 +93,16 @@ type Builder struct {
 	ClaimTTL time.Duration
 	Logger   *slog.Logger
 
-	once     sync.Once
-	limit    *limiter
-	cat      *catalog.Catalog
-	hotCache hotCache
-	buildID  atomic.Int64
-	stats    Stats
-	flights  flights
-	failures failures
-	phases   phaseStats
+	once      sync.Once
+	limit     *limiter
+	cat       *catalog.Catalog
+	hotCache  hotCache
+	buildID   atomic.Int64
+	stats     Stats
+	flights   flights
+	failures  failures
+	phaseOnce sync.Once
+	phaseHist *prometheus.HistogramVec
 
 	// Test hooks: recheck replaces catalog.HotRecheck; beforeFinish runs
 	// after a build's final event, before its flight ends.

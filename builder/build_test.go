@@ -13,6 +13,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/demo/demotest"
 	"github.com/nixery/nixery/image"
@@ -349,7 +352,11 @@ func TestWatchReportsPhasesInOrder(t *testing.T) {
 	if r := other.Recent(); len(r) != 1 || r[0].Manifests[manifest.OCIManifest] != d || len(r[0].Closure) == 0 {
 		t.Errorf("recent images seen by another builder: %v", r)
 	}
-	if ps := b.PhaseStats(); ps["realise"].Count != 1 || ps["graph"].Count != 1 || ps["pack"].Count != 1 {
-		t.Errorf("phase stats: %v", ps)
+	for _, phase := range []string{"realise", "graph", "pack"} {
+		var m dto.Metric
+		b.phaseHistogram().WithLabelValues(phase).(prometheus.Histogram).Write(&m)
+		if c := m.GetHistogram().GetSampleCount(); c != 1 {
+			t.Errorf("phase %s observed %d times, want 1", phase, c)
+		}
 	}
 }

@@ -3,7 +3,6 @@ package builder
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -87,42 +86,6 @@ func (b *Builder) Recent() []*Details {
 	return b.Catalog().Recent(ctx)
 }
 
-// PhaseStat is the count and total time of one build phase.
-type PhaseStat struct {
-	Count   int64
-	Seconds float64
-}
-
-// phaseStats accumulates the time of each build phase.
-type phaseStats struct {
-	mu     sync.Mutex
-	phases map[string]*PhaseStat
-}
-
 func (b *Builder) observePhase(name string, d time.Duration) {
-	s := &b.phases
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.phases == nil {
-		s.phases = map[string]*PhaseStat{}
-	}
-	ps := s.phases[name]
-	if ps == nil {
-		ps = &PhaseStat{}
-		s.phases[name] = ps
-	}
-	ps.Count++
-	ps.Seconds += d.Seconds()
-}
-
-// PhaseStats returns the count and total seconds of each build phase.
-func (b *Builder) PhaseStats() map[string]PhaseStat {
-	s := &b.phases
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := map[string]PhaseStat{}
-	for k, v := range s.phases {
-		out[k] = *v
-	}
-	return out
+	b.phaseHistogram().WithLabelValues(name).Observe(d.Seconds())
 }

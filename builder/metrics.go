@@ -1,45 +1,68 @@
 package builder
 
 import (
-	"fmt"
-	"io"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// WriteMetrics writes the builder's counters in the Prometheus text
-// exposition format.
-func (b *Builder) WriteMetrics(w io.Writer) {
-	running, waiting := b.Queue()
+// Collector exports the builder's counters and gauges to Prometheus. It
+// reads only memory (the counters and the queue), never storage, so a
+// scrape is cheap whatever the state of the bucket.
+func (b *Builder) Collector() prometheus.Collector { return (*collector)(b) }
+
+type collector Builder
+
+var (
+	descCacheHits    = prometheus.NewDesc("nixery_manifest_cache_hits_total", "Manifest requests answered from the manifest cache.", nil, nil)
+	descCacheMisses  = prometheus.NewDesc("nixery_manifest_cache_misses_total", "Manifest requests that needed a build.", nil, nil)
+	descNixBuilds    = prometheus.NewDesc("nixery_nix_builds_total", "Builds that ran Nix.", nil, nil)
+	descBuilds       = prometheus.NewDesc("nixery_builds_total", "Builds by result: succeeded, failed, or rejected because the queue was full.", []string{"result"}, nil)
+	descLayers       = prometheus.NewDesc("nixery_layers_total", "Layers of builds by origin: reused from the layer cache, or packed and uploaded.", []string{"origin"}, nil)
+	descBuildsActive = prometheus.NewDesc("nixery_builds_running", "Builds running now.", nil, nil)
+	descBuildsQueued = prometheus.NewDesc("nixery_builds_queued", "Builds waiting for a slot.", nil, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descCacheHits, descCacheMisses, descNixBuilds, descBuilds, descLayers, descBuildsActive, descBuildsQueued} {
+		ch <- d
+	}
+	(*Builder)(c).phaseHistogram().Describe(ch)
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	b := (*Builder)(c)
 	s := &b.stats
-	for _, m := range []struct {
-		name, help, kind string
-		value            int64
-	}{
-		{"nixery_manifest_cache_hits_total", "Manifest requests answered from the manifest cache.", "counter", s.CacheHits.Load()},
-		{"nixery_manifest_cache_misses_total", "Manifest requests that needed a build.", "counter", s.CacheMisses.Load()},
-		{"nixery_nix_builds_total", "Builds that ran Nix.", "counter", s.NixBuilds.Load()},
-		{"nixery_builds_succeeded_total", "Builds that produced an image.", "counter", s.BuildsOK.Load()},
-		{"nixery_builds_failed_total", "Builds that failed.", "counter", s.BuildsError.Load()},
-		{"nixery_builds_rejected_total", "Build requests refused because the queue was full.", "counter", s.Rejected.Load()},
-		{"nixery_layers_reused_total", "Layers found in the layer cache.", "counter", s.LayersReused.Load()},
-		{"nixery_layers_packed_total", "Layers packed and uploaded.", "counter", s.LayersPacked.Load()},
-		{"nixery_builds_running", "Builds running now.", "gauge", int64(running)},
-		{"nixery_builds_queued", "Builds waiting for a slot.", "gauge", int64(waiting)},
-	} {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.kind, m.name, m.value)
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	// The same outcomes as one labelled family, for dashboards that sum
-	// or divide them (error rate = failed / all).
-	fmt.Fprintf(w, "# HELP nixery_builds_total Builds by result.\n# TYPE nixery_builds_total counter\n")
-	for _, r := range []struct {
-		result string
-		value  int64
-	}{{"succeeded", s.BuildsOK.Load()}, {"failed", s.BuildsError.Load()}, {"rejected", s.Rejected.Load()}} {
-		fmt.Fprintf(w, "nixery_builds_total{result=%q} %d\n", r.result, r.value)
-	}
-	fmt.Fprintf(w, "# HELP nixery_build_phase_seconds Time spent in each phase of builds.\n# TYPE nixery_build_phase_seconds summary\n")
-	phases := b.PhaseStats()
-	for _, name := range Phases {
-		ps := phases[name]
-		fmt.Fprintf(w, "nixery_build_phase_seconds_sum{phase=%q} %g\nnixery_build_phase_seconds_count{phase=%q} %d\n", name, ps.Seconds, name, ps.Count)
-	}
+	counter(descCacheHits, s.CacheHits.Load())
+	counter(descCacheMisses, s.CacheMisses.Load())
+	counter(descNixBuilds, s.NixBuilds.Load())
+	counter(descBuilds, s.BuildsOK.Load(), "succeeded")
+	counter(descBuilds, s.BuildsError.Load(), "failed")
+	counter(descBuilds, s.Rejected.Load(), "rejected")
+	counter(descLayers, s.LayersReused.Load(), "reused")
+	counter(descLayers, s.LayersPacked.Load(), "packed")
+	running, waiting := b.Queue()
+	ch <- prometheus.MustNewConstMetric(descBuildsActive, prometheus.GaugeValue, float64(running))
+	ch <- prometheus.MustNewConstMetric(descBuildsQueued, prometheus.GaugeValue, float64(waiting))
+	b.phaseHistogram().Collect(ch)
+}
+
+// phaseBuckets are the upper bounds (seconds) of the phase histogram:
+// from a cached layer set (milliseconds) to a long Nix build.
+var phaseBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+
+// phaseHistogram is the time of each build phase, made on first use.
+func (b *Builder) phaseHistogram() *prometheus.HistogramVec {
+	b.phaseOnce.Do(func() {
+		b.phaseHist = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "nixery_build_phase_seconds",
+			Help:    "Time spent in each phase of builds (realise, graph, layers, pack, manifest).",
+			Buckets: phaseBuckets,
+		}, []string{"phase"})
+		for _, p := range Phases {
+			b.phaseHist.WithLabelValues(p) // every phase shows, observed or not
+		}
+	})
+	return b.phaseHist
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixery/nixery/nix"
 	"github.com/nixery/nixery/storage"
 )
 
@@ -28,6 +29,8 @@ type Config struct {
 	NixTimeout   time.Duration     // limit for one Nix build
 	NixMinFree   int64             // Nix's min-free in bytes; 0: Nix's own setting
 	NixMaxFree   int64             // Nix's max-free in bytes; 0: Nix's own setting
+	NixCache     nix.Cache         // binary cache shared by replicas; zero: none
+	NixOptions   []nix.Option      // further Nix settings for every Nix process
 	LayerBudget  int               // maximum layers per image
 	CacheTTL     time.Duration     // how long results from a moving source are reused
 	MaxBuilds    int               // builds running at once
@@ -84,6 +87,10 @@ var settings = []setting{
 	{"nix-timeout", "NIX_TIMEOUT", "60", "seconds one Nix build may take before it is killed"},
 	{"nix-min-free", "NIXERY_NIX_MIN_FREE", "", "bytes (or with a K, M, G or T suffix): when the Nix store's disk has less free during a build, Nix collects garbage (what builds in progress hold stays) (default: Nix's min-free)"},
 	{"nix-max-free", "NIXERY_NIX_MAX_FREE", "", "bytes (or with a K, M, G or T suffix): the free space at which that garbage collection stops (default: Nix's max-free)"},
+	{"nix-cache", "NIXERY_NIX_CACHE", "", "a Nix binary cache (file:///dir, s3://bucket?region=…, http(s)://…) that Nix substitutes from and every build's closure is pushed to (nix copy, in the background), so that replicas share Nix's work; without the two keys it is trusted unsigned: only for a cache nobody else can write"},
+	{"nix-cache-key", "NIXERY_NIX_CACHE_KEY", "", "secret key file (nix-store --generate-binary-cache-key) that signs what is pushed to --nix-cache; needs --nix-cache-public-key"},
+	{"nix-cache-public-key", "NIXERY_NIX_CACHE_PUBLIC_KEY", "", "the public key of --nix-cache-key (name:base64): Nix trusts paths from the cache signed by it"},
+	{"nix-options", "NIXERY_NIX_OPTIONS", "", "further Nix settings for every Nix process, as in nix.conf: name = value, one a line or separated by ';' (e.g. 'builders = ssh://builder x86_64-linux; max-jobs = 0'); they win over Nixery's own"},
 	{"layer-budget", "NIXERY_LAYER_BUDGET", "100", "maximum number of layers in an image"},
 	{"layer-format", "NIXERY_LAYER_FORMAT", "gzip", "layer compression: gzip, or zstd for clients that support it"},
 	{"compression-level", "NIXERY_COMPRESSION_LEVEL", "", "compression level (gzip 1-9, zstd 1-22; default: gzip 6, zstd 3)"},
@@ -287,6 +294,20 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	redirectTTL, timeout := p.seconds("redirect-ttl", 1), p.seconds("storage-timeout", 1)
 	if p.err != nil {
 		return nil, p.err
+	}
+	var err error
+	if c.NixOptions, err = nix.ParseOptions(*values["nix-options"]); err != nil {
+		return nil, err
+	}
+	c.NixCache = nix.Cache{URL: get("nix-cache"), SecretKeyFile: get("nix-cache-key"), PublicKey: get("nix-cache-public-key")}
+	if c.NixCache.SecretKeyFile != "" {
+		// Absolute, as it is masked wherever Nix's messages repeat it.
+		if c.NixCache.SecretKeyFile, err = filepath.Abs(c.NixCache.SecretKeyFile); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.NixCache.Check(); err != nil {
+		return nil, err
 	}
 	if c.NixMinFree > 0 && c.NixMaxFree > 0 && c.NixMaxFree < c.NixMinFree {
 		return nil, fmt.Errorf("NIXERY_NIX_MAX_FREE / --nix-max-free (%d bytes) must not be below NIXERY_NIX_MIN_FREE / --nix-min-free (%d bytes): garbage collection starts below min-free and stops at max-free", c.NixMaxFree, c.NixMinFree)

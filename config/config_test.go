@@ -2,20 +2,32 @@ package config
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nixery/nixery/internal/need"
+	"github.com/nixery/nixery/nix"
 )
 
 func TestLoad(t *testing.T) {
 	pkgs := t.TempDir()
 	os.WriteFile(filepath.Join(pkgs, "default.nix"), []byte("{...}: {}"), 0o644)
 	empty := t.TempDir()
+	// A key pair in Nix's format: name, then base64 of the ed25519 key
+	// (the private key is the seed followed by the public key).
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	secretKey := filepath.Join(t.TempDir(), "cache.sec")
+	os.WriteFile(secretKey, []byte("fleet-1:"+base64.StdEncoding.EncodeToString(priv)+"\n"), 0o600)
+	publicKey := "fleet-1:" + base64.StdEncoding.EncodeToString(pub)
 
 	tests := []struct {
 		name    string
@@ -114,6 +126,32 @@ func TestLoad(t *testing.T) {
 		{name: "store bound negative", env: map[string]string{"NIXERY_NIX_MAX_FREE": "-1"}, wantErr: "NIXERY_NIX_MAX_FREE"},
 		{name: "store bound overflow", env: map[string]string{"NIXERY_NIX_MAX_FREE": "9000000000G"}, wantErr: "NIXERY_NIX_MAX_FREE"},
 		{name: "max below min", env: map[string]string{"NIXERY_NIX_MIN_FREE": "2G", "NIXERY_NIX_MAX_FREE": "1G"}, wantErr: "must not be below"},
+		{name: "no nix cache by default", check: func(t *testing.T, c *Config) {
+			if c.NixCache != (nix.Cache{}) || c.NixOptions != nil {
+				t.Errorf("cache %+v, options %q", c.NixCache, c.NixOptions)
+			}
+		}},
+		{name: "unsigned nix cache", env: map[string]string{"NIXERY_NIX_CACHE": "file:///srv/nix-cache"}, check: func(t *testing.T, c *Config) {
+			if c.NixCache != (nix.Cache{URL: "file:///srv/nix-cache"}) {
+				t.Errorf("cache %+v", c.NixCache)
+			}
+		}},
+		{name: "signed nix cache", args: []string{"--nix-cache", "s3://nix-cache?region=eu-west-1", "--nix-cache-key", secretKey}, env: map[string]string{"NIXERY_NIX_CACHE_PUBLIC_KEY": publicKey}, check: func(t *testing.T, c *Config) {
+			if c.NixCache != (nix.Cache{URL: "s3://nix-cache?region=eu-west-1", SecretKeyFile: secretKey, PublicKey: publicKey}) {
+				t.Errorf("cache %+v", c.NixCache)
+			}
+		}},
+		{name: "nix cache not a cache", env: map[string]string{"NIXERY_NIX_CACHE": "ssh://builder"}, wantErr: "NIXERY_NIX_CACHE / --nix-cache"},
+		{name: "nix cache key alone", env: map[string]string{"NIXERY_NIX_CACHE": "file:///c", "NIXERY_NIX_CACHE_KEY": secretKey}, wantErr: "NIXERY_NIX_CACHE_PUBLIC_KEY"},
+		{name: "nix cache keys without cache", env: map[string]string{"NIXERY_NIX_CACHE_KEY": secretKey, "NIXERY_NIX_CACHE_PUBLIC_KEY": publicKey}, wantErr: "need NIXERY_NIX_CACHE"},
+		{name: "nix cache wrong public key", env: map[string]string{"NIXERY_NIX_CACHE": "file:///c", "NIXERY_NIX_CACHE_KEY": secretKey, "NIXERY_NIX_CACHE_PUBLIC_KEY": "fleet-1:" + base64.StdEncoding.EncodeToString(make([]byte, 32))}, wantErr: "is not the public key"},
+		{name: "nix options", env: map[string]string{"NIXERY_NIX_OPTIONS": "builders = ssh://builder x86_64-linux; max-jobs = 0\nbuilders-use-substitutes = true"}, check: func(t *testing.T, c *Config) {
+			want := []nix.Option{{Name: "builders", Value: "ssh://builder x86_64-linux"}, {Name: "max-jobs", Value: "0"}, {Name: "builders-use-substitutes", Value: "true"}}
+			if !slices.Equal(c.NixOptions, want) {
+				t.Errorf("options %q", c.NixOptions)
+			}
+		}},
+		{name: "nix options injected", args: []string{"--nix-options", "max-jobs = 0; --store = /tmp/x"}, wantErr: "NIXERY_NIX_OPTIONS"},
 		{name: "budget", args: []string{"--layer-budget=1"}, wantErr: "layer-budget"},
 		{name: "format", env: map[string]string{"NIXERY_LAYER_FORMAT": "xz"}, wantErr: "gzip or zstd"},
 		{name: "gzip level", env: map[string]string{"NIXERY_COMPRESSION_LEVEL": "12"}, wantErr: "1 to 9"},
@@ -241,7 +279,7 @@ func TestSourceTags(t *testing.T) {
 func gitRepo(t *testing.T) (dir, c1, c2 string) {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git is not installed")
+		need.Skip(t, "git is not installed")
 	}
 	dir = t.TempDir()
 	git := func(args ...string) string {

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nixery/nixery/internal/need"
 )
 
 // hungRemote is a TCP listener on 127.0.0.1 that accepts connections and
@@ -26,7 +28,7 @@ import (
 func hungRemote(t *testing.T) (url, marker string, accepted *atomic.Int64) {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git is not installed")
+		need.Skip(t, "git is not installed")
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

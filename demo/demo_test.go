@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nixery/nixery/internal/need"
 )
 
 // setup extracts the package set into a temporary directory, or skips the
@@ -15,11 +17,11 @@ import (
 func setup(t *testing.T) string {
 	t.Helper()
 	if _, err := exec.LookPath("nix-build"); err != nil {
-		t.Skip("nix-build not installed")
+		need.Skip(t, "nix-build not installed")
 	}
 	bb, err := FindBusybox()
 	if err != nil {
-		t.Skip(err)
+		need.Skip(t, err)
 	}
 	// No internet here: don't let Nix spend seconds asking a binary cache.
 	t.Setenv("NIX_CONFIG", "substituters =")
@@ -153,7 +155,7 @@ func TestBroken(t *testing.T) {
 func TestExtractIdempotent(t *testing.T) {
 	bb, err := FindBusybox()
 	if err != nil {
-		t.Skip(err)
+		need.Skip(t, err)
 	}
 	dir := t.TempDir()
 	for i := 0; i < 2; i++ {

@@ -1,10 +1,15 @@
 package e2e
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // `nixery build` against the running server: progress in plain lines
@@ -70,19 +75,56 @@ func TestHealthAndMetrics(t *testing.T) {
 	}
 	get(t, "GET", "/v2/", "")
 	get(t, "GET", "/", "")
+	// Parsed with the Prometheus library's own parser: every documented
+	// family is there, with its type, and so are runtime and process metrics.
 	_, body := get(t, "GET", "/metrics", "")
-	for _, want := range []string{
-		`nixery_http_requests_total{route="v2_base",code="2xx"}`,
-		`nixery_http_requests_total{route="web",code="2xx"}`,
-		`nixery_http_response_bytes_total{route="web"}`,
-		`nixery_http_request_duration_seconds_bucket{route="health",le="+Inf"}`,
-		`nixery_builds_total{result="succeeded"}`,
-		`nixery_build_phase_seconds_count{phase="pack"}`,
-		"nixery_builds_queued ",
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v\n%s", err, body)
+	}
+	for name, kind := range map[string]dto.MetricType{
+		"nixery_http_requests_total":           dto.MetricType_COUNTER,
+		"nixery_http_response_bytes_total":     dto.MetricType_COUNTER,
+		"nixery_http_request_duration_seconds": dto.MetricType_HISTOGRAM,
+		"nixery_builds_total":                  dto.MetricType_COUNTER,
+		"nixery_build_phase_seconds":           dto.MetricType_HISTOGRAM,
+		"nixery_manifest_cache_hits_total":     dto.MetricType_COUNTER,
+		"nixery_manifest_cache_misses_total":   dto.MetricType_COUNTER,
+		"nixery_nix_builds_total":              dto.MetricType_COUNTER,
+		"nixery_layers_total":                  dto.MetricType_COUNTER,
+		"nixery_builds_running":                dto.MetricType_GAUGE,
+		"nixery_builds_queued":                 dto.MetricType_GAUGE,
+		"nixery_gc_runs_total":                 dto.MetricType_COUNTER,
+		"go_goroutines":                        dto.MetricType_GAUGE,
+		"go_memstats_heap_inuse_bytes":         dto.MetricType_GAUGE,
+		"process_resident_memory_bytes":        dto.MetricType_GAUGE,
+		"process_open_fds":                     dto.MetricType_GAUGE,
 	} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("/metrics lacks %s", want)
+		f, ok := families[name]
+		if !ok {
+			t.Errorf("/metrics lacks the family %s", name)
+			continue
 		}
+		if f.GetType() != kind {
+			t.Errorf("%s is a %s, want %s", name, f.GetType(), kind)
+		}
+	}
+	labels := func(m *dto.Metric) map[string]string {
+		out := map[string]string{}
+		for _, l := range m.GetLabel() {
+			out[l.GetName()] = l.GetValue()
+		}
+		return out
+	}
+	found := false
+	for _, m := range families["nixery_http_requests_total"].GetMetric() {
+		if l := labels(m); l["route"] == "v2_base" && l["code"] == "2xx" && m.GetCounter().GetValue() >= 1 {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no 2xx request counted for route v2_base")
 	}
 	// One log line per request, with its route.
 	if !strings.Contains(server.log.String(), "route=health path=/healthz status=200") {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nixery/nixery/internal/need"
 )
 
 // TestDiskFull stores images on a tiny tmpfs: a build that does not fit
@@ -20,7 +22,7 @@ func TestDiskFull(t *testing.T) {
 	mnt := filepath.Join(dir, "small")
 	os.Mkdir(mnt, 0o755)
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
+		need.Skipf(t, "cannot mount a tmpfs here: %v %s", err, out)
 	}
 	defer exec.Command("umount", "-l", mnt).Run()
 

@@ -159,3 +159,22 @@ func metaPackages(components []string) (arch Arch, nonRoot bool, out []string) {
 	}
 	return arch, nonRoot, append(out, components[i:]...)
 }
+
+// ParseRef parses a reference "<name>[:<tag>]" as people and the command
+// line write it (the tag defaults to "latest") into a build request, with
+// the registry's validation.
+func ParseRef(ref string) (*Request, error) {
+	name, tag := ref, "latest"
+	if i := strings.LastIndexByte(ref, ':'); i >= 0 {
+		name, tag = ref[:i], ref[i+1:]
+	}
+	return Parse(name, tag)
+}
+
+// Ref formats the request back into "<name>[:<tag>]", without ":latest".
+func (r *Request) Ref() string {
+	if r.Tag == "latest" {
+		return r.Name
+	}
+	return r.Name + ":" + r.Tag
+}

@@ -121,3 +121,25 @@ func TestOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRef(t *testing.T) {
+	for _, tt := range []struct {
+		ref, name, tag, back string
+		ok                   bool
+	}{
+		{"shell/hello", "shell/hello", "latest", "shell/hello", true},
+		{"shell/hello:latest", "shell/hello", "latest", "shell/hello", true},
+		{"hello:v1", "hello", "v1", "hello:v1", true},
+		{"Hello", "", "", "", false},
+		{"hello:..", "", "", "", false},
+	} {
+		req, err := ParseRef(tt.ref)
+		if (err == nil) != tt.ok {
+			t.Errorf("ParseRef(%q): %v", tt.ref, err)
+			continue
+		}
+		if err == nil && (req.Name != tt.name || req.Tag != tt.tag || req.Ref() != tt.back) {
+			t.Errorf("ParseRef(%q) = %s:%s (%s)", tt.ref, req.Name, req.Tag, req.Ref())
+		}
+	}
+}

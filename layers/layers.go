@@ -333,11 +333,6 @@ type closures struct {
 	count []int      // path → number of paths in its closure, itself included
 }
 
-// reaches says whether path a reaches path b (a reaches itself).
-func (c *closures) reaches(a, b int) bool {
-	return c.desc[c.comp[a]][b/64]&(1<<(b%64)) != 0
-}
-
 // closures computes the closure of every path.
 //
 // Nix closures are acyclic apart from self-references, but Group accepts

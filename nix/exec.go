@@ -53,6 +53,7 @@ func (r *Runner) run(ctx context.Context, stdout io.Writer, logLine func(string)
 // that wants what it recognised (lineWriter.programs).
 func (r *Runner) runWith(ctx context.Context, stdout io.Writer, stderr *lineWriter, name string, args ...string) error {
 	start := time.Now()
+	stderr.hide = r.Cache.hidden()
 	cmd, finish := command(ctx, name, args...)
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
@@ -135,12 +136,14 @@ func command(ctx context.Context, name string, args ...string) (cmd *exec.Cmd, f
 }
 
 // lineWriter splits what Nix writes to stderr into lines, redacts the
-// credentials of URLs in them, cuts them to MaxLineBytes, passes each to
-// log, keeps the last tailLines meaningful ones and recognises the
-// unknown-packages error and the main-programs trace of build.nix. It
-// holds at most maxScanBytes of a line, however long the line.
+// credentials of URLs and the hidden texts in them, cuts them to
+// MaxLineBytes, passes each to log, keeps the last tailLines meaningful
+// ones and recognises the unknown-packages error and the main-programs
+// trace of build.nix. It holds at most maxScanBytes of a line, however
+// long the line.
 type lineWriter struct {
-	log func(string)
+	log  func(string)
+	hide []string // texts replaced by hiddenMask (the secret key file's path)
 
 	mu      sync.Mutex
 	partial []byte // the line so far, up to maxScanBytes
@@ -196,6 +199,9 @@ func (w *lineWriter) line(l string, dropped int) {
 	// Nix repeats source URLs in its messages ("… of repository
 	// 'https://user:token@host/…'"): credentials go no further.
 	l = redact.URLs(strings.TrimRight(ansiRE.ReplaceAllString(l, ""), " \t\r"))
+	for _, h := range w.hide {
+		l = strings.ReplaceAll(l, h, hiddenMask)
+	}
 	if u := unknownError(l); u != nil {
 		w.unknown = u
 	}

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/nixery/nixery/demo"
+	"github.com/nixery/nixery/internal/need"
 )
 
 // TestLongLines: a line longer than MaxLineBytes is cut at a character
@@ -94,11 +95,11 @@ func TestLongLineCutHidesCredentials(t *testing.T) {
 // TestNixLongLine: a real builder that prints megabytes on one line.
 func TestNixLongLine(t *testing.T) {
 	if _, err := exec.LookPath("nix-build"); err != nil {
-		t.Skip("nix-build not installed")
+		need.Skip(t, "nix-build not installed")
 	}
 	bb, err := demo.FindBusybox()
 	if err != nil {
-		t.Skip(err)
+		need.Skip(t, err)
 	}
 	t.Setenv("NIX_CONFIG", "substituters =")
 	dir := t.TempDir()

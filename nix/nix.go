@@ -14,6 +14,11 @@
 // stopped as a group: SIGTERM first, so that Nix stops its builders (which
 // live in sessions of their own, out of the group's reach), then SIGKILL
 // for whatever is left, so that a timed-out build leaves nothing behind.
+//
+// For a fleet, a Runner may share Nix's work through a binary cache
+// (Cache: substitute from it, push every realised closure to it, in the
+// background) and pass the operator's Nix settings to every Nix process
+// (Options, such as builders for Nix's remote builders).
 package nix
 
 import (
@@ -50,9 +55,13 @@ var loadExpr string
 
 // nixArgs are the options and the package-set arguments of every Nix
 // evaluation of a package set, which may build (nix-build) or fetch
-// (the package set itself) into the store.
+// (the package set itself) into the store. The operator's options come
+// after Nixery's own, so that they win; the cache's come last, so that
+// they extend the substituters whoever set them.
 func (r *Runner) nixArgs(srcType, srcArgs, system string) []string {
 	args := append(r.offline(), r.storeBounds()...)
+	args = append(args, r.optionArgs()...)
+	args = append(args, r.Cache.substituteArgs()...)
 	if system == "" {
 		system = hostSystem()
 	}
@@ -96,9 +105,19 @@ type Runner struct {
 	Log func(line string)
 
 	// Offline stops Nix from asking binary caches for store paths
-	// (substituters = ""). For package sets no cache has, such as the
-	// demo set, or machines without network: it saves Nix's retries.
+	// (substituters = ""), but for Cache. For package sets no public
+	// cache has, such as the demo set, or machines without network: it
+	// saves Nix's retries.
 	Offline bool
+
+	// Cache, if its URL is set, is the binary cache that every Nix
+	// process that realises substitutes from, and that the closure of
+	// every build is pushed to (in the background, see startPush).
+	Cache Cache
+
+	// Options are further Nix settings for every Nix process
+	// (NIXERY_NIX_OPTIONS, see ParseOptions), after Nixery's own.
+	Options []Option
 
 	// MinFree and MaxFree, if not 0, are Nix's min-free and max-free
 	// options (bytes) for every Nix process that builds or fetches:
@@ -112,12 +131,14 @@ type Runner struct {
 	// started, if set, is called with every Nix process started (its
 	// process id is its process group id); for tests.
 	started func(cmd *exec.Cmd)
+
+	push pushes // pushes to Cache
 }
 
 // Request says what to build.
 type Request struct {
 	// SrcType and SrcArgs say where the package set comes from, as
-	// rendered by config.Source.Render: "path" and an absolute directory,
+	// resolved by config.Source.Resolve (Resolved.Type and Args): "path" and an absolute directory,
 	// "nixpkgs" and a channel, branch or commit, or "git" and a JSON
 	// object {"url":…,"ref":…} or {"url":…,"rev":…}.
 	SrcType, SrcArgs string
@@ -276,14 +297,18 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 	if len(roots) == 0 {
 		return nil, &BuildError{Err: errors.New("nix-build printed no output paths")}
 	}
+	if r.Cache.URL != "" {
+		r.startPush(ctx, roots)
+	}
 
 	realised := time.Now()
 	phase("graph")
 
 	// 2. The closure, with sizes and references, in one process.
 	out.Reset()
-	args = append([]string{"--extra-experimental-features", "nix-command",
-		"path-info", "--json", "--recursive"}, r.offline()...)
+	args = append(r.optionArgs(), "--extra-experimental-features", "nix-command",
+		"path-info", "--json", "--recursive")
+	args = append(args, r.offline()...)
 	args = append(args, roots...)
 	if err := r.run(ctx, &out, logLine, "nix", args...); err != nil {
 		return nil, err

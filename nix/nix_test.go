@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/demo"
+	"github.com/nixery/nixery/internal/need"
 )
 
 // demoSource extracts the demo package set and returns a request for it,
@@ -22,11 +23,11 @@ import (
 func demoSource(t *testing.T, packages ...string) Request {
 	t.Helper()
 	if _, err := exec.LookPath("nix-build"); err != nil {
-		t.Skip("nix-build not installed")
+		need.Skip(t, "nix-build not installed")
 	}
 	bb, err := demo.FindBusybox()
 	if err != nil {
-		t.Skip(err)
+		need.Skip(t, err)
 	}
 	// No internet here: don't let Nix spend seconds asking a binary cache.
 	t.Setenv("NIX_CONFIG", "substituters =")
@@ -288,7 +289,7 @@ func processesMatching(s string) []string {
 
 func TestVersion(t *testing.T) {
 	if _, err := exec.LookPath("nix-build"); err != nil {
-		t.Skip("nix-build not installed")
+		need.Skip(t, "nix-build not installed")
 	}
 	v, err := Version(context.Background())
 	if err != nil {

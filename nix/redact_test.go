@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nixery/nixery/internal/need"
 )
 
 // TestCredentialsRedacted: Nix's messages about a git source repeat its
@@ -22,10 +24,10 @@ import (
 // asked for a commit it lacks, which Nix reports naming the repository.
 func TestCredentialsRedacted(t *testing.T) {
 	if _, err := exec.LookPath("nix-build"); err != nil {
-		t.Skip("nix-build not installed")
+		need.Skip(t, "nix-build not installed")
 	}
 	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git is not installed")
+		need.Skip(t, "git is not installed")
 	}
 	t.Setenv("NIX_CONFIG", "substituters =")
 	root := t.TempDir()

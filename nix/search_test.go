@@ -9,15 +9,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nixery/nixery/internal/need"
 )
 
 func needNix(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("nix-instantiate"); err != nil {
-		if os.Getenv("NIXERY_REQUIRE_E2E") != "" {
-			t.Fatal("nix-instantiate is not installed")
-		}
-		t.Skip("nix-instantiate is not installed")
+		need.Skip(t, "nix-instantiate is not installed")
 	}
 }
 

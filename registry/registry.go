@@ -415,6 +415,14 @@ func (r *Registry) writeError(w http.ResponseWriter, req *http.Request, err erro
 	}
 }
 
+// Status is the one mapping from the errors of a pull to an HTTP status
+// and the seconds of Retry-After (0: none), for the registry API and the
+// web pages alike.
+func Status(err error) (status, retryAfter int) {
+	re := classify(err)
+	return re.Status, re.RetryAfter
+}
+
 // classify maps errors from the stages of a pull to registry errors.
 func classify(err error) *regError {
 	var re *regError

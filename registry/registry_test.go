@@ -9,33 +9,18 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/nixery/nixery/builder"
-	"github.com/nixery/nixery/config"
-	"github.com/nixery/nixery/demo/demotest"
+	"github.com/nixery/nixery/builder/buildertest"
 	"github.com/nixery/nixery/manifest"
-	"github.com/nixery/nixery/nix"
 	"github.com/nixery/nixery/registry"
-	"github.com/nixery/nixery/storage"
 )
 
 // newServer starts the registry API with the real builder over the demo
 // package set and real Nix.
 func newServer(t *testing.T) *httptest.Server {
 	t.Helper()
-	pkgs := demotest.Set(t)
-	store, err := storage.NewFilesystem(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &builder.Builder{
-		Source:   config.PathSource{Path: pkgs},
-		Nix:      &nix.Runner{Timeout: 2 * time.Minute, Offline: true},
-		Storage:  store,
-		CacheTTL: time.Hour,
-	}
-	srv := httptest.NewServer(&registry.Registry{Builder: b, Storage: store})
+	b := buildertest.New(t)
+	srv := httptest.NewServer(&registry.Registry{Builder: b, Storage: b.Storage})
 	t.Cleanup(srv.Close)
 	return srv
 }

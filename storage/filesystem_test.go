@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/nixery/nixery/internal/need"
 )
 
 func TestFilesystem(t *testing.T) {
@@ -213,11 +215,11 @@ func TestFilesystemOnTmpfs(t *testing.T) {
 	var st syscall.Statfs_t
 	const tmpfsMagic = 0x01021994
 	if err := syscall.Statfs("/dev/shm", &st); err != nil || st.Type != tmpfsMagic {
-		t.Skip("no tmpfs at /dev/shm")
+		need.Skip(t, "no tmpfs at /dev/shm")
 	}
 	root, err := os.MkdirTemp("/dev/shm", "nixery-storage-test-")
 	if err != nil {
-		t.Skip(err)
+		need.Skip(t, err)
 	}
 	t.Cleanup(func() { os.RemoveAll(root) })
 	ctx := context.Background()

@@ -63,7 +63,7 @@ func (s *Site) view(r *http.Request, req *image.Request, d *builder.Details) *Im
 }
 
 func (s *Site) imagePage(w http.ResponseWriter, r *http.Request, req *image.Request) {
-	data := map[string]any{"Title": Ref(req) + " · Nixery", "Ref": Ref(req), "Req": req, "Commands": commands(r, req)}
+	data := map[string]any{"Title": req.Ref() + " · Nixery", "Ref": req.Ref(), "Req": req, "Commands": commands(r, req)}
 	d, err := s.Builder.Details(r.Context(), req)
 	switch {
 	case errors.Is(err, builder.ErrNotBuilt):
@@ -81,7 +81,7 @@ func (s *Site) imagePage(w http.ResponseWriter, r *http.Request, req *image.Requ
 func (s *Site) imageAPI(w http.ResponseWriter, r *http.Request, req *image.Request) {
 	d, err := s.Builder.Details(r.Context(), req)
 	if errors.Is(err, builder.ErrNotBuilt) {
-		s.fail(w, r, http.StatusNotFound, fmt.Sprintf("%s is not built yet; GET /api/build/%s/events builds it", Ref(req), Ref(req)))
+		s.fail(w, r, http.StatusNotFound, fmt.Sprintf("%s is not built yet; GET /api/build/%s/events builds it", req.Ref(), req.Ref()))
 		return
 	}
 	if err != nil {
@@ -110,10 +110,10 @@ func (s *Site) buildPage(w http.ResponseWriter, r *http.Request, req *image.Requ
 		for range ch {
 		}
 		cancel() // the build goes on without this watcher
-		http.Redirect(w, r, "/build/"+Ref(req)+"?started=1", http.StatusSeeOther)
+		http.Redirect(w, r, "/build/"+req.Ref()+"?started=1", http.StatusSeeOther)
 		return
 	}
-	data := map[string]any{"Title": "Building " + Ref(req) + " · Nixery", "Ref": Ref(req), "Req": req,
+	data := map[string]any{"Title": "Building " + req.Ref() + " · Nixery", "Ref": req.Ref(), "Req": req,
 		"Commands": commands(r, req), "Phases": builder.Phases, "NoIndex": true,
 		"Started": r.URL.Query().Has("started")}
 	s.render(w, r, http.StatusOK, "build.html", data)

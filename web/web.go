@@ -25,7 +25,6 @@ package web
 
 import (
 	"bytes"
-	"context"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -38,12 +37,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nixery/nixery/access"
 	"github.com/nixery/nixery/builder"
-	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/image"
-	"github.com/nixery/nixery/nix"
-	"github.com/nixery/nixery/storage"
+	"github.com/nixery/nixery/registry"
 )
 
 // Site serves the pages and their JSON endpoints. Builder is required.
@@ -136,26 +132,9 @@ func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// ParseRef parses "<name>[:<tag>]" (the tag defaults to "latest") into a
-// build request, with the registry's validation.
-func ParseRef(ref string) (*image.Request, error) {
-	name, tag := ref, "latest"
-	if i := strings.LastIndexByte(ref, ':'); i >= 0 {
-		name, tag = ref[:i], ref[i+1:]
-	}
-	return image.Parse(name, tag)
-}
-
-// Ref formats a request back into "<name>[:<tag>]", without ":latest".
-func Ref(req *image.Request) string {
-	if req.Tag == "latest" {
-		return req.Name
-	}
-	return req.Name + ":" + req.Tag
-}
 
 func (s *Site) withRef(w http.ResponseWriter, r *http.Request, ref string, h func(http.ResponseWriter, *http.Request, *image.Request)) {
-	req, err := ParseRef(ref)
+	req, err := image.ParseRef(ref)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
@@ -236,7 +215,7 @@ type Commands struct {
 }
 
 func commands(r *http.Request, req *image.Request) Commands {
-	ref := host(r) + "/" + Ref(req)
+	ref := host(r) + "/" + req.Ref()
 	tls, srcTLS := "", ""
 	if insecure(r) {
 		tls, srcTLS = "--tls-verify=false ", "--src-tls-verify=false "
@@ -328,37 +307,20 @@ func (s *Site) indexPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "index.html", data)
 }
 
-// errorStatus is the one place that maps an error to an HTTP status and
-// the seconds of Retry-After (0: none). For every error of a pull it
-// agrees with the registry API (registry.classify): a page and a pull of
-// the same image fail alike. The rest are the web's own (search).
+// errorStatus maps an error to an HTTP status and the seconds of
+// Retry-After (0: none). Errors of a pull go through the registry's
+// mapping, the one there is (registry.Status), so a page and a pull of
+// the same image fail alike; the rest are the web's own (search).
 func errorStatus(err error) (status, retryAfter int) {
-	var ie *image.Error
-	var unknown *nix.UnknownPackagesError
-	var unknownRev *config.UnknownRevisionError
 	var qe *QueryError
-	var limited *access.RateLimitedError
 	switch {
-	case errors.As(err, &limited):
-		return http.StatusTooManyRequests, access.RetrySeconds(limited.RetryAfter)
-	case errors.As(err, &ie), errors.As(err, &qe):
+	case errors.As(err, &qe):
 		return http.StatusBadRequest, 0
-	case errors.As(err, &unknown), errors.As(err, &unknownRev):
-		return http.StatusNotFound, 0
-	case errors.Is(err, builder.ErrBusy):
-		return http.StatusTooManyRequests, 10
-	case errors.Is(err, builder.ErrDraining):
-		return http.StatusServiceUnavailable, 2
-	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, ErrIndexing):
-		// Retryable: storage is down or overloaded; the package list is
-		// being made.
+	case errors.Is(err, ErrIndexing):
+		// Retryable: the package list is being made.
 		return http.StatusServiceUnavailable, 5
-	case errors.Is(err, context.Canceled):
-		// The client went away; the status is for the log only.
-		return statusClientClosed, 0
 	}
-	// nix.ErrTimeout, *nix.BuildError and the unforeseen.
-	return http.StatusInternalServerError, 0
+	return registry.Status(err)
 }
 
 // statusClientClosed is nginx's 499, as the registry logs it.

@@ -14,29 +14,15 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/builder"
-	"github.com/nixery/nixery/config"
-	"github.com/nixery/nixery/demo/demotest"
+	"github.com/nixery/nixery/builder/buildertest"
 	"github.com/nixery/nixery/nix"
-	"github.com/nixery/nixery/storage"
 )
 
 // newSite returns a site over a real Builder and the demo package set
 // (as build's tests do), skipping when Nix is missing.
 func newSite(t *testing.T) *Site {
 	t.Helper()
-	dir := demotest.Set(t)
-	store, err := storage.NewFilesystem(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &builder.Builder{
-		Source:    config.PathSource{Path: dir, Label: "demo set"},
-		Nix:       &nix.Runner{Timeout: 2 * time.Minute, Offline: true},
-		Storage:   store,
-		CacheTTL:  time.Hour,
-		QueueSize: 8,
-	}
-	return &Site{Builder: b, Version: "test"}
+	return &Site{Builder: buildertest.New(t), Version: "test"}
 }
 
 // get serves one request and returns the answer.
@@ -75,7 +61,7 @@ func TestPages(t *testing.T) {
 		{"GET", "/api/image/hello", 404, "application/json", []string{"not built yet"}},
 		{"GET", "/api/image/a..b", 400, "application/json", []string{`"error"`}},
 		{"GET", "/api/build/BAD/events", 400, "application/json", []string{"invalid repository name"}},
-		{"GET", "/build/bad:..", 400, "text/html", []string{"invalid tag"}},
+		{"GET", "/build/bad:..", 404, "text/html", []string{"invalid tag"}},
 		{"GET", "/nope", 404, "text/html", []string{"no such page"}},
 		{"POST", "/", 405, "text/html", nil},
 		{"POST", "/image/hello", 405, "text/html", nil},

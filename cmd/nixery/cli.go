@@ -1,6 +1,10 @@
 package main
 
 import (
+	"unicode/utf8"
+
+	"golang.org/x/term"
+
 	"bufio"
 	"context"
 	"encoding/json"
@@ -73,7 +77,7 @@ Example:
 		return 2
 	}
 	ref := strings.TrimPrefix(positional[0], "/")
-	req, err := web.ParseRef(ref)
+	req, err := image.ParseRef(ref)
 	if err != nil {
 		fmt.Fprintf(stderr, "nixery build: %v\n", err)
 		return 2
@@ -98,21 +102,21 @@ Example:
 		final, host, err = buildLocally(ctx, req, show, stderr)
 		base = &url.URL{Scheme: "http", Host: host}
 	} else {
-		final, err = followBuild(ctx, base.String()+web.EventsPath(web.Ref(req)), show)
+		final, err = followBuild(ctx, base.String()+web.EventsPath(req.Ref()), show)
 	}
 	show.end()
 	if err != nil {
-		fmt.Fprintf(stderr, "nixery build: %s: %v\n", web.Ref(req), err)
+		fmt.Fprintf(stderr, "nixery build: %s: %v\n", req.Ref(), err)
 		return 1
 	}
 	if final.Kind == "error" {
-		fmt.Fprintf(stderr, "nixery build: %s failed:\n%s\n", web.Ref(req), final.Message)
+		fmt.Fprintf(stderr, "nixery build: %s failed:\n%s\n", req.Ref(), final.Message)
 		return 1
 	}
 	if !*quiet {
-		fmt.Fprintf(stdout, "image ready: %s (%s)\n", web.Ref(req), final.Digest)
+		fmt.Fprintf(stdout, "image ready: %s (%s)\n", req.Ref(), final.Digest)
 	}
-	pull := base.Host + "/" + web.Ref(req)
+	pull := base.Host + "/" + req.Ref()
 	if base.Scheme == "http" {
 		fmt.Fprintf(stdout, "docker pull %s\n", pull)
 		if !*quiet {
@@ -149,6 +153,12 @@ func buildLocally(ctx context.Context, req *image.Request, show progressView, st
 	for e := range events {
 		show.event(e)
 		if e.Final() {
+			// The process ends here: let the closure reach the Nix
+			// binary cache first (NIXERY_NIX_CACHE), or its GC roots
+			// would stay behind.
+			if err := p.builder.Nix.WaitPushes(ctx); err != nil {
+				log.Warn("not waiting for the push to the Nix binary cache", "err", err)
+			}
 			return e, host, nil
 		}
 	}
@@ -331,7 +341,7 @@ func (v *barView) draw() {
 	line := fmt.Sprintf("[%s%s] %-14s %5.1fs  %s", strings.Repeat("#", filled), strings.Repeat("-", width-filled),
 		name, time.Since(v.start).Seconds(), v.last)
 	if len(line) > 100 {
-		line = line[:100]
+		line = cutRunes(line, 100)
 	}
 	// \r and erase-line: the bar redraws itself in place.
 	fmt.Fprintf(v.w, "\r\x1b[2K%s", line)
@@ -347,12 +357,20 @@ func (v *barView) end() {
 	}
 }
 
-// isTerminal reports whether w is a terminal (a character device).
+// isTerminal reports whether w is a terminal (golang.org/x/term asks the
+// terminal driver; /dev/null, a character device too, is not one).
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// cutRunes cuts s to at most n bytes, at a rune boundary.
+func cutRunes(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

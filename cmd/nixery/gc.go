@@ -7,9 +7,10 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nixery/nixery/catalog"
 	"github.com/nixery/nixery/config"
@@ -101,45 +102,46 @@ GCS_BUCKET, NIXERY_S3_BUCKET, …).
 
 // gcMetrics counts what the in-process collector (NIXERY_GC_INTERVAL) did.
 type gcMetrics struct {
-	mu                        sync.Mutex
-	ok, failed                int64
-	images, blobs, objects    int64
-	bytes                     int64
-	lastSuccess, lastDuration float64
+	runs        *prometheus.CounterVec
+	deleted     *prometheus.CounterVec
+	lastSuccess prometheus.Gauge
+	duration    prometheus.Gauge
+}
+
+func newGCMetrics(reg prometheus.Registerer) *gcMetrics {
+	m := &gcMetrics{
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixery_gc_runs_total", Help: "In-process garbage collections by result.",
+		}, []string{"result"}),
+		deleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixery_gc_deleted_total", Help: "What in-process collections deleted, by kind: images, blobs, bytes (of blobs), objects (layer cache entries, details, use records, package lists, leases).",
+		}, []string{"kind"}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nixery_gc_last_success_timestamp_seconds", Help: "When this replica last finished a collection.",
+		}),
+		duration: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nixery_gc_last_duration_seconds", Help: "How long that collection took.",
+		}),
+	}
+	for _, r := range []string{"succeeded", "failed"} {
+		m.runs.WithLabelValues(r)
+	}
+	if reg != nil {
+		reg.MustRegister(m.runs, m.deleted, m.lastSuccess, m.duration)
+	}
+	return m
 }
 
 func (m *gcMetrics) observe(rep catalog.GCReport, err error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if err != nil {
-		m.failed++
+		m.runs.WithLabelValues("failed").Inc()
 		return
 	}
-	m.ok++
-	m.images += int64(rep.ImagesDeleted)
-	m.blobs += int64(rep.BlobsDeleted)
-	m.objects += int64(rep.ObjectsDeleted)
-	m.bytes += rep.BytesDeleted
-	m.lastSuccess = float64(time.Now().Unix())
-	m.lastDuration = rep.Duration.Seconds()
-}
-
-// write writes the collector's metrics in the Prometheus text format.
-func (m *gcMetrics) write(w io.Writer) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	fmt.Fprintf(w, "# HELP nixery_gc_runs_total In-process garbage collections by result.\n# TYPE nixery_gc_runs_total counter\nnixery_gc_runs_total{result=\"succeeded\"} %d\nnixery_gc_runs_total{result=\"failed\"} %d\n", m.ok, m.failed)
-	for _, c := range []struct {
-		name, help string
-		v          int64
-	}{
-		{"nixery_gc_deleted_images_total", "Images (manifest cache entries) deleted by in-process collections.", m.images},
-		{"nixery_gc_deleted_blobs_total", "Blobs deleted by in-process collections.", m.blobs},
-		{"nixery_gc_deleted_bytes_total", "Bytes of blobs deleted by in-process collections.", m.bytes},
-		{"nixery_gc_deleted_objects_total", "Other objects (layer cache entries, details, use records, package lists, leases) deleted by in-process collections.", m.objects},
-	} {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", c.name, c.help, c.name, c.name, c.v)
-	}
-	fmt.Fprintf(w, "# HELP nixery_gc_last_success_timestamp_seconds When this replica last finished a collection.\n# TYPE nixery_gc_last_success_timestamp_seconds gauge\nnixery_gc_last_success_timestamp_seconds %g\n", m.lastSuccess)
-	fmt.Fprintf(w, "# HELP nixery_gc_last_duration_seconds How long that collection took.\n# TYPE nixery_gc_last_duration_seconds gauge\nnixery_gc_last_duration_seconds %g\n", m.lastDuration)
+	m.runs.WithLabelValues("succeeded").Inc()
+	m.deleted.WithLabelValues("images").Add(float64(rep.ImagesDeleted))
+	m.deleted.WithLabelValues("blobs").Add(float64(rep.BlobsDeleted))
+	m.deleted.WithLabelValues("bytes").Add(float64(rep.BytesDeleted))
+	m.deleted.WithLabelValues("objects").Add(float64(rep.ObjectsDeleted))
+	m.lastSuccess.SetToCurrentTime()
+	m.duration.Set(rep.Duration.Seconds())
 }

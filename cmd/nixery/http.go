@@ -7,13 +7,20 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/nixery/nixery/builder"
+	"github.com/nixery/nixery/catalog"
 	"github.com/nixery/nixery/nix"
 	"github.com/nixery/nixery/storage"
 )
@@ -57,82 +64,42 @@ func route(path string) string {
 // build (a minute or more).
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
 
-// httpMetrics counts requests, bytes and latency by route (and status
-// class for the counts).
+// httpMetrics counts requests (by route and status class), response
+// bytes and latency (by route). Labels come from fixed sets only (routes,
+// five status classes), so the number of series is bounded whatever
+// clients send.
 type httpMetrics struct {
-	mu     sync.Mutex
-	routes map[string]*routeStats
+	requests *prometheus.CounterVec
+	bytes    *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
 }
 
-type routeStats struct {
-	requests [6]int64 // by status class: index 2 counts 2xx …
-	bytes    int64
-	buckets  []int64 // cumulative counts are computed when written
-	sum      float64
-	count    int64
+func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixery_http_requests_total", Help: "HTTP requests by route and status class.",
+		}, []string{"route", "code"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixery_http_response_bytes_total", Help: "Bytes of response bodies served, by route.",
+		}, []string{"route"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "nixery_http_request_duration_seconds", Help: "Time to answer a request, by route.", Buckets: latencyBuckets,
+		}, []string{"route"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.bytes, m.latency)
+	}
+	return m
 }
 
 func (m *httpMetrics) observe(route string, status int, bytes int64, d time.Duration) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.routes == nil {
-		m.routes = map[string]*routeStats{}
+	class := "other"
+	if c := status / 100; c >= 1 && c <= 5 {
+		class = strconv.Itoa(c) + "xx"
 	}
-	rs := m.routes[route]
-	if rs == nil {
-		rs = &routeStats{buckets: make([]int64, len(latencyBuckets))}
-		m.routes[route] = rs
-	}
-	if class := status / 100; class >= 1 && class <= 5 {
-		rs.requests[class]++
-	}
-	rs.bytes += bytes
-	secs := d.Seconds()
-	for i, le := range latencyBuckets {
-		if secs <= le {
-			rs.buckets[i]++
-			break
-		}
-	}
-	rs.sum += secs
-	rs.count++
-}
-
-// write writes the HTTP metrics in the Prometheus text format.
-func (m *httpMetrics) write(w io.Writer) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	fmt.Fprint(w, "# HELP nixery_http_requests_total HTTP requests by route and status class.\n# TYPE nixery_http_requests_total counter\n")
-	for _, r := range routes {
-		if rs := m.routes[r]; rs != nil {
-			for class := 1; class <= 5; class++ {
-				if n := rs.requests[class]; n > 0 {
-					fmt.Fprintf(w, "nixery_http_requests_total{route=%q,code=\"%dxx\"} %d\n", r, class, n)
-				}
-			}
-		}
-	}
-	fmt.Fprint(w, "# HELP nixery_http_response_bytes_total Bytes of response bodies served, by route.\n# TYPE nixery_http_response_bytes_total counter\n")
-	for _, r := range routes {
-		if rs := m.routes[r]; rs != nil {
-			fmt.Fprintf(w, "nixery_http_response_bytes_total{route=%q} %d\n", r, rs.bytes)
-		}
-	}
-	fmt.Fprint(w, "# HELP nixery_http_request_duration_seconds Time to answer a request, by route.\n# TYPE nixery_http_request_duration_seconds histogram\n")
-	for _, r := range routes {
-		rs := m.routes[r]
-		if rs == nil {
-			continue
-		}
-		var cum int64
-		for i, le := range latencyBuckets {
-			cum += rs.buckets[i]
-			fmt.Fprintf(w, "nixery_http_request_duration_seconds_bucket{route=%q,le=\"%g\"} %d\n", r, le, cum)
-		}
-		fmt.Fprintf(w, "nixery_http_request_duration_seconds_bucket{route=%q,le=\"+Inf\"} %d\n", r, rs.count)
-		fmt.Fprintf(w, "nixery_http_request_duration_seconds_sum{route=%q} %g\n", r, rs.sum)
-		fmt.Fprintf(w, "nixery_http_request_duration_seconds_count{route=%q} %d\n", r, rs.count)
-	}
+	m.requests.WithLabelValues(route, class).Inc()
+	m.bytes.WithLabelValues(route).Add(float64(bytes))
+	m.latency.WithLabelValues(route).Observe(d.Seconds())
 }
 
 // responseRecorder remembers the status and counts the body bytes of an
@@ -204,15 +171,29 @@ func instrument(log *slog.Logger, m *httpMetrics, next http.Handler) http.Handle
 	})
 }
 
-// metricsHandler serves /metrics: the builder's counters, then the HTTP
-// ones.
-func metricsHandler(b *builder.Builder, m *httpMetrics, gc *gcMetrics) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		b.WriteMetrics(w)
-		m.write(w)
-		gc.write(w)
-	})
+// metrics makes the registry /metrics serves: the builder's, the HTTP
+// and the collector's metrics, Go runtime and process metrics (memory,
+// goroutines, open files). Nothing in it reads storage.
+func metrics(b *builder.Builder) (*prometheus.Registry, *httpMetrics, *gcMetrics) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), b.Collector())
+	// Pushes to the Nix binary cache (NIXERY_NIX_CACHE), read when scraped.
+	for result, n := range map[string]func(nix.PushStats) int64{
+		"succeeded": func(s nix.PushStats) int64 { return s.Succeeded },
+		"failed":    func(s nix.PushStats) int64 { return s.Failed },
+		"skipped":   func(s nix.PushStats) int64 { return s.Skipped },
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "nixery_nix_cache_pushes_total", Help: "Closures pushed to the Nix binary cache (NIXERY_NIX_CACHE), by result.",
+			ConstLabels: prometheus.Labels{"result": result},
+		}, func() float64 { return float64(n(b.Nix.Pushes())) }))
+	}
+	return reg, newHTTPMetrics(reg), newGCMetrics(reg)
+}
+
+// metricsHandler serves /metrics in the Prometheus exposition format.
+func metricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 
 // HTTP server limits (README, "For the people who run it").
@@ -383,9 +364,9 @@ func (h *health) check(ctx context.Context) string {
 	if _, err := nix.Version(ctx); err != nil {
 		return "nix is not usable: " + err.Error()
 	}
-	// A probe object that does not exist: ErrNotFound means storage
+	// A read of an object that does not exist: "not found" means storage
 	// answered.
-	if _, err := h.store.GetObject(ctx, "readyz-probe"); err != nil && !errors.Is(err, storage.ErrNotFound) {
+	if err := catalog.New(h.store, nil).Probe(ctx); err != nil {
 		return "storage is not reachable: " + err.Error()
 	}
 	statfs := h.statfs
@@ -406,12 +387,23 @@ func (h *health) check(ctx context.Context) string {
 
 // freeBytes is the space available to unprivileged writers on the file
 // system holding path (statfs(2): available blocks × block size).
+//
+// A directory that does not exist yet (the Nix store of an empty /nix
+// volume before the first build) is judged by the nearest one above it
+// that does: that is where it will be made.
 func freeBytes(path string) (uint64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(path, &st); err != nil {
-		return 0, err
+	for {
+		var st syscall.Statfs_t
+		err := syscall.Statfs(path, &st)
+		if err == nil {
+			return st.Bavail * uint64(st.Bsize), nil
+		}
+		parent := filepath.Dir(path)
+		if !errors.Is(err, syscall.ENOENT) || parent == path {
+			return 0, err
+		}
+		path = parent
 	}
-	return st.Bavail * uint64(st.Bsize), nil
 }
 
 func mib(n uint64) string { return fmt.Sprintf("%d MiB", n>>20) }

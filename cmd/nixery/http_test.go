@@ -9,11 +9,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nixery/nixery/internal/need"
 	"github.com/nixery/nixery/storage"
 )
 
@@ -41,7 +45,8 @@ func TestRoute(t *testing.T) {
 }
 
 func TestInstrument(t *testing.T) {
-	m := &httpMetrics{}
+	reg := prometheus.NewRegistry()
+	m := newHTTPMetrics(reg)
 	var logged strings.Builder
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 	h := instrument(log, m, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -60,11 +65,12 @@ func TestInstrument(t *testing.T) {
 	for _, p := range []string{"/v2/x/blobs/sha256:00", "/api/build/x/events", "/nope"} {
 		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", p, nil))
 	}
-	var out strings.Builder
-	m.write(&out)
+	rec := httptest.NewRecorder()
+	metricsHandler(reg).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	out := rec.Body
 	for _, want := range []string{
-		`nixery_http_requests_total{route="v2_blob",code="2xx"} 1`,
-		`nixery_http_requests_total{route="web",code="4xx"} 1`,
+		`nixery_http_requests_total{code="2xx",route="v2_blob"} 1`,
+		`nixery_http_requests_total{code="4xx",route="web"} 1`,
 		`nixery_http_response_bytes_total{route="v2_blob"} 12`,
 		`nixery_http_request_duration_seconds_bucket{route="api_events",le="+Inf"} 1`,
 		`nixery_http_request_duration_seconds_count{route="web"} 1`,
@@ -111,6 +117,7 @@ func probe(t *testing.T, h *health, ctx context.Context) (int, string) {
 }
 
 func TestReadyz(t *testing.T) {
+	need.Tool(t, "nix-build") // the healthy case runs real Nix
 	ctx := context.Background()
 	fs, err := storage.NewFilesystem(t.TempDir())
 	if err != nil {
@@ -300,5 +307,19 @@ func TestReadyzDraining(t *testing.T) {
 	h.draining.Store(true)
 	if code, body := probe(t, h, context.Background()); code != 503 || !strings.Contains(body, "shutting down") {
 		t.Errorf("/readyz while draining = %d %s", code, body)
+	}
+}
+
+// A disk directory that does not exist yet (the store of an empty /nix
+// volume) is judged by the nearest existing directory above it.
+func TestFreeBytesMissingDir(t *testing.T) {
+	dir := t.TempDir()
+	want, err := freeBytes(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := freeBytes(filepath.Join(dir, "nix", "store"))
+	if err != nil || got == 0 || want == 0 {
+		t.Errorf("freeBytes of a missing directory = %d, %v (its parent: %d)", got, err, want)
 	}
 }

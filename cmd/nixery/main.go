@@ -151,7 +151,7 @@ func serve(args []string) error {
 	site := &web.Site{Builder: builder, Version: version, Logger: log}
 	site.Preload(ctx) // the package list for search, made once per package set
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
-	httpStats, gcStats := &httpMetrics{}, &gcMetrics{}
+	promRegistry, httpStats, gcStats := metrics(builder)
 	probes := &health{store: store, disks: []string{nixStore}, minFree: defaultMinFree}
 	if _, ok := store.(*storage.Filesystem); ok {
 		probes.disks = append(probes.disks, cfg.StoragePath)
@@ -159,7 +159,7 @@ func serve(args []string) error {
 	background.Go(func() { probes.run(bg) })
 	handler := newHandler(guard, cfg.MetricsPublic,
 		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Catalog()}, site,
-		metricsHandler(builder, httpStats, gcStats), probes)
+		metricsHandler(promRegistry), probes)
 
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	ln, err := net.Listen("tcp", addr)
@@ -206,6 +206,10 @@ func serve(args []string) error {
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	if err := builder.Drain(drainCtx); err != nil {
 		log.Warn("builds still running at shutdown; other replicas take them over", "err", err)
+	}
+	// Closures still being pushed to the Nix binary cache, in the same time.
+	if err := builder.Nix.WaitPushes(drainCtx); err != nil {
+		log.Warn("pushes to the Nix cache still running at shutdown; their paths are pushed by the next build of them", "err", err)
 	}
 	cancelDrain()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -15,11 +15,10 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nixery/nixery/access"
-	"github.com/nixery/nixery/builder"
-	"github.com/nixery/nixery/config"
-	"github.com/nixery/nixery/demo/demotest"
-	"github.com/nixery/nixery/nix"
+	"github.com/nixery/nixery/builder/buildertest"
 	"github.com/nixery/nixery/registry"
 	"github.com/nixery/nixery/storage"
 	"github.com/nixery/nixery/web"
@@ -29,7 +28,6 @@ import (
 // demo set with real Nix, with an htpasswd file generated here.
 func privateServer(t *testing.T, metricsPublic bool) (*httptest.Server, string) {
 	t.Helper()
-	pkgs := demotest.Set(t)
 	dir := t.TempDir()
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret-pw"), bcrypt.MinCost)
 	if err != nil {
@@ -49,13 +47,8 @@ func privateServer(t *testing.T, metricsPublic bool) (*httptest.Server, string) 
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	b := &builder.Builder{
-		Source:   config.PathSource{Path: pkgs},
-		Nix:      &nix.Runner{Timeout: 2 * time.Minute, Offline: true},
-		Storage:  store,
-		CacheTTL: time.Hour,
-		Logger:   log,
-	}
+	b := buildertest.New(t)
+	b.Storage, b.Logger = store, log
 	probes := &health{store: store}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -64,7 +57,7 @@ func privateServer(t *testing.T, metricsPublic bool) (*httptest.Server, string) 
 	h := newHandler(&access.Guard{Users: users}, metricsPublic,
 		&registry.Registry{Builder: b, Storage: store, Logger: log},
 		&web.Site{Builder: b, Version: "test", Logger: log},
-		metricsHandler(b, &httpMetrics{}, &gcMetrics{}), probes)
+		metricsHandler(prometheus.NewRegistry()), probes)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv, storeDir

@@ -66,13 +66,18 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 	if cfg.LayerFormat == "zstd" {
 		format = archive.Zstd
 	}
+	runner := &nix.Runner{Timeout: cfg.NixTimeout, Logger: log, Offline: offline, MinFree: cfg.NixMinFree, MaxFree: cfg.NixMaxFree,
+		Cache: cfg.NixCache, Options: cfg.NixOptions}
+	if cfg.NixCache.URL != "" {
+		log.Info("nix binary cache: substituting from it, pushing every build's closure to it", "cache", cfg.NixCache.String())
+	}
 	builder := &builder.Builder{
 		Format:       format,
 		Compression:  cfg.Compression,
 		Popularity:   popularity,
 		PopularityID: popularityID,
 		Source:       source,
-		Nix:          &nix.Runner{Timeout: cfg.NixTimeout, Logger: log, Offline: offline, MinFree: cfg.NixMinFree, MaxFree: cfg.NixMaxFree},
+		Nix:          runner,
 		Storage:      store,
 		LayerBudget:  cfg.LayerBudget,
 		CacheTTL:     cfg.CacheTTL,

@@ -192,6 +192,3 @@ func (s *Server) Resume() {
 		s.cmd.Process.Signal(syscall.SIGCONT)
 	}
 }
-
-// Log returns what the server printed since it was last started.
-func (s *Server) Log() string { return s.log.String() }

@@ -69,6 +69,7 @@ var settings = []setting{
 	{"channel", "NIXERY_CHANNEL", "", "package source: a nixpkgs channel, branch or commit for the tag latest; other tags select other channels (nixos-24.11) or commits (needs network access to fetch nixpkgs)"},
 	{"pkgs-repo", "NIXERY_PKGS_REPO", "", "package source: a git repository; the image tag selects a branch, tag or commit"},
 	{"pkgs-path", "NIXERY_PKGS_PATH", "", "package source: a local directory holding a package set (default.nix)"},
+	{"pkgs-flake", "NIXERY_PKGS_FLAKE", "", "package source: a flake reference (github:org/repo, git+https://host/repo, git+file:///srv/pkgs, path:/srv/pkgs); packages are its legacyPackages.<system>, then packages.<system>; for a flake in git the image tag selects a branch, tag or commit"},
 	{"storage-backend", "NIXERY_STORAGE_BACKEND", "filesystem", "where images are stored: filesystem, gcs or s3"},
 	{"storage-path", "STORAGE_PATH", "", "directory of the filesystem backend (default: $XDG_CACHE_HOME/nixery/storage, i.e. ~/.cache/nixery/storage)"},
 	{"gcs-bucket", "GCS_BUCKET", "", "gcs: the bucket (credentials the standard Google way)"},
@@ -234,27 +235,44 @@ func Usage(w io.Writer) {
 func Load(args []string, getenv func(string) string) (*Config, error) {
 	fs := flag.NewFlagSet("nixery serve", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	values := map[string]*string{}
-	for _, s := range settings {
-		v := getenv(s.env)
-		if v == "" {
-			v = s.def
-		}
-		if s.def == "true" || s.def == "false" {
-			// A switch: "--s3-path-style" alone means true.
-			b := &boolString{v}
-			fs.Var(b, s.flag, s.usage)
-			values[s.flag] = &b.s
-			continue
-		}
-		values[s.flag] = fs.String(s.flag, v, s.usage)
-	}
+	load := Settings(fs, getenv)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	return load()
+}
+
+// Settings registers every setting of serve on fs, each with its
+// environment variable as the default and named in its usage line, and
+// returns the function that reads the parsed flags into a Config (call
+// it after fs.Parse). Every subcommand that opens storage or runs Nix
+// (serve, gc, build --local) takes the same settings this way, and its
+// --help lists them from the same table.
+func Settings(fs *flag.FlagSet, getenv func(string) string) func() (*Config, error) {
+	values := map[string]*string{}
+	for _, s := range settings {
+		v := getenv(s.env)
+		if v == "" {
+			v = s.def
+		}
+		usage := s.usage + " ($" + s.env + ")"
+		if s.def == "true" || s.def == "false" {
+			// A switch: "--s3-path-style" alone means true.
+			b := &boolString{v}
+			fs.Var(b, s.flag, usage)
+			values[s.flag] = &b.s
+			continue
+		}
+		values[s.flag] = fs.String(s.flag, v, usage)
+	}
+	return func() (*Config, error) { return fromFlags(values, getenv) }
+}
+
+// fromFlags makes the Config from the settings' values.
+func fromFlags(values map[string]*string, getenv func(string) string) (*Config, error) {
 	get := func(name string) string { return strings.TrimSpace(*values[name]) }
 	p := parser{get: get}
 
@@ -314,13 +332,13 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	}
 
 	var sources []string
-	for _, name := range []string{"channel", "pkgs-repo", "pkgs-path"} {
+	for _, name := range []string{"channel", "pkgs-repo", "pkgs-path", "pkgs-flake"} {
 		if get(name) != "" {
 			sources = append(sources, name)
 		}
 	}
 	if len(sources) > 1 {
-		return nil, fmt.Errorf("set only one package source, not %s: NIXERY_CHANNEL (--channel), NIXERY_PKGS_REPO (--pkgs-repo) or NIXERY_PKGS_PATH (--pkgs-path)", strings.Join(sources, " and "))
+		return nil, fmt.Errorf("set only one package source, not %s: NIXERY_CHANNEL (--channel), NIXERY_PKGS_REPO (--pkgs-repo), NIXERY_PKGS_PATH (--pkgs-path) or NIXERY_PKGS_FLAKE (--pkgs-flake)", strings.Join(sources, " and "))
 	}
 	switch {
 	case get("channel") != "":
@@ -336,6 +354,12 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 			return nil, fmt.Errorf("NIXERY_PKGS_PATH / --pkgs-path %s must be a directory with a default.nix: %w", p, err)
 		}
 		c.Source = PathSource{Path: p}
+	case get("pkgs-flake") != "":
+		ref, err := ParseFlakeRef(get("pkgs-flake"))
+		if err != nil {
+			return nil, fmt.Errorf("NIXERY_PKGS_FLAKE / --pkgs-flake: %w", err)
+		}
+		c.Source = &FlakeSource{Ref: ref, TTL: c.CacheTTL}
 	}
 
 	cache := getenv("XDG_CACHE_HOME")

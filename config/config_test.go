@@ -68,6 +68,15 @@ func TestLoad(t *testing.T) {
 		{name: "zero timeout", env: map[string]string{"NIX_TIMEOUT": "0"}, wantErr: "NIX_TIMEOUT"},
 		{name: "two sources", env: map[string]string{"NIXERY_CHANNEL": "x", "NIXERY_PKGS_PATH": pkgs}, wantErr: "only one package source"},
 		{name: "path without default.nix", env: map[string]string{"NIXERY_PKGS_PATH": empty}, wantErr: "default.nix"},
+		{name: "flake", args: []string{"--pkgs-flake", "github:org/pkgs"}, check: func(t *testing.T, c *Config) {
+			if fs, ok := c.Source.(*FlakeSource); !ok || fs.Ref != "github:org/pkgs" || fs.TTL != 300*time.Second {
+				t.Errorf("source %#v", c.Source)
+			}
+		}},
+		{name: "flake and repo", env: map[string]string{"NIXERY_PKGS_FLAKE": "github:org/pkgs", "NIXERY_PKGS_REPO": "https://example.org/pkgs.git"}, wantErr: "only one package source, not pkgs-repo and pkgs-flake"},
+		{name: "flake and path", args: []string{"--pkgs-flake=github:org/pkgs", "--pkgs-path", pkgs}, wantErr: "NIXERY_PKGS_FLAKE (--pkgs-flake)"},
+		{name: "flake without type", env: map[string]string{"NIXERY_PKGS_FLAKE": pkgs}, wantErr: "NIXERY_PKGS_FLAKE / --pkgs-flake: flake reference"},
+		{name: "path flake without flake.nix", env: map[string]string{"NIXERY_PKGS_FLAKE": "path:" + empty}, wantErr: "flake.nix"},
 		{name: "unknown backend", env: map[string]string{"NIXERY_STORAGE_BACKEND": "tape"}, wantErr: "must be filesystem"},
 		{name: "gcs without bucket", env: map[string]string{"NIXERY_STORAGE_BACKEND": "gcs"}, wantErr: "GCS_BUCKET"},
 		{name: "s3 without bucket", env: map[string]string{"NIXERY_STORAGE_BACKEND": "s3"}, wantErr: "NIXERY_S3_BUCKET"},

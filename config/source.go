@@ -1,5 +1,6 @@
 // Package config holds Nixery's configuration and the package sources it
-// can build from. Each source resolves an image tag to what the embedded
+// can build from (a nixpkgs channel, a git repository, a local path, a
+// flake). Each source resolves an image tag to what the embedded
 // Nix expression (package nix) needs and to its own cache identity.
 package config
 
@@ -29,16 +30,18 @@ type Source interface {
 type Resolved struct {
 	// Type and Args are the srcType and srcArgs of the embedded Nix
 	// expression: ("path", "/abs/dir"), ("nixpkgs", "<channel or
-	// commit>") or ("git", `{"url":…,"ref":…,"rev":…}`).
+	// commit>"), ("git", `{"url":…,"ref":…,"rev":…}`) or ("flake",
+	// "<locked flake reference>").
 	Type, Args string
 
 	// Identity names this package set in cache keys: the resolved commit
-	// wherever one exists.
+	// wherever one exists (for a flake without one, its content hash).
 	Identity string
 
 	// Immutable is true when Identity pins the package set for good (a
-	// commit). Results from a moving source (a branch, a channel name, a
-	// directory) are reused only for the cache time.
+	// commit; a flake's locked revision or content hash when its lock
+	// file locks every input). Results from a moving source (a branch, a
+	// channel name, a directory) are reused only for the cache time.
 	Immutable bool
 
 	// Revision is the resolved revision for humans ("" if none).

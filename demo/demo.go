@@ -1,9 +1,9 @@
 // Package demo ships Nixery's own offline package set: a small Nix package
-// set shaped like nixpkgs (hello, bashInteractive, coreutils, git, python3,
-// a nested xorg set, shared "libraries", and test fixtures such as a broken
-// and a slow package) that real Nix builds from nothing but a static
-// busybox. Tests and local experiments use it where nixpkgs and a binary
-// cache are out of reach.
+// set shaped like nixpkgs (hello, bashInteractive, coreutils, git, python3
+// with withPackages and python3Packages, a nested xorg set, shared
+// "libraries", and test fixtures such as a broken and a slow package) that
+// real Nix builds from nothing but a static busybox. Tests and local
+// experiments use it where nixpkgs and a binary cache are out of reach.
 //
 // The Nix files are embedded; Extract writes them into a directory, which
 // then serves as a "path" package source (NIXERY_PKGS_PATH), for example:
@@ -11,6 +11,11 @@
 //	bb, _ := demo.FindBusybox()
 //	_ = demo.Extract(dir, bb)
 //	// nix-build dir -A hello
+//
+// The directory is a flake too (flake.nix, without inputs: its
+// legacyPackages for x86_64-linux and aarch64-linux are the same set), so
+// NIXERY_PKGS_FLAKE=path:<dir> serves it, and so does git+file:// of a git
+// repository holding it with bootstrap/busybox committed.
 package demo
 
 import (

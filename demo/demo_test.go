@@ -131,7 +131,7 @@ func TestEveryPackageHasMeta(t *testing.T) {
 	expr := `let pkgs = import ` + dir + ` { system = "aarch64-linux"; config = {}; overlays = []; };
 		attrs = set: builtins.filter (n: (set.${n}.type or "") == "derivation") (builtins.attrNames set);
 		bad = set: builtins.filter (n: (set.${n}.meta.description or "") == "" || set.${n}.system != "aarch64-linux") (attrs set);
-	in bad pkgs ++ bad pkgs.xorg`
+	in bad pkgs ++ bad pkgs.xorg ++ bad pkgs.python3Packages`
 	out, err := exec.Command("nix-instantiate", "--eval", "--strict", "--json", "-E", expr).CombinedOutput()
 	if err != nil {
 		t.Fatalf("nix-instantiate: %v\n%s", err, out)
@@ -181,5 +181,76 @@ func TestExtractIdempotent(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "default.nix")); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestPythonEnvironment checks python3.withPackages the way nixpkgs has
+// it: the environment's python3 imports the packages named, the plain
+// python3 does not, and both tell a missing module as Python does.
+func TestPythonEnvironment(t *testing.T) {
+	dir := setup(t)
+	python := nixBuild(t, dir, "-A", "python3")
+	expr := filepath.Join(t.TempDir(), "env.nix")
+	if err := os.WriteFile(expr, []byte(`let pkgs = import `+dir+` {}; in pkgs.python3.withPackages (ps: [ ps.numpy ps.requests ])`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := nixBuild(t, expr)
+	run := func(root, code string) (string, error) {
+		cmd := exec.Command(filepath.Join(root, "bin", "python3"), "-c", code)
+		cmd.Env = []string{}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	tests := []struct {
+		root, code string
+		ok         bool
+		output     string
+	}{
+		{env, "import numpy", true, ""},
+		{env, "import numpy, requests; import numpy", true, ""},
+		{env, "import module7", true, ""}, // the standard library
+		{python, "import module7", true, ""},
+		{python, "import numpy", false, "ModuleNotFoundError: No module named 'numpy'"},
+		{env, "import scipy", false, "ModuleNotFoundError: No module named 'scipy'"},
+		{env, "print(1)", false, "only import statements"},
+	}
+	for _, tt := range tests {
+		out, err := run(tt.root, tt.code)
+		if (err == nil) != tt.ok || !strings.Contains(out, tt.output) {
+			t.Errorf("%s -c %q: %v, %q; want success %v and %q", tt.root, tt.code, err, out, tt.ok, tt.output)
+		}
+	}
+	// The environment is a package of its own that refers to python3
+	// and to the packages.
+	refs, err := exec.Command("nix-store", "--query", "--references", env).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{python, "-python3.11-numpy-1.26.4", "-python3.11-requests-2.31.0"} {
+		if !strings.Contains(string(refs), want) {
+			t.Errorf("environment does not refer to %s:\n%s", want, refs)
+		}
+	}
+}
+
+// TestFlake evaluates the set through its flake.nix for both systems,
+// with flakes enabled only for this command, as Nixery does.
+func TestFlake(t *testing.T) {
+	dir := setup(t)
+	expr := `let f = builtins.getFlake "path:` + dir + `"; in
+		map (s: [ f.legacyPackages.${s}.hello.system (f.legacyPackages.${s}.python3.withPackages (ps: [ ps.numpy ])).system ])
+			[ "x86_64-linux" "aarch64-linux" ]`
+	out, err := exec.Command("nix-instantiate", "--extra-experimental-features", "nix-command flakes",
+		"--eval", "--strict", "--json", "--expr", expr).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nix-instantiate: %v\n%s", err, out)
+	}
+	want := `[["x86_64-linux","x86_64-linux"],["aarch64-linux","aarch64-linux"]]`
+	if got := strings.TrimSpace(string(out)); got != want {
+		t.Errorf("systems %s, want %s", got, want)
+	}
+	// Nix wrote no lock file into the set: it has no inputs to lock.
+	if _, err := os.Stat(filepath.Join(dir, "flake.lock")); err == nil {
+		t.Error("evaluating the flake wrote a flake.lock")
 	}
 }

@@ -90,7 +90,7 @@ func start(tmp, storageDir string, env ...string) (*nixery, error) {
 		"XDG_CACHE_HOME="+filepath.Join(tmp, "cache"),
 		"STORAGE_PATH="+storageDir,
 		"NIX_TIMEOUT=120",
-		"NIXERY_CHANNEL=", "NIXERY_PKGS_REPO=", "NIXERY_PKGS_PATH=",
+		"NIXERY_CHANNEL=", "NIXERY_PKGS_REPO=", "NIXERY_PKGS_PATH=", "NIXERY_PKGS_FLAKE=",
 	)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = s.log, s.log

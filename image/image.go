@@ -7,6 +7,12 @@
 //	arm64    builds for aarch64-linux and marks the image arm64
 //	nonroot  runs the image as the user nonroot (uid and gid 65532)
 //
+// A component <attr>.withpackages.<p1>.<p2>… is a language environment:
+// <attr>.withPackages called with the packages named after it
+// (python3.withpackages.numpy.requests), resolved by package nix. The
+// same packages in any order are the same environment, so they are
+// sorted and deduplicated too.
+//
 // The same set of packages in any order is the same image, so packages are
 // sorted and deduplicated. Names are validated against the OCI distribution
 // spec grammar before anything else sees them.
@@ -120,7 +126,7 @@ func Parse(name, tag string) (*Request, error) {
 	}
 	components := strings.Split(name, "/")
 	arch, nonRoot, packages := metaPackages(components)
-	for _, p := range packages {
+	for i, p := range packages {
 		// Attribute paths are dot-separated identifiers; "a..b" or a
 		// trailing dot can never name an attribute.
 		for _, part := range strings.Split(p, ".") {
@@ -128,6 +134,11 @@ func Parse(name, tag string) (*Request, error) {
 				return nil, &Error{Code: "NAME_INVALID", Message: fmt.Sprintf("invalid package %q: empty attribute name", p)}
 			}
 		}
+		env, err := environment(p)
+		if err != nil {
+			return nil, err
+		}
+		packages[i] = env
 	}
 	slices.Sort(packages)
 	packages = slices.Compact(packages)
@@ -177,4 +188,36 @@ func (r *Request) Ref() string {
 		return r.Name
 	}
 	return r.Name + ":" + r.Tag
+}
+
+// WithPackages is the attribute name that makes a component a language
+// environment, as in python3.withpackages.numpy. Names are lower case
+// (the distribution spec's grammar); package nix finds nixpkgs'
+// withPackages ignoring case, like every attribute.
+const WithPackages = "withpackages"
+
+// environment checks a language environment <attr>.withpackages.<p1>…
+// and returns it with its packages sorted and deduplicated; any other
+// attribute path is returned as it is.
+func environment(p string) (string, error) {
+	parts := strings.Split(p, ".")
+	i := slices.Index(parts, WithPackages)
+	if i < 0 {
+		return p, nil
+	}
+	invalid := func(why string) error {
+		return &Error{Code: "NAME_INVALID", Message: fmt.Sprintf("invalid package %q: %s, as in python3.withpackages.numpy.requests", p, why)}
+	}
+	switch {
+	case i == 0:
+		return "", invalid("withpackages follows the attribute whose withPackages it calls")
+	case i == len(parts)-1:
+		return "", invalid("name at least one package after withpackages")
+	case slices.Contains(parts[i+1:], WithPackages):
+		return "", invalid("withpackages may appear once")
+	}
+	list := slices.Clone(parts[i+1:])
+	slices.Sort(list)
+	list = slices.Compact(list)
+	return strings.Join(append(parts[:i+1], list...), "."), nil
 }

@@ -51,6 +51,19 @@ func TestParse(t *testing.T) {
 		{name: "nonroot/arm64", tag: "latest", errCode: "NAME_INVALID"},
 		{name: "NonRoot/hello", tag: "latest", errCode: "NAME_INVALID"},
 		{name: "non-root/hello", tag: "latest", packages: []string{"hello", "non-root"}, arch: AMD64},
+		// Language environments: the listed packages in any order and
+		// repetition are the same environment.
+		{name: "shell/python3.withpackages.numpy.requests", tag: "latest", packages: with("python3.withpackages.numpy.requests"), arch: AMD64},
+		{name: "python3.withpackages.requests.numpy.requests", tag: "latest", packages: []string{"python3.withpackages.numpy.requests"}, arch: AMD64},
+		{name: "python3.withpackages.numpy/python3.withpackages.numpy", tag: "latest", packages: []string{"python3.withpackages.numpy"}, arch: AMD64},
+		{name: "python3.withpackages.numpy/python3", tag: "latest", packages: []string{"python3", "python3.withpackages.numpy"}, arch: AMD64},
+		{name: "xorg.perl.withpackages.b.a", tag: "latest", packages: []string{"xorg.perl.withpackages.a.b"}, arch: AMD64},
+		// Only a whole attribute name counts.
+		{name: "python3.withpackagesx.b.a", tag: "latest", packages: []string{"python3.withpackagesx.b.a"}, arch: AMD64},
+		{name: "python3.withpackages", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "withpackages.numpy", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "python3.withpackages.numpy.withpackages.x", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "shell/python3.withpackages", tag: "latest", errCode: "NAME_INVALID"},
 
 		{name: "Hello", tag: "latest", errCode: "NAME_INVALID"},
 		{name: "hello/", tag: "latest", errCode: "NAME_INVALID"},
@@ -86,6 +99,10 @@ func TestParse(t *testing.T) {
 				// A bad tag is named in the answer, so the user sees which.
 				if tt.errCode == "MANIFEST_UNKNOWN" && !strings.Contains(ie.Message, fmt.Sprintf("tag %q", tt.tag)) {
 					t.Errorf("message %q does not name the tag %q", ie.Message, tt.tag)
+				}
+				// A misused withpackages is explained with an example.
+				if strings.Contains(tt.name, "withpackages") && !strings.Contains(ie.Message, "python3.withpackages.numpy") {
+					t.Errorf("message %q shows no example", ie.Message)
 				}
 				return
 			}

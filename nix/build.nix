@@ -7,7 +7,9 @@
 # demo set, on Nix 2.8 and later.
 #
 #   srcType, srcArgs, system   what load.nix loads (see there)
-#   packages  JSON list of attribute paths, e.g. ["hello","xorg.xev"]
+#   packages  JSON list of attribute paths, e.g. ["hello","xorg.xev"],
+#             or language environments <attr>.withpackages.<p1>.<p2>…
+#             (package image's grammar), e.g. "python3.withpackages.numpy"
 #
 # If any name does not resolve, evaluation fails with the single line
 #   nixery-unknown-packages: [{"name":…,"candidates":[…]?,"reason":…?}, …]
@@ -46,16 +48,69 @@ let
       else if matches == [ ] then { error = { }; }
       else { error = { candidates = map full matches; }; };
 
-  resolve = name:
-    let r = builtins.foldl' step { value = pkgs; path = [ ]; } (splitPath name);
+  start = { value = pkgs; path = [ ]; };
+  dotted = builtins.concatStringsSep ".";
+
+  # A plain attribute path: { drv; } or { unknown = [ entry ]; }.
+  resolvePath = name: parts:
+    let r = builtins.foldl' step start parts;
     in
-    if r ? error then { unknown = { inherit name; } // r.error; }
+    if r ? error then { unknown = [ ({ inherit name; } // r.error) ]; }
     else if (r.value.type or null) != "derivation" then
-      { unknown = { inherit name; reason = "not a package"; }; }
+      { unknown = [ { inherit name; reason = "not a package"; } ]; }
     else { drv = r.value; };
 
+  # A language environment <attr>.withpackages.<p1>.<p2>…: <attr>'s
+  # withPackages (found ignoring case, like every attribute) called with
+  # the packages p1, p2, … of <attr>.pkgs (nixpkgs' python3.pkgs), or of
+  # the package set if <attr> has no pkgs. Every unknown package is
+  # reported by its own name.
+  resolveEnv = name: attrParts: names:
+    let
+      base = builtins.foldl' step start attrParts;
+      attr = dotted base.path;
+      fn = step base "withPackages";
+      from =
+        if builtins.isAttrs (base.value.pkgs or null)
+        then { value = base.value.pkgs; path = base.path ++ [ "pkgs" ]; }
+        else start;
+      where = if from.path == [ ] then "the package set" else dotted from.path;
+      member = n:
+        let r = step from n;
+        in
+        if r ? error then { unknown = { name = n; reason = "not in ${where}"; } // r.error; }
+        else if (r.value.type or null) != "derivation" then
+          { unknown = { name = n; reason = "not a package of ${where}"; }; }
+        else { drv = r.value; };
+      members = map member names;
+      missing = map (m: m.unknown) (builtins.filter (m: m ? unknown) members);
+      env = fn.value (_: map (m: m.drv) members);
+    in
+    if base ? error then { unknown = [ ({ name = dotted attrParts; } // base.error) ]; }
+    else if fn ? error || !(builtins.isFunction fn.value || fn.value ? __functor) then
+      { unknown = [ { inherit name; reason = "${attr} has no withPackages"; } ]; }
+    else if missing != [ ] then { unknown = missing; }
+    else if (env.type or null) != "derivation" then
+      { unknown = [ { inherit name; reason = "${attr}.withPackages returned no package"; } ]; }
+    else { drv = env; };
+
+  # The position of x in list, or -1.
+  indexOf = x: list:
+    let go = i: if i >= builtins.length list then -1 else if builtins.elemAt list i == x then i else go (i + 1);
+    in go 0;
+  slice = list: from: n: builtins.genList (k: builtins.elemAt list (from + k)) n;
+
+  resolve = name:
+    let
+      parts = splitPath name;
+      n = builtins.length parts;
+      i = indexOf "withpackages" parts;
+    in
+    if i > 0 && i < n - 1 then resolveEnv name (slice parts 0 i) (slice parts (i + 1) (n - i - 1))
+    else resolvePath name parts;
+
   resolved = map resolve (builtins.fromJSON packages);
-  unknown = map (r: r.unknown) (builtins.filter (r: r ? unknown) resolved);
+  unknown = builtins.concatMap (r: r.unknown) (builtins.filter (r: r ? unknown) resolved);
 
   # What `nix-env -i` would install: meta.outputsToInstall, or the
   # default output.

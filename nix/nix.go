@@ -3,11 +3,17 @@
 // A build asks Nix for exactly two things and computes the rest in Go:
 //
 //  1. nix-build, with the embedded expression build.nix, loads the package
-//     set (a local path, a nixpkgs channel or a git repository), resolves
-//     the requested attribute paths and realises their outputs;
+//     set (a local path, a nixpkgs channel, a git repository or a flake),
+//     resolves the requested attribute paths and language environments
+//     and realises their outputs;
 //  2. nix path-info reports the runtime closure of those outputs with the
 //     size and references of every store path, which is all that layering
 //     needs.
+//
+// A flake source asks one thing more, before any build: nix flake
+// metadata locks the flake (FlakeMetadata), and builds then load exactly
+// what was locked. Flakes are experimental in every Nix so far, so Nixery
+// enables them for its own processes of a flake source only.
 //
 // Every Nix process runs in a process group of its own, under the caller's
 // context and the Runner's timeout. A process that runs out of time is
@@ -60,6 +66,9 @@ var loadExpr string
 // they extend the substituters whoever set them.
 func (r *Runner) nixArgs(srcType, srcArgs, system string) []string {
 	args := append(r.offline(), r.storeBounds()...)
+	if srcType == "flake" {
+		args = append(args, flakeFeatures...)
+	}
 	args = append(args, r.optionArgs()...)
 	args = append(args, r.Cache.substituteArgs()...)
 	if system == "" {
@@ -138,14 +147,18 @@ type Runner struct {
 // Request says what to build.
 type Request struct {
 	// SrcType and SrcArgs say where the package set comes from, as
-	// resolved by config.Source.Resolve (Resolved.Type and Args): "path" and an absolute directory,
-	// "nixpkgs" and a channel, branch or commit, or "git" and a JSON
-	// object {"url":…,"ref":…} or {"url":…,"rev":…}.
+	// resolved by config.Source.Resolve (Resolved.Type and Args): "path"
+	// and an absolute directory, "nixpkgs" and a channel, branch or commit,
+	// "git" and a JSON object {"url":…,"ref":…} or {"url":…,"rev":…}, or
+	// "flake" and a locked flake reference (FlakeMetadata's URL).
 	SrcType, SrcArgs string
 
 	// Packages are attribute paths such as "hello" or "xorg.xev". Each
 	// step matches an attribute exactly or, failing that, the only
-	// attribute equal to it ignoring case.
+	// attribute equal to it ignoring case. A language environment
+	// "<attr>.withpackages.<p1>.<p2>…" is <attr>.withPackages called
+	// with p1, p2, … of <attr>.pkgs (else of the package set); each of
+	// them that does not resolve is reported by its own name.
 	Packages []string
 
 	// System is "x86_64-linux" or "aarch64-linux"; empty means the

@@ -43,7 +43,7 @@ func TestPages(t *testing.T) {
 		contentType  string
 		contains     []string
 	}{
-		{"GET", "/", 200, "text/html", []string{"registry.example:5000/shell/git/htop", "demo set", "--tls-verify=false", "bashInteractive, coreutils", `action="/search"`}},
+		{"GET", "/", 200, "text/html", []string{"registry.example:5000/shell/git/htop", "demo set", "--tls-verify=false", "bashInteractive, coreutils", `action="/search"`, "/shell/python3.withpackages.numpy.requests"}},
 		{"HEAD", "/", 200, "text/html", nil},
 		{"GET", "/search?q=hello", 200, "text/html", []string{`href="/image/hello"`, "2.12.1", "familiar, friendly greeting"}},
 		{"GET", "/search?q=", 200, "text/html", []string{"Package search"}},

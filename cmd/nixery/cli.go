@@ -44,7 +44,8 @@ func buildCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	server := fs.String("server", envOr("NIXERY_URL", defaultServer), "the Nixery to ask (env NIXERY_URL)")
 	quiet := fs.Bool("quiet", false, "print only the pull command (and errors)")
-	local := fs.Bool("local", false, "build in this process, into the storage serve is configured with (environment variables), instead of asking a server")
+	local := fs.Bool("local", false, "build in this process, into the storage serve is configured with (the flags below and their environment variables), instead of asking a server")
+	load := config.Settings(fs, os.Getenv)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: nixery build [--server URL | --local] [--quiet] <image>[:tag]
 
@@ -54,7 +55,11 @@ build fails.
 
 Example:
   nixery build --server http://registry.example:8080 shell/git
+
+With --local, every flag of serve configures the build, as for serve:
+
 `)
+		fs.SetOutput(stderr)
 		fs.PrintDefaults()
 	}
 	// Flags may come after the image name too.
@@ -99,7 +104,7 @@ Example:
 	var final builder.Event
 	if *local {
 		var host string
-		final, host, err = buildLocally(ctx, req, show, stderr)
+		final, host, err = buildLocally(ctx, load, req, show, stderr)
 		base = &url.URL{Scheme: "http", Host: host}
 	} else {
 		final, err = followBuild(ctx, base.String()+web.EventsPath(req.Ref()), show)
@@ -131,8 +136,8 @@ Example:
 // buildLocally builds req in this process with the configuration serve
 // would use (from the environment) and shows its events; it returns the
 // final event and the host:port that serve would listen on.
-func buildLocally(ctx context.Context, req *image.Request, show progressView, stderr io.Writer) (builder.Event, string, error) {
-	cfg, err := config.Load(nil, os.Getenv)
+func buildLocally(ctx context.Context, load func() (*config.Config, error), req *image.Request, show progressView, stderr io.Writer) (builder.Event, string, error) {
+	cfg, err := load()
 	if err != nil {
 		return builder.Event{}, "", fmt.Errorf("configuration: %w", err)
 	}

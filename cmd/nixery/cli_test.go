@@ -103,3 +103,35 @@ func TestTerminalAndCut(t *testing.T) {
 		}
 	}
 }
+
+// Every subcommand that opens storage takes serve's settings as flags, and
+// its --help lists them from the same table.
+func TestSubcommandFlags(t *testing.T) {
+	for _, cmd := range []string{"gc", "build"} {
+		var out, errOut bytes.Buffer
+		if code := run([]string{cmd, "--help"}, &out, &errOut); code != 0 {
+			t.Errorf("nixery %s --help exited %d", cmd, code)
+		}
+		help := out.String() + errOut.String()
+		for _, want := range []string{"-storage-path", "$STORAGE_PATH", "-s3-bucket", "$NIXERY_S3_BUCKET", "-nix-timeout"} {
+			if !strings.Contains(help, want) {
+				t.Errorf("nixery %s --help lacks %s", cmd, want)
+			}
+		}
+	}
+
+	// gc with --storage-path (a flag of serve) on an empty storage.
+	dir := t.TempDir()
+	var out, errOut bytes.Buffer
+	if code := run([]string{"gc", "--dry-run", "--storage-path", dir}, &out, &errOut); code != 0 {
+		t.Fatalf("nixery gc --dry-run --storage-path: %d %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), dir) || !strings.Contains(out.String(), "would delete (dry run)") {
+		t.Errorf("gc said %q", out.String())
+	}
+	for _, bad := range [][]string{{"gc", "--max-age", "1h"}, {"gc", "--max-age", "soon"}, {"gc", "--no-such-flag"}, {"gc", "extra"}} {
+		if code := run(bad, &out, &errOut); code != 2 {
+			t.Errorf("nixery %v exited %d, want 2", bad, code)
+		}
+	}
+}

@@ -2,11 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -25,37 +26,13 @@ const minGCAge = config.MinGCAge
 // deletes blobs and cache entries that no image used within the age
 // references, in whichever backend the configuration names.
 func gcCmd(args []string, stdout, stderr io.Writer) int {
-	maxAge, dryRun := defaultGCAge, false
-	var rest []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		switch {
-		case !strings.HasPrefix(a, "-"):
-			rest = append(rest, a)
-		case name == "dry-run":
-			dryRun = !hasValue || value == "true"
-		case name == "max-age":
-			if !hasValue {
-				if i+1 == len(args) {
-					fmt.Fprintln(stderr, "nixery gc: --max-age needs a duration, e.g. 720h")
-					return 2
-				}
-				i++
-				value = args[i]
-			}
-			d, err := time.ParseDuration(value)
-			if err != nil || d < 0 {
-				fmt.Fprintf(stderr, "nixery gc: --max-age must be a duration such as 720h or 30m, not %q\n", value)
-				return 2
-			}
-			if d < minGCAge {
-				fmt.Fprintf(stderr, "nixery gc: --max-age must be at least %s: pulls record their use hourly\n", minGCAge)
-				return 2
-			}
-			maxAge = d
-		case name == "h" || name == "help":
-			fmt.Fprintf(stdout, `Usage: nixery gc [--max-age DURATION] [--dry-run] [storage flags of serve]
+	fs := flag.NewFlagSet("nixery gc", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	maxAge := fs.Duration("max-age", defaultGCAge, fmt.Sprintf("delete images nobody built or pulled within this age (at least %s: pulls record their use hourly)", minGCAge))
+	dryRun := fs.Bool("dry-run", false, "write nothing at all; report what would be deleted")
+	load := config.Settings(fs, os.Getenv)
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, `Usage: nixery gc [--max-age DURATION] [--dry-run] [flags of serve]
 
 Deletes the images (manifest cache entries) that nobody built or pulled, by
 name or by digest, within --max-age (default %s), then every blob and
@@ -65,16 +42,28 @@ the same storage, and while another gc runs; see docs/storage.md.
 It waits a few minutes between deleting images and deleting their blobs,
 so that running servers drop those images from memory first.
 With --dry-run nothing at all is written and the report says what would be
-deleted.
-Storage is configured as for serve (NIXERY_STORAGE_BACKEND, STORAGE_PATH,
-GCS_BUCKET, NIXERY_S3_BUCKET, …).
+deleted. Storage is configured as for serve, by the same flags and
+environment variables:
+
 `, defaultGCAge)
-			return 0
-		default:
-			rest = append(rest, a)
-		}
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
 	}
-	cfg, err := config.Load(rest, os.Getenv)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "nixery gc: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *maxAge < minGCAge {
+		fmt.Fprintf(stderr, "nixery gc: --max-age must be at least %s: pulls record their use hourly\n", minGCAge)
+		return 2
+	}
+	cfg, err := load()
 	if err != nil {
 		fmt.Fprintf(stderr, "nixery gc: configuration: %v\n", err)
 		return 2
@@ -86,16 +75,16 @@ GCS_BUCKET, NIXERY_S3_BUCKET, …).
 		fmt.Fprintf(stderr, "nixery gc: %v\n", err)
 		return 1
 	}
-	rep, err := catalog.New(store, nil).GC(ctx, catalog.GCOptions{MaxAge: maxAge, DryRun: dryRun})
+	rep, err := catalog.New(store, nil).GC(ctx, catalog.GCOptions{MaxAge: *maxAge, DryRun: *dryRun})
 	if err != nil {
 		fmt.Fprintf(stderr, "nixery gc: %s: %v\n", store, err)
 		return 1
 	}
 	what := "deleted"
-	if dryRun {
+	if *dryRun {
 		what = "would delete (dry run)"
 	}
-	fmt.Fprintf(stdout, "%s, images unused for %s: %s\n", store, maxAge, what)
+	fmt.Fprintf(stdout, "%s, images unused for %s: %s\n", store, *maxAge, what)
 	fmt.Fprintln(stdout, rep)
 	return 0
 }

@@ -45,14 +45,14 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 	if source == nil {
 		busybox, err := demo.FindBusybox()
 		if err != nil {
-			return nil, fmt.Errorf("no package source configured and the built-in demo set cannot be prepared: %w; or set NIXERY_CHANNEL, NIXERY_PKGS_REPO or NIXERY_PKGS_PATH", err)
+			return nil, fmt.Errorf("no package source configured and the built-in demo set cannot be prepared: %w; or set NIXERY_CHANNEL, NIXERY_PKGS_REPO, NIXERY_PKGS_FLAKE or NIXERY_PKGS_PATH", err)
 		}
 		if err := demo.Extract(cfg.DemoPath, busybox); err != nil {
 			return nil, fmt.Errorf("preparing the built-in demo package set in %s: %w", cfg.DemoPath, err)
 		}
 		source = config.PathSource{Path: cfg.DemoPath, Label: "built-in demo package set (offline)"}
 		offline = true // no binary cache has the demo packages
-		log.Warn("no package source configured: serving the built-in demo package set; set NIXERY_CHANNEL, NIXERY_PKGS_REPO or NIXERY_PKGS_PATH for real packages")
+		log.Warn("no package source configured: serving the built-in demo package set; set NIXERY_CHANNEL, NIXERY_PKGS_REPO, NIXERY_PKGS_FLAKE or NIXERY_PKGS_PATH for real packages")
 	}
 	store, err := openStorage(ctx, cfg)
 	if err != nil {

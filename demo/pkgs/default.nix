@@ -147,6 +147,13 @@ let
       '';
     };
 
+    # python3 has nixpkgs' withPackages and pkgs (python3.withPackages
+    # (ps: [ ps.numpy ])), so language environments work offline. Its
+    # python3 runs `--version` and `-c` with import statements only, and
+    # finds modules the way Python does: in the directories of
+    # PYTHONPATH, then in its standard library (lib/python3.11). An
+    # environment's python3 puts its site-packages on PYTHONPATH, so it
+    # imports what the plain python3 does not.
     python3 = mk {
       pname = "python3"; version = "3.11.6";
       description = "A high-level dynamically-typed programming language (demo look-alike)";
@@ -156,14 +163,94 @@ let
           blob $out/lib/python3.11/module$i.py $i $((i * 500))
         done
         blob $out/lib/libpython3.11.so.1.0 9 400000
-        script $out/bin/python3 <<'EOF'
+        { echo "stdlib=$out/lib/python3.11"; cat <<'EOF'
+        # found MODULE: whether MODULE (a.b) is a module or package on the path.
+        found() {
+          file=$(echo "$1" | ${bb}/busybox tr . /)
+          IFS=:
+          for dir in ''${PYTHONPATH:-} $stdlib; do
+            if [ -n "$dir" ] && { [ -f "$dir/$file.py" ] || [ -f "$dir/$file/__init__.py" ]; }; then
+              unset IFS; return 0
+            fi
+          done
+          unset IFS; return 1
+        }
         case "''${1:-}" in
           --version|-V) echo "Python 3.11.6" ;;
-          *) echo "python3: this is the Nixery demo look-alike; it only knows --version" >&2; exit 2 ;;
+          -c)
+            # import a, b; import c: one module name a line.
+            while IFS= read -r m; do
+              case $m in
+                "") continue ;;
+                *[!A-Za-z0-9_.]*)
+                  echo "python3: the Nixery demo look-alike runs only import statements, such as: python3 -c 'import numpy, requests'" >&2
+                  exit 2 ;;
+              esac
+              if ! found "$m"; then
+                echo "Traceback (most recent call last):" >&2
+                echo '  File "<string>", line 1, in <module>' >&2
+                echo "ModuleNotFoundError: No module named '$m'" >&2
+                exit 1
+              fi
+            done <<MODULES
+        $(printf '%s\n' "''${2:-}" | ${bb}/busybox tr ';,' '\n\n' | ${bb}/busybox sed -e 's/^[[:space:]]*import[[:space:]]//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//')
+        MODULES
+            ;;
+          *) echo "python3: this is the Nixery demo look-alike; it only knows --version and -c 'import …'" >&2; exit 2 ;;
         esac
         EOF
+        } | script $out/bin/python3
         ln -s python3 $out/bin/python
       '';
+    } // {
+      pkgs = python3Packages;
+      withPackages = f: pythonEnv (f python3Packages);
+    };
+
+    # python3.withPackages: site-packages holding links to the packages'
+    # modules, and a python3 that puts it on PYTHONPATH.
+    pythonEnv = packages: mk {
+      pname = "python3"; version = "3.11.6-env";
+      description = "A Python 3 environment with ${toString (map (p: p.pname) packages)} (demo look-alike)";
+      deps = packages ++ [ python3 ];
+      script = ''
+        mkdir -p $out/lib/python3.11/site-packages
+        for p in ${toString packages}; do
+          for m in $p/lib/python3.11/site-packages/*; do
+            ln -s "$m" $out/lib/python3.11/site-packages/
+          done
+        done
+        { echo "site=$out/lib/python3.11/site-packages"; cat <<'EOF'
+        export PYTHONPATH="$site''${PYTHONPATH:+:$PYTHONPATH}"
+        exec ${python3}/bin/python3 "$@"
+        EOF
+        } | script $out/bin/python3
+        ln -s python3 $out/bin/python
+      '';
+    };
+
+    # Python packages: one module each, under lib/python3.11/site-packages
+    # as in nixpkgs, which withPackages links into an environment.
+    python3Packages = let
+      py = { pname, version, description, deps ? [ ] }: mk {
+        pname = "python3.11-${pname}";
+        inherit version description deps;
+        script = ''
+          mkdir -p $out/lib/python3.11/site-packages/${pname}
+          echo '__version__ = "${version}"' > $out/lib/python3.11/site-packages/${pname}/__init__.py
+        '';
+      };
+    in {
+      numpy = py {
+        pname = "numpy"; version = "1.26.4";
+        description = "Scientific tools for Python (demo look-alike: one module)";
+        deps = [ libcommon ];
+      };
+      requests = py {
+        pname = "requests"; version = "2.31.0";
+        description = "HTTP library for Python (demo look-alike: one module)";
+        deps = [ openssl ];
+      };
     };
 
     curl = mk {

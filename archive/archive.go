@@ -8,7 +8,8 @@
 // runs (owner, timestamps, order, hard-link state) is fixed:
 //
 //   - entries are sorted by name, parents before children;
-//   - uid/gid 0, no user or group names;
+//   - uid/gid 0 (but for what a synthesised entry's Entry.Uid and Gid
+//     say, such as the home of the nonroot user), no user or group names;
 //   - modification time 1970-01-01T00:00:01Z, as in the Nix store;
 //   - the plain USTAR format, with PAX records only for an entry that
 //     cannot be expressed in USTAR (such as a very long name);

@@ -16,7 +16,41 @@ type Info struct {
 	Shell    string // "/bin/bash" if bash ended up in /bin, else ""
 	CertFile string // "/etc/ssl/certs/ca-bundle.crt" when a root provides CA certificates, else ""
 	Path     string // value for PATH: "/bin", then "/usr/bin" and "/sbin" when the image has them
+	User     string // "65532:65532" when the image runs as nonroot (Setup.NonRoot), else "" (root)
+	Home     string // the home of User ("/home/nonroot"), else ""
+	// Program is the absolute path of the image's one main program
+	// (Setup.Programs), or "".
+	Program string
 }
+
+// Setup says what the customisation layer sets up besides the roots'
+// files. Its zero value is a root image.
+type Setup struct {
+	// NonRoot adds the user and group nonroot (NonRootID) with its home
+	// NonRootHome, owned by it, and names them in Info.User and Info.Home.
+	NonRoot bool
+	// Programs are the main programs of the requested packages, one per
+	// package that declares meta.mainProgram, as absolute paths the way
+	// nixpkgs' lib.getExe spells them ("/nix/store/…-hello/bin/hello").
+	// When there is exactly one (duplicates count once) and it is a file
+	// of a root, Info.Program names it.
+	Programs []string
+}
+
+// NonRootID is the uid and gid of the user nonroot: 65532, the convention
+// of distroless and Chainguard images, so that security policies and
+// volume ownership written for those images fit these.
+const NonRootID = 65532
+
+// NonRootHome is the home directory of nonroot, as in distroless images.
+const NonRootHome = "/home/nonroot"
+
+// nonRootHomeMode: the home is 0755, not 0700. A container has one user,
+// so 0700 protects from no one; 0755 still lets a process that an
+// orchestrator runs under another uid (Kubernetes runAsUser, OpenShift's
+// arbitrary uids) read what the image put there, while only nonroot can
+// write. Files a program wants private it creates with its own mode.
+const nonRootHomeMode = 0o755
 
 // mergedDirs are the top-level directories of the roots that are merged
 // into the image's root.
@@ -32,7 +66,11 @@ const (
 		"nobody:x:65534:65534:Unprivileged account:/var/empty:/sbin/nologin\n"
 	group = "root:x:0:\n" +
 		"nogroup:x:65534:\n"
-	nsswitch = "passwd: files\n" +
+	// Added by Setup.NonRoot; the login shell is root's, since /bin/sh
+	// exists whenever the image has a shell to log in with.
+	nonRootPasswd = "nonroot:x:65532:65532:Unprivileged user:/home/nonroot:/bin/sh\n"
+	nonRootGroup  = "nonroot:x:65532:\n"
+	nsswitch      = "passwd: files\n" +
 		"group: files\n" +
 		"shadow: files\n" +
 		"hosts: files dns\n"
@@ -41,8 +79,8 @@ const (
 // Customisation builds the entries of the customisation layer for an image
 // whose top-level packages are roots (realised store paths, in request
 // order), reading the roots from the file system. See CustomisationFS.
-func Customisation(roots []string) ([]Entry, Info, error) {
-	return CustomisationFS(os.DirFS("/"), roots)
+func Customisation(roots []string, setup Setup) ([]Entry, Info, error) {
+	return CustomisationFS(os.DirFS("/"), roots, setup)
 }
 
 // CustomisationFS is Customisation reading from fsys, which stands for the
@@ -67,16 +105,24 @@ func Customisation(roots []string) ([]Entry, Info, error) {
 //     01777) and /root (0700) are always present, and packages' files at
 //     those names are skipped. The image must be usable as root whatever
 //     packages it holds.
+//   - With setup.NonRoot, /etc/passwd and /etc/group also have nonroot
+//     (65532:65532), whose home /home/nonroot (0755) it owns; /tmp stays
+//     01777, so the user can write both. Nothing else differs: the store
+//     paths' layers of a nonroot image are those of the root image.
 //   - /usr/bin/env → /bin/env when /bin/env exists, so that "#!/usr/bin/env"
 //     scripts run; /bin/sh → /bin/bash when no root provides bin/sh but one
 //     provides bin/bash.
 //   - CA certificates: the first root with etc/ssl/certs/ca-bundle.crt (or
 //     else ca-certificates.crt) provides the bundle, linked under both names
 //     in /etc/ssl/certs; Info.CertFile then names it.
+//   - Info.Program is the one main program of setup.Programs if it is an
+//     executable file (symlinks followed) inside one of the roots: a
+//     package that names a program it does not have gets no Cmd rather
+//     than one that cannot start.
 //
 // The entries are sorted by name and include all parent directories; the
 // same roots and files give the same entries.
-func CustomisationFS(fsys fs.FS, roots []string) ([]Entry, Info, error) {
+func CustomisationFS(fsys fs.FS, roots []string, setup Setup) ([]Entry, Info, error) {
 	m := &merger{fsys: fsys, reserved: map[string]bool{}, forced: map[string]bool{}}
 	var gen []Entry
 	add := func(e Entry) {
@@ -88,8 +134,16 @@ func CustomisationFS(fsys fs.FS, roots []string) ([]Entry, Info, error) {
 	}
 	add(Entry{Name: "tmp", Type: tar.TypeDir, Mode: 0o1777})
 	add(Entry{Name: "root", Type: tar.TypeDir, Mode: 0o700})
-	add(Entry{Name: "etc/passwd", Type: tar.TypeReg, Mode: 0o644, Data: []byte(passwd)})
-	add(Entry{Name: "etc/group", Type: tar.TypeReg, Mode: 0o644, Data: []byte(group)})
+	users, groups := passwd, group
+	var info Info
+	if setup.NonRoot {
+		users, groups = users+nonRootPasswd, groups+nonRootGroup
+		add(Entry{Name: fsName(NonRootHome), Type: tar.TypeDir, Mode: nonRootHomeMode, Uid: NonRootID, Gid: NonRootID})
+		info.User = fmt.Sprintf("%d:%d", NonRootID, NonRootID)
+		info.Home = NonRootHome
+	}
+	add(Entry{Name: "etc/passwd", Type: tar.TypeReg, Mode: 0o644, Data: []byte(users)})
+	add(Entry{Name: "etc/group", Type: tar.TypeReg, Mode: 0o644, Data: []byte(groups)})
 	add(Entry{Name: "etc/nsswitch.conf", Type: tar.TypeReg, Mode: 0o644, Data: []byte(nsswitch)})
 
 	var sources []source
@@ -109,8 +163,8 @@ func CustomisationFS(fsys fs.FS, roots []string) ([]Entry, Info, error) {
 		}
 		sources = append(sources, source{name: name, target: root})
 	}
+	info.Program = mainProgram(fsys, sources, setup.Programs)
 
-	var info Info
 	if bundle := findCerts(fsys, sources); bundle != "" {
 		for _, n := range certNames {
 			add(Entry{Name: "etc/ssl/certs/" + n, Type: tar.TypeSymlink, Mode: 0o777, Target: bundle})
@@ -161,6 +215,29 @@ func CustomisationFS(fsys fs.FS, roots []string) ([]Entry, Info, error) {
 		}
 	}
 	return entries, info, nil
+}
+
+// mainProgram returns the one distinct program of programs if it is an
+// executable file inside one of the sources, or "".
+func mainProgram(fsys fs.FS, sources []source, programs []string) string {
+	programs = slices.Compact(slices.Sorted(slices.Values(programs)))
+	if len(programs) != 1 {
+		return ""
+	}
+	p := programs[0]
+	if !path.IsAbs(p) || path.Clean(p) != p {
+		return ""
+	}
+	for _, s := range sources {
+		if !strings.HasPrefix(p, s.target+"/") {
+			continue
+		}
+		info, err := fs.Stat(fsys, fsName(p))
+		if err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
 }
 
 // fsName is the fs.FS name of an absolute, clean path.

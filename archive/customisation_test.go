@@ -3,6 +3,7 @@ package archive
 import (
 	"archive/tar"
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -97,7 +98,7 @@ func TestCustomisation(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	entries, info, err := Customisation([]string{first, second, third, first})
+	entries, info, err := Customisation([]string{first, second, third, first}, Setup{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +146,7 @@ func TestCustomisation(t *testing.T) {
 	}
 
 	// Same roots, same entries, same layer.
-	again, _, err := Customisation([]string{first, second, third})
+	again, _, err := Customisation([]string{first, second, third}, Setup{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +160,7 @@ func TestCustomisation(t *testing.T) {
 	}
 
 	// The order of roots decides conflicts.
-	swapped, _, err := Customisation([]string{second, first})
+	swapped, _, err := Customisation([]string{second, first}, Setup{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +204,7 @@ func TestCustomisationSmall(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			entries, info, err := Customisation(tt.roots)
+			entries, info, err := Customisation(tt.roots, Setup{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -221,7 +222,7 @@ func TestCustomisationSmall(t *testing.T) {
 	}
 
 	for _, roots := range [][]string{{"relative"}, {filepath.Join(store, "missing")}} {
-		if _, _, err := Customisation(roots); err == nil {
+		if _, _, err := Customisation(roots, Setup{}); err == nil {
 			t.Errorf("Customisation(%q) succeeded", roots)
 		}
 	}
@@ -237,7 +238,7 @@ func insertSorted(lines []string, line string) []string {
 }
 
 func TestCustomisationFiles(t *testing.T) {
-	entries, _, err := Customisation(nil)
+	entries, _, err := Customisation(nil, Setup{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,4 +278,210 @@ func packEntries(t *testing.T, entries []Entry) (Layer, []byte) {
 		t.Fatal(err)
 	}
 	return layer, blob.Bytes()
+}
+
+func TestCustomisationNonRoot(t *testing.T) {
+	store := t.TempDir()
+	// A package that brings its own user database and a home: the
+	// generated ones win, and home is not a merged directory anyway.
+	pkg := makeRoot(t, store, "pkg", map[string]string{
+		"bin/tool":           "tool",
+		"etc/passwd":         "evil:x:0:0::/:/bin/sh\n",
+		"etc/group":          "evil:x:0:\n",
+		"home/nonroot/.keep": "x",
+	})
+	rootEntries, rootInfo, err := Customisation([]string{pkg}, Setup{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, info, err := Customisation([]string{pkg}, Setup{NonRoot: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Only the user database and the home differ from the root image.
+	byName := func(es []Entry) map[string]Entry {
+		m := map[string]Entry{}
+		for _, e := range es {
+			m[e.Name] = e
+		}
+		return m
+	}
+	root, nonroot := byName(rootEntries), byName(entries)
+	for name, e := range nonroot {
+		r, ok := root[name]
+		switch name {
+		case "etc/passwd", "etc/group":
+			if !ok || bytes.Equal(r.Data, e.Data) {
+				t.Errorf("%s is the root image's", name)
+			}
+		case "home", "home/nonroot":
+			if ok {
+				t.Errorf("the root image has %s", name)
+			}
+		default:
+			if !reflect.DeepEqual(r, e) {
+				t.Errorf("%s differs from the root image's: %+v vs %+v", name, e, r)
+			}
+		}
+	}
+	if len(nonroot) != len(root)+2 {
+		t.Errorf("nonroot has %d entries, root %d; want 2 more (home, home/nonroot)", len(nonroot), len(root))
+	}
+
+	for _, tt := range []struct {
+		name     string
+		typ      byte
+		mode     int64
+		uid, gid int
+	}{
+		{"home", tar.TypeDir, 0o755, 0, 0},
+		{"home/nonroot", tar.TypeDir, 0o755, 65532, 65532},
+		{"tmp", tar.TypeDir, 0o1777, 0, 0},
+		{"root", tar.TypeDir, 0o700, 0, 0},
+		{"etc/passwd", tar.TypeReg, 0o644, 0, 0},
+		{"etc/group", tar.TypeReg, 0o644, 0, 0},
+	} {
+		e := nonroot[tt.name]
+		if e.Type != tt.typ || e.Mode != tt.mode || e.Uid != tt.uid || e.Gid != tt.gid {
+			t.Errorf("%s = type %q mode %o owner %d:%d; want type %q mode %o owner %d:%d",
+				tt.name, e.Type, e.Mode, e.Uid, e.Gid, tt.typ, tt.mode, tt.uid, tt.gid)
+		}
+	}
+	if _, ok := nonroot["home/nonroot/.keep"]; ok {
+		t.Error("a package's file landed in the home")
+	}
+
+	wantPasswd := []string{
+		"root:x:0:0:System administrator:/root:/bin/sh",
+		"nobody:x:65534:65534:Unprivileged account:/var/empty:/sbin/nologin",
+		"nonroot:x:65532:65532:Unprivileged user:/home/nonroot:/bin/sh",
+	}
+	wantGroup := []string{"root:x:0:", "nogroup:x:65534:", "nonroot:x:65532:"}
+	for _, tt := range []struct {
+		name   string
+		fields int
+		want   []string
+	}{
+		{"etc/passwd", 7, wantPasswd},
+		{"etc/group", 4, wantGroup},
+	} {
+		data := string(nonroot[tt.name].Data)
+		lines := strings.Split(strings.TrimSuffix(data, "\n"), "\n")
+		if !strings.HasSuffix(data, "\n") || !reflect.DeepEqual(lines, tt.want) {
+			t.Errorf("%s = %q, want the lines %q", tt.name, data, tt.want)
+		}
+		// Well-formed: the number of fields, and names and ids unique.
+		names, ids := map[string]bool{}, map[string]bool{}
+		for _, l := range lines {
+			f := strings.Split(l, ":")
+			if len(f) != tt.fields || names[f[0]] || ids[f[2]] {
+				t.Errorf("%s: bad or repeated line %q", tt.name, l)
+				continue
+			}
+			names[f[0]], ids[f[2]] = true, true
+		}
+		if root := string(root[tt.name].Data); !strings.HasPrefix(data, root) {
+			t.Errorf("%s does not extend the root image's %q", tt.name, root)
+		}
+	}
+
+	wantInfo := rootInfo
+	wantInfo.User, wantInfo.Home = "65532:65532", "/home/nonroot"
+	if info != wantInfo || rootInfo.User != "" || rootInfo.Home != "" {
+		t.Errorf("info = %+v (root image: %+v), want %+v", info, rootInfo, wantInfo)
+	}
+
+	// In the tar: the home belongs to 65532:65532, everything else to
+	// root (readTar checks that), and the layer is deterministic.
+	layer, blob := packEntries(t, entries)
+	got, _ := readTar(t, gunzip(t, blob))
+	if e := got["home/nonroot/"]; e.typ != tar.TypeDir || e.mode != 0o755 {
+		t.Errorf("home/nonroot/ = %+v", e)
+	}
+	tr := tar.NewReader(bytes.NewReader(gunzip(t, blob)))
+	for {
+		hdr, err := tr.Next()
+		if err != nil {
+			t.Fatalf("home/nonroot/ not found: %v", err)
+		}
+		if hdr.Name == "home/nonroot/" {
+			if hdr.Uid != 65532 || hdr.Gid != 65532 {
+				t.Errorf("home/nonroot/ owned by %d:%d, want 65532:65532", hdr.Uid, hdr.Gid)
+			}
+			break
+		}
+	}
+	again, _, _ := Customisation([]string{pkg}, Setup{NonRoot: true})
+	if l2, _ := packEntries(t, again); l2 != layer {
+		t.Errorf("nonroot customisation layer not deterministic: %+v vs %+v", l2, layer)
+	}
+	if rl, _ := packEntries(t, rootEntries); rl.Digest == layer.Digest {
+		t.Error("root and nonroot customisation layers are the same blob")
+	}
+}
+
+func TestEntriesOwner(t *testing.T) {
+	for _, owner := range [][2]int{{-1, 0}, {0, -1}, {0o10000000, 0}} {
+		e := Entry{Name: "x", Type: tar.TypeDir, Mode: 0o755, Uid: owner[0], Gid: owner[1]}
+		if err := Entries(tar.NewWriter(io.Discard), []Entry{e}); err == nil {
+			t.Errorf("owner %d:%d accepted", owner[0], owner[1])
+		}
+	}
+}
+
+func TestCustomisationProgram(t *testing.T) {
+	store := t.TempDir()
+	hello := makeRoot(t, store, "aaa-hello", map[string]string{
+		"bin/hello":     "hello",
+		"bin/greet":     "->hello",
+		"bin/dir":       "/",
+		"share/data":    "data",
+		"bin/dangling":  "->nothing",
+		"libexec/inner": "inner",
+	})
+	other := makeRoot(t, store, "bbb-other", map[string]string{"bin/other": "other"})
+	// Not a root, though its name starts with one's.
+	outside := makeRoot(t, store, "aaa-hello2", map[string]string{"bin/hello": "hello"})
+	if err := os.Chmod(filepath.Join(hello, "share/data"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	roots := []string{hello, other}
+
+	tests := []struct {
+		name     string
+		programs []string
+		want     string
+	}{
+		{"none", nil, ""},
+		{"one", []string{hello + "/bin/hello"}, hello + "/bin/hello"},
+		{"the same twice", []string{hello + "/bin/hello", hello + "/bin/hello"}, hello + "/bin/hello"},
+		{"a symlink to a program", []string{hello + "/bin/greet"}, hello + "/bin/greet"},
+		{"outside bin", []string{hello + "/libexec/inner"}, hello + "/libexec/inner"},
+		{"two packages with programs", []string{hello + "/bin/hello", other + "/bin/other"}, ""},
+		{"not a root", []string{outside + "/bin/hello"}, ""},
+		{"missing", []string{hello + "/bin/nothing"}, ""},
+		{"dangling symlink", []string{hello + "/bin/dangling"}, ""},
+		{"a directory", []string{hello + "/bin/dir"}, ""},
+		{"not executable", []string{hello + "/share/data"}, ""},
+		{"relative", []string{"bin/hello"}, ""},
+		{"not clean", []string{hello + "/bin/../bin/hello"}, ""},
+		{"escapes the root", []string{hello + "/../aaa-hello2/bin/hello"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			entries, info, err := Customisation(roots, Setup{Programs: tt.programs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Program != tt.want {
+				t.Errorf("Program = %q, want %q", info.Program, tt.want)
+			}
+			// The program only goes into the config: the layer is the same.
+			plain, _, _ := Customisation(roots, Setup{})
+			if !reflect.DeepEqual(entries, plain) {
+				t.Error("programs changed the customisation layer")
+			}
+		})
+	}
 }

@@ -128,6 +128,9 @@ type Entry struct {
 	Mode   int64  // permission bits, e.g. 0755, 01777, 0644
 	Target string // symlink target
 	Data   []byte // regular file content
+	// Uid and Gid own the entry: 0 (root) unless it must belong to the
+	// image's user, as the home of nonroot does.
+	Uid, Gid int
 }
 
 // Entries writes entries to tw sorted by name, adding any missing parent
@@ -141,7 +144,7 @@ func Entries(tw *tar.Writer, entries []Entry) error {
 	}
 	items := make(map[string]item, len(entries))
 	for _, e := range entries {
-		it := item{name: e.Name, typ: e.Type, mode: e.Mode, target: e.Target, data: e.Data, size: int64(len(e.Data))}
+		it := item{name: e.Name, typ: e.Type, mode: e.Mode, uid: e.Uid, gid: e.Gid, target: e.Target, data: e.Data, size: int64(len(e.Data))}
 		if e.Type == tar.TypeDir {
 			it.name += "/"
 		}
@@ -189,6 +192,11 @@ func validate(e Entry) error {
 	if e.Mode&^0o7777 != 0 {
 		return fmt.Errorf("entry %q: mode %o has more than permission bits", e.Name, e.Mode)
 	}
+	// 0o7777777 is the largest id the USTAR header holds: beyond it a
+	// PAX record would change the format of the whole layer.
+	if e.Uid < 0 || e.Gid < 0 || e.Uid > 0o7777777 || e.Gid > 0o7777777 {
+		return fmt.Errorf("entry %q: owner %d:%d out of range", e.Name, e.Uid, e.Gid)
+	}
 	switch e.Type {
 	case tar.TypeDir:
 		if e.Target != "" || e.Data != nil {
@@ -214,6 +222,8 @@ type item struct {
 	name   string
 	typ    byte
 	mode   int64
+	uid    int
+	gid    int
 	target string
 	size   int64
 	src    string
@@ -244,6 +254,8 @@ func writeItem(tw *tar.Writer, it item) error {
 		Name:     it.name,
 		Linkname: it.target,
 		Mode:     it.mode,
+		Uid:      it.uid,
+		Gid:      it.gid,
 		ModTime:  epoch,
 	}
 	if it.typ == tar.TypeReg {

@@ -241,7 +241,7 @@ func (b *Builder) resolve(ctx context.Context, req *image.Request) (config.Resol
 	if err != nil {
 		return config.Resolved{}, "", err
 	}
-	return src, b.manifestKey(src.Identity, req.Packages, req.Arch.System), nil
+	return src, b.manifestKey(src.Identity, req.Packages, req.Arch.System, req.Options()), nil
 }
 
 // start joins the build of key in flight, or starts it detached from any
@@ -467,20 +467,21 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 
 	// The customisation layer only reads the roots' top directories;
 	// computing it is cheap even when its layer is cached.
-	entries, info, err := archive.Customisation(res.Roots)
+	setup := archive.Setup{NonRoot: req.NonRoot, Programs: res.Programs}
+	entries, info, err := archive.Customisation(res.Roots, setup)
 	if err != nil {
 		return nil, fmt.Errorf("customisation layer: %w", err)
 	}
 	// zstd layers are for clients that read OCI manifests; a client that
 	// only reads Docker's schema 2 gets gzip layers of the same tars.
-	packed, err := b.packAll(ctx, lease, groups, res.Roots, entries, b.Format, b.Compression)
+	packed, err := b.packAll(ctx, lease, groups, res.Roots, setup, entries, b.Format, b.Compression)
 	if err != nil {
 		log.Info("build failed", "phase", "pack", "err", err)
 		return nil, err
 	}
 	dockerLayers := packed
 	if b.Format != archive.Gzip {
-		if dockerLayers, err = b.packAll(ctx, lease, groups, res.Roots, entries, archive.Gzip, 0); err != nil {
+		if dockerLayers, err = b.packAll(ctx, lease, groups, res.Roots, setup, entries, archive.Gzip, 0); err != nil {
 			log.Info("build failed", "phase", "pack", "err", err)
 			return nil, err
 		}
@@ -488,13 +489,9 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 	phase("pack", time.Since(t), "manifest", "layers", len(packed))
 	t = time.Now()
 
-	img := manifest.Image{Arch: req.Arch.OCI, Env: []string{"PATH=" + info.Path}, Layers: packed}
-	if info.CertFile != "" {
-		img.Env = append(img.Env, "SSL_CERT_FILE="+info.CertFile, "NIX_SSL_CERT_FILE="+info.CertFile)
-	}
-	if info.Shell != "" {
-		img.Cmd = []string{"bash"}
-	}
+	img := manifest.Image{Arch: req.Arch.OCI, Layers: packed}
+	manifest.Runtime{Path: info.Path, CertFile: info.CertFile, Shell: info.Shell, Program: info.Program,
+		User: info.User, Home: info.Home}.Apply(&img)
 	out, err := b.store(ctx, lease, img, dockerLayers)
 	if err != nil {
 		return nil, err
@@ -521,7 +518,9 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 
 // packAll packs (or finds in the layer cache) the layers of the store-path
 // groups and the customisation layer, in manifest order, concurrently.
-func (b *Builder) packAll(ctx context.Context, lease *catalog.Lease, groups [][]string, roots []string, entries []archive.Entry, format archive.Format, level int) ([]manifest.Layer, error) {
+// The customisation layer is cached by its roots and what setup changes
+// in it (a nonroot image's differs from the root image's).
+func (b *Builder) packAll(ctx context.Context, lease *catalog.Lease, groups [][]string, roots []string, setup archive.Setup, entries []archive.Entry, format archive.Format, level int) ([]manifest.Layer, error) {
 	// One job per layer: the store-path groups, then the customisation layer.
 	type job struct {
 		kind      string   // of layer cache key
@@ -534,7 +533,11 @@ func (b *Builder) packAll(ctx context.Context, lease *catalog.Lease, groups [][]
 		jobs = append(jobs, job{"paths", group, describeGroup(group),
 			func(tw *tar.Writer) error { return archive.StorePaths(tw, group) }})
 	}
-	jobs = append(jobs, job{"customisation", roots, "nixery customisation layer for " + describeGroup(roots),
+	custom := "customisation"
+	if setup.NonRoot {
+		custom += "/nonroot"
+	}
+	jobs = append(jobs, job{custom, roots, "nixery customisation layer for " + describeGroup(roots),
 		func(tw *tar.Writer) error { return archive.Entries(tw, entries) }})
 
 	packed := make([]manifest.Layer, len(jobs))

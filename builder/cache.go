@@ -23,16 +23,22 @@ import (
 // layer cache which blob a set of store paths was packed into.
 
 // manifestKey identifies one image: the package set (its resolved
-// identity), the packages, the architecture and the layering settings.
-// Both manifest media types are stored in one entry.
-func (b *Builder) manifestKey(identity string, packages []string, system string) string {
-	return catalog.Key(map[string]any{
+// identity), the packages, the architecture, the request's options
+// (image.Request.Options: nonroot) and the layering settings. Both
+// manifest media types are stored in one entry.
+func (b *Builder) manifestKey(identity string, packages []string, system string, options map[string]string) string {
+	k := map[string]any{
 		"v":        catalog.Version,
 		"source":   identity,
 		"packages": packages,
 		"system":   system,
 		"layering": b.settings(),
-	})
+	}
+	if len(options) > 0 {
+		// Only then: a default image keeps the key it always had.
+		k["options"] = options
+	}
+	return catalog.Key(k)
 }
 
 // settings are the builder options that change the bytes of an image.

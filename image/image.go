@@ -3,8 +3,9 @@
 // The name is the recipe: every path component is a Nix attribute path
 // ("git", "xorg.xev"), and the leading components may be meta-packages:
 //
-//	shell  adds bashInteractive, coreutils, moreutils and nano
-//	arm64  builds for aarch64-linux and marks the image arm64
+//	shell    adds bashInteractive, coreutils, moreutils and nano
+//	arm64    builds for aarch64-linux and marks the image arm64
+//	nonroot  runs the image as the user nonroot (uid and gid 65532)
 //
 // A component <attr>.withpackages.<p1>.<p2>… is a language environment:
 // <attr>.withPackages called with the packages named after it
@@ -44,6 +45,21 @@ type Request struct {
 	Tag      string   // the tag (selects a revision for git sources)
 	Packages []string // sorted, deduplicated attribute paths (meta-packages expanded)
 	Arch     Arch
+	// NonRoot asks for an image that runs as the unprivileged user
+	// nonroot, uid and gid 65532 (the "nonroot" meta-package; the
+	// customisation layer adds the user, see archive.Setup).
+	NonRoot bool
+}
+
+// Options are the choices of r, besides its packages and architecture,
+// that make a different image: nil for the default (root) image, so that
+// cache keys of default images stay what they were before options
+// existed.
+func (r *Request) Options() map[string]string {
+	if !r.NonRoot {
+		return nil
+	}
+	return map[string]string{"user": "nonroot"}
 }
 
 // Error is a client error in an image name or tag. Code is the
@@ -109,7 +125,7 @@ func Parse(name, tag string) (*Request, error) {
 		return nil, &Error{Code: "MANIFEST_UNKNOWN", Message: fmt.Sprintf("invalid tag %q: a tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127} and be a valid git ref name (no \"..\", no trailing \".\" or \".lock\")", tag)}
 	}
 	components := strings.Split(name, "/")
-	arch, packages := metaPackages(components)
+	arch, nonRoot, packages := metaPackages(components)
 	for i, p := range packages {
 		// Attribute paths are dot-separated identifiers; "a..b" or a
 		// trailing dot can never name an attribute.
@@ -129,15 +145,14 @@ func Parse(name, tag string) (*Request, error) {
 	if len(packages) == 0 {
 		return nil, &Error{Code: "NAME_INVALID", Message: fmt.Sprintf("image name %q names no packages: add at least one package after the meta-packages", name)}
 	}
-	return &Request{Name: name, Tag: tag, Packages: packages, Arch: arch}, nil
+	return &Request{Name: name, Tag: tag, Packages: packages, Arch: arch, NonRoot: nonRoot}, nil
 }
 
 // metaPackages expands the meta-packages at the start of the name (in any
-// order, as the original Nixery does) and returns the architecture and the
-// package list.
-func metaPackages(components []string) (Arch, []string) {
-	arch := AMD64
-	var out []string
+// order, as the original Nixery does) and returns the architecture,
+// whether the image runs as nonroot, and the package list.
+func metaPackages(components []string) (arch Arch, nonRoot bool, out []string) {
+	arch = AMD64
 	i := 0
 	for ; i < len(components); i++ {
 		switch components[i] {
@@ -147,10 +162,13 @@ func metaPackages(components []string) (Arch, []string) {
 		case "arm64":
 			arch = ARM64
 			continue
+		case "nonroot":
+			nonRoot = true
+			continue
 		}
 		break
 	}
-	return arch, append(out, components[i:]...)
+	return arch, nonRoot, append(out, components[i:]...)
 }
 
 // ParseRef parses a reference "<name>[:<tag>]" as people and the command

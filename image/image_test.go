@@ -3,6 +3,7 @@ package image
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ func TestParse(t *testing.T) {
 		name, tag string
 		packages  []string
 		arch      Arch
+		nonRoot   bool
 		errCode   string
 	}{
 		{name: "hello", tag: "latest", packages: []string{"hello"}, arch: AMD64},
@@ -35,6 +37,20 @@ func TestParse(t *testing.T) {
 		{name: "xorg.xev/python3", tag: "latest", packages: []string{"python3", "xorg.xev"}, arch: AMD64},
 		{name: "a-b/c__d/e_f", tag: "latest", packages: []string{"a-b", "c__d", "e_f"}, arch: AMD64},
 		{name: "shell", tag: "latest", packages: shell, arch: AMD64},
+		// nonroot leads with shell and arm64, in any order, repeated or not.
+		{name: "nonroot/hello", tag: "latest", packages: []string{"hello"}, arch: AMD64, nonRoot: true},
+		{name: "nonroot/shell/hello", tag: "latest", packages: with("hello"), arch: AMD64, nonRoot: true},
+		{name: "shell/nonroot/hello", tag: "latest", packages: with("hello"), arch: AMD64, nonRoot: true},
+		{name: "arm64/nonroot/shell/hello", tag: "latest", packages: with("hello"), arch: ARM64, nonRoot: true},
+		{name: "shell/arm64/nonroot/hello", tag: "latest", packages: with("hello"), arch: ARM64, nonRoot: true},
+		{name: "nonroot/nonroot/hello", tag: "latest", packages: []string{"hello"}, arch: AMD64, nonRoot: true},
+		{name: "nonroot/shell", tag: "latest", packages: shell, arch: AMD64, nonRoot: true},
+		// Further on, "nonroot" is a package name like any other.
+		{name: "hello/nonroot", tag: "latest", packages: []string{"hello", "nonroot"}, arch: AMD64},
+		{name: "nonroot", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "nonroot/arm64", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "NonRoot/hello", tag: "latest", errCode: "NAME_INVALID"},
+		{name: "non-root/hello", tag: "latest", packages: []string{"hello", "non-root"}, arch: AMD64},
 		// Language environments: the listed packages in any order and
 		// repetition are the same environment.
 		{name: "shell/python3.withpackages.numpy.requests", tag: "latest", packages: with("python3.withpackages.numpy.requests"), arch: AMD64},
@@ -93,10 +109,33 @@ func TestParse(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse(%q, %q): %v", tt.name, tt.tag, err)
 			}
-			if !slices.Equal(req.Packages, tt.packages) || req.Arch != tt.arch || req.Tag != tt.tag || req.Name != tt.name {
-				t.Errorf("Parse(%q, %q) = %+v; want packages %v arch %v", tt.name, tt.tag, req, tt.packages, tt.arch)
+			if !slices.Equal(req.Packages, tt.packages) || req.Arch != tt.arch || req.NonRoot != tt.nonRoot || req.Tag != tt.tag || req.Name != tt.name {
+				t.Errorf("Parse(%q, %q) = %+v; want packages %v arch %v nonroot %v", tt.name, tt.tag, req, tt.packages, tt.arch, tt.nonRoot)
 			}
 		})
+	}
+}
+
+// Options feed the builder's cache keys: a nonroot image must never be
+// served for a root one or the other way round, and default images keep
+// the keys they had before options existed (nil, not an empty map).
+func TestOptions(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		want map[string]string
+	}{
+		{"hello", nil},
+		{"shell/arm64/hello", nil},
+		{"nonroot/hello", map[string]string{"user": "nonroot"}},
+		{"arm64/shell/nonroot/hello", map[string]string{"user": "nonroot"}},
+	} {
+		req, err := Parse(tt.name, "latest")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := req.Options(); !maps.Equal(got, tt.want) || (got == nil) != (tt.want == nil) {
+			t.Errorf("%s: Options() = %#v, want %#v", tt.name, got, tt.want)
+		}
 	}
 }
 

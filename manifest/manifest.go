@@ -70,10 +70,59 @@ type Layer struct {
 
 // Image is what an image config is made from.
 type Image struct {
-	Arch   string // OCI architecture: "amd64", "arm64"
-	Env    []string
-	Cmd    []string
-	Layers []Layer
+	Arch       string // OCI architecture: "amd64", "arm64"
+	Env        []string
+	Cmd        []string
+	User       string // "uid:gid" to run as; "" is root
+	WorkingDir string // "" is the runtime's default, /
+	Layers     []Layer
+}
+
+// Runtime is what an image's root file system offers its processes, as
+// its customisation layer found it (archive.Info): the facts the config's
+// Env, Cmd, User and WorkingDir point at.
+type Runtime struct {
+	Path     string // value of PATH
+	CertFile string // the CA bundle, or ""
+	Shell    string // the shell in /bin ("/bin/bash"), or ""
+	Program  string // the absolute path of the image's one main program, or ""
+	User     string // "uid:gid" of the image's user, or "" for root
+	Home     string // that user's home, or ""
+}
+
+// Apply sets img's Env, Cmd, User and WorkingDir from r. These are the
+// guarantees every image's config makes:
+//
+//   - Env has PATH; HOME when the image has a user of its own, so that
+//     it holds wherever the config is read (Docker and Podman would take
+//     it from /etc/passwd, a chroot or a plain runc bundle would not;
+//     root images keep their configs of before, and those runtimes'
+//     /root); SSL_CERT_FILE and NIX_SSL_CERT_FILE (which Nix-built
+//     programs read) when there is a CA bundle.
+//   - Cmd is ["bash"] when bash is in /bin, as in the original Nixery;
+//     else the main program, when the image has one; else none, and the
+//     client names the command.
+//   - User is numeric ("65532:65532"), so that Kubernetes' runAsNonRoot
+//     can check it without reading the image's /etc/passwd, and the
+//     working directory is then the user's home, where it can write
+//     (distroless nonroot images do the same); root images keep /.
+func (r Runtime) Apply(img *Image) {
+	img.Env = []string{"PATH=" + r.Path}
+	if r.Home != "" {
+		img.Env = append(img.Env, "HOME="+r.Home)
+	}
+	if r.CertFile != "" {
+		img.Env = append(img.Env, "SSL_CERT_FILE="+r.CertFile, "NIX_SSL_CERT_FILE="+r.CertFile)
+	}
+	switch {
+	case r.Shell != "":
+		img.Cmd = []string{"bash"}
+	case r.Program != "":
+		img.Cmd = []string{r.Program}
+	default:
+		img.Cmd = nil
+	}
+	img.User, img.WorkingDir = r.User, r.Home
 }
 
 // Config encodes the image config (identical for both formats).
@@ -85,8 +134,10 @@ func Config(img Image) ([]byte, error) {
 			OS:           "linux",
 		},
 		Config: v1.ImageConfig{
-			Env: img.Env,
-			Cmd: img.Cmd,
+			Env:        img.Env,
+			Cmd:        img.Cmd,
+			User:       img.User,
+			WorkingDir: img.WorkingDir,
 		},
 		RootFS: v1.RootFS{Type: "layers", DiffIDs: []digest.Digest{}},
 	}

@@ -3,6 +3,7 @@ package manifest
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -118,5 +119,59 @@ func TestNegotiate(t *testing.T) {
 func TestLayerMediaType(t *testing.T) {
 	if LayerMediaType("gzip") != "application/vnd.oci.image.layer.v1.tar+gzip" || LayerMediaType("zstd") != "application/vnd.oci.image.layer.v1.tar+zstd" {
 		t.Errorf("LayerMediaType: gzip %q, zstd %q", LayerMediaType("gzip"), LayerMediaType("zstd"))
+	}
+}
+
+// The guarantees of every image's config, one case each.
+func TestRuntimeApply(t *testing.T) {
+	const hello = "/nix/store/aaa-hello/bin/hello"
+	tests := []struct {
+		name    string
+		r       Runtime
+		env     []string
+		cmd     []string
+		user    string
+		workdir string
+	}{
+		{name: "PATH always", r: Runtime{Path: "/bin"}, env: []string{"PATH=/bin"}},
+		{name: "a shell runs bash", r: Runtime{Path: "/bin:/usr/bin", Shell: "/bin/bash"},
+			env: []string{"PATH=/bin:/usr/bin"}, cmd: []string{"bash"}},
+		{name: "the main program without a shell", r: Runtime{Path: "/bin", Program: hello},
+			env: []string{"PATH=/bin"}, cmd: []string{hello}},
+		{name: "the shell wins over the main program", r: Runtime{Path: "/bin", Shell: "/bin/bash", Program: hello},
+			env: []string{"PATH=/bin"}, cmd: []string{"bash"}},
+		{name: "certificates", r: Runtime{Path: "/bin", CertFile: "/etc/ssl/certs/ca-bundle.crt"},
+			env: []string{"PATH=/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt", "NIX_SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt"}},
+		{name: "nonroot", r: Runtime{Path: "/bin", User: "65532:65532", Home: "/home/nonroot"},
+			env: []string{"PATH=/bin", "HOME=/home/nonroot"}, user: "65532:65532", workdir: "/home/nonroot"},
+		{name: "nonroot with everything", r: Runtime{Path: "/bin", Shell: "/bin/bash", CertFile: "/c", User: "65532:65532", Home: "/home/nonroot"},
+			env: []string{"PATH=/bin", "HOME=/home/nonroot", "SSL_CERT_FILE=/c", "NIX_SSL_CERT_FILE=/c"}, cmd: []string{"bash"}, user: "65532:65532", workdir: "/home/nonroot"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			img := Image{Arch: "amd64", Cmd: []string{"stale"}, Env: []string{"STALE=1"}}
+			tt.r.Apply(&img)
+			if !slices.Equal(img.Env, tt.env) || !slices.Equal(img.Cmd, tt.cmd) || img.User != tt.user || img.WorkingDir != tt.workdir {
+				t.Errorf("Apply(%+v) = Env %q Cmd %q User %q WorkingDir %q; want %q %q %q %q",
+					tt.r, img.Env, img.Cmd, img.User, img.WorkingDir, tt.env, tt.cmd, tt.user, tt.workdir)
+			}
+			// And so the encoded config says.
+			data, err := Config(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cfg v1.Image
+			if err := json.Unmarshal(data, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			c := cfg.Config
+			if !slices.Equal(c.Env, tt.env) || !slices.Equal(c.Cmd, tt.cmd) || c.User != tt.user || c.WorkingDir != tt.workdir {
+				t.Errorf("config %s, want Env %q Cmd %q User %q WorkingDir %q", data, tt.env, tt.cmd, tt.user, tt.workdir)
+			}
+			// A root image's config has neither key, as before they existed.
+			if tt.user == "" && (bytes.Contains(data, []byte(`"User"`)) || bytes.Contains(data, []byte(`"WorkingDir"`))) {
+				t.Errorf("root image config names a user or working directory: %s", data)
+			}
+		})
 	}
 }

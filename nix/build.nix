@@ -14,6 +14,9 @@
 # If any name does not resolve, evaluation fails with the single line
 #   nixery-unknown-packages: [{"name":…,"candidates":[…]?,"reason":…?}, …]
 # listing every unknown name at once, which package nix recognises.
+# Otherwise it traces, before anything is built, the single line
+#   trace: nixery-main-programs: ["/nix/store/…-hello/bin/hello", …]
+# with the program of every requested package that names one.
 { load, srcType, srcArgs, packages, system }:
 
 let
@@ -113,6 +116,18 @@ let
   # default output.
   outputsOf = drv:
     map (o: drv.${o}) (drv.meta.outputsToInstall or [ (drv.outputName or "out") ]);
+
+  # A package's meta.mainProgram where nixpkgs' lib.getExe finds it:
+  # bin/<name> of the "bin" output, else of "out". nix-build prints only
+  # output paths, so these travel as a trace on stderr: no second
+  # evaluation, nothing more to build.
+  mainProgram = drv:
+    let p = builtins.tryEval (drv.meta.mainProgram or null);
+    in if p.success && builtins.isString p.value && p.value != ""
+    then [ "${(drv.bin or drv.out or drv).outPath}/bin/${p.value}" ]
+    else [ ];
+  programs = builtins.concatMap (r: mainProgram r.drv) resolved;
 in
 if unknown != [ ] then throw "nixery-unknown-packages: ${builtins.toJSON unknown}"
-else builtins.concatMap (r: outputsOf r.drv) resolved
+else builtins.trace "nixery-main-programs: ${builtins.toJSON programs}"
+  (builtins.concatMap (r: outputsOf r.drv) resolved)

@@ -3,6 +3,7 @@ package nix
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -45,8 +46,14 @@ const maxScanBytes = 64 << 10
 // cancelled, an *UnknownPackagesError if build.nix reported unknown
 // names, and a *BuildError for any other failure.
 func (r *Runner) run(ctx context.Context, stdout io.Writer, logLine func(string), name string, args ...string) error {
+	return r.runWith(ctx, stdout, &lineWriter{log: logLine}, name, args...)
+}
+
+// runWith is run with stderr read by the given lineWriter, for a caller
+// that wants what it recognised (lineWriter.programs).
+func (r *Runner) runWith(ctx context.Context, stdout io.Writer, stderr *lineWriter, name string, args ...string) error {
 	start := time.Now()
-	stderr := &lineWriter{log: logLine, hide: r.Cache.hidden()}
+	stderr.hide = r.Cache.hidden()
 	cmd, finish := command(ctx, name, args...)
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
@@ -131,8 +138,9 @@ func command(ctx context.Context, name string, args ...string) (cmd *exec.Cmd, f
 // lineWriter splits what Nix writes to stderr into lines, redacts the
 // credentials of URLs and the hidden texts in them, cuts them to
 // MaxLineBytes, passes each to log, keeps the last tailLines meaningful
-// ones and recognises the unknown-packages error of build.nix. It holds at most maxScanBytes of a
-// line, however long the line.
+// ones and recognises the unknown-packages error and the main-programs
+// trace of build.nix. It holds at most maxScanBytes of a line, however
+// long the line.
 type lineWriter struct {
 	log  func(string)
 	hide []string // texts replaced by hiddenMask (the secret key file's path)
@@ -142,6 +150,11 @@ type lineWriter struct {
 	dropped int    // bytes of the line beyond maxScanBytes
 	tail    []string
 	unknown *UnknownPackagesError
+
+	// programs is build.nix's main-programs trace; only the first one
+	// counts, so a builder printing a look-alike later changes nothing.
+	programs    []string
+	sawPrograms bool
 }
 
 func (w *lineWriter) Write(p []byte) (int, error) {
@@ -192,6 +205,15 @@ func (w *lineWriter) line(l string, dropped int) {
 	if u := unknownError(l); u != nil {
 		w.unknown = u
 	}
+	if rest, ok := strings.CutPrefix(l, programsMarker); ok && !w.sawPrograms && dropped == 0 {
+		// Evaluation traces it before anything is built. It is
+		// Nixery's own line, not Nix's news: not logged.
+		w.sawPrograms = true
+		if json.Unmarshal([]byte(rest), &w.programs) != nil {
+			w.programs = nil
+		}
+		return
+	}
 	if dropped > 0 || len(l) > MaxLineBytes {
 		l = cutLine(l, size)
 	}
@@ -206,6 +228,9 @@ func (w *lineWriter) line(l string, dropped int) {
 		w.tail = w.tail[len(w.tail)-tailLines:]
 	}
 }
+
+// programsMarker starts build.nix's trace of the main programs.
+const programsMarker = "trace: nixery-main-programs: "
 
 // cutLine cuts l, a line of size bytes in all, to MaxLineBytes at a UTF-8
 // character boundary and says so at its end. A URL the cut goes through

@@ -198,6 +198,13 @@ type Result struct {
 	// Closure is the runtime closure of all Roots, sorted by Path.
 	Closure []StorePath
 
+	// Programs are the main programs (meta.mainProgram) of the
+	// requested packages that name one, as absolute paths the way
+	// nixpkgs' lib.getExe spells them: bin/<mainProgram> of the
+	// package's "bin" output, else of "out". In request order; not
+	// checked against the roots (archive.Setup does that).
+	Programs []string
+
 	// Realise is the time nix-build took (evaluation and realisation);
 	// Graph the time of the closure query.
 	Realise, Graph time.Duration
@@ -289,7 +296,8 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 		outLink = []string{"--out-link", filepath.Join(req.RootDir, "result")}
 	}
 	args := append(outLink, "--expr", buildExpr, "--argstr", "packages", string(packages))
-	err = r.run(ctx, &out, logLine, "nix-build", append(args, r.nixArgs(req.SrcType, req.SrcArgs, req.System)...)...)
+	stderr := &lineWriter{log: logLine}
+	err = r.runWith(ctx, &out, stderr, "nix-build", append(args, r.nixArgs(req.SrcType, req.SrcArgs, req.System)...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -322,7 +330,7 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, &BuildError{Err: fmt.Errorf("nix path-info: %w", err)}
 	}
-	return &Result{Roots: roots, Closure: closure, Realise: realised.Sub(start), Graph: time.Since(realised)}, nil
+	return &Result{Roots: roots, Closure: closure, Programs: stderr.programs, Realise: realised.Sub(start), Graph: time.Since(realised)}, nil
 }
 
 // Version returns the version of Nix, as `nix-build --version` says it,

@@ -55,7 +55,8 @@ let
 
   # mk builds one package. `deps` are runtime dependencies: their store
   # paths are written into the output, so Nix records them as references.
-  mk = { pname, version, description, deps ? [ ], script, env ? { } }:
+  # `meta` adds to the description, e.g. meta.mainProgram.
+  mk = { pname, version, description, deps ? [ ], script, env ? { }, meta ? { } }:
     let
       drv = derivation ({
         name = "${pname}-${version}";
@@ -68,7 +69,7 @@ let
       } // env);
     in
     # Like nixpkgs' mkDerivation: meta is not part of the derivation.
-    drv // { inherit pname version; meta = { inherit description; }; };
+    drv // { inherit pname version; meta = { inherit description; } // meta; };
 
   # A shared library look-alike: one data file under lib/.
   lib = { pname, version, description, file, size, seed, deps ? [ ] }:
@@ -302,6 +303,7 @@ let
     hello = mk {
       pname = "hello"; version = "2.12.1";
       description = "A program that produces a familiar, friendly greeting";
+      meta.mainProgram = "hello";
       deps = [ libcommon ];
       script = ''
         mkdir -p $out/share/hello

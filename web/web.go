@@ -132,7 +132,6 @@ func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-
 func (s *Site) withRef(w http.ResponseWriter, r *http.Request, ref string, h func(http.ResponseWriter, *http.Request, *image.Request)) {
 	req, err := image.ParseRef(ref)
 	if err != nil {
@@ -221,9 +220,11 @@ func commands(r *http.Request, req *image.Request) Commands {
 		tls, srcTLS = "--tls-verify=false ", "--src-tls-verify=false "
 	}
 	dir := strings.ReplaceAll(req.Name, "/", "-")
-	run := "docker run -it --rm " + ref
-	if !slices.Contains(req.Packages, "bashInteractive") {
-		run += " sh"
+	// The image's Cmd: bash with the shell meta-package, else the one
+	// requested package's main program, if it names one.
+	run := "docker run --rm " + ref
+	if slices.Contains(req.Packages, "bashInteractive") {
+		run = "docker run -it --rm " + ref
 	}
 	return Commands{
 		Docker:    "docker pull " + ref,

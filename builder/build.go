@@ -138,6 +138,8 @@ type Stats struct {
 	CacheHits    atomic.Int64 // manifest requests answered from the cache
 	CacheMisses  atomic.Int64 // manifest requests that needed a build
 	NixBuilds    atomic.Int64 // Nix invocations (one per build)
+	Evaluations  atomic.Int64 // builds that evaluated the package set
+	Resolved     atomic.Int64 // builds of packages resolved before: no evaluation
 	BuildsOK     atomic.Int64
 	BuildsError  atomic.Int64
 	Rejected     atomic.Int64 // requests refused with ErrBusy
@@ -435,18 +437,38 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 	}
 	defer os.RemoveAll(roots)
 	nixPhase := "realise"
-	res, err := b.Nix.Build(ctx, nix.Request{
-		SrcType: src.Type, SrcArgs: src.Args, Packages: req.Packages, System: req.Arch.System, RootDir: roots,
-		Log: func(line string) { p.publish(Event{Kind: "log", Phase: nixPhase, Message: line}) },
-		Phase: func(name string) {
+	logLine := func(line string) { p.publish(Event{Kind: "log", Phase: nixPhase, Message: line}) }
+	phaseOf := func(what string) func(string) {
+		return func(name string) {
 			nixPhase = name
-			msg := "evaluating and building " + strings.Join(req.Packages, ", ")
+			msg := what + " " + strings.Join(req.Packages, ", ")
 			if name == "graph" {
 				msg = "querying the closure's sizes and references"
 			}
 			p.publish(Event{Kind: "phase", Phase: name, Message: msg})
-		},
-	})
+		}
+	}
+	var res *nix.Result
+	if known := b.known(ctx, req, src); known != nil {
+		// Every package was resolved before: no evaluation at all.
+		res, err = b.Nix.Realise(ctx, nix.KnownRequest{Paths: known.Outputs, RootDir: roots, Log: logLine, Phase: phaseOf("realising (resolved before)")})
+		if err == nil {
+			res.Programs = known.Programs
+			b.stats.Resolved.Add(1)
+		} else if ctx.Err() == nil {
+			log.Info("packages resolved before cannot be realised; evaluating again", "err", err)
+		}
+	}
+	if res == nil && ctx.Err() == nil {
+		b.stats.Evaluations.Add(1)
+		res, err = b.Nix.Build(ctx, nix.Request{
+			SrcType: src.Type, SrcArgs: src.Args, Packages: req.Packages, System: req.Arch.System, RootDir: roots,
+			Log: logLine, Phase: phaseOf("evaluating and building"),
+		})
+		if err == nil {
+			b.recordResolutions(ctx, req, src, res)
+		}
+	}
 	if err != nil {
 		log.Info("build failed", "phase", "nix", "err", err)
 		return nil, err

@@ -13,7 +13,10 @@ import (
 
 	"github.com/nixery/nixery/archive"
 	"github.com/nixery/nixery/catalog"
+	"github.com/nixery/nixery/config"
+	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/manifest"
+	"github.com/nixery/nixery/nix"
 	"github.com/nixery/nixery/storage"
 )
 
@@ -227,4 +230,37 @@ func describeGroup(group []string) string {
 		names = append(names, strings.TrimPrefix(p, "/nix/store/"))
 	}
 	return strings.Join(names, ", ")
+}
+
+// known returns the output paths and main programs of req's packages if
+// an evaluation of the same package set resolved every one of them before
+// (within the cache time for a moving source), or nil.
+func (b *Builder) known(ctx context.Context, req *image.Request, src config.Resolved) *catalog.Resolved {
+	all := &catalog.Resolved{}
+	for _, name := range req.Packages {
+		r, ok, err := b.Catalog().Resolution(ctx, src.Identity, req.Arch.System, name)
+		if err != nil {
+			b.logger().Warn("resolved packages not read; evaluating", "err", err)
+			return nil
+		}
+		if !ok || (!src.Immutable && time.Since(r.At) >= b.CacheTTL) {
+			return nil
+		}
+		all.Outputs = append(all.Outputs, r.Outputs...)
+		all.Programs = append(all.Programs, r.Programs...)
+	}
+	return all
+}
+
+// recordResolutions keeps what each package of an evaluation resolved to.
+// Failures only cost an evaluation next time.
+func (b *Builder) recordResolutions(ctx context.Context, req *image.Request, src config.Resolved, res *nix.Result) {
+	now := time.Now().UTC()
+	for _, p := range res.Packages {
+		r := catalog.Resolved{Outputs: p.Outputs, Programs: p.Programs, At: now}
+		if err := b.Catalog().PutResolution(ctx, src.Identity, req.Arch.System, p.Name, r); err != nil {
+			b.logger().Warn("resolved package not recorded", "package", p.Name, "err", err)
+			return
+		}
+	}
 }

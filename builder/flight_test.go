@@ -194,3 +194,42 @@ func TestDrain(t *testing.T) {
 		t.Errorf("Drain: %v", err)
 	}
 }
+
+// An image of packages resolved before runs no evaluation, and is the
+// same image, byte for byte, as one evaluated afresh.
+func TestResolvedPackagesNeedNoEvaluation(t *testing.T) {
+	pkgs := demoSet(t)
+	ctx := context.Background()
+	b := newBuilder(t, config.PathSource{Path: pkgs}, t.TempDir())
+	for _, name := range []string{"hello", "jq"} {
+		if _, _, err := b.Manifest(ctx, request(t, name, "latest"), manifest.OCIManifest); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, known, err := b.Manifest(ctx, request(t, "hello/jq", "latest"), manifest.OCIManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, r := b.Stats().Evaluations.Load(), b.Stats().Resolved.Load(); e != 2 || r != 1 {
+		t.Errorf("%d evaluations and %d builds from resolved packages, want 2 and 1", e, r)
+	}
+	fresh := newBuilder(t, config.PathSource{Path: pkgs}, t.TempDir())
+	_, evaluated, err := fresh.Manifest(ctx, request(t, "hello/jq", "latest"), manifest.OCIManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh.Stats().Evaluations.Load() != 1 {
+		t.Fatalf("the fresh builder did not evaluate")
+	}
+	if known != evaluated {
+		t.Errorf("resolved before: %s; evaluated: %s — the same image must have the same digest", known, evaluated)
+	}
+	// A moving source's resolutions last the cache time only.
+	b.CacheTTL = time.Nanosecond
+	if _, _, err := b.Manifest(ctx, request(t, "jq/hello/hello", "latest"), manifest.OCIManifest); err != nil {
+		t.Fatal(err)
+	}
+	if e := b.Stats().Evaluations.Load(); e != 3 {
+		t.Errorf("after the cache time: %d evaluations, want 3", e)
+	}
+}

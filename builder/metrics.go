@@ -15,6 +15,7 @@ var (
 	descCacheHits    = prometheus.NewDesc("nixery_manifest_cache_hits_total", "Manifest requests answered from the manifest cache.", nil, nil)
 	descCacheMisses  = prometheus.NewDesc("nixery_manifest_cache_misses_total", "Manifest requests that needed a build.", nil, nil)
 	descNixBuilds    = prometheus.NewDesc("nixery_nix_builds_total", "Builds that ran Nix.", nil, nil)
+	descEvaluations  = prometheus.NewDesc("nixery_nix_evaluations_total", "Builds that evaluated the package set (the others realised packages resolved before).", nil, nil)
 	descBuilds       = prometheus.NewDesc("nixery_builds_total", "Builds by result: succeeded, failed, or rejected because the queue was full.", []string{"result"}, nil)
 	descLayers       = prometheus.NewDesc("nixery_layers_total", "Layers of builds by origin: reused from the layer cache, or packed and uploaded.", []string{"origin"}, nil)
 	descBuildsActive = prometheus.NewDesc("nixery_builds_running", "Builds running now.", nil, nil)
@@ -22,7 +23,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCacheHits, descCacheMisses, descNixBuilds, descBuilds, descLayers, descBuildsActive, descBuildsQueued} {
+	for _, d := range []*prometheus.Desc{descCacheHits, descCacheMisses, descNixBuilds, descEvaluations, descBuilds, descLayers, descBuildsActive, descBuildsQueued} {
 		ch <- d
 	}
 	(*Builder)(c).phaseHistogram().Describe(ch)
@@ -37,6 +38,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descCacheHits, s.CacheHits.Load())
 	counter(descCacheMisses, s.CacheMisses.Load())
 	counter(descNixBuilds, s.NixBuilds.Load())
+	counter(descEvaluations, s.Evaluations.Load())
 	counter(descBuilds, s.BuildsOK.Load(), "succeeded")
 	counter(descBuilds, s.BuildsError.Load(), "failed")
 	counter(descBuilds, s.Rejected.Load(), "rejected")

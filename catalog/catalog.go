@@ -9,6 +9,7 @@
 //	details/<key>         image details for the web pages
 //	recent/images         the keys of the images built last, newest first
 //	search/<key>          a package set's stored package list (web search)
+//	resolved/<key>        what a package name resolved to in a package set (no evaluation next time)
 //	leases/<id>           the blobs a build in progress relies on (see Lease)
 //	gc/clock, gc/lease    the storage's clock probe and the scheduled collector's lease
 //

@@ -412,14 +412,18 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 			}
 		}
 	}
-	searches, err := g.list(ctx, searchPrefix)
-	if err != nil {
-		return g.rep, err
-	}
-	for key, mod := range searches {
-		if mod.Before(cutoff) {
-			if err := g.del(ctx, searchPrefix+key); err != nil {
-				return g.rep, err
+	// Package lists and package resolutions not written within the age
+	// (an evaluation writes them again when it needs them).
+	for _, prefix := range []string{searchPrefix, resolvedPrefix} {
+		objs, err := g.list(ctx, prefix)
+		if err != nil {
+			return g.rep, err
+		}
+		for key, mod := range objs {
+			if mod.Before(cutoff) {
+				if err := g.del(ctx, prefix+key); err != nil {
+					return g.rep, err
+				}
 			}
 		}
 	}

@@ -109,7 +109,8 @@ let
     if i > 0 && i < n - 1 then resolveEnv name (slice parts 0 i) (slice parts (i + 1) (n - i - 1))
     else resolvePath name parts;
 
-  resolved = map resolve (builtins.fromJSON packages);
+  names = builtins.fromJSON packages;
+  resolved = map resolve names;
   unknown = builtins.concatMap (r: r.unknown) (builtins.filter (r: r ? unknown) resolved);
 
   # What `nix-env -i` would install: meta.outputsToInstall, or the
@@ -126,8 +127,16 @@ let
     in if p.success && builtins.isString p.value && p.value != ""
     then [ "${(drv.bin or drv.out or drv).outPath}/bin/${p.value}" ]
     else [ ];
-  programs = builtins.concatMap (r: mainProgram r.drv) resolved;
+  # What each requested name resolved to, in request order: its output
+  # paths and main programs. Nixery keeps it (package catalog), so that an
+  # image of packages resolved before needs no evaluation at all.
+  described = builtins.genList (i:
+    let r = builtins.elemAt resolved i; in {
+      name = builtins.elemAt names i;
+      outputs = map (o: o.outPath) (outputsOf r.drv);
+      programs = mainProgram r.drv;
+    }) (builtins.length names);
 in
 if unknown != [ ] then throw "nixery-unknown-packages: ${builtins.toJSON unknown}"
-else builtins.trace "nixery-main-programs: ${builtins.toJSON programs}"
+else builtins.trace "nixery-packages: ${builtins.toJSON described}"
   (builtins.concatMap (r: outputsOf r.drv) resolved)

@@ -151,10 +151,11 @@ type lineWriter struct {
 	tail    []string
 	unknown *UnknownPackagesError
 
-	// programs is build.nix's main-programs trace; only the first one
-	// counts, so a builder printing a look-alike later changes nothing.
-	programs    []string
-	sawPrograms bool
+	// packages is build.nix's trace of what each name resolved to; only
+	// the first one counts, so a builder printing a look-alike later
+	// changes nothing.
+	packages    []Resolution
+	sawPackages bool
 }
 
 func (w *lineWriter) Write(p []byte) (int, error) {
@@ -205,12 +206,12 @@ func (w *lineWriter) line(l string, dropped int) {
 	if u := unknownError(l); u != nil {
 		w.unknown = u
 	}
-	if rest, ok := strings.CutPrefix(l, programsMarker); ok && !w.sawPrograms && dropped == 0 {
+	if rest, ok := strings.CutPrefix(l, packagesMarker); ok && !w.sawPackages && dropped == 0 {
 		// Evaluation traces it before anything is built. It is
 		// Nixery's own line, not Nix's news: not logged.
-		w.sawPrograms = true
-		if json.Unmarshal([]byte(rest), &w.programs) != nil {
-			w.programs = nil
+		w.sawPackages = true
+		if json.Unmarshal([]byte(rest), &w.packages) != nil {
+			w.packages = nil
 		}
 		return
 	}
@@ -229,8 +230,8 @@ func (w *lineWriter) line(l string, dropped int) {
 	}
 }
 
-// programsMarker starts build.nix's trace of the main programs.
-const programsMarker = "trace: nixery-main-programs: "
+// packagesMarker starts build.nix's trace of the resolved packages.
+const packagesMarker = "trace: nixery-packages: "
 
 // cutLine cuts l, a line of size bytes in all, to MaxLineBytes at a UTF-8
 // character boundary and says so at its end. A URL the cut goes through

@@ -34,6 +34,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os/exec"
 	"path/filepath"
@@ -205,9 +206,115 @@ type Result struct {
 	// checked against the roots (archive.Setup does that).
 	Programs []string
 
+	// Packages say what each requested name resolved to, in request
+	// order (from an evaluation; a Realise of known paths has none).
+	Packages []Resolution
+
 	// Realise is the time nix-build took (evaluation and realisation);
 	// Graph the time of the closure query.
 	Realise, Graph time.Duration
+}
+
+// Resolution is what one requested name resolved to: the output paths that
+// go into an image and its main programs (see Result.Programs).
+type Resolution struct {
+	Name     string   `json:"name"`
+	Outputs  []string `json:"outputs"`
+	Programs []string `json:"programs"`
+}
+
+// KnownRequest asks for packages whose output paths are known already
+// (an earlier evaluation of the same package set resolved them): they are
+// realised (present, substituted, or built from their derivations if
+// Nix still has them) without evaluating the package set.
+type KnownRequest struct {
+	Paths   []string // output paths, in request order
+	RootDir string   // as in Request
+	Log     func(line string)
+	Phase   func(name string)
+}
+
+// Realise realises known output paths and reports their closure, like
+// Build without the evaluation. A path Nix cannot produce (collected, and
+// not in any substituter) fails with a *BuildError; the caller then
+// evaluates afresh with Build.
+func (r *Runner) Realise(ctx context.Context, req KnownRequest) (*Result, error) {
+	if len(req.Paths) == 0 {
+		return &Result{}, nil
+	}
+	if r.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
+		defer cancel()
+	}
+	for _, p := range req.Paths {
+		if !strings.HasPrefix(p, "/nix/store/") || strings.ContainsAny(p, " \n") {
+			return nil, &BuildError{Err: fmt.Errorf("not a store path: %q", p)}
+		}
+	}
+	start := time.Now()
+	if req.Phase != nil {
+		req.Phase("realise")
+	}
+	logLine := r.lineLogger(req.Log)
+	args := []string{"--realise"}
+	if req.RootDir != "" {
+		// result, result-2, …: garbage-collector roots, as nix-build's.
+		args = append(args, "--add-root", filepath.Join(req.RootDir, "result"), "--indirect")
+	}
+	args = append(args, r.offline()...)
+	args = append(args, r.storeBounds()...)
+	args = append(args, r.optionArgs()...)
+	args = append(args, r.Cache.substituteArgs()...)
+	var roots []string
+	for _, p := range req.Paths {
+		if !slices.Contains(roots, p) {
+			roots = append(roots, p)
+		}
+	}
+	if err := r.run(ctx, io.Discard, logLine, "nix-store", append(args, roots...)...); err != nil {
+		return nil, err
+	}
+	realised := time.Now()
+	if req.Phase != nil {
+		req.Phase("graph")
+	}
+	closure, err := r.closure(ctx, roots, logLine)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Roots: roots, Closure: closure, Realise: realised.Sub(start), Graph: time.Since(realised)}, nil
+}
+
+// lineLogger is the Runner's log with a request's log beside it.
+func (r *Runner) lineLogger(extra func(string)) func(string) {
+	if extra == nil {
+		return r.Log
+	}
+	return func(l string) {
+		if r.Log != nil {
+			r.Log(l)
+		}
+		extra(l)
+	}
+}
+
+// closure queries the runtime closure of roots with sizes and
+// references, in one process.
+func (r *Runner) closure(ctx context.Context, roots []string, logLine func(string)) ([]StorePath, error) {
+	var out bytes.Buffer
+	args := append(r.optionArgs(), "--extra-experimental-features", "nix-command",
+		"path-info", "--json", "--recursive")
+	args = append(args, r.offline()...)
+	args = append(args, roots...)
+	if err := r.run(ctx, &out, logLine, "nix", args...); err != nil {
+		return nil, err
+	}
+	closure, err := parsePathInfo(out.Bytes())
+	if err != nil {
+		return nil, &BuildError{Err: fmt.Errorf("nix path-info: %w", err)}
+	}
+	return closure, nil
 }
 
 // ErrTimeout is wrapped by the error of a build that ran out of time,
@@ -274,15 +381,7 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 		}
 	}
 	phase("realise")
-	logLine := r.Log
-	if req.Log != nil {
-		logLine = func(l string) {
-			if r.Log != nil {
-				r.Log(l)
-			}
-			req.Log(l)
-		}
-	}
+	logLine := r.lineLogger(req.Log)
 	packages, err := json.Marshal(req.Packages)
 	if err != nil {
 		return nil, err
@@ -318,19 +417,15 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 	phase("graph")
 
 	// 2. The closure, with sizes and references, in one process.
-	out.Reset()
-	args = append(r.optionArgs(), "--extra-experimental-features", "nix-command",
-		"path-info", "--json", "--recursive")
-	args = append(args, r.offline()...)
-	args = append(args, roots...)
-	if err := r.run(ctx, &out, logLine, "nix", args...); err != nil {
+	closure, err := r.closure(ctx, roots, logLine)
+	if err != nil {
 		return nil, err
 	}
-	closure, err := parsePathInfo(out.Bytes())
-	if err != nil {
-		return nil, &BuildError{Err: fmt.Errorf("nix path-info: %w", err)}
+	var programs []string
+	for _, p := range stderr.packages {
+		programs = append(programs, p.Programs...)
 	}
-	return &Result{Roots: roots, Closure: closure, Programs: stderr.programs, Realise: realised.Sub(start), Graph: time.Since(realised)}, nil
+	return &Result{Roots: roots, Closure: closure, Programs: programs, Packages: stderr.packages, Realise: realised.Sub(start), Graph: time.Since(realised)}, nil
 }
 
 // Version returns the version of Nix, as `nix-build --version` says it,

@@ -58,21 +58,28 @@ func TestProgramsLine(t *testing.T) {
 		want   []string
 		logged []string
 	}{
-		{"one", "trace: nixery-main-programs: [\"/nix/store/a-x/bin/x\"]\n", []string{"/nix/store/a-x/bin/x"}, nil},
-		{"none", "trace: nixery-main-programs: []\n", []string{}, nil},
-		{"the first wins", "building\ntrace: nixery-main-programs: [\"/a\"]\ntrace: nixery-main-programs: [\"/evil\"]\n",
-			[]string{"/a"}, []string{"building", "trace: nixery-main-programs: [\"/evil\"]"}},
-		{"not JSON", "trace: nixery-main-programs: [nope\n", nil, nil},
-		{"not a list of strings", "trace: nixery-main-programs: {\"a\":1}\n", nil, nil},
-		{"elsewhere on a line", "echo trace: nixery-main-programs: [\"/a\"]\n", nil, []string{"echo trace: nixery-main-programs: [\"/a\"]"}},
+		{"one", "trace: nixery-packages: [{\"name\":\"x\",\"outputs\":[\"/nix/store/a-x\"],\"programs\":[\"/nix/store/a-x/bin/x\"]}]\n", []string{"/nix/store/a-x/bin/x"}, nil},
+		{"none", "trace: nixery-packages: [{\"name\":\"x\",\"outputs\":[\"/nix/store/a-x\"],\"programs\":[]}]\n", []string{}, nil},
+		{"the first wins", "building\ntrace: nixery-packages: [{\"programs\":[\"/a\"]}]\ntrace: nixery-packages: [{\"programs\":[\"/evil\"]}]\n",
+			[]string{"/a"}, []string{"building", "trace: nixery-packages: [{\"programs\":[\"/evil\"]}]"}},
+		{"not JSON", "trace: nixery-packages: [nope\n", nil, nil},
+		{"not a list of packages", "trace: nixery-packages: {\"a\":1}\n", nil, nil},
+		{"elsewhere on a line", "echo trace: nixery-packages: [{\"programs\":[\"/a\"]}]\n", nil, []string{"echo trace: nixery-packages: [{\"programs\":[\"/a\"]}]"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var logged []string
 			w := &lineWriter{log: func(l string) { logged = append(logged, l) }}
 			w.Write([]byte(tt.input))
 			w.flush()
-			if !slices.Equal(w.programs, tt.want) || (w.programs == nil) != (tt.want == nil) {
-				t.Errorf("programs %#v, want %#v", w.programs, tt.want)
+			var programs []string
+			if w.packages != nil {
+				programs = []string{}
+			}
+			for _, p := range w.packages {
+				programs = append(programs, p.Programs...)
+			}
+			if !slices.Equal(programs, tt.want) || (programs == nil) != (tt.want == nil) {
+				t.Errorf("programs %#v, want %#v", programs, tt.want)
 			}
 			if !slices.Equal(logged, tt.logged) {
 				t.Errorf("logged %q, want %q", logged, tt.logged)

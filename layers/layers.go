@@ -118,8 +118,10 @@ type Options struct {
 	// set, keyed by store path name without the /nix/store/<hash>- prefix
 	// (see Name), e.g. "glibc-2.40-66" → 8123. It is the popularity.json of
 	// the original Nixery (see ParsePopularity): how many store paths of
-	// the package set refer to the path. Only the relative order of the
-	// values matters much; paths missing from the table count as 0.
+	// the package set refer to the path. A count of at most 1 marks a
+	// private path (step 1 of the package doc); otherwise a count enters
+	// only as log2(2 + count) in a unit's value (step 3). Paths missing
+	// from the table count as 0.
 	Popularity map[string]int
 }
 

@@ -28,15 +28,31 @@
 //     sharing at all while it saves layers. Units are formed whatever the
 //     budget, so that an image within budget and one over it agree.
 //  2. If there are no more units than the budget, every unit is a group.
-//  3. Otherwise the budget-1 biggest units (by NAR size, ties by name) keep
-//     a group each and all the others share the last group. Only that last
-//     group differs between images; it holds the smallest units.
+//  3. Otherwise the image is grouped root by root. A root is a path (or a
+//     cycle) that nothing in the closure refers to: in practice a requested
+//     package. Each root's closure is grouped as it would be alone — its
+//     units if they fit, else its budget-1 most valuable units alone and
+//     all its other units in one group — the root with the largest closure
+//     (in paths) first; a path that an earlier root has placed stays there.
+//     If that makes more groups than the budget, the budget-1 largest (NAR
+//     bytes) stay and the others share the last group. A unit's value is
+//     its NAR size times log2(2 + r), r the number of store paths referring
+//     to it (the popularity count, or without popularity data the referrers
+//     in the closure): a cache miss costs the layer's bytes, and a path that
+//     many refer to is in many images that could miss it.
 //  4. Groups are ordered by the number of paths in the closure of their
 //     lowest member, then by name. That order is the same in every image (a
 //     path's closure does not depend on the image) and puts dependencies
 //     before what depends on them: glibc and the other shared bases come
 //     first, where a client that re-pulls a layer whose position changed
 //     finds them unchanged.
+//
+// Step 3 is what keeps layers shared between an image and its unions: the
+// groups of a package depend only on its own closure, so adding smaller
+// packages to an image ("emacs" → "shell/emacs/git") leaves the biggest
+// package's layers as they were, and only the few smallest groups of the
+// union are new. The single shared group of step 3 holds the smallest
+// units; it is the only group that differs from image to image.
 //
 // This beats the published approaches on the benchmark in bench/sharing
 // (figures in docs/layering.md): the original Nixery's dominator-tree
@@ -56,10 +72,12 @@
 //	libidn   1 MB → glibc
 //	bash     5 MB → glibc
 //
-// Without popularity data there are four units for three groups: glibc
-// (30) and hello (10) keep a group each and {bash, libidn} share the third.
-// Closure sizes in paths: glibc 1, libidn 2, bash 2, hello 3, so the result
-// is
+// Without popularity data there are four units for three groups. The
+// roots are hello (closure: 3 paths) and bash (2). hello's closure alone
+// fits: [glibc] [libidn] [hello]; bash's adds [bash] (glibc is placed
+// already). Of these four groups the two largest, glibc (30) and hello
+// (10), stay and {bash, libidn} share the third. Closure sizes in paths:
+// glibc 1, libidn 2, bash 2, hello 3, so the result is
 //
 //	[[glibc] [bash libidn] [hello]]
 //
@@ -100,8 +118,10 @@ type Options struct {
 	// set, keyed by store path name without the /nix/store/<hash>- prefix
 	// (see Name), e.g. "glibc-2.40-66" → 8123. It is the popularity.json of
 	// the original Nixery (see ParsePopularity): how many store paths of
-	// the package set refer to the path. Only the relative order of the
-	// values matters much; paths missing from the table count as 0.
+	// the package set refer to the path. A count of at most 1 marks a
+	// private path (step 1 of the package doc); otherwise a count enters
+	// only as log2(2 + count) in a unit's value (step 3). Paths missing
+	// from the table count as 0.
 	Popularity map[string]int
 }
 
@@ -124,12 +144,11 @@ func GroupWith(paths []Path, budget int, opts Options) [][]string {
 	}
 	c := g.closures()
 
-	units := g.units(opts)
 	var groups [][]int
-	if len(units) <= budget {
+	if units := g.units(opts); len(units) <= budget {
 		groups = units
 	} else {
-		groups = g.split(units, budget, g.values())
+		groups = g.byRoots(c, budget, opts)
 	}
 
 	// Members are sorted indices, so grp[0] is the group's first name.
@@ -161,16 +180,143 @@ func GroupWith(paths []Path, budget int, opts Options) [][]string {
 	return out
 }
 
-// values returns every path's value: the larger, the more it deserves a
-// layer of its own. It is the NAR size: a layer's bytes are what a cache
-// miss costs. (Weighting it by popularity was measured and did not help;
-// popularity serves in units instead.)
-func (g *graph) values() []float64 {
-	value := make([]float64, len(g.names))
-	for i := range g.names {
-		value[i] = float64(g.sizes[i])
+// byRoots groups a closure that does not fit the budget (step 3 of the
+// package doc): every root — a path, or a cycle, nothing in the closure
+// refers to — is grouped as its own closure alone would be (see solo), the
+// root with the largest closure first; a path already placed by an earlier
+// root stays there. If the groups are more than the budget, the budget-1
+// largest (NAR bytes, ties by name) stay and the others share one group.
+// It walks each root's closure once: time O(roots × closure), memory O(closure)
+// beyond the closures themselves.
+func (g *graph) byRoots(c *closures, budget int, opts Options) [][]int {
+	n := len(g.names)
+	ncomp := len(c.desc)
+	referred := make([]bool, ncomp)
+	for i, refs := range g.refs {
+		for _, j := range refs {
+			if c.comp[j] != c.comp[i] {
+				referred[c.comp[j]] = true
+			}
+		}
+	}
+	// One root per component that nothing refers to, named by its first
+	// member (members are in name order).
+	var roots []int
+	seen := make([]bool, ncomp)
+	for i := range n {
+		if k := c.comp[i]; !referred[k] && !seen[k] {
+			seen[k] = true
+			roots = append(roots, i)
+		}
+	}
+	// Largest closure first; roots are in name order, so a stable sort
+	// breaks ties by name.
+	slices.SortStableFunc(roots, func(a, b int) int { return cmp.Compare(c.count[b], c.count[a]) })
+
+	owned := make([]bool, n)
+	local := make([]int, n)
+	var groups [][]int
+	var members []int
+	for _, r := range roots {
+		members = members[:0]
+		for w, word := range c.desc[c.comp[r]] {
+			for word != 0 {
+				members = append(members, w*64+bits.TrailingZeros64(word))
+				word &= word - 1
+			}
+		}
+		for _, grp := range g.sub(members, local).solo(budget, opts) {
+			var keep []int
+			for _, k := range grp {
+				if i := members[k]; !owned[i] {
+					owned[i] = true
+					keep = append(keep, i)
+				}
+			}
+			if len(keep) > 0 {
+				groups = append(groups, keep)
+			}
+		}
+	}
+	if len(groups) <= budget {
+		return groups
+	}
+	// In name order of their first member, as split wants them.
+	for _, grp := range groups {
+		slices.Sort(grp)
+	}
+	slices.SortFunc(groups, func(a, b []int) int { return cmp.Compare(a[0], b[0]) })
+	bytes := make([]int64, len(groups))
+	for k, grp := range groups {
+		for _, i := range grp {
+			bytes[k] += g.sizes[i]
+		}
+	}
+	return g.split(groups, budget, func(k int) float64 { return float64(bytes[k]) })
+}
+
+// solo groups a closure with a single root as GroupWith would group it
+// alone: its units, or if they are more than the budget, the budget-1 most
+// valuable units alone and the others in one group.
+func (g *graph) solo(budget int, opts Options) [][]int {
+	units := g.units(opts)
+	if len(units) <= budget {
+		return units
+	}
+	value := g.values(units, opts)
+	return g.split(units, budget, func(k int) float64 { return value[k] })
+}
+
+// values returns every unit's value: the larger, the more it deserves a
+// layer of its own. A layer's bytes are what a cache miss costs, and a path
+// that many others refer to is in many images, each of which could miss it:
+// the value is the unit's NAR size times log2(2 + r), where r is the number
+// of store paths referring to the unit's most referred-to member — the
+// popularity count with popularity data, else the referrers in this closure.
+// The logarithm keeps the counts of nixpkgs' base libraries (glibc: tens of
+// thousands) from outweighing size altogether; bench/sharing measured it
+// against size alone and against √(1 + r) (docs/layering.md).
+func (g *graph) values(units [][]int, opts Options) []float64 {
+	referrers := make([]int, len(g.names))
+	for _, refs := range g.refs {
+		for _, j := range refs {
+			referrers[j]++
+		}
+	}
+	value := make([]float64, len(units))
+	for k, u := range units {
+		var size int64
+		r := 0
+		for _, i := range u {
+			size += g.sizes[i]
+			if opts.Popularity != nil {
+				r = max(r, opts.Popularity[Name(g.names[i])])
+			} else {
+				r = max(r, referrers[i])
+			}
+		}
+		value[k] = float64(size) * math.Log2(float64(2+r))
 	}
 	return value
+}
+
+// sub returns the graph restricted to members (sorted indices of a closure,
+// so every reference of a member is a member): index k of the result is
+// members[k]. local is scratch space of len(g.names) entries.
+func (g *graph) sub(members []int, local []int) *graph {
+	for k, i := range members {
+		local[i] = k
+	}
+	s := &graph{names: make([]string, len(members)), sizes: make([]int64, len(members)), refs: make([][]int, len(members))}
+	for k, i := range members {
+		s.names[k] = g.names[i]
+		s.sizes[k] = g.sizes[i]
+		s.refs[k] = make([]int, len(g.refs[i]))
+		for r, j := range g.refs[i] {
+			s.refs[k][r] = local[j]
+		}
+	}
+	return s
 }
 
 // units returns the paths grouped by private attachment (step 1 of the
@@ -226,13 +372,12 @@ func (g *graph) units(opts Options) [][]int {
 }
 
 // split fits units into budget groups: the budget-1 most valuable units
-// keep a group each and the rest share the last one.
-func (g *graph) split(units [][]int, budget int, value []float64) [][]int {
+// (value(k) for units[k]) keep a group each and the rest share the last
+// one.
+func (g *graph) split(units [][]int, budget int, value func(k int) float64) [][]int {
 	uv := make([]float64, len(units))
-	for i, u := range units {
-		for _, p := range u {
-			uv[i] += value[p]
-		}
+	for k := range units {
+		uv[k] = value(k)
 	}
 	order := make([]int, len(units))
 	for i := range order {

@@ -73,6 +73,54 @@ func TestGroup(t *testing.T) {
 	}
 }
 
+// TestGroupByRoots covers step 3 of the package doc: over budget, each
+// root's closure is grouped as it would be alone (largest closure first),
+// units are ranked by size × log2(2 + referrers), and the smallest groups
+// of a union share one layer.
+func TestGroupByRoots(t *testing.T) {
+	big := []Path{
+		{Name: "b", Size: 100, References: []string{"l1", "l2", "l3", "l4", "l5", "t1", "t2"}},
+		{Name: "l1", Size: 10}, {Name: "l2", Size: 9}, {Name: "l3", Size: 8},
+		{Name: "l4", Size: 7}, {Name: "l5", Size: 6}, {Name: "t1", Size: 1}, {Name: "t2", Size: 1},
+	}
+	// y is smaller than x but three paths refer to it, x only one.
+	shared := []Path{
+		{Name: "r", Size: 50, References: []string{"x", "y", "z", "w"}},
+		{Name: "x", Size: 10}, {Name: "y", Size: 8},
+		{Name: "z", Size: 1, References: []string{"y"}}, {Name: "w", Size: 1, References: []string{"y"}},
+	}
+	tests := []struct {
+		name   string
+		paths  []Path
+		budget int
+		pop    map[string]int
+		want   [][]string
+	}{
+		{"one root: most valuable alone, the rest shared", big, 4, nil,
+			[][]string{{"l1"}, {"l2"}, {"l3", "l4", "l5", "t1", "t2"}, {"b"}}},
+		{"a small root added: the big root's groups stay, the smallest groups share", append(slices.Clone(big), Path{Name: "s", Size: 2}), 4, nil,
+			[][]string{{"l1"}, {"l2", "s"}, {"l3", "l4", "l5", "t1", "t2"}, {"b"}}},
+		{"referred to by more: a layer of its own before a bigger path", shared, 3, nil,
+			[][]string{{"w", "x", "z"}, {"y"}, {"r"}}},
+		{"with popularity data the table's counts rank", shared, 3, map[string]int{"x": 500},
+			[][]string{{"w", "y", "z"}, {"x"}, {"r"}}},
+		{"a cycle nothing refers to is a root", []Path{
+			{Name: "a", Size: 3, References: []string{"b"}},
+			{Name: "b", Size: 2, References: []string{"a", "c"}},
+			{Name: "c", Size: 1},
+			{Name: "d", Size: 4, References: []string{"c"}},
+		}, 2, nil, [][]string{{"a", "b", "c"}, {"d"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := GroupWith(tt.paths, tt.budget, Options{Popularity: tt.pop})
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("GroupWith(budget %d) = %q, want %q", tt.budget, got, tt.want)
+			}
+		})
+	}
+}
+
 // TestGroupStable checks the property the simple grouping exists for: a big
 // path gets the same single-path layer in different images.
 func TestGroupWith(t *testing.T) {

@@ -82,26 +82,61 @@ func (im *image) groupNames(groups [][]int) [][]string {
 	return out
 }
 
-// simpleGroups is the grouping Nixery had before: one path per layer when
-// the closure fits, else the budget-1 largest alone and the rest together.
-func simpleGroups(im *image, budget int) [][]string {
+// previousGroups is layers.GroupWith before it grouped root by root (and
+// so layers.Group before it, with pop nil): units by private attachment
+// (with popularity data, a path the table says at most one store path
+// refers to, with one referrer in the closure, joins that referrer's unit);
+// every unit its own layer when they fit, else the budget-1 largest units
+// alone and the rest together.
+func previousGroups(im *image, budget int, pop map[string]int) [][]string {
 	n := len(im.names)
-	var groups [][]int
-	if n <= budget {
-		for i := range n {
-			groups = append(groups, []int{i})
+	parent := make([]int, n)
+	for i := range parent {
+		parent[i] = i
+	}
+	if pop != nil {
+		referrers := make([][]int, n)
+		for i, refs := range im.refs {
+			for _, j := range refs {
+				referrers[j] = append(referrers[j], i)
+			}
 		}
-		return im.groupNames(groups)
+		for d := range n {
+			if p, ok := pop[im.base[d]]; ok && p <= 1 && len(referrers[d]) == 1 {
+				parent[d] = referrers[d][0]
+			}
+		}
 	}
-	bySize := make([]int, n)
-	for i := range bySize {
-		bySize[i] = i
+	byTop := map[int]int{}
+	var units [][]int
+	for i := range n {
+		j := i
+		for steps := 0; parent[j] != j && steps <= n; steps++ {
+			j = parent[j]
+		}
+		if k, ok := byTop[j]; ok {
+			units[k] = append(units[k], i)
+		} else {
+			byTop[j] = len(units)
+			units = append(units, []int{i})
+		}
 	}
-	slices.SortStableFunc(bySize, func(a, b int) int { return cmp.Compare(im.sizes[b], im.sizes[a]) })
-	for _, i := range bySize[:budget-1] {
-		groups = append(groups, []int{i})
+	if len(units) <= budget {
+		return im.groupNames(units)
 	}
-	return im.groupNames(append(groups, bySize[budget-1:]))
+	size := func(u []int) int64 {
+		var s int64
+		for _, i := range u {
+			s += im.sizes[i]
+		}
+		return s
+	}
+	slices.SortStableFunc(units, func(a, b []int) int { return cmp.Compare(size(b), size(a)) })
+	var rest []int
+	for _, u := range units[budget-1:] {
+		rest = append(rest, u...)
+	}
+	return im.groupNames(append(units[:budget-1:budget-1], rest))
 }
 
 // nixeryGroups follows the original Nixery (builder/layers.go, 2019–2025):

@@ -2,7 +2,8 @@
 // when it pulls a sequence of typical images, for Nixery's layering and
 // for the algorithms it is compared with.
 //
-//	go run ./bench/sharing              # budgets 100 and 30, seed 1
+//	go run ./bench/sharing                          # budgets 100, 30 and 24, seed 1
+//	go run ./bench/sharing -budget 100,30,24,20     # the tables of docs/layering.md
 //	go run ./bench/sharing -budget 20 -seed 7
 //
 // The package set is generated (see pkgset.go), shaped like nixpkgs; the
@@ -85,7 +86,7 @@ type result struct {
 
 func main() {
 	seed := flag.Uint64("seed", 1, "seed of the generated package set")
-	budgetFlag := flag.String("budget", "100,30", "layer budgets per image (customisation layer included), comma-separated")
+	budgetFlag := flag.String("budget", "100,30,24", "layer budgets per image (customisation layer included), comma-separated")
 	verbose := flag.Bool("v", false, "print per-image downloads")
 	flag.Parse()
 
@@ -222,9 +223,10 @@ func algorithms(pop map[string]int) []algorithm {
 		{"nixery-original (no popularity)", func(im *image, _ []layers.Path, b int) [][]string { return nixeryGroups(im, b, nil, 0) }},
 		{"nixery-original (popularity)", func(im *image, _ []layers.Path, b int) [][]string { return nixeryGroups(im, b, pop, threshold) }},
 		{"nixpkgs auto-layer", func(im *image, _ []layers.Path, b int) [][]string { return autoLayerGroups(im, b) }},
-		{"simple (previous Group)", func(im *image, _ []layers.Path, b int) [][]string { return simpleGroups(im, b) }},
-		{"new: layers.Group (graph only)", func(_ *image, p []layers.Path, b int) [][]string { return layers.Group(p, b) }},
-		{"new: layers.GroupWith (popularity)", func(_ *image, p []layers.Path, b int) [][]string {
+		{"previous layers.Group (graph only)", func(im *image, _ []layers.Path, b int) [][]string { return previousGroups(im, b, nil) }},
+		{"previous layers.GroupWith (popularity)", func(im *image, _ []layers.Path, b int) [][]string { return previousGroups(im, b, pop) }},
+		{"layers.Group (graph only)", func(_ *image, p []layers.Path, b int) [][]string { return layers.Group(p, b) }},
+		{"layers.GroupWith (popularity)", func(_ *image, p []layers.Path, b int) [][]string {
 			return layers.GroupWith(p, b, layers.Options{Popularity: pop})
 		}},
 	}

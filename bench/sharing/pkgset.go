@@ -176,7 +176,9 @@ func generate(seed uint64) *pkgSet {
 		if _, dup := s.paths[name]; dup {
 			panic("duplicate " + name)
 		}
-		s.paths[name] = &storePath{name: name, size: size, refs: refs}
+		// Clone refs: the tables above are shared by every call and the
+		// names in it are rewritten to store paths below.
+		s.paths[name] = &storePath{name: name, size: size, refs: slices.Clone(refs)}
 		if attr != "" {
 			s.attrs[attr] = name
 		}

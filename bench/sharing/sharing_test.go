@@ -3,8 +3,9 @@ package main
 import "testing"
 
 // TestAlgorithms runs the whole workload once per algorithm and budget:
-// every grouping must be a partition of the closure within the budget, and
-// no algorithm may download less than the lower bound.
+// every grouping must be a partition of the closure within the budget, no
+// algorithm may download less than the lower bound, and layers.Group and
+// layers.GroupWith may not download more than the grouping they replaced.
 func TestAlgorithms(t *testing.T) {
 	set := generate(1)
 	pop := set.popularity()
@@ -24,7 +25,8 @@ func TestAlgorithms(t *testing.T) {
 	for _, s := range distinct {
 		lower += s
 	}
-	for _, budget := range []int{5, 30, 99} {
+	for _, budget := range []int{5, 19, 23, 29, 99} {
+		downloaded := map[string]int64{}
 		for _, alg := range algorithms(pop) {
 			r, err := simulate(set, closures, alg, budget)
 			if err != nil {
@@ -35,6 +37,18 @@ func TestAlgorithms(t *testing.T) {
 			}
 			if r.downloaded < lower {
 				t.Errorf("%s, budget %d: downloaded %d < lower bound %d", alg.name, budget, r.downloaded, lower)
+			}
+			downloaded[alg.name] = r.downloaded
+		}
+		for now, before := range map[string]string{
+			"layers.Group (graph only)":     "previous layers.Group (graph only)",
+			"layers.GroupWith (popularity)": "previous layers.GroupWith (popularity)",
+		} {
+			if downloaded[now] == 0 || downloaded[before] == 0 {
+				t.Fatalf("budget %d: no figures for %q or %q", budget, now, before)
+			}
+			if downloaded[now] > downloaded[before] {
+				t.Errorf("budget %d: %s downloads %d bytes, more than %s (%d)", budget, now, downloaded[now], before, downloaded[before])
 			}
 		}
 	}

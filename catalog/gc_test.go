@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -405,4 +407,63 @@ func TestRecordDigestPullThrottled(t *testing.T) {
 	if n := store.puts.Load(); n != 2 {
 		t.Errorf("a pull an interval later: %d writes in all, want 2", n)
 	}
+}
+
+// slowPuts is a real store whose object writes take a while, as a
+// bucket's round trip does; it counts them.
+type slowPuts struct {
+	storage.Backend
+	puts atomic.Int64
+}
+
+func (s *slowPuts) PutObject(ctx context.Context, name string, data []byte) error {
+	s.puts.Add(1)
+	time.Sleep(20 * time.Millisecond) // a bucket's latency, not a synchronisation
+	return s.Backend.PutObject(ctx, name, data)
+}
+
+// Holds that arrive while the lease is being written share the next
+// write; every one of them is in the lease when Hold returns.
+func TestLeaseGroupCommit(t *testing.T) {
+	fs, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &slowPuts{Backend: fs}
+	cat := catalog.New(store, nil)
+	lease := cat.NewLease()
+	defer lease.Release(context.Background())
+	var wg sync.WaitGroup
+	const n = 16
+	digests := make([]digest.Digest, n)
+	for i := range n {
+		digests[i] = digest.FromString(fmt.Sprint("layer ", i))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := lease.Hold(context.Background(), false, digests[i]); err != nil {
+				t.Error(err)
+			}
+			// What Hold promised is stored now.
+			raw, err := fs.GetObject(context.Background(), leaseName(t, fs))
+			if err != nil || !strings.Contains(string(raw), digests[i].String()) {
+				t.Errorf("after Hold of %s the lease holds %s (%v)", digests[i], raw, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if p := store.puts.Load(); p >= n/2 {
+		t.Errorf("%d holds at once took %d writes; they should share writes", n, p)
+	}
+}
+
+// leaseName finds the one lease object in store.
+func leaseName(t *testing.T, store storage.Backend) string {
+	t.Helper()
+	var name string
+	store.(storage.Lister).ListObjects(context.Background(), "leases/", func(n string, _ time.Time) error {
+		name = n
+		return nil
+	})
+	return name
 }

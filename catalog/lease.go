@@ -34,7 +34,14 @@ type Lease struct {
 
 	mu      sync.Mutex
 	digests []digest.Digest
-	written bool
+	version int // counts changes of digests
+
+	// One write at a time; Holds that arrive while one is in flight share
+	// the next (group commit), so a build packing many layers at once
+	// costs a few writes, not one per layer.
+	wmu     sync.Mutex
+	wrote   int  // the version the last completed write stored
+	written bool // the lease exists in storage
 
 	stop chan struct{}
 	done chan struct{}
@@ -60,12 +67,12 @@ func (l *Lease) renew(every time.Duration) {
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			l.mu.Lock()
+			l.wmu.Lock()
 			var err error
 			if l.written {
 				err = l.write(ctx)
 			}
-			l.mu.Unlock()
+			l.wmu.Unlock()
 			cancel()
 			if err != nil {
 				l.c.logger().Warn("build lease not renewed", "err", err)
@@ -74,17 +81,31 @@ func (l *Lease) renew(every time.Duration) {
 	}
 }
 
-// write stores the lease with every digest held; l.mu is held.
+// write stores the lease with every digest held now; l.wmu is held.
 func (l *Lease) write(ctx context.Context) error {
+	l.mu.Lock()
 	data, err := json.Marshal(l.digests)
+	v := l.version
+	l.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	if err := l.c.Store.PutObject(ctx, l.name, data); err != nil {
 		return fmt.Errorf("build lease: %w", err)
 	}
-	l.written = true
+	l.wrote, l.written = v, true
 	return nil
+}
+
+// sync returns once a write that stored version want (or later) has
+// completed.
+func (l *Lease) sync(ctx context.Context, want int) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.written && l.wrote >= want {
+		return nil // a write that began after our change covered it
+	}
+	return l.write(ctx)
 }
 
 // Hold adds digests to the lease, writes it, and then checks that every
@@ -101,14 +122,15 @@ func (l *Lease) Hold(ctx context.Context, mustExist bool, digests ...digest.Dige
 	for _, d := range digests {
 		if !slices.Contains(l.digests, d) {
 			l.digests = append(l.digests, d)
+			l.version++
 		}
 	}
-	err := l.write(ctx)
+	want := l.version
 	l.mu.Unlock()
-	if err != nil || !mustExist {
+	if err := l.sync(ctx, want); err != nil || !mustExist {
 		return err
 	}
-	_, err = l.c.Missing(ctx, digests)
+	_, err := l.c.Missing(ctx, digests)
 	return err
 }
 
@@ -124,8 +146,8 @@ func (l *Lease) Release(ctx context.Context) {
 	}
 	close(l.stop)
 	<-l.done
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	if !l.written {
 		return
 	}

@@ -323,7 +323,7 @@ func (b *Builder) buildOnce(ctx context.Context, key string, req *image.Request,
 		ttl = DefaultClaimTTL
 	}
 	var watch catalog.FlightWatch
-	wait, announced := 100*time.Millisecond, false
+	wait, announced, seenPhase := 100*time.Millisecond, false, ""
 	for {
 		if img, err := b.cachedImage(ctx, key); err != nil || img != nil {
 			return img, err
@@ -345,12 +345,24 @@ func (b *Builder) buildOnce(ctx context.Context, key string, req *image.Request,
 				b.logger().Info("the replica building it stopped renewing its lease; building here", "image", req.Name, "tag", req.Tag)
 				p.publish(Event{Kind: "log", Message: "the other replica stopped; building here"})
 			}
+			// Replicas waiting for this build see its phases.
+			p.setPhaseHook(func(phase string) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				claim.SetPhase(ctx, phase)
+			})
+			defer p.setPhaseHook(nil)
 			return b.buildLimited(ctx, key, req, src, p)
 		}
 		if !announced {
 			b.logger().Info("building on another replica; waiting for it", "image", req.Name, "tag", req.Tag)
 			p.publish(Event{Kind: "log", Message: "building on another replica; waiting for it"})
 			announced = true
+		}
+		if watch.Phase != "" && watch.Phase != seenPhase {
+			// The holder's phase, as it published it in its claim.
+			seenPhase = watch.Phase
+			p.publish(Event{Kind: "phase", Phase: seenPhase, Message: "on another replica"})
 		}
 		select {
 		case <-time.After(wait):

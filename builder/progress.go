@@ -48,10 +48,19 @@ type progress struct {
 	events []Event
 	subs   []chan Event
 	done   bool
+	// onPhase, if set, also hears every phase this build starts (the
+	// holder of a fleet-wide claim publishes them for other replicas).
+	onPhase func(phase string)
 }
 
 func (p *progress) publish(e Event) {
 	e.Time = time.Now().UTC()
+	p.mu.Lock()
+	hook := p.onPhase
+	p.mu.Unlock()
+	if hook != nil && e.Kind == "phase" && e.Phase != "" {
+		hook(e.Phase)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.done {
@@ -84,6 +93,13 @@ func (p *progress) publish(e Event) {
 
 // subscribe returns the events so far and a channel of the ones to come
 // (nil if the build is over).
+// setPhaseHook sets onPhase.
+func (p *progress) setPhaseHook(hook func(string)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.onPhase = hook
+}
+
 func (p *progress) subscribe() ([]Event, chan Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nixery/nixery/storage"
@@ -36,15 +38,27 @@ type FlightWatch struct {
 	gen     int
 	mod     time.Time
 	changed time.Time // local clock (Catalog.Now)
+	// Phase is the build phase the holder last published ("" before
+	// the first), for the waiters' own progress.
+	Phase string
+}
+
+// claim is the content of a claim object.
+type claim struct {
+	ID    string `json:"id"`
+	Phase string `json:"phase,omitempty"`
 }
 
 // Flight is this replica's claim on a build.
 type Flight struct {
 	c    *Catalog
 	name string
-	id   []byte
+	id   string
 	stop chan struct{}
 	done chan struct{}
+
+	mu    sync.Mutex
+	phase string
 }
 
 // TakeFlight claims the build of key for this replica, unless another
@@ -78,7 +92,14 @@ func (c *Catalog) TakeFlight(ctx context.Context, key string, ttl time.Duration,
 	now := c.now()
 	if gen > 0 {
 		if gen != watch.gen || !mod.Equal(watch.mod) {
-			*watch = FlightWatch{gen: gen, mod: mod, changed: now}
+			phase := watch.Phase
+			if raw, err := c.Store.GetObject(ctx, fmt.Sprintf("%s%010d", prefix, gen)); err == nil {
+				var cl claim
+				if json.Unmarshal(raw, &cl) == nil && cl.Phase != "" {
+					phase = cl.Phase
+				}
+			}
+			*watch = FlightWatch{gen: gen, mod: mod, changed: now, Phase: phase}
 			return nil, nil // live: renewed since we last looked
 		}
 		if now.Sub(watch.changed) < ttl {
@@ -88,12 +109,13 @@ func (c *Catalog) TakeFlight(ctx context.Context, key string, ttl time.Duration,
 	}
 	var id [12]byte
 	rand.Read(id[:])
-	f := &Flight{c: c, name: fmt.Sprintf("%s%010d", prefix, gen+1), id: []byte(hex.EncodeToString(id[:])), stop: make(chan struct{}), done: make(chan struct{})}
-	err = creator.CreateObject(ctx, f.name, f.id)
+	f := &Flight{c: c, name: fmt.Sprintf("%s%010d", prefix, gen+1), id: hex.EncodeToString(id[:]), stop: make(chan struct{}), done: make(chan struct{})}
+	err = creator.CreateObject(ctx, f.name, f.content())
 	if errors.Is(err, storage.ErrExists) {
 		// Someone else was quicker; an earlier attempt of ours that
 		// did succeed would hold our id.
-		if got, gerr := c.Store.GetObject(ctx, f.name); gerr != nil || string(got) != string(f.id) {
+		var cl claim
+		if raw, gerr := c.Store.GetObject(ctx, f.name); gerr != nil || json.Unmarshal(raw, &cl) != nil || cl.ID != f.id {
 			*watch = FlightWatch{}
 			return nil, nil
 		}
@@ -116,11 +138,30 @@ func (f *Flight) renew(every time.Duration) {
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), every)
-			if err := f.c.Store.PutObject(ctx, f.name, f.id); err != nil {
+			if err := f.c.Store.PutObject(ctx, f.name, f.content()); err != nil {
 				f.c.logger().Warn("build claim not renewed", "claim", f.name, "err", err)
 			}
 			cancel()
 		}
+	}
+}
+
+func (f *Flight) content() []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	data, _ := json.Marshal(claim{ID: f.id, Phase: f.phase})
+	return data
+}
+
+// SetPhase publishes the build's phase in the claim, for the replicas
+// that wait for it. It writes at once (phases are few); a failure only
+// leaves the waiters a phase behind.
+func (f *Flight) SetPhase(ctx context.Context, phase string) {
+	f.mu.Lock()
+	f.phase = phase
+	f.mu.Unlock()
+	if err := f.c.Store.PutObject(ctx, f.name, f.content()); err != nil {
+		f.c.logger().Warn("build claim: phase not published", "claim", f.name, "err", err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net/http"
@@ -21,7 +22,7 @@ func TestFleetBuildsOnce(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			srv := startBucket(t, backend)
 			tmp := t.TempDir()
-			env := append(bucketEnv(backend, srv), "NIXERY_BUILD_LEASE_TTL=2", "NIXERY_SLOW_SECONDS=3", "NIXERY_BLOB_REDIRECT=false")
+			env := append(bucketEnv(backend, srv), "NIXERY_BUILD_LEASE_TTL=2", "NIXERY_SLOW_SECONDS=4", "NIXERY_BLOB_REDIRECT=false")
 			a, err := start(tmp, filepath.Join(tmp, "unused-a"), env...)
 			if err != nil {
 				t.Fatal(err)
@@ -87,6 +88,37 @@ func TestFleetBuildsOnce(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
+			// b's clients see a's phases, as a publishes them in its lease:
+			// once b's event stream shows a's realise phase, a dies.
+			sawPhase, stream := make(chan struct{}), make(chan string, 1)
+			go func() {
+				resp, err := (&http.Client{Timeout: 2 * time.Minute}).Get("http://" + b.addr + "/api/build/slow/events")
+				if err != nil {
+					close(sawPhase)
+					stream <- err.Error()
+					return
+				}
+				defer resp.Body.Close()
+				var all strings.Builder
+				sc := bufio.NewScanner(resp.Body)
+				seen := false
+				for sc.Scan() {
+					all.WriteString(sc.Text() + "\n")
+					if !seen && strings.Contains(sc.Text(), `"phase":"realise","message":"on another replica"`) {
+						seen = true
+						close(sawPhase)
+					}
+				}
+				if !seen {
+					close(sawPhase)
+				}
+				stream <- all.String()
+			}()
+			select {
+			case <-sawPhase:
+			case <-time.After(30 * time.Second):
+				t.Fatal("b's event stream never showed a's phase")
+			}
 			a.kill()
 			killed := time.Now()
 			select {
@@ -94,9 +126,16 @@ func TestFleetBuildsOnce(t *testing.T) {
 				if !strings.HasPrefix(ans, "200 sha256:") {
 					t.Fatalf("after the holder was killed, b answered %s", ans)
 				}
-				t.Logf("%s: takeover after kill -9: image delivered %s after the kill (lease TTL 2 s, build 3 s)", backend, time.Since(killed).Round(time.Millisecond))
+				t.Logf("%s: takeover after kill -9: image delivered %s after the kill (lease TTL 2 s, build 4 s)", backend, time.Since(killed).Round(time.Millisecond))
 			case <-time.After(60 * time.Second):
 				t.Fatalf("b did not deliver the image after the holder died:\n%s", tail(b.log.String(), 30))
+			}
+			events := <-stream
+			if !strings.Contains(events, `"phase":"realise","message":"on another replica"`) || !strings.Contains(events, `"kind":"done"`) {
+				t.Errorf("b's event stream lacks a's phase or the end:\n%s", events)
+			}
+			if !strings.Contains(b.log.String(), "stopped renewing its lease; building here") {
+				t.Errorf("b did not take the build over (a finished before it died?):\n%s", tail(b.log.String(), 20))
 			}
 		})
 	}

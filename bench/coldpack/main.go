@@ -29,6 +29,7 @@ package main
 
 import (
 	"archive/tar"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"flag"
@@ -38,8 +39,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -56,6 +60,10 @@ func main() {
 	levels := flag.String("level", "6", "comma-separated gzip levels to pack with (the floor is always gzip -6)")
 	budget := flag.Int("budget", 100, "layer budget of the image (NIXERY_LAYER_BUDGET's default is 100)")
 	repeat := flag.Int("repeat", 1, "pack this many times per level, one row each")
+	concurrent := flag.String("concurrent", "", "comma-separated limits of layers packed at once to compare (default: the builder's, packLimit)")
+	biggestFirst := flag.Bool("biggest-first", false, "also pack with the layers started biggest first (by NAR size)")
+	noFloor := flag.Bool("nofloor", false, "skip the floor (for quick comparisons of packers: no ratio then)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the packs (not the floor) to this file")
 	flag.Parse()
 
 	root := *dir
@@ -95,35 +103,73 @@ func main() {
 		fail(err)
 	}
 
-	floorSecs, floorSize, err := floor(root, dirs)
-	if err != nil {
-		fail(fmt.Errorf("floor: %w", err))
+	floorSecs, floorSize := 0.0, int64(0)
+	if !*noFloor {
+		if floorSecs, floorSize, err = floor(dirs); err != nil {
+			fail(fmt.Errorf("floor: %w", err))
+		}
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fail(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail(err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
-	fmt.Fprintln(tw, "packer\tseconds\tratio to floor\tcompressed MB\tsize vs floor\t")
-	fmt.Fprintf(tw, "floor: tar | gzip -6 | sha256sum, 1 thread\t%.2f\t1.000\t%.1f\t\t\n", floorSecs, float64(floorSize)/1e6)
+	fmt.Fprintln(tw, "packer\tseconds\tratio to floor\tcompressed MB\tsize vs floor\tCPU seconds\tin Commit (sum)\t")
+	fmt.Fprintf(tw, "floor: tar | gzip -6 | sha256sum, 1 thread\t%.2f\t1.000\t%.1f\t\t\t\t\n", floorSecs, float64(floorSize)/1e6)
 	run := 0
+	limits := []int{packLimit()}
+	if *concurrent != "" {
+		limits = nil
+		for _, c := range strings.Split(*concurrent, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(c))
+			if err != nil || n < 1 {
+				fail(fmt.Errorf("-concurrent %q: want a positive number", c))
+			}
+			limits = append(limits, n)
+		}
+	}
+	type variant struct {
+		limit  int
+		groups [][]string
+		order  string
+	}
+	var variants []variant
+	for _, n := range limits {
+		variants = append(variants, variant{n, groups, "manifest order"})
+		if *biggestFirst {
+			variants = append(variants, variant{n, bySize(groups, paths), "biggest first"})
+		}
+	}
 	for _, l := range strings.Split(*levels, ",") {
 		level, err := strconv.Atoi(strings.TrimSpace(l))
 		if err != nil {
 			fail(fmt.Errorf("-level %q: %w", l, err))
 		}
-		for range max(1, *repeat) {
+		for i := range max(1, *repeat) * len(variants) {
+			v := variants[i%len(variants)]
 			run++
 			store, err := storage.NewFilesystem(filepath.Join(root, fmt.Sprintf("storage-%d", run)))
 			if err != nil {
 				fail(err)
 			}
 			runtime.GC()
+			cpu0 := cpuSeconds()
 			start := time.Now()
-			size, err := packAll(context.Background(), store, groups, archive.Options{Level: level})
+			size, commit, err := packAll(context.Background(), store, v.groups, v.limit, archive.Options{Level: level})
 			secs := time.Since(start).Seconds()
+			cpu := cpuSeconds() - cpu0
 			if err != nil {
 				fail(fmt.Errorf("level %d: %w", level, err))
 			}
-			fmt.Fprintf(tw, "nixery: %d layers, gzip level %d\t%.2f\t%.3f\t%.1f\t%+.2f %%\t\n", len(groups), level, secs,
-				secs/floorSecs, float64(size)/1e6, 100*(float64(size)/float64(floorSize)-1))
+			fmt.Fprintf(tw, "nixery: %d layers, gzip level %d, %d at once, %s\t%.2f\t%.3f\t%.1f\t%+.2f %%\t%.2f\t%.2f\t\n", len(groups), level, v.limit, v.order, secs,
+				secs/floorSecs, float64(size)/1e6, 100*(float64(size)/float64(floorSize)-1), cpu, commit.Seconds())
 			os.RemoveAll(filepath.Join(root, fmt.Sprintf("storage-%d", run)))
 		}
 	}
@@ -136,7 +182,7 @@ func main() {
 // floor runs tar | gzip -6 | sha256sum over dirs as real processes and
 // returns the seconds until sha256sum has printed the digest, and the bytes
 // gzip wrote (counted on their way from gzip to sha256sum).
-func floor(root string, dirs []string) (float64, int64, error) {
+func floor(dirs []string) (float64, int64, error) {
 	args := []string{"-cf", "-", "-C", "/"}
 	for _, d := range dirs {
 		args = append(args, strings.TrimPrefix(d, "/"))
@@ -205,6 +251,32 @@ func readAll(dirs []string) error {
 		}
 	}
 	return nil
+}
+
+// bySize returns the groups ordered by NAR size, largest first.
+func bySize(groups [][]string, paths []layers.Path) [][]string {
+	size := map[string]int64{}
+	for _, p := range paths {
+		size[p.Name] = p.Size
+	}
+	total := func(g []string) (n int64) {
+		for _, p := range g {
+			n += size[p]
+		}
+		return n
+	}
+	out := slices.Clone(groups)
+	slices.SortStableFunc(out, func(a, b []string) int { return cmp.Compare(total(b), total(a)) })
+	return out
+}
+
+// cpuSeconds is the user and system CPU time of this process so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 func fail(err error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -11,14 +12,18 @@ import (
 	"github.com/nixery/nixery/storage"
 )
 
+// packLimit is builder.packAll's limit of layers packed at once.
+func packLimit() int { return runtime.NumCPU() }
+
 // packAll packs every group into store as builder.packAll does on a cold
-// build (no layer cache hits): same order, same concurrency limit, same
+// build (no layer cache hits): same order, the same concurrency limit (packLimit, or limit to compare), same
 // storage calls. Keep it in step with builder/build.go. It returns the total
-// compressed size.
-func packAll(ctx context.Context, store storage.Backend, groups [][]string, opts archive.Options) (int64, error) {
+// compressed size and the time spent in Commit, summed over the layers.
+func packAll(ctx context.Context, store storage.Backend, groups [][]string, limit int, opts archive.Options) (int64, time.Duration, error) {
 	sizes := make([]int64, len(groups))
+	commits := make([]time.Duration, len(groups))
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.NumCPU())
+	g.SetLimit(limit)
 	for i, group := range groups {
 		g.Go(func() error {
 			w, err := store.Create(gctx)
@@ -30,19 +35,23 @@ func packAll(ctx context.Context, store storage.Backend, groups [][]string, opts
 				w.Cancel()
 				return fmt.Errorf("layer %d: %w", i, err)
 			}
+			t := time.Now()
 			if err := w.Commit(l.Digest); err != nil {
 				return err
 			}
+			commits[i] = time.Since(t)
 			sizes[i] = l.Size
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var total int64
-	for _, s := range sizes {
-		total += s
+	var commit time.Duration
+	for i := range sizes {
+		total += sizes[i]
+		commit += commits[i]
 	}
-	return total, nil
+	return total, commit, nil
 }

@@ -22,14 +22,14 @@
 // customisation layer, as the builder keeps it), and the groups are packed
 // as builder.packAll packs them — archive.PackWith streaming into a fresh
 // filesystem storage (storage.Create, Commit with its fsync and rename),
-// the layers concurrently, in the same order and with the same limit — and
-// timed to the last Commit. Layer caches are not involved: every layer is
+// the layers listed first and packed biggest first, with the same limit of
+// layers at once — and timed to the last Commit (-before adds the way the
+// builder packed before issue 15, for comparison). Layer caches are not involved: every layer is
 // new, as in a cold build.
 package main
 
 import (
 	"archive/tar"
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"flag"
@@ -40,7 +40,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -61,7 +60,7 @@ func main() {
 	budget := flag.Int("budget", 100, "layer budget of the image (NIXERY_LAYER_BUDGET's default is 100)")
 	repeat := flag.Int("repeat", 1, "pack this many times per level, one row each")
 	concurrent := flag.String("concurrent", "", "comma-separated limits of layers packed at once to compare (default: the builder's, packLimit)")
-	biggestFirst := flag.Bool("biggest-first", false, "also pack with the layers started biggest first (by NAR size)")
+	before := flag.Bool("before", false, "also pack as the builder did before issue 15 (NumCPU layers at once, manifest order)")
 	noFloor := flag.Bool("nofloor", false, "skip the floor (for quick comparisons of packers: no ratio then)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the packs (not the floor) to this file")
 	flag.Parse()
@@ -137,15 +136,14 @@ func main() {
 	}
 	type variant struct {
 		limit  int
-		groups [][]string
-		order  string
+		before bool
 	}
 	var variants []variant
+	if *before {
+		variants = append(variants, variant{runtime.NumCPU(), true})
+	}
 	for _, n := range limits {
-		variants = append(variants, variant{n, groups, "manifest order"})
-		if *biggestFirst {
-			variants = append(variants, variant{n, bySize(groups, paths), "biggest first"})
-		}
+		variants = append(variants, variant{n, false})
 	}
 	for _, l := range strings.Split(*levels, ",") {
 		level, err := strconv.Atoi(strings.TrimSpace(l))
@@ -162,13 +160,13 @@ func main() {
 			runtime.GC()
 			cpu0 := cpuSeconds()
 			start := time.Now()
-			size, commit, err := packAll(context.Background(), store, v.groups, v.limit, archive.Options{Level: level})
+			size, commit, err := packAll(context.Background(), store, groups, v.limit, v.before, archive.Options{Level: level})
 			secs := time.Since(start).Seconds()
 			cpu := cpuSeconds() - cpu0
 			if err != nil {
 				fail(fmt.Errorf("level %d: %w", level, err))
 			}
-			fmt.Fprintf(tw, "nixery: %d layers, gzip level %d, %d at once, %s\t%.2f\t%.3f\t%.1f\t%+.2f %%\t%.2f\t%.2f\t\n", len(groups), level, v.limit, v.order, secs,
+			fmt.Fprintf(tw, "nixery%s: %d layers, gzip level %d, %d at once\t%.2f\t%.3f\t%.1f\t%+.2f %%\t%.2f\t%.2f\t\n", map[bool]string{true: " before issue 15"}[v.before], len(groups), level, v.limit, secs,
 				secs/floorSecs, float64(size)/1e6, 100*(float64(size)/float64(floorSize)-1), cpu, commit.Seconds())
 			os.RemoveAll(filepath.Join(root, fmt.Sprintf("storage-%d", run)))
 		}
@@ -251,23 +249,6 @@ func readAll(dirs []string) error {
 		}
 	}
 	return nil
-}
-
-// bySize returns the groups ordered by NAR size, largest first.
-func bySize(groups [][]string, paths []layers.Path) [][]string {
-	size := map[string]int64{}
-	for _, p := range paths {
-		size[p.Name] = p.Size
-	}
-	total := func(g []string) (n int64) {
-		for _, p := range g {
-			n += size[p]
-		}
-		return n
-	}
-	out := slices.Clone(groups)
-	slices.SortStableFunc(out, func(a, b []string) int { return cmp.Compare(total(b), total(a)) })
-	return out
 }
 
 // cpuSeconds is the user and system CPU time of this process so far.

@@ -17,7 +17,9 @@
 //   - compression split into fixed-size chunks (see Options), so the
 //     compressed bytes do not depend on how many cores did the work.
 //
-// PackWith wraps one layer; StorePaths and Entries fill it.
+// PackWith wraps one layer; StorePaths (or a Listing made by
+// ListStorePaths, to know a layer's size before packing it) and Entries
+// fill it.
 // Customisation computes the entries of the customisation layer (/bin,
 // /etc/passwd, …) that the original Nixery made Nix build.
 package archive

@@ -436,3 +436,63 @@ func BenchmarkPack(b *testing.B) {
 		}
 	}
 }
+
+// A Listing writes what StorePaths writes, knows its content size before
+// reading a byte, and refuses a file that changed size since it was listed.
+func TestListStorePaths(t *testing.T) {
+	_, paths := fixture(t)
+	l, err := ListStorePaths(paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed, direct bytes.Buffer
+	if err := writeTar(&listed, l.Write); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeTar(&direct, func(tw *tar.Writer) error { return StorePaths(tw, paths) }); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(listed.Bytes(), direct.Bytes()) {
+		t.Error("Listing.Write and StorePaths wrote different tars")
+	}
+	entries, _ := readTar(t, listed.Bytes())
+	var want int64
+	for _, e := range entries {
+		want += int64(len(e.data))
+	}
+	if l.Size() != want {
+		t.Errorf("Size %d, want %d (the file contents in the tar)", l.Size(), want)
+	}
+	// Listing a path twice counts it once.
+	if l2, err := ListStorePaths(append(paths, paths[2])); err != nil || l2.Size() != want {
+		t.Errorf("path listed twice: size %d, %v; want %d", l2.Size(), err, want)
+	}
+
+	grown := filepath.Join(t.TempDir(), "store", "eee-grows")
+	if err := os.MkdirAll(grown, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(grown, "f")
+	if err := os.WriteFile(file, []byte("short"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err = ListStorePaths([]string{grown})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte("s"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeTar(io.Discard, l.Write); err == nil || !strings.Contains(err.Error(), "shrank") {
+		t.Errorf("file shrunk since listing: %v, want an error", err)
+	}
+}
+
+// writeTar writes a tar with write and closes it.
+func writeTar(w io.Writer, write func(*tar.Writer) error) error {
+	tw := tar.NewWriter(w)
+	if err := write(tw); err != nil {
+		return err
+	}
+	return tw.Close()
+}

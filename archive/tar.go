@@ -43,14 +43,34 @@ const dirMode = 0o755
 //
 // Sockets, devices and named pipes are an error: the Nix store has none.
 func StorePaths(tw *tar.Writer, paths []string) error {
-	found := map[string]item{}
+	l, err := ListStorePaths(paths)
+	if err != nil {
+		return err
+	}
+	return l.Write(tw)
+}
+
+// Listing is what StorePaths writes for some store paths, listed but not
+// yet read: the walk of the file tree done, the file contents not. It lets
+// a caller learn a layer's size before packing it (to pack the biggest
+// layers first) without walking the tree twice.
+type Listing struct {
+	items map[string]item
+	size  int64
+}
+
+// ListStorePaths walks paths as StorePaths does (same rules, same errors)
+// and returns what it would write.
+func ListStorePaths(paths []string) (*Listing, error) {
+	l := &Listing{items: map[string]item{}}
+	found := l.items
 	for _, p := range paths {
 		if !filepath.IsAbs(p) {
-			return fmt.Errorf("store path %q: not absolute", p)
+			return nil, fmt.Errorf("store path %q: not absolute", p)
 		}
 		p = filepath.Clean(p)
 		if p == "/" {
-			return fmt.Errorf("store path %q: refusing to pack the root directory", p)
+			return nil, fmt.Errorf("store path %q: refusing to pack the root directory", p)
 		}
 		err := filepath.WalkDir(p, func(file string, d fs.DirEntry, err error) error {
 			if err != nil {
@@ -64,11 +84,15 @@ func StorePaths(tw *tar.Writer, paths []string) error {
 			if err != nil {
 				return err
 			}
+			if old, ok := found[it.name]; ok {
+				l.size -= old.size
+			}
 			found[it.name] = it
+			l.size += it.size
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("store path %s: %w", p, err)
+			return nil, fmt.Errorf("store path %s: %w", p, err)
 		}
 	}
 	// Parents only where no path supplies the real directory.
@@ -80,8 +104,16 @@ func StorePaths(tw *tar.Writer, paths []string) error {
 			}
 		}
 	}
-	return writeItems(tw, found)
+	return l, nil
 }
+
+// Size is the bytes of file content the listing holds (the tar is a little
+// larger: headers and padding).
+func (l *Listing) Size() int64 { return l.size }
+
+// Write writes the listed entries into tw as a deterministic tar, reading
+// the files now; a file whose size changed since it was listed is an error.
+func (l *Listing) Write(tw *tar.Writer) error { return writeItems(tw, l.items) }
 
 // diskItem describes the file at file, whose Lstat result is info.
 func diskItem(file string, info fs.FileInfo) (item, error) {

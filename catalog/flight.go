@@ -129,21 +129,11 @@ func (c *Catalog) TakeFlight(ctx context.Context, key string, ttl time.Duration,
 }
 
 func (f *Flight) renew(every time.Duration) {
-	defer close(f.done)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-f.stop:
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), every)
-			if err := f.c.Store.PutObject(ctx, f.name, f.content()); err != nil {
-				f.c.logger().Warn("build claim not renewed", "claim", f.name, "err", err)
-			}
-			cancel()
+	renewEvery(f.stop, f.done, every, func(ctx context.Context) {
+		if err := f.c.Store.PutObject(ctx, f.name, f.content()); err != nil {
+			f.c.logger().Warn("build claim not renewed", "claim", f.name, "err", err)
 		}
-	}
+	})
 }
 
 func (f *Flight) content() []byte {

@@ -58,25 +58,33 @@ func (c *Catalog) NewLease() *Lease {
 }
 
 func (l *Lease) renew(every time.Duration) {
-	defer close(l.done)
+	renewEvery(l.stop, l.done, every, func(ctx context.Context) {
+		l.wmu.Lock()
+		var err error
+		if l.written {
+			err = l.write(ctx)
+		}
+		l.wmu.Unlock()
+		if err != nil {
+			l.c.logger().Warn("build lease not renewed", "err", err)
+		}
+	})
+}
+
+// renewEvery calls renew every interval, each call bounded by the
+// interval, until stop is closed; then it closes done.
+func renewEvery(stop <-chan struct{}, done chan<- struct{}, every time.Duration, renew func(ctx context.Context)) {
+	defer close(done)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
-		case <-l.stop:
+		case <-stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			l.wmu.Lock()
-			var err error
-			if l.written {
-				err = l.write(ctx)
-			}
-			l.wmu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), every)
+			renew(ctx)
 			cancel()
-			if err != nil {
-				l.c.logger().Warn("build lease not renewed", "err", err)
-			}
 		}
 	}
 }

@@ -44,10 +44,10 @@ func usage(w io.Writer) {
 
 Usage:
   nixery [serve] [flags]   run the registry
-  nixery build [--server URL] <image>[:tag]
-                           have a running Nixery build an image, show its progress
-  nixery gc [--max-age 720h] [--dry-run]
-                           delete what no image used within the age refers to
+  nixery build [--server URL | --local [flags of serve]] <image>[:tag]
+                           have a running Nixery (or this process) build an image, show its progress
+  nixery gc [--max-age 720h] [--dry-run] [flags of serve]
+                           delete what no image used within the age refers to; safe on live storage
   nixery version           print the version
   nixery help              show this help
 

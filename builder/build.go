@@ -1,4 +1,4 @@
-// Package build turns a build request into a stored image: it asks Nix for
+// Package builder turns a build request into a stored image: it asks Nix for
 // the packages and their closure, groups the closure into layers, packs
 // the layers and the customisation layer into storage, and writes the
 // config and the manifests.
@@ -284,7 +284,7 @@ func (b *Builder) start(ctx context.Context, key string, req *image.Request, src
 		f.p.publish(Event{Kind: "queued", Message: req.Name + ":" + req.Tag})
 		img, err := b.buildOnce(ctx, key, req, src, f.p)
 		if err != nil {
-			if remember(err) {
+			if ownFailure(err) {
 				b.failures.put(key, err, time.Now().Add(b.failureTTL()))
 			}
 			f.p.publish(Event{Kind: "error", Message: err.Error()})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/nixery/nixery/archive"
 	"github.com/nixery/nixery/catalog"
@@ -243,7 +244,7 @@ func (b *Builder) known(ctx context.Context, req *image.Request, src config.Reso
 			b.logger().Warn("resolved packages not read; evaluating", "err", err)
 			return nil
 		}
-		if !ok || (!src.Immutable && time.Since(r.At) >= b.CacheTTL) {
+		if !ok || !r.Fresh(src.Immutable, b.CacheTTL, time.Now()) {
 			return nil
 		}
 		all.Outputs = append(all.Outputs, r.Outputs...)
@@ -252,15 +253,21 @@ func (b *Builder) known(ctx context.Context, req *image.Request, src config.Reso
 	return all
 }
 
-// recordResolutions keeps what each package of an evaluation resolved to.
-// Failures only cost an evaluation next time.
+// recordResolutions keeps what each package of an evaluation resolved to,
+// a few writes at once (the build waits for them). Failures only cost an
+// evaluation next time.
 func (b *Builder) recordResolutions(ctx context.Context, req *image.Request, src config.Resolved, res *nix.Result) {
 	now := time.Now().UTC()
+	var g errgroup.Group
+	g.SetLimit(8)
 	for _, p := range res.Packages {
-		r := catalog.Resolved{Outputs: p.Outputs, Programs: p.Programs, At: now}
-		if err := b.Catalog().PutResolution(ctx, src.Identity, req.Arch.System, p.Name, r); err != nil {
-			b.logger().Warn("resolved package not recorded", "package", p.Name, "err", err)
-			return
-		}
+		g.Go(func() error {
+			r := catalog.Resolved{Outputs: p.Outputs, Programs: p.Programs, At: now}
+			if err := b.Catalog().PutResolution(ctx, src.Identity, req.Arch.System, p.Name, r); err != nil {
+				b.logger().Warn("resolved package not recorded", "package", p.Name, "err", err)
+			}
+			return nil
+		})
 	}
+	g.Wait()
 }

@@ -189,11 +189,11 @@ func (b *Builder) failureTTL() time.Duration {
 	return DefaultFailureTTL
 }
 
-// remember reports whether a build error is the image's own (unknown
+// ownFailure reports whether a build error is the image's own (unknown
 // packages, a failing or timed-out Nix build), which the same request
 // would meet again, rather than the moment's (a full queue, a storage
 // outage, a cancellation).
-func remember(err error) bool {
+func ownFailure(err error) bool {
 	var unknown *nix.UnknownPackagesError
 	var failed *nix.BuildError
 	return errors.As(err, &unknown) || errors.As(err, &failed) || errors.Is(err, nix.ErrTimeout)
@@ -257,7 +257,7 @@ func (b *Builder) Watch(ctx context.Context, req *image.Request) (<-chan Event, 
 	}
 	f, err := b.start(ctx, key, req, src)
 	if err != nil {
-		if !remember(err) {
+		if !ownFailure(err) {
 			return nil, err
 		}
 		out <- Event{Time: time.Now().UTC(), Kind: "error", Message: err.Error()}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"sync"
 	"time"
@@ -35,9 +34,6 @@ const (
 	// after each re-reading of the leases: the window a build can slip
 	// into stays one request long.
 	deleteBatch = 8
-	// maxManifestSize caps what the collector reads as a manifest (the
-	// cap distribution uses).
-	maxManifestSize = 4 << 20
 )
 
 // GCOptions say what a collection keeps. MaxAge is required; the zero
@@ -562,17 +558,19 @@ func (g *collector) markManifest(ctx context.Context, d digest.Digest) error {
 	return nil
 }
 
-// readManifest reads blob d if it is small enough to be a manifest.
+// readManifest reads blob d if it can be a manifest (manifest.Read);
+// otherwise an error wrapping storage.ErrNotFound.
 func readManifest(ctx context.Context, store storage.Backend, d digest.Digest) ([]byte, error) {
 	r, err := store.Open(ctx, d)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	if r.Size() > maxManifestSize {
-		return nil, fmt.Errorf("blob %s is too big for a manifest: %w", d, storage.ErrNotFound)
+	data, err := manifest.Read(r, r.Size())
+	if errors.Is(err, manifest.ErrNotManifest) {
+		return nil, fmt.Errorf("blob %s: %w (%w)", d, storage.ErrNotFound, err)
 	}
-	return io.ReadAll(io.LimitReader(r, maxManifestSize))
+	return data, err
 }
 
 // countingStore counts the requests a collection makes, for its report.

@@ -164,10 +164,14 @@ func (l *Lease) Release(ctx context.Context) {
 	}
 }
 
-// Missing checks that every blob in digests exists (concurrently). It
+// Missing checks that every blob in digests exists (concurrently, each
+// once). It
 // returns the missing ones and an error wrapping storage.ErrNotFound if
 // there are any; other storage errors are returned as they are.
 func (c *Catalog) Missing(ctx context.Context, digests []digest.Digest) ([]digest.Digest, error) {
+	// Each blob once: an image's two manifests name the same config and,
+	// for gzip, the same layers.
+	digests = slices.Compact(slices.Sorted(slices.Values(digests)))
 	var mu sync.Mutex
 	var missing []digest.Digest
 	g, gctx := errgroup.WithContext(ctx)

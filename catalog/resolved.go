@@ -29,6 +29,12 @@ type Resolved struct {
 	At       time.Time `json:"at"`       // when it was resolved (local clock, for the cache time)
 }
 
+// Fresh reports whether r may still be used at now: always for a package
+// set pinned for good, else within ttl (as Entry.Fresh).
+func (r Resolved) Fresh(immutable bool, ttl time.Duration, now time.Time) bool {
+	return immutable || now.Sub(r.At) < ttl
+}
+
 func resolvedKey(identity, system, name string) string {
 	return Key(map[string]any{"v": Version, "source": identity, "system": system, "name": name})
 }

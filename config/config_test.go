@@ -285,13 +285,11 @@ func TestSourceTags(t *testing.T) {
 
 // gitRepo makes a repository with a branch main, a lightweight tag v1 and
 // an annotated tag v2, and returns it with the commits.
-func gitRepo(t *testing.T) (dir, c1, c2 string) {
-	t.Helper()
-	if _, err := exec.LookPath("git"); err != nil {
-		need.Skip(t, "git is not installed")
-	}
-	dir = t.TempDir()
-	git := func(args ...string) string {
+// gitIn returns a function that runs git in dir, with a fixed author,
+// and fails t if git does.
+func gitIn(t *testing.T, dir string) func(args ...string) string {
+	return func(args ...string) string {
+		t.Helper()
 		cmd := exec.Command("git", args...)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t")
@@ -301,6 +299,15 @@ func gitRepo(t *testing.T) (dir, c1, c2 string) {
 		}
 		return strings.TrimSpace(string(out))
 	}
+}
+
+func gitRepo(t *testing.T) (dir, c1, c2 string) {
+	t.Helper()
+	if _, err := exec.LookPath("git"); err != nil {
+		need.Skip(t, "git is not installed")
+	}
+	dir = t.TempDir()
+	git := gitIn(t, dir)
 	git("init", "-q", "-b", "main")
 	os.WriteFile(filepath.Join(dir, "default.nix"), []byte("{...}: {}\n"), 0o644)
 	git("add", ".")

@@ -73,7 +73,7 @@ type FlakeSource struct {
 	locks   map[string]flakeLock        // by the reference given to Nix
 	failed  map[string]time.Time        // the same, when it failed
 	calls   flights[*nix.FlakeMetadata] // lockings in flight
-	slots   chan struct{}
+	slots   slots                       // one per running locking
 	nowFunc func() time.Time
 }
 
@@ -352,18 +352,11 @@ func (s *FlakeSource) fly(ctx context.Context, ref string) (*nix.FlakeMetadata, 
 
 // metadata runs `nix flake metadata` for ref once a slot is free.
 func (s *FlakeSource) metadata(ctx context.Context, ref string) (*nix.FlakeMetadata, error) {
-	s.mu.Lock()
-	if s.slots == nil {
-		s.slots = make(chan struct{}, maxFlakeLocks)
+	release, err := s.slots.acquire(ctx, maxFlakeLocks)
+	if err != nil {
+		return nil, fmt.Errorf("locking %s: waited %s for one of %d lockings: %w", s, s.lockTimeout(), maxFlakeLocks, err)
 	}
-	slots := s.slots
-	s.mu.Unlock()
-	select {
-	case slots <- struct{}{}:
-		defer func() { <-slots }()
-	case <-ctx.Done():
-		return nil, fmt.Errorf("locking %s: waited %s for one of %d lockings: %w", s, s.lockTimeout(), maxFlakeLocks, ctx.Err())
-	}
+	defer release()
 	if s.locking != nil {
 		s.locking(ctx, ref)
 	}

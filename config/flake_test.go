@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nixery/nixery/internal/need"
 )
 
 func TestParseFlakeRef(t *testing.T) {
@@ -93,24 +95,10 @@ func TestParseFlakeRef(t *testing.T) {
 func flakeRepo(t *testing.T) (dir, main, two string) {
 	t.Helper()
 	for _, tool := range []string{"git", "nix"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("NIXERY_REQUIRE_E2E") != "" {
-				t.Fatal(err)
-			}
-			t.Skip(err)
-		}
+		need.Tool(t, tool)
 	}
 	dir = t.TempDir()
-	git := func(args ...string) string {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
+	git := gitIn(t, dir)
 	flake := func(names string) {
 		os.WriteFile(filepath.Join(dir, "flake.nix"), []byte(`{ outputs = { self }: { legacyPackages.x86_64-linux = { `+names+` }; }; }`), 0o644)
 	}

@@ -76,7 +76,7 @@ type GitSource struct {
 	cache   map[string]gitResolution
 	unknown map[string]time.Time   // name → when it was found missing
 	calls   flights[gitResolution] // resolutions in flight, by name
-	slots   chan struct{}          // one token per running git process
+	slots   slots                  // one per running git process
 }
 
 type gitResolution struct {
@@ -207,18 +207,11 @@ func (s *GitSource) unknownRefTTL() time.Duration {
 
 // lsRemote asks the remote for tag, within ctx, once a git slot is free.
 func (s *GitSource) lsRemote(ctx context.Context, tag string) (gitResolution, error) {
-	s.mu.Lock()
-	if s.slots == nil {
-		s.slots = make(chan struct{}, maxGitProcesses)
-	}
-	slots := s.slots
-	s.mu.Unlock()
-	select {
-	case slots <- struct{}{}:
-		defer func() { <-slots }()
-	case <-ctx.Done():
+	release, err := s.slots.acquire(ctx, maxGitProcesses)
+	if err != nil {
 		return gitResolution{}, s.stopped(ctx, tag, fmt.Sprintf("waited for one of %d git processes", maxGitProcesses))
 	}
+	defer release()
 
 	patterns := []string{"refs/heads/" + tag, "refs/tags/" + tag, "refs/tags/" + tag + "^{}"}
 	if tag == "latest" {
@@ -227,7 +220,7 @@ func (s *GitSource) lsRemote(ctx context.Context, tag string) (gitResolution, er
 	cmd, finish := gitCommand(ctx, append([]string{"ls-remote", "--symref", "--", s.Repository}, patterns...)...)
 	stdout, stderr := &limitedBuffer{max: gitOutputLimit}, &limitedBuffer{max: 4 << 10}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	err := cmd.Start()
+	err = cmd.Start()
 	if err == nil {
 		if s.started != nil {
 			s.started(cmd.Process.Pid)

@@ -37,6 +37,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/nixery/nixery/internal/need"
 	"github.com/nixery/nixery/storage/storagetest"
 )
 
@@ -287,10 +288,7 @@ func checkFiles(t *testing.T, dir string) *kustomization {
 // render runs kustomize (kubectl kustomize) on dir and decodes the result.
 func render(t *testing.T, dir string) *deployment {
 	t.Helper()
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		needTool(t, "kubectl (for its built-in kustomize)")
-	}
+	kubectl := need.Tool(t, "kubectl") // for its built-in kustomize
 	out, err := exec.Command(kubectl, "kustomize", dir).Output()
 	if err != nil {
 		var stderr []byte
@@ -323,15 +321,6 @@ func render(t *testing.T, dir string) *deployment {
 		}
 	}
 	return d
-}
-
-// needTool skips or, with NIXERY_REQUIRE_E2E, fails for a missing tool.
-func needTool(t *testing.T, tool string) {
-	t.Helper()
-	if os.Getenv("NIXERY_REQUIRE_E2E") != "" {
-		t.Fatalf("%s is not installed", tool)
-	}
-	t.Skipf("%s is not installed", tool)
 }
 
 // container returns the Nixery container of the Deployment.
@@ -704,9 +693,7 @@ func TestDeployProbes(t *testing.T) {
 func TestDeployAsPod(t *testing.T) {
 	needServer(t)
 	for _, tool := range []string{"unshare", "chroot", "setpriv"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			needTool(t, tool)
-		}
+		need.Tool(t, tool)
 	}
 	d := render(t, kustomizations[0])
 	c := d.container(t)

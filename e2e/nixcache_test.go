@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nixery/nixery/internal/need"
 )
 
 // lockedBuffer is the output of a process that the test reads while the
@@ -143,12 +145,7 @@ func (r *replica) store(t *testing.T) []string {
 // image is the same, byte for byte, and runs.
 func TestNixCacheSubstitutes(t *testing.T) {
 	needServer(t)
-	if _, err := exec.LookPath("unshare"); err != nil {
-		if os.Getenv("NIXERY_REQUIRE_E2E") != "" {
-			t.Fatal("unshare (util-linux) is not installed")
-		}
-		t.Skip("unshare (util-linux) is not installed")
-	}
+	need.Tool(t, "unshare") // util-linux
 	tmp := t.TempDir()
 	cache := filepath.Join(tmp, "nix-cache")
 	env := "NIXERY_NIX_CACHE=file://" + cache

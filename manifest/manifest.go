@@ -13,7 +13,9 @@ package manifest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -190,6 +192,43 @@ func MediaType(data []byte) string {
 		return m.MediaType
 	}
 	return ""
+}
+
+// MaxSize is the largest blob read as a manifest, the limit CNCF
+// distribution uses (4 MiB). The distribution spec asks registries to
+// accept manifests of at least this size, and nothing Nixery writes comes
+// near it.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-manifests
+const MaxSize = 4 << 20
+
+// ErrNotManifest is returned by Read for a blob that cannot be a manifest.
+var ErrNotManifest = errors.New("not a manifest")
+
+// Read reads a stored blob of size bytes that should be a manifest.
+// Layer digests are public, so anyone may ask for a layer of hundreds of
+// megabytes as a manifest: a blob over MaxSize is refused without reading
+// it, one that does not start as a JSON object after its first byte, and
+// no more than MaxSize bytes are ever read.
+func Read(r io.Reader, size int64) ([]byte, error) {
+	if size > MaxSize {
+		return nil, ErrNotManifest
+	}
+	head := make([]byte, 1)
+	if _, err := io.ReadFull(r, head); err != nil || head[0] != '{' {
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, err
+		}
+		return nil, ErrNotManifest
+	}
+	rest, err := io.ReadAll(io.LimitReader(r, MaxSize))
+	if err != nil {
+		return nil, err
+	}
+	data := append(head, rest...)
+	if len(data) > MaxSize {
+		return nil, ErrNotManifest
+	}
+	return data, nil
 }
 
 // References returns the digests of the config and the layers that a

@@ -3,7 +3,10 @@ package manifest
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -173,5 +176,46 @@ func TestRuntimeApply(t *testing.T) {
 				t.Errorf("root image config names a user or working directory: %s", data)
 			}
 		})
+	}
+}
+
+// countReader counts the bytes read through it.
+type countReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+func TestRead(t *testing.T) {
+	big := strings.Repeat("x", MaxSize+1)
+	for _, tt := range []struct {
+		name    string
+		data    string
+		size    int64
+		ok      bool
+		maxRead int
+	}{
+		{"a manifest", `{"schemaVersion":2}`, 19, true, 19},
+		{"declared over the cap: not read", "{" + big, int64(len(big) + 1), false, 0},
+		{"a layer: refused after its first byte", "\x1f\x8b\x08rest", 7, false, 1},
+		{"empty", "", 0, false, 0},
+		{"longer than it said, past the cap", "{" + big, 10, false, MaxSize + 1},
+	} {
+		c := &countReader{r: strings.NewReader(tt.data)}
+		data, err := Read(c, tt.size)
+		if (err == nil) != tt.ok || (!tt.ok && !errors.Is(err, ErrNotManifest)) {
+			t.Errorf("%s: %v", tt.name, err)
+		}
+		if tt.ok && string(data) != tt.data {
+			t.Errorf("%s: read %q", tt.name, data)
+		}
+		if c.n > tt.maxRead {
+			t.Errorf("%s: read %d bytes, want at most %d", tt.name, c.n, tt.maxRead)
+		}
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -212,12 +211,8 @@ func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref 
 	return writeBody(w, req, mt, d, data)
 }
 
-// MaxManifestSize is the largest blob read as a manifest, the limit CNCF
-// distribution uses (4 MiB). The distribution spec asks registries to
-// accept manifests of at least this size, and nothing Nixery writes
-// comes near it.
-// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-manifests
-const MaxManifestSize = 4 << 20
+// MaxManifestSize is the largest blob read as a manifest (manifest.MaxSize).
+const MaxManifestSize = manifest.MaxSize
 
 func notManifest(d digest.Digest) *regError {
 	return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("%s is not a manifest", d))
@@ -247,22 +242,12 @@ func (r *Registry) manifestBlob(ctx context.Context, d digest.Digest) ([]byte, e
 		return nil, err
 	}
 	defer blob.Close()
-	// A manifest is a JSON object; a compressed layer under the cap is
-	// refused after its first bytes.
-	head := make([]byte, 1)
-	if _, err := io.ReadFull(blob, head); err != nil || head[0] != '{' {
-		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("reading %s: %w", d, err)
-		}
+	data, err := manifest.Read(blob, size)
+	if errors.Is(err, manifest.ErrNotManifest) {
 		return nil, notManifest(d)
 	}
-	rest, err := io.ReadAll(io.LimitReader(blob, MaxManifestSize))
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", d, err)
-	}
-	data := append(head, rest...)
-	if len(data) > MaxManifestSize {
-		return nil, notManifest(d)
 	}
 	return data, nil
 }

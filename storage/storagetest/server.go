@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nixery/nixery/internal/need"
 )
 
 // Server is a real storage server for tests: a process started from a
@@ -54,11 +56,7 @@ func binary(t testing.TB, name string) string {
 	t.Helper()
 	p := filepath.Join(BinDir(), name)
 	if _, err := os.Stat(p); err != nil {
-		msg := fmt.Sprintf("%s not found in %s: run scripts/storage-servers", name, BinDir())
-		if os.Getenv("NIXERY_REQUIRE_E2E") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		need.Skipf(t, "%s not found in %s: run scripts/storage-servers", name, BinDir())
 	}
 	return p
 }

@@ -406,12 +406,9 @@ func (b *Builder) buildLimited(ctx context.Context, key string, req *image.Reque
 
 // cachedImage returns the image of key from the manifest cache, or nil.
 func (b *Builder) cachedImage(ctx context.Context, key string) (*Image, error) {
-	if _, _, ok, err := b.cachedManifest(ctx, key, manifest.OCIManifest); err != nil || !ok {
+	h, err := b.cachedEntry(ctx, key)
+	if err != nil || h == nil {
 		return nil, err
-	}
-	h := b.hotCache.get(key)
-	if h == nil {
-		return nil, nil
 	}
 	img := &Image{Manifests: map[string]Stored{}}
 	for mt, data := range h.manifests {

@@ -149,36 +149,42 @@ func (b *Builder) hotRecheck() time.Duration {
 }
 
 // cachedManifest returns the manifest of mediaType from a fresh cache
-// entry, or ok=false. Storage errors other than a missing entry are
-// returned: a storage outage must not turn into a rebuild storm.
+// entry, or ok=false.
+func (b *Builder) cachedManifest(ctx context.Context, key, mediaType string) (data []byte, d digest.Digest, ok bool, err error) {
+	h, err := b.cachedEntry(ctx, key)
+	if err != nil || h == nil {
+		return nil, "", false, err
+	}
+	data, ok = h.manifests[mediaType]
+	return data, h.entry.Manifests[mediaType], ok, nil
+}
+
+// cachedEntry returns the fresh cache entry of key with its manifests,
+// from memory or from storage, or nil. Storage errors other than a
+// missing entry are returned: a storage outage must not turn into a
+// rebuild storm.
 //
 // An entry read from storage is trusted only if every blob its manifests
 // reference exists: an image that lost a blob (however) is rebuilt, which
 // packs the missing layers again, rather than served broken.
-func (b *Builder) cachedManifest(ctx context.Context, key, mediaType string) (data []byte, d digest.Digest, ok bool, err error) {
+func (b *Builder) cachedEntry(ctx context.Context, key string) (*hotEntry, error) {
 	h, err := b.hot(ctx, key)
 	if err != nil {
-		return nil, "", false, err
+		return nil, err
 	}
 	if h != nil {
-		if data, ok := h.manifests[mediaType]; ok {
-			b.touch(ctx, key, h)
-			return data, h.entry.Manifests[mediaType], true, nil
-		}
+		b.touch(ctx, key, h)
+		return h, nil
 	}
 	e, err := b.Catalog().Entry(ctx, key)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, "", false, nil
+		return nil, nil
 	}
 	if err != nil {
-		return nil, "", false, err
+		return nil, err
 	}
 	if !e.Fresh(b.CacheTTL, time.Now()) {
-		return nil, "", false, nil
-	}
-	d, found := e.Manifests[mediaType]
-	if !found {
-		return nil, "", false, nil
+		return nil, nil
 	}
 	h = &hotEntry{entry: e, manifests: map[string][]byte{}}
 	h.checked.Store(time.Now().UnixNano())
@@ -186,30 +192,30 @@ func (b *Builder) cachedManifest(ctx context.Context, key, mediaType string) (da
 	for mt, md := range e.Manifests {
 		m, err := storage.Get(ctx, b.Storage, md)
 		if errors.Is(err, storage.ErrNotFound) {
-			return nil, "", false, nil // collected meanwhile: rebuild
+			return nil, nil // collected meanwhile: rebuild
 		}
 		if err != nil {
-			return nil, "", false, err
+			return nil, err
 		}
 		if digest.FromBytes(m) != md {
-			return nil, "", false, fmt.Errorf("manifest %s in storage does not match its digest", md)
+			return nil, fmt.Errorf("manifest %s in storage does not match its digest", md)
 		}
 		h.manifests[mt] = m
 		refs, err := manifest.References(m)
 		if err != nil {
-			return nil, "", false, fmt.Errorf("manifest %s: %w", md, err)
+			return nil, fmt.Errorf("manifest %s: %w", md, err)
 		}
 		blobs = append(blobs, refs...)
 	}
 	if missing, err := b.Catalog().Missing(ctx, blobs); len(missing) > 0 {
 		b.logger().Warn("manifest cache: image lost blobs, rebuilding it", "missing", len(missing), "first", missing[0])
-		return nil, "", false, nil
+		return nil, nil
 	} else if err != nil {
-		return nil, "", false, err
+		return nil, err
 	}
 	b.hotCache.put(key, h)
 	b.touch(ctx, key, h)
-	return h.manifests[mediaType], d, true, nil
+	return h, nil
 }
 
 func (b *Builder) storeManifestEntry(ctx context.Context, key string, img *Image, immutable bool) error {

@@ -133,6 +133,8 @@ type collector struct {
 	// are read on the storage's clock, durations since on the local one.
 	markedLocal time.Time
 	expired     map[string]Entry
+	// digestRoots are the manifests pulled by digest within the age.
+	digestRoots []digest.Digest
 	deleted     bool // expired entries were deleted (not a dry run)
 	leases      map[string]leaseSeen
 }
@@ -268,16 +270,12 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 		}
 	}
 
-	// 3. Mark.
-	if err := g.mark(ctx); err != nil {
-		return g.rep, err
-	}
-	g.rep.ImagesKept = len(g.entries)
+	// 3. Mark, from the entries and the manifests pulled by digest
+	// within the age.
 	digestUses, err := g.list(ctx, digestUsesPrefix)
 	if err != nil {
 		return g.rep, err
 	}
-	var digestRoots []digest.Digest
 	for hex, mod := range digestUses {
 		d := digest.NewDigestFromEncoded(digest.SHA256, hex)
 		if d.Validate() != nil {
@@ -289,13 +287,12 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 			}
 			continue
 		}
-		digestRoots = append(digestRoots, d)
+		g.digestRoots = append(g.digestRoots, d)
 	}
-	for _, d := range digestRoots {
-		if err := g.markManifest(ctx, d); err != nil {
-			return g.rep, err
-		}
+	if err := g.mark(ctx); err != nil {
+		return g.rep, err
 	}
+	g.rep.ImagesKept = len(g.entries)
 
 	// 4. Sweep blobs.
 	type blob struct {
@@ -330,11 +327,6 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 			if time.Since(g.markedLocal) > LeaseTTL/2 {
 				if err := g.mark(ctx); err != nil {
 					return g.rep, err
-				}
-				for _, d := range digestRoots {
-					if err := g.markManifest(ctx, d); err != nil {
-						return g.rep, err
-					}
 				}
 			}
 			// The leases once more, right before the deletions.
@@ -448,7 +440,8 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 }
 
 // mark (re)computes the live blobs from the entries stored now, the
-// entries deleted in step 1 that were pulled since, and the live leases.
+// entries deleted in step 1 that were pulled since, the manifests pulled
+// by digest, and the live leases.
 func (g *collector) mark(ctx context.Context) error {
 	now, err := g.clock(ctx)
 	if err != nil {
@@ -490,6 +483,11 @@ func (g *collector) mark(ctx context.Context) error {
 					return err
 				}
 			}
+		}
+	}
+	for _, d := range g.digestRoots {
+		if err := g.markManifest(ctx, d); err != nil {
+			return err
 		}
 	}
 	return g.markLeases(ctx, now)

@@ -187,7 +187,7 @@ func serve(args []string) error {
 				log.Info("garbage collection", "max_age", cfg.GCMaxAge, "report", rep.String())
 			},
 		}
-		go collector.Run(ctx)
+		background.Go(func() { collector.Run(bg) })
 	}
 
 	errc := make(chan error, 1)

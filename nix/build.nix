@@ -15,9 +15,19 @@
 #   nixery-unknown-packages: [{"name":…,"candidates":[…]?,"reason":…?}, …]
 # listing every unknown name at once, which package nix recognises.
 # Otherwise it traces, before anything is built, the single line
-#   trace: nixery-main-programs: ["/nix/store/…-hello/bin/hello", …]
-# with the program of every requested package that names one.
-{ load, srcType, srcArgs, packages, system }:
+#   trace: nixery-packages: [{"name":…,"outputs":[…],"programs":[…]}, …]
+# with what every requested name resolved to (output paths, main programs).
+#
+#   batch     "1" to resolve the names of many builds in one evaluation
+#             (package nix runs it with nix-instantiate, which writes the
+#             derivations and nothing else): a name that does not resolve,
+#             or whose evaluation throws, is left out instead of failing
+#             the evaluation, and every name that resolves is traced on a
+#             line of its own,
+#               trace: nixery-resolved: {"name":…,"outputs":[…],"programs":[…],"realise":"/nix/store/…drv!out"}
+#             where realise is what `nix-store --realise` builds its
+#             outputs from. The result is the list of their derivations.
+{ load, srcType, srcArgs, packages, system, batch ? "" }:
 
 let
   pkgs = load { inherit srcType srcArgs system; };
@@ -127,16 +137,36 @@ let
     in if p.success && builtins.isString p.value && p.value != ""
     then [ "${(drv.bin or drv.out or drv).outPath}/bin/${p.value}" ]
     else [ ];
-  # What each requested name resolved to, in request order: its output
-  # paths and main programs. Nixery keeps it (package catalog), so that an
-  # image of packages resolved before needs no evaluation at all.
+  # What a name resolved to: its output paths and main programs. Nixery
+  # keeps it (package catalog), so that an image of packages resolved
+  # before needs no evaluation at all.
+  describe = name: drv: {
+    inherit name;
+    outputs = map (o: o.outPath) (outputsOf drv);
+    programs = mainProgram drv;
+  };
   described = builtins.genList (i:
-    let r = builtins.elemAt resolved i; in {
-      name = builtins.elemAt names i;
-      outputs = map (o: o.outPath) (outputsOf r.drv);
-      programs = mainProgram r.drv;
-    }) (builtins.length names);
+    describe (builtins.elemAt names i) (builtins.elemAt resolved i).drv) (builtins.length names);
+
+  # Batch mode: every name on its own, failures left out (tryEval
+  # catches what broken, unfree or insecure packages throw).
+  attempt = name:
+    let
+      try = builtins.tryEval (
+        let r = resolve name; in
+        if !(r ? drv) then null
+        else
+          let d = describe name r.drv // {
+            realise = "${r.drv.drvPath}!${builtins.concatStringsSep "," (r.drv.meta.outputsToInstall or [ (r.drv.outputName or "out") ])}";
+          };
+          in builtins.deepSeq d { entry = d; inherit (r) drv; });
+    in
+    if try.success && try.value != null then [ try.value ] else [ ];
+  attempts = builtins.concatMap attempt names;
+  traced = builtins.foldl' (acc: a: builtins.trace "nixery-resolved: ${builtins.toJSON a.entry}" acc)
+    (map (a: a.drv) attempts) attempts;
 in
-if unknown != [ ] then throw "nixery-unknown-packages: ${builtins.toJSON unknown}"
+if batch == "1" then traced
+else if unknown != [ ] then throw "nixery-unknown-packages: ${builtins.toJSON unknown}"
 else builtins.trace "nixery-packages: ${builtins.toJSON described}"
   (builtins.concatMap (r: outputsOf r.drv) resolved)

@@ -156,6 +156,12 @@ type lineWriter struct {
 	// changes nothing.
 	packages    []Resolution
 	sawPackages bool
+
+	// batch: build.nix runs in batch mode (Resolve), whose trace is a
+	// line per resolved name, collected in resolved. Only nix-instantiate
+	// writes them: it runs no builder that could print a look-alike.
+	batch    bool
+	resolved []Resolution
 }
 
 func (w *lineWriter) Write(p []byte) (int, error) {
@@ -215,6 +221,13 @@ func (w *lineWriter) line(l string, dropped int) {
 		}
 		return
 	}
+	if rest, ok := strings.CutPrefix(l, resolvedMarker); ok && w.batch {
+		var res Resolution
+		if dropped == 0 && len(w.resolved) < maxResolved && json.Unmarshal([]byte(rest), &res) == nil && res.Name != "" {
+			w.resolved = append(w.resolved, res)
+		}
+		return
+	}
 	if dropped > 0 || len(l) > MaxLineBytes {
 		l = cutLine(l, size)
 	}
@@ -230,8 +243,15 @@ func (w *lineWriter) line(l string, dropped int) {
 	}
 }
 
-// packagesMarker starts build.nix's trace of the resolved packages.
-const packagesMarker = "trace: nixery-packages: "
+// packagesMarker starts build.nix's trace of the resolved packages;
+// resolvedMarker its trace of one resolved name in batch mode.
+// At most maxResolved resolutions of one batch are kept (a batch asks
+// for far fewer names).
+const (
+	maxResolved    = 4096
+	packagesMarker = "trace: nixery-packages: "
+	resolvedMarker = "trace: nixery-resolved: "
+)
 
 // cutLine cuts l, a line of size bytes in all, to MaxLineBytes at a UTF-8
 // character boundary and says so at its end. A URL the cut goes through

@@ -10,6 +10,12 @@
 //     size and references of every store path, which is all that layering
 //     needs.
 //
+// Builds of new packages may share the first step: Resolve evaluates the
+// package set once for the names of many images (nix-instantiate, which
+// writes and roots their derivations but builds nothing), and each build
+// then realises its own derivations with Realise, which also realises
+// packages resolved before without any evaluation.
+//
 // A flake source asks one thing more, before any build: nix flake
 // metadata locks the flake (FlakeMetadata), and builds then load exactly
 // what was locked. Flakes are experimental in every Nix so far, so Nixery
@@ -221,6 +227,63 @@ type Resolution struct {
 	Name     string   `json:"name"`
 	Outputs  []string `json:"outputs"`
 	Programs []string `json:"programs"`
+	// Realise, from Resolve only, is what `nix-store --realise` builds
+	// Outputs from: "<derivation>!<output>,<output>…".
+	Realise string `json:"realise,omitempty"`
+}
+
+// ResolveRequest asks what many names resolve to, in one evaluation of a
+// package set; the fields mean what they mean in Request.
+type ResolveRequest struct {
+	SrcType, SrcArgs string
+	System           string
+	Names            []string
+	// RootDir, if set, is where nix-instantiate leaves garbage-collector
+	// roots for the derivations it writes, so that they survive until
+	// the builds that need them have realised them; the caller removes
+	// it then.
+	RootDir string
+}
+
+// Resolve evaluates the package set once and says what each name
+// resolves to (Resolution.Realise included), building nothing: the
+// evaluation the builds of several images share. A name that does not
+// resolve, or whose evaluation throws (a broken or unfree package), is
+// missing from the result rather than failing the others: a build of it
+// runs Build, which says why (a package set that throws as it loads
+// leaves out every name). Resolve fails only when the evaluation as a
+// whole does (a source that cannot be fetched or does not parse).
+func (r *Runner) Resolve(ctx context.Context, req ResolveRequest) ([]Resolution, error) {
+	if len(req.Names) == 0 {
+		return nil, nil
+	}
+	if r.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
+		defer cancel()
+	}
+	names, err := json.Marshal(req.Names)
+	if err != nil {
+		return nil, err
+	}
+	var args []string
+	if req.RootDir != "" {
+		// drv, drv-2, …: garbage-collector roots, as nix-build's result links.
+		args = append(args, "--add-root", filepath.Join(req.RootDir, "drv"), "--indirect")
+	}
+	args = append(args, "--expr", buildExpr, "--argstr", "packages", string(names), "--argstr", "batch", "1")
+	stderr := &lineWriter{log: r.Log, batch: true}
+	if err := r.runWith(ctx, io.Discard, stderr, "nix-instantiate", append(args, r.nixArgs(req.SrcType, req.SrcArgs, req.System)...)...); err != nil {
+		return nil, err
+	}
+	// Only names asked for count, each once.
+	var out []Resolution
+	for _, res := range stderr.resolved {
+		if slices.Contains(req.Names, res.Name) && !slices.ContainsFunc(out, func(o Resolution) bool { return o.Name == res.Name }) {
+			out = append(out, res)
+		}
+	}
+	return out, nil
 }
 
 // KnownRequest asks for packages whose output paths are known already
@@ -228,8 +291,12 @@ type Resolution struct {
 // realised (present, substituted, or built from their derivations if
 // Nix still has them) without evaluating the package set.
 type KnownRequest struct {
-	Paths   []string // output paths, in request order
-	RootDir string   // as in Request
+	Paths []string // output paths, in request order
+	// Realise, if set, is what to realise instead of Paths: the
+	// Resolution.Realise of each package (its derivation and outputs),
+	// for outputs that may not be built yet.
+	Realise []string
+	RootDir string // as in Request
 	Log     func(line string)
 	Phase   func(name string)
 }
@@ -247,7 +314,7 @@ func (r *Runner) Realise(ctx context.Context, req KnownRequest) (*Result, error)
 		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
 		defer cancel()
 	}
-	for _, p := range req.Paths {
+	for _, p := range append(slices.Clip(req.Paths), req.Realise...) {
 		if !strings.HasPrefix(p, "/nix/store/") || strings.ContainsAny(p, " \n") {
 			return nil, &BuildError{Err: fmt.Errorf("not a store path: %q", p)}
 		}
@@ -266,13 +333,22 @@ func (r *Runner) Realise(ctx context.Context, req KnownRequest) (*Result, error)
 	args = append(args, r.storeBounds()...)
 	args = append(args, r.optionArgs()...)
 	args = append(args, r.Cache.substituteArgs()...)
-	var roots []string
+	var roots, realise []string
 	for _, p := range req.Paths {
 		if !slices.Contains(roots, p) {
 			roots = append(roots, p)
 		}
 	}
-	if err := r.run(ctx, io.Discard, logLine, "nix-store", append(args, roots...)...); err != nil {
+	from := req.Realise
+	if from == nil {
+		from = roots
+	}
+	for _, p := range from {
+		if !slices.Contains(realise, p) {
+			realise = append(realise, p)
+		}
+	}
+	if err := r.run(ctx, io.Discard, logLine, "nix-store", append(args, realise...)...); err != nil {
 		return nil, err
 	}
 	realised := time.Now()

@@ -103,13 +103,16 @@ type Builder struct {
 	stats     Stats
 	flights   flights
 	failures  failures
+	evals     evaluations
 	phaseOnce sync.Once
 	phaseHist *prometheus.HistogramVec
 
 	// Test hooks: recheck replaces catalog.HotRecheck; beforeFinish runs
-	// after a build's final event, before its flight ends.
+	// after a build's final event, before its flight ends; inSlot when a
+	// build has its slot, before it starts.
 	recheck      time.Duration
 	beforeFinish func()
+	inSlot       func(req *image.Request)
 
 	drainMu  sync.Mutex
 	draining bool
@@ -140,7 +143,8 @@ type Stats struct {
 	CacheHits    atomic.Int64 // manifest requests answered from the cache
 	CacheMisses  atomic.Int64 // manifest requests that needed a build
 	NixBuilds    atomic.Int64 // Nix invocations (one per build)
-	Evaluations  atomic.Int64 // builds that evaluated the package set
+	Evaluations  atomic.Int64 // evaluations of the package set: one per build alone, or one per shared batch
+	Shared       atomic.Int64 // builds whose packages a shared evaluation resolved
 	Resolved     atomic.Int64 // builds of packages resolved before: no evaluation
 	BuildsOK     atomic.Int64
 	BuildsError  atomic.Int64
@@ -166,6 +170,7 @@ func (b *Builder) init() {
 		}
 		b.limit = newLimiter(slots, b.QueueSize)
 		b.cat = catalog.New(b.Storage, b.Logger)
+		b.evals = evaluations{resolve: b.resolveShared, slots: make(chan struct{}, slots), timeout: b.buildTimeout(), logger: b.logger()}
 	})
 }
 
@@ -379,22 +384,36 @@ func (b *Builder) buildOnce(ctx context.Context, key string, req *image.Request,
 // An image whose blob vanished under the build (a garbage collection
 // deleted it before the build's lease named it) is built once more,
 // which packs the missing layers again.
+//
+// While it waits in the queue, a build already learns its packages' output
+// paths (see plan): from the catalog, or from an evaluation it shares with
+// the other builds that need one.
 func (b *Builder) buildLimited(ctx context.Context, key string, req *image.Request, src config.Resolved, p *progress) (*Image, error) {
-	if err := b.limit.acquire(ctx); err != nil {
-		if errors.Is(err, ErrBusy) {
-			b.stats.Rejected.Add(1)
-		}
+	t, err := b.limit.enter()
+	if err != nil {
+		b.stats.Rejected.Add(1)
 		return nil, err
 	}
-	defer b.limit.release()
+	defer t.leave()
 	// Built meanwhile, by another replica or just before this flight?
 	if img, err := b.cachedImage(ctx, key); err != nil || img != nil {
 		return img, err
 	}
-	img, err := b.build(ctx, key, req, src, p)
+	pl, err := b.plan(ctx, req, src, p, t.slot)
+	if err != nil {
+		return nil, err
+	}
+	defer pl.release()
+	if err := t.wait(ctx); err != nil {
+		return nil, err
+	}
+	if b.inSlot != nil {
+		b.inSlot(req)
+	}
+	img, err := b.build(ctx, key, req, src, p, pl)
 	if errors.Is(err, storage.ErrNotFound) {
 		b.logger().Warn("a blob vanished during the build; building once more", "image", req.Name, "err", err)
-		img, err = b.build(ctx, key, req, src, p)
+		img, err = b.build(ctx, key, req, src, p, pl)
 	}
 	if err != nil {
 		b.stats.BuildsError.Add(1)
@@ -419,7 +438,8 @@ func (b *Builder) cachedImage(ctx context.Context, key string) (*Image, error) {
 
 // build runs the whole pipe for one image, without looking at the
 // manifest cache (the layer cache is used), publishing its progress to p.
-func (b *Builder) build(ctx context.Context, key string, req *image.Request, src config.Resolved, p *progress) (*Image, error) {
+// pl says what Nix is to realise (see plan).
+func (b *Builder) build(ctx context.Context, key string, req *image.Request, src config.Resolved, p *progress, pl *plan) (*Image, error) {
 	id := b.buildID.Add(1)
 	log := b.logger().With("image", req.Name, "tag", req.Tag, "build", id)
 	start := time.Now()
@@ -453,18 +473,34 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 		return func(name string) {
 			nixPhase = name
 			msg := what + " " + strings.Join(req.Packages, ", ")
-			if name == "graph" {
+			kind := "phase"
+			switch {
+			case name == "graph":
 				msg = "querying the closure's sizes and references"
+			case name == "realise" && pl.announced:
+				kind = "log" // the phase started with the shared evaluation
 			}
-			p.publish(Event{Kind: "phase", Phase: name, Message: msg})
+			p.publish(Event{Kind: kind, Phase: name, Message: msg})
 		}
 	}
 	var res *nix.Result
-	if known := b.known(ctx, req, src); known != nil {
+	switch {
+	case pl.shared != nil:
+		// An evaluation shared with other builds resolved every package
+		// just now and rooted its derivations: what fails here is this
+		// build's own failure.
+		res, err = b.Nix.Realise(ctx, nix.KnownRequest{Paths: pl.outputs, Realise: pl.realise, RootDir: roots, Log: logLine, Phase: phaseOf("building")})
+		if err != nil {
+			log.Info("build failed", "phase", "nix", "err", err)
+			return nil, err
+		}
+		res.Programs = pl.programs
+		res.Realise += pl.waited // the evaluation is part of realising
+	case pl.outputs != nil:
 		// Every package was resolved before: no evaluation at all.
-		res, err = b.Nix.Realise(ctx, nix.KnownRequest{Paths: known.Outputs, RootDir: roots, Log: logLine, Phase: phaseOf("realising (resolved before)")})
+		res, err = b.Nix.Realise(ctx, nix.KnownRequest{Paths: pl.outputs, RootDir: roots, Log: logLine, Phase: phaseOf("realising (resolved before)")})
 		if err == nil {
-			res.Programs = known.Programs
+			res.Programs = pl.programs
 			b.stats.Resolved.Add(1)
 		} else if ctx.Err() == nil {
 			log.Info("packages resolved before cannot be realised; evaluating again", "err", err)
@@ -474,10 +510,10 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 		b.stats.Evaluations.Add(1)
 		res, err = b.Nix.Build(ctx, nix.Request{
 			SrcType: src.Type, SrcArgs: src.Args, Packages: req.Packages, System: req.Arch.System, RootDir: roots,
-			Log: logLine, Phase: phaseOf("evaluating and building"),
+			Log: logLine, Phase: phaseOf("evaluating and building"), Evaluated: pl.lead,
 		})
 		if err == nil {
-			b.recordResolutions(ctx, req, src, res)
+			b.recordResolutions(ctx, src.Identity, req.Arch.System, res.Packages)
 		}
 	}
 	if err != nil {

@@ -14,8 +14,6 @@ import (
 
 	"github.com/nixery/nixery/archive"
 	"github.com/nixery/nixery/catalog"
-	"github.com/nixery/nixery/config"
-	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/manifest"
 	"github.com/nixery/nixery/nix"
 	"github.com/nixery/nixery/storage"
@@ -239,37 +237,17 @@ func describeGroup(group []string) string {
 	return strings.Join(names, ", ")
 }
 
-// known returns the output paths and main programs of req's packages if
-// an evaluation of the same package set resolved every one of them before
-// (within the cache time for a moving source), or nil.
-func (b *Builder) known(ctx context.Context, req *image.Request, src config.Resolved) *catalog.Resolved {
-	all := &catalog.Resolved{}
-	for _, name := range req.Packages {
-		r, ok, err := b.Catalog().Resolution(ctx, src.Identity, req.Arch.System, name)
-		if err != nil {
-			b.logger().Warn("resolved packages not read; evaluating", "err", err)
-			return nil
-		}
-		if !ok || !r.Fresh(src.Immutable, b.CacheTTL, time.Now()) {
-			return nil
-		}
-		all.Outputs = append(all.Outputs, r.Outputs...)
-		all.Programs = append(all.Programs, r.Programs...)
-	}
-	return all
-}
-
 // recordResolutions keeps what each package of an evaluation resolved to,
 // a few writes at once (the build waits for them). Failures only cost an
 // evaluation next time.
-func (b *Builder) recordResolutions(ctx context.Context, req *image.Request, src config.Resolved, res *nix.Result) {
+func (b *Builder) recordResolutions(ctx context.Context, identity, system string, packages []nix.Resolution) {
 	now := time.Now().UTC()
 	var g errgroup.Group
 	g.SetLimit(8)
-	for _, p := range res.Packages {
+	for _, p := range packages {
 		g.Go(func() error {
 			r := catalog.Resolved{Outputs: p.Outputs, Programs: p.Programs, At: now}
-			if err := b.Catalog().PutResolution(ctx, src.Identity, req.Arch.System, p.Name, r); err != nil {
+			if err := b.Catalog().PutResolution(ctx, identity, system, p.Name, r); err != nil {
 				b.logger().Warn("resolved package not recorded", "package", p.Name, "err", err)
 			}
 			return nil

@@ -26,27 +26,61 @@ func newLimiter(slots, queue int) *limiter {
 	return &limiter{slots: make(chan struct{}, slots), queue: int64(queue)}
 }
 
-// acquire waits for a slot; release must be called after a nil error.
-func (l *limiter) acquire(ctx context.Context) error {
+// ticket is a build admitted by the limiter: it holds a slot, or a place
+// in the queue until wait gives it one. A build in the queue may already
+// do work that needs no slot (its share of an evaluation, see
+// evaluations).
+type ticket struct {
+	l      *limiter
+	slot   bool
+	queued bool
+}
+
+// enter admits a build: with a slot if one is free, else with a place in
+// the queue, else not (ErrBusy). The ticket must be left.
+func (l *limiter) enter() (*ticket, error) {
 	select {
 	case l.slots <- struct{}{}:
-		return nil
+		return &ticket{l: l, slot: true}, nil
 	default:
 	}
 	if l.waiting.Add(1) > l.queue {
 		l.waiting.Add(-1)
-		return ErrBusy
+		return nil, ErrBusy
 	}
-	defer l.waiting.Add(-1)
+	return &ticket{l: l, queued: true}, nil
+}
+
+// wait returns once t holds a slot, leaving its place in the queue.
+func (t *ticket) wait(ctx context.Context) error {
+	if t.slot {
+		return nil
+	}
 	select {
-	case l.slots <- struct{}{}:
+	case t.l.slots <- struct{}{}:
+		t.slot = true
+		t.leaveQueue()
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-func (l *limiter) release() { <-l.slots }
+// leave gives back what t holds.
+func (t *ticket) leave() {
+	t.leaveQueue()
+	if t.slot {
+		<-t.l.slots
+		t.slot = false
+	}
+}
+
+func (t *ticket) leaveQueue() {
+	if t.queued {
+		t.l.waiting.Add(-1)
+		t.queued = false
+	}
+}
 
 // running and queued report the limiter's state for metrics.
 func (l *limiter) running() int { return len(l.slots) }

@@ -15,7 +15,7 @@ var (
 	descCacheHits    = prometheus.NewDesc("nixery_manifest_cache_hits_total", "Manifest requests answered from the manifest cache.", nil, nil)
 	descCacheMisses  = prometheus.NewDesc("nixery_manifest_cache_misses_total", "Manifest requests that needed a build.", nil, nil)
 	descNixBuilds    = prometheus.NewDesc("nixery_nix_builds_total", "Builds that ran Nix.", nil, nil)
-	descEvaluations  = prometheus.NewDesc("nixery_nix_evaluations_total", "Builds that evaluated the package set (the others realised packages resolved before).", nil, nil)
+	descEvaluations  = prometheus.NewDesc("nixery_nix_evaluations_total", "Evaluations of the package set: one per batch of new images that share it, or per build that evaluates alone (builds of packages resolved before run none).", nil, nil)
 	descBuilds       = prometheus.NewDesc("nixery_builds_total", "Builds by result: succeeded, failed, or rejected because the queue was full.", []string{"result"}, nil)
 	descLayers       = prometheus.NewDesc("nixery_layers_total", "Layers of builds by origin: reused from the layer cache, or packed and uploaded.", []string{"origin"}, nil)
 	descBuildsActive = prometheus.NewDesc("nixery_builds_running", "Builds running now.", nil, nil)

@@ -156,6 +156,7 @@ type lineWriter struct {
 	// changes nothing.
 	packages    []Resolution
 	sawPackages bool
+	evaluated   func() // called when the packages trace is seen
 
 	// batch: build.nix runs in batch mode (Resolve), whose trace is a
 	// line per resolved name, collected in resolved. Only nix-instantiate
@@ -218,6 +219,9 @@ func (w *lineWriter) line(l string, dropped int) {
 		w.sawPackages = true
 		if json.Unmarshal([]byte(rest), &w.packages) != nil {
 			w.packages = nil
+		}
+		if w.evaluated != nil {
+			w.evaluated()
 		}
 		return
 	}

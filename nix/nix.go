@@ -49,6 +49,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nixery/nixery/redact"
@@ -187,6 +188,11 @@ type Request struct {
 	// (evaluate and build with nix-build), then "graph" (query the
 	// closure with its sizes and references).
 	Phase func(name string)
+
+	// Evaluated, if set, is called once the evaluation is over and Nix
+	// builds (or fetches), or at the latest when Build returns: other
+	// evaluations of the package set may start then (see Resolve).
+	Evaluated func()
 }
 
 // StorePath is one store path of a closure.
@@ -472,6 +478,11 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 	}
 	args := append(outLink, "--expr", buildExpr, "--argstr", "packages", string(packages))
 	stderr := &lineWriter{log: logLine}
+	if req.Evaluated != nil {
+		evaluated := sync.OnceFunc(req.Evaluated)
+		defer evaluated()
+		stderr.evaluated = evaluated
+	}
 	err = r.runWith(ctx, &out, stderr, "nix-build", append(args, r.nixArgs(req.SrcType, req.SrcArgs, req.System)...)...)
 	if err != nil {
 		return nil, err

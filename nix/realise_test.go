@@ -162,3 +162,30 @@ let mk = name: derivation { inherit name system; builder = "/bin/sh"; args = [ "
 		t.Error("a package set that does not load resolved")
 	}
 }
+
+// Build says when its evaluation is over, before anything is built.
+func TestBuildSaysWhenEvaluated(t *testing.T) {
+	t.Setenv("NIXERY_SLOW_SECONDS", "0")
+	t.Setenv("NIXERY_SLOW_MARKER", fmt.Sprintf("nixery-evaluated-%d", time.Now().UnixNano()))
+	req := demoSource(t, "slow")
+	var evaluated, beforeBuilding int
+	req.Evaluated = func() { evaluated++ }
+	req.Log = func(l string) {
+		if strings.Contains(l, "nixery-demo-slow: sleeping") {
+			beforeBuilding = evaluated
+		}
+	}
+	if _, err := (&Runner{Timeout: time.Minute}).Build(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if beforeBuilding != 1 || evaluated != 1 {
+		t.Errorf("evaluated %d times before the builder ran, %d in all; want 1 and 1", beforeBuilding, evaluated)
+	}
+	// Also when the evaluation fails.
+	req = demoSource(t, "nosuchpackage")
+	evaluated = 0
+	req.Evaluated = func() { evaluated++ }
+	if _, err := (&Runner{Timeout: time.Minute}).Build(context.Background(), req); err == nil || evaluated != 1 {
+		t.Errorf("a failed evaluation: %v, Evaluated called %d times", err, evaluated)
+	}
+}

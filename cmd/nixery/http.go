@@ -255,9 +255,8 @@ type health struct {
 	// draining is set on SIGTERM: the replica is not ready any more, so
 	// that the load balancer stops sending it requests at once.
 	draining atomic.Bool
-	// disks are directories whose file systems need minFree bytes free.
-	disks   []string
-	minFree uint64
+	// disks are directories whose file systems need some bytes free.
+	disks []disk
 	// statfs returns the bytes available to Nixery on the file system
 	// holding path (freeBytes; tests inject a full disk).
 	statfs func(path string) (uint64, error)
@@ -373,16 +372,39 @@ func (h *health) check(ctx context.Context) string {
 	if statfs == nil {
 		statfs = freeBytes
 	}
-	for _, dir := range h.disks {
-		free, err := statfs(dir)
+	for _, d := range h.disks {
+		free, err := statfs(d.dir)
 		if err != nil {
-			return fmt.Sprintf("free space of %s unknown: %v", dir, err)
+			return fmt.Sprintf("free space of %s unknown: %v", d.dir, err)
 		}
-		if free < h.minFree {
-			return fmt.Sprintf("disk full: %s has %s free, less than %s", dir, mib(free), mib(h.minFree))
+		if free < d.minFree {
+			return fmt.Sprintf("disk full: %s has %s free, less than %s", d.dir, mib(free), mib(d.minFree))
 		}
 	}
 	return ""
+}
+
+// disk is a directory whose file system needs minFree bytes free.
+type disk struct {
+	dir     string
+	minFree uint64
+}
+
+// disks are the file systems readiness watches: the Nix store's, and
+// filesystem storage's (storageDir, or "" for a bucket). Each counts as
+// full below defaultMinFree; the Nix store's below NIXERY_NIX_MIN_FREE
+// if that is smaller: Nix collects garbage itself as it builds to keep
+// that much free, so the operator has said that Nix may run so low.
+func disks(nixMinFree int64, storageDir string) []disk {
+	store := disk{nixStore, defaultMinFree}
+	if nixMinFree > 0 && uint64(nixMinFree) < store.minFree {
+		store.minFree = uint64(nixMinFree)
+	}
+	out := []disk{store}
+	if storageDir != "" {
+		out = append(out, disk{storageDir, defaultMinFree})
+	}
+	return out
 }
 
 // freeBytes is the space available to unprivileged writers on the file

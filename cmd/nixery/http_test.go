@@ -192,7 +192,7 @@ func TestReadyzFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	free := map[string]uint64{nixStore: 10 << 30, "/srv/nixery": 10 << 30}
-	h := &health{store: fs, disks: []string{nixStore, "/srv/nixery"}, minFree: defaultMinFree,
+	h := &health{store: fs, disks: disks(0, "/srv/nixery"),
 		statfs: func(path string) (uint64, error) { return free[path], nil }}
 	h.update(context.Background())
 	if code, body := probe(t, h, context.Background()); code != 200 {
@@ -207,15 +207,30 @@ func TestReadyzFullDisk(t *testing.T) {
 		}
 		free[dir] = 10 << 30
 	}
+	// NIXERY_NIX_MIN_FREE below 1 GiB lets the Nix store run that low
+	// (Nix collects garbage to keep it); storage keeps its 1 GiB.
+	h.disks = disks(256<<20, "/srv/nixery")
+	free[nixStore] = 300 << 20
+	h.update(context.Background())
+	if code, body := probe(t, h, context.Background()); code != 200 {
+		t.Errorf("/readyz with 300 MiB of a 256 MiB min-free = %d %s", code, body)
+	}
+	free[nixStore] = 200 << 20
+	h.update(context.Background())
+	if code, body := probe(t, h, context.Background()); code != http.StatusServiceUnavailable || !strings.Contains(body, "less than 256 MiB") {
+		t.Errorf("/readyz with 200 MiB of a 256 MiB min-free = %d %s", code, body)
+	}
+	if d := disks(8<<30, ""); len(d) != 1 || d[0].minFree != defaultMinFree {
+		t.Errorf("a min-free above 1 GiB, no storage disk: %+v", d)
+	}
 	// The real statfs, on a real directory.
 	h.statfs = nil
-	h.disks = []string{t.TempDir()}
-	h.minFree = 1
+	h.disks = []disk{{t.TempDir(), 1}}
 	h.update(context.Background())
 	if code, body := probe(t, h, context.Background()); code != 200 {
 		t.Errorf("/readyz with statfs(2) = %d %s", code, body)
 	}
-	h.minFree = 1 << 62
+	h.disks[0].minFree = 1 << 62
 	h.update(context.Background())
 	if code, body := probe(t, h, context.Background()); code != http.StatusServiceUnavailable || !strings.Contains(body, "disk full") {
 		t.Errorf("/readyz with an unreachable threshold = %d %s", code, body)

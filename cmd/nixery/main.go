@@ -152,10 +152,11 @@ func serve(args []string) error {
 	site.Preload(ctx) // the package list for search, made once per package set
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
 	promRegistry, httpStats, gcStats := metrics(builder)
-	probes := &health{store: store, disks: []string{nixStore}, minFree: defaultMinFree}
+	storageDir := ""
 	if _, ok := store.(*storage.Filesystem); ok {
-		probes.disks = append(probes.disks, cfg.StoragePath)
+		storageDir = cfg.StoragePath
 	}
+	probes := &health{store: store, disks: disks(cfg.NixMinFree, storageDir)}
 	background.Go(func() { probes.run(bg) })
 	handler := newHandler(guard, cfg.MetricsPublic,
 		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Catalog()}, site,

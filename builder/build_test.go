@@ -277,6 +277,20 @@ func TestGitTagsSelectPackageSets(t *testing.T) {
 	if _, _, err := b.Manifest(ctx, request(t, "hello", "v3"), manifest.OCIManifest); !errors.As(err, &unknown) {
 		t.Errorf("unknown tag: %v", err)
 	}
+	// A tag of 40 hex digits is a commit, taken without asking the
+	// remote: v1's is v1's image; one the repository lacks is unknown.
+	out, err := exec.Command("git", "-C", repo, "rev-parse", "v1").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, d, err := b.Manifest(ctx, request(t, "hello", strings.TrimSpace(string(out))), manifest.OCIManifest); err != nil || d != digests["v1"] {
+		t.Errorf("v1's commit as the tag: %s, %v; want %s", d, err, digests["v1"])
+	}
+	var noCommit *nix.UnknownRevisionError
+	missing := "0123456789abcdef0123456789abcdef01234567"
+	if _, _, err := b.Manifest(ctx, request(t, "hello", missing), manifest.OCIManifest); !errors.As(err, &noCommit) || noCommit.Rev != missing {
+		t.Errorf("a commit the repository lacks: %v, want an UnknownRevisionError", err)
+	}
 }
 
 func TestWatchReportsPhasesInOrder(t *testing.T) {

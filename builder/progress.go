@@ -190,13 +190,15 @@ func (b *Builder) failureTTL() time.Duration {
 }
 
 // ownFailure reports whether a build error is the image's own (unknown
-// packages, a failing or timed-out Nix build), which the same request
+// packages, a commit the repository lacks, a failing or timed-out Nix
+// build), which the same request
 // would meet again, rather than the moment's (a full queue, a storage
 // outage, a cancellation).
 func ownFailure(err error) bool {
 	var unknown *nix.UnknownPackagesError
+	var noRev *nix.UnknownRevisionError
 	var failed *nix.BuildError
-	return errors.As(err, &unknown) || errors.As(err, &failed) || errors.Is(err, nix.ErrTimeout)
+	return errors.As(err, &unknown) || errors.As(err, &noRev) || errors.As(err, &failed) || errors.Is(err, nix.ErrTimeout)
 }
 
 // maxFailures bounds the remembered failures.

@@ -87,6 +87,10 @@ func (r *Runner) runWith(ctx context.Context, stdout io.Writer, stderr *lineWrit
 			log.Info("nix: unknown packages", "packages", u.Packages)
 			return u
 		}
+		if stderr.sourceRev != "" && stderr.missingRev == stderr.sourceRev {
+			log.Info("nix: the package set's commit does not exist", "rev", stderr.sourceRev)
+			return &UnknownRevisionError{Rev: stderr.sourceRev}
+		}
 		log.Warn("nix failed", "err", err)
 		return &BuildError{Tail: stderr.tail, Err: fmt.Errorf("%s: %w", name, err)}
 	}
@@ -151,6 +155,10 @@ type lineWriter struct {
 	tail    []string
 	unknown *UnknownPackagesError
 
+	// sourceRev is the commit a git package set is fetched at; missingRev
+	// the commit Git or Nix said does not exist, if any.
+	sourceRev, missingRev string
+
 	// packages is build.nix's trace of what each name resolved to; only
 	// the first one counts, so a builder printing a look-alike later
 	// changes nothing.
@@ -212,6 +220,9 @@ func (w *lineWriter) line(l string, dropped int) {
 	}
 	if u := unknownError(l); u != nil {
 		w.unknown = u
+	}
+	if m := missingRevRE.FindStringSubmatch(l); m != nil && w.sourceRev != "" {
+		w.missingRev = m[1]
 	}
 	if rest, ok := strings.CutPrefix(l, packagesMarker); ok && !w.sawPackages && dropped == 0 {
 		// Evaluation traces it before anything is built. It is

@@ -144,3 +144,27 @@ let bb = builtins.path { path = ./bootstrap; name = "bootstrap-busybox"; }; in {
 		t.Errorf("the error is %d bytes long", len(err.Error()))
 	}
 }
+
+// What fetchGit says of a missing commit is recognised only for the
+// package set's own commit: a dependency's missing commit is a build
+// failure like any other.
+func TestMissingRevisionLine(t *testing.T) {
+	const rev = "0123456789abcdef0123456789abcdef01234567"
+	for _, tt := range []struct {
+		name, line, source, want string
+	}{
+		{"nix 2.8", "error: Cannot find Git revision '" + rev + "' in ref 'master' of repository '/r'! Please make sure", rev, rev},
+		{"remote", "fatal: remote error: upload-pack: not our ref " + rev, rev, rev},
+		{"another commit", "error: Cannot find Git revision '" + strings.Repeat("f", 40) + "' in ref", rev, strings.Repeat("f", 40)},
+		{"not a git source", "error: Cannot find Git revision '" + rev + "' in ref", "", ""},
+		{"a short hash", "error: Cannot find Git revision '0123456' in ref", rev, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			w := &lineWriter{sourceRev: tt.source}
+			w.Write([]byte(tt.line + "\n"))
+			if w.missingRev != tt.want {
+				t.Errorf("missing %q, want %q", w.missingRev, tt.want)
+			}
+		})
+	}
+}

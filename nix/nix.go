@@ -278,7 +278,7 @@ func (r *Runner) Resolve(ctx context.Context, req ResolveRequest) ([]Resolution,
 		args = append(args, "--add-root", filepath.Join(req.RootDir, "drv"), "--indirect")
 	}
 	args = append(args, "--expr", buildExpr, "--argstr", "packages", string(names), "--argstr", "batch", "1")
-	stderr := &lineWriter{log: r.Log, batch: true}
+	stderr := &lineWriter{log: r.Log, batch: true, sourceRev: sourceRev(req.SrcType, req.SrcArgs)}
 	if err := r.runWith(ctx, io.Discard, stderr, "nix-instantiate", append(args, r.nixArgs(req.SrcType, req.SrcArgs, req.System)...)...); err != nil {
 		return nil, err
 	}
@@ -477,7 +477,7 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 		outLink = []string{"--out-link", filepath.Join(req.RootDir, "result")}
 	}
 	args := append(outLink, "--expr", buildExpr, "--argstr", "packages", string(packages))
-	stderr := &lineWriter{log: logLine}
+	stderr := &lineWriter{log: logLine, sourceRev: sourceRev(req.SrcType, req.SrcArgs)}
 	if req.Evaluated != nil {
 		evaluated := sync.OnceFunc(req.Evaluated)
 		defer evaluated()
@@ -572,6 +572,36 @@ func unknownError(line string) *UnknownPackagesError {
 		}
 	}
 	return e
+}
+
+// missingRevRE matches what Nix's fetchGit says of a commit the
+// repository does not have: "Cannot find Git revision '<rev>' in ref …"
+// (Nix 2.8 and later), or git's "not our ref <rev>" from a remote.
+var missingRevRE = regexp.MustCompile(`(?:Cannot find Git revision '|not our ref )([0-9a-f]{40})\b`)
+
+// UnknownRevisionError means that the commit a git package set is to be
+// fetched at (a tag of 40 hex digits, taken as a commit without asking
+// the remote) does not exist in its repository.
+type UnknownRevisionError struct {
+	Rev string
+}
+
+func (e *UnknownRevisionError) Error() string {
+	return fmt.Sprintf("the package set's repository has no commit %s", e.Rev)
+}
+
+// sourceRev is the commit a git package set is fetched at, or "".
+func sourceRev(srcType, srcArgs string) string {
+	if srcType != "git" {
+		return ""
+	}
+	var args struct {
+		Rev string `json:"rev"`
+	}
+	if json.Unmarshal([]byte(srcArgs), &args) != nil {
+		return ""
+	}
+	return args.Rev
 }
 
 // ansiRE matches terminal escape sequences, which newer Nix may print.

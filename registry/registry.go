@@ -415,6 +415,7 @@ func classify(err error) *regError {
 	var unknown *nix.UnknownPackagesError
 	var buildErr *nix.BuildError
 	var unknownRev *config.UnknownRevisionError
+	var noCommit *nix.UnknownRevisionError
 	var limited *access.RateLimitedError
 	switch {
 	case errors.As(err, &re):
@@ -428,6 +429,10 @@ func classify(err error) *regError {
 		return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", unknown.Error())
 	case errors.As(err, &unknownRev):
 		return &regError{Status: http.StatusNotFound, Code: "MANIFEST_UNKNOWN", Message: unknownRev.Error()}
+	case errors.As(err, &noCommit):
+		// A tag of 40 hex digits is taken as a commit without asking the
+		// remote; Nix found out it does not exist.
+		return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", noCommit.Error())
 	case errors.As(err, &limited):
 		// This client started too many builds lately; images already
 		// built are still served.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/internal/need"
+	"github.com/nixery/nixery/nix"
 )
 
 func TestParseFlakeRef(t *testing.T) {
@@ -138,6 +139,12 @@ func TestFlakeSourceGit(t *testing.T) {
 	var unknown *UnknownRevisionError
 	if _, err := s.Resolve(ctx, "three"); !errors.As(err, &unknown) || !strings.Contains(err.Error(), "flake git+file://") {
 		t.Errorf("Resolve(three) = %v, want an UnknownRevisionError of the flake", err)
+	}
+	// A commit is taken as it is; Nix finds out the repository lacks it.
+	var noCommit *nix.UnknownRevisionError
+	missing := strings.Repeat("0123456789", 4)
+	if _, err := s.Resolve(ctx, missing); !errors.As(err, &noCommit) || noCommit.Rev != missing {
+		t.Errorf("Resolve(a commit the repository lacks) = %v, want a nix.UnknownRevisionError", err)
 	}
 
 	// A branch that moves gives a new identity once its resolution is

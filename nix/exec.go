@@ -44,7 +44,9 @@ const maxScanBytes = 64 << 10
 // line passed to r.Log and remembered for errors. It returns an error
 // wrapping ErrTimeout if ctx's deadline stopped it, ctx.Err() if ctx was
 // cancelled, an *UnknownPackagesError if build.nix reported unknown
-// names, and a *BuildError for any other failure.
+// names, an *UnknownRevisionError if the package set's commit
+// (lineWriter.sourceRev) does not exist, and a *BuildError for any other
+// failure.
 func (r *Runner) run(ctx context.Context, stdout io.Writer, logLine func(string), name string, args ...string) error {
 	return r.runWith(ctx, stdout, &lineWriter{log: logLine}, name, args...)
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 
 	"github.com/nixery/nixery/redact"
 )
@@ -69,7 +70,12 @@ func (r *Runner) FlakeMetadata(ctx context.Context, ref string) (*FlakeMetadata,
 	args := append(append([]string{}, flakeFeatures...), "flake", "metadata", "--json",
 		"--no-write-lock-file", "--option", "accept-flake-config", "false")
 	args = append(append(append(args, r.offline()...), r.storeBounds()...), "--", ref)
-	if err := r.run(ctx, out, nil, "nix", args...); err != nil {
+	// A flake in git at a commit it lacks is an UnknownRevisionError.
+	stderr := &lineWriter{}
+	if m := flakeRevRE.FindStringSubmatch(ref); m != nil {
+		stderr.sourceRev = m[1]
+	}
+	if err := r.runWith(ctx, out, stderr, "nix", args...); err != nil {
 		return nil, err
 	}
 	if out.over {
@@ -77,6 +83,9 @@ func (r *Runner) FlakeMetadata(ctx context.Context, ref string) (*FlakeMetadata,
 	}
 	return parseFlakeMetadata(out.data, ref, os.ReadFile)
 }
+
+// flakeRevRE finds the commit a flake reference asks for.
+var flakeRevRE = regexp.MustCompile(`[?&]rev=([0-9a-f]{40})\b`)
 
 // maxLockFile bounds what is read of a flake's flake.lock.
 const maxLockFile = 16 << 20

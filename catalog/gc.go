@@ -137,6 +137,11 @@ type collector struct {
 	digestRoots []digest.Digest
 	deleted     bool // expired entries were deleted (not a dry run)
 	leases      map[string]leaseSeen
+
+	// From the sweep, for tidy: every blob listed, the blobs deleted, and
+	// the modification time before which an unmarked blob was old enough.
+	blobs, gone map[digest.Digest]bool
+	youngBefore time.Time
 }
 
 // leaseSeen is a lease as last read, reused while its modification time
@@ -221,15 +226,30 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 		return g.rep, fmt.Errorf("gc: reading the storage's clock: %w", err)
 	}
 	cutoff := t0.Add(-o.MaxAge)
+	// The steps of the package doc, in order.
+	for _, step := range []func(context.Context) error{
+		func(ctx context.Context) error { return g.expire(ctx, cutoff) },
+		g.grace,
+		func(ctx context.Context) error { return g.markRoots(ctx, cutoff) },
+		g.sweep,
+		func(ctx context.Context) error { return g.tidy(ctx, t0, cutoff) },
+	} {
+		if err := step(ctx); err != nil {
+			return g.rep, err
+		}
+	}
+	return g.rep, nil
+}
 
-	// 1. Expired entries.
+// expire deletes the entries not written nor pulled since cutoff (step 1).
+func (g *collector) expire(ctx context.Context, cutoff time.Time) error {
 	entries, err := g.list(ctx, manifestsPrefix)
 	if err != nil {
-		return g.rep, err
+		return err
 	}
 	uses, err := g.list(ctx, imageUsesPrefix)
 	if err != nil {
-		return g.rep, err
+		return err
 	}
 	g.expired = map[string]Entry{}
 	for key, mod := range entries {
@@ -245,7 +265,7 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 		}
 		e, err := g.c.Entry(ctx, key)
 		if err != nil && !errors.Is(err, storage.ErrNotFound) {
-			return g.rep, err
+			return err
 		}
 		g.expired[key] = e
 	}
@@ -256,25 +276,30 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 		for _, name := range []string{imageUsesPrefix + key, manifestsPrefix + key, detailsPrefix + key} {
 			if !g.opts.DryRun {
 				if err := g.store.DeleteObject(ctx, name); err != nil {
-					return g.rep, err
+					return err
 				}
 			}
 		}
 	}
+	return nil
+}
 
-	// 2. Replicas drop the deleted entries from memory.
-	if len(g.expired) > 0 && !o.DryRun {
-		g.deleted = true
-		if err := o.Sleep(ctx, o.EntryGrace); err != nil {
-			return g.rep, err
-		}
+// grace gives the replicas the time to drop the deleted entries from
+// memory (step 2).
+func (g *collector) grace(ctx context.Context) error {
+	if len(g.expired) == 0 || g.opts.DryRun {
+		return nil
 	}
+	g.deleted = true
+	return g.opts.Sleep(ctx, g.opts.EntryGrace)
+}
 
-	// 3. Mark, from the entries and the manifests pulled by digest
-	// within the age.
+// markRoots marks from the entries and the manifests pulled by digest
+// since cutoff (step 3); older digest use records go.
+func (g *collector) markRoots(ctx context.Context, cutoff time.Time) error {
 	digestUses, err := g.list(ctx, digestUsesPrefix)
 	if err != nil {
-		return g.rep, err
+		return err
 	}
 	for hex, mod := range digestUses {
 		d := digest.NewDigestFromEncoded(digest.SHA256, hex)
@@ -283,28 +308,35 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 		}
 		if mod.Before(cutoff) {
 			if err := g.del(ctx, digestUsesPrefix+hex); err != nil {
-				return g.rep, err
+				return err
 			}
 			continue
 		}
 		g.digestRoots = append(g.digestRoots, d)
 	}
 	if err := g.mark(ctx); err != nil {
-		return g.rep, err
+		return err
 	}
 	g.rep.ImagesKept = len(g.entries)
+	return nil
+}
 
-	// 4. Sweep blobs.
+// sweep deletes the blobs nothing marked that are older than the blob
+// grace, in batches, with the leases read again before each batch and a
+// new mark when the last one is old (step 4). It records every blob seen
+// and every blob deleted for tidy.
+func (g *collector) sweep(ctx context.Context) error {
+	o := &g.opts
 	type blob struct {
 		d    digest.Digest
 		size int64
 	}
 	var candidates []blob
-	all := map[digest.Digest]bool{}
-	youngBefore := g.markedAt.Add(-o.BlobGrace)
-	err = g.store.ListBlobs(ctx, func(d digest.Digest, size int64, mod time.Time) error {
-		all[d] = true
-		if g.live[d] || !mod.Before(youngBefore) {
+	g.blobs, g.gone = map[digest.Digest]bool{}, map[digest.Digest]bool{}
+	g.youngBefore = g.markedAt.Add(-o.BlobGrace)
+	err := g.store.ListBlobs(ctx, func(d digest.Digest, size int64, mod time.Time) error {
+		g.blobs[d] = true
+		if g.live[d] || !mod.Before(g.youngBefore) {
 			g.rep.BlobsKept++
 			return nil
 		}
@@ -312,9 +344,8 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 		return nil
 	})
 	if err != nil {
-		return g.rep, err
+		return err
 	}
-	gone := map[digest.Digest]bool{}
 	for len(candidates) > 0 {
 		batch := candidates[:min(deleteBatch, len(candidates))]
 		candidates = candidates[len(batch):]
@@ -326,12 +357,12 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 		if !o.DryRun {
 			if time.Since(g.markedLocal) > LeaseTTL/2 {
 				if err := g.mark(ctx); err != nil {
-					return g.rep, err
+					return err
 				}
 			}
 			// The leases once more, right before the deletions.
 			if err := g.markLeases(ctx, g.storageNow()); err != nil {
-				return g.rep, err
+				return err
 			}
 		}
 		batch = slices.DeleteFunc(slices.Clone(batch), func(b blob) bool {
@@ -347,24 +378,32 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 				eg.Go(func() error { return g.store.DeleteBlob(ectx, b.d) })
 			}
 			if err := eg.Wait(); err != nil {
-				return g.rep, err
+				return err
 			}
 		}
 		for _, b := range batch {
-			gone[b.d] = true
+			g.gone[b.d] = true
 			g.rep.BlobsDeleted++
 			g.rep.BytesDeleted += b.size
 		}
 	}
+	return nil
+}
 
-	// 5. Everything else that refers to nothing any more.
-	settled := g.markedAt.Add(-o.EntryGrace)
+// tidy deletes everything else that refers to nothing any more (step 5):
+// layer cache entries of deleted or missing blobs, orphaned details and
+// use records, package lists and resolutions older than cutoff, lapsed
+// leases and claims, and uploads abandoned since before t0 less
+// storage.AbandonedAfter.
+func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
+	settled := g.markedAt.Add(-g.opts.EntryGrace)
 	// Layer cache entries are read only when blobs went: an entry whose
 	// blob vanished otherwise is a miss that packing overwrites anyway.
 	layerEntries := map[string]time.Time{}
-	if len(gone) > 0 {
+	if len(g.gone) > 0 {
+		var err error
 		if layerEntries, err = g.list(ctx, layersPrefix); err != nil {
-			return g.rep, err
+			return err
 		}
 	}
 	for key, mod := range layerEntries {
@@ -373,70 +412,64 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 			continue
 		}
 		if err != nil {
-			return g.rep, err
+			return err
 		}
 		var l struct{ Digest digest.Digest }
 		unreadable := json.Unmarshal(raw, &l) != nil || l.Digest.Validate() != nil
-		if gone[l.Digest] || ((unreadable || !all[l.Digest]) && mod.Before(youngBefore)) {
+		if g.gone[l.Digest] || ((unreadable || !g.blobs[l.Digest]) && mod.Before(g.youngBefore)) {
 			if err := g.del(ctx, layersPrefix+key); err != nil {
-				return g.rep, err
+				return err
 			}
 		}
 	}
-	for _, prefix := range []string{detailsPrefix, imageUsesPrefix} {
-		objs, err := g.list(ctx, prefix)
-		if err != nil {
-			return g.rep, err
+	// Details and use records of entries that are gone.
+	if err := g.deleteUnder(ctx, []string{detailsPrefix, imageUsesPrefix}, func(key string, mod time.Time) bool {
+		if _, wasExpired := g.expired[key]; g.opts.DryRun && wasExpired {
+			return false // counted with the entry
 		}
-		for key, mod := range objs {
-			_, wasExpired := g.expired[key]
-			if g.opts.DryRun && wasExpired {
-				continue // counted with the entry
-			}
-			if !g.entries[key] && mod.Before(settled) {
-				if err := g.del(ctx, prefix+key); err != nil {
-					return g.rep, err
-				}
-			}
-		}
+		return !g.entries[key] && mod.Before(settled)
+	}); err != nil {
+		return err
 	}
 	// Package lists and package resolutions not written within the age
 	// (an evaluation writes them again when it needs them).
-	for _, prefix := range []string{searchPrefix, resolvedPrefix} {
-		objs, err := g.list(ctx, prefix)
-		if err != nil {
-			return g.rep, err
-		}
-		for key, mod := range objs {
-			if mod.Before(cutoff) {
-				if err := g.del(ctx, prefix+key); err != nil {
-					return g.rep, err
-				}
-			}
-		}
+	if err := g.deleteUnder(ctx, []string{searchPrefix, resolvedPrefix}, func(_ string, mod time.Time) bool {
+		return mod.Before(cutoff)
+	}); err != nil {
+		return err
 	}
 	// Lapsed build leases and build claims (whose holders died).
-	for _, prefix := range []string{leasesPrefix, flightsPrefix} {
-		objs, err := g.list(ctx, prefix)
-		if err != nil {
-			return g.rep, err
-		}
-		for id, mod := range objs {
-			if mod.Before(g.markedAt.Add(-2 * LeaseTTL)) {
-				if err := g.del(ctx, prefix+id); err != nil {
-					return g.rep, err
-				}
-			}
-		}
+	if err := g.deleteUnder(ctx, []string{leasesPrefix, flightsPrefix}, func(_ string, mod time.Time) bool {
+		return mod.Before(g.markedAt.Add(-2 * LeaseTTL))
+	}); err != nil {
+		return err
 	}
-	if !o.DryRun {
+	if !g.opts.DryRun {
 		n, err := g.store.DeleteTemporaries(ctx, t0.Add(-storage.AbandonedAfter))
 		if err != nil {
-			return g.rep, err
+			return err
 		}
 		g.rep.Temporaries = n
 	}
-	return g.rep, nil
+	return nil
+}
+
+// deleteUnder deletes the objects under prefixes for which gone says so.
+func (g *collector) deleteUnder(ctx context.Context, prefixes []string, gone func(key string, mod time.Time) bool) error {
+	for _, prefix := range prefixes {
+		objs, err := g.list(ctx, prefix)
+		if err != nil {
+			return err
+		}
+		for key, mod := range objs {
+			if gone(key, mod) {
+				if err := g.del(ctx, prefix+key); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // mark (re)computes the live blobs from the entries stored now, the

@@ -2,8 +2,11 @@ package builder
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/nixery/nixery/catalog"
 	"github.com/nixery/nixery/config"
@@ -92,20 +95,39 @@ func (b *Builder) resolveShared(ctx context.Context, set evalSet, names []string
 
 // known returns the output paths and main programs of req's packages if
 // an evaluation of the same package set resolved every one of them before
-// (within the cache time for a moving source), or nil.
+// (within the cache time for a moving source), or nil. The resolutions
+// are read a few at once (a round trip each on a bucket); the first name
+// not resolved ends the reading.
 func (b *Builder) known(ctx context.Context, req *image.Request, src config.Resolved) *catalog.Resolved {
+	found := make([]catalog.Resolved, len(req.Packages))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, name := range req.Packages {
+		g.Go(func() error {
+			r, ok, err := b.Catalog().Resolution(gctx, src.Identity, req.Arch.System, name)
+			if err != nil {
+				if gctx.Err() == nil {
+					b.logger().Warn("resolved packages not read; evaluating", "err", err)
+				}
+				return err
+			}
+			if !ok || !r.Fresh(src.Immutable, b.CacheTTL, time.Now()) {
+				return errNotResolved
+			}
+			found[i] = r
+			return nil
+		})
+	}
+	if g.Wait() != nil {
+		return nil
+	}
 	all := &catalog.Resolved{}
-	for _, name := range req.Packages {
-		r, ok, err := b.Catalog().Resolution(ctx, src.Identity, req.Arch.System, name)
-		if err != nil {
-			b.logger().Warn("resolved packages not read; evaluating", "err", err)
-			return nil
-		}
-		if !ok || !r.Fresh(src.Immutable, b.CacheTTL, time.Now()) {
-			return nil
-		}
+	for _, r := range found {
 		all.Outputs = append(all.Outputs, r.Outputs...)
 		all.Programs = append(all.Programs, r.Programs...)
 	}
 	return all
 }
+
+// errNotResolved ends known's reading at a name not resolved before.
+var errNotResolved = errors.New("not resolved before")

@@ -5,6 +5,7 @@
 //	go run ./bench/workload                  # the 26 images at the generated sizes (1,517 MiB of store paths)
 //	go run ./bench/workload -scale 0.05      # a quick run: every store path 1/20 of its size
 //	go run ./bench/workload -images 20       # the first 20 images only
+//	go run ./bench/workload -pull shell/git  # other images of the generated set, in this order
 //
 // It needs root with Nix (nix-build), skopeo and a static busybox
 // (Debian: busybox-static), and no network beyond 127.0.0.1. Steps:
@@ -67,6 +68,7 @@ func main() {
 	scale := flag.Float64("scale", 1, "NAR size of every store path × this (1: the generated sizes; smaller for a quick run)")
 	seed := flag.Uint64("seed", 1, "seed of the generated package set")
 	images := flag.Int("images", len(pkgset.Workload), "pull the first N images of the workload")
+	pull := flag.String("pull", "", "comma-separated image names to pull instead of the workload (packages of the generated set, meta-package shell)")
 	warm := flag.Bool("warm", true, "pull everything a second time from the warm server, into a fresh client directory")
 	nixery := flag.String("nixery", "", "the nixery binary to measure (default: built from this checkout with go build)")
 	keep := flag.Bool("keep", false, "keep the temporary directory (package set, storage, server log, client directories)")
@@ -75,9 +77,13 @@ func main() {
 		fmt.Fprintf(os.Stderr, "workload: -images must be 1 to %d\n", len(pkgset.Workload))
 		os.Exit(2)
 	}
+	workload := pkgset.Workload[:*images]
+	if *pull != "" {
+		workload = strings.Split(*pull, ",")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *scale, *seed, pkgset.Workload[:*images], *warm, *nixery, *keep); err != nil {
+	if err := run(ctx, *scale, *seed, workload, *warm, *nixery, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "workload:", err)
 		os.Exit(1)
 	}

@@ -6,7 +6,7 @@
 //	go run ./bench/sharing -budget 100,30,24,20     # the tables of docs/layering.md
 //	go run ./bench/sharing -budget 20 -seed 7
 //
-// The package set is generated (see pkgset.go), shaped like nixpkgs; the
+// The package set is generated (package bench/pkgset), shaped like nixpkgs; the
 // popularity table is derived from it as the original Nixery derives its
 // table from the binary cache. A layer is downloaded only if its exact set
 // of store paths (hence, with deterministic packing, its digest) was not
@@ -25,51 +25,6 @@ import (
 
 	"github.com/nixery/nixery/layers"
 )
-
-// workload is the sequence of images pulled, by name as in a pull URL.
-var workload = []string{
-	"shell",
-	"shell/git",
-	"shell/python3",
-	"python3Packages.numpy",
-	"curl",
-	"jq",
-	"git/curl",
-	"nodejs",
-	"go",
-	"postgresql",
-	"redis",
-	"nginx",
-	"htop",
-	"vim",
-	"shell/htop/vim",
-	"python3Packages.requests/python3Packages.flask",
-	"python3Packages.pandas/python3Packages.scipy/python3Packages.matplotlib",
-	"emacs",
-	"ffmpeg",
-	"shell/nodejs/git",
-	"shell/go/git",
-	"imagemagick",
-	"postgresql/redis",
-	"shell/emacs/git",
-	"shell/python3/perl",
-	"curl/jq/openssh",
-}
-
-// shell is the meta-package of the same name.
-var shell = []string{"bashInteractive", "coreutils", "moreutils", "nano"}
-
-func attrs(image string) []string {
-	var out []string
-	for _, c := range strings.Split(image, "/") {
-		if c == "shell" {
-			out = append(out, shell...)
-		} else {
-			out = append(out, c)
-		}
-	}
-	return out
-}
 
 // algorithm groups one image's closure into at most budget groups.
 type algorithm struct {

@@ -33,10 +33,6 @@ func Generate(store string, total int64) ([]Path, int64, error) {
 	// The graph has its own stream, so that the files are the same as
 	// before references were added.
 	g := rand.New(rand.NewPCG(7, 77))
-	words := strings.Fields(`the of and to in is for on that with as by this from are be at or an it
-		include define return struct static const void int char unsigned if else while
-		export PATH bin lib share usr nix store glibc python3 import def class self None
-		function local echo then fi done case esac license copyright GNU General Public`)
 	var paths []Path
 	var written int64
 	for i := 0; written < total; i++ {
@@ -88,6 +84,34 @@ func Generate(store string, total int64) ([]Path, int64, error) {
 		paths = append(paths, sp)
 	}
 	return paths, written, nil
+}
+
+// words are the vocabulary of text files.
+var words = strings.Fields(`the of and to in is for on that with as by this from are be at or an it
+	include define return struct static const void int char unsigned if else while
+	export PATH bin lib share usr nix store glibc python3 import def class self None
+	function local echo then fi done case esac license copyright GNU General Public`)
+
+// FileSize draws the size of one file as Generate does: heavy-tailed,
+// 200 bytes to 64 MiB, about 60 KB on average.
+func FileSize(r *rand.Rand) int64 {
+	return min(64<<20, max(200, int64(20e3*expish(r))))
+}
+
+// Content returns size bytes of one file's content of a kind drawn as
+// Generate draws it (35 % text, 45 % binary-like, 20 % incompressible),
+// and the file's path relative to its store path, made unique by f (the
+// file's number in its store path) as Generate names it. bench/workload
+// fills the store paths of its Nix package set with it.
+func Content(r *rand.Rand, size, f int) (data []byte, file string) {
+	switch kind := r.IntN(100); {
+	case kind < 35:
+		return text(r, words, size), fmt.Sprintf("share/doc/f%d.txt", f)
+	case kind < 80:
+		return binaryLike(r, size), fmt.Sprintf("lib/lib%d.so", f)
+	default:
+		return random(r, size), fmt.Sprintf("share/data/f%d.gz", f)
+	}
 }
 
 // expish draws from a heavy-tailed distribution with mean of about 3.

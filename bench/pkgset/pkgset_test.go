@@ -1,0 +1,71 @@
+package pkgset
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"slices"
+	"testing"
+)
+
+// TestGenerateIsStable pins the generated set of seed 1: the figures of
+// bench/sharing (docs/layering.md) and bench/workload
+// (docs/measurements.md) were measured on exactly this set, so a change
+// to the generator must show here, on purpose.
+func TestGenerateIsStable(t *testing.T) {
+	s := Generate(1)
+	h := sha256.New()
+	names := make([]string, 0, len(s.Paths))
+	for n := range s.Paths {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		p := s.Paths[n]
+		fmt.Fprintln(h, p.Name, p.Path, p.Size, p.Refs)
+	}
+	if got, want := fmt.Sprintf("%x", h.Sum(nil)), "38bdaec2322a59700fbc76b105ecb74cd7704378549113fb4414b7701a7b4224"; got != want {
+		t.Errorf("seed 1 generates a different set: digest %s, want %s", got, want)
+	}
+	if got := len(s.Paths); got != 1082 {
+		t.Errorf("%d store paths, want 1082", got)
+	}
+}
+
+// TestWorkloadClosures checks that every image of the workload resolves
+// and that together they need 249 distinct store paths (1,590,958,451
+// NAR bytes), the figures docs/layering.md quotes.
+func TestWorkloadClosures(t *testing.T) {
+	s := Generate(1)
+	distinct := map[string]int64{}
+	for _, name := range Workload {
+		c, err := s.Closure(Packages(name))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, p := range c {
+			distinct[p.Path] = p.Size
+		}
+	}
+	var total int64
+	for _, size := range distinct {
+		total += size
+	}
+	if len(distinct) != 249 || total != 1590958451 {
+		t.Errorf("workload: %d distinct paths, %d bytes; want 249, 1590958451", len(distinct), total)
+	}
+}
+
+func TestPackages(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want []string
+	}{
+		{"git", []string{"git"}},
+		{"shell/git", []string{"bashInteractive", "coreutils", "moreutils", "nano", "git"}},
+		{"python3Packages.requests/python3Packages.flask", []string{"python3Packages.requests", "python3Packages.flask"}},
+	} {
+		if got := Packages(tc.name); !slices.Equal(got, tc.want) {
+			t.Errorf("Packages(%q) = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

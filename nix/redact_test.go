@@ -21,7 +21,8 @@ import (
 // TestCredentialsRedacted: Nix's messages about a git source repeat its
 // URL, and so its credentials; neither the log lines nor the error do.
 // The repository is served on 127.0.0.1 by git http-backend, and Nix is
-// asked for a commit it lacks, which Nix reports naming the repository.
+// asked for a commit it lacks, which Nix reports naming the repository
+// (the error itself, an UnknownRevisionError, names only the commit).
 func TestCredentialsRedacted(t *testing.T) {
 	if _, err := exec.LookPath("nix-build"); err != nil {
 		need.Skip(t, "nix-build not installed")
@@ -56,9 +57,9 @@ func TestCredentialsRedacted(t *testing.T) {
 	r := &Runner{Timeout: time.Minute, Offline: true, Log: func(l string) { mu.Lock(); lines = append(lines, l); mu.Unlock() }}
 	_, err = r.Build(context.Background(), Request{SrcType: "git", Packages: []string{"hello"},
 		SrcArgs: `{"url":"` + url + `","ref":"main","rev":"0123456789abcdef0123456789abcdef01234567"}`})
-	var b *BuildError
-	if !errors.As(err, &b) {
-		t.Fatalf("got %v, want BuildError", err)
+	var noRev *UnknownRevisionError
+	if !errors.As(err, &noRev) {
+		t.Fatalf("got %v, want UnknownRevisionError", err)
 	}
 	t.Logf("%v", err)
 	if strings.Contains(err.Error(), password) {
@@ -71,9 +72,23 @@ func TestCredentialsRedacted(t *testing.T) {
 			t.Errorf("a log line shows the password: %s", l)
 		}
 	}
-	// Nix did name the repository: the redaction was put to work.
-	if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, "alice:xxxxx@127.0.0.1") }) ||
-		!strings.Contains(err.Error(), "alice:xxxxx@127.0.0.1") {
+	// Nix did name the repository: the redaction was put to work (the
+	// same redaction makes the tail of a BuildError).
+	if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, "alice:xxxxx@127.0.0.1") }) {
 		t.Errorf("Nix's messages did not name the repository, redacted:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// A BuildError's tail and its cause show no credentials of URLs.
+func TestBuildErrorRedacted(t *testing.T) {
+	w := &lineWriter{}
+	w.Write([]byte("error: fetching 'https://alice:s3cr3t@git.example/pkgs' failed\n"))
+	err := &BuildError{Tail: w.tail, Err: errors.New("git clone https://bob:t0ken@git.example/pkgs: exit status 128")}
+	msg := err.Error()
+	if strings.Contains(msg, "s3cr3t") || strings.Contains(msg, "t0ken") {
+		t.Errorf("the error shows a credential: %s", msg)
+	}
+	if !strings.Contains(msg, "alice:xxxxx@git.example") || !strings.Contains(msg, "bob:xxxxx@git.example") {
+		t.Errorf("the error lost the URLs: %s", msg)
 	}
 }

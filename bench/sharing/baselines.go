@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"slices"
 	"strings"
+
+	"github.com/nixery/nixery/bench/pkgset"
 )
 
 // image is one image's closure, numbered: the shape every grouping here
@@ -16,18 +18,18 @@ type image struct {
 	roots []int   // the requested packages' paths
 }
 
-func newImage(paths []*storePath, roots []string) *image {
+func newImage(paths []*pkgset.Path, roots []string) *image {
 	im := &image{}
 	idx := map[string]int{}
 	for i, p := range paths {
-		idx[p.path] = i
-		im.names = append(im.names, p.path)
-		im.base = append(im.base, p.name)
-		im.sizes = append(im.sizes, p.size)
+		idx[p.Path] = i
+		im.names = append(im.names, p.Path)
+		im.base = append(im.base, p.Name)
+		im.sizes = append(im.sizes, p.Size)
 	}
 	im.refs = make([][]int, len(paths))
 	for i, p := range paths {
-		for _, r := range p.refs {
+		for _, r := range p.Refs {
 			if j, ok := idx[r]; ok && j != i {
 				im.refs[i] = append(im.refs[i], j)
 			}

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/nixery/nixery/bench/pkgset"
 	"github.com/nixery/nixery/layers"
 )
 
@@ -45,8 +46,8 @@ func main() {
 	verbose := flag.Bool("v", false, "print per-image downloads")
 	flag.Parse()
 
-	set := generate(*seed)
-	pop := set.popularity()
+	set := pkgset.Generate(*seed)
+	pop := set.Popularity()
 	threshold := popularityThreshold(pop)
 	algs := algorithms(pop)
 
@@ -60,11 +61,11 @@ func main() {
 		budgets = append(budgets, b)
 	}
 
-	closures := make([][]*storePath, len(workload))
+	closures := make([][]*pkgset.Path, len(pkgset.Workload))
 	distinct := map[string]int64{}
 	maxPaths := 0
-	for i, img := range workload {
-		c, err := set.closure(attrs(img))
+	for i, img := range pkgset.Workload {
+		c, err := set.Closure(pkgset.Packages(img))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
@@ -72,7 +73,7 @@ func main() {
 		closures[i] = c
 		maxPaths = max(maxPaths, len(c))
 		for _, p := range c {
-			distinct[p.path] = p.size
+			distinct[p.Path] = p.Size
 		}
 	}
 	var lower int64
@@ -80,7 +81,7 @@ func main() {
 		lower += s
 	}
 	fmt.Printf("package set: %d store paths (seed %d); workload: %d images, %d distinct store paths, largest closure %d paths\n",
-		len(set.paths), *seed, len(workload), len(distinct), maxPaths)
+		len(set.Paths), *seed, len(pkgset.Workload), len(distinct), maxPaths)
 	fmt.Printf("popularity table: %d names; original Nixery's popularity threshold (top 1%%): %d\n\n", len(pop), threshold)
 
 	for _, budget := range budgets {
@@ -97,7 +98,7 @@ func main() {
 			fmt.Fprintf(tw, "%s\t%.1f\t%.3f\t%d\t%d\t\n", alg.name, mib(r.downloaded), float64(r.downloaded)/float64(lower), r.maxLayers+1, r.overBudget)
 			if *verbose {
 				for i, b := range r.perImage {
-					fmt.Fprintf(tw, "  %s\t%.1f\t\t\t\t\n", workload[i], mib(b))
+					fmt.Fprintf(tw, "  %s\t%.1f\t\t\t\t\n", pkgset.Workload[i], mib(b))
 				}
 			}
 		}
@@ -109,7 +110,7 @@ func main() {
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // simulate pulls the workload in order with a client-side layer cache.
-func simulate(set *pkgSet, closures [][]*storePath, alg algorithm, budget int) (result, error) {
+func simulate(set *pkgset.Set, closures [][]*pkgset.Path, alg algorithm, budget int) (result, error) {
 	var r result
 	cache := map[string]bool{}
 	for i, c := range closures {
@@ -117,15 +118,15 @@ func simulate(set *pkgSet, closures [][]*storePath, alg algorithm, budget int) (
 		size := map[string]int64{}
 		var roots []string
 		for j, p := range c {
-			paths[j] = layers.Path{Name: p.path, Size: p.size, References: p.refs}
-			size[p.path] = p.size
+			paths[j] = layers.Path{Name: p.Path, Size: p.Size, References: p.Refs}
+			size[p.Path] = p.Size
 		}
-		for _, a := range attrs(workload[i]) {
-			roots = append(roots, set.paths[set.attrs[a]].path)
+		for _, a := range pkgset.Packages(pkgset.Workload[i]) {
+			roots = append(roots, set.Paths[set.Attrs[a]].Path)
 		}
 		groups := alg.group(newImage(c, roots), paths, budget)
 		if err := checkPartition(c, groups); err != nil {
-			return r, fmt.Errorf("%s: %w", workload[i], err)
+			return r, fmt.Errorf("%s: %w", pkgset.Workload[i], err)
 		}
 		r.maxLayers = max(r.maxLayers, len(groups))
 		if len(groups) > budget {
@@ -150,7 +151,7 @@ func simulate(set *pkgSet, closures [][]*storePath, alg algorithm, budget int) (
 
 // checkPartition verifies that groups hold every path of the closure
 // exactly once, each group sorted.
-func checkPartition(c []*storePath, groups [][]string) error {
+func checkPartition(c []*pkgset.Path, groups [][]string) error {
 	seen := map[string]int{}
 	for _, g := range groups {
 		if !slices.IsSorted(g) {
@@ -164,8 +165,8 @@ func checkPartition(c []*storePath, groups [][]string) error {
 		return fmt.Errorf("%d paths in groups, closure has %d", len(seen), len(c))
 	}
 	for _, p := range c {
-		if seen[p.path] != 1 {
-			return fmt.Errorf("%s in %d groups", p.path, seen[p.path])
+		if seen[p.Path] != 1 {
+			return fmt.Errorf("%s in %d groups", p.Path, seen[p.Path])
 		}
 	}
 	return nil

@@ -1,24 +1,28 @@
 package main
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/nixery/nixery/bench/pkgset"
+)
 
 // TestAlgorithms runs the whole workload once per algorithm and budget:
 // every grouping must be a partition of the closure within the budget, no
 // algorithm may download less than the lower bound, and layers.Group and
 // layers.GroupWith may not download more than the grouping they replaced.
 func TestAlgorithms(t *testing.T) {
-	set := generate(1)
-	pop := set.popularity()
-	var closures [][]*storePath
+	set := pkgset.Generate(1)
+	pop := set.Popularity()
+	var closures [][]*pkgset.Path
 	distinct := map[string]int64{}
-	for _, img := range workload {
-		c, err := set.closure(attrs(img))
+	for _, img := range pkgset.Workload {
+		c, err := set.Closure(pkgset.Packages(img))
 		if err != nil {
 			t.Fatal(err)
 		}
 		closures = append(closures, c)
 		for _, p := range c {
-			distinct[p.path] = p.size
+			distinct[p.Path] = p.Size
 		}
 	}
 	var lower int64

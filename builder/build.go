@@ -473,14 +473,10 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 		return func(name string) {
 			nixPhase = name
 			msg := what + " " + strings.Join(req.Packages, ", ")
-			kind := "phase"
-			switch {
-			case name == "graph":
+			if name == "graph" {
 				msg = "querying the closure's sizes and references"
-			case name == "realise" && pl.announced:
-				kind = "log" // the phase started with the shared evaluation
 			}
-			p.publish(Event{Kind: kind, Phase: name, Message: msg})
+			p.publish(Event{Kind: "phase", Phase: name, Message: msg})
 		}
 	}
 	var res *nix.Result
@@ -488,14 +484,12 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 	case pl.shared != nil:
 		// An evaluation shared with other builds resolved every package
 		// just now and rooted its derivations: what fails here is this
-		// build's own failure.
+		// build's own failure, not a reason to evaluate again.
 		res, err = b.Nix.Realise(ctx, nix.KnownRequest{Paths: pl.outputs, Realise: pl.realise, RootDir: roots, Log: logLine, Phase: phaseOf("building")})
-		if err != nil {
-			log.Info("build failed", "phase", "nix", "err", err)
-			return nil, err
+		if err == nil {
+			res.Programs = pl.programs
+			res.Realise += pl.waited // the evaluation is part of realising
 		}
-		res.Programs = pl.programs
-		res.Realise += pl.waited // the evaluation is part of realising
 	case pl.outputs != nil:
 		// Every package was resolved before: no evaluation at all.
 		res, err = b.Nix.Realise(ctx, nix.KnownRequest{Paths: pl.outputs, RootDir: roots, Log: logLine, Phase: phaseOf("realising (resolved before)")})
@@ -506,7 +500,7 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 			log.Info("packages resolved before cannot be realised; evaluating again", "err", err)
 		}
 	}
-	if res == nil && ctx.Err() == nil {
+	if res == nil && pl.shared == nil && ctx.Err() == nil {
 		b.stats.Evaluations.Add(1)
 		res, err = b.Nix.Build(ctx, nix.Request{
 			SrcType: src.Type, SrcArgs: src.Args, Packages: req.Packages, System: req.Arch.System, RootDir: roots,

@@ -25,7 +25,6 @@ type plan struct {
 	realise           []string  // with shared: what nix-store --realise builds them from
 	shared            *resolved // the shared evaluation, whose roots the build holds
 	waited            time.Duration
-	announced         bool   // the realise phase was published (it began with the evaluation)
 	lead              func() // the build evaluates alone and leads: call when its evaluation is over
 }
 
@@ -60,14 +59,14 @@ func (b *Builder) plan(ctx context.Context, req *image.Request, src config.Resol
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return &plan{announced: true}, nil
+		return &plan{}, nil
 	}
-	pl := &plan{shared: shared, waited: time.Since(start), announced: true}
+	pl := &plan{shared: shared, waited: time.Since(start)}
 	for _, name := range req.Packages {
 		r, ok := shared.res[name]
 		if !ok {
 			shared.release()
-			return &plan{announced: true}, nil // Build evaluates again and says why
+			return &plan{}, nil // Build evaluates again and says why
 		}
 		pl.outputs = append(pl.outputs, r.Outputs...)
 		pl.programs = append(pl.programs, r.Programs...)

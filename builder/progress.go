@@ -51,11 +51,22 @@ type progress struct {
 	// onPhase, if set, also hears every phase this build starts (the
 	// holder of a fleet-wide claim publishes them for other replicas).
 	onPhase func(phase string)
+	phase   string // the phase going on
 }
 
+// publish records e and hands it to the subscribers. A phase event for
+// the phase going on is a log line of that phase: a phase starts once
+// (the realise phase of a build that shared an evaluation started with
+// the evaluation, before Nix realises).
 func (p *progress) publish(e Event) {
 	e.Time = time.Now().UTC()
 	p.mu.Lock()
+	if e.Kind == "phase" {
+		if e.Phase == p.phase {
+			e.Kind = "log"
+		}
+		p.phase = e.Phase
+	}
 	hook := p.onPhase
 	p.mu.Unlock()
 	if hook != nil && e.Kind == "phase" && e.Phase != "" {
@@ -91,8 +102,6 @@ func (p *progress) publish(e Event) {
 	}
 }
 
-// subscribe returns the events so far and a channel of the ones to come
-// (nil if the build is over).
 // setPhaseHook sets onPhase.
 func (p *progress) setPhaseHook(hook func(string)) {
 	p.mu.Lock()
@@ -100,6 +109,8 @@ func (p *progress) setPhaseHook(hook func(string)) {
 	p.onPhase = hook
 }
 
+// subscribe returns the events so far and a channel of the ones to come
+// (nil if the build is over).
 func (p *progress) subscribe() ([]Event, chan Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -227,18 +227,19 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 	}
 	cutoff := t0.Add(-o.MaxAge)
 	// The steps of the package doc, in order.
-	for _, step := range []func(context.Context) error{
-		func(ctx context.Context) error { return g.expire(ctx, cutoff) },
-		g.grace,
-		func(ctx context.Context) error { return g.markRoots(ctx, cutoff) },
-		g.sweep,
-		func(ctx context.Context) error { return g.tidy(ctx, t0, cutoff) },
-	} {
-		if err := step(ctx); err != nil {
-			return g.rep, err
-		}
+	if err := g.expire(ctx, cutoff); err != nil {
+		return g.rep, err
 	}
-	return g.rep, nil
+	if err := g.grace(ctx); err != nil {
+		return g.rep, err
+	}
+	if err := g.markRoots(ctx, cutoff); err != nil {
+		return g.rep, err
+	}
+	if err := g.sweep(ctx); err != nil {
+		return g.rep, err
+	}
+	return g.rep, g.tidy(ctx, t0, cutoff)
 }
 
 // expire deletes the entries not written nor pulled since cutoff (step 1).

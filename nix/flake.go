@@ -61,11 +61,8 @@ type FlakeMetadata struct {
 // false). A flake's nixConfig is never applied: it could name
 // substituters or other settings for Nixery's Nix.
 func (r *Runner) FlakeMetadata(ctx context.Context, ref string) (*FlakeMetadata, error) {
-	if r.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := r.bounded(ctx)
+	defer cancel()
 	out := &cappedBuffer{max: maxFlakeMetadata}
 	args := append(append([]string{}, flakeFeatures...), "flake", "metadata", "--json",
 		"--no-write-lock-file", "--option", "accept-flake-config", "false")

@@ -263,11 +263,8 @@ func (r *Runner) Resolve(ctx context.Context, req ResolveRequest) ([]Resolution,
 	if len(req.Names) == 0 {
 		return nil, nil
 	}
-	if r.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := r.bounded(ctx)
+	defer cancel()
 	names, err := json.Marshal(req.Names)
 	if err != nil {
 		return nil, err
@@ -315,11 +312,8 @@ func (r *Runner) Realise(ctx context.Context, req KnownRequest) (*Result, error)
 	if len(req.Paths) == 0 {
 		return &Result{}, nil
 	}
-	if r.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := r.bounded(ctx)
+	defer cancel()
 	for _, p := range append(slices.Clip(req.Paths), req.Realise...) {
 		if !strings.HasPrefix(p, "/nix/store/") || strings.ContainsAny(p, " \n") {
 			return nil, &BuildError{Err: fmt.Errorf("not a store path: %q", p)}
@@ -366,6 +360,14 @@ func (r *Runner) Realise(ctx context.Context, req KnownRequest) (*Result, error)
 		return nil, err
 	}
 	return &Result{Roots: roots, Closure: closure, Realise: realised.Sub(start), Graph: time.Since(realised)}, nil
+}
+
+// bounded is ctx limited to the Runner's Timeout, if it has one.
+func (r *Runner) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.Timeout > 0 {
+		return context.WithTimeout(ctx, r.Timeout)
+	}
+	return ctx, func() {}
 }
 
 // lineLogger is the Runner's log with a request's log beside it.
@@ -451,11 +453,8 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 	if len(req.Packages) == 0 {
 		return &Result{}, nil
 	}
-	if r.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := r.bounded(ctx)
+	defer cancel()
 	start := time.Now()
 	phase := func(name string) {
 		if req.Phase != nil {

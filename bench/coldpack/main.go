@@ -29,7 +29,6 @@
 package main
 
 import (
-	"archive/tar"
 	"context"
 	"crypto/sha256"
 	"flag"
@@ -263,9 +262,4 @@ func cpuSeconds() float64 {
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "coldpack:", err)
 	os.Exit(1)
-}
-
-// tarOf is the write function of a layer of store paths, as packAll's.
-func tarOf(group []string) func(*tar.Writer) error {
-	return func(tw *tar.Writer) error { return archive.StorePaths(tw, group) }
 }

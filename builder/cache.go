@@ -188,7 +188,7 @@ func (b *Builder) cachedEntry(ctx context.Context, key string) (*hotEntry, error
 	h.checked.Store(time.Now().UnixNano())
 	var blobs []digest.Digest
 	for mt, md := range e.Manifests {
-		m, err := storage.Get(ctx, b.Storage, md)
+		m, err := b.Catalog().ReadManifest(ctx, md)
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil, nil // collected meanwhile: rebuild
 		}

@@ -590,8 +590,13 @@ func (g *collector) markManifest(ctx context.Context, d digest.Digest) error {
 	return nil
 }
 
-// readManifest reads blob d if it can be a manifest (manifest.Read);
-// otherwise an error wrapping storage.ErrNotFound.
+// ReadManifest reads blob d if it can be a manifest (manifest.Read: its
+// size is checked before anything is read); otherwise an error wrapping
+// storage.ErrNotFound. The builder reads its cached manifests with it.
+func (c *Catalog) ReadManifest(ctx context.Context, d digest.Digest) ([]byte, error) {
+	return readManifest(ctx, c.Store, d)
+}
+
 func readManifest(ctx context.Context, store storage.Backend, d digest.Digest) ([]byte, error) {
 	r, err := store.Open(ctx, d)
 	if err != nil {

@@ -220,20 +220,10 @@ func notManifest(d digest.Digest) *regError {
 
 // manifestBlob reads blob d if it can be a manifest. Layer digests are
 // public, so a client may ask for a layer of hundreds of megabytes as a
-// manifest: its size is checked before anything is read, and no more
-// than MaxManifestSize bytes are ever read, so such requests cost no
-// memory however many arrive at once.
+// manifest: its size (known once it is opened, one request) is checked
+// before anything is read, and no more than MaxManifestSize bytes are
+// ever read, so such requests cost no memory however many arrive at once.
 func (r *Registry) manifestBlob(ctx context.Context, d digest.Digest) ([]byte, error) {
-	size, err := r.Storage.Stat(ctx, d)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("manifest %s is not known to this registry", d))
-	}
-	if err != nil {
-		return nil, err
-	}
-	if size > MaxManifestSize {
-		return nil, notManifest(d)
-	}
 	blob, err := r.Storage.Open(ctx, d)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("manifest %s is not known to this registry", d))
@@ -242,7 +232,7 @@ func (r *Registry) manifestBlob(ctx context.Context, d digest.Digest) ([]byte, e
 		return nil, err
 	}
 	defer blob.Close()
-	data, err := manifest.Read(blob, size)
+	data, err := manifest.Read(blob, blob.Size())
 	if errors.Is(err, manifest.ErrNotManifest) {
 		return nil, notManifest(d)
 	}

@@ -3,6 +3,7 @@ package pkgset
 import (
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 )
@@ -14,12 +15,7 @@ import (
 func TestGenerateIsStable(t *testing.T) {
 	s := Generate(1)
 	h := sha256.New()
-	names := make([]string, 0, len(s.Paths))
-	for n := range s.Paths {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(s.Paths)) {
 		p := s.Paths[n]
 		fmt.Fprintln(h, p.Name, p.Path, p.Size, p.Refs)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -301,12 +302,7 @@ let
 	var write func(n *node, indent string)
 	write = func(n *node, indent string) {
 		b.WriteString("{\n")
-		keys := make([]string, 0, len(n.children))
-		for k := range n.children {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
+		for _, k := range slices.Sorted(maps.Keys(n.children)) {
 			c := n.children[k]
 			fmt.Fprintf(&b, "%s  %q = ", indent, k)
 			if c.value != "" {

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"slices"
@@ -308,12 +309,7 @@ func (m *merger) merge(rel string, dirs []source) error {
 		}
 	}
 
-	names := make([]string, 0, len(children))
-	for n := range children {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(children)) {
 		rel := path.Join(rel, n)
 		cands := children[n]
 		if m.reserved[rel] {

@@ -120,10 +120,10 @@ func PoolChunks() int { return cap(defaultPool().tokens) }
 
 type compressorPool struct {
 	workers int
-	tokens  chan struct{}      // a send takes a token, a receive gives it back
-	work    chan *chunk        // never full: every chunk in it holds a token
-	bufs    map[int]*sync.Pool // input buffers, by chunk size
-	outs    map[int]*sync.Pool // output buffers, by chunk size
+	tokens  chan struct{}     // a send takes a token, a receive gives it back
+	work    chan *chunk       // never full: every chunk in it holds a token
+	bufs    map[int]*freeList // input buffers, by chunk size
+	outs    map[int]*freeList // output buffers, by chunk size
 
 	// Buffers handed out and not yet given back, now and at most: inputs
 	// (one per chunk holding a token) and outputs (one per chunk being
@@ -140,12 +140,12 @@ func newCompressorPool(workers, chunks int) *compressorPool {
 		workers: workers,
 		tokens:  make(chan struct{}, chunks),
 		work:    make(chan *chunk, chunks),
-		bufs:    map[int]*sync.Pool{},
-		outs:    map[int]*sync.Pool{},
+		bufs:    map[int]*freeList{},
+		outs:    map[int]*freeList{},
 	}
 	for _, size := range []int{gzipChunk, zstdChunk} {
-		p.bufs[size] = &sync.Pool{New: func() any { return make([]byte, 0, size) }}
-		p.outs[size] = &sync.Pool{New: func() any { return make([]byte, 0, outCap(size)) }}
+		p.bufs[size] = newFreeList(chunks, size)
+		p.outs[size] = newFreeList(chunks, outCap(size))
 	}
 	for range workers {
 		go p.run()
@@ -164,7 +164,7 @@ func (p *compressorPool) acquire(size int) []byte {
 		p.tokens <- struct{}{}
 	}
 	count(&p.inUse, &p.peak, 1)
-	return p.bufs[size].Get().([]byte)[:0]
+	return p.bufs[size].get()
 }
 
 // count adds d to n and keeps peak at the largest n seen.
@@ -176,11 +176,9 @@ func count(n, peak *atomic.Int64, d int64) {
 
 // release returns a chunk's buffers and its token.
 func (p *compressorPool) release(c *chunk) {
-	p.bufs[c.size].Put(c.in[:0])
+	p.bufs[c.size].put(c.in)
 	if c.out != nil {
-		if cap(c.out) <= outCap(c.size) {
-			p.outs[c.size].Put(c.out[:0])
-		}
+		p.outs[c.size].put(c.out)
 		count(&p.outInUse, &p.outPeak, -1)
 	}
 	c.in, c.out, c.dict = nil, nil, nil
@@ -190,9 +188,45 @@ func (p *compressorPool) release(c *chunk) {
 
 // releaseBuf gives back a buffer that was never submitted.
 func (p *compressorPool) releaseBuf(size int, buf []byte) {
-	p.bufs[size].Put(buf[:0])
+	p.bufs[size].put(buf)
 	count(&p.inUse, &p.peak, -1)
 	<-p.tokens
+}
+
+// freeList keeps buffers of one capacity for reuse. The pool's tokens bound
+// how many buffers are in use at once, so a list as long as the tokens
+// keeps every one of them: after warm-up packing allocates no chunk
+// buffers (a sync.Pool would drop them at every garbage collection).
+type freeList struct {
+	free chan []byte
+	cap  int
+}
+
+func newFreeList(n, capacity int) *freeList {
+	return &freeList{free: make(chan []byte, n), cap: capacity}
+}
+
+// get returns an empty buffer of the list's capacity.
+func (l *freeList) get() []byte {
+	select {
+	case b := <-l.free:
+		return b
+	default:
+		return make([]byte, 0, l.cap)
+	}
+}
+
+// put gives b back. A buffer that grew beyond the list's capacity (an
+// output larger than outCap) is dropped, and so is one beyond the list's
+// length, which the tokens rule out.
+func (l *freeList) put(b []byte) {
+	if cap(b) != l.cap {
+		return
+	}
+	select {
+	case l.free <- b[:0]:
+	default:
+	}
 }
 
 // outCap is the capacity of output buffers for chunks of size bytes: room
@@ -232,7 +266,7 @@ func (p *compressorPool) run() {
 		}
 		compress := comp.compress
 		count(&p.outInUse, &p.outPeak, 1)
-		c.out = p.outs[c.size].Get().([]byte)[:0]
+		c.out = p.outs[c.size].get()
 		compress(c)
 		c.done()
 	}

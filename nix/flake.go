@@ -109,7 +109,7 @@ func parseFlakeMetadata(data []byte, ref string, readFile func(string) ([]byte, 
 		return nil, fail(err)
 	}
 	if m.URL == "" || m.Locked.Rev == "" && m.Locked.NarHash == "" {
-		return nil, fail(errors.New("Nix locked the flake to neither a revision nor a hash"))
+		return nil, fail(errors.New("the flake is locked to neither a revision nor a hash"))
 	}
 	var locks lockGraph
 	if err := json.Unmarshal(m.Locks, &locks); err != nil {

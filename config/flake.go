@@ -71,10 +71,16 @@ type FlakeSource struct {
 	git     *GitSource // resolves tags of a flake in git
 	mu      sync.Mutex
 	locks   map[string]flakeLock        // by the reference given to Nix
-	failed  map[string]time.Time        // the same, when it failed
+	failed  map[string]flakeFailure     // the same, when it failed
 	calls   flights[*nix.FlakeMetadata] // lockings in flight
 	slots   slots                       // one per running locking
 	nowFunc func() time.Time
+}
+
+// flakeFailure is a locking that failed, remembered for UnknownRefTTL.
+type flakeFailure struct {
+	err error
+	at  time.Time
 }
 
 type flakeLock struct {
@@ -309,9 +315,11 @@ func (s *FlakeSource) lock(ctx context.Context, ref string) (*nix.FlakeMetadata,
 		s.mu.Unlock()
 		return l.md, nil
 	}
-	if at, ok := s.failed[ref]; ok && now.Sub(at) < UnknownRefTTL {
+	if f, ok := s.failed[ref]; ok && now.Sub(f.at) < UnknownRefTTL {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("%s: locking %s failed less than %s ago; not trying again yet", s, redact.URLs(ref), UnknownRefTTL)
+		// The error itself, so that a missing commit is answered as the
+		// first time (404), not as a failure of a new kind.
+		return nil, fmt.Errorf("%s: locking %s failed less than %s ago; not trying again yet: %w", s, redact.URLs(ref), UnknownRefTTL, f.err)
 	}
 	s.mu.Unlock()
 	var joined func()
@@ -345,7 +353,7 @@ func (s *FlakeSource) fly(ctx context.Context, ref string) (*nix.FlakeMetadata, 
 	case ctx.Err() == nil:
 		// Nix failed on its own (a missing commit, a broken flake), not
 		// because it was stopped: do not ask again at once.
-		s.failed = remember(s.failed, ref, s.now())
+		s.failed = remember(s.failed, ref, flakeFailure{err: err, at: s.now()})
 	}
 	return md, err
 }

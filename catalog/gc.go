@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"time"
@@ -603,11 +604,34 @@ func readManifest(ctx context.Context, store storage.Backend, d digest.Digest) (
 		return nil, err
 	}
 	defer r.Close()
-	data, err := manifest.Read(r, r.Size())
+	rr := &readErr{r: r}
+	data, err := manifest.Read(rr, r.Size())
+	if rr.err != nil {
+		// The storage failed mid-read (a bucket's connection cut off
+		// reads as a short body, io.ErrUnexpectedEOF, which manifest.Read
+		// takes for a blob too short to be a manifest). That says
+		// nothing about the blob: the collector must stop rather than
+		// take a live manifest for none and sweep its blobs.
+		return nil, fmt.Errorf("reading manifest %s: %w", d, rr.err)
+	}
 	if errors.Is(err, manifest.ErrNotManifest) {
 		return nil, fmt.Errorf("blob %s: %w (%w)", d, storage.ErrNotFound, err)
 	}
 	return data, err
+}
+
+// readErr remembers the first error other than io.EOF its reader gave.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErr) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // countingStore counts the requests a collection makes, for its report.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 	"strings"
@@ -466,4 +467,58 @@ func leaseName(t *testing.T, store storage.Backend) string {
 		return nil
 	})
 	return name
+}
+
+// cutReads is a real store whose reads of one blob fail the way a bucket
+// backend's do when the connection breaks mid-body (storage.ErrUnavailable
+// wrapping io.ErrUnexpectedEOF): a fault injected at the storage
+// boundary, everything else is the real backend.
+type cutReads struct {
+	storage.Backend
+	storage.Lister
+	cut digest.Digest
+}
+
+func (c *cutReads) Open(ctx context.Context, d digest.Digest) (storage.Reader, error) {
+	r, err := c.Backend.Open(ctx, d)
+	if err != nil || d != c.cut {
+		return r, err
+	}
+	return cutReader{r}, nil
+}
+
+type cutReader struct{ storage.Reader }
+
+func (cutReader) Read([]byte) (int, error) {
+	return 0, fmt.Errorf("%w: read: connection reset: %w", storage.ErrUnavailable, io.ErrUnexpectedEOF)
+}
+
+// TestGCReadFailureKeepsBlobs: a manifest of a live image that cannot be
+// read because the storage failed mid-read is not "not a manifest": the
+// collection stops and deletes none of the image's blobs.
+func TestGCReadFailureKeepsBlobs(t *testing.T) {
+	backends(t, func(t *testing.T, newStore func() storage.Backend) {
+		ctx := context.Background()
+		real := newStore()
+		w := &world{t: t, ctx: ctx, store: real}
+		w.cat = catalog.New(real, nil)
+		key, md, blobs := w.image("live, its manifest unreadable for a moment", put(w, "its layer"))
+		epoch := w.nextEpoch()
+		if err := w.cat.RecordUse(ctx, key); err != nil { // pulled since: live
+			t.Fatal(err)
+		}
+		flaky := &cutReads{Backend: real, Lister: real.(storage.Lister), cut: md}
+		rep, err := catalog.New(flaky, nil).GC(ctx, gcAt(epoch, catalog.GCOptions{}))
+		if !errors.Is(err, storage.ErrUnavailable) {
+			t.Errorf("GC with a manifest read cut off: %v (%s), want an error wrapping ErrUnavailable", err, rep)
+		}
+		for _, d := range blobs {
+			if !w.exists(d) {
+				t.Errorf("blob %s of a live image was deleted because its manifest read failed", d)
+			}
+		}
+		if ok, _ := w.cat.EntryExists(ctx, key); !ok {
+			t.Errorf("the live entry was deleted")
+		}
+	})
 }

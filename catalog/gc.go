@@ -145,12 +145,22 @@ type collector struct {
 	youngBefore time.Time
 }
 
-// leaseSeen is a lease as last read, reused while its modification time
-// is the same.
+// leaseSeen is a lease as last read. Its content is reused while its
+// modification time stays the same, but only once it was read at least
+// modTimeResolution after a listing first showed that time: a storage
+// stamps times in ticks (S3 whole seconds, file systems a coarse clock),
+// so a lease rewritten in the tick of an earlier read keeps its time.
 type leaseSeen struct {
 	mod     time.Time
+	listed  time.Time // local clock, when a listing first showed mod
+	settled bool      // read modTimeResolution or more after listed
 	digests []digest.Digest
 }
+
+// modTimeResolution bounds the tick of the modification times storage
+// reports: one second on S3, milliseconds on GCS, a coarse clock tick on
+// local file systems (two seconds on FAT).
+const modTimeResolution = 2 * time.Second
 
 func (g *collector) del(ctx context.Context, name string) error {
 	g.rep.ObjectsDeleted++
@@ -529,18 +539,26 @@ func (g *collector) mark(ctx context.Context) error {
 }
 
 // markLeases adds the blobs of the leases live at now to the live set.
-// Leases are re-read only when they changed.
+// A lease is read again unless its time is unchanged and settled (see
+// leaseSeen).
 func (g *collector) markLeases(ctx context.Context, now time.Time) error {
 	leases, err := g.list(ctx, leasesPrefix)
 	if err != nil {
 		return err
 	}
+	// Every lease listed existed, with its time, by now: a write after
+	// a read that begins modTimeResolution later gets a later time.
+	listed := time.Now()
 	for id, mod := range leases {
 		if mod.Before(now.Add(-LeaseTTL)) {
 			continue // lapsed: its build died or ended long ago
 		}
 		seen, ok := g.leases[id]
 		if !ok || !seen.mod.Equal(mod) {
+			seen = leaseSeen{mod: mod, listed: listed}
+		}
+		if !seen.settled {
+			readAt := time.Now()
 			raw, err := g.store.GetObject(ctx, leasesPrefix+id)
 			if errors.Is(err, storage.ErrNotFound) {
 				continue
@@ -548,8 +566,9 @@ func (g *collector) markLeases(ctx context.Context, now time.Time) error {
 			if err != nil {
 				return err
 			}
-			seen = leaseSeen{mod: mod}
+			seen.digests = nil
 			_ = json.Unmarshal(raw, &seen.digests)
+			seen.settled = readAt.Sub(seen.listed) >= modTimeResolution
 			g.leases[id] = seen
 		}
 		for _, d := range seen.digests {

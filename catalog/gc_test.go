@@ -522,3 +522,76 @@ func TestGCReadFailureKeepsBlobs(t *testing.T) {
 		}
 	})
 }
+
+// stillClock is a real store whose listings report the modification time
+// of a lease as it was when first listed, as a storage does whose clock
+// did not tick between two writes (S3 keeps whole seconds; file systems
+// stamp times from a coarse clock): rewriting a lease need not change
+// its time.
+type stillClock struct {
+	storage.Backend
+	storage.Lister
+	mu    sync.Mutex
+	first map[string]time.Time
+}
+
+func (s *stillClock) ListObjects(ctx context.Context, prefix string, fn func(string, time.Time) error) error {
+	return s.Lister.ListObjects(ctx, prefix, func(name string, mod time.Time) error {
+		if strings.HasPrefix(name, "leases/") {
+			s.mu.Lock()
+			if t, ok := s.first[name]; ok {
+				mod = t
+			} else {
+				s.first[name] = mod
+			}
+			s.mu.Unlock()
+		}
+		return fn(name, mod)
+	})
+}
+
+// TestGCRereadsALeaseRewrittenInOneTick: a build adds an aged layer to
+// its lease after the collector last read that lease, within one tick of
+// the storage's clock; the collector's re-read right before the deletion
+// must see the new content although the modification time is the same.
+func TestGCRereadsALeaseRewrittenInOneTick(t *testing.T) {
+	backends(t, func(t *testing.T, newStore func() storage.Backend) {
+		ctx := context.Background()
+		real := newStore()
+		w := &world{t: t, ctx: ctx, store: real}
+		w.cat = catalog.New(real, nil)
+		aged := put(w, "an aged layer a build is about to reuse")
+		first := put(w, "the first layer the build holds")
+		epoch := w.nextEpoch()
+		lease := w.cat.NewLease()
+		defer lease.Release(ctx)
+		if err := lease.Hold(ctx, true, first); err != nil {
+			t.Fatal(err)
+		}
+		store := &stillClock{Backend: real, Lister: real.(storage.Lister), first: map[string]time.Time{}}
+		held := false
+		opts := gcAt(epoch, catalog.GCOptions{BeforeDelete: func(d digest.Digest) {
+			if d != aged || held {
+				return
+			}
+			// The collector has read the lease and chosen aged; now
+			// the build takes it (lookup, then hold), in the same tick.
+			held = true
+			if err := lease.Hold(ctx, true, aged); err != nil {
+				t.Errorf("hold: %v", err)
+			}
+		}})
+		if _, err := catalog.New(store, nil).GC(ctx, opts); err != nil {
+			t.Fatal(err)
+		}
+		if !held {
+			t.Fatal("the collector never chose the aged layer: the race was not exercised")
+		}
+		if !w.exists(aged) {
+			t.Errorf("the collector deleted a layer a build held: it used the lease as read before, its time being unchanged")
+		}
+		if !w.exists(first) {
+			t.Errorf("the collector deleted a layer held since before the collection")
+		}
+	})
+}

@@ -248,11 +248,13 @@ type fsWriter struct {
 	file *os.File
 	hash hash.Hash
 	w    io.Writer
+	size int64
 	done bool
 }
 
 func (w *fsWriter) Write(p []byte) (int, error) {
 	n, err := w.w.Write(p)
+	w.size += int64(n)
 	if err != nil {
 		err = fmt.Errorf("storage: writing blob: %w", err)
 	}
@@ -279,10 +281,12 @@ func (w *fsWriter) Commit(d digest.Digest) error {
 	if err := w.file.Close(); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
-	// Content-addressed: an existing copy is identical and is kept. Its
-	// directory is synced all the same, in case the process that renamed
-	// it there has not done so yet.
-	if _, err := os.Stat(target); err != nil {
+	// Content-addressed: an existing copy of the same size is this blob
+	// and is kept; one of another size is damaged (a crash before its
+	// data reached the disk, a half-restored backup) and is replaced, as
+	// the bucket backends do. The directory is synced either way, in case
+	// the process that renamed the copy there has not done so yet.
+	if info, err := os.Stat(target); err != nil || info.Size() != w.size {
 		if err := os.Chmod(w.file.Name(), 0o644); err != nil {
 			return fmt.Errorf("storage: %w", err)
 		}

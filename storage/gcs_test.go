@@ -44,6 +44,11 @@ func TestGCSSuite(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T) storage.Backend { return newGCS(t, srv, nil) })
 }
 
+func TestGCSDamaged(t *testing.T) {
+	srv := storagetest.StartGCS(t)
+	storagetest.RunDamaged(t, func(t *testing.T) storage.Backend { return newGCS(t, srv, nil) }, storage.PutUnverified)
+}
+
 func TestGCSTemporaries(t *testing.T) {
 	srv := storagetest.StartGCS(t)
 	storagetest.RunTemporaries(t, func(t *testing.T) storagetest.Shared {

@@ -423,11 +423,11 @@ func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
 		if errors.Is(err, storage.ErrNotFound) {
 			continue
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, storage.ErrTooLarge) {
 			return err
 		}
 		var l struct{ Digest digest.Digest }
-		unreadable := json.Unmarshal(raw, &l) != nil || l.Digest.Validate() != nil
+		unreadable := err != nil || json.Unmarshal(raw, &l) != nil || l.Digest.Validate() != nil
 		if g.gone[l.Digest] || ((unreadable || !g.blobs[l.Digest]) && mod.Before(g.youngBefore)) {
 			if err := g.del(ctx, layersPrefix+key); err != nil {
 				return err

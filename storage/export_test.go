@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
 
@@ -46,8 +47,8 @@ func LeaveGCSTemporary(ctx context.Context, g *GCS, data []byte) error {
 	return u.finish()
 }
 
-// PutUnverified stores data under d as it is, without checking it: the
-// damaged blob storagetest.RunDamaged starts from.
+// PutUnverified stores data under d as it is, without checking it
+// (storagetest.Unchecked.Blob).
 func PutUnverified(b Backend, d digest.Digest, data []byte) error {
 	switch b := b.(type) {
 	case *Filesystem:
@@ -60,4 +61,33 @@ func PutUnverified(b Backend, d digest.Digest, data []byte) error {
 		return b.putBlob(context.Background(), d, data)
 	}
 	return fmt.Errorf("PutUnverified: %T", b)
+}
+
+// PutObjectUnchecked stores data under name whatever its size
+// (storagetest.Unchecked.Object).
+func PutObjectUnchecked(b Backend, name string, data []byte) error {
+	switch b := b.(type) {
+	case *Filesystem:
+		p, err := b.objectPath(name)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(p, data, 0o644)
+	case *S3:
+		key, err := objectKey(b.cfg.Prefix, name)
+		if err != nil {
+			return err
+		}
+		return b.put(context.Background(), "put object "+name, key, data)
+	case *GCS:
+		key, err := objectKey(b.cfg.Prefix, name)
+		if err != nil {
+			return err
+		}
+		return b.put(context.Background(), "put object "+name, key, data)
+	}
+	return fmt.Errorf("PutObjectUnchecked: %T", b)
 }

@@ -170,14 +170,23 @@ func (f *Filesystem) GetObject(ctx context.Context, name string) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(p)
+	file, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("object %s: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
-	return data, nil
+	defer file.Close()
+	info, err := file.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	data, err := readObject(name, info.Size(), file)
+	if err != nil && !errors.Is(err, ErrTooLarge) {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	return data, err
 }
 
 func (f *Filesystem) PutObject(ctx context.Context, name string, data []byte) error {
@@ -195,6 +204,9 @@ func (f *Filesystem) CreateObject(ctx context.Context, name string, data []byte)
 func (f *Filesystem) writeObject(name string, data []byte, exclusive bool) error {
 	p, err := f.objectPath(name)
 	if err != nil {
+		return err
+	}
+	if err := checkObjectSize(name, data); err != nil {
 		return err
 	}
 	if err := f.mkdirAll(filepath.Dir(p)); err != nil {

@@ -46,7 +46,7 @@ func TestGCSSuite(t *testing.T) {
 
 func TestGCSDamaged(t *testing.T) {
 	srv := storagetest.StartGCS(t)
-	storagetest.RunDamaged(t, func(t *testing.T) storage.Backend { return newGCS(t, srv, nil) }, storage.PutUnverified)
+	storagetest.RunDamaged(t, func(t *testing.T) storage.Backend { return newGCS(t, srv, nil) }, storagetest.Unchecked{Blob: storage.PutUnverified, Object: storage.PutObjectUnchecked})
 }
 
 func TestGCSTemporaries(t *testing.T) {

@@ -49,7 +49,7 @@ func TestS3Suite(t *testing.T) {
 
 func TestS3Damaged(t *testing.T) {
 	srv := storagetest.StartS3(t)
-	storagetest.RunDamaged(t, func(t *testing.T) storage.Backend { return newS3(t, srv, nil) }, storage.PutUnverified)
+	storagetest.RunDamaged(t, func(t *testing.T) storage.Backend { return newS3(t, srv, nil) }, storagetest.Unchecked{Blob: storage.PutUnverified, Object: storage.PutObjectUnchecked})
 }
 
 func TestS3Temporaries(t *testing.T) {

@@ -38,5 +38,5 @@ func TestFilesystemDamaged(t *testing.T) {
 			t.Fatal(err)
 		}
 		return b
-	}, storage.PutUnverified)
+	}, storagetest.Unchecked{Blob: storage.PutUnverified, Object: storage.PutObjectUnchecked})
 }

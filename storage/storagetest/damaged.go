@@ -3,19 +3,57 @@ package storagetest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/nixery/nixery/storage"
 	"github.com/opencontainers/go-digest"
 )
 
-// RunDamaged checks that a blob damaged in storage — stored under its
-// digest with other content of another size, as a crash before the data
-// reached the disk, a half-restored backup or a broken disk leaves it —
-// is repaired by the next Commit of its real content, rather than kept
-// because its name exists. damage stores data under d without any check.
-func RunDamaged(t *testing.T, newBackend func(t *testing.T) storage.Backend, damage func(b storage.Backend, d digest.Digest, data []byte) error) {
+// Unchecked writes into a backend's storage what the backend itself would
+// refuse to write: damaged or hostile content, for RunDamaged.
+type Unchecked struct {
+	// Blob stores data under d without checking it.
+	Blob func(b storage.Backend, d digest.Digest, data []byte) error
+	// Object stores data under name, whatever its size.
+	Object func(b storage.Backend, name string, data []byte) error
+}
+
+// RunDamaged checks what a backend does with damaged or hostile content
+// in its storage:
+//
+//   - a blob stored under its digest with other content of another size,
+//     as a crash before the data reached the disk, a half-restored backup
+//     or a broken disk leaves it, is repaired by the next Commit of its
+//     real content rather than kept because its name exists;
+//   - a named object over storage.MaxObjectSize is refused by GetObject
+//     with storage.ErrTooLarge instead of being read into memory, and
+//     PutObject refuses to write one.
+func RunDamaged(t *testing.T, newBackend func(t *testing.T) storage.Backend, raw Unchecked) {
 	ctx := context.Background()
+	t.Run("HugeObject", func(t *testing.T) {
+		b := newBackend(t)
+		huge := make([]byte, storage.MaxObjectSize+1)
+		if err := b.PutObject(ctx, "manifests/huge", huge); !errors.Is(err, storage.ErrTooLarge) {
+			t.Errorf("PutObject over MaxObjectSize: %v, want ErrTooLarge", err)
+		}
+		if _, err := b.GetObject(ctx, "manifests/huge"); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("an object refused by PutObject: %v, want ErrNotFound", err)
+		}
+		if err := raw.Object(b, "manifests/huge", huge); err != nil {
+			t.Fatal(err)
+		}
+		if data, err := b.GetObject(ctx, "manifests/huge"); !errors.Is(err, storage.ErrTooLarge) {
+			t.Errorf("GetObject of an object over MaxObjectSize: %d bytes, %v; want ErrTooLarge", len(data), err)
+		}
+		most := huge[:storage.MaxObjectSize]
+		if err := b.PutObject(ctx, "manifests/largest", most); err != nil {
+			t.Fatalf("PutObject of MaxObjectSize bytes: %v", err)
+		}
+		if data, err := b.GetObject(ctx, "manifests/largest"); err != nil || len(data) != len(most) {
+			t.Errorf("GetObject of MaxObjectSize bytes: %d bytes, %v", len(data), err)
+		}
+	})
 	for _, tc := range []struct {
 		name string
 		data []byte
@@ -23,7 +61,7 @@ func RunDamaged(t *testing.T, newBackend func(t *testing.T) storage.Backend, dam
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBackend(t)
 			d := digest.FromBytes(tc.data)
-			if err := damage(b, d, tc.data[:len(tc.data)/2]); err != nil {
+			if err := raw.Blob(b, d, tc.data[:len(tc.data)/2]); err != nil {
 				t.Fatal(err)
 			}
 			w, err := b.Create(ctx)

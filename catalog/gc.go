@@ -567,7 +567,12 @@ func (g *collector) markLeases(ctx context.Context, now time.Time) error {
 				return err
 			}
 			seen.digests = nil
-			_ = json.Unmarshal(raw, &seen.digests)
+			if err := json.Unmarshal(raw, &seen.digests); err != nil {
+				// Nixery writes every lease whole: this one was
+				// damaged, and its blobs cannot be known. Stop
+				// rather than sweep them; it lapses by itself.
+				return fmt.Errorf("build lease %s is unreadable: %w", id, err)
+			}
 			seen.settled = readAt.Sub(seen.listed) >= modTimeResolution
 			g.leases[id] = seen
 		}

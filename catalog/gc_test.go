@@ -643,3 +643,25 @@ func TestHugeObjectsAreUnreadable(t *testing.T) {
 		t.Errorf("the huge entry was kept")
 	}
 }
+
+// TestGCStopsAtADamagedLease: a live lease that cannot be read names
+// blobs nobody can know; the collection stops instead of sweeping them.
+func TestGCStopsAtADamagedLease(t *testing.T) {
+	backends(t, func(t *testing.T, newStore func() storage.Backend) {
+		ctx := context.Background()
+		w := &world{t: t, ctx: ctx, store: newStore()}
+		w.cat = catalog.New(w.store, nil)
+		aged := put(w, "an aged layer, perhaps held by the damaged lease")
+		epoch := w.nextEpoch()
+		if err := w.store.PutObject(ctx, "leases/"+strings.Repeat("ab", 16), []byte(`["sha256:`)); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := w.cat.GC(ctx, gcAt(epoch, catalog.GCOptions{}))
+		if err == nil {
+			t.Errorf("GC with a damaged live lease succeeded: %s", rep)
+		}
+		if !w.exists(aged) {
+			t.Errorf("GC swept a blob while a live lease was unreadable")
+		}
+	})
+}

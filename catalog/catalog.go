@@ -148,6 +148,9 @@ func (c *Catalog) Entry(ctx context.Context, key string) (Entry, error) {
 		return e, err
 	}
 	raw, err := c.Store.GetObject(ctx, name)
+	if errors.Is(err, storage.ErrTooLarge) {
+		return e, fmt.Errorf("manifest cache entry %s is unreadable: %w (%w)", key, storage.ErrNotFound, err)
+	}
 	if err != nil {
 		return e, err
 	}
@@ -252,8 +255,8 @@ func (c *Catalog) Layer(ctx context.Context, key string) (l archive.Layer, ok bo
 		return l, false, err
 	}
 	raw, err := c.Store.GetObject(ctx, name)
-	if errors.Is(err, storage.ErrNotFound) {
-		return l, false, nil
+	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrTooLarge) {
+		return l, false, nil // a too large one is unreadable: packed again, overwritten
 	}
 	if err != nil {
 		return l, false, fmt.Errorf("layer cache: %w", err)

@@ -103,8 +103,8 @@ func (c *Catalog) pushRecent(ctx context.Context, key string) error {
 
 func (c *Catalog) storedRecent(ctx context.Context) ([]string, error) {
 	raw, err := c.Store.GetObject(ctx, recentObject)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, nil
+	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrTooLarge) {
+		return nil, nil // unreadable: start a new list
 	}
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"time"
@@ -144,12 +145,22 @@ type collector struct {
 	youngBefore time.Time
 }
 
-// leaseSeen is a lease as last read, reused while its modification time
-// is the same.
+// leaseSeen is a lease as last read. Its content is reused while its
+// modification time stays the same, but only once it was read at least
+// modTimeResolution after a listing first showed that time: a storage
+// stamps times in ticks (S3 whole seconds, file systems a coarse clock),
+// so a lease rewritten in the tick of an earlier read keeps its time.
 type leaseSeen struct {
 	mod     time.Time
+	listed  time.Time // local clock, when a listing first showed mod
+	settled bool      // read modTimeResolution or more after listed
 	digests []digest.Digest
 }
+
+// modTimeResolution bounds the tick of the modification times storage
+// reports: one second on S3, milliseconds on GCS, a coarse clock tick on
+// local file systems (two seconds on FAT).
+const modTimeResolution = 2 * time.Second
 
 func (g *collector) del(ctx context.Context, name string) error {
 	g.rep.ObjectsDeleted++
@@ -412,11 +423,11 @@ func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
 		if errors.Is(err, storage.ErrNotFound) {
 			continue
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, storage.ErrTooLarge) {
 			return err
 		}
 		var l struct{ Digest digest.Digest }
-		unreadable := json.Unmarshal(raw, &l) != nil || l.Digest.Validate() != nil
+		unreadable := err != nil || json.Unmarshal(raw, &l) != nil || l.Digest.Validate() != nil
 		if g.gone[l.Digest] || ((unreadable || !g.blobs[l.Digest]) && mod.Before(g.youngBefore)) {
 			if err := g.del(ctx, layersPrefix+key); err != nil {
 				return err
@@ -528,18 +539,26 @@ func (g *collector) mark(ctx context.Context) error {
 }
 
 // markLeases adds the blobs of the leases live at now to the live set.
-// Leases are re-read only when they changed.
+// A lease is read again unless its time is unchanged and settled (see
+// leaseSeen).
 func (g *collector) markLeases(ctx context.Context, now time.Time) error {
 	leases, err := g.list(ctx, leasesPrefix)
 	if err != nil {
 		return err
 	}
+	// Every lease listed existed, with its time, by now: a write after
+	// a read that begins modTimeResolution later gets a later time.
+	listed := time.Now()
 	for id, mod := range leases {
 		if mod.Before(now.Add(-LeaseTTL)) {
 			continue // lapsed: its build died or ended long ago
 		}
 		seen, ok := g.leases[id]
 		if !ok || !seen.mod.Equal(mod) {
+			seen = leaseSeen{mod: mod, listed: listed}
+		}
+		if !seen.settled {
+			readAt := time.Now()
 			raw, err := g.store.GetObject(ctx, leasesPrefix+id)
 			if errors.Is(err, storage.ErrNotFound) {
 				continue
@@ -547,8 +566,14 @@ func (g *collector) markLeases(ctx context.Context, now time.Time) error {
 			if err != nil {
 				return err
 			}
-			seen = leaseSeen{mod: mod}
-			_ = json.Unmarshal(raw, &seen.digests)
+			seen.digests = nil
+			if err := json.Unmarshal(raw, &seen.digests); err != nil {
+				// Nixery writes every lease whole: this one was
+				// damaged, and its blobs cannot be known. Stop
+				// rather than sweep them; it lapses by itself.
+				return fmt.Errorf("build lease %s is unreadable: %w", id, err)
+			}
+			seen.settled = readAt.Sub(seen.listed) >= modTimeResolution
 			g.leases[id] = seen
 		}
 		for _, d := range seen.digests {
@@ -603,11 +628,34 @@ func readManifest(ctx context.Context, store storage.Backend, d digest.Digest) (
 		return nil, err
 	}
 	defer r.Close()
-	data, err := manifest.Read(r, r.Size())
+	rr := &readErr{r: r}
+	data, err := manifest.Read(rr, r.Size())
+	if rr.err != nil {
+		// The storage failed mid-read (a bucket's connection cut off
+		// reads as a short body, io.ErrUnexpectedEOF, which manifest.Read
+		// takes for a blob too short to be a manifest). That says
+		// nothing about the blob: the collector must stop rather than
+		// take a live manifest for none and sweep its blobs.
+		return nil, fmt.Errorf("reading manifest %s: %w", d, rr.err)
+	}
 	if errors.Is(err, manifest.ErrNotManifest) {
 		return nil, fmt.Errorf("blob %s: %w (%w)", d, storage.ErrNotFound, err)
 	}
 	return data, err
+}
+
+// readErr remembers the first error other than io.EOF its reader gave.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErr) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // countingStore counts the requests a collection makes, for its report.

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -466,4 +469,199 @@ func leaseName(t *testing.T, store storage.Backend) string {
 		return nil
 	})
 	return name
+}
+
+// cutReads is a real store whose reads of one blob fail the way a bucket
+// backend's do when the connection breaks mid-body (storage.ErrUnavailable
+// wrapping io.ErrUnexpectedEOF): a fault injected at the storage
+// boundary, everything else is the real backend.
+type cutReads struct {
+	storage.Backend
+	storage.Lister
+	cut digest.Digest
+}
+
+func (c *cutReads) Open(ctx context.Context, d digest.Digest) (storage.Reader, error) {
+	r, err := c.Backend.Open(ctx, d)
+	if err != nil || d != c.cut {
+		return r, err
+	}
+	return cutReader{r}, nil
+}
+
+type cutReader struct{ storage.Reader }
+
+func (cutReader) Read([]byte) (int, error) {
+	return 0, fmt.Errorf("%w: read: connection reset: %w", storage.ErrUnavailable, io.ErrUnexpectedEOF)
+}
+
+// TestGCReadFailureKeepsBlobs: a manifest of a live image that cannot be
+// read because the storage failed mid-read is not "not a manifest": the
+// collection stops and deletes none of the image's blobs.
+func TestGCReadFailureKeepsBlobs(t *testing.T) {
+	backends(t, func(t *testing.T, newStore func() storage.Backend) {
+		ctx := context.Background()
+		real := newStore()
+		w := &world{t: t, ctx: ctx, store: real}
+		w.cat = catalog.New(real, nil)
+		key, md, blobs := w.image("live, its manifest unreadable for a moment", put(w, "its layer"))
+		epoch := w.nextEpoch()
+		if err := w.cat.RecordUse(ctx, key); err != nil { // pulled since: live
+			t.Fatal(err)
+		}
+		flaky := &cutReads{Backend: real, Lister: real.(storage.Lister), cut: md}
+		rep, err := catalog.New(flaky, nil).GC(ctx, gcAt(epoch, catalog.GCOptions{}))
+		if !errors.Is(err, storage.ErrUnavailable) {
+			t.Errorf("GC with a manifest read cut off: %v (%s), want an error wrapping ErrUnavailable", err, rep)
+		}
+		for _, d := range blobs {
+			if !w.exists(d) {
+				t.Errorf("blob %s of a live image was deleted because its manifest read failed", d)
+			}
+		}
+		if ok, _ := w.cat.EntryExists(ctx, key); !ok {
+			t.Errorf("the live entry was deleted")
+		}
+	})
+}
+
+// stillClock is a real store whose listings report the modification time
+// of a lease as it was when first listed, as a storage does whose clock
+// did not tick between two writes (S3 keeps whole seconds; file systems
+// stamp times from a coarse clock): rewriting a lease need not change
+// its time.
+type stillClock struct {
+	storage.Backend
+	storage.Lister
+	mu    sync.Mutex
+	first map[string]time.Time
+}
+
+func (s *stillClock) ListObjects(ctx context.Context, prefix string, fn func(string, time.Time) error) error {
+	return s.Lister.ListObjects(ctx, prefix, func(name string, mod time.Time) error {
+		if strings.HasPrefix(name, "leases/") {
+			s.mu.Lock()
+			if t, ok := s.first[name]; ok {
+				mod = t
+			} else {
+				s.first[name] = mod
+			}
+			s.mu.Unlock()
+		}
+		return fn(name, mod)
+	})
+}
+
+// TestGCRereadsALeaseRewrittenInOneTick: a build adds an aged layer to
+// its lease after the collector last read that lease, within one tick of
+// the storage's clock; the collector's re-read right before the deletion
+// must see the new content although the modification time is the same.
+func TestGCRereadsALeaseRewrittenInOneTick(t *testing.T) {
+	backends(t, func(t *testing.T, newStore func() storage.Backend) {
+		ctx := context.Background()
+		real := newStore()
+		w := &world{t: t, ctx: ctx, store: real}
+		w.cat = catalog.New(real, nil)
+		aged := put(w, "an aged layer a build is about to reuse")
+		first := put(w, "the first layer the build holds")
+		epoch := w.nextEpoch()
+		lease := w.cat.NewLease()
+		defer lease.Release(ctx)
+		if err := lease.Hold(ctx, true, first); err != nil {
+			t.Fatal(err)
+		}
+		store := &stillClock{Backend: real, Lister: real.(storage.Lister), first: map[string]time.Time{}}
+		held := false
+		opts := gcAt(epoch, catalog.GCOptions{BeforeDelete: func(d digest.Digest) {
+			if d != aged || held {
+				return
+			}
+			// The collector has read the lease and chosen aged; now
+			// the build takes it (lookup, then hold), in the same tick.
+			held = true
+			if err := lease.Hold(ctx, true, aged); err != nil {
+				t.Errorf("hold: %v", err)
+			}
+		}})
+		if _, err := catalog.New(store, nil).GC(ctx, opts); err != nil {
+			t.Fatal(err)
+		}
+		if !held {
+			t.Fatal("the collector never chose the aged layer: the race was not exercised")
+		}
+		if !w.exists(aged) {
+			t.Errorf("the collector deleted a layer a build held: it used the lease as read before, its time being unchanged")
+		}
+		if !w.exists(first) {
+			t.Errorf("the collector deleted a layer held since before the collection")
+		}
+	})
+}
+
+// TestHugeObjectsAreUnreadable: a cache entry or layer cache entry over
+// storage.MaxObjectSize (written by something other than Nixery, which
+// cannot write one) reads as unreadable, like one that is not JSON: the
+// server rebuilds it and the collector goes on, without reading it into
+// memory. The mapping is the catalog's, so one backend shows it; the
+// storage suite checks the bound on every backend.
+func TestHugeObjectsAreUnreadable(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	store, err := storage.NewFilesystem(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat := catalog.New(store, nil)
+	entryKey, layerKey := catalog.Key("huge entry"), catalog.Key("huge layer")
+	huge := make([]byte, storage.MaxObjectSize+1)
+	for _, name := range []string{"manifests/" + entryKey, "layers/" + layerKey} {
+		p := filepath.Join(root, "objects", filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, huge, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cat.Entry(ctx, entryKey); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("Entry of a huge object: %v, want ErrNotFound", err)
+	}
+	if _, ok, err := cat.Layer(ctx, layerKey); ok || err != nil {
+		t.Errorf("Layer of a huge object: %v, %v; want a miss", ok, err)
+	}
+	w := &world{t: t, ctx: ctx, store: store, cat: cat}
+	gone := put(w, "a blob nothing refers to")
+	epoch := w.nextEpoch()
+	rep, err := cat.GC(ctx, gcAt(epoch, catalog.GCOptions{}))
+	if err != nil {
+		t.Fatalf("GC with huge objects in storage: %v", err)
+	}
+	if w.exists(gone) || rep.ImagesDeleted != 1 {
+		t.Errorf("GC: %s; want the huge entry and the loose blob deleted", rep)
+	}
+	if ok, _ := cat.EntryExists(ctx, entryKey); ok {
+		t.Errorf("the huge entry was kept")
+	}
+}
+
+// TestGCStopsAtADamagedLease: a live lease that cannot be read names
+// blobs nobody can know; the collection stops instead of sweeping them.
+func TestGCStopsAtADamagedLease(t *testing.T) {
+	backends(t, func(t *testing.T, newStore func() storage.Backend) {
+		ctx := context.Background()
+		w := &world{t: t, ctx: ctx, store: newStore()}
+		w.cat = catalog.New(w.store, nil)
+		aged := put(w, "an aged layer, perhaps held by the damaged lease")
+		epoch := w.nextEpoch()
+		if err := w.store.PutObject(ctx, "leases/"+strings.Repeat("ab", 16), []byte(`["sha256:`)); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := w.cat.GC(ctx, gcAt(epoch, catalog.GCOptions{}))
+		if err == nil {
+			t.Errorf("GC with a damaged live lease succeeded: %s", rep)
+		}
+		if !w.exists(aged) {
+			t.Errorf("GC swept a blob while a live lease was unreadable")
+		}
+	})
 }

@@ -43,7 +43,7 @@ func resolvedKey(identity, system, name string) string {
 // for system, if an evaluation recorded it; ok=false if none did.
 func (c *Catalog) Resolution(ctx context.Context, identity, system, name string) (r Resolved, ok bool, err error) {
 	raw, err := c.Store.GetObject(ctx, resolvedPrefix+resolvedKey(identity, system, name))
-	if errors.Is(err, storage.ErrNotFound) {
+	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrTooLarge) {
 		return r, false, nil
 	}
 	if err != nil {

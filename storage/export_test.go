@@ -2,6 +2,11 @@ package storage
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
@@ -40,4 +45,49 @@ func LeaveGCSTemporary(ctx context.Context, g *GCS, data []byte) error {
 		return err
 	}
 	return u.finish()
+}
+
+// PutUnverified stores data under d as it is, without checking it
+// (storagetest.Unchecked.Blob).
+func PutUnverified(b Backend, d digest.Digest, data []byte) error {
+	switch b := b.(type) {
+	case *Filesystem:
+		p, err := b.path(d)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(p, data, 0o644)
+	case remote:
+		return b.putBlob(context.Background(), d, data)
+	}
+	return fmt.Errorf("PutUnverified: %T", b)
+}
+
+// PutObjectUnchecked stores data under name whatever its size
+// (storagetest.Unchecked.Object).
+func PutObjectUnchecked(b Backend, name string, data []byte) error {
+	switch b := b.(type) {
+	case *Filesystem:
+		p, err := b.objectPath(name)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(p, data, 0o644)
+	case *S3:
+		key, err := objectKey(b.cfg.Prefix, name)
+		if err != nil {
+			return err
+		}
+		return b.put(context.Background(), "put object "+name, key, data)
+	case *GCS:
+		key, err := objectKey(b.cfg.Prefix, name)
+		if err != nil {
+			return err
+		}
+		return b.put(context.Background(), "put object "+name, key, data)
+	}
+	return fmt.Errorf("PutObjectUnchecked: %T", b)
 }

@@ -170,14 +170,23 @@ func (f *Filesystem) GetObject(ctx context.Context, name string) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(p)
+	file, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("object %s: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
-	return data, nil
+	defer file.Close()
+	info, err := file.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	data, err := readObject(name, info.Size(), file)
+	if err != nil && !errors.Is(err, ErrTooLarge) {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	return data, err
 }
 
 func (f *Filesystem) PutObject(ctx context.Context, name string, data []byte) error {
@@ -195,6 +204,9 @@ func (f *Filesystem) CreateObject(ctx context.Context, name string, data []byte)
 func (f *Filesystem) writeObject(name string, data []byte, exclusive bool) error {
 	p, err := f.objectPath(name)
 	if err != nil {
+		return err
+	}
+	if err := checkObjectSize(name, data); err != nil {
 		return err
 	}
 	if err := f.mkdirAll(filepath.Dir(p)); err != nil {
@@ -248,11 +260,13 @@ type fsWriter struct {
 	file *os.File
 	hash hash.Hash
 	w    io.Writer
+	size int64
 	done bool
 }
 
 func (w *fsWriter) Write(p []byte) (int, error) {
 	n, err := w.w.Write(p)
+	w.size += int64(n)
 	if err != nil {
 		err = fmt.Errorf("storage: writing blob: %w", err)
 	}
@@ -279,10 +293,12 @@ func (w *fsWriter) Commit(d digest.Digest) error {
 	if err := w.file.Close(); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
-	// Content-addressed: an existing copy is identical and is kept. Its
-	// directory is synced all the same, in case the process that renamed
-	// it there has not done so yet.
-	if _, err := os.Stat(target); err != nil {
+	// Content-addressed: an existing copy of the same size is this blob
+	// and is kept; one of another size is damaged (a crash before its
+	// data reached the disk, a half-restored backup) and is replaced, as
+	// the bucket backends do. The directory is synced either way, in case
+	// the process that renamed the copy there has not done so yet.
+	if info, err := os.Stat(target); err != nil || info.Size() != w.size {
 		if err := os.Chmod(w.file.Name(), 0o644); err != nil {
 			return fmt.Errorf("storage: %w", err)
 		}

@@ -224,7 +224,7 @@ func (g *GCS) GetObject(ctx context.Context, name string) ([]byte, error) {
 			return nil, err
 		}
 		defer r.Close()
-		return io.ReadAll(r)
+		return readObject(name, r.Attrs.Size, r)
 	})
 }
 
@@ -233,6 +233,9 @@ func (g *GCS) GetObject(ctx context.Context, name string) ([]byte, error) {
 func (g *GCS) PutObject(ctx context.Context, name string, data []byte) error {
 	key, err := objectKey(g.cfg.Prefix, name)
 	if err != nil {
+		return err
+	}
+	if err := checkObjectSize(name, data); err != nil {
 		return err
 	}
 	return g.put(ctx, "put object "+name, key, data)
@@ -259,6 +262,9 @@ func (g *GCS) put(ctx context.Context, what, key string, data []byte) error {
 func (g *GCS) CreateObject(ctx context.Context, name string, data []byte) error {
 	key, err := objectKey(g.cfg.Prefix, name)
 	if err != nil {
+		return err
+	}
+	if err := checkObjectSize(name, data); err != nil {
 		return err
 	}
 	return g.putIf(ctx, "create object "+name, key, data, true)

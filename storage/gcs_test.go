@@ -44,6 +44,11 @@ func TestGCSSuite(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T) storage.Backend { return newGCS(t, srv, nil) })
 }
 
+func TestGCSDamaged(t *testing.T) {
+	srv := storagetest.StartGCS(t)
+	storagetest.RunDamaged(t, func(t *testing.T) storage.Backend { return newGCS(t, srv, nil) }, storagetest.Unchecked{Blob: storage.PutUnverified, Object: storage.PutObjectUnchecked})
+}
+
 func TestGCSTemporaries(t *testing.T) {
 	srv := storagetest.StartGCS(t)
 	storagetest.RunTemporaries(t, func(t *testing.T) storagetest.Shared {

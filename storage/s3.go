@@ -231,7 +231,7 @@ func (s *S3) GetObject(ctx context.Context, name string) ([]byte, error) {
 			return nil, err
 		}
 		defer out.Body.Close()
-		return io.ReadAll(out.Body)
+		return readObject(name, aws.ToInt64(out.ContentLength), out.Body)
 	})
 }
 
@@ -240,6 +240,9 @@ func (s *S3) GetObject(ctx context.Context, name string) ([]byte, error) {
 func (s *S3) PutObject(ctx context.Context, name string, data []byte) error {
 	key, err := objectKey(s.cfg.Prefix, name)
 	if err != nil {
+		return err
+	}
+	if err := checkObjectSize(name, data); err != nil {
 		return err
 	}
 	return s.put(ctx, "put object "+name, key, data)
@@ -266,6 +269,9 @@ func (s *S3) put(ctx context.Context, what, key string, data []byte) error {
 func (s *S3) CreateObject(ctx context.Context, name string, data []byte) error {
 	key, err := objectKey(s.cfg.Prefix, name)
 	if err != nil {
+		return err
+	}
+	if err := checkObjectSize(name, data); err != nil {
 		return err
 	}
 	return s.putIf(ctx, "create object "+name, key, data, true)

@@ -47,6 +47,11 @@ func TestS3Suite(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T) storage.Backend { return newS3(t, srv, nil) })
 }
 
+func TestS3Damaged(t *testing.T) {
+	srv := storagetest.StartS3(t)
+	storagetest.RunDamaged(t, func(t *testing.T) storage.Backend { return newS3(t, srv, nil) }, storagetest.Unchecked{Blob: storage.PutUnverified, Object: storage.PutObjectUnchecked})
+}
+
 func TestS3Temporaries(t *testing.T) {
 	srv := storagetest.StartS3(t)
 	storagetest.RunTemporaries(t, func(t *testing.T) storagetest.Shared {

@@ -19,6 +19,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"regexp"
 	"time"
@@ -34,6 +35,42 @@ var ErrNotFound = errors.New("blob not found")
 // error (5xx, or 429 "slow down"). The request may succeed later: the
 // registry answers such errors with a retryable 503.
 var ErrUnavailable = errors.New("storage unavailable")
+
+// MaxObjectSize bounds a named object: PutObject and CreateObject refuse
+// larger ones and GetObject refuses to read them (ErrTooLarge), so one
+// broken or hostile object cannot exhaust a process's memory. Nixery's
+// largest objects are package lists for the web search (a few MiB
+// compressed for all of nixpkgs); cache entries and leases are far
+// smaller.
+const MaxObjectSize = 32 << 20
+
+// ErrTooLarge is returned (wrapped) for a named object over MaxObjectSize.
+var ErrTooLarge = errors.New("object too large")
+
+// checkObjectSize refuses to write an object that could not be read back.
+func checkObjectSize(name string, data []byte) error {
+	if len(data) > MaxObjectSize {
+		return fmt.Errorf("object %s: %d bytes: %w (at most %d)", name, len(data), ErrTooLarge, MaxObjectSize)
+	}
+	return nil
+}
+
+// readObject reads an object of size bytes (-1: unknown) from r, at most
+// MaxObjectSize bytes of it.
+func readObject(name string, size int64, r io.Reader) ([]byte, error) {
+	tooLarge := fmt.Errorf("object %s: %w (over %d bytes)", name, ErrTooLarge, MaxObjectSize)
+	if size > MaxObjectSize {
+		return nil, tooLarge
+	}
+	data, err := io.ReadAll(io.LimitReader(r, MaxObjectSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxObjectSize {
+		return nil, tooLarge
+	}
+	return data, nil
+}
 
 // ErrExists is returned (wrapped) by Creator.CreateObject for a name that
 // exists already.
@@ -64,11 +101,13 @@ type Backend interface {
 	// Stat returns the size of the blob with digest d; ErrNotFound if absent.
 	Stat(ctx context.Context, d digest.Digest) (int64, error)
 	// GetObject reads a small named object (a cache entry); ErrNotFound
-	// if absent. Names are relative slash-separated paths such as
-	// "manifests/<key>" (see ValidObjectName).
+	// if absent, ErrTooLarge if over MaxObjectSize. Names are relative
+	// slash-separated paths such as "manifests/<key>" (see
+	// ValidObjectName).
 	GetObject(ctx context.Context, name string) ([]byte, error)
 	// PutObject creates or replaces a named object atomically: a reader
-	// sees the old content or the new, never a mix.
+	// sees the old content or the new, never a mix. Data over
+	// MaxObjectSize is refused (ErrTooLarge).
 	PutObject(ctx context.Context, name string, data []byte) error
 	// String names the backend and its location for logs.
 	String() string

@@ -30,3 +30,13 @@ func TestFilesystemTemporaries(t *testing.T) {
 		return storagetest.Shared{Backend: open(), Open: open}
 	})
 }
+
+func TestFilesystemDamaged(t *testing.T) {
+	storagetest.RunDamaged(t, func(t *testing.T) storage.Backend {
+		b, err := storage.NewFilesystem(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}, storagetest.Unchecked{Blob: storage.PutUnverified, Object: storage.PutObjectUnchecked})
+}

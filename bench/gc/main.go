@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -92,18 +93,55 @@ func main() {
 	fmt.Printf("%s: wrote %d images over %d layer blobs in %s\n", store, *images, *pool, time.Since(start).Round(time.Millisecond))
 
 	skip := func(context.Context, time.Duration) error { return nil }
-	rep, err := cat.GC(ctx, catalog.GCOptions{MaxAge: 720 * time.Hour, Sleep: skip})
+	var rep catalog.GCReport
+	heap := peakHeap(func() {
+		rep, err = cat.GC(ctx, catalog.GCOptions{MaxAge: 720 * time.Hour, Sleep: skip})
+	})
 	if err != nil {
 		fail(err)
 	}
-	fmt.Printf("every image in use: %s\n", rep)
+	fmt.Printf("every image in use: %s; peak heap %.1f MB above before\n", rep, heap)
 	ahead := time.Now().Add(1000 * time.Hour)
-	rep, err = cat.GC(ctx, catalog.GCOptions{MaxAge: 720 * time.Hour, Sleep: skip,
-		Clock: func(context.Context) (time.Time, error) { return ahead, nil }})
+	heap = peakHeap(func() {
+		rep, err = cat.GC(ctx, catalog.GCOptions{MaxAge: 720 * time.Hour, Sleep: skip,
+			Clock: func(context.Context) (time.Time, error) { return ahead, nil }})
+	})
 	if err != nil {
 		fail(err)
 	}
-	fmt.Printf("every image expired (grace wait skipped): %s\n", rep)
+	fmt.Printf("every image expired (grace wait skipped): %s; peak heap %.1f MB above before\n", rep, heap)
+}
+
+// peakHeap runs f and returns the most heap in use while it ran (sampled
+// every 5 ms, after a collection) above what was in use before, in MB.
+func peakHeap(f func()) float64 {
+	inUse := func() uint64 {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	runtime.GC()
+	base := inUse()
+	peak := base
+	done := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			peak = max(peak, inUse())
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	f()
+	close(done)
+	<-sampled
+	return float64(peak-base) / 1e6
 }
 
 func writeImage(ctx context.Context, store storage.Backend, cat *catalog.Catalog, i int, pool []digest.Digest, n int) error {

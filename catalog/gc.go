@@ -180,11 +180,17 @@ func (g *collector) clock(ctx context.Context) (time.Time, error) {
 	if g.opts.DryRun {
 		return g.c.now(), nil
 	}
-	if err := g.store.PutObject(ctx, clockObject, nil); err != nil {
+	return storageClock(ctx, g.store, g.store)
+}
+
+// storageClock reads the storage's clock: the modification time the
+// storage gives a probe object written now.
+func storageClock(ctx context.Context, store storage.Backend, list storage.Lister) (time.Time, error) {
+	if err := store.PutObject(ctx, clockObject, nil); err != nil {
 		return time.Time{}, err
 	}
 	var t time.Time
-	err := g.store.ListObjects(ctx, clockObject, func(name string, mod time.Time) error {
+	err := list.ListObjects(ctx, clockObject, func(name string, mod time.Time) error {
 		if name == clockObject {
 			t = mod
 		}
@@ -194,6 +200,23 @@ func (g *collector) clock(ctx context.Context) (time.Time, error) {
 		err = errors.New("the storage's clock probe was not listed")
 	}
 	return t, err
+}
+
+// DeleteAbandonedUploads removes the uploads that nothing has written to
+// for storage.AbandonedAfter, judged on the storage's clock as the
+// collector judges every age: a server whose own clock runs ahead must not
+// take a replica's upload in progress for abandoned. Without a storage
+// that lists, there is nothing to do.
+func (c *Catalog) DeleteAbandonedUploads(ctx context.Context) (int, error) {
+	l, ok := c.Store.(storage.Lister)
+	if !ok {
+		return 0, nil
+	}
+	now, err := storageClock(ctx, c.Store, l)
+	if err != nil {
+		return 0, fmt.Errorf("reading the storage's clock: %w", err)
+	}
+	return l.DeleteTemporaries(ctx, now.Add(-storage.AbandonedAfter))
 }
 
 // storageNow estimates the storage's clock from the last mark.

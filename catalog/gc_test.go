@@ -665,3 +665,39 @@ func TestGCStopsAtADamagedLease(t *testing.T) {
 		}
 	})
 }
+
+// Abandoned uploads are judged on the storage's clock: a server whose own
+// clock runs two days ahead removes an upload untouched for longer than
+// storage.AbandonedAfter, not a replica's upload in progress.
+func TestAbandonedUploadsOnTheStoragesClock(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	store, err := storage.NewFilesystem(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	abandoned, _ := store.Create(ctx)
+	abandoned.Write([]byte("its process died"))
+	then := time.Now().Add(-storage.AbandonedAfter - time.Hour)
+	tmp, _ := os.ReadDir(filepath.Join(root, "tmp"))
+	if len(tmp) != 1 {
+		t.Fatalf("%d temporary files, want 1", len(tmp))
+	}
+	if err := os.Chtimes(filepath.Join(root, "tmp", tmp[0].Name()), then, then); err != nil {
+		t.Fatal(err)
+	}
+	live, _ := store.Create(ctx)
+	live.Write([]byte("in progress elsewhere"))
+
+	c := catalog.New(store, nil)
+	c.Now = func() time.Time { return time.Now().Add(48 * time.Hour) }
+	if n, err := c.DeleteAbandonedUploads(ctx); n != 1 || err != nil {
+		t.Fatalf("DeleteAbandonedUploads = %d, %v; want 1", n, err)
+	}
+	if err := live.Commit(digest.FromString("in progress elsewhere")); err != nil {
+		t.Errorf("the upload in progress: %v", err)
+	}
+	if err := abandoned.Commit(digest.FromString("its process died")); err == nil {
+		t.Error("the abandoned upload was committed")
+	}
+}

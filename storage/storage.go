@@ -155,8 +155,9 @@ func RedirectURL(ctx context.Context, b Backend, d digest.Digest) (url string, o
 // upload takes (a layer of several GB streams in minutes), so the uploads
 // of a live process on the same storage — another replica, a running
 // server beside `nixery gc` or `nixery build --local` — are never touched.
-// Callers pass time.Now().Add(-AbandonedAfter) as the cutoff: `nixery
-// serve` once at start-up and garbage collection on every run.
+// Callers pass the storage's own clock minus AbandonedAfter as the cutoff
+// (catalog.DeleteAbandonedUploads): `nixery serve` once at start-up and
+// garbage collection on every run.
 const AbandonedAfter = 24 * time.Hour
 
 // Lister is implemented by backends that can enumerate and delete what

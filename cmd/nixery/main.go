@@ -227,13 +227,9 @@ func serve(args []string) error {
 // start-up, in the background so that a slow or unreachable bucket does
 // not delay serving; a failure is only logged (gc tries again).
 func deleteTemporaries(ctx context.Context, store storage.Backend, log *slog.Logger) {
-	l, ok := store.(storage.Lister)
-	if !ok {
-		return
-	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	n, err := l.DeleteTemporaries(ctx, time.Now().Add(-storage.AbandonedAfter))
+	n, err := catalog.New(store, log).DeleteAbandonedUploads(ctx)
 	if err != nil {
 		log.Warn("removing abandoned uploads", "storage", store.String(), "removed", n, "err", err)
 		return

@@ -5,6 +5,7 @@
 //	go run ./bench/sharing                          # budgets 100, 30 and 24, seed 1
 //	go run ./bench/sharing -budget 100,30,24,20     # the tables of docs/layering.md
 //	go run ./bench/sharing -budget 20 -seed 7
+//	go run ./bench/sharing -seeds 1-5 -budget 30,24,20   # this package's rows only, per seed and mean
 //
 // The package set is generated (package bench/pkgset), shaped like nixpkgs; the
 // popularity table is derived from it as the original Nixery derives its
@@ -38,18 +39,15 @@ type result struct {
 	maxLayers  int
 	overBudget int
 	perImage   []int64
+	excess     []int64 // per image: downloaded minus the bytes of store paths no earlier image had
 }
 
 func main() {
 	seed := flag.Uint64("seed", 1, "seed of the generated package set")
+	seedsFlag := flag.String("seeds", "", "several seeds (e.g. 1-5 or 1,3,7): print only this package's two rows, per seed and their mean")
 	budgetFlag := flag.String("budget", "100,30,24", "layer budgets per image (customisation layer included), comma-separated")
-	verbose := flag.Bool("v", false, "print per-image downloads")
+	verbose := flag.Bool("v", false, "print per-image downloads and excess over the bytes first seen in that image")
 	flag.Parse()
-
-	set := pkgset.Generate(*seed)
-	pop := set.Popularity()
-	threshold := popularityThreshold(pop)
-	algs := algorithms(pop)
 
 	var budgets []int
 	for _, f := range strings.Split(*budgetFlag, ",") {
@@ -60,28 +58,31 @@ func main() {
 		}
 		budgets = append(budgets, b)
 	}
-
-	closures := make([][]*pkgset.Path, len(pkgset.Workload))
-	distinct := map[string]int64{}
-	maxPaths := 0
-	for i, img := range pkgset.Workload {
-		c, err := set.Closure(pkgset.Packages(img))
+	if *seedsFlag != "" {
+		seeds, err := parseSeeds(*seedsFlag)
 		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		if err := summary(seeds, budgets); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		closures[i] = c
-		maxPaths = max(maxPaths, len(c))
-		for _, p := range c {
-			distinct[p.Path] = p.Size
-		}
+		return
 	}
-	var lower int64
-	for _, s := range distinct {
-		lower += s
+
+	set := pkgset.Generate(*seed)
+	pop := set.Popularity()
+	threshold := popularityThreshold(pop)
+	algs := algorithms(pop)
+
+	closures, lower, distinct, maxPaths, err := workload(set)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 	fmt.Printf("package set: %d store paths (seed %d); workload: %d images, %d distinct store paths, largest closure %d paths\n",
-		len(set.Paths), *seed, len(pkgset.Workload), len(distinct), maxPaths)
+		len(set.Paths), *seed, len(pkgset.Workload), distinct, maxPaths)
 	fmt.Printf("popularity table: %d names; original Nixery's popularity threshold (top 1%%): %d\n\n", len(pop), threshold)
 
 	for _, budget := range budgets {
@@ -98,7 +99,7 @@ func main() {
 			fmt.Fprintf(tw, "%s\t%.1f\t%.3f\t%d\t%d\t\n", alg.name, mib(r.downloaded), float64(r.downloaded)/float64(lower), r.maxLayers+1, r.overBudget)
 			if *verbose {
 				for i, b := range r.perImage {
-					fmt.Fprintf(tw, "  %s\t%.1f\t\t\t\t\n", pkgset.Workload[i], mib(b))
+					fmt.Fprintf(tw, "  %s\t%.1f\texcess %.1f\t\t\t\n", pkgset.Workload[i], mib(b), mib(r.excess[i]))
 				}
 			}
 		}
@@ -109,10 +110,100 @@ func main() {
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
+// workload resolves the closure of every image of the workload and returns
+// them with the lower bound (the bytes of the distinct store paths), the
+// number of distinct paths and the largest closure.
+func workload(set *pkgset.Set) (closures [][]*pkgset.Path, lower int64, distinct, maxPaths int, err error) {
+	seen := map[string]int64{}
+	for _, img := range pkgset.Workload {
+		c, err := set.Closure(pkgset.Packages(img))
+		if err != nil {
+			return nil, 0, 0, 0, err
+		}
+		closures = append(closures, c)
+		maxPaths = max(maxPaths, len(c))
+		for _, p := range c {
+			seen[p.Path] = p.Size
+		}
+	}
+	for _, s := range seen {
+		lower += s
+	}
+	return closures, lower, len(seen), maxPaths, nil
+}
+
+// parseSeeds reads "1-5" or "1,3,7".
+func parseSeeds(s string) ([]uint64, error) {
+	var out []uint64
+	for _, f := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(f), "-")
+		a, err := strconv.ParseUint(lo, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("bad seeds %q", s)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.ParseUint(hi, 10, 64); err != nil || b < a {
+				return nil, fmt.Errorf("bad seeds %q", s)
+			}
+		}
+		for x := a; x <= b; x++ {
+			out = append(out, x)
+		}
+	}
+	return out, nil
+}
+
+// summary prints, per seed and budget, layers.Group / layers.GroupWith as
+// × the lower bound, and the mean over the seeds: the figures
+// docs/layering.md compares approaches by.
+func summary(seeds []uint64, budgets []int) error {
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
+	fmt.Fprint(tw, "seed\tlower bound MB\t")
+	for _, b := range budgets {
+		fmt.Fprintf(tw, "budget %d\t", b)
+	}
+	fmt.Fprintln(tw)
+	sum := make([][2]float64, len(budgets))
+	for _, seed := range seeds {
+		set := pkgset.Generate(seed)
+		algs := algorithms(set.Popularity())
+		closures, lower, _, _, err := workload(set)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(tw, "%d\t%.1f\t", seed, mib(lower))
+		for k, budget := range budgets {
+			var x [2]float64
+			for m, name := range []string{"layers.Group (graph only)", "layers.GroupWith (popularity)"} {
+				i := slices.IndexFunc(algs, func(a algorithm) bool { return a.name == name })
+				r, err := simulate(set, closures, algs[i], budget-1)
+				if err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				if r.overBudget > 0 {
+					return fmt.Errorf("%s, budget %d, seed %d: %d images over budget", name, budget, seed, r.overBudget)
+				}
+				x[m] = float64(r.downloaded) / float64(lower)
+				sum[k][m] += x[m]
+			}
+			fmt.Fprintf(tw, "%.3f / %.3f\t", x[0], x[1])
+		}
+		fmt.Fprintln(tw)
+	}
+	fmt.Fprint(tw, "mean\t\t")
+	for k := range budgets {
+		fmt.Fprintf(tw, "%.3f / %.3f\t", sum[k][0]/float64(len(seeds)), sum[k][1]/float64(len(seeds)))
+	}
+	fmt.Fprintln(tw)
+	return tw.Flush()
+}
+
 // simulate pulls the workload in order with a client-side layer cache.
 func simulate(set *pkgset.Set, closures [][]*pkgset.Path, alg algorithm, budget int) (result, error) {
 	var r result
 	cache := map[string]bool{}
+	pulled := map[string]bool{}
 	for i, c := range closures {
 		paths := make([]layers.Path, len(c))
 		size := map[string]int64{}
@@ -132,7 +223,13 @@ func simulate(set *pkgset.Set, closures [][]*pkgset.Path, alg algorithm, budget 
 		if len(groups) > budget {
 			r.overBudget++
 		}
-		var got int64
+		var got, fresh int64
+		for _, p := range c {
+			if !pulled[p.Path] {
+				pulled[p.Path] = true
+				fresh += p.Size
+			}
+		}
 		for _, g := range groups {
 			k := strings.Join(g, "\n")
 			if cache[k] {
@@ -144,6 +241,7 @@ func simulate(set *pkgset.Set, closures [][]*pkgset.Path, alg algorithm, budget 
 			}
 		}
 		r.perImage = append(r.perImage, got)
+		r.excess = append(r.excess, got-fresh)
 		r.downloaded += got
 	}
 	return r, nil

@@ -1,7 +1,9 @@
 // Package pkgset generates a package set shaped like nixpkgs for the
 // benchmarks: 1,082 store paths (seed 1) with names, NAR sizes and
 // references, the attributes that name some of them, and the workload of
-// typical images pulled one after the other. bench/sharing simulates the
+// typical images pulled one after the other. A second shape (Stacks) draws
+// the generated part differently, to check that a layering's gain is not a
+// quirk of the first (Tower). bench/sharing simulates the
 // layering of the workload on it; bench/workload writes the workload's
 // closure as a real Nix package set and pulls it from a real Nixery.
 //
@@ -174,11 +176,41 @@ var pythonPkgs = []struct {
 	{"", "qhull-2020.2", 2 * mb, []string{"glibc-2.40-66", "gcc-13.3.0-lib"}},
 }
 
-// Generate builds the package set: the hand-written core, the python
-// packages, then generated GUI/multimedia stacks and a long tail of
-// libraries and applications, with sizes drawn from a log-normal
+// Shape selects how the generated part of a package set is drawn. The
+// hand-written core and python packages are the same in every shape, and
+// so is the workload; what differs is the GUI, multimedia and long-tail
+// graph under emacs, ffmpeg and imagemagick. A second shape is there to
+// tell a layering that exploits one generator's quirks from one that holds
+// on package sets in general.
+type Shape int
+
+const (
+	// Tower is the set every figure of docs/layering.md was measured on: one
+	// X11/GTK-like tower of 120 libraries, each referring to a few random
+	// libraries anywhere below it; 35 codecs referring to base libraries
+	// only; a tail of 500 libraries and 300 applications.
+	Tower Shape = iota
+	// Stacks is shaped differently: three toolkits (an X11 base of 40
+	// libraries, a GTK-like stack of 70 and a Qt-like stack of 50) whose
+	// libraries refer to near neighbours below them (a local, layered
+	// graph rather than a random one), 60 codecs in chains over a few codec
+	// bases, ffmpeg on the X11 base and the Qt stack, emacs on the GTK
+	// stack, different size distributions, a tail of 800 libraries and 400
+	// applications.
+	Stacks
+)
+
+// Shapes names the shapes, as bench/sharing's -shape flag takes them.
+var Shapes = map[string]Shape{"tower": Tower, "stacks": Stacks}
+
+// Generate builds the package set of shape Tower: the hand-written core,
+// the python packages, then generated GUI/multimedia stacks and a long tail
+// of libraries and applications, with sizes drawn from a log-normal
 // distribution (median ~300 KB, a few tens of MB at the top).
-func Generate(seed uint64) *Set {
+func Generate(seed uint64) *Set { return GenerateShape(seed, Tower) }
+
+// GenerateShape builds the package set of the given shape (see Shape).
+func GenerateShape(seed uint64, shape Shape) *Set {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	s := &Set{Paths: map[string]*Path{}, Attrs: map[string]string{}}
 	add := func(attr, name string, size int64, refs []string) {
@@ -215,67 +247,71 @@ func Generate(seed uint64) *Set {
 	}
 	base := []string{"glibc-2.40-66", "glibc-2.40-66", "glibc-2.40-66", "zlib-1.3.1", "gcc-13.3.0-lib", "openssl-3.3.2", "xz-5.6.3", "bzip2-1.0.8", "expat-2.6.4", "pcre2-10.44", "libffi-3.4.6", "ncurses-6.4.20221231", "libxml2-2.13.4"}
 
-	// An X11/GTK stack: 120 libraries in layers, each depending on a few
-	// below it, as the libX11 … gtk3 tower of nixpkgs.
-	var gui []string
-	for i := range 120 {
-		name := fmt.Sprintf("gui-lib%02d-%d.%d", i, 1+i%5, i%7)
-		refs := pick(base, 2)
-		if len(gui) > 0 {
-			refs = append(refs, pick(gui, 2+r.IntN(5))...)
+	if shape == Stacks {
+		stacks(r, add, logSize, pick, base)
+	} else {
+		// An X11/GTK stack: 120 libraries in layers, each depending on a few
+		// below it, as the libX11 … gtk3 tower of nixpkgs.
+		var gui []string
+		for i := range 120 {
+			name := fmt.Sprintf("gui-lib%02d-%d.%d", i, 1+i%5, i%7)
+			refs := pick(base, 2)
+			if len(gui) > 0 {
+				refs = append(refs, pick(gui, 2+r.IntN(5))...)
+			}
+			if i >= 80 {
+				refs = append(refs, "freetype-2.13.3", "fontconfig-2.15.0-lib", "libpng-apng-1.6.43")
+			}
+			slices.Sort(refs)
+			add("", name, logSize(700*kb, 1.2, 30*mb), slices.Compact(refs))
+			gui = append(gui, name)
 		}
-		if i >= 80 {
-			refs = append(refs, "freetype-2.13.3", "fontconfig-2.15.0-lib", "libpng-apng-1.6.43")
+		// Codecs for multimedia: mostly private to one or two users.
+		var codecs []string
+		for i := range 35 {
+			name := fmt.Sprintf("codec%02d-%d.%d", i, 1+i%4, i%9)
+			add("", name, logSize(1*mb, 1.1, 25*mb), pick(base, 1+r.IntN(2)))
+			codecs = append(codecs, name)
 		}
-		slices.Sort(refs)
-		add("", name, logSize(700*kb, 1.2, 30*mb), slices.Compact(refs))
-		gui = append(gui, name)
-	}
-	// Codecs for multimedia: mostly private to one or two users.
-	var codecs []string
-	for i := range 35 {
-		name := fmt.Sprintf("codec%02d-%d.%d", i, 1+i%4, i%9)
-		add("", name, logSize(1*mb, 1.1, 25*mb), pick(base, 1+r.IntN(2)))
-		codecs = append(codecs, name)
-	}
-	add("ffmpeg", "ffmpeg-7.1-lib", 30*mb, append(pick(codecs, 30), pick(gui, 12)...))
-	add("", "ffmpeg-7.1-bin", 3*mb, []string{"ffmpeg-7.1-lib", "glibc-2.40-66"})
-	s.Attrs["ffmpeg"] = "ffmpeg-7.1-bin"
-	add("imagemagick", "imagemagick-7.1.1-41", 25*mb, append([]string{"libjpeg-turbo-3.0.4", "libtiff-4.7.0", "libwebp-1.4.0", "freetype-2.13.3", "fontconfig-2.15.0-lib", "lcms2-2.16", "openjpeg-2.5.2", "libxml2-2.13.4", "bzip2-1.0.8"}, pick(codecs, 6)...))
-	add("emacs", "emacs-29.4", 160*mb, append(append(pick(gui[60:], 30), pick(codecs, 4)...),
-		"gnutls-3.8.6", "sqlite-3.46.1", "ncurses-6.4.20221231", "systemd-minimal-libs-256.8", "libxml2-2.13.4", "gmp-6.3.0"))
-	add("", "gnutls-3.8.6", 4*mb, []string{"glibc-2.40-66", "gmp-6.3.0", "libidn2-2.3.7", "libunistring-1.2", "nettle-3.10", "p11-kit-0.25.5", "zlib-1.3.1", "zstd-1.5.6"})
-	add("", "nettle-3.10", 1*mb, []string{"glibc-2.40-66", "gmp-6.3.0"})
-	add("", "p11-kit-0.25.5", 2*mb, []string{"glibc-2.40-66", "libffi-3.4.6"})
+		add("ffmpeg", "ffmpeg-7.1-lib", 30*mb, append(pick(codecs, 30), pick(gui, 12)...))
+		add("", "ffmpeg-7.1-bin", 3*mb, []string{"ffmpeg-7.1-lib", "glibc-2.40-66"})
+		s.Attrs["ffmpeg"] = "ffmpeg-7.1-bin"
+		add("imagemagick", "imagemagick-7.1.1-41", 25*mb, append([]string{"libjpeg-turbo-3.0.4", "libtiff-4.7.0", "libwebp-1.4.0", "freetype-2.13.3", "fontconfig-2.15.0-lib", "lcms2-2.16", "openjpeg-2.5.2", "libxml2-2.13.4", "bzip2-1.0.8"}, pick(codecs, 6)...))
+		add("emacs", "emacs-29.4", 160*mb, append(append(pick(gui[60:], 30), pick(codecs, 4)...),
+			"gnutls-3.8.6", "sqlite-3.46.1", "ncurses-6.4.20221231", "systemd-minimal-libs-256.8", "libxml2-2.13.4", "gmp-6.3.0"))
+		add("", "gnutls-3.8.6", 4*mb, []string{"glibc-2.40-66", "gmp-6.3.0", "libidn2-2.3.7", "libunistring-1.2", "nettle-3.10", "p11-kit-0.25.5", "zlib-1.3.1", "zstd-1.5.6"})
+		add("", "nettle-3.10", 1*mb, []string{"glibc-2.40-66", "gmp-6.3.0"})
+		add("", "p11-kit-0.25.5", 2*mb, []string{"glibc-2.40-66", "libffi-3.4.6"})
 
-	// The long tail: libraries that a few packages share, and many more
-	// that exactly one package uses, under ~300 applications that are
-	// never requested by the workload but make the popularity table.
-	var tail []string
-	for i := range 500 {
-		name := fmt.Sprintf("lib-tail%03d-%d.%d", i, r.IntN(5), r.IntN(20))
-		refs := pick(base, 1+r.IntN(3))
-		if len(tail) > 0 && r.IntN(3) == 0 {
-			refs = append(refs, pick(tail, 1)...)
+		// The long tail: libraries that a few packages share, and many more
+		// that exactly one package uses, under ~300 applications that are
+		// never requested by the workload but make the popularity table.
+		var tail []string
+		for i := range 500 {
+			name := fmt.Sprintf("lib-tail%03d-%d.%d", i, r.IntN(5), r.IntN(20))
+			refs := pick(base, 1+r.IntN(3))
+			if len(tail) > 0 && r.IntN(3) == 0 {
+				refs = append(refs, pick(tail, 1)...)
+			}
+			slices.Sort(refs)
+			add("", name, logSize(300*kb, 1.3, 40*mb), slices.Compact(refs))
+			tail = append(tail, name)
 		}
-		slices.Sort(refs)
-		add("", name, logSize(300*kb, 1.3, 40*mb), slices.Compact(refs))
-		tail = append(tail, name)
-	}
-	mid := []string{"python3-3.12.8", "perl-5.40.0", "curl-8.11.0-lib", "sqlite-3.46.1", "readline-8.2p13", "icu4c-74.2", "libxml2-2.13.4", "systemd-minimal-libs-256.8", "krb5-1.21.3-lib", "libjpeg-turbo-3.0.4", "freetype-2.13.3", "bash-5.2p37", "coreutils-9.5"}
-	for i := range 300 {
-		name := fmt.Sprintf("app%03d-%d.%d", i, r.IntN(9), r.IntN(30))
-		refs := append(pick(base, 1+r.IntN(3)), pick(tail, 1+r.IntN(4))...)
-		if r.IntN(3) == 0 {
-			refs = append(refs, pick(mid, 1+r.IntN(2))...)
+		mid := []string{"python3-3.12.8", "perl-5.40.0", "curl-8.11.0-lib", "sqlite-3.46.1", "readline-8.2p13", "icu4c-74.2", "libxml2-2.13.4", "systemd-minimal-libs-256.8", "krb5-1.21.3-lib", "libjpeg-turbo-3.0.4", "freetype-2.13.3", "bash-5.2p37", "coreutils-9.5"}
+		for i := range 300 {
+			name := fmt.Sprintf("app%03d-%d.%d", i, r.IntN(9), r.IntN(30))
+			refs := append(pick(base, 1+r.IntN(3)), pick(tail, 1+r.IntN(4))...)
+			if r.IntN(3) == 0 {
+				refs = append(refs, pick(mid, 1+r.IntN(2))...)
+			}
+			if r.IntN(8) == 0 {
+				refs = append(refs, pick(gui, 1+r.IntN(5))...)
+			}
+			slices.Sort(refs)
+			add(fmt.Sprintf("app%03d", i), name, logSize(2*mb, 1.2, 150*mb), slices.Compact(refs))
 		}
-		if r.IntN(8) == 0 {
-			refs = append(refs, pick(gui, 1+r.IntN(5))...)
-		}
-		slices.Sort(refs)
-		add(fmt.Sprintf("app%03d", i), name, logSize(2*mb, 1.2, 150*mb), slices.Compact(refs))
-	}
 
+	}
 	// Store paths get a hash-like prefix derived from the name, so the
 	// same seed gives the same paths.
 	for _, p := range s.Paths {
@@ -359,4 +395,93 @@ func (s *Set) Popularity() map[string]int {
 		}
 	}
 	return pop
+}
+
+// stacks draws the generated part of shape Stacks (see Shape).
+func stacks(r *rand.Rand, add func(attr, name string, size int64, refs []string), logSize func(median, sigma float64, maxSize int64) int64, pick func(from []string, k int) []string, base []string) {
+	// near picks k libraries among the w just below position i of layer.
+	near := func(layer []string, i, w, k int) []string {
+		lo := max(0, i-w)
+		if i <= lo {
+			return nil
+		}
+		return pick(layer[lo:i], k)
+	}
+	lib := func(attr, name string, size int64, refs ...[]string) string {
+		var all []string
+		for _, rs := range refs {
+			all = append(all, rs...)
+		}
+		slices.Sort(all)
+		add(attr, name, size, slices.Compact(all))
+		return name
+	}
+	var x11, gtk, qt []string
+	for i := range 40 {
+		x11 = append(x11, lib("", fmt.Sprintf("libX%02d-1.%d.%d", i, i%8, i%3), logSize(400*kb, 1.0, 12*mb),
+			pick(base, 1+r.IntN(2)), near(x11, i, 4, 1+r.IntN(3))))
+	}
+	for i := range 70 {
+		refs := near(gtk, i, 8, 1+r.IntN(4))
+		if i%10 == 0 || len(refs) == 0 {
+			refs = append(refs, pick(x11, 2+r.IntN(3))...)
+		}
+		if i >= 35 {
+			refs = append(refs, "freetype-2.13.3", "fontconfig-2.15.0-lib")
+		}
+		gtk = append(gtk, lib("", fmt.Sprintf("gtkpart%02d-3.%d", i, i%24), logSize(1200*kb, 1.0, 40*mb),
+			pick(base, 1), refs))
+	}
+	for i := range 50 {
+		refs := near(qt, i, 6, 1+r.IntN(3))
+		if i%7 == 0 || len(refs) == 0 {
+			refs = append(refs, pick(x11, 1+r.IntN(4))...)
+		}
+		qt = append(qt, lib("", fmt.Sprintf("qtmodule%02d-6.%d.%d", i, i%9, i%4), logSize(2*mb, 1.3, 60*mb),
+			pick(base, 1+r.IntN(2)), refs, []string{"libpng-apng-1.6.43"}))
+	}
+	// Codecs: a few bases, the others in chains over them.
+	var codecs []string
+	for i := range 60 {
+		var refs []string
+		if i >= 6 {
+			refs = pick(codecs, 1+r.IntN(2))
+		}
+		codecs = append(codecs, lib("", fmt.Sprintf("media-codec%02d-0.%d", i, i%13), logSize(600*kb, 1.4, 20*mb),
+			pick(base, 1+r.IntN(2)), refs))
+	}
+	lib("", "ffmpeg-7.1-lib", 30*mb, pick(codecs, 40), pick(x11, 8), pick(qt[:20], 4))
+	lib("ffmpeg", "ffmpeg-7.1-bin", 3*mb, []string{"ffmpeg-7.1-lib", "glibc-2.40-66"})
+	lib("imagemagick", "imagemagick-7.1.1-41", 25*mb, []string{"libjpeg-turbo-3.0.4", "libtiff-4.7.0", "libwebp-1.4.0", "freetype-2.13.3", "fontconfig-2.15.0-lib", "lcms2-2.16", "openjpeg-2.5.2", "libxml2-2.13.4", "bzip2-1.0.8"},
+		pick(codecs, 10), pick(x11, 3))
+	lib("emacs", "emacs-29.4", 160*mb, pick(gtk[30:], 20), pick(x11, 3), pick(codecs, 2),
+		[]string{"gnutls-3.8.6", "sqlite-3.46.1", "ncurses-6.4.20221231", "systemd-minimal-libs-256.8", "libxml2-2.13.4", "gmp-6.3.0"})
+	add("", "gnutls-3.8.6", 4*mb, []string{"glibc-2.40-66", "gmp-6.3.0", "libidn2-2.3.7", "libunistring-1.2", "nettle-3.10", "p11-kit-0.25.5", "zlib-1.3.1", "zstd-1.5.6"})
+	add("", "nettle-3.10", 1*mb, []string{"glibc-2.40-66", "gmp-6.3.0"})
+	add("", "p11-kit-0.25.5", 2*mb, []string{"glibc-2.40-66", "libffi-3.4.6"})
+
+	var tail []string
+	for i := range 800 {
+		refs := pick(base, 1+r.IntN(2))
+		if len(tail) > 0 && r.IntN(2) == 0 {
+			refs = append(refs, pick(tail[max(0, len(tail)-50):], 1+r.IntN(2))...)
+		}
+		tail = append(tail, lib("", fmt.Sprintf("tail-pkg%03d-%d", i, r.IntN(40)), logSize(200*kb, 1.5, 30*mb), refs))
+	}
+	mid := []string{"python3-3.12.8", "perl-5.40.0", "curl-8.11.0-lib", "sqlite-3.46.1", "icu4c-74.2", "libxml2-2.13.4", "systemd-minimal-libs-256.8", "freetype-2.13.3", "bash-5.2p37"}
+	for i := range 400 {
+		refs := [][]string{pick(base, 1+r.IntN(2)), pick(tail, 1+r.IntN(6))}
+		if r.IntN(2) == 0 {
+			refs = append(refs, pick(mid, 1+r.IntN(3)))
+		}
+		switch r.IntN(10) {
+		case 0:
+			refs = append(refs, pick(gtk, 1+r.IntN(3)))
+		case 1:
+			refs = append(refs, pick(qt, 1+r.IntN(3)))
+		case 2:
+			refs = append(refs, pick(codecs, 1+r.IntN(3)))
+		}
+		lib(fmt.Sprintf("tool%03d", i), fmt.Sprintf("tool%03d-%d.%d", i, r.IntN(5), r.IntN(12)), logSize(3*mb, 1.0, 120*mb), refs...)
+	}
 }

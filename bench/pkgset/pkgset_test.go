@@ -65,3 +65,32 @@ func TestPackages(t *testing.T) {
 		}
 	}
 }
+
+// TestStacksShape pins the second shape of seed 1 as TestGenerateIsStable
+// pins the first, and checks that the workload resolves in it and that
+// the generated part differs from Tower's.
+func TestStacksShape(t *testing.T) {
+	s := GenerateShape(1, Stacks)
+	h := sha256.New()
+	for _, n := range slices.Sorted(maps.Keys(s.Paths)) {
+		p := s.Paths[n]
+		fmt.Fprintln(h, p.Name, p.Path, p.Size, p.Refs)
+	}
+	if got, want := fmt.Sprintf("%x", h.Sum(nil)), "766b4a882923da2c47bb775d8a744b2cb5481927e1b966833946f0611f4676df"; got != want {
+		t.Errorf("seed 1, shape stacks generates a different set: digest %s, want %s", got, want)
+	}
+	if got := len(s.Paths); got != 1547 {
+		t.Errorf("%d store paths, want 1547", got)
+	}
+	for _, name := range Workload {
+		if _, err := s.Closure(Packages(name)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, ok := s.Paths["gui-lib00-1.0"]; ok {
+		t.Errorf("shape stacks has the tower's libraries")
+	}
+	if Shapes["stacks"] != Stacks || Shapes["tower"] != Tower {
+		t.Errorf("Shapes = %v", Shapes)
+	}
+}

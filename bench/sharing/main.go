@@ -6,6 +6,7 @@
 //	go run ./bench/sharing -budget 100,30,24,20     # the tables of docs/layering.md
 //	go run ./bench/sharing -budget 20 -seed 7
 //	go run ./bench/sharing -seeds 1-5 -budget 30,24,20   # this package's rows only, per seed and mean
+//	go run ./bench/sharing -shape stacks             # the second, differently shaped package set
 //
 // The package set is generated (package bench/pkgset), shaped like nixpkgs; the
 // popularity table is derived from it as the original Nixery derives its
@@ -44,6 +45,7 @@ type result struct {
 
 func main() {
 	seed := flag.Uint64("seed", 1, "seed of the generated package set")
+	shapeFlag := flag.String("shape", "tower", "shape of the generated package set: tower (the figures of docs/layering.md) or stacks (see bench/pkgset)")
 	seedsFlag := flag.String("seeds", "", "several seeds (e.g. 1-5 or 1,3,7): print only this package's two rows, per seed and their mean")
 	budgetFlag := flag.String("budget", "100,30,24", "layer budgets per image (customisation layer included), comma-separated")
 	verbose := flag.Bool("v", false, "print per-image downloads and excess over the bytes first seen in that image")
@@ -58,20 +60,25 @@ func main() {
 		}
 		budgets = append(budgets, b)
 	}
+	shape, ok := pkgset.Shapes[*shapeFlag]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "unknown shape %q\n", *shapeFlag)
+		os.Exit(2)
+	}
 	if *seedsFlag != "" {
 		seeds, err := parseSeeds(*seedsFlag)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
-		if err := summary(seeds, budgets); err != nil {
+		if err := summary(seeds, shape, budgets); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
 		return
 	}
 
-	set := pkgset.Generate(*seed)
+	set := pkgset.GenerateShape(*seed, shape)
 	pop := set.Popularity()
 	threshold := popularityThreshold(pop)
 	algs := algorithms(pop)
@@ -157,7 +164,7 @@ func parseSeeds(s string) ([]uint64, error) {
 // summary prints, per seed and budget, layers.Group / layers.GroupWith as
 // × the lower bound, and the mean over the seeds: the figures
 // docs/layering.md compares approaches by.
-func summary(seeds []uint64, budgets []int) error {
+func summary(seeds []uint64, shape pkgset.Shape, budgets []int) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
 	fmt.Fprint(tw, "seed\tlower bound MB\t")
 	for _, b := range budgets {
@@ -166,7 +173,7 @@ func summary(seeds []uint64, budgets []int) error {
 	fmt.Fprintln(tw)
 	sum := make([][2]float64, len(budgets))
 	for _, seed := range seeds {
-		set := pkgset.Generate(seed)
+		set := pkgset.GenerateShape(seed, shape)
 		algs := algorithms(set.Popularity())
 		closures, lower, _, _, err := workload(set)
 		if err != nil {

@@ -6,28 +6,22 @@ import (
 	"github.com/nixery/nixery/bench/pkgset"
 )
 
-// TestAlgorithms runs the whole workload once per algorithm and budget:
-// every grouping must be a partition of the closure within the budget, no
-// algorithm may download less than the lower bound, and layers.Group and
-// layers.GroupWith may not download more than the grouping they replaced.
+// TestAlgorithms runs the whole workload once per algorithm, budget and
+// package set shape: every grouping must be a partition of the closure
+// within the budget, no algorithm may download less than the lower bound,
+// and layers.Group and layers.GroupWith may not download more than the
+// grouping they replaced.
 func TestAlgorithms(t *testing.T) {
-	set := pkgset.Generate(1)
-	pop := set.Popularity()
-	var closures [][]*pkgset.Path
-	distinct := map[string]int64{}
-	for _, img := range pkgset.Workload {
-		c, err := set.Closure(pkgset.Packages(img))
-		if err != nil {
-			t.Fatal(err)
-		}
-		closures = append(closures, c)
-		for _, p := range c {
-			distinct[p.Path] = p.Size
-		}
+	for name, shape := range pkgset.Shapes {
+		t.Run(name, func(t *testing.T) { testAlgorithms(t, pkgset.GenerateShape(1, shape)) })
 	}
-	var lower int64
-	for _, s := range distinct {
-		lower += s
+}
+
+func testAlgorithms(t *testing.T, set *pkgset.Set) {
+	pop := set.Popularity()
+	closures, lower, _, _, err := workload(set)
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, budget := range []int{5, 19, 23, 29, 99} {
 		downloaded := map[string]int64{}

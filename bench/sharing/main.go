@@ -41,6 +41,11 @@ type result struct {
 	overBudget int
 	perImage   []int64
 	excess     []int64 // per image: downloaded minus the bytes of store paths no earlier image had
+	// floor is per image the excess that no grouping of that image alone
+	// could avoid, given the layers the earlier images were split into:
+	// the bytes of its store paths that an earlier image had but no
+	// earlier layer lying wholly inside its closure holds (budget ignored).
+	floor []int64
 }
 
 func main() {
@@ -48,7 +53,7 @@ func main() {
 	shapeFlag := flag.String("shape", "tower", "shape of the generated package set: tower (the figures of docs/layering.md) or stacks (see bench/pkgset)")
 	seedsFlag := flag.String("seeds", "", "several seeds (e.g. 1-5 or 1,3,7): print only this package's two rows, per seed and their mean")
 	budgetFlag := flag.String("budget", "100,30,24", "layer budgets per image (customisation layer included), comma-separated")
-	verbose := flag.Bool("v", false, "print per-image downloads and excess over the bytes first seen in that image")
+	verbose := flag.Bool("v", false, "print per-image downloads, excess over the bytes first seen in that image, and the part of it the earlier images' layers force")
 	flag.Parse()
 
 	var budgets []int
@@ -106,7 +111,7 @@ func main() {
 			fmt.Fprintf(tw, "%s\t%.1f\t%.3f\t%d\t%d\t\n", alg.name, mib(r.downloaded), float64(r.downloaded)/float64(lower), r.maxLayers+1, r.overBudget)
 			if *verbose {
 				for i, b := range r.perImage {
-					fmt.Fprintf(tw, "  %s\t%.1f\texcess %.1f\t\t\t\n", pkgset.Workload[i], mib(b), mib(r.excess[i]))
+					fmt.Fprintf(tw, "  %s\t%.1f\texcess %.1f\tforced %.1f\t\t\n", pkgset.Workload[i], mib(b), mib(r.excess[i]), mib(r.floor[i]))
 				}
 			}
 		}
@@ -211,6 +216,7 @@ func simulate(set *pkgset.Set, closures [][]*pkgset.Path, alg algorithm, budget 
 	var r result
 	cache := map[string]bool{}
 	pulled := map[string]bool{}
+	var earlier [][]string // the distinct layers of the images before
 	for i, c := range closures {
 		paths := make([]layers.Path, len(c))
 		size := map[string]int64{}
@@ -230,11 +236,22 @@ func simulate(set *pkgset.Set, closures [][]*pkgset.Path, alg algorithm, budget 
 		if len(groups) > budget {
 			r.overBudget++
 		}
-		var got, fresh int64
+		covered := map[string]bool{}
+		for _, l := range earlier {
+			if !slices.ContainsFunc(l, func(p string) bool { _, in := size[p]; return !in }) {
+				for _, p := range l {
+					covered[p] = true
+				}
+			}
+		}
+		var got, fresh, forced int64
 		for _, p := range c {
-			if !pulled[p.Path] {
+			switch {
+			case !pulled[p.Path]:
 				pulled[p.Path] = true
 				fresh += p.Size
+			case !covered[p.Path]:
+				forced += p.Size
 			}
 		}
 		for _, g := range groups {
@@ -243,12 +260,14 @@ func simulate(set *pkgset.Set, closures [][]*pkgset.Path, alg algorithm, budget 
 				continue
 			}
 			cache[k] = true
+			earlier = append(earlier, g)
 			for _, p := range g {
 				got += size[p]
 			}
 		}
 		r.perImage = append(r.perImage, got)
 		r.excess = append(r.excess, got-fresh)
+		r.floor = append(r.floor, forced)
 		r.downloaded += got
 	}
 	return r, nil

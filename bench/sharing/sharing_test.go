@@ -36,6 +36,11 @@ func testAlgorithms(t *testing.T, set *pkgset.Set) {
 			if r.downloaded < lower {
 				t.Errorf("%s, budget %d: downloaded %d < lower bound %d", alg.name, budget, r.downloaded, lower)
 			}
+			for i := range r.excess {
+				if r.floor[i] < 0 || r.floor[i] > r.excess[i] {
+					t.Errorf("%s, budget %d, %s: forced excess %d outside [0, excess %d]", alg.name, budget, pkgset.Workload[i], r.floor[i], r.excess[i])
+				}
+			}
 			downloaded[alg.name] = r.downloaded
 		}
 		for now, before := range map[string]string{

@@ -59,6 +59,23 @@ func route(path string) string {
 	return "web"
 }
 
+// registryPaths sends every path under /v2/ to v2 as it came, and the
+// rest to mux. The mux answers a path with an empty, "." or ".." segment
+// with a redirect (text/html) to its cleaned form, which is another
+// repository: /v2/a/../shell/manifests/latest would build shell. Such a
+// name matches no repository name of the distribution spec, and the
+// registry answers it with NAME_INVALID.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
+func registryPaths(v2, mux http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v2/") {
+			v2.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
 // latencyBuckets are the upper bounds (seconds) of the request latency
 // histogram: from a cached manifest (well under a millisecond) to a cold
 // build (a minute or more).

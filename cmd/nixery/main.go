@@ -101,7 +101,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 // Refused requests reach nothing, so they start no build.
 func newHandler(guard *access.Guard, metricsPublic bool, reg *registry.Registry, site, metrics http.Handler, probes *health) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", guard.Require(reg, reg.Unauthorized))
+	v2 := guard.Require(reg, reg.Unauthorized)
+	mux.Handle("/v2/", v2)
 	mux.Handle("/", guard.Require(site, nil))
 	if !metricsPublic {
 		metrics = guard.Require(metrics, nil)
@@ -111,7 +112,7 @@ func newHandler(guard *access.Guard, metricsPublic bool, reg *registry.Registry,
 	// credentials, and they tell nothing about the images.
 	mux.HandleFunc("GET /healthz", probes.healthz)
 	mux.HandleFunc("GET /readyz", probes.readyz)
-	return guard.Identify(mux)
+	return guard.Identify(registryPaths(v2, mux))
 }
 
 func serve(args []string) error {

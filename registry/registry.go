@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -373,10 +374,18 @@ func (r *Registry) writeError(w http.ResponseWriter, req *http.Request, err erro
 		logger = slog.Default()
 	}
 	level := slog.LevelInfo
+	logged := any(err)
 	if re.Status >= 500 {
 		level = slog.LevelError
+	} else {
+		// A client error is about the client's input, which its message
+		// may quote: only so much of it is repeated, in the answer and
+		// in the log.
+		re = &regError{Status: re.Status, Code: re.Code, Message: Cut(re.Message, maxEcho), RetryAfter: re.RetryAfter}
+		logged = re.Error()
 	}
-	logger.Log(req.Context(), level, "request failed", "method", req.Method, "path", req.URL.Path, "status", re.Status, "code", re.Code, "error", err)
+	logger.Log(req.Context(), level, "request failed", "method", req.Method, "path", Cut(req.URL.Path, MaxLoggedPath),
+		"status", re.Status, "code", re.Code, "error", logged)
 	body := encodeError(re)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
@@ -388,6 +397,32 @@ func (r *Registry) writeError(w http.ResponseWriter, req *http.Request, err erro
 	if req.Method != http.MethodHead {
 		w.Write(body)
 	}
+}
+
+// What an answer or a log line repeats of a request: a client chooses
+// its path (up to the 64 KiB of the server's header limit), so that log
+// lines and error answers have a bounded length whatever it sends.
+const (
+	// maxEcho is how much of a client error's message is sent and
+	// logged.
+	maxEcho = 2 << 10
+	// MaxLoggedPath is how much of a path a log line shows, here and in
+	// the request log (slog's quoting makes at most four bytes of each:
+	// \x00).
+	MaxLoggedPath = 256
+)
+
+// Cut returns s cut to at most n bytes, at a character boundary, marked
+// with how long it was.
+func Cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + fmt.Sprintf("… [%d bytes]", len(s))
 }
 
 // Status is the one mapping from the errors of a pull to an HTTP status

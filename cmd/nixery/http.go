@@ -22,6 +22,7 @@ import (
 	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/catalog"
 	"github.com/nixery/nixery/nix"
+	"github.com/nixery/nixery/registry"
 	"github.com/nixery/nixery/storage"
 )
 
@@ -170,7 +171,9 @@ func (r *responseRecorder) Flush() {
 func (r *responseRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // instrument logs one line per request (method, route, path, status,
-// bytes, duration) and feeds the HTTP metrics.
+// bytes, duration) and feeds the HTTP metrics. The path is cut as the
+// registry's error lines cut it, so a line has a bounded length; slog
+// quotes what is not printable, so no path can forge a line.
 func instrument(log *slog.Logger, m *httpMetrics, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -183,7 +186,7 @@ func instrument(log *slog.Logger, m *httpMetrics, next http.Handler) http.Handle
 		}
 		rt := route(r.URL.Path)
 		m.observe(rt, status, rec.bytes.Load(), d)
-		log.Info("request", "method", r.Method, "route", rt, "path", r.URL.Path, "status", status,
+		log.Info("request", "method", r.Method, "route", rt, "path", registry.Cut(r.URL.Path, registry.MaxLoggedPath), "status", status,
 			"bytes", rec.bytes.Load(), "ms", float64(d.Microseconds())/1000)
 	})
 }

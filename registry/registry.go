@@ -442,6 +442,7 @@ func classify(err error) *regError {
 	var unknownRev *config.UnknownRevisionError
 	var noCommit *nix.UnknownRevisionError
 	var limited *access.RateLimitedError
+	var streams *access.TooManyStreamsError
 	switch {
 	case errors.As(err, &re):
 		return re
@@ -463,6 +464,9 @@ func classify(err error) *regError {
 		// built are still served.
 		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
 		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: limited.Error(), RetryAfter: access.RetrySeconds(limited.RetryAfter)}
+	case errors.As(err, &streams):
+		// Only watching builds is refused; images are served.
+		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: streams.Error(), RetryAfter: 5}
 	case errors.Is(err, builder.ErrBusy):
 		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
 		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: err.Error(), RetryAfter: 10}

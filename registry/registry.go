@@ -139,6 +139,18 @@ func (r *Registry) Unauthorized(w http.ResponseWriter, req *http.Request) {
 	r.writeError(w, req, regErr(http.StatusUnauthorized, "UNAUTHORIZED", "authentication required: log in with a user of this Nixery"))
 }
 
+// Refused answers a request that access.Guard turned away: err nil is
+// Unauthorized; else the login was refused unchecked (too many failed
+// lately, or too many waiting), 429 TOOMANYREQUESTS with Retry-After.
+func (r *Registry) Refused(w http.ResponseWriter, req *http.Request, err error) {
+	if err == nil {
+		r.Unauthorized(w, req)
+		return
+	}
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	r.writeError(w, req, err)
+}
+
 func blobUnknown(d digest.Digest) *regError {
 	return regErr(http.StatusNotFound, "BLOB_UNKNOWN", fmt.Sprintf("blob %s is not known to this registry", d))
 }
@@ -443,6 +455,7 @@ func classify(err error) *regError {
 	var noCommit *nix.UnknownRevisionError
 	var limited *access.RateLimitedError
 	var streams *access.TooManyStreamsError
+	var logins *access.LoginLimitedError
 	switch {
 	case errors.As(err, &re):
 		return re
@@ -464,6 +477,9 @@ func classify(err error) *regError {
 		// built are still served.
 		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
 		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: limited.Error(), RetryAfter: access.RetrySeconds(limited.RetryAfter)}
+	case errors.As(err, &logins):
+		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
+		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: logins.Error(), RetryAfter: access.RetrySeconds(logins.RetryAfter)}
 	case errors.As(err, &streams):
 		// Only watching builds is refused; images are served.
 		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: streams.Error(), RetryAfter: 5}

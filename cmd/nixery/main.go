@@ -101,7 +101,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // Refused requests reach nothing, so they start no build.
 func newHandler(guard *access.Guard, metricsPublic bool, reg *registry.Registry, site, metrics http.Handler, probes *health) http.Handler {
 	mux := http.NewServeMux()
-	v2 := guard.Require(reg, reg.Unauthorized)
+	v2 := guard.Require(reg, reg.Refused)
 	mux.Handle("/v2/", v2)
 	mux.Handle("/", guard.Require(site, nil))
 	if !metricsPublic {

@@ -345,10 +345,22 @@ func (r *Registry) blob(w http.ResponseWriter, req *http.Request, name, ref stri
 	h.Set("Docker-Content-Digest", d.String())
 	h.Set("Cache-Control", "max-age=31536000, immutable")
 	h.Set("Etag", `"`+d.String()+`"`)
+	if rg := req.Header.Get("Range"); strings.Count(rg, ",") >= maxRanges {
+		// Each range is a part of its own with its own headers: very
+		// many tiny ones cost far more than the bytes they ask for, and
+		// no client needs them (a pull resumes with one). RFC 9110
+		// §14.2 lets a server ignore such a Range; the answer is the
+		// whole blob, as for a plain GET.
+		req.Header.Del("Range")
+	}
 	// ServeContent handles Range, If-Range, HEAD and Content-Length.
 	http.ServeContent(w, req, "", zeroTime, blob)
 	return nil
 }
+
+// maxRanges is the most ranges one Range header of a blob request may
+// ask for (as Apache's MaxRanges and nginx's max_ranges bound them).
+const maxRanges = 16
 
 func parseDigest(s string) (digest.Digest, error) {
 	d, err := digest.Parse(s)

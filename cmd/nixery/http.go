@@ -426,10 +426,18 @@ type health struct {
 	// statfs returns the bytes available to Nixery on the file system
 	// holding path (freeBytes; tests inject a full disk).
 	statfs func(path string) (uint64, error)
+	// private: the instance needs a login, but the probes do not, so
+	// anyone who reaches the port may read /readyz. It then names only
+	// the kind of problem ("storage is not reachable"); the details
+	// (storage errors, paths, free space) are in the log.
+	private bool
+	// log gets each change of the result (nil: slog.Default()).
+	log *slog.Logger
 
 	mu      sync.Mutex
 	checked time.Time     // of the last result; zero before the first
 	reason  string        // why not ready; "" if ready
+	kind    string        // the kind of reason, without details
 	first   chan struct{} // closed when the first result is in
 }
 
@@ -474,7 +482,8 @@ func (h *health) readyz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ready")
 }
 
-// status returns why the server is not ready at now, from the last check.
+// status returns why the server is not ready at now, from the last check,
+// as /readyz shows it.
 func (h *health) status(now time.Time) string {
 	if h.draining.Load() {
 		return "shutting down"
@@ -486,6 +495,8 @@ func (h *health) status(now time.Time) string {
 		return "starting: readiness not checked yet"
 	case now.Sub(h.checked) > readyStale:
 		return fmt.Sprintf("readiness last checked %s ago", now.Sub(h.checked).Round(time.Second))
+	case h.private:
+		return h.kind
 	}
 	return h.reason
 }
@@ -511,7 +522,7 @@ func (h *health) run(ctx context.Context) {
 func (h *health) update(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	reason := h.check(cctx)
+	kind, reason := h.check(cctx)
 	if ctx.Err() != nil {
 		return
 	}
@@ -521,18 +532,30 @@ func (h *health) update(ctx context.Context) {
 	if h.checked.IsZero() {
 		close(first)
 	}
-	h.reason, h.checked = reason, time.Now()
+	if reason != h.reason {
+		log := h.log
+		if log == nil {
+			log = slog.Default()
+		}
+		if reason != "" {
+			log.Warn("not ready", "reason", reason)
+		} else if !h.checked.IsZero() {
+			log.Info("ready again")
+		}
+	}
+	h.kind, h.reason, h.checked = kind, reason, time.Now()
 }
 
-// check returns why the server is not ready, or "".
-func (h *health) check(ctx context.Context) string {
+// check returns why the server is not ready, or "": its kind, and the
+// kind with the details.
+func (h *health) check(ctx context.Context) (kind, reason string) {
 	if _, err := nix.Version(ctx); err != nil {
-		return "nix is not usable: " + err.Error()
+		return "nix is not usable", "nix is not usable: " + err.Error()
 	}
 	// A read of an object that does not exist: "not found" means storage
 	// answered.
 	if err := catalog.New(h.store, nil).Probe(ctx); err != nil {
-		return "storage is not reachable: " + err.Error()
+		return "storage is not reachable", "storage is not reachable: " + err.Error()
 	}
 	statfs := h.statfs
 	if statfs == nil {
@@ -541,13 +564,13 @@ func (h *health) check(ctx context.Context) string {
 	for _, d := range h.disks {
 		free, err := statfs(d.dir)
 		if err != nil {
-			return fmt.Sprintf("free space of %s unknown: %v", d.dir, err)
+			return "free space unknown", fmt.Sprintf("free space of %s unknown: %v", d.dir, err)
 		}
 		if free < d.minFree {
-			return fmt.Sprintf("disk full: %s has %s free, less than %s", d.dir, mib(free), mib(d.minFree))
+			return "disk full", fmt.Sprintf("disk full: %s has %s free, less than %s", d.dir, mib(free), mib(d.minFree))
 		}
 	}
-	return ""
+	return "", ""
 }
 
 // disk is a directory whose file system needs minFree bytes free.

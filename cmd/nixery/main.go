@@ -157,7 +157,7 @@ func serve(args []string) error {
 	if _, ok := store.(*storage.Filesystem); ok {
 		storageDir = cfg.StoragePath
 	}
-	probes := &health{store: store, disks: disks(cfg.NixMinFree, storageDir)}
+	probes := &health{store: store, disks: disks(cfg.NixMinFree, storageDir), private: guard.Users != nil, log: log}
 	background.Go(func() { probes.run(bg) })
 	handler := newHandler(guard, cfg.MetricsPublic,
 		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Catalog()}, site,

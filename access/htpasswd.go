@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -188,6 +189,25 @@ func (u *Users) load(fi os.FileInfo) error {
 		u.dummy = dummy
 	}
 	u.entries = entries
+	// An unknown user costs a check at the highest cost: a user whose
+	// entry is cheaper answers faster, and so can be told from one that
+	// does not exist.
+	var cheaper []string
+	minCost := maxCost
+	for user, hash := range entries {
+		if c := mustCost(hash); c < maxCost {
+			cheaper = append(cheaper, user)
+			minCost = min(minCost, c)
+		}
+	}
+	if len(cheaper) > 0 {
+		slices.Sort(cheaper)
+		if len(cheaper) > 10 {
+			cheaper = append(cheaper[:10], "…")
+		}
+		u.logger().Warn(fmt.Sprintf("htpasswd entries have bcrypt costs from %d to %d: users with cheaper entries answer faster than unknown users, which tells that they exist; give every entry the same cost (htpasswd -B -C %d)", minCost, maxCost, maxCost),
+			"path", u.path, "cheaper", strings.Join(cheaper, ", "))
+	}
 	return nil
 }
 

@@ -1,10 +1,13 @@
 package access_test
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -140,3 +143,29 @@ func TestLoginWaitersBounded(t *testing.T) {
 	}
 }
 
+
+// An unknown user is checked against a hash of the file's highest cost,
+// so a user whose entry is cheaper answers faster than an unknown one:
+// the file is accepted, with a warning that says so.
+func TestMixedCostsWarned(t *testing.T) {
+	u, path, _ := newUsers(t, "alice:"+hash(t, "wonderland")+"\n")
+	var logged strings.Builder
+	u.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	dearer, err := bcrypt.GenerateFromPassword([]byte("builder"), bcrypt.MinCost+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, "alice:"+hash(t, "wonderland")+"\nbob:"+string(dearer)+"\n")
+	if ok, err := u.Verify(context.Background(), "bob", "builder"); !ok || err != nil {
+		t.Fatalf("bob: %v %v", ok, err)
+	}
+	if !strings.Contains(logged.String(), "bcrypt costs from 4 to 5") || !strings.Contains(logged.String(), "alice") {
+		t.Errorf("no warning of mixed costs naming the cheaper users: %s", logged.String())
+	}
+	logged.Reset()
+	writeFile(t, path, "alice:"+hash(t, "wonderland")+"\n")
+	u.Verify(context.Background(), "alice", "wonderland")
+	if strings.Contains(logged.String(), "costs") {
+		t.Errorf("warned of one cost: %s", logged.String())
+	}
+}

@@ -164,17 +164,19 @@ func serve(args []string) error {
 		metricsHandler(promRegistry), probes)
 
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
-	ln, err := net.Listen("tcp", addr)
+	tcp, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
+	conns := maxConnections()
+	ln := limitConnections(tcp, conns)
 	srv := newHTTPServer(instrument(log, httpStats, handler))
 	private := "no (public)"
 	if guard.Users != nil {
 		private = "yes, users of " + guard.Users.Path()
 	}
 	log.Info("nixery serving", "version", version, "address", ln.Addr().String(), "source", source.String(),
-		"storage", store.String(), "nix", p.nixVersion, "nix_timeout", cfg.NixTimeout, "private", private)
+		"storage", store.String(), "nix", p.nixVersion, "nix_timeout", cfg.NixTimeout, "private", private, "max_connections", conns)
 
 	if cfg.GCInterval > 0 {
 		collector := &catalog.Collector{

@@ -308,8 +308,16 @@ func (l serverLimits) wrap(next http.Handler) http.Handler {
 // whatever net/http still reads of the body is bounded too, and the
 // connection is closed after the answer: the rest of the body must not
 // be parsed as a request.
+//
+// A client that waits for 100 Continue (RFC 9110 §10.1.1) before it
+// sends its body, as a push does, is not asked for it: it gets its
+// answer (405) at once.
 func (l serverLimits) dropBody(w http.ResponseWriter, r *http.Request, rc *http.ResponseController) {
 	rc.SetReadDeadline(time.Now().Add(l.BodyTimeout))
+	if strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		w.Header().Set("Connection", "close")
+		return
+	}
 	n, err := io.Copy(io.Discard, io.LimitReader(r.Body, maxBodyBytes+1))
 	if err == nil && n <= maxBodyBytes {
 		rc.SetReadDeadline(time.Time{})

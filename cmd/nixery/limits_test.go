@@ -93,6 +93,10 @@ func TestHTTPServerSlowBody(t *testing.T) {
 		// A write method keeps its 405 UNSUPPORTED.
 		{"PUT /v2/hello/manifests/latest HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", "HTTP/1.1 405 Method Not Allowed"},
 		{"POST /v2/hello/blobs/uploads/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n", "HTTP/1.1 405 Method Not Allowed"},
+		// A push that waits for 100 Continue gets its 405 first, and
+		// sends no body.
+		{"PUT /v2/hello/blobs/uploads/x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1000000000\r\n\r\n", "HTTP/1.1 405 Method Not Allowed"},
+		{"PATCH /v2/hello/blobs/uploads/x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n", "HTTP/1.1 405 Method Not Allowed"},
 	} {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {

@@ -1,5 +1,7 @@
 package access
 
+import "time"
+
 // SetCompare replaces the bcrypt comparison of u, so tests can count and
 // hold verifications.
 func SetCompare(u *Users, compare func(hash, password []byte) error) { u.compare = compare }
@@ -14,3 +16,9 @@ func CacheLen(u *Users) int {
 	defer u.mu.Unlock()
 	return len(u.cache)
 }
+
+// SetLoginClock sets the clock of u's failed-login limit.
+func SetLoginClock(u *Users, now func() time.Time) { u.failures.Now = now }
+
+// WaitingSlots is how many logins may wait for the verification slots of u.
+func WaitingSlots(u *Users) int { return int(u.maxWaiting) }

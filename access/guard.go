@@ -2,7 +2,9 @@ package access
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"strconv"
 )
 
 // Realm is the realm of the Basic authentication challenge.
@@ -31,24 +33,31 @@ func (g *Guard) Identify(next http.Handler) http.Handler {
 
 // Require passes to next only requests with the credentials of one of
 // g.Users (HTTP Basic, RFC 7617), with the user name as the client's
-// identity. Other requests get 401 with a Basic challenge, written by
-// deny (nil: a plain-text 401), and reach nothing behind the guard. With
-// no Users, every request passes.
-func (g *Guard) Require(next http.Handler, deny http.HandlerFunc) http.Handler {
+// identity. Other requests reach nothing behind the guard; deny answers
+// them (nil: plain text): with err nil, 401 with the Basic challenge
+// (set already); with err a *LoginLimitedError, 429 with Retry-After
+// (set already): the login was refused unchecked. With no Users, every
+// request passes.
+func (g *Guard) Require(next http.Handler, deny func(w http.ResponseWriter, r *http.Request, err error)) http.Handler {
 	if g.Users == nil {
 		return next
 	}
 	if deny == nil {
-		deny = func(w http.ResponseWriter, r *http.Request) {
+		deny = func(w http.ResponseWriter, r *http.Request, err error) {
+			if err != nil {
+				http.Error(w, "429 Too Many Requests: "+err.Error(), http.StatusTooManyRequests)
+				return
+			}
 			http.Error(w, "401 Unauthorized: log in with a user of this Nixery", http.StatusUnauthorized)
 		}
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		user, password, ok := r.BasicAuth()
 		if ok {
-			// An error (the file is unusable, the client gave up while
-			// waiting) lets nobody in either.
-			if valid, _ := g.Users.Verify(r.Context(), user, password); valid {
+			// Another error (the file is unusable, the client gave up
+			// while waiting) lets nobody in either.
+			valid, err := g.Users.Verify(r.Context(), user, password)
+			if valid {
 				c := clientOf(r.Context())
 				if c.ip == "" {
 					c.ip = remoteIP(r, g.TrustProxy)
@@ -57,9 +66,15 @@ func (g *Guard) Require(next http.Handler, deny http.HandlerFunc) http.Handler {
 				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey{}, c)))
 				return
 			}
+			var limited *LoginLimitedError
+			if errors.As(err, &limited) {
+				w.Header().Set("Retry-After", strconv.Itoa(RetrySeconds(limited.RetryAfter)))
+				deny(w, r, limited)
+				return
+			}
 		}
 		// https://datatracker.ietf.org/doc/html/rfc7617#section-2
 		w.Header().Set("WWW-Authenticate", `Basic realm="`+Realm+`"`)
-		deny(w, r)
+		deny(w, r, nil)
 	})
 }

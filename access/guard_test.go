@@ -53,7 +53,7 @@ func TestRequire(t *testing.T) {
 		})
 	}
 	// A custom answer for the denied, e.g. the registry's error body.
-	h = g.Require(http.NotFoundHandler(), func(w http.ResponseWriter, r *http.Request) {
+	h = g.Require(http.NotFoundHandler(), func(w http.ResponseWriter, r *http.Request, err error) {
 		w.WriteHeader(499)
 	})
 	rec := httptest.NewRecorder()

@@ -13,8 +13,10 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,7 +37,15 @@ import (
 //     a flood of wrong passwords queues rather than taking every CPU;
 //   - an unknown user costs one bcrypt verification too, against a hash
 //     of the file's highest cost, so answers do not tell which users
-//     exist; bcrypt compares in constant time.
+//     exist; bcrypt compares in constant time;
+//   - failed logins are limited per client (Client's address, IPv6 by
+//     /64): after DefaultLoginBurst of them, DefaultLoginsPerMinute, and
+//     beyond that a client's logins are refused unchecked (a
+//     *LoginLimitedError, 429 with Retry-After), so passwords cannot be
+//     guessed at the speed of the CPU; logins already remembered pass;
+//   - only so many logins wait for a verification slot (MaxWaiting per
+//     slot); beyond, they are refused at once, so a flood from many
+//     addresses holds no more requests.
 //
 // The file is checked for changes (modification time, size, inode) on
 // every verification and re-read when it changed; while it cannot be read
@@ -50,6 +60,11 @@ type Users struct {
 	key       []byte        // HMAC key of the verification cache
 	maxCached int           // bound of the cache
 	sem       chan struct{} // bounds the bcrypt verifications at once
+	waiting   atomic.Int64  // logins waiting for sem
+	// maxWaiting bounds waiting.
+	maxWaiting int64
+	// failures are the failed logins per client.
+	failures BuildLimiter
 
 	mu      sync.Mutex
 	version fileVersion
@@ -65,6 +80,35 @@ type Users struct {
 // hash keeps the first 72 bytes may have more); the bound keeps memory
 // fixed whatever the file holds.
 const maxCached = 4096
+
+// Limits of failed logins: a client may fail DefaultLoginBurst logins in a
+// row, then DefaultLoginsPerMinute (a person mistyping gets many tries; a
+// guesser of a password of 8 random letters needs millennia).
+const (
+	DefaultLoginBurst      = 20
+	DefaultLoginsPerMinute = 10
+)
+
+// MaxWaiting is how many logins may wait for each verification slot (a
+// bcrypt check takes tens of milliseconds, so the last waits a few
+// seconds).
+const MaxWaiting = 64
+
+// LoginLimitedError is returned by Verify for a login refused without a
+// check: the client failed too many lately (Busy false), or too many
+// logins wait for a check already (Busy true). RetryAfter is when to try
+// again.
+type LoginLimitedError struct {
+	RetryAfter time.Duration
+	Busy       bool
+}
+
+func (e *LoginLimitedError) Error() string {
+	if e.Busy {
+		return fmt.Sprintf("too many logins are being checked: try again in %d s", RetrySeconds(e.RetryAfter))
+	}
+	return fmt.Sprintf("too many failed logins from this client: try again in %d s", RetrySeconds(e.RetryAfter))
+}
 
 // maxFileSize bounds the htpasswd file read into memory.
 const maxFileSize = 16 << 20
@@ -97,7 +141,8 @@ func LoadHtpasswd(path string) (*Users, error) {
 	if n < 1 {
 		n = 1
 	}
-	u := &Users{path: path, compare: bcrypt.CompareHashAndPassword, key: key, sem: make(chan struct{}, n), maxCached: maxCached}
+	u := &Users{path: path, compare: bcrypt.CompareHashAndPassword, key: key, sem: make(chan struct{}, n), maxCached: maxCached,
+		maxWaiting: int64(n * MaxWaiting), failures: BuildLimiter{PerMinute: DefaultLoginsPerMinute, Burst: DefaultLoginBurst}}
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("htpasswd file: %w", err)
@@ -144,6 +189,25 @@ func (u *Users) load(fi os.FileInfo) error {
 		u.dummy = dummy
 	}
 	u.entries = entries
+	// An unknown user costs a check at the highest cost: a user whose
+	// entry is cheaper answers faster, and so can be told from one that
+	// does not exist.
+	var cheaper []string
+	minCost := maxCost
+	for user, hash := range entries {
+		if c := mustCost(hash); c < maxCost {
+			cheaper = append(cheaper, user)
+			minCost = min(minCost, c)
+		}
+	}
+	if len(cheaper) > 0 {
+		slices.Sort(cheaper)
+		if len(cheaper) > 10 {
+			cheaper = append(cheaper[:10], "…")
+		}
+		u.logger().Warn(fmt.Sprintf("htpasswd entries have bcrypt costs from %d to %d: users with cheaper entries answer faster than unknown users, which tells that they exist; give every entry the same cost (htpasswd -B -C %d)", minCost, maxCost, maxCost),
+			"path", u.path, "cheaper", strings.Join(cheaper, ", "))
+	}
 	return nil
 }
 
@@ -241,8 +305,9 @@ func (u *Users) cacheKey(user, password string) [sha256.Size]byte {
 var ErrUnavailable = errors.New("htpasswd file unusable")
 
 // Verify reports whether password is user's. It returns an error only
-// when ctx ends while waiting for a verification slot, or when the file
-// is unusable (wrapping ErrUnavailable).
+// when ctx ends while waiting for a verification slot, when the file is
+// unusable (wrapping ErrUnavailable), or when the login is refused
+// unchecked (a *LoginLimitedError).
 func (u *Users) Verify(ctx context.Context, user, password string) (bool, error) {
 	entries, dummy, gen, err := u.snapshot()
 	if err != nil {
@@ -256,9 +321,20 @@ func (u *Users) Verify(ctx context.Context, user, password string) (bool, error)
 		return true, nil
 	}
 
+	// Limited by the client's address even when a user is named: a
+	// guesser names the user it guesses for.
+	if wait := u.failures.wait(ctx); wait > 0 {
+		return false, &LoginLimitedError{RetryAfter: wait}
+	}
+	if u.waiting.Add(1) > u.maxWaiting {
+		u.waiting.Add(-1)
+		return false, &LoginLimitedError{RetryAfter: time.Second, Busy: true}
+	}
 	select {
 	case u.sem <- struct{}{}:
+		u.waiting.Add(-1)
 	case <-ctx.Done():
+		u.waiting.Add(-1)
 		return false, ctx.Err()
 	}
 	hash, known := entries[user]
@@ -268,6 +344,7 @@ func (u *Users) Verify(ctx context.Context, user, password string) (bool, error)
 	match := u.compare(hash, []byte(password)) == nil
 	<-u.sem
 	if !match || !known {
+		u.failures.charge(ctx)
 		return false, nil
 	}
 

@@ -67,20 +67,57 @@ func (l *BuildLimiter) Admit(ctx context.Context) error {
 	if l == nil || l.PerMinute <= 0 {
 		return nil
 	}
-	now := time.Now()
-	if l.Now != nil {
-		now = l.Now()
-	}
+	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	lim := l.bucket(limiterKey(clientOf(ctx)))
 	if lim.AllowN(now, 1) {
 		return nil
 	}
+	return &RateLimitedError{RetryAfter: untilToken(lim, now)}
+}
+
+func (l *BuildLimiter) now() time.Time {
+	if l.Now != nil {
+		return l.Now()
+	}
+	return time.Now()
+}
+
+// untilToken is how long lim takes from now to hold a token again.
+func untilToken(lim *rate.Limiter, now time.Time) time.Duration {
 	missing := 1 - lim.TokensAt(now)
 	// To the millisecond, so float error does not turn 6 s into 5.999…
 	wait := time.Duration(math.Round(missing/float64(lim.Limit())*1000)) * time.Millisecond
-	return &RateLimitedError{RetryAfter: max(wait, time.Millisecond)}
+	return max(wait, time.Millisecond)
+}
+
+// wait returns how long ctx's client has to wait for a token (0: it has
+// one), taking none.
+func (l *BuildLimiter) wait(ctx context.Context) time.Duration {
+	if l.PerMinute <= 0 {
+		return 0
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim := l.bucket(limiterKey(clientOf(ctx)))
+	if lim.TokensAt(now) >= 1 {
+		return 0
+	}
+	return untilToken(lim, now)
+}
+
+// charge takes a token from ctx's client, into debt if it has none (a
+// charge that raced with others past wait still counts).
+func (l *BuildLimiter) charge(ctx context.Context) {
+	if l.PerMinute <= 0 {
+		return
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.bucket(limiterKey(clientOf(ctx))).ReserveN(now, 1)
 }
 
 // Clients is the number of buckets kept.

@@ -42,3 +42,23 @@ func TestUnauthorized(t *testing.T) {
 		t.Errorf("%d %v %s", rec.Code, rec.Header(), rec.Body)
 	}
 }
+
+// A login refused unchecked (too many failures from the client) is the
+// spec's TOOMANYREQUESTS, with the Retry-After the guard set.
+func TestRefusedLogin(t *testing.T) {
+	rec := httptest.NewRecorder()
+	(&Registry{}).Refused(rec, httptest.NewRequest("GET", "/v2/", nil), &access.LoginLimitedError{RetryAfter: 5500 * time.Millisecond})
+	var body struct {
+		Errors []struct{ Code, Message string }
+	}
+	json.Unmarshal(rec.Body.Bytes(), &body)
+	if rec.Code != 429 || len(body.Errors) != 1 || body.Errors[0].Code != "TOOMANYREQUESTS" || rec.Header().Get("Retry-After") != "6" ||
+		rec.Header().Get("Docker-Distribution-API-Version") != "registry/2.0" {
+		t.Errorf("%d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+	rec = httptest.NewRecorder()
+	(&Registry{}).Refused(rec, httptest.NewRequest("GET", "/v2/", nil), nil)
+	if rec.Code != 401 {
+		t.Errorf("no error: %d, want 401", rec.Code)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -136,6 +137,18 @@ func (r *Registry) base(w http.ResponseWriter, req *http.Request, _, _ string) e
 func (r *Registry) Unauthorized(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	r.writeError(w, req, regErr(http.StatusUnauthorized, "UNAUTHORIZED", "authentication required: log in with a user of this Nixery"))
+}
+
+// Refused answers a request that access.Guard turned away: err nil is
+// Unauthorized; else the login was refused unchecked (too many failed
+// lately, or too many waiting), 429 TOOMANYREQUESTS with Retry-After.
+func (r *Registry) Refused(w http.ResponseWriter, req *http.Request, err error) {
+	if err == nil {
+		r.Unauthorized(w, req)
+		return
+	}
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	r.writeError(w, req, err)
 }
 
 func blobUnknown(d digest.Digest) *regError {
@@ -332,10 +345,22 @@ func (r *Registry) blob(w http.ResponseWriter, req *http.Request, name, ref stri
 	h.Set("Docker-Content-Digest", d.String())
 	h.Set("Cache-Control", "max-age=31536000, immutable")
 	h.Set("Etag", `"`+d.String()+`"`)
+	if rg := req.Header.Get("Range"); strings.Count(rg, ",") >= maxRanges {
+		// Each range is a part of its own with its own headers: very
+		// many tiny ones cost far more than the bytes they ask for, and
+		// no client needs them (a pull resumes with one). RFC 9110
+		// §14.2 lets a server ignore such a Range; the answer is the
+		// whole blob, as for a plain GET.
+		req.Header.Del("Range")
+	}
 	// ServeContent handles Range, If-Range, HEAD and Content-Length.
 	http.ServeContent(w, req, "", zeroTime, blob)
 	return nil
 }
+
+// maxRanges is the most ranges one Range header of a blob request may
+// ask for (as Apache's MaxRanges and nginx's max_ranges bound them).
+const maxRanges = 16
 
 func parseDigest(s string) (digest.Digest, error) {
 	d, err := digest.Parse(s)
@@ -373,10 +398,18 @@ func (r *Registry) writeError(w http.ResponseWriter, req *http.Request, err erro
 		logger = slog.Default()
 	}
 	level := slog.LevelInfo
+	logged := any(err)
 	if re.Status >= 500 {
 		level = slog.LevelError
+	} else {
+		// A client error is about the client's input, which its message
+		// may quote: only so much of it is repeated, in the answer and
+		// in the log.
+		re = &regError{Status: re.Status, Code: re.Code, Message: Cut(re.Message, maxEcho), RetryAfter: re.RetryAfter}
+		logged = re.Error()
 	}
-	logger.Log(req.Context(), level, "request failed", "method", req.Method, "path", req.URL.Path, "status", re.Status, "code", re.Code, "error", err)
+	logger.Log(req.Context(), level, "request failed", "method", req.Method, "path", Cut(req.URL.Path, MaxLoggedPath),
+		"status", re.Status, "code", re.Code, "error", logged)
 	body := encodeError(re)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
@@ -388,6 +421,32 @@ func (r *Registry) writeError(w http.ResponseWriter, req *http.Request, err erro
 	if req.Method != http.MethodHead {
 		w.Write(body)
 	}
+}
+
+// What an answer or a log line repeats of a request: a client chooses
+// its path (up to the 64 KiB of the server's header limit), so that log
+// lines and error answers have a bounded length whatever it sends.
+const (
+	// maxEcho is how much of a client error's message is sent and
+	// logged.
+	maxEcho = 2 << 10
+	// MaxLoggedPath is how much of a path a log line shows, here and in
+	// the request log (slog's quoting makes at most four bytes of each:
+	// \x00).
+	MaxLoggedPath = 256
+)
+
+// Cut returns s cut to at most n bytes, at a character boundary, marked
+// with how long it was.
+func Cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + fmt.Sprintf("… [%d bytes]", len(s))
 }
 
 // Status is the one mapping from the errors of a pull to an HTTP status
@@ -407,6 +466,8 @@ func classify(err error) *regError {
 	var unknownRev *config.UnknownRevisionError
 	var noCommit *nix.UnknownRevisionError
 	var limited *access.RateLimitedError
+	var streams *access.TooManyStreamsError
+	var logins *access.LoginLimitedError
 	switch {
 	case errors.As(err, &re):
 		return re
@@ -428,6 +489,12 @@ func classify(err error) *regError {
 		// built are still served.
 		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
 		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: limited.Error(), RetryAfter: access.RetrySeconds(limited.RetryAfter)}
+	case errors.As(err, &logins):
+		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
+		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: logins.Error(), RetryAfter: access.RetrySeconds(logins.RetryAfter)}
+	case errors.As(err, &streams):
+		// Only watching builds is refused; images are served.
+		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: streams.Error(), RetryAfter: 5}
 	case errors.Is(err, builder.ErrBusy):
 		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
 		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: err.Error(), RetryAfter: 10}

@@ -131,6 +131,14 @@ const startWait = 10 * time.Second
 // sent as an "error" event too, so that every client (EventSource, the
 // CLI) reads one format; only an invalid name is a plain 400.
 func (s *Site) events(w http.ResponseWriter, r *http.Request, req *image.Request) {
+	// Over its limit a client gets 429 with Retry-After, as JSON: an
+	// EventSource stops reconnecting on it, and the CLI shows the error.
+	release, err := s.Streams.Open(r.Context())
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	defer release()
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")

@@ -37,6 +37,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixery/nixery/access"
 	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/registry"
@@ -51,6 +52,9 @@ type Site struct {
 	// directory, a channel or branch name) is reused before it is listed
 	// again; 0 means DefaultSearchTTL. The list of a commit is kept.
 	SearchTTL time.Duration
+	// Streams bounds the build event streams open at once, per client
+	// and in all; the zero value has the defaults.
+	Streams access.Streams
 
 	search searcher
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -22,6 +23,7 @@ import (
 	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/catalog"
 	"github.com/nixery/nixery/nix"
+	"github.com/nixery/nixery/registry"
 	"github.com/nixery/nixery/storage"
 )
 
@@ -57,6 +59,23 @@ func route(path string) string {
 		return "api_other"
 	}
 	return "web"
+}
+
+// registryPaths sends every path under /v2/ to v2 as it came, and the
+// rest to mux. The mux answers a path with an empty, "." or ".." segment
+// with a redirect (text/html) to its cleaned form, which is another
+// repository: /v2/a/../shell/manifests/latest would build shell. Such a
+// name matches no repository name of the distribution spec, and the
+// registry answers it with NAME_INVALID.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
+func registryPaths(v2, mux http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v2/") {
+			v2.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // latencyBuckets are the upper bounds (seconds) of the request latency
@@ -153,7 +172,9 @@ func (r *responseRecorder) Flush() {
 func (r *responseRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // instrument logs one line per request (method, route, path, status,
-// bytes, duration) and feeds the HTTP metrics.
+// bytes, duration) and feeds the HTTP metrics. The path is cut as the
+// registry's error lines cut it, so a line has a bounded length; slog
+// quotes what is not printable, so no path can forge a line.
 func instrument(log *slog.Logger, m *httpMetrics, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -166,7 +187,7 @@ func instrument(log *slog.Logger, m *httpMetrics, next http.Handler) http.Handle
 		}
 		rt := route(r.URL.Path)
 		m.observe(rt, status, rec.bytes.Load(), d)
-		log.Info("request", "method", r.Method, "route", rt, "path", r.URL.Path, "status", status,
+		log.Info("request", "method", r.Method, "route", rt, "path", registry.Cut(r.URL.Path, registry.MaxLoggedPath), "status", status,
 			"bytes", rec.bytes.Load(), "ms", float64(d.Microseconds())/1000)
 	})
 }
@@ -210,14 +231,253 @@ const (
 	maxHeaderBytes = 64 << 10
 )
 
+// Limits on each request that net/http's own timeouts cannot express
+// (README, "For the people who run it"). Its ReadTimeout and WriteTimeout
+// count from the start of a request, so they would end long blob
+// downloads and build event streams; worse, an expired ReadTimeout
+// cancels the context of a handler still at work. These limits count
+// from the last progress instead.
+const (
+	// bodyTimeout bounds how long a client may take to send a request
+	// body after its headers. No endpoint uses a body, but net/http
+	// reads up to 256 KiB of an unread one before it answers, with no
+	// deadline of its own: a client that declares a body and never sends
+	// it would hold its connection and handler for ever.
+	bodyTimeout = 10 * time.Second
+	// maxBodyBytes is how much of a body is read (and dropped) so that
+	// the connection can serve another request; with a larger body, or
+	// one not sent within bodyTimeout, the request is answered as usual
+	// and the connection closed.
+	maxBodyBytes = 64 << 10
+	// writeStall: an answer that makes no progress for this long (one
+	// write of at most stallChunk bytes not taken by the client) is
+	// abandoned and its connection closed, so a client that stops
+	// reading a blob or an event stream does not hold them for ever. A
+	// slow client that keeps reading is served to the end.
+	writeStall = 60 * time.Second
+	stallChunk = 64 << 10
+)
+
+// serverLimits are the limits above, for one server; zero fields take
+// the defaults (tests shorten them).
+type serverLimits struct {
+	BodyTimeout time.Duration
+	WriteStall  time.Duration
+}
+
 // newHTTPServer is the server serve runs, with the limits above.
-func newHTTPServer(h http.Handler) *http.Server {
+func newHTTPServer(h http.Handler) *http.Server { return serverWith(h, serverLimits{}) }
+
+// serverWith is the server with the limits above, l overriding them.
+func serverWith(h http.Handler, l serverLimits) *http.Server {
+	if l.BodyTimeout <= 0 {
+		l.BodyTimeout = bodyTimeout
+	}
+	if l.WriteStall <= 0 {
+		l.WriteStall = writeStall
+	}
 	return &http.Server{
-		Handler:           h,
+		Handler:           l.wrap(h),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 	}
+}
+
+// wrap applies the limits to every request next handles.
+func (l serverLimits) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+			l.dropBody(w, r, rc)
+		}
+		// Each write sets its own deadline; none is left from the
+		// previous request on this connection, and a handler may think
+		// for minutes (a build) before it writes anything.
+		rc.SetWriteDeadline(time.Time{})
+		next.ServeHTTP(&stallWriter{ResponseWriter: w, rc: rc, stall: l.WriteStall}, r)
+		// What the handler left buffered is sent after it returns.
+		rc.SetWriteDeadline(time.Now().Add(l.WriteStall))
+	})
+}
+
+// dropBody reads and drops the request body, within BodyTimeout and
+// maxBodyBytes. A body that ended is replaced by an empty one and the
+// read deadline lifted (net/http's background read for a client that
+// goes away must not time out). Otherwise the deadline stays, so that
+// whatever net/http still reads of the body is bounded too, and the
+// connection is closed after the answer: the rest of the body must not
+// be parsed as a request.
+//
+// A client that waits for 100 Continue (RFC 9110 §10.1.1) before it
+// sends its body, as a push does, is not asked for it: it gets its
+// answer (405) at once.
+func (l serverLimits) dropBody(w http.ResponseWriter, r *http.Request, rc *http.ResponseController) {
+	rc.SetReadDeadline(time.Now().Add(l.BodyTimeout))
+	if strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		w.Header().Set("Connection", "close")
+		return
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(r.Body, maxBodyBytes+1))
+	if err == nil && n <= maxBodyBytes {
+		rc.SetReadDeadline(time.Time{})
+		r.Body = http.NoBody
+		return
+	}
+	w.Header().Set("Connection", "close")
+}
+
+// stallWriter gives every write of an answer writeStall to complete: a
+// write deadline set before each chunk of at most stallChunk bytes, and
+// before each flush.
+type stallWriter struct {
+	http.ResponseWriter
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+func (s *stallWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		s.rc.SetWriteDeadline(time.Now().Add(s.stall))
+		m, err := s.ResponseWriter.Write(p[:min(len(p), stallChunk)])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[m:]
+	}
+	return n, nil
+}
+
+// ReadFrom copies src in chunks, each with its deadline, through the
+// wrapped writer's ReadFrom (which may use sendfile). http.ServeContent
+// hands it an *io.LimitedReader; chunks of it stay one LimitedReader of
+// the same source, as sendfile needs.
+func (s *stallWriter) ReadFrom(src io.Reader) (int64, error) {
+	rf, ok := s.ResponseWriter.(io.ReaderFrom)
+	if !ok {
+		return io.Copy(struct{ io.Writer }{s}, src)
+	}
+	inner, remain := src, int64(-1)
+	if lr, ok := src.(*io.LimitedReader); ok {
+		inner, remain = lr.R, lr.N
+	}
+	var total int64
+	for remain != 0 {
+		chunk := int64(stallChunk)
+		if remain > 0 {
+			chunk = min(chunk, remain)
+		}
+		s.rc.SetWriteDeadline(time.Now().Add(s.stall))
+		n, err := rf.ReadFrom(&io.LimitedReader{R: inner, N: chunk})
+		total += n
+		if remain > 0 {
+			remain -= n
+		}
+		if err != nil {
+			return total, err
+		}
+		if n < chunk { // the source ended
+			break
+		}
+	}
+	if lr, ok := src.(*io.LimitedReader); ok {
+		lr.N = remain
+	}
+	return total, nil
+}
+
+func (s *stallWriter) Flush() {
+	s.rc.SetWriteDeadline(time.Now().Add(s.stall))
+	s.rc.Flush()
+}
+
+func (s *stallWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// maxConnections is how many connections serve keeps open at once: half
+// the file descriptors the process may open (a blob download takes two,
+// its connection and the blob's file, and builds and storage need theirs),
+// at most 16,384 (an idle connection costs tens of KiB). Go raises the
+// soft limit to the hard one at start-up.
+func maxConnections() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == 0 {
+		return 512
+	}
+	return int(min(max(rl.Cur/2, 64), 16384))
+}
+
+// limitedListener bounds the connections open at once: with every slot
+// taken, Accept waits for a connection to close, and new clients wait in
+// the kernel's listen queue. Without a bound, a flood of connections
+// takes every file descriptor, and then builds and storage fail too.
+type limitedListener struct {
+	net.Listener
+	slots chan struct{}
+	done  chan struct{}
+	once  sync.Once
+	// full, if set, is called when Accept has to wait for a slot
+	// (tests).
+	full func()
+}
+
+func limitConnections(ln net.Listener, n int) *limitedListener {
+	return &limitedListener{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{})}
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	default:
+		if l.full != nil {
+			l.full()
+		}
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return &limitedConn{Conn: c, release: sync.OnceFunc(func() { <-l.slots })}, nil
+}
+
+func (l *limitedListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+// limitedConn gives its slot back when closed (once, however often).
+type limitedConn struct {
+	net.Conn
+	release func()
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.release()
+	return err
+}
+
+// ReadFrom and CloseWrite keep what net/http uses of a TCP connection:
+// sendfile for blobs, and the half-close before closing after an error.
+func (c *limitedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 // Readiness checks (README, "For the people who run it").
@@ -260,10 +520,18 @@ type health struct {
 	// statfs returns the bytes available to Nixery on the file system
 	// holding path (freeBytes; tests inject a full disk).
 	statfs func(path string) (uint64, error)
+	// private: the instance needs a login, but the probes do not, so
+	// anyone who reaches the port may read /readyz. It then names only
+	// the kind of problem ("storage is not reachable"); the details
+	// (storage errors, paths, free space) are in the log.
+	private bool
+	// log gets each change of the result (nil: slog.Default()).
+	log *slog.Logger
 
 	mu      sync.Mutex
 	checked time.Time     // of the last result; zero before the first
 	reason  string        // why not ready; "" if ready
+	kind    string        // the kind of reason, without details
 	first   chan struct{} // closed when the first result is in
 }
 
@@ -308,7 +576,8 @@ func (h *health) readyz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ready")
 }
 
-// status returns why the server is not ready at now, from the last check.
+// status returns why the server is not ready at now, from the last check,
+// as /readyz shows it.
 func (h *health) status(now time.Time) string {
 	if h.draining.Load() {
 		return "shutting down"
@@ -320,6 +589,8 @@ func (h *health) status(now time.Time) string {
 		return "starting: readiness not checked yet"
 	case now.Sub(h.checked) > readyStale:
 		return fmt.Sprintf("readiness last checked %s ago", now.Sub(h.checked).Round(time.Second))
+	case h.private:
+		return h.kind
 	}
 	return h.reason
 }
@@ -345,7 +616,7 @@ func (h *health) run(ctx context.Context) {
 func (h *health) update(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	reason := h.check(cctx)
+	kind, reason := h.check(cctx)
 	if ctx.Err() != nil {
 		return
 	}
@@ -355,18 +626,30 @@ func (h *health) update(ctx context.Context) {
 	if h.checked.IsZero() {
 		close(first)
 	}
-	h.reason, h.checked = reason, time.Now()
+	if reason != h.reason {
+		log := h.log
+		if log == nil {
+			log = slog.Default()
+		}
+		if reason != "" {
+			log.Warn("not ready", "reason", reason)
+		} else if !h.checked.IsZero() {
+			log.Info("ready again")
+		}
+	}
+	h.kind, h.reason, h.checked = kind, reason, time.Now()
 }
 
-// check returns why the server is not ready, or "".
-func (h *health) check(ctx context.Context) string {
+// check returns why the server is not ready, or "": its kind, and the
+// kind with the details.
+func (h *health) check(ctx context.Context) (kind, reason string) {
 	if _, err := nix.Version(ctx); err != nil {
-		return "nix is not usable: " + err.Error()
+		return "nix is not usable", "nix is not usable: " + err.Error()
 	}
 	// A read of an object that does not exist: "not found" means storage
 	// answered.
 	if err := catalog.New(h.store, nil).Probe(ctx); err != nil {
-		return "storage is not reachable: " + err.Error()
+		return "storage is not reachable", "storage is not reachable: " + err.Error()
 	}
 	statfs := h.statfs
 	if statfs == nil {
@@ -375,13 +658,13 @@ func (h *health) check(ctx context.Context) string {
 	for _, d := range h.disks {
 		free, err := statfs(d.dir)
 		if err != nil {
-			return fmt.Sprintf("free space of %s unknown: %v", d.dir, err)
+			return "free space unknown", fmt.Sprintf("free space of %s unknown: %v", d.dir, err)
 		}
 		if free < d.minFree {
-			return fmt.Sprintf("disk full: %s has %s free, less than %s", d.dir, mib(free), mib(d.minFree))
+			return "disk full", fmt.Sprintf("disk full: %s has %s free, less than %s", d.dir, mib(free), mib(d.minFree))
 		}
 	}
-	return ""
+	return "", ""
 }
 
 // disk is a directory whose file system needs minFree bytes free.

@@ -339,3 +339,38 @@ func TestFreeBytesMissingDir(t *testing.T) {
 		t.Errorf("freeBytes of a missing directory = %d, %v (its parent: %d)", got, err, want)
 	}
 }
+
+// On a private instance /readyz is open to anyone who reaches the port,
+// so it names only the kind of problem; the details (storage errors,
+// paths, free space) go to the log, once per change.
+func TestReadyzPrivate(t *testing.T) {
+	fs, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged syncBuffer
+	h := &health{store: brokenStore{fs}, private: true, log: slog.New(slog.NewTextHandler(&logged, nil))}
+	h.update(context.Background())
+	h.update(context.Background())
+	srv := httptest.NewServer(http.HandlerFunc(h.readyz))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || string(body) != "not ready: storage is not reachable\n" {
+		t.Errorf("private /readyz = %d %q, want 503 and the kind of problem alone", resp.StatusCode, body)
+	}
+	if n := strings.Count(logged.String(), "connection refused"); n != 1 {
+		t.Errorf("the reason is logged %d times, want once: %s", n, logged.String())
+	}
+	// Disks: the kind, not the path or the figures.
+	h = &health{store: fs, private: true, disks: []disk{{"/srv/secret-volume", 1 << 30}},
+		statfs: func(string) (uint64, error) { return 1 << 20, nil }}
+	h.update(context.Background())
+	if reason := h.status(time.Now()); reason != "disk full" && reason != "nix is not usable" {
+		t.Errorf("private disk reason %q", reason)
+	}
+}

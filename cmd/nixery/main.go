@@ -101,7 +101,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 // Refused requests reach nothing, so they start no build.
 func newHandler(guard *access.Guard, metricsPublic bool, reg *registry.Registry, site, metrics http.Handler, probes *health) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", guard.Require(reg, reg.Unauthorized))
+	v2 := guard.Require(reg, reg.Refused)
+	mux.Handle("/v2/", v2)
 	mux.Handle("/", guard.Require(site, nil))
 	if !metricsPublic {
 		metrics = guard.Require(metrics, nil)
@@ -111,7 +112,7 @@ func newHandler(guard *access.Guard, metricsPublic bool, reg *registry.Registry,
 	// credentials, and they tell nothing about the images.
 	mux.HandleFunc("GET /healthz", probes.healthz)
 	mux.HandleFunc("GET /readyz", probes.readyz)
-	return guard.Identify(mux)
+	return guard.Identify(registryPaths(v2, mux))
 }
 
 func serve(args []string) error {
@@ -156,24 +157,26 @@ func serve(args []string) error {
 	if _, ok := store.(*storage.Filesystem); ok {
 		storageDir = cfg.StoragePath
 	}
-	probes := &health{store: store, disks: disks(cfg.NixMinFree, storageDir)}
+	probes := &health{store: store, disks: disks(cfg.NixMinFree, storageDir), private: guard.Users != nil, log: log}
 	background.Go(func() { probes.run(bg) })
 	handler := newHandler(guard, cfg.MetricsPublic,
 		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Catalog()}, site,
 		metricsHandler(promRegistry), probes)
 
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
-	ln, err := net.Listen("tcp", addr)
+	tcp, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
+	conns := maxConnections()
+	ln := limitConnections(tcp, conns)
 	srv := newHTTPServer(instrument(log, httpStats, handler))
 	private := "no (public)"
 	if guard.Users != nil {
 		private = "yes, users of " + guard.Users.Path()
 	}
 	log.Info("nixery serving", "version", version, "address", ln.Addr().String(), "source", source.String(),
-		"storage", store.String(), "nix", p.nixVersion, "nix_timeout", cfg.NixTimeout, "private", private)
+		"storage", store.String(), "nix", p.nixVersion, "nix_timeout", cfg.NixTimeout, "private", private, "max_connections", conns)
 
 	if cfg.GCInterval > 0 {
 		collector := &catalog.Collector{

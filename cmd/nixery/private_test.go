@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -54,7 +55,7 @@ func privateServer(t *testing.T, metricsPublic bool) (*httptest.Server, string) 
 	done := make(chan struct{})
 	go func() { probes.run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	h := newHandler(&access.Guard{Users: users}, metricsPublic,
+	h := newHandler(&access.Guard{Users: users, TrustProxy: true}, metricsPublic,
 		&registry.Registry{Builder: b, Storage: store, Logger: log},
 		&web.Site{Builder: b, Version: "test", Logger: log},
 		metricsHandler(prometheus.NewRegistry()), probes)
@@ -88,9 +89,14 @@ func (c creds) String() string {
 func TestPrivateInstance(t *testing.T) {
 	for _, metricsPublic := range []bool{false, true} {
 		srv, storeDir := privateServer(t, metricsPublic)
+		clients := 0
 		get := func(path string, c creds) (*http.Response, string) {
 			t.Helper()
 			req, _ := http.NewRequest("GET", srv.URL+path, nil)
+			// Each failing login from a client of its own: failed logins
+			// are limited per client (TestLoginFailuresLimited).
+			clients++
+			req.Header.Set("X-Forwarded-For", fmt.Sprintf("198.51.100.%d", clients%250))
 			switch c {
 			case wrong:
 				req.SetBasicAuth("alice", "s3cret-p")

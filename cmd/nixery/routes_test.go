@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nixery/nixery/access"
+	"github.com/nixery/nixery/registry"
+	"github.com/nixery/nixery/storage"
+)
+
+// Registry paths reach the registry as they are: one with an empty, "."
+// or ".." segment names no valid repository and gets the spec's
+// NAME_INVALID, not the mux's redirect (text/html) to another name.
+func TestRegistryPathsNotCleaned(t *testing.T) {
+	store, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "site") })
+	h := newHandler(&access.Guard{}, false, &registry.Registry{Storage: store, Logger: slog.New(slog.DiscardHandler)},
+		site, metricsHandler(prometheus.NewRegistry()), &health{store: store})
+	addr := limitedServer(t, h, serverLimits{})
+	for _, tt := range []struct {
+		path   string
+		status int
+		code   string
+	}{
+		{"/v2/foo//bar/manifests/latest", 400, "NAME_INVALID"},
+		{"/v2/a/../hello/manifests/latest", 400, "NAME_INVALID"},
+		{"/v2/./hello/manifests/latest", 400, "NAME_INVALID"},
+		{"/v2/hello/../../metrics/manifests/latest", 400, "NAME_INVALID"},
+		{"/v2//hello/blobs/sha256:" + strings.Repeat("0", 64), 400, "NAME_INVALID"},
+		{"/v2/hello/blobs/sha256:" + strings.Repeat("0", 64), 404, "BLOB_UNKNOWN"},
+		{"/v2/", 200, ""},
+	} {
+		// A raw request: Go's client would send the path as it is too,
+		// but say so plainly.
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET "+tt.path+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		c.Close()
+		var e struct{ Errors []struct{ Code string } }
+		json.Unmarshal(body, &e)
+		if resp.StatusCode != tt.status || (tt.code != "" && (len(e.Errors) != 1 || e.Errors[0].Code != tt.code)) ||
+			resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s: %d %s %q, want %d %s", tt.path, resp.StatusCode, resp.Header.Get("Content-Type"), body, tt.status, tt.code)
+		}
+	}
+}
+
+// syncBuffer is a log sink for a server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A client chooses the path, and so what the log and the error answer
+// echo of it: a 60 KB name or tag of NULs and line breaks makes log
+// lines and answers of bounded length, with every byte escaped.
+func TestBadRequestsBoundedEcho(t *testing.T) {
+	store, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged syncBuffer
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	h := newHandler(&access.Guard{}, false, &registry.Registry{Storage: store, Logger: log},
+		http.NotFoundHandler(), metricsHandler(prometheus.NewRegistry()), &health{store: store})
+	addr := limitedServer(t, instrument(log, newHTTPMetrics(nil), h), serverLimits{})
+	const maxLine, maxAnswer = 4 << 10, 4 << 10
+	for _, path := range []string{
+		"/v2/" + strings.Repeat("%00", 20000) + "/manifests/latest",
+		"/v2/" + strings.Repeat("a%0Atime=forged%20level=ERROR%20", 1500) + "/manifests/latest",
+		"/v2/hello/manifests/" + strings.Repeat("%0A%1B", 10000),
+		"/v2/hello/blobs/sha256:" + strings.Repeat("%0A", 20000),
+		"/v2/" + strings.Repeat("x/", 25000) + "nothing",
+	} {
+		before := strings.Count(logged.String(), "\n")
+		requests := strings.Count(logged.String(), "msg=request ")
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%.40s…: %v", path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		c.Close()
+		if resp.StatusCode/100 != 4 || len(body) > maxAnswer || !json.Valid(body) {
+			t.Errorf("%.40s…: %d, %d bytes of answer (at most %d): %.200q", path, resp.StatusCode, len(body), maxAnswer, body)
+		}
+		// The request line comes last, once the handler returned.
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Count(logged.String(), "msg=request ") == requests && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		lines := strings.Split(strings.TrimSuffix(logged.String(), "\n"), "\n")[before:]
+		if len(lines) > 2 {
+			t.Errorf("%.40s…: %d log lines, want at most 2 (a forged line?)", path, len(lines))
+		}
+		for _, l := range lines {
+			if len(l) > maxLine || strings.ContainsAny(l, "\x00\x1b\r") {
+				t.Errorf("%.40s…: log line of %d bytes (at most %d), raw control characters %v: %.200q", path, len(l), maxLine, strings.ContainsAny(l, "\x00\x1b\r"), l)
+			}
+		}
+	}
+}

@@ -32,7 +32,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -462,11 +461,11 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 		lease.Release(ctx)
 	}()
 	// The closure must survive a Nix garbage collection until it is packed.
-	roots, err := os.MkdirTemp("", "nixery-roots-")
+	roots, removeRoots, err := nix.TempRoots()
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(roots)
+	defer removeRoots()
 	nixPhase := "realise"
 	logLine := func(line string) { p.publish(Event{Kind: "log", Phase: nixPhase, Message: line}) }
 	phaseOf := func(what string) func(string) {

@@ -3,7 +3,6 @@ package builder
 import (
 	"context"
 	"log/slog"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -67,10 +66,12 @@ type batch struct {
 	size  int // builds that asked
 
 	// dir holds the garbage-collector roots of the derivations the
-	// evaluation wrote; it is removed when the last user (the evaluation
-	// itself, then every build that asked) is done with it.
-	dir   string
-	users int // under evaluations.mu
+	// evaluation wrote (nix.TempRoots); removeDir removes it when the last
+	// user (the evaluation itself, then every build that asked) is done
+	// with it.
+	dir       string
+	removeDir func()
+	users     int // under evaluations.mu
 }
 
 // resolved is a build's share of an evaluation: what each of its names
@@ -172,11 +173,11 @@ func (e *evaluations) run(set evalSet) {
 }
 
 func (e *evaluations) evaluate(set evalSet, b *batch) (map[string]nix.Resolution, error) {
-	dir, err := os.MkdirTemp("", "nixery-drvs-")
+	dir, remove, err := nix.TempRoots()
 	if err != nil {
 		return nil, err
 	}
-	b.dir = dir
+	b.dir, b.removeDir = dir, remove
 	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
 	defer cancel()
 	list, err := e.resolve(ctx, set, b.names, dir)
@@ -197,7 +198,7 @@ func (e *evaluations) release(b *batch) {
 	b.users--
 	last := b.users == 0
 	e.mu.Unlock()
-	if last && b.dir != "" {
-		os.RemoveAll(b.dir)
+	if last && b.removeDir != nil {
+		b.removeDir()
 	}
 }

@@ -93,8 +93,12 @@ func TestNewImagesShareOneEvaluation(t *testing.T) {
 	if e, s := b.Stats().Evaluations.Load(), b.Stats().Shared.Load(); e != 3 || s != 3 {
 		t.Errorf("%d evaluations, %d builds from a shared one; want 3 and 3", e, s)
 	}
-	if left, _ := filepath.Glob(filepath.Join(tmp, "nixery-*")); len(left) > 0 {
-		t.Errorf("left behind: %v", left)
+	// Only this process's directory of temporary roots, empty.
+	if left, _ := filepath.Glob(filepath.Join(tmp, "nixery-gcroots-*", "proc-*", "roots-*")); len(left) > 0 {
+		t.Errorf("roots left behind: %v", left)
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "nixery-*")); len(left) != 1 {
+		t.Errorf("in TMPDIR: %v, want only nixery-gcroots-<uid>", left)
 	}
 
 	for _, name := range []string{"hello/jq", "xorg.xev/jq"} {

@@ -356,11 +356,11 @@ func (r *Runner) startPush(ctx context.Context, roots []string) {
 		log.Warn("nix cache push skipped: too many pushes waiting", "pushes", cap(p.admitted))
 		return
 	}
-	dir, err := os.MkdirTemp("", "nixery-push-")
+	dir, removeDir, err := TempRoots()
 	if err == nil {
 		args := append(r.optionArgs(), "--realise", "--add-root", filepath.Join(dir, "root"))
 		if err = r.run(ctx, io.Discard, nil, "nix-store", append(args, roots...)...); err != nil {
-			os.RemoveAll(dir)
+			removeDir()
 		}
 	}
 	if err != nil {
@@ -374,7 +374,7 @@ func (r *Runner) startPush(ctx context.Context, roots []string) {
 	pushCtx := context.WithoutCancel(ctx)
 	go func() {
 		defer func() { <-p.admitted }()
-		defer os.RemoveAll(dir)
+		defer removeDir()
 		p.running <- struct{}{}
 		defer func() { <-p.running }()
 		timeout := r.Timeout

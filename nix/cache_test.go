@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -268,10 +269,11 @@ func TestCachePush(t *testing.T) {
 	}
 	// The push's own roots were there, and are gone with it.
 	roots := rec.command("nix-store", "--add-root")
-	if i := slices.Index(roots, "--add-root"); i < 0 || !strings.HasPrefix(roots[i+1], filepath.Join(tmp, "nixery-push-")) {
-		t.Errorf("the push's roots are not in TMPDIR: %q", roots)
+	procs := filepath.Join(tmp, "nixery-gcroots-"+strconv.Itoa(os.Getuid()), "proc-*")
+	if i := slices.Index(roots, "--add-root"); i < 0 || !matches(procs+"/roots-*/root", roots[i+1]) {
+		t.Errorf("the push's roots are not in this process's TMPDIR/nixery-gcroots-<uid>/proc-*: %q", roots)
 	}
-	if left, _ := filepath.Glob(filepath.Join(tmp, "nixery-push-*")); len(left) > 0 {
+	if left, _ := filepath.Glob(procs + "/roots-*"); len(left) > 0 {
 		t.Errorf("push directories left: %v", left)
 	}
 
@@ -423,4 +425,9 @@ func TestPushesBounded(t *testing.T) {
 	if info := narinfo(cache, res.Roots[0]); info == "" {
 		t.Error("nothing pushed")
 	}
+}
+
+func matches(pattern, name string) bool {
+	ok, err := filepath.Match(pattern, name)
+	return ok && err == nil
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/nixery/nixery/access"
 	"github.com/nixery/nixery/catalog"
 	"github.com/nixery/nixery/config"
+	"github.com/nixery/nixery/nix"
 	"github.com/nixery/nixery/registry"
 	"github.com/nixery/nixery/storage"
 	"github.com/nixery/nixery/web"
@@ -149,6 +150,11 @@ func serve(args []string) error {
 		background.Wait()
 	}()
 	background.Go(func() { deleteTemporaries(bg, store, log) })
+	// Store paths that killed Nixery processes of this machine still
+	// held with their temporary roots go back to Nix's garbage collection.
+	if err := nix.PrepareRoots(); err != nil {
+		log.Error("builds will fail: cannot make their Nix garbage-collector roots", "err", err)
+	}
 	site := &web.Site{Builder: builder, Version: version, Logger: log}
 	site.Preload(ctx) // the package list for search, made once per package set
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit

@@ -254,8 +254,11 @@ const (
 	// abandoned and its connection closed, so a client that stops
 	// reading a blob or an event stream does not hold them for ever. A
 	// slow client that keeps reading is served to the end.
+	// stallChunk is 1 MiB, not less: each chunk is one write (sendfile)
+	// with its own deadline, and 64 KiB chunks served a 1 MB layer 20 %
+	// slower (bash scripts/bench-blob, docs/measurements.md).
 	writeStall = 60 * time.Second
-	stallChunk = 64 << 10
+	stallChunk = 1 << 20
 )
 
 // serverLimits are the limits above, for one server; zero fields take

@@ -311,6 +311,12 @@ func (s *Site) load(identity, revision string, immutable bool, srcType, srcArgs 
 	log.Info("package list ready", "packages", len(pkgs), "from", from, "seconds", x.took.Seconds())
 }
 
+// maxStoredList bounds a stored package list unpacked: nixpkgs' is about
+// 20 MB of JSON.
+const maxStoredList = 256 << 20
+
+// loadStored reads the package list stored for identity, if any. A list
+// that cannot be read is an error: the caller lists the packages again.
 func (s *Site) loadStored(ctx context.Context, identity string) ([]nix.Package, error) {
 	data, err := s.Builder.Catalog().SearchList(ctx, identity)
 	if err != nil {
@@ -320,9 +326,14 @@ func (s *Site) loadStored(ctx context.Context, identity string) ([]nix.Package, 
 	if err != nil {
 		return nil, err
 	}
-	raw, err := io.ReadAll(zr)
+	raw, err := io.ReadAll(io.LimitReader(zr, maxStoredList+1))
 	if err != nil {
 		return nil, err
+	}
+	if len(raw) > maxStoredList {
+		// Not what store wrote: a damaged or planted object, which
+		// would otherwise unpack into any amount of memory.
+		return nil, fmt.Errorf("stored package list unpacks to more than %d MiB", maxStoredList>>20)
 	}
 	var pkgs []nix.Package
 	if err := json.Unmarshal(raw, &pkgs); err != nil {

@@ -2,6 +2,9 @@ package web
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -409,5 +412,33 @@ func BenchmarkSearch(b *testing.B) {
 	q := mustQuery(b, "description python")
 	for b.Loop() {
 		x.search(q, 50)
+	}
+}
+
+// A stored package list that unpacks beyond maxStoredList (damaged, or
+// planted in the bucket) is refused after reading a bounded amount, and
+// the packages are listed again; a list as store writes it is read back.
+func TestStoredListBounded(t *testing.T) {
+	s := newSite(t)
+	ctx := context.Background()
+	pkgs := []nix.Package{{Attr: "hello", Version: "2.12.1"}}
+	if err := s.store(ctx, "id-good", pkgs); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.loadStored(ctx, "id-good"); err != nil || len(got) != 1 || got[0] != pkgs[0] {
+		t.Fatalf("loadStored of a stored list: %v, %v", got, err)
+	}
+	var bomb bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&bomb, gzip.BestCompression)
+	zeros := make([]byte, 1<<20)
+	for range maxStoredList>>20 + 1 {
+		zw.Write(zeros)
+	}
+	zw.Close()
+	if err := s.Builder.Catalog().PutSearchList(ctx, "id-bomb", bomb.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.loadStored(ctx, "id-bomb"); err == nil || !strings.Contains(err.Error(), "more than 256 MiB") {
+		t.Errorf("a %d KiB list unpacking to over 256 MiB: %v", bomb.Len()>>10, err)
 	}
 }

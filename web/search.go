@@ -312,8 +312,8 @@ func (s *Site) load(identity, revision string, immutable bool, srcType, srcArgs 
 }
 
 // maxStoredList bounds a stored package list unpacked: nixpkgs' is about
-// 20 MB of JSON.
-const maxStoredList = 256 << 20
+// 20 MB of JSON. A variable for tests.
+var maxStoredList = 256 << 20
 
 // loadStored reads the package list stored for identity, if any. A list
 // that cannot be read is an error: the caller lists the packages again.
@@ -326,7 +326,7 @@ func (s *Site) loadStored(ctx context.Context, identity string) ([]nix.Package, 
 	if err != nil {
 		return nil, err
 	}
-	raw, err := io.ReadAll(io.LimitReader(zr, maxStoredList+1))
+	raw, err := io.ReadAll(io.LimitReader(zr, int64(maxStoredList)+1))
 	if err != nil {
 		return nil, err
 	}

@@ -419,6 +419,8 @@ func BenchmarkSearch(b *testing.B) {
 // planted in the bucket) is refused after reading a bounded amount, and
 // the packages are listed again; a list as store writes it is read back.
 func TestStoredListBounded(t *testing.T) {
+	defer func(max int) { maxStoredList = max }(maxStoredList)
+	maxStoredList = 4 << 20 // the mechanism, without packing 256 MiB
 	s := newSite(t)
 	ctx := context.Background()
 	pkgs := []nix.Package{{Attr: "hello", Version: "2.12.1"}}
@@ -438,7 +440,7 @@ func TestStoredListBounded(t *testing.T) {
 	if err := s.Builder.Catalog().PutSearchList(ctx, "id-bomb", bomb.Bytes()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.loadStored(ctx, "id-bomb"); err == nil || !strings.Contains(err.Error(), "more than 256 MiB") {
-		t.Errorf("a %d KiB list unpacking to over 256 MiB: %v", bomb.Len()>>10, err)
+	if _, err := s.loadStored(ctx, "id-bomb"); err == nil || !strings.Contains(err.Error(), "more than 4 MiB") {
+		t.Errorf("a %d KiB list unpacking to over 4 MiB: %v", bomb.Len()>>10, err)
 	}
 }

@@ -78,6 +78,18 @@ func PrepareRoots() error {
 	return prepareRoots()
 }
 
+// RemoveRoots removes this process's directory and every root in it, for
+// a process that is about to exit: it leaves nothing behind for the next
+// process to remove. A later TempRoots makes a new one.
+func RemoveRoots() {
+	procRoots.mu.Lock()
+	defer procRoots.mu.Unlock()
+	if procRoots.dir != "" {
+		os.RemoveAll(procRoots.dir)
+		procRoots.dir = ""
+	}
+}
+
 // prepareRoots makes this process's directory in the base directory of
 // TMPDIR, unless it has one there; procRoots.mu is held.
 func prepareRoots() error {

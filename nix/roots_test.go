@@ -127,3 +127,20 @@ func TestPrivateDir(t *testing.T) {
 		t.Error("a symlink was accepted")
 	}
 }
+
+// A process that exits cleanly removes its own directory.
+func TestRemoveRoots(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	dir, remove, err := TempRoots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	remove()
+	RemoveRoots()
+	if _, err := os.Stat(filepath.Dir(dir)); !os.IsNotExist(err) {
+		t.Errorf("the process's directory: %v", err)
+	}
+	if _, _, err := TempRoots(); err != nil { // and a new one is made after
+		t.Errorf("TempRoots after RemoveRoots: %v", err)
+	}
+}

@@ -37,7 +37,9 @@ import (
 var version = "dev"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	nix.RemoveRoots() // what a killed process leaves, the next one removes
+	os.Exit(code)
 }
 
 func usage(w io.Writer) {

@@ -46,7 +46,7 @@ type Config struct {
 
 	Htpasswd      string  // htpasswd file of a private instance; "" for none
 	MetricsPublic bool    // with Htpasswd: /metrics needs no authentication
-	TrustProxy    bool    // client addresses from X-Forwarded-For
+	TrustProxy    bool    // client addresses from X-Forwarded-For; shown host and scheme from X-Forwarded-Host/-Proto
 	BuildRate     float64 // new builds a minute per client; 0 = unlimited
 	BuildBurst    int     // new builds a client may start at once; 0 = the rate, rounded up
 }
@@ -105,7 +105,7 @@ var settings = []setting{
 	{"gc-max-age", "NIXERY_GC_MAX_AGE", "720h", "the in-process collection deletes images nobody built or pulled within this age (at least 2h)"},
 	{"htpasswd", "NIXERY_HTPASSWD", "", "private instance: an htpasswd file of bcrypt entries (htpasswd -B); pages, APIs and the registry then need one of its users (HTTP Basic); re-read when it changes"},
 	{"metrics-public", "NIXERY_METRICS_PUBLIC", "false", "with --htpasswd: serve /metrics without authentication (/healthz and /readyz always are)"},
-	{"trust-proxy", "NIXERY_TRUST_PROXY", "false", "take the client's address from the last X-Forwarded-For entry (only behind a reverse proxy that appends it)"},
+	{"trust-proxy", "NIXERY_TRUST_PROXY", "false", "take the client's address from the last X-Forwarded-For entry, and the host and scheme that pages show in pull commands from X-Forwarded-Host and X-Forwarded-Proto (only behind a reverse proxy that sets them)"},
 	{"build-rate", "NIXERY_BUILD_RATE", "0", "new builds one client (user, else IP address; IPv6 by /64) may start per minute, e.g. 2 or 0.5; 0: unlimited; over it, 429 TOOMANYREQUESTS with Retry-After"},
 	{"build-burst", "NIXERY_BUILD_BURST", "", "new builds one client may start at once (default: the build rate, rounded up)"},
 }

@@ -28,6 +28,7 @@ var raw = []string{"<script>alert(1337)", "<img src=x", `onfocus="alert(1337)`, 
 // escaped), JSON-escaped in the APIs.
 func TestHostileInputIsEscaped(t *testing.T) {
 	s := newSite(t)
+	s.TrustProxy = true // so that X-Forwarded-Host is shown
 	tags, quote := url.PathEscape(hostileTags), url.PathEscape(hostileQuote)
 	for _, tt := range []struct {
 		path   string
@@ -115,5 +116,32 @@ func TestWriteEventHostile(t *testing.T) {
 	events := readSSE(t, &buf)
 	if len(events) != 1 || events[0].Message != e.Message || events[0].Kind != "log" || !events[0].Time.Equal(e.Time) {
 		t.Errorf("read back %+v, want %+v", events, e)
+	}
+}
+
+// X-Forwarded-Host and X-Forwarded-Proto change the pull commands only
+// behind a trusted proxy (NIXERY_TRUST_PROXY): otherwise a client could
+// have a cache in front of Nixery keep a page naming its own registry.
+func TestForwardedHostOnlyFromATrustedProxy(t *testing.T) {
+	for _, trust := range []bool{false, true} {
+		s := newSite(t)
+		s.TrustProxy = trust
+		req := httptest.NewRequest("GET", "/image/hello", nil)
+		req.Host = "nixery.example"
+		req.Header.Set("X-Forwarded-Host", "evil.example")
+		req.Header.Set("X-Forwarded-Proto", "https")
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		body := rec.Body.String()
+		want, not := "nixery.example/hello", "evil.example"
+		if trust {
+			want, not = "evil.example/hello", "nixery.example"
+		}
+		if !strings.Contains(body, want) || strings.Contains(body, not) {
+			t.Errorf("trusted proxy %v: the page does not name %q alone:\n%s", trust, want, body)
+		}
+		if got := strings.Contains(body, "tls-verify=false"); got == trust {
+			t.Errorf("trusted proxy %v: --tls-verify=false shown: %v", trust, got)
+		}
 	}
 }

@@ -39,7 +39,7 @@ type LayerView struct {
 // computed against the recently built images (builder.Recent): a layer they
 // also have is one a client that pulled them already holds.
 func (s *Site) view(r *http.Request, req *image.Request, d *builder.Details) *ImageView {
-	v := &ImageView{Details: d, Commands: commands(r, req)}
+	v := &ImageView{Details: d, Commands: s.commands(r, req)}
 	for _, p := range d.Closure {
 		v.ClosureSize += p.Size
 	}
@@ -63,7 +63,7 @@ func (s *Site) view(r *http.Request, req *image.Request, d *builder.Details) *Im
 }
 
 func (s *Site) imagePage(w http.ResponseWriter, r *http.Request, req *image.Request) {
-	data := map[string]any{"Title": req.Ref() + " · Nixery", "Ref": req.Ref(), "Req": req, "Commands": commands(r, req)}
+	data := map[string]any{"Title": req.Ref() + " · Nixery", "Ref": req.Ref(), "Req": req, "Commands": s.commands(r, req)}
 	d, err := s.Builder.Details(r.Context(), req)
 	switch {
 	case errors.Is(err, builder.ErrNotBuilt):
@@ -114,7 +114,7 @@ func (s *Site) buildPage(w http.ResponseWriter, r *http.Request, req *image.Requ
 		return
 	}
 	data := map[string]any{"Title": "Building " + req.Ref() + " · Nixery", "Ref": req.Ref(), "Req": req,
-		"Commands": commands(r, req), "Phases": builder.Phases, "NoIndex": true,
+		"Commands": s.commands(r, req), "Phases": builder.Phases, "NoIndex": true,
 		"Started": r.URL.Query().Has("started")}
 	s.render(w, r, http.StatusOK, "build.html", data)
 }

@@ -55,6 +55,10 @@ type Site struct {
 	// Streams bounds the build event streams open at once, per client
 	// and in all; the zero value has the defaults.
 	Streams access.Streams
+	// TrustProxy takes the host and scheme of the pull commands shown
+	// from X-Forwarded-Host and X-Forwarded-Proto (NIXERY_TRUST_PROXY:
+	// only behind a reverse proxy that sets them).
+	TrustProxy bool
 
 	search searcher
 }
@@ -165,7 +169,7 @@ func (s *Site) fail(w http.ResponseWriter, r *http.Request, status int, message 
 // is a clean 500, not half a page) and writes it.
 func (s *Site) render(w http.ResponseWriter, r *http.Request, status int, name string, data map[string]any) {
 	data["Version"] = s.Version
-	data["Host"] = host(r)
+	data["Host"] = s.host(r)
 	var buf bytes.Buffer
 	if err := pages.ExecuteTemplate(&buf, name, data); err != nil {
 		s.logger().Error("web template", "template", name, "err", err)
@@ -195,9 +199,11 @@ func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
 }
 
 // host is this registry's name as the client reached it, for the pull
-// commands shown on the pages.
-func host(r *http.Request) string {
-	if h := r.Header.Get("X-Forwarded-Host"); h != "" {
+// commands shown on the pages. X-Forwarded-Host counts only behind a
+// trusted proxy: otherwise any client could have a cache in front of
+// Nixery store pages whose pull commands name another registry.
+func (s *Site) host(r *http.Request) string {
+	if h := r.Header.Get("X-Forwarded-Host"); h != "" && s.TrustProxy {
 		return strings.TrimSpace(strings.Split(h, ",")[0])
 	}
 	if r.Host != "" {
@@ -208,8 +214,8 @@ func host(r *http.Request) string {
 
 // insecure reports whether clients reach this registry over plain HTTP
 // (so podman and skopeo need their TLS checks turned off).
-func insecure(r *http.Request) bool {
-	return r.TLS == nil && r.Header.Get("X-Forwarded-Proto") != "https"
+func (s *Site) insecure(r *http.Request) bool {
+	return r.TLS == nil && !(s.TrustProxy && r.Header.Get("X-Forwarded-Proto") == "https")
 }
 
 // Commands are the exact commands to pull and run an image from this host.
@@ -217,10 +223,10 @@ type Commands struct {
 	Docker, DockerRun, Podman, Skopeo string
 }
 
-func commands(r *http.Request, req *image.Request) Commands {
-	ref := host(r) + "/" + req.Ref()
+func (s *Site) commands(r *http.Request, req *image.Request) Commands {
+	ref := s.host(r) + "/" + req.Ref()
 	tls, srcTLS := "", ""
-	if insecure(r) {
+	if s.insecure(r) {
 		tls, srcTLS = "--tls-verify=false ", "--src-tls-verify=false "
 	}
 	dir := strings.ReplaceAll(req.Name, "/", "-")
@@ -306,7 +312,7 @@ func (s *Site) indexPage(w http.ResponseWriter, r *http.Request) {
 	} else {
 		data["RevisionError"] = err.Error()
 	}
-	if insecure(r) {
+	if s.insecure(r) {
 		data["Insecure"] = true
 	}
 	s.render(w, r, http.StatusOK, "index.html", data)

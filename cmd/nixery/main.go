@@ -157,7 +157,7 @@ func serve(args []string) error {
 	if err := nix.PrepareRoots(); err != nil {
 		log.Error("builds will fail: cannot make their Nix garbage-collector roots", "err", err)
 	}
-	site := &web.Site{Builder: builder, Version: version, Logger: log}
+	site := &web.Site{Builder: builder, Version: version, Logger: log, TrustProxy: cfg.TrustProxy}
 	site.Preload(ctx) // the package list for search, made once per package set
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
 	promRegistry, httpStats, gcStats := metrics(builder)

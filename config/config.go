@@ -219,12 +219,17 @@ func (b *boolString) IsBoolFlag() bool   { return true }
 
 // Usage writes the help text for the settings.
 func Usage(w io.Writer) {
+	// Columns as wide as the longest flag and variable.
+	fw, ew := 0, 0
+	for _, s := range settings {
+		fw, ew = max(fw, len(s.flag)), max(ew, len(s.env))
+	}
 	for _, s := range settings {
 		def := ""
 		if s.def != "" {
 			def = fmt.Sprintf(" (default %s)", s.def)
 		}
-		fmt.Fprintf(w, "  --%-16s $%-23s %s%s\n", s.flag, s.env, s.usage, def)
+		fmt.Fprintf(w, "  --%-*s $%-*s %s%s\n", fw, s.flag, ew, s.env, s.usage, def)
 	}
 	fmt.Fprintln(w, "\nWithout a package source, Nixery serves its built-in offline demo package set.")
 }

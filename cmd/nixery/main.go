@@ -179,6 +179,9 @@ func serve(args []string) error {
 	conns := maxConnections()
 	ln := limitConnections(tcp, conns)
 	srv := newHTTPServer(instrument(log, httpStats, handler))
+	// What net/http itself reports (a failed Accept, a handler's panic)
+	// goes to the same log as everything else.
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	private := "no (public)"
 	if guard.Users != nil {
 		private = "yes, users of " + guard.Users.Path()

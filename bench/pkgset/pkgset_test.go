@@ -14,12 +14,7 @@ import (
 // to the generator must show here, on purpose.
 func TestGenerateIsStable(t *testing.T) {
 	s := Generate(1)
-	h := sha256.New()
-	for _, n := range slices.Sorted(maps.Keys(s.Paths)) {
-		p := s.Paths[n]
-		fmt.Fprintln(h, p.Name, p.Path, p.Size, p.Refs)
-	}
-	if got, want := fmt.Sprintf("%x", h.Sum(nil)), "38bdaec2322a59700fbc76b105ecb74cd7704378549113fb4414b7701a7b4224"; got != want {
+	if got, want := digestOf(s), "38bdaec2322a59700fbc76b105ecb74cd7704378549113fb4414b7701a7b4224"; got != want {
 		t.Errorf("seed 1 generates a different set: digest %s, want %s", got, want)
 	}
 	if got := len(s.Paths); got != 1082 {
@@ -71,12 +66,7 @@ func TestPackages(t *testing.T) {
 // the generated part differs from Tower's.
 func TestStacksShape(t *testing.T) {
 	s := GenerateShape(1, Stacks)
-	h := sha256.New()
-	for _, n := range slices.Sorted(maps.Keys(s.Paths)) {
-		p := s.Paths[n]
-		fmt.Fprintln(h, p.Name, p.Path, p.Size, p.Refs)
-	}
-	if got, want := fmt.Sprintf("%x", h.Sum(nil)), "766b4a882923da2c47bb775d8a744b2cb5481927e1b966833946f0611f4676df"; got != want {
+	if got, want := digestOf(s), "766b4a882923da2c47bb775d8a744b2cb5481927e1b966833946f0611f4676df"; got != want {
 		t.Errorf("seed 1, shape stacks generates a different set: digest %s, want %s", got, want)
 	}
 	if got := len(s.Paths); got != 1547 {
@@ -93,4 +83,15 @@ func TestStacksShape(t *testing.T) {
 	if Shapes["stacks"] != Stacks || Shapes["tower"] != Tower {
 		t.Errorf("Shapes = %v", Shapes)
 	}
+}
+
+// digestOf hashes every path of s (name, store path, size, references) in
+// name order.
+func digestOf(s *Set) string {
+	h := sha256.New()
+	for _, n := range slices.Sorted(maps.Keys(s.Paths)) {
+		p := s.Paths[n]
+		fmt.Fprintln(h, p.Name, p.Path, p.Size, p.Refs)
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))
 }

@@ -40,6 +40,10 @@ var procRoots struct {
 	mu   sync.Mutex
 	base string // the base directory dir is in
 	dir  string // this process's directory; "" before the first use
+	// locks stay open, and so locked, until the process ends, also when
+	// a directory was replaced (builds may still have roots in it); held
+	// here so that no finalizer closes them.
+	locks []*os.File
 }
 
 // TempRoots makes a new directory for temporary GC roots (pass it as
@@ -101,11 +105,12 @@ func prepareRoots() error {
 		return fmt.Errorf("temporary GC roots: %w", err)
 	}
 	removeStaleRoots(base)
-	own, err := newProcRoots(base)
+	own, lock, err := newProcRoots(base)
 	if err != nil {
 		return fmt.Errorf("temporary GC roots: %w", err)
 	}
 	procRoots.base, procRoots.dir = base, own
+	procRoots.locks = append(procRoots.locks, lock)
 	return nil
 }
 
@@ -127,14 +132,15 @@ func privateDir(dir string) error {
 	return nil
 }
 
-// newProcRoots makes this process's directory under base and locks it for
-// the life of the process. The lock is taken on a file under another name
-// and then renamed into place, so that removeStaleRoots never sees the
-// lock file of a live process unlocked.
-func newProcRoots(base string) (string, error) {
+// newProcRoots makes a process directory under base and returns it with
+// its lock, which the caller keeps open for the life of the process. The
+// lock is taken on a file under another name and then renamed into
+// place, so that removeStaleRoots never sees the lock file of a live
+// process unlocked.
+func newProcRoots(base string) (string, *os.File, error) {
 	dir, err := os.MkdirTemp(base, "proc-")
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	f, err := os.OpenFile(filepath.Join(dir, rootsLock+".new"), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
 	if err == nil {
@@ -142,20 +148,16 @@ func newProcRoots(base string) (string, error) {
 		if err == nil {
 			err = os.Rename(f.Name(), filepath.Join(dir, rootsLock))
 		}
+		if err != nil {
+			f.Close()
+		}
 	}
 	if err != nil {
 		os.RemoveAll(dir)
-		return "", err
+		return "", nil, err
 	}
-	// f stays open, and so locked, until the process ends (also if the
-	// directory is replaced: builds may still have roots in it). Nothing
-	// else refers to it, so keep it from the finalizer, which would close
-	// it.
-	keepOpen = append(keepOpen, f)
-	return dir, nil
+	return dir, f, nil
 }
-
-var keepOpen []*os.File // under procRoots.mu
 
 // removeStaleRoots removes the process directories under base whose lock
 // nobody holds: their processes have died. It returns how many it removed.

@@ -17,7 +17,8 @@ const rootsChild = "NIXERY_TEST_ROOTS_CHILD"
 
 func TestMain(m *testing.M) {
 	if base := os.Getenv(rootsChild); base != "" {
-		dir, err := newProcRoots(base)
+		dir, lock, err := newProcRoots(base)
+		defer lock.Close() // open (and locked) until the kill
 		if err == nil {
 			err = os.Symlink("/nix/store/00000000000000000000000000000000-x", filepath.Join(dir, "result"))
 		}
@@ -58,10 +59,11 @@ func TestRootsOfADeadProcessGo(t *testing.T) {
 	defer func() { live.Process.Kill(); live.Wait() }()
 	// This process's own directory is locked too, by another open file
 	// than the sweep's: it must survive as well.
-	own, err := newProcRoots(base)
+	own, lock, err := newProcRoots(base)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer lock.Close()
 
 	if n := removeStaleRoots(base); n != 0 {
 		t.Fatalf("with every process alive the sweep removed %d directories", n)

@@ -499,7 +499,10 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 			log.Info("packages resolved before cannot be realised; evaluating again", "err", err)
 		}
 	}
-	if res == nil && pl.shared == nil && ctx.Err() == nil {
+	// Evaluate unless a shared evaluation failed here, or known packages
+	// failed to realise because the build's time is up; a build whose
+	// time ran out before anything ran meets that in Build.
+	if res == nil && pl.shared == nil && (err == nil || ctx.Err() == nil) {
 		b.stats.Evaluations.Add(1)
 		res, err = b.Nix.Build(ctx, nix.Request{
 			SrcType: src.Type, SrcArgs: src.Args, Packages: req.Packages, System: req.Arch.System, RootDir: roots,

@@ -374,3 +374,21 @@ func TestWatchReportsPhasesInOrder(t *testing.T) {
 		}
 	}
 }
+
+// A build whose time is up before Nix runs (the plan's storage reads took
+// it all) fails with that, instead of going on without a result.
+func TestBuildOutOfTimeBeforeNix(t *testing.T) {
+	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	req := request(t, "hello", "latest")
+	src, key, err := b.resolve(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, pl := range []*plan{{}, {lead: func() {}}} {
+		if img, err := b.build(ctx, key, req, src, &progress{}, pl); err == nil || img != nil {
+			t.Errorf("build with its time up: %v, %v; want an error", img, err)
+		}
+	}
+}

@@ -65,11 +65,9 @@ type batch struct {
 	err   error
 	size  int // builds that asked
 
-	// dir holds the garbage-collector roots of the derivations the
-	// evaluation wrote (nix.TempRoots); removeDir removes it when the last
-	// user (the evaluation itself, then every build that asked) is done
-	// with it.
-	dir       string
+	// removeDir removes the garbage-collector roots of the derivations
+	// the evaluation wrote (nix.TempRoots) when the last user (the
+	// evaluation itself, then every build that asked) is done with them.
 	removeDir func()
 	users     int // under evaluations.mu
 }
@@ -177,7 +175,7 @@ func (e *evaluations) evaluate(set evalSet, b *batch) (map[string]nix.Resolution
 	if err != nil {
 		return nil, err
 	}
-	b.dir, b.removeDir = dir, remove
+	b.removeDir = remove
 	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
 	defer cancel()
 	list, err := e.resolve(ctx, set, b.names, dir)

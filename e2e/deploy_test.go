@@ -806,7 +806,7 @@ exec chroot "$R" "$@"`
 		"setpriv", "--reuid", strconv.FormatInt(uid, 10), "--regid", strconv.FormatInt(gid, 10), "--clear-groups",
 		"--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "env", "-i")
 	cmdline = append(append(append(cmdline, envList...), image.entrypoint...), args...)
-	log := new(bytes.Buffer)
+	log := new(lockedBuffer)
 	cmd := exec.Command("unshare", cmdline...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {

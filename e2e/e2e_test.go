@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,8 +28,8 @@ import (
 
 // nixery is a running Nixery process.
 type nixery struct {
-	addr string // host:port
-	log  *bytes.Buffer
+	addr string        // host:port
+	log  *lockedBuffer // written by the process while tests read it
 	stop func()
 	kill func() // SIGKILL, as a node that is lost
 }
@@ -84,7 +85,7 @@ func start(tmp, storageDir string, env ...string) (*nixery, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &nixery{addr: fmt.Sprintf("127.0.0.1:%d", port), log: new(bytes.Buffer)}
+	s := &nixery{addr: fmt.Sprintf("127.0.0.1:%d", port), log: new(lockedBuffer)}
 	cmd := exec.Command(bin, "serve", "--host", "127.0.0.1", "--port", fmt.Sprint(port))
 	cmd.Env = append(os.Environ(),
 		"XDG_CACHE_HOME="+filepath.Join(tmp, "cache"),
@@ -136,6 +137,25 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// lockedBuffer is the output of a process that the test reads while the
+// process writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // needServer skips (or, in CI, fails) a test when the server is not up.

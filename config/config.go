@@ -100,7 +100,7 @@ var settings = []setting{
 	{"max-builds", "NIXERY_MAX_BUILDS", "", "builds that run at once (default: number of cores)"},
 	{"build-queue", "NIXERY_BUILD_QUEUE", "64", "builds that may wait for a slot; beyond that, clients get 429 TOOMANYREQUESTS"},
 	{"gc-interval", "NIXERY_GC_INTERVAL", "", "collect garbage in-process this often, e.g. 24h (one replica at a time, by a lease in storage; empty: never, use nixery gc)"},
-	{"build-lease-ttl", "NIXERY_BUILD_LEASE_TTL", "30", "seconds a replica's lease on a build lives without renewal; then another replica takes the build over (kill -9, a lost node)"},
+	{"build-lease-ttl", "NIXERY_BUILD_LEASE_TTL", "30", "seconds (at most 600) a replica's lease on a build lives without renewal; then another replica takes the build over (kill -9, a lost node)"},
 	{"drain-timeout", "NIXERY_DRAIN_TIMEOUT", "25", "on SIGTERM: seconds the builds running may take to finish (no new ones start; /readyz answers 503 at once); the rest are taken over by other replicas"},
 	{"gc-max-age", "NIXERY_GC_MAX_AGE", "720h", "the in-process collection deletes images nobody built or pulled within this age (at least 2h)"},
 	{"htpasswd", "NIXERY_HTPASSWD", "", "private instance: an htpasswd file of bcrypt entries (htpasswd -B); pages, APIs and the registry then need one of its users (HTTP Basic); re-read when it changes"},
@@ -303,7 +303,10 @@ func fromFlags(values map[string]*string, getenv func(string) string) (*Config, 
 		}
 		c.Compression = p.number("compression-level", 1, max, " for "+c.LayerFormat)
 	}
-	c.LeaseTTL = p.seconds("build-lease-ttl", 1)
+	// At most 600 s: a claim is renewed every third of it, and garbage
+	// collection deletes claims not written for 2 × catalog.LeaseTTL
+	// (20 minutes) as those of dead replicas.
+	c.LeaseTTL = time.Duration(p.number("build-lease-ttl", 1, 600, " (seconds)")) * time.Second
 	c.DrainTimeout = p.seconds("drain-timeout", 0)
 	c.GCInterval = p.duration("gc-interval", time.Hour, true)
 	c.GCMaxAge = p.duration("gc-max-age", MinGCAge, false)

@@ -65,6 +65,7 @@ func TestLoad(t *testing.T) {
 		{name: "bad port", env: map[string]string{"PORT": "http"}, wantErr: "PORT"},
 		{name: "port range", args: []string{"--port=70000"}, wantErr: "PORT"},
 		{name: "bad timeout", env: map[string]string{"NIX_TIMEOUT": "1m"}, wantErr: "NIX_TIMEOUT"},
+		{name: "build lease beyond the collector's bound", env: map[string]string{"NIXERY_BUILD_LEASE_TTL": "601"}, wantErr: "from 1 to 600"},
 		{name: "zero timeout", env: map[string]string{"NIX_TIMEOUT": "0"}, wantErr: "NIX_TIMEOUT"},
 		{name: "two sources", env: map[string]string{"NIXERY_CHANNEL": "x", "NIXERY_PKGS_PATH": pkgs}, wantErr: "only one package source"},
 		{name: "path without default.nix", env: map[string]string{"NIXERY_PKGS_PATH": empty}, wantErr: "default.nix"},

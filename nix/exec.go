@@ -89,7 +89,7 @@ func (r *Runner) runWith(ctx context.Context, stdout io.Writer, stderr *lineWrit
 			log.Info("nix: unknown packages", "packages", u.Packages)
 			return u
 		}
-		if stderr.sourceRev != "" && stderr.missingRev == stderr.sourceRev {
+		if stderr.sourceMissing {
 			log.Info("nix: the package set's commit does not exist", "rev", stderr.sourceRev)
 			return &UnknownRevisionError{Rev: stderr.sourceRev}
 		}
@@ -157,9 +157,11 @@ type lineWriter struct {
 	tail    []string
 	unknown *UnknownPackagesError
 
-	// sourceRev is the commit a git package set is fetched at; missingRev
-	// the commit Git or Nix said does not exist, if any.
-	sourceRev, missingRev string
+	// sourceRev is the commit a git package set is fetched at;
+	// sourceMissing says Git or Nix said that commit does not exist (a
+	// dependency's missing commit, before or after, does not count).
+	sourceRev     string
+	sourceMissing bool
 
 	// packages is build.nix's trace of what each name resolved to; only
 	// the first one counts, so a builder printing a look-alike later
@@ -223,8 +225,8 @@ func (w *lineWriter) line(l string, dropped int) {
 	if u := unknownError(l); u != nil {
 		w.unknown = u
 	}
-	if m := missingRevRE.FindStringSubmatch(l); m != nil && w.sourceRev != "" {
-		w.missingRev = m[1]
+	if m := missingRevRE.FindStringSubmatch(l); m != nil && w.sourceRev != "" && m[1] == w.sourceRev {
+		w.sourceMissing = true
 	}
 	if rest, ok := strings.CutPrefix(l, packagesMarker); ok && !w.sawPackages && dropped == 0 {
 		// Evaluation traces it before anything is built. It is

@@ -150,20 +150,23 @@ let bb = builtins.path { path = ./bootstrap; name = "bootstrap-busybox"; }; in {
 // failure like any other.
 func TestMissingRevisionLine(t *testing.T) {
 	const rev = "0123456789abcdef0123456789abcdef01234567"
+	other := "error: Cannot find Git revision '" + strings.Repeat("f", 40) + "' in ref"
 	for _, tt := range []struct {
-		name, line, source, want string
+		name, lines, source string
+		want                bool
 	}{
-		{"nix 2.8", "error: Cannot find Git revision '" + rev + "' in ref 'master' of repository '/r'! Please make sure", rev, rev},
-		{"remote", "fatal: remote error: upload-pack: not our ref " + rev, rev, rev},
-		{"another commit", "error: Cannot find Git revision '" + strings.Repeat("f", 40) + "' in ref", rev, strings.Repeat("f", 40)},
-		{"not a git source", "error: Cannot find Git revision '" + rev + "' in ref", "", ""},
-		{"a short hash", "error: Cannot find Git revision '0123456' in ref", rev, ""},
+		{"nix 2.8", "error: Cannot find Git revision '" + rev + "' in ref 'master' of repository '/r'! Please make sure", rev, true},
+		{"remote", "fatal: remote error: upload-pack: not our ref " + rev, rev, true},
+		{"another commit", other, rev, false},
+		{"the source's, then a dependency's", "fatal: remote error: upload-pack: not our ref " + rev + "\n" + other, rev, true},
+		{"not a git source", "error: Cannot find Git revision '" + rev + "' in ref", "", false},
+		{"a short hash", "error: Cannot find Git revision '0123456' in ref", rev, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			w := &lineWriter{sourceRev: tt.source}
-			w.Write([]byte(tt.line + "\n"))
-			if w.missingRev != tt.want {
-				t.Errorf("missing %q, want %q", w.missingRev, tt.want)
+			w.Write([]byte(tt.lines + "\n"))
+			if w.sourceMissing != tt.want {
+				t.Errorf("source missing: %v, want %v", w.sourceMissing, tt.want)
 			}
 		})
 	}

@@ -100,7 +100,7 @@ func main() {
 	for _, budget := range budgets {
 		fmt.Printf("budget %d layers per image (%d for store paths + 1 customisation layer); bytes = uncompressed NAR bytes\n\n", budget, budget-1)
 		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
-		fmt.Fprintln(tw, "algorithm\tdownloaded MB\t× lower bound\tmax layers/image\timages over budget\t")
+		fmt.Fprintln(tw, "algorithm\tdownloaded MiB\t× lower bound\tmax layers/image\timages over budget\t")
 		fmt.Fprintf(tw, "lower bound (distinct store paths)\t%.1f\t1.00\t\t\t\n", mib(lower))
 		for _, alg := range algs {
 			r, err := simulate(set, closures, alg, budget-1)
@@ -171,7 +171,7 @@ func parseSeeds(s string) ([]uint64, error) {
 // docs/layering.md compares approaches by.
 func summary(seeds []uint64, shape pkgset.Shape, budgets []int) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
-	fmt.Fprint(tw, "seed\tlower bound MB\t")
+	fmt.Fprint(tw, "seed\tlower bound MiB\t")
 	for _, b := range budgets {
 		fmt.Fprintf(tw, "budget %d\t", b)
 	}

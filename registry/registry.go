@@ -449,6 +449,10 @@ func Cut(s string, n int) string {
 	return s[:i] + fmt.Sprintf("… [%d bytes]", len(s))
 }
 
+// StatusClientClosed is the status of a request whose client went away
+// before the answer (nginx's 499): only logged, nobody reads it.
+const StatusClientClosed = 499
+
 // Status is the one mapping from the errors of a pull to an HTTP status
 // and the seconds of Retry-After (0: none), for the registry API and the
 // web pages alike.
@@ -510,7 +514,7 @@ func classify(err error) *regError {
 		return regErr(http.StatusInternalServerError, "UNKNOWN", err.Error())
 	case errors.Is(err, context.Canceled):
 		// The client went away; the status is for the log only.
-		return regErr(499, "UNKNOWN", "request cancelled")
+		return regErr(StatusClientClosed, "UNKNOWN", "request cancelled")
 	}
 	return regErr(http.StatusInternalServerError, "UNKNOWN", err.Error())
 }

@@ -334,8 +334,6 @@ func errorStatus(err error) (status, retryAfter int) {
 	return registry.Status(err)
 }
 
-// statusClientClosed is nginx's 499, as the registry logs it.
-const statusClientClosed = 499
 
 // errorHeader sets the Retry-After of err, if it has one, and returns
 // its status.
@@ -351,7 +349,7 @@ func errorHeader(w http.ResponseWriter, err error) int {
 func (s *Site) failErr(w http.ResponseWriter, r *http.Request, err error) {
 	status := errorHeader(w, err)
 	msg := err.Error()
-	if status == statusClientClosed {
+	if status == registry.StatusClientClosed {
 		msg = "request cancelled"
 	}
 	s.fail(w, r, status, msg)

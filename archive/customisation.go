@@ -13,15 +13,19 @@ import (
 
 // Info is what the image configuration needs to know about the
 // customisation layer.
+//
+// Its fields are manifest.Runtime's, in the same order, so that the
+// builder converts one into the other (manifest.Runtime(info)) and a new
+// fact is added in both or neither compiles.
 type Info struct {
-	Shell    string // "/bin/bash" if bash ended up in /bin, else ""
-	CertFile string // "/etc/ssl/certs/ca-bundle.crt" when a root provides CA certificates, else ""
 	Path     string // value for PATH: "/bin", then "/usr/bin" and "/sbin" when the image has them
-	User     string // "65532:65532" when the image runs as nonroot (Setup.NonRoot), else "" (root)
-	Home     string // the home of User ("/home/nonroot"), else ""
+	CertFile string // "/etc/ssl/certs/ca-bundle.crt" when a root provides CA certificates, else ""
+	Shell    string // "/bin/bash" if bash ended up in /bin, else ""
 	// Program is the absolute path of the image's one main program
 	// (Setup.Programs), or "".
 	Program string
+	User    string // "65532:65532" when the image runs as nonroot (Setup.NonRoot), else "" (root)
+	Home    string // the home of User ("/home/nonroot"), else ""
 }
 
 // Setup says what the customisation layer sets up besides the roots'

@@ -555,8 +555,7 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 	t = time.Now()
 
 	img := manifest.Image{Arch: req.Arch.OCI, Layers: packed}
-	manifest.Runtime{Path: info.Path, CertFile: info.CertFile, Shell: info.Shell, Program: info.Program,
-		User: info.User, Home: info.Home}.Apply(&img)
+	manifest.Runtime(info).Apply(&img)
 	out, err := b.store(ctx, lease, img, dockerLayers)
 	if err != nil {
 		return nil, err

@@ -585,7 +585,7 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 // manifest order. The customisation layer is cached by its roots and what
 // setup changes in it (a nonroot image's differs from the root image's).
 //
-// It runs in two steps, each at most packLimit layers at once. First every
+// It runs in two steps, each at most PackLimit layers at once. First every
 // layer is looked up in the layer cache and, when missing, its files are
 // listed (a walk of the tree, no file read), which gives its size. Then
 // the missing layers are packed biggest first: the archive's compressor
@@ -635,7 +635,7 @@ func (b *Builder) packAll(ctx context.Context, lease *catalog.Lease, groups [][]
 	keys := make([]string, len(jobs))
 	missing := make([]bool, len(jobs))
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(packLimit())
+	g.SetLimit(PackLimit())
 	for i := range jobs {
 		keys[i] = layerKey(jobs[i].kind, jobs[i].paths, format, level)
 		g.Go(func() error {
@@ -668,7 +668,7 @@ func (b *Builder) packAll(ctx context.Context, lease *catalog.Lease, groups [][]
 	// bytes, which never depend on it) is the same in every run.
 	slices.SortStableFunc(order, func(a, c int) int { return cmp.Compare(jobs[c].size, jobs[a].size) })
 	g, gctx = errgroup.WithContext(ctx)
-	g.SetLimit(packLimit())
+	g.SetLimit(PackLimit())
 	for _, i := range order {
 		g.Go(func() error {
 			l, err := b.layer(gctx, lease, keys[i], format, level, jobs[i].write)
@@ -686,14 +686,14 @@ func (b *Builder) packAll(ctx context.Context, lease *catalog.Lease, groups [][]
 	return packed, nil
 }
 
-// packLimit is the most layers one build packs (or looks up) at once.
+// PackLimit is the most layers one build packs (or looks up) at once.
 // Twice the cores: the chunks of every layer in flight share the process's
 // compressor pool (which bounds the CPU and the chunk memory whatever the
 // number of layers), and the extra layers keep the cores busy while others
 // wait on storage (fsync and rename, an upload's round trip) or between a
 // small layer's stages. Each layer in flight holds an open file or, for
 // S3 and GCS, up to one upload part (8 MiB) in memory.
-func packLimit() int { return 2 * runtime.NumCPU() }
+func PackLimit() int { return 2 * runtime.NumCPU() }
 
 // cachedLayer returns the layer cached for key, its blob held in lease,
 // or ok false if there is none (or its blob was collected before the lease

@@ -47,6 +47,7 @@ import (
 
 	"github.com/nixery/nixery/archive"
 	"github.com/nixery/nixery/bench/storegen"
+	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/layers"
 	"github.com/nixery/nixery/storage"
 )
@@ -58,7 +59,7 @@ func main() {
 	levels := flag.String("level", "6", "comma-separated gzip levels to pack with (the floor is always gzip -6)")
 	budget := flag.Int("budget", 100, "layer budget of the image (NIXERY_LAYER_BUDGET's default is 100)")
 	repeat := flag.Int("repeat", 1, "pack this many times per level, one row each")
-	concurrent := flag.String("concurrent", "", "comma-separated limits of layers packed at once to compare (default: the builder's, packLimit)")
+	concurrent := flag.String("concurrent", "", "comma-separated limits of layers packed at once to compare (default: the builder's, builder.PackLimit)")
 	before := flag.Bool("before", false, "also pack as the builder did before issue 15 (NumCPU layers at once, manifest order)")
 	noFloor := flag.Bool("nofloor", false, "skip the floor (for quick comparisons of packers: no ratio then)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the packs (not the floor) to this file")
@@ -122,7 +123,7 @@ func main() {
 	fmt.Fprintln(tw, "packer\tseconds\tratio to floor\tcompressed MB\tsize vs floor\tCPU seconds\tin Commit (sum)\t")
 	fmt.Fprintf(tw, "floor: tar | gzip -6 | sha256sum, 1 thread\t%.2f\t1.000\t%.1f\t\t\t\t\n", floorSecs, float64(floorSize)/1e6)
 	run := 0
-	limits := []int{packLimit()}
+	limits := []int{builder.PackLimit()}
 	if *concurrent != "" {
 		limits = nil
 		for _, c := range strings.Split(*concurrent, ",") {

@@ -15,9 +15,6 @@ import (
 	"github.com/nixery/nixery/storage"
 )
 
-// packLimit is builder.packAll's limit of layers packed at once.
-func packLimit() int { return 2 * runtime.NumCPU() }
-
 // packAll packs every group into store as builder.packAll does on a cold
 // build (no layer cache hits; keep it in step with builder/build.go): every
 // group listed first (archive.ListStorePaths, limit layers at once), then

@@ -149,7 +149,8 @@ type Runner struct {
 	// process id is its process group id); for tests.
 	started func(cmd *exec.Cmd)
 
-	push pushes // pushes to Cache
+	push    pushes       // pushes to Cache
+	version versionProbe // the version of nix, asked once
 }
 
 // Request says what to build.
@@ -387,8 +388,9 @@ func (r *Runner) lineLogger(extra func(string)) func(string) {
 // references, in one process.
 func (r *Runner) closure(ctx context.Context, roots []string, logLine func(string)) ([]StorePath, error) {
 	var out bytes.Buffer
-	args := append(r.optionArgs(), "--extra-experimental-features", "nix-command",
-		"path-info", "--json", "--recursive")
+	args := append(r.optionArgs(), "--extra-experimental-features", "nix-command", "path-info")
+	args = append(args, r.nixVersion(ctx).pathInfoArgs()...)
+	args = append(args, "--recursive")
 	args = append(args, r.offline()...)
 	args = append(args, roots...)
 	if err := r.run(ctx, &out, logLine, "nix", args...); err != nil {

@@ -1,9 +1,15 @@
 package nix
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 const (
@@ -131,4 +137,124 @@ func TestUnknownErrorLine(t *testing.T) {
 	if w.unknown == nil || w.unknown.Error() != "unknown package(s): a, b" {
 		t.Errorf("lineWriter: unknown = %v", w.unknown)
 	}
+}
+
+// Each file of testdata/pathinfo is what a real Nix printed for the
+// closure of one path (appx → libx → bootstrap-busybox), in its default
+// shape or the --json-format named, or for a path that is not valid.
+func TestParsePathInfoCaptured(t *testing.T) {
+	const (
+		appx = "/nix/store/a0qriw4fvxjwhahj2cqq05xa25fg42jg-appx"
+		libx = "/nix/store/1qfan52v5w9jcxhigpslqv4l54awrc3d-libx"
+	)
+	want := []StorePath{
+		{Path: libx, NarSize: 344, References: []string{bb}},
+		{Path: appx, NarSize: 336, References: []string{libx}},
+		{Path: bb, NarSize: 1982568},
+	}
+	files, _ := filepath.Glob("testdata/pathinfo/*.json")
+	if len(files) < 6 {
+		t.Fatalf("only %d files in testdata/pathinfo", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := parsePathInfo(data)
+			if strings.Contains(f, "invalid") {
+				if err == nil || !strings.Contains(err.Error(), "00000000000000000000000000000000-gone is not valid") {
+					t.Errorf("got %v, %v; want the invalid path named", got, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("got  %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+// Which Nix gets --json-format: Nix 2.33 and later, not Lix, whose 2.9x
+// versions continue from Nix 2.18 and which rejects the option.
+func TestNixVersion(t *testing.T) {
+	for _, tt := range []struct {
+		out    string
+		want   nixVersion
+		format bool
+	}{
+		{"nix (Nix) 2.8.0\n", nixVersion{Major: 2, Minor: 8, Known: true}, false},
+		{"nix (Nix) 2.26.3", nixVersion{Major: 2, Minor: 26, Known: true}, false},
+		{"nix (Nix) 2.32.9", nixVersion{Major: 2, Minor: 32, Known: true}, false},
+		{"nix (Nix) 2.33.0", nixVersion{Major: 2, Minor: 33, Known: true}, true},
+		{"nix (Nix) 2.34.8", nixVersion{Major: 2, Minor: 34, Known: true}, true},
+		{"nix (Nix) 2.40pre20270101_abcdef", nixVersion{Major: 2, Minor: 40, Known: true}, true},
+		{"nix (Nix) 3.0.0", nixVersion{Major: 3, Known: true}, true},
+		// Lix's own words (its 2.91 release).
+		{"nix (Lix, like Nix) 2.91.1", nixVersion{Major: 2, Minor: 91, Known: true, Lix: true}, false},
+		{"nix (Lix, like Nix) 2.93.0\nSystem type: x86_64-linux\n", nixVersion{Major: 2, Minor: 93, Known: true, Lix: true}, false},
+		{"nix (Determinate Nix 3.6.2) 2.29.0", nixVersion{Major: 2, Minor: 29, Known: true}, false},
+		{"", nixVersion{}, false},
+		{"something else 2.40", nixVersion{}, false},
+	} {
+		got := parseNixVersion(tt.out)
+		if got != tt.want {
+			t.Errorf("parseNixVersion(%q) = %+v, want %+v", tt.out, got, tt.want)
+		}
+		if format := slices.Contains(got.pathInfoArgs(), "--json-format"); format != tt.format {
+			t.Errorf("%q: path-info %q, want --json-format: %v", tt.out, got.pathInfoArgs(), tt.format)
+		}
+	}
+}
+
+// The real closure query on this machine's Nix: its output parses, no
+// deprecation warning reaches the log (Nix 2.33 and later warn of --json
+// without --json-format), and however many builds run at once, the
+// Runner asks for Nix's version once.
+func TestClosureQuery(t *testing.T) {
+	req := demoSource(t, "hello")
+	var rec recorder
+	r := rec.runner(&Runner{Timeout: time.Minute})
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = r.Build(context.Background(), req)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var probes, queries int
+	for _, a := range rec.args {
+		switch {
+		case a[0] == "nix" && slices.Contains(a, "--version"):
+			probes++
+		case a[0] == "nix" && slices.Contains(a, "path-info"):
+			queries++
+			if r.version.version.atLeast(2, 33) != slices.Contains(a, "--json-format") {
+				t.Errorf("nix %+v: %q", r.version.version, a)
+			}
+		}
+	}
+	if probes != 1 || queries != len(errs) {
+		t.Errorf("%d version probes and %d closure queries, want 1 and %d", probes, queries, len(errs))
+	}
+	for _, l := range rec.lines {
+		if strings.Contains(l, "deprecated") || strings.Contains(l, "json-format") {
+			t.Errorf("the log has %q", l)
+		}
+	}
+	t.Logf("%+v", r.version.version)
 }

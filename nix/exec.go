@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -144,7 +145,7 @@ func command(ctx context.Context, name string, args ...string) (cmd *exec.Cmd, f
 // lineWriter splits what Nix writes to stderr into lines, redacts the
 // credentials of URLs and the hidden texts in them, cuts them to
 // MaxLineBytes, passes each to log, keeps the last tailLines meaningful
-// ones and recognises the unknown-packages error and the main-programs
+// ones (see meaningful) and recognises the unknown-packages error and the main-programs
 // trace of build.nix. It holds at most maxScanBytes of a line, however
 // long the line.
 type lineWriter struct {
@@ -155,6 +156,7 @@ type lineWriter struct {
 	partial []byte // the line so far, up to maxScanBytes
 	dropped int    // bytes of the line beyond maxScanBytes
 	tail    []string
+	inFrame bool // the tail is skipping a frame of Nixery's expressions
 	unknown *UnknownPackagesError
 
 	// sourceRev is the commit a git package set is fetched at;
@@ -253,14 +255,64 @@ func (w *lineWriter) line(l string, dropped int) {
 	if w.log != nil {
 		w.log(l)
 	}
-	if t := strings.TrimSpace(l); t == "" || strings.HasPrefix(t, "(use '--show-trace'") {
-		return
+	if w.meaningful(l) {
+		w.keep(l)
 	}
+}
+
+// meaningful says whether a line of Nix's belongs in an error's tail:
+// not a blank line, not Nix's hint to use --show-trace (in any of its
+// forms), not the bare "error:" that heads a trace, and not a frame of
+// Nixery's own expressions (build.nix, load.nix, search.nix), which Nix
+// quotes since 2.13: the "… while …" line that introduces it, its
+// position "at «string»:12:5:" and the numbered source lines and caret
+// line that follow. Frames of the package set's files stay: they say
+// where its error is.
+func (w *lineWriter) meaningful(l string) bool {
+	t := strings.TrimSpace(l)
+	if w.inFrame {
+		if t == "" || sourceLineRE.MatchString(t) {
+			return false
+		}
+		w.inFrame = false
+	}
+	switch {
+	case t == "" || t == "error:" || showTraceRE.MatchString(t):
+		return false
+	case embeddedFrameRE.MatchString(t):
+		w.inFrame = true
+		if n := len(w.tail); n > 0 && strings.HasPrefix(strings.TrimSpace(w.tail[n-1]), "… ") {
+			w.tail = w.tail[:n-1]
+		}
+		return false
+	}
+	return true
+}
+
+// keep adds a line to the tail, which holds the last tailLines.
+func (w *lineWriter) keep(l string) {
 	w.tail = append(w.tail, l)
 	if len(w.tail) > tailLines {
 		w.tail = w.tail[len(w.tail)-tailLines:]
 	}
 }
+
+// showTraceRE matches Nix's hint at the end of an evaluation error, in
+// each of its forms: "(use '--show-trace' to show detailed location
+// information)" (Nix up to about 2.12), "(stack trace truncated; use
+// '--show-trace' to show the full trace)" and "… the full, detailed
+// trace)" (later Nix, and Lix).
+var showTraceRE = regexp.MustCompile(`^\((?:[^()]*; )?use '--show-trace' to show [^()]*\)$`)
+
+// embeddedFrameRE matches the position of a frame in an expression that
+// Nix was given as a string rather than a file: Nixery's own (--expr
+// build.nix or search.nix, --arg load load.nix). A package set is read
+// from files, whatever its source, so its frames name a path.
+var embeddedFrameRE = regexp.MustCompile(`^at «string»:\d+:\d+:?$`)
+
+// sourceLineRE matches a line of source that Nix quotes under a frame's
+// position, "12| foo = …", or the line of its caret, "| ^" (trimmed).
+var sourceLineRE = regexp.MustCompile(`^\d*\|`)
 
 // packagesMarker starts build.nix's trace of the resolved packages;
 // resolvedMarker its trace of one resolved name in batch mode.

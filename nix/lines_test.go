@@ -171,3 +171,98 @@ func TestMissingRevisionLine(t *testing.T) {
 		})
 	}
 }
+
+// What real Nix printed for two errors of a package set's packages
+// (testdata/tails: an evaluation error in the set's file, and a throw),
+// and what of it an error's tail keeps: Nix's message and the set's own
+// frame, not the hint to use --show-trace in any of its forms, nor the
+// frames that quote Nixery's build.nix (Nix 2.13 and later).
+func TestTailOfCapturedErrors(t *testing.T) {
+	evalfail := []string{
+		"error: cannot add a string to an integer",
+		"at /srv/pkgs/default.nix:7:33:",
+		"6|   ok = mk \"ok\" \"mkdir $out\";",
+		"7|   evalfail = mk \"evalfail\" (1 + \"a\");",
+		"|                                 ^",
+		"8|   throws = throw \"this package is broken\";",
+	}
+	throws := []string{"error: this package is broken"}
+	for _, v := range []string{"2.8.0", "2.26.3", "2.34.8"} {
+		for name, want := range map[string][]string{"evalfail": evalfail, "throws": throws} {
+			t.Run(v+"/"+name, func(t *testing.T) {
+				data, err := os.ReadFile(filepath.Join("testdata/tails", "nix-"+v+"-"+name+".txt"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var logged int
+				w := &lineWriter{log: func(string) { logged++ }}
+				w.Write(data)
+				w.flush()
+				var got []string
+				for _, l := range w.tail {
+					got = append(got, strings.TrimSpace(l))
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("tail:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+				}
+				if lines := strings.Count(strings.TrimRight(string(data), "\n"), "\n") + 1; logged != lines {
+					t.Errorf("%d lines logged of %d: the log keeps every line", logged, lines)
+				}
+			})
+		}
+	}
+}
+
+// The hint to use --show-trace in each form Nix and Lix have printed,
+// and lines that only look like it.
+func TestShowTraceHint(t *testing.T) {
+	for _, tt := range []struct {
+		line string
+		hint bool
+	}{
+		{"(use '--show-trace' to show detailed location information)", true},
+		{"(stack trace truncated; use '--show-trace' to show the full trace)", true},
+		{"(stack trace truncated; use '--show-trace' to show the full, detailed trace)", true},
+		{"error: (use '--show-trace' to show detailed location information)", false},
+		{"builder says: use '--show-trace' to show more", false},
+	} {
+		if got := showTraceRE.MatchString(tt.line); got != tt.hint {
+			t.Errorf("%q: hint %v, want %v", tt.line, got, tt.hint)
+		}
+	}
+}
+
+// On this machine's Nix: an evaluation error in the package set's file
+// leaves a tail with Nix's message and the set's frame, and none of
+// build.nix's frames or the --show-trace hint, whatever the Nix.
+func TestEvaluationErrorTail(t *testing.T) {
+	needNix(t)
+	dir := writeSet(t, `{ ... }: {
+  bad = derivation { name = "bad"; system = "x86_64-linux"; builder = 1 + "a"; };
+}`)
+	var logged []string
+	var mu sync.Mutex
+	r := &Runner{Timeout: time.Minute, Log: func(l string) { mu.Lock(); logged = append(logged, l); mu.Unlock() }}
+	_, err := r.Build(context.Background(), Request{SrcType: "path", SrcArgs: dir, Packages: []string{"bad"}})
+	var b *BuildError
+	if !errors.As(err, &b) {
+		t.Fatalf("got %v, want a BuildError", err)
+	}
+	tail := strings.Join(b.Tail, "\n")
+	t.Logf("tail:\n%s", tail)
+	if !strings.Contains(tail, "cannot add a string to an integer") ||
+		!strings.Contains(tail, filepath.Join(dir, "default.nix")+":2:") ||
+		!strings.Contains(tail, `builder = 1 + "a"`) {
+		t.Errorf("the tail lacks Nix's message or the set's frame")
+	}
+	for _, no := range []string{"«string»", "--show-trace", "nixery-packages", "builtins."} {
+		if strings.Contains(tail, no) {
+			t.Errorf("the tail has %q", no)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(logged) < len(b.Tail) {
+		t.Errorf("%d lines logged, fewer than the tail's %d", len(logged), len(b.Tail))
+	}
+}

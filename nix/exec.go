@@ -177,6 +177,13 @@ type lineWriter struct {
 	// writes them: it runs no builder that could print a look-alike.
 	batch    bool
 	resolved []Resolution
+
+	// listing: search.nix runs (Packages), whose trace names each
+	// package it left out because JSON cannot carry it: the first
+	// maxUnprintable names, and how many there were in all.
+	listing          bool
+	unprintable      []string
+	unprintableCount int
 }
 
 func (w *lineWriter) Write(p []byte) (int, error) {
@@ -246,6 +253,12 @@ func (w *lineWriter) line(l string, dropped int) {
 		var res Resolution
 		if dropped == 0 && len(w.resolved) < maxResolved && json.Unmarshal([]byte(rest), &res) == nil && res.Name != "" {
 			w.resolved = append(w.resolved, res)
+		}
+		return
+	}
+	if rest, ok := strings.CutPrefix(l, unprintableMarker); ok && w.listing {
+		if w.unprintableCount++; len(w.unprintable) < maxUnprintable {
+			w.unprintable = append(w.unprintable, strings.ToValidUTF8(rest, "\uFFFD"))
 		}
 		return
 	}
@@ -322,6 +335,14 @@ const (
 	maxResolved    = 4096
 	packagesMarker = "trace: nixery-packages: "
 	resolvedMarker = "trace: nixery-resolved: "
+)
+
+// unprintableMarker starts search.nix's trace of a package it left out
+// of the listing because JSON cannot carry its strings; at most
+// maxUnprintable of their names are kept.
+const (
+	unprintableMarker = "trace: nixery-unprintable: "
+	maxUnprintable    = 20
 )
 
 // cutLine cuts l, a line of size bytes in all, to MaxLineBytes at a UTF-8

@@ -38,7 +38,10 @@ type SearchRequest struct {
 // Packages lists the packages of a package set with one Nix evaluation
 // (nix-instantiate --eval --strict --json of search.nix), run like every
 // other Nix process: in its own process group, stopped as a group when
-// ctx ends. Packages whose evaluation fails are left out.
+// ctx ends. Packages whose evaluation fails are left out, and so are
+// packages whose attribute path, version or description is not valid
+// UTF-8 (which JSON cannot carry: Nix 2.19 and later fail to print it),
+// which are logged by name.
 func (r *Runner) Packages(ctx context.Context, req SearchRequest) ([]Package, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -46,10 +49,15 @@ func (r *Runner) Packages(ctx context.Context, req SearchRequest) ([]Package, er
 		defer cancel()
 	}
 	var out bytes.Buffer
-	err := r.run(ctx, &out, nil, "nix-instantiate", append([]string{"--eval", "--strict", "--json",
+	stderr := &lineWriter{listing: true}
+	err := r.runWith(ctx, &out, stderr, "nix-instantiate", append([]string{"--eval", "--strict", "--json",
 		"--expr", searchExpr}, r.nixArgs(req.SrcType, req.SrcArgs, req.System)...)...)
 	if err != nil {
 		return nil, err
+	}
+	if n := stderr.unprintableCount; n > 0 {
+		r.logger().Warn("nix: packages left out of the listing: not valid UTF-8",
+			"count", n, "packages", stderr.unprintable)
 	}
 	return parsePackages(out.Bytes())
 }

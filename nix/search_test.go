@@ -103,3 +103,65 @@ func TestPackagesEvaluationError(t *testing.T) {
 		t.Errorf("error = %v", err)
 	}
 }
+
+// A package whose strings are not valid UTF-8 (a description in
+// Latin-1) is left out of the listing and logged by name, and the rest
+// listed: Nix 2.19 and later refuse to print such a string as JSON,
+// which failed the whole listing; Nix 2.8 printed the bytes. Valid
+// UTF-8 of every length stays, a description of more than 4 KiB cut at
+// a character's boundary.
+func TestPackagesNotUTF8(t *testing.T) {
+	needNix(t)
+	dir := writeSet(t, `{ ... }:
+let `+fakeDrv+`
+  latin1 = builtins.readFile ./latin1.txt;
+  long = builtins.concatStringsSep "" (builtins.genList (i: "é€𝄞") 1000);
+in {
+  hello = drv "2.12" "A friendly greeting";
+  unicode = drv "1.0" "café ☕ 𝄞 ü";
+  badDescription = drv "1.0" latin1;
+  badVersion = drv latin1 "fine";
+  longDescription = drv "1" long;
+  longAndBad = drv "1" "${long}${latin1}";
+  nested = { badToo = drv "1" "x${latin1}"; fine = drv "1" "fine"; };
+}`)
+	// "café" in Latin-1: é is the byte 0xE9, which no UTF-8 has alone.
+	if err := os.WriteFile(filepath.Join(dir, "latin1.txt"), []byte("caf\xe9 au lait"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var rec recorder
+	r := rec.runner(&Runner{Timeout: time.Minute})
+	pkgs, err := r.Packages(context.Background(), SearchRequest{SrcType: "path", SrcArgs: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"hello", "longAndBad", "longDescription", "nested.fine", "unicode"}
+	if got := attrs(pkgs); !slices.Equal(got, want) {
+		t.Errorf("packages = %q, want %q", got, want)
+	}
+	long := strings.Repeat("é€𝄞", 1000)
+	for _, p := range pkgs {
+		switch p.Attr {
+		case "unicode":
+			if p.Description != "café ☕ 𝄞 ü" {
+				t.Errorf("unicode: %q", p.Description)
+			}
+		case "longDescription", "longAndBad":
+			// 4096 bytes cut back to the end of a character.
+			if !strings.HasPrefix(long, p.Description) || len(p.Description) > 4096 || len(p.Description) < 4093 {
+				t.Errorf("%s: %d bytes, a prefix of the description: %v", p.Attr, len(p.Description), strings.HasPrefix(long, p.Description))
+			}
+		}
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	log := rec.log.String()
+	if !strings.Contains(log, "not valid UTF-8") || !strings.Contains(log, "count=3") {
+		t.Errorf("log:\n%s", log)
+	}
+	for _, name := range []string{"badDescription", "badVersion", "nested.badToo"} {
+		if !strings.Contains(log, name) {
+			t.Errorf("the log does not name %s:\n%s", name, log)
+		}
+	}
+}

@@ -155,6 +155,7 @@ type lineWriter struct {
 	mu      sync.Mutex
 	partial []byte // the line so far, up to maxScanBytes
 	dropped int    // bytes of the line beyond maxScanBytes
+	cr      bool   // the line so far ended in a carriage return
 	tail    []string
 	inFrame bool // the tail is skipping a frame of Nixery's expressions
 	unknown *UnknownPackagesError
@@ -186,34 +187,55 @@ type lineWriter struct {
 	unprintableCount int
 }
 
+// Write takes lines that end in "\n" (or "\r\n"). A carriage return
+// alone means what it means on a terminal: the text after it overwrites
+// the line so far. That is how git draws its progress meter ("Receiving
+// objects:  42% (…)\r", a hundred times, then "…, done.\n"), which Nix
+// 2.33 and later pass on (git fetch --progress): of each meter only its
+// final state is a line.
 func (w *lineWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := len(p)
 	for len(p) > 0 {
-		chunk, rest, eol := bytes.Cut(p, []byte{'\n'})
+		if w.cr {
+			w.cr = false
+			if p[0] != '\n' { // not "\r\n": overwritten
+				w.partial, w.dropped = w.partial[:0], 0
+			}
+		}
+		end := bytes.IndexAny(p, "\r\n")
+		chunk := p
+		if end >= 0 {
+			chunk = p[:end]
+		}
 		if room := maxScanBytes - len(w.partial); len(chunk) > room {
 			w.dropped += len(chunk) - room
 			chunk = chunk[:room]
 		}
 		w.partial = append(w.partial, chunk...)
-		if !eol {
+		if end < 0 {
 			break
 		}
-		w.emit()
-		p = rest
+		if p[end] == '\r' {
+			w.cr = true
+		} else {
+			w.emit()
+		}
+		p = p[end+1:]
 	}
 	return n, nil
 }
 
-// flush handles a last line without a newline.
+// flush handles a last line without a newline (such as the last state
+// of a progress meter that was stopped).
 func (w *lineWriter) flush() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.partial) > 0 || w.dropped > 0 {
 		w.emit()
 	}
-	w.partial = nil
+	w.partial, w.cr = nil, false
 }
 
 // emit hands on the line read so far and starts the next.

@@ -266,3 +266,61 @@ func TestEvaluationErrorTail(t *testing.T) {
 		t.Errorf("%d lines logged, fewer than the tail's %d", len(logged), len(b.Tail))
 	}
 }
+
+// What Nix 2.34 wrote to stderr as it fetched a git package set over the
+// network (testdata/progress): git's progress meters, each a line of a
+// hundred states separated by carriage returns. Each meter is one line,
+// its final state, however the stream is cut into writes.
+func TestProgressLines(t *testing.T) {
+	data, err := os.ReadFile("testdata/progress/nix-2.34.8-git-fetch.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"remote: Enumerating objects: 3005, done.",
+		"remote: Counting objects: 100% (3005/3005), done.",
+		"remote: Compressing objects: 100% (3004/3004), done.",
+		"Receiving objects: 100% (3005/3005), 2.03 MiB | 11.58 MiB/s, done.",
+		"remote: Total 3005 (delta 0), reused 0 (delta 0), pack-reused 0",
+		"From git://127.0.0.1:9419/gitrepo",
+		" * branch            0e15000cbad4194218b67db6a8f214dd116beabe -> FETCH_HEAD",
+	}
+	for _, size := range []int{1, 2, 7, 4096, len(data)} {
+		var lines []string
+		w := &lineWriter{log: func(l string) { lines = append(lines, l) }}
+		for rest := data; len(rest) > 0; {
+			n := min(size, len(rest))
+			w.Write(rest[:n])
+			rest = rest[n:]
+		}
+		w.flush()
+		if len(w.packages) != 1 || !slices.Equal(lines, want) {
+			t.Errorf("written %d bytes at a time: %d packages; lines\n%s", size, len(w.packages), strings.Join(lines, "\n"))
+		}
+	}
+}
+
+// Carriage returns: "\r\n" ends a line like "\n"; the text after a lone
+// "\r" overwrites the line; a meter that stops without a newline leaves
+// its last state; a meter that runs for ever holds no more than one
+// state.
+func TestCarriageReturns(t *testing.T) {
+	var lines []string
+	w := &lineWriter{log: func(l string) { lines = append(lines, l) }}
+	w.Write([]byte("windows line\r"))
+	w.Write([]byte("\nprogress 1%\rprogress 2%\r\rprogress 3%\r"))
+	if len(lines) != 1 || lines[0] != "windows line" {
+		t.Fatalf("lines %q", lines)
+	}
+	for i := range 1 << 16 {
+		w.Write([]byte(fmt.Sprintf("Receiving objects: %d%% %s\r", i, strings.Repeat("x", 100))))
+		if cap(w.partial) > 2*maxScanBytes {
+			t.Fatalf("the line buffer grew to %d bytes", cap(w.partial))
+		}
+	}
+	w.Write([]byte("stopped at 99%"))
+	w.flush()
+	if !slices.Equal(lines, []string{"windows line", "stopped at 99%"}) {
+		t.Errorf("lines %q", lines)
+	}
+}

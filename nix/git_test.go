@@ -2,6 +2,7 @@ package nix
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -108,3 +109,59 @@ func TestGitFetchProgress(t *testing.T) {
 		}
 	}
 }
+
+// A git package set resolved to a branch or tag ({"ref","rev"}, as
+// config's GitSource resolves it) or to a commit ({"rev","allRefs"})
+// is fetched from a strict server (see gitServer) on every Nix, also
+// when the commit is no longer the tip of its branch, the server not
+// advertising it: Nix 2.20 and later fetch a commit they are given by
+// itself, which such a server refuses; Nix 2.8 fetched the ref.
+func TestGitStrictServer(t *testing.T) {
+	needNix(t)
+	root := t.TempDir()
+	repo := filepath.Join(root, "pkgs")
+	os.Mkdir(repo, 0o755)
+	git(t, repo, "init", "-q")
+	one := gitSet(t, repo, "1")
+	git(t, repo, "tag", "-a", "-m", "release one", "v1")
+	two := gitSet(t, repo, "2")
+	url := gitServer(t, root, true) + "/pkgs"
+
+	for _, tt := range []struct {
+		name, args, version string
+	}{
+		{"branch, at its tip", `"ref":"refs/heads/main","rev":"` + two + `"`, "2"},
+		{"branch, since moved on", `"ref":"refs/heads/main","rev":"` + one + `"`, "1"},
+		{"annotated tag", `"ref":"refs/tags/v1","rev":"` + one + `"`, "1"},
+		{"commit", `"rev":"` + one + `","allRefs":true`, "1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			privateGitCache(t)
+			var mu sync.Mutex
+			var lines []string
+			r := &Runner{Timeout: time.Minute, Offline: true, Log: func(l string) { mu.Lock(); lines = append(lines, l); mu.Unlock() }}
+			res, err := r.Resolve(context.Background(), ResolveRequest{SrcType: "git", Names: []string{"hello"},
+				SrcArgs: `{"url":"` + url + `",` + tt.args + `}`})
+			if err != nil || len(res) != 1 || len(res[0].Outputs) != 1 || !strings.HasSuffix(res[0].Outputs[0], "-hello-"+tt.version) {
+				mu.Lock()
+				defer mu.Unlock()
+				t.Fatalf("got %+v, %v; want hello-%s\n%s", res, err, tt.version, strings.Join(lines, "\n"))
+			}
+		})
+	}
+
+	// A commit the branch does not have is the package set's unknown
+	// commit, whatever the server says of it.
+	t.Run("missing commit", func(t *testing.T) {
+		privateGitCache(t)
+		r := &Runner{Timeout: time.Minute, Offline: true}
+		const missing = "0123456789abcdef0123456789abcdef01234567"
+		_, err := r.Resolve(context.Background(), ResolveRequest{SrcType: "git", Names: []string{"hello"},
+			SrcArgs: `{"url":"` + url + `","ref":"refs/heads/main","rev":"` + missing + `"}`})
+		var u *UnknownRevisionError
+		if !errors.As(err, &u) || u.Rev != missing {
+			t.Errorf("got %v, want an UnknownRevisionError", err)
+		}
+	})
+}
+

@@ -256,7 +256,7 @@ func (w *lineWriter) line(l string, dropped int) {
 	if u := unknownError(l); u != nil {
 		w.unknown = u
 	}
-	if m := missingRevRE.FindStringSubmatch(l); m != nil && w.sourceRev != "" && m[1] == w.sourceRev {
+	if w.sourceRev != "" && missingRev(l) == w.sourceRev {
 		w.sourceMissing = true
 	}
 	if rest, ok := strings.CutPrefix(l, packagesMarker); ok && !w.sawPackages && dropped == 0 {

@@ -157,6 +157,10 @@ func TestMissingRevisionLine(t *testing.T) {
 	}{
 		{"nix 2.8", "error: Cannot find Git revision '" + rev + "' in ref 'master' of repository '/r'! Please make sure", rev, true},
 		{"remote", "fatal: remote error: upload-pack: not our ref " + rev, rev, true},
+		// Nix 2.26 and 2.34, of a repository on this machine.
+		{"local, nix 2.26", "       error: getting Git object '" + rev + "': object not found - no match for id (" + rev + ")", rev, true},
+		{"local, nix 2.34", "       error: getting Git object '" + rev + "': object not found - no match for id (" + rev + ") (libgit2 error code = 9)", rev, true},
+		{"another failure to get it", "       error: getting Git object '" + rev + "': permission denied", rev, false},
 		{"another commit", other, rev, false},
 		{"the source's, then a dependency's", "fatal: remote error: upload-pack: not our ref " + rev + "\n" + other, rev, true},
 		{"not a git source", "error: Cannot find Git revision '" + rev + "' in ref", "", false},

@@ -577,8 +577,21 @@ func unknownError(line string) *UnknownPackagesError {
 
 // missingRevRE matches what Nix's fetchGit says of a commit the
 // repository does not have: "Cannot find Git revision '<rev>' in ref …"
-// (Nix 2.8 and later), or git's "not our ref <rev>" from a remote.
-var missingRevRE = regexp.MustCompile(`(?:Cannot find Git revision '|not our ref )([0-9a-f]{40})\b`)
+// (Nix 2.8 and later), "getting Git object '<rev>': object not found"
+// (Nix 2.20 and later, of a repository on this machine), or git's "not
+// our ref <rev>" from a remote.
+var missingRevRE = regexp.MustCompile(`Cannot find Git revision '([0-9a-f]{40})'|getting Git object '([0-9a-f]{40})': object not found|not our ref ([0-9a-f]{40})\b`)
+
+// missingRev is the commit that a line says the repository does not
+// have, or "".
+func missingRev(line string) string {
+	for _, rev := range missingRevRE.FindStringSubmatch(line) {
+		if len(rev) == 40 {
+			return rev
+		}
+	}
+	return ""
+}
 
 // UnknownRevisionError means that the commit a git package set is to be
 // fetched at (a tag of 40 hex digits, taken as a commit without asking

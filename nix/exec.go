@@ -145,9 +145,9 @@ func command(ctx context.Context, name string, args ...string) (cmd *exec.Cmd, f
 // lineWriter splits what Nix writes to stderr into lines, redacts the
 // credentials of URLs and the hidden texts in them, cuts them to
 // MaxLineBytes, passes each to log, keeps the last tailLines meaningful
-// ones (see meaningful) and recognises the unknown-packages error and the main-programs
-// trace of build.nix. It holds at most maxScanBytes of a line, however
-// long the line.
+// ones (see meaningful) and recognises the unknown-packages error and
+// the main-programs trace of build.nix. It holds at most maxScanBytes of
+// a line, however long the line.
 type lineWriter struct {
 	log  func(string)
 	hide []string // texts replaced by hiddenMask (the secret key file's path)

@@ -164,4 +164,3 @@ func TestGitStrictServer(t *testing.T) {
 		}
 	})
 }
-

@@ -157,6 +157,7 @@ func TestMissingRevisionLine(t *testing.T) {
 	}{
 		{"nix 2.8", "error: Cannot find Git revision '" + rev + "' in ref 'master' of repository '/r'! Please make sure", rev, true},
 		{"remote", "fatal: remote error: upload-pack: not our ref " + rev, rev, true},
+		{"nix 2.26", "error: getting Git object '" + rev + "': object not found - no match for id (" + rev + ")", rev, true},
 		{"another commit", other, rev, false},
 		{"the source's, then a dependency's", "fatal: remote error: upload-pack: not our ref " + rev + "\n" + other, rev, true},
 		{"not a git source", "error: Cannot find Git revision '" + rev + "' in ref", "", false},

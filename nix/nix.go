@@ -575,8 +575,10 @@ func unknownError(line string) *UnknownPackagesError {
 
 // missingRevRE matches what Nix's fetchGit says of a commit the
 // repository does not have: "Cannot find Git revision '<rev>' in ref …"
-// (Nix 2.8 and later), or git's "not our ref <rev>" from a remote.
-var missingRevRE = regexp.MustCompile(`(?:Cannot find Git revision '|not our ref )([0-9a-f]{40})\b`)
+// (Nix 2.8 to 2.19), "getting Git object '<rev>': object not found"
+// (Nix 2.20 and later, which read the repository with libgit2), or
+// git's "not our ref <rev>" from a remote.
+var missingRevRE = regexp.MustCompile(`(?:Cannot find Git revision '|getting Git object '|not our ref )([0-9a-f]{40})\b`)
 
 // UnknownRevisionError means that the commit a git package set is to be
 // fetched at (a tag of 40 hex digits, taken as a commit without asking

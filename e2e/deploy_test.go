@@ -386,6 +386,8 @@ type containerfileSpec struct {
 	user       string
 	uid, home  string // of the useradd line
 	nixConf    string // the file copied to /etc/nix/nix.conf, from the repository root
+	base       string   // the final stage's FROM image
+	packages   []string // what its apt-get install installs
 }
 
 func readContainerfile(t *testing.T) *containerfileSpec {
@@ -431,6 +433,8 @@ func readContainerfile(t *testing.T) *containerfileSpec {
 		op, rest, _ := strings.Cut(in, " ")
 		rest = strings.TrimSpace(rest)
 		switch strings.ToUpper(op) {
+		case "FROM":
+			spec.base = strings.Fields(rest)[0]
 		case "ENV":
 			for _, kv := range strings.Fields(rest) {
 				k, v, ok := strings.Cut(kv, "=")
@@ -461,9 +465,94 @@ func readContainerfile(t *testing.T) *containerfileSpec {
 			if m := regexp.MustCompile(`useradd .*--uid (\d+) .*--home-dir (\S+)`).FindStringSubmatch(rest); m != nil {
 				spec.uid, spec.home = m[1], m[2]
 			}
+			if _, install, ok := strings.Cut(rest, "apt-get install"); ok {
+				install, _, _ = strings.Cut(install, "&&")
+				for _, f := range strings.Fields(install) {
+					if !strings.HasPrefix(f, "-") {
+						spec.packages = append(spec.packages, f)
+					}
+				}
+			}
 		}
 	}
 	return spec
+}
+
+// debianNix is the nix-bin of each Debian release, as Debian ships it.
+var debianNix = map[string]string{"bookworm": "2.8", "trixie": "2.26"}
+
+// nixpkgsMinNix is the oldest Nix that nixpkgs accepts (its lib/minver.nix).
+const nixpkgsMinNix = "2.18"
+
+// TestImageNix checks that the shipped image runs a Nix that nixpkgs
+// accepts, that CI tests that Nix in a root made from the image's own
+// packages, and that the README says so.
+func TestImageNix(t *testing.T) {
+	image := readContainerfile(t)
+	release, ok := strings.CutPrefix(image.base, "docker.io/library/debian:")
+	release = strings.TrimSuffix(release, "-slim")
+	nixVersion := debianNix[release]
+	if !ok || nixVersion == "" {
+		t.Fatalf("Containerfile: the image is based on %q, want a Debian release whose nix-bin is known (%v)", image.base, debianNix)
+	}
+	if versionLess(nixVersion, nixpkgsMinNix) {
+		t.Errorf("Containerfile: %s's Nix %s is older than nixpkgs accepts (%s)", release, nixVersion, nixpkgsMinNix)
+	}
+
+	// scripts/nix-root makes the test root from the image's packages.
+	script, err := os.ReadFile("../scripts/nix-root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^image_packages=\(([^)]*)\)`).FindSubmatch(script)
+	if m == nil {
+		t.Fatal("scripts/nix-root: no image_packages=(…)")
+	}
+	rootPkgs := strings.Fields(string(m[1]))
+	slices.Sort(rootPkgs)
+	imagePkgs := slices.Sorted(slices.Values(image.packages))
+	if !slices.Equal(rootPkgs, imagePkgs) {
+		t.Errorf("scripts/nix-root installs %v, the Containerfile %v: the test root is the image's", rootPkgs, imagePkgs)
+	}
+
+	// CI runs the suite in a root of the image's release.
+	ci, err := os.ReadFile("../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(ci), "scripts/in-root "+release+" bash scripts/test") {
+		t.Errorf(".ci/run does not run the suite in a %s root (scripts/in-root %s bash scripts/test)", release, release)
+	}
+
+	// The README names the image's base and Nix, and its Nix table the
+	// version.
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"`debian:" + release + "-slim` with `nix-bin` (Nix " + nixVersion, "| " + nixVersion + " |"} {
+		if !strings.Contains(string(readme), want) {
+			t.Errorf("README.md does not say %q", want)
+		}
+	}
+}
+
+// versionLess compares dotted version numbers.
+func versionLess(a, b string) bool {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < max(len(as), len(bs)); i++ {
+		var x, y int
+		if i < len(as) {
+			x, _ = strconv.Atoi(as[i])
+		}
+		if i < len(bs) {
+			y, _ = strconv.Atoi(bs[i])
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return false
 }
 
 // TestDeployManifests decodes every manifest and checks it against

@@ -85,6 +85,11 @@ type Builder struct {
 	// for cached images, nor for joining a build in flight); an error
 	// refuses the request (per-client rate limits).
 	Admit func(ctx context.Context) error
+	// Usable, if set, is asked before a new build of the package set src
+	// starts (not for cached images, nor for joining a build in flight);
+	// an error refuses the request at once, without running Nix (a
+	// package set this Nix cannot evaluate, see package sourcehealth).
+	Usable func(src config.Resolved) error
 	// FailureTTL is how long a failed build's error is answered again
 	// without building; 0 = DefaultFailureTTL.
 	FailureTTL time.Duration
@@ -264,6 +269,11 @@ func (b *Builder) start(ctx context.Context, key string, req *image.Request, src
 	}
 	if err := b.failures.get(key, time.Now()); err != nil {
 		return nil, err
+	}
+	if b.Usable != nil {
+		if err := b.Usable(src); err != nil {
+			return nil, err
+		}
 	}
 	if b.Admit != nil {
 		if err := b.Admit(ctx); err != nil {

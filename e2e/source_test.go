@@ -223,6 +223,18 @@ func TestIndexDoesNotWaitForSource(t *testing.T) {
 			t.Errorf("the page shows the repository's credentials, or not its redacted URL:\n%s", page)
 		}
 	}
+	// Nor does the search: it is retried once latest is resolved.
+	client := &http.Client{Timeout: 2 * time.Second}
+	t0 := time.Now()
+	resp, err := client.Get("http://" + s.addr + "/api/search?q=hello")
+	if err != nil {
+		t.Fatalf("search: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "being resolved") || time.Since(t0) > time.Second {
+		t.Errorf("search: %d after %s: %s", resp.StatusCode, time.Since(t0), body)
+	}
 	if strings.Contains(s.log.String(), "s3cret-token") {
 		t.Errorf("the log shows the credentials:\n%s", s.log.String())
 	}

@@ -84,10 +84,12 @@ type Watcher struct {
 
 // state is what the rounds so far found.
 type state struct {
-	resolved   bool // latest resolved at least once
+	resolved   bool            // latest resolved at least once
+	latest     config.Resolved // its last resolution
 	revision   string
 	identity   string
-	resolveErr error // of the last round's resolution; nil if it worked
+	resolveErr error         // of the last round's resolution; nil if it worked
+	first      chan struct{} // closed when latest is first resolved
 
 	checked   string    // the identity last checked with a verdict
 	checkedAt time.Time // of that verdict
@@ -212,7 +214,10 @@ func (w *Watcher) resolved(res config.Resolved, err error) (due bool) {
 	if w.st.resolveErr != nil {
 		w.logger().Info("package source: latest resolves again", "source", w.Source.String(), "revision", res.Revision)
 	}
-	w.st.resolved, w.st.resolveErr = true, nil
+	if !w.st.resolved {
+		close(w.firstLocked())
+	}
+	w.st.resolved, w.st.resolveErr, w.st.latest = true, nil, res
 	w.st.revision, w.st.identity = res.Revision, res.Identity
 	switch {
 	case res.Identity != w.st.checked:
@@ -266,6 +271,33 @@ func (w *Watcher) record(identity string, err error) {
 		return
 	}
 	w.st.checked, w.st.checkedAt = identity, w.clock()
+}
+
+// firstLocked is the channel closed when latest is first resolved; w.mu
+// is held.
+func (w *Watcher) firstLocked() chan struct{} {
+	if w.st.first == nil {
+		w.st.first = make(chan struct{})
+	}
+	return w.st.first
+}
+
+// Resolved returns a channel closed once latest has been resolved (for
+// work that needs the package set, such as the search's package list,
+// and can wait for it in the background).
+func (w *Watcher) Resolved() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.firstLocked()
+}
+
+// Latest is the package set the tag latest selected at the last round
+// that resolved it, and false if none has yet. It reads memory only, so
+// that nothing a visitor sees waits for the source.
+func (w *Watcher) Latest() (config.Resolved, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.st.latest, w.st.resolved
 }
 
 // Usable refuses a new build of src with a *FaultError when src is the

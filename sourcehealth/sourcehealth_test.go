@@ -229,12 +229,24 @@ func TestResolutionFailureKeepsLastRevision(t *testing.T) {
 	if g := metric(t, h.w, "nixery_source_resolution_failed", ""); g != 1 {
 		t.Errorf("resolution gauge %v, want 1", g)
 	}
-	h.at("aaaa", true)
+	if _, ok := h.w.Latest(); ok {
+		t.Error("Latest before any resolution")
+	}
+	select {
+	case <-h.w.Resolved():
+		t.Error("Resolved closed before any resolution")
+	default:
+	}
+	a := h.at("aaaa", true)
 	h.round()
+	<-h.w.Resolved()
 	h.src.err = errors.New("timed out")
 	h.round()
 	if s := h.w.Status(); s.Revision != "aaaa" || s.ResolveError != "timed out" {
 		t.Errorf("status %+v, want the last revision and the error", s)
+	}
+	if got, ok := h.w.Latest(); !ok || got != a {
+		t.Errorf("Latest %+v %v, want the last resolution", got, ok)
 	}
 	if len(h.checks) != 1 || strings.Contains(h.log.String(), "secret") {
 		t.Errorf("checks %v; log:\n%s", h.checks, h.log)

@@ -332,13 +332,13 @@ func errorStatus(err error) (status, retryAfter int) {
 	switch {
 	case errors.As(err, &qe):
 		return http.StatusBadRequest, 0
-	case errors.Is(err, ErrIndexing):
-		// Retryable: the package list is being made.
+	case errors.Is(err, ErrIndexing), errors.Is(err, ErrResolving):
+		// Retryable: the package list is being made, or the package
+		// source's latest revision is being resolved.
 		return http.StatusServiceUnavailable, 5
 	}
 	return registry.Status(err)
 }
-
 
 // errorHeader sets the Retry-After of err, if it has one, and returns
 // its status.

@@ -178,13 +178,13 @@ func (w *Watcher) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		w.Round(ctx)
+		w.round(ctx)
 		t.Reset(w.interval())
 	}
 }
 
-// Round resolves latest and checks its package set if that is due.
-func (w *Watcher) Round(ctx context.Context) {
+// round resolves latest and checks its package set if that is due.
+func (w *Watcher) round(ctx context.Context) {
 	res, err := w.Source.Resolve(ctx, "latest")
 	if ctx.Err() != nil {
 		return // stopping is no news about the source

@@ -54,7 +54,7 @@ func (h *harness) at(rev string, immutable bool) config.Resolved {
 	return h.src.res
 }
 
-func (h *harness) round() { h.w.Round(context.Background()) }
+func (h *harness) round() { h.w.round(context.Background()) }
 
 // metric reads a gauge, or the counter of result, from the collector.
 func metric(t *testing.T, w *Watcher, name, result string) float64 {

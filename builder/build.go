@@ -85,6 +85,11 @@ type Builder struct {
 	// for cached images, nor for joining a build in flight); an error
 	// refuses the request (per-client rate limits).
 	Admit func(ctx context.Context) error
+	// Usable, if set, is asked before a new build of the package set src
+	// starts (not for cached images, nor for joining a build in flight);
+	// an error refuses the request at once, without running Nix (a
+	// package set this Nix cannot evaluate, see package sourcehealth).
+	Usable func(src config.Resolved) error
 	// FailureTTL is how long a failed build's error is answered again
 	// without building; 0 = DefaultFailureTTL.
 	FailureTTL time.Duration
@@ -145,6 +150,7 @@ type Stats struct {
 	Evaluations  atomic.Int64 // evaluations of the package set: one per build alone, or one per shared batch
 	Shared       atomic.Int64 // builds whose packages a shared evaluation resolved
 	Resolved     atomic.Int64 // builds of packages resolved before: no evaluation
+	Reevaluated  atomic.Int64 // builds whose known packages could not be realised, evaluated again
 	BuildsOK     atomic.Int64
 	BuildsError  atomic.Int64
 	Rejected     atomic.Int64 // requests refused with ErrBusy
@@ -263,6 +269,11 @@ func (b *Builder) start(ctx context.Context, key string, req *image.Request, src
 	}
 	if err := b.failures.get(key, time.Now()); err != nil {
 		return nil, err
+	}
+	if b.Usable != nil {
+		if err := b.Usable(src); err != nil {
+			return nil, err
+		}
 	}
 	if b.Admit != nil {
 		if err := b.Admit(ctx); err != nil {
@@ -479,30 +490,39 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 		}
 	}
 	var res *nix.Result
-	switch {
-	case pl.shared != nil:
-		// An evaluation shared with other builds resolved every package
-		// just now and rooted its derivations: what fails here is this
-		// build's own failure, not a reason to evaluate again.
-		res, err = b.Nix.Realise(ctx, nix.KnownRequest{Paths: pl.outputs, Realise: pl.realise, RootDir: roots, Log: logLine, Phase: phaseOf("building")})
-		if err == nil {
+	if pl.outputs != nil {
+		// The outputs are known: resolved before (no evaluation at all),
+		// or by an evaluation shared with other builds just now, which
+		// rooted their derivations (pl.realise).
+		what := "realising (resolved before)"
+		if pl.shared != nil {
+			what = "building"
+		}
+		res, err = b.Nix.Realise(ctx, nix.KnownRequest{Paths: pl.outputs, Realise: pl.realise, RootDir: roots, Log: logLine, Phase: phaseOf(what)})
+		switch {
+		case err == nil && pl.shared != nil:
 			res.Programs = pl.programs
 			res.Realise += pl.waited // the evaluation is part of realising
-		}
-	case pl.outputs != nil:
-		// Every package was resolved before: no evaluation at all.
-		res, err = b.Nix.Realise(ctx, nix.KnownRequest{Paths: pl.outputs, RootDir: roots, Log: logLine, Phase: phaseOf("realising (resolved before)")})
-		if err == nil {
+		case err == nil:
 			res.Programs = pl.programs
 			b.stats.Resolved.Add(1)
-		} else if ctx.Err() == nil {
-			log.Info("packages resolved before cannot be realised; evaluating again", "err", err)
+		case ctx.Err() == nil:
+			// The fast path may never fail where the slow one succeeds:
+			// whatever Realise met (outputs collected and in no cache, a
+			// recorded output that is no output of its derivation, as
+			// when meta.outputsToInstall names a passthru attribute, a
+			// derivation gone), a build evaluating on its own says
+			// whether the image can be built. A package that is broken
+			// fails twice; the failure memory spares the next requests.
+			b.stats.Reevaluated.Add(1)
+			log.Info("known packages cannot be realised; evaluating again", "err", err)
+			res = nil
 		}
 	}
-	// Evaluate unless a shared evaluation failed here, or known packages
-	// failed to realise because the build's time is up; a build whose
-	// time ran out before anything ran meets that in Build.
-	if res == nil && pl.shared == nil && (err == nil || ctx.Err() == nil) {
+	// Evaluate unless known packages failed to realise because the
+	// build's time is up; a build whose time ran out before anything ran
+	// meets that in Build.
+	if res == nil && (err == nil || ctx.Err() == nil) {
 		b.stats.Evaluations.Add(1)
 		res, err = b.Nix.Build(ctx, nix.Request{
 			SrcType: src.Type, SrcArgs: src.Args, Packages: req.Packages, System: req.Arch.System, RootDir: roots,

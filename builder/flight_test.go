@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -94,6 +95,40 @@ func TestAdmitOnlyForNewBuilds(t *testing.T) {
 	}
 	if n := asked.Load(); n != 2 {
 		t.Errorf("Admit asked %d times, want 2 (two new builds, no cache hit)", n)
+	}
+}
+
+// Usable is asked, with the package set, only when a request would
+// start a new build; a refusal runs no Nix and is not remembered as the
+// build's failure (the source may be fixed at any time).
+func TestUsableOnlyForNewBuilds(t *testing.T) {
+	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	ctx := context.Background()
+	if _, _, err := b.Manifest(ctx, request(t, "hello", "latest"), manifest.OCIManifest); err != nil {
+		t.Fatal(err)
+	}
+	refuse := errors.New("the package set cannot be evaluated")
+	var asked []string
+	b.Usable = func(src config.Resolved) error {
+		asked = append(asked, src.Identity)
+		return refuse
+	}
+	if _, _, err := b.Manifest(ctx, request(t, "hello", "latest"), manifest.DockerManifest); err != nil {
+		t.Errorf("a cached image was refused: %v", err)
+	}
+	builds := b.Stats().NixBuilds.Load()
+	if _, _, err := b.Manifest(ctx, request(t, "jq", "latest"), manifest.OCIManifest); !errors.Is(err, refuse) {
+		t.Errorf("a new build: %v, want refused", err)
+	}
+	if n := b.Stats().NixBuilds.Load(); n != builds {
+		t.Errorf("a refused build ran Nix")
+	}
+	if len(asked) != 1 || !strings.HasPrefix(asked[0], "path:") {
+		t.Errorf("Usable asked for %v, want once, for the path's package set", asked)
+	}
+	b.Usable = nil
+	if _, _, err := b.Manifest(ctx, request(t, "jq", "latest"), manifest.OCIManifest); err != nil {
+		t.Errorf("once usable again: %v", err)
 	}
 }
 

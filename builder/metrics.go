@@ -16,6 +16,7 @@ var (
 	descCacheMisses  = prometheus.NewDesc("nixery_manifest_cache_misses_total", "Manifest requests that needed a build.", nil, nil)
 	descNixBuilds    = prometheus.NewDesc("nixery_nix_builds_total", "Builds that ran Nix.", nil, nil)
 	descEvaluations  = prometheus.NewDesc("nixery_nix_evaluations_total", "Evaluations of the package set: one per batch of new images that share it, or per build that evaluates alone (builds of packages resolved before run none).", nil, nil)
+	descReevaluated  = prometheus.NewDesc("nixery_nix_reevaluations_total", "Builds whose packages were known (resolved before, or by a shared evaluation) but could not be realised, and were evaluated again.", nil, nil)
 	descBuilds       = prometheus.NewDesc("nixery_builds_total", "Builds by result: succeeded, failed, or rejected because the queue was full.", []string{"result"}, nil)
 	descLayers       = prometheus.NewDesc("nixery_layers_total", "Layers of builds by origin: reused from the layer cache, or packed and uploaded.", []string{"origin"}, nil)
 	descBuildsActive = prometheus.NewDesc("nixery_builds_running", "Builds running now.", nil, nil)
@@ -23,7 +24,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCacheHits, descCacheMisses, descNixBuilds, descEvaluations, descBuilds, descLayers, descBuildsActive, descBuildsQueued} {
+	for _, d := range []*prometheus.Desc{descCacheHits, descCacheMisses, descNixBuilds, descEvaluations, descReevaluated, descBuilds, descLayers, descBuildsActive, descBuildsQueued} {
 		ch <- d
 	}
 	(*Builder)(c).phaseHistogram().Describe(ch)
@@ -39,6 +40,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descCacheMisses, s.CacheMisses.Load())
 	counter(descNixBuilds, s.NixBuilds.Load())
 	counter(descEvaluations, s.Evaluations.Load())
+	counter(descReevaluated, s.Reevaluated.Load())
 	counter(descBuilds, s.BuildsOK.Load(), "succeeded")
 	counter(descBuilds, s.BuildsError.Load(), "failed")
 	counter(descBuilds, s.Rejected.Load(), "rejected")

@@ -33,6 +33,7 @@ type Config struct {
 	NixOptions   []nix.Option      // further Nix settings for every Nix process
 	LayerBudget  int               // maximum layers per image
 	CacheTTL     time.Duration     // how long results from a moving source are reused
+	SourceCheck  time.Duration     // between background resolutions of latest (and checks of a failing package set)
 	MaxBuilds    int               // builds running at once
 	BuildQueue   int               // builds waiting for a slot before 429
 	DemoPath     string            // where the built-in demo package set is extracted
@@ -96,6 +97,7 @@ var settings = []setting{
 	{"layer-format", "NIXERY_LAYER_FORMAT", "gzip", "layer compression: gzip, or zstd for clients that support it"},
 	{"compression-level", "NIXERY_COMPRESSION_LEVEL", "", "compression level (gzip 1-9, zstd 1-22; default: gzip 6, zstd 3)"},
 	{"popularity", "NIX_POPULARITY_URL", "", "URL or file of package popularity data (JSON: store path name → count), which lets layering share more"},
+	{"source-check-interval", "NIXERY_SOURCE_CHECK_INTERVAL", "60", "seconds (1-3600) between background resolutions of the tag latest; while Nix cannot evaluate the package set latest selects (new images then fail at once with 503), also between its checks"},
 	{"cache-ttl", "NIXERY_CACHE_TTL", "300", "seconds an image from a moving source (a channel or branch name, a directory) is reused before it is rebuilt; images from a commit are kept"},
 	{"max-builds", "NIXERY_MAX_BUILDS", "", "builds that run at once (default: number of cores)"},
 	{"build-queue", "NIXERY_BUILD_QUEUE", "64", "builds that may wait for a slot; beyond that, clients get 429 TOOMANYREQUESTS"},
@@ -287,6 +289,7 @@ func fromFlags(values map[string]*string, getenv func(string) string) (*Config, 
 	c.NixMinFree, c.NixMaxFree = p.size("nix-min-free"), p.size("nix-max-free")
 	c.LayerBudget = p.number("layer-budget", 2, 125, " (one layer is the customisation layer; many runtimes refuse more than 125 layers)")
 	c.CacheTTL = p.seconds("cache-ttl", 0)
+	c.SourceCheck = time.Duration(p.number("source-check-interval", 1, 3600, " (seconds)")) * time.Second
 	c.MaxBuilds = runtime.NumCPU()
 	if get("max-builds") != "" {
 		c.MaxBuilds = p.number("max-builds", 1, -1, "")

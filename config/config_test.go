@@ -62,6 +62,19 @@ func TestLoad(t *testing.T) {
 				t.Errorf("source %#v", c.Source)
 			}
 		}},
+		{name: "source check", args: []string{"--source-check-interval", "5"}, check: func(t *testing.T, c *Config) {
+			if c.SourceCheck != 5*time.Second {
+				t.Errorf("source check %s", c.SourceCheck)
+			}
+		}},
+		{name: "source check default", check: func(t *testing.T, c *Config) {
+			if c.SourceCheck != time.Minute {
+				t.Errorf("source check %s, want 1m", c.SourceCheck)
+			}
+		}},
+		{name: "source check zero", env: map[string]string{"NIXERY_SOURCE_CHECK_INTERVAL": "0"}, wantErr: "NIXERY_SOURCE_CHECK_INTERVAL / --source-check-interval must be a whole number from 1 to 3600"},
+		{name: "source check duration", env: map[string]string{"NIXERY_SOURCE_CHECK_INTERVAL": "1m"}, wantErr: "NIXERY_SOURCE_CHECK_INTERVAL"},
+		{name: "source check too long", args: []string{"--source-check-interval=3601"}, wantErr: "source-check-interval"},
 		{name: "bad port", env: map[string]string{"PORT": "http"}, wantErr: "PORT"},
 		{name: "port range", args: []string{"--port=70000"}, wantErr: "PORT"},
 		{name: "bad timeout", env: map[string]string{"NIX_TIMEOUT": "1m"}, wantErr: "NIX_TIMEOUT"},

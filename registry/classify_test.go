@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/access"
+	"github.com/nixery/nixery/sourcehealth"
 )
 
 // TestRateLimited: a client over its build rate gets 429 TOOMANYREQUESTS
@@ -60,5 +61,24 @@ func TestRefusedLogin(t *testing.T) {
 	(&Registry{}).Refused(rec, httptest.NewRequest("GET", "/v2/", nil), nil)
 	if rec.Code != 401 {
 		t.Errorf("no error: %d, want 401", rec.Code)
+	}
+}
+
+// A package set this Nix cannot evaluate is the server's fault, which
+// its operator can fix while it runs: 503 UNAVAILABLE with Retry-After,
+// the message naming Nix's reason.
+func TestSourceFault(t *testing.T) {
+	rec := httptest.NewRecorder()
+	err := fmt.Errorf("building shell/git: %w", &sourcehealth.FaultError{Source: "local path /srv/pkgs", Nix: "Nix 2.8.0",
+		Reason: "This version of Nixpkgs requires Nix >= 2.18.0, please upgrade", RetryAfter: time.Minute})
+	(&Registry{}).writeError(rec, httptest.NewRequest("GET", "/v2/shell/git/manifests/latest", nil), err)
+	var body struct {
+		Errors []struct{ Code, Message string }
+	}
+	json.Unmarshal(rec.Body.Bytes(), &body)
+	want := "the package source (local path /srv/pkgs) cannot be evaluated by Nix 2.8.0: This version of Nixpkgs requires Nix >= 2.18.0, please upgrade"
+	if rec.Code != 503 || len(body.Errors) != 1 || body.Errors[0].Code != "UNAVAILABLE" || body.Errors[0].Message != want ||
+		rec.Header().Get("Retry-After") != "60" {
+		t.Errorf("%d %v %s", rec.Code, rec.Header(), rec.Body)
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/manifest"
 	"github.com/nixery/nixery/nix"
+	"github.com/nixery/nixery/sourcehealth"
 	"github.com/nixery/nixery/storage"
 )
 
@@ -472,6 +473,7 @@ func classify(err error) *regError {
 	var limited *access.RateLimitedError
 	var streams *access.TooManyStreamsError
 	var logins *access.LoginLimitedError
+	var fault *sourcehealth.FaultError
 	switch {
 	case errors.As(err, &re):
 		return re
@@ -505,6 +507,15 @@ func classify(err error) *regError {
 	case errors.Is(err, builder.ErrDraining):
 		// Retryable: this replica is shutting down; another takes it.
 		return &regError{Status: http.StatusServiceUnavailable, Code: "UNAVAILABLE", Message: err.Error(), RetryAfter: 2}
+	case errors.As(err, &fault):
+		// The package set cannot be evaluated by this Nix: a fault of the
+		// server, not of the request, that the operator can fix while it
+		// runs (the check repeats), so 503 with Retry-After rather than
+		// 500: clients and monitors read it as "try again later", and
+		// clients that retry (go-containerregistry, containerd) wait as
+		// told instead of hammering. UNAVAILABLE is CNCF distribution's
+		// code for it, as for a replica that is shutting down.
+		return &regError{Status: http.StatusServiceUnavailable, Code: "UNAVAILABLE", Message: fault.Error(), RetryAfter: max(1, int(fault.RetryAfter.Seconds()))}
 	case errors.Is(err, storage.ErrUnavailable):
 		// Retryable: the storage service is down or overloaded.
 		return &regError{Status: http.StatusServiceUnavailable, Code: "UNAVAILABLE", Message: err.Error(), RetryAfter: 5}

@@ -18,6 +18,7 @@ import (
 	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/nix"
 	"github.com/nixery/nixery/registry"
+	"github.com/nixery/nixery/sourcehealth"
 	"github.com/nixery/nixery/storage"
 )
 
@@ -54,6 +55,8 @@ func TestErrorStatusAgreesWithRegistry(t *testing.T) {
 		{"anything else", errors.New("disk on fire"), 500, 0, false},
 		{"query too long", &QueryError{"search query too long"}, 400, 0, true},
 		{"package list in the making", ErrIndexing, 503, 5, true},
+		{"source being resolved", ErrResolving, 503, 5, true},
+		{"source Nix cannot evaluate", fmt.Errorf("build: %w", &sourcehealth.FaultError{Nix: "Nix 2.8.0", Reason: "too old", RetryAfter: 30 * time.Second}), 503, 30, false},
 	} {
 		status, retryAfter := errorStatus(tt.err)
 		if status != tt.status || retryAfter != tt.retryAfter {

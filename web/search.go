@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/nix"
 )
 
@@ -203,10 +204,26 @@ type searcher struct {
 // search could not wait for it.
 var ErrIndexing = errors.New("the package list is being made (Nix is evaluating the package set); try again in a moment")
 
+// ErrResolving is returned while the package source's tag latest has not
+// been resolved yet (a search does not wait for a repository).
+var ErrResolving = errors.New("the package source is being resolved; try again in a moment")
+
+// latest is the package set the tag latest selects, as the background
+// rounds last found it (Site.SourceHealth), so that a search never waits
+// for the source; without them (tests) it is resolved now.
+func (s *Site) latest(ctx context.Context) (config.Resolved, error) {
+	if s.SourceHealth == nil {
+		return s.Builder.Source.Resolve(ctx, "latest")
+	}
+	if res, ok := s.SourceHealth.Latest(); ok {
+		return res, nil
+	}
+	return config.Resolved{}, ErrResolving
+}
+
 // packageIndex returns the index for the package set that "latest" selects.
 func (s *Site) packageIndex(ctx context.Context) (*index, error) {
-	b := s.Builder
-	res, err := b.Source.Resolve(ctx, "latest")
+	res, err := s.latest(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -260,9 +277,16 @@ func (s *Site) packageIndex(ctx context.Context) (*index, error) {
 }
 
 // Preload starts making the package list, so that the first search finds
-// it ready. It returns at once.
+// it ready, once latest is resolved. It returns at once.
 func (s *Site) Preload(ctx context.Context) {
 	go func() {
+		if s.SourceHealth != nil {
+			select {
+			case <-s.SourceHealth.Resolved():
+			case <-ctx.Done():
+				return
+			}
+		}
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		_, _ = s.packageIndex(ctx)

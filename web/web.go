@@ -41,6 +41,7 @@ import (
 	"github.com/nixery/nixery/builder"
 	"github.com/nixery/nixery/image"
 	"github.com/nixery/nixery/registry"
+	"github.com/nixery/nixery/sourcehealth"
 )
 
 // Site serves the pages and their JSON endpoints. Builder is required.
@@ -55,6 +56,9 @@ type Site struct {
 	// Streams bounds the build event streams open at once, per client
 	// and in all; the zero value has the defaults.
 	Streams access.Streams
+	// SourceHealth, if set, says what the index page shows of the
+	// package source: its revision and whether Nix can evaluate it.
+	SourceHealth *sourcehealth.Watcher
 	// TrustProxy takes the host and scheme of the pull commands shown
 	// from X-Forwarded-Host and X-Forwarded-Proto (NIXERY_TRUST_PROXY:
 	// only behind a reverse proxy that sets them).
@@ -306,11 +310,12 @@ func (s *Site) indexPage(w http.ResponseWriter, r *http.Request) {
 		"Recent": b.Recent(),
 		"Shell":  strings.Join(image.ShellPackages, ", "),
 	}
-	// The revision "latest" resolves to, where the source has one.
-	if res, err := b.Source.Resolve(r.Context(), "latest"); err == nil {
-		data["Revision"] = res.Revision
-	} else {
-		data["RevisionError"] = err.Error()
+	// What the background rounds found of the source (the revision
+	// latest resolves to, whether Nix can evaluate it): the page never
+	// waits for a repository, however slow.
+	if s.SourceHealth != nil {
+		st := s.SourceHealth.Status()
+		data["Revision"], data["Resolving"], data["RevisionError"], data["Fault"] = st.Revision, st.Resolving, st.ResolveError, st.Fault
 	}
 	if s.insecure(r) {
 		data["Insecure"] = true
@@ -327,13 +332,13 @@ func errorStatus(err error) (status, retryAfter int) {
 	switch {
 	case errors.As(err, &qe):
 		return http.StatusBadRequest, 0
-	case errors.Is(err, ErrIndexing):
-		// Retryable: the package list is being made.
+	case errors.Is(err, ErrIndexing), errors.Is(err, ErrResolving):
+		// Retryable: the package list is being made, or the package
+		// source's latest revision is being resolved.
 		return http.StatusServiceUnavailable, 5
 	}
 	return registry.Status(err)
 }
-
 
 // errorHeader sets the Retry-After of err, if it has one, and returns
 // its status.

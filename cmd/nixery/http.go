@@ -193,11 +193,13 @@ func instrument(log *slog.Logger, m *httpMetrics, next http.Handler) http.Handle
 }
 
 // metrics makes the registry /metrics serves: the builder's, the HTTP
-// and the collector's metrics, Go runtime and process metrics (memory,
-// goroutines, open files). Nothing in it reads storage.
-func metrics(b *builder.Builder) (*prometheus.Registry, *httpMetrics, *gcMetrics) {
+// and the collector's metrics, the others given (the package source's),
+// Go runtime and process metrics (memory, goroutines, open files).
+// Nothing in it reads storage.
+func metrics(b *builder.Builder, others ...prometheus.Collector) (*prometheus.Registry, *httpMetrics, *gcMetrics) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), b.Collector())
+	reg.MustRegister(others...)
 	// Pushes to the Nix binary cache (NIXERY_NIX_CACHE), read when scraped.
 	for result, n := range map[string]func(nix.PushStats) int64{
 		"succeeded": func(s nix.PushStats) int64 { return s.Succeeded },

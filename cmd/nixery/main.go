@@ -157,10 +157,13 @@ func serve(args []string) error {
 	if err := nix.PrepareRoots(); err != nil {
 		log.Error("builds will fail: cannot make their Nix garbage-collector roots", "err", err)
 	}
-	site := &web.Site{Builder: builder, Version: version, Logger: log, TrustProxy: cfg.TrustProxy}
+	// The source's revision and whether Nix can evaluate it, found in
+	// the background: at once, then every NIXERY_SOURCE_CHECK_INTERVAL.
+	background.Go(func() { p.sourceHealth.Run(bg) })
+	site := &web.Site{Builder: builder, Version: version, Logger: log, TrustProxy: cfg.TrustProxy, SourceHealth: p.sourceHealth}
 	site.Preload(ctx) // the package list for search, made once per package set
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
-	promRegistry, httpStats, gcStats := metrics(builder)
+	promRegistry, httpStats, gcStats := metrics(builder, p.sourceHealth.Collector())
 	storageDir := ""
 	if _, ok := store.(*storage.Filesystem); ok {
 		storageDir = cfg.StoragePath

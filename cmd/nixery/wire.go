@@ -10,6 +10,7 @@ import (
 	"github.com/nixery/nixery/config"
 	"github.com/nixery/nixery/demo"
 	"github.com/nixery/nixery/nix"
+	"github.com/nixery/nixery/sourcehealth"
 	"github.com/nixery/nixery/storage"
 )
 
@@ -31,6 +32,9 @@ type parts struct {
 	store      storage.Backend
 	builder    *builder.Builder
 	nixVersion string
+	// sourceHealth refuses new builds of a package set this Nix cannot
+	// evaluate once serve runs it; it checks nothing until then.
+	sourceHealth *sourcehealth.Watcher
 }
 
 // wire checks Nix, prepares the package source (the built-in demo set
@@ -86,5 +90,8 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 		ClaimTTL:     cfg.LeaseTTL,
 		Logger:       log,
 	}
-	return &parts{source: source, store: store, builder: builder, nixVersion: nixVersion}, nil
+	sourceHealth := &sourcehealth.Watcher{Source: source, Nix: runner, NixVersion: nixVersion,
+		Interval: cfg.SourceCheck, Recheck: cfg.CacheTTL, Logger: log}
+	builder.Usable = sourceHealth.Usable
+	return &parts{source: source, store: store, builder: builder, nixVersion: nixVersion, sourceHealth: sourceHealth}, nil
 }

@@ -516,19 +516,6 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 	return &Result{Roots: roots, Closure: closure, Programs: programs, Packages: stderr.packages, Realise: realised.Sub(start), Graph: time.Since(realised)}, nil
 }
 
-// Version returns the version of Nix, as `nix-build --version` says it,
-// e.g. "nix-build (Nix) 2.8.0".
-func Version(ctx context.Context) (string, error) {
-	r := &Runner{Timeout: 30 * time.Second}
-	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
-	defer cancel()
-	var out bytes.Buffer
-	if err := r.run(ctx, &out, nil, "nix-build", "--version"); err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(out.String()), nil
-}
-
 // hostSystem is the Nix system name of the machine this runs on.
 func hostSystem() string {
 	if runtime.GOARCH == "arm64" {

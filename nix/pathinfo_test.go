@@ -258,3 +258,18 @@ func TestClosureQuery(t *testing.T) {
 	}
 	t.Logf("%+v", r.version.version)
 }
+
+func TestDescribe(t *testing.T) {
+	for in, want := range map[string]string{
+		"nix-build (Nix) 2.8.0":            "Nix 2.8.0",
+		"nix-build (Nix) 2.34.8":           "Nix 2.34.8",
+		"nix (Nix) 2.33pre20251201_abcdef": "Nix 2.33pre20251201_abcdef",
+		"nix-build (Lix, like Nix) 2.91.1": "Lix 2.91.1",
+		"":                                 "Nix",
+		"command not found":                "Nix",
+	} {
+		if got := Describe(in); got != want {
+			t.Errorf("Describe(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -35,7 +35,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -154,20 +153,6 @@ func (w *Watcher) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// nixName is "Nix 2.8.0" (or "Lix 2.91.1") from what nix.Version says,
-// "Nix" if it says nothing usable.
-func nixName(version string) string {
-	f := strings.Fields(version)
-	if len(f) < 2 {
-		return "Nix"
-	}
-	name := strings.Trim(strings.TrimSuffix(f[1], ","), "()")
-	if name == "" {
-		name = "Nix"
-	}
-	return name + " " + f[len(f)-1]
-}
-
 // Run resolves and checks at once, then every Interval, until ctx ends.
 func (w *Watcher) Run(ctx context.Context) {
 	t := time.NewTimer(0)
@@ -258,7 +243,7 @@ func (w *Watcher) record(identity string, err error) {
 		w.st.fault = nil
 	case errors.As(err, &ee):
 		w.checks["failed"]++
-		f := &FaultError{Source: w.Source.String(), Nix: nixName(w.NixVersion), Reason: ee.Reason, RetryAfter: w.interval()}
+		f := &FaultError{Source: w.Source.String(), Nix: nix.Describe(w.NixVersion), Reason: ee.Reason, RetryAfter: w.interval()}
 		if w.st.fault == nil || w.st.fault.Error() != f.Error() {
 			log.Error("package source cannot be evaluated by this Nix: new images fail at once until it can; images already built are served",
 				"nix", f.Nix, "reason", f.Reason, "next_check", w.interval())

@@ -252,16 +252,3 @@ func TestResolutionFailureKeepsLastRevision(t *testing.T) {
 		t.Errorf("checks %v; log:\n%s", h.checks, h.log)
 	}
 }
-
-func TestNixName(t *testing.T) {
-	for in, want := range map[string]string{
-		"nix-build (Nix) 2.8.0":            "Nix 2.8.0",
-		"nix-build (Nix) 2.34.8":           "Nix 2.34.8",
-		"nix-build (Lix, like Nix) 2.91.1": "Lix 2.91.1",
-		"":                                 "Nix",
-	} {
-		if got := nixName(in); got != want {
-			t.Errorf("nixName(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

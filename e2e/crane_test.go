@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/nixery/nixery/internal/need"
-	"github.com/nixery/nixery/storage/storagetest"
+	"github.com/nixery/nixery/internal/storage/storagetest"
 )
 
 // crane returns go-containerregistry's crane, which scripts/storage-servers

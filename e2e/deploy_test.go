@@ -38,7 +38,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nixery/nixery/internal/need"
-	"github.com/nixery/nixery/storage/storagetest"
+	"github.com/nixery/nixery/internal/storage/storagetest"
 )
 
 // The kustomizations under deploy/, relative to this package: the base
@@ -384,8 +384,8 @@ type containerfileSpec struct {
 	cmd        []string
 	expose     []int
 	user       string
-	uid, home  string // of the useradd line
-	nixConf    string // the file copied to /etc/nix/nix.conf, from the repository root
+	uid, home  string   // of the useradd line
+	nixConf    string   // the file copied to /etc/nix/nix.conf, from the repository root
 	base       string   // the final stage's FROM image
 	packages   []string // what its apt-get install installs
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixery/nixery/demo"
+	"github.com/nixery/nixery/internal/demo"
 )
 
 // flakeRepo puts the demo set, a flake, into a new git repository

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixery/nixery/storage/storagetest"
+	"github.com/nixery/nixery/internal/storage/storagetest"
 )
 
 // bucketEnv is the environment that points Nixery at a test bucket.

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixery/nixery/demo"
+	"github.com/nixery/nixery/internal/demo"
 )
 
 // guardedSet is the demo set behind a default.nix that may carry

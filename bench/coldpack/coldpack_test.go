@@ -9,10 +9,10 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/nixery/nixery/archive"
 	"github.com/nixery/nixery/bench/storegen"
-	"github.com/nixery/nixery/layers"
-	"github.com/nixery/nixery/storage"
+	"github.com/nixery/nixery/internal/archive"
+	"github.com/nixery/nixery/internal/layers"
+	"github.com/nixery/nixery/internal/storage"
 )
 
 // Both ways of packing store the same blobs (the order and the limit never

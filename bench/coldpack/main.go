@@ -45,11 +45,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nixery/nixery/archive"
 	"github.com/nixery/nixery/bench/storegen"
-	"github.com/nixery/nixery/builder"
-	"github.com/nixery/nixery/layers"
-	"github.com/nixery/nixery/storage"
+	"github.com/nixery/nixery/internal/archive"
+	"github.com/nixery/nixery/internal/builder"
+	"github.com/nixery/nixery/internal/layers"
+	"github.com/nixery/nixery/internal/storage"
 )
 
 func main() {

@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/nixery/nixery/archive"
-	"github.com/nixery/nixery/storage"
+	"github.com/nixery/nixery/internal/archive"
+	"github.com/nixery/nixery/internal/storage"
 )
 
 // packAll packs every group into store as builder.packAll does on a cold

@@ -26,10 +26,10 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/nixery/nixery/archive"
-	"github.com/nixery/nixery/catalog"
-	"github.com/nixery/nixery/manifest"
-	"github.com/nixery/nixery/storage"
+	"github.com/nixery/nixery/internal/archive"
+	"github.com/nixery/nixery/internal/catalog"
+	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/storage"
 )
 
 func main() {

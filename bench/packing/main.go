@@ -38,8 +38,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nixery/nixery/archive"
 	"github.com/nixery/nixery/bench/storegen"
+	"github.com/nixery/nixery/internal/archive"
 )
 
 func main() {

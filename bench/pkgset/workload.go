@@ -3,7 +3,7 @@ package pkgset
 import (
 	"strings"
 
-	"github.com/nixery/nixery/image"
+	"github.com/nixery/nixery/internal/image"
 )
 
 // Workload is the sequence of typical images pulled one after the other,

@@ -26,7 +26,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/nixery/nixery/bench/pkgset"
-	"github.com/nixery/nixery/layers"
+	"github.com/nixery/nixery/internal/layers"
 )
 
 // algorithm groups one image's closure into at most budget groups.

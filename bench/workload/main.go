@@ -57,7 +57,7 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/bench/pkgset"
-	"github.com/nixery/nixery/demo"
+	"github.com/nixery/nixery/internal/demo"
 )
 
 // phases are the server's build phases (package builder's Phases), in

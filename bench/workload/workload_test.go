@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/bench/pkgset"
-	"github.com/nixery/nixery/demo"
+	"github.com/nixery/nixery/internal/demo"
 	"github.com/nixery/nixery/internal/need"
 )
 

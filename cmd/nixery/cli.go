@@ -24,10 +24,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nixery/nixery/builder"
-	"github.com/nixery/nixery/config"
-	"github.com/nixery/nixery/image"
-	"github.com/nixery/nixery/web"
+	"github.com/nixery/nixery/internal/builder"
+	"github.com/nixery/nixery/internal/config"
+	"github.com/nixery/nixery/internal/image"
+	"github.com/nixery/nixery/internal/web"
 )
 
 // defaultServer is the Nixery that `nixery build` asks when neither

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixery/nixery/builder"
+	"github.com/nixery/nixery/internal/builder"
 )
 
 // fakeServer streams fixed events for any build.

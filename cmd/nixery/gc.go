@@ -13,8 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/nixery/nixery/catalog"
-	"github.com/nixery/nixery/config"
+	"github.com/nixery/nixery/internal/catalog"
+	"github.com/nixery/nixery/internal/config"
 )
 
 // defaultGCAge keeps images used within the last 30 days.

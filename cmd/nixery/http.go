@@ -20,11 +20,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/nixery/nixery/builder"
-	"github.com/nixery/nixery/catalog"
-	"github.com/nixery/nixery/nix"
-	"github.com/nixery/nixery/registry"
-	"github.com/nixery/nixery/storage"
+	"github.com/nixery/nixery/internal/builder"
+	"github.com/nixery/nixery/internal/catalog"
+	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/registry"
+	"github.com/nixery/nixery/internal/storage"
 )
 
 // Routes are the fixed labels of requests in logs and metrics: never the

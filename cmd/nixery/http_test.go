@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nixery/nixery/internal/need"
-	"github.com/nixery/nixery/storage"
+	"github.com/nixery/nixery/internal/storage"
 )
 
 func TestRoute(t *testing.T) {

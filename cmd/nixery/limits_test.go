@@ -15,8 +15,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/nixery/nixery/registry"
-	"github.com/nixery/nixery/storage"
+	"github.com/nixery/nixery/internal/registry"
+	"github.com/nixery/nixery/internal/storage"
 )
 
 // limitedServer serves h on 127.0.0.1 with the given limits, as serve

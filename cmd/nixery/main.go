@@ -24,13 +24,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nixery/nixery/access"
-	"github.com/nixery/nixery/catalog"
-	"github.com/nixery/nixery/config"
-	"github.com/nixery/nixery/nix"
-	"github.com/nixery/nixery/registry"
-	"github.com/nixery/nixery/storage"
-	"github.com/nixery/nixery/web"
+	"github.com/nixery/nixery/internal/access"
+	"github.com/nixery/nixery/internal/catalog"
+	"github.com/nixery/nixery/internal/config"
+	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/registry"
+	"github.com/nixery/nixery/internal/storage"
+	"github.com/nixery/nixery/internal/web"
 )
 
 // version is set at link time (-ldflags "-X main.version=…").

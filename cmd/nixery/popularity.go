@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nixery/nixery/layers"
+	"github.com/nixery/nixery/internal/layers"
 )
 
 // loadPopularity reads popularity data from a URL (NIX_POPULARITY_URL, as

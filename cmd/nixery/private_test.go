@@ -18,11 +18,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/nixery/nixery/access"
-	"github.com/nixery/nixery/builder/buildertest"
-	"github.com/nixery/nixery/registry"
-	"github.com/nixery/nixery/storage"
-	"github.com/nixery/nixery/web"
+	"github.com/nixery/nixery/internal/access"
+	"github.com/nixery/nixery/internal/builder/buildertest"
+	"github.com/nixery/nixery/internal/registry"
+	"github.com/nixery/nixery/internal/storage"
+	"github.com/nixery/nixery/internal/web"
 )
 
 // privateServer serves the whole HTTP side as serve wires it, over the

@@ -14,9 +14,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/nixery/nixery/access"
-	"github.com/nixery/nixery/registry"
-	"github.com/nixery/nixery/storage"
+	"github.com/nixery/nixery/internal/access"
+	"github.com/nixery/nixery/internal/registry"
+	"github.com/nixery/nixery/internal/storage"
 )
 
 // Registry paths reach the registry as they are: one with an empty, "."

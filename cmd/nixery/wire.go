@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/nixery/nixery/archive"
-	"github.com/nixery/nixery/builder"
-	"github.com/nixery/nixery/config"
-	"github.com/nixery/nixery/demo"
-	"github.com/nixery/nixery/nix"
-	"github.com/nixery/nixery/sourcehealth"
-	"github.com/nixery/nixery/storage"
+	"github.com/nixery/nixery/internal/archive"
+	"github.com/nixery/nixery/internal/builder"
+	"github.com/nixery/nixery/internal/config"
+	"github.com/nixery/nixery/internal/demo"
+	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/sourcehealth"
+	"github.com/nixery/nixery/internal/storage"
 )
 
 // openStorage opens the configured storage backend. Bucket backends

@@ -1,0 +1,132 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/nixery/nixery/internal/catalog"
+	"github.com/nixery/nixery/internal/config"
+	"github.com/nixery/nixery/internal/image"
+	"github.com/nixery/nixery/internal/nix"
+)
+
+// plan says how a build gets its packages from Nix. Its outputs (with
+// their main programs) are known either from the catalog, resolved by an
+// earlier evaluation, or from an evaluation the build shared with others
+// just now (shared set; realise names their derivations). Without
+// outputs, the build evaluates on its own (nix.Runner.Build), which also
+// says why a name does not resolve.
+type plan struct {
+	outputs, programs []string
+	realise           []string  // with shared: what nix-store --realise builds them from
+	shared            *resolved // the shared evaluation, whose roots the build holds
+	waited            time.Duration
+	lead              func() // the build evaluates alone and leads: call when its evaluation is over
+}
+
+// release lets go of the shared evaluation's derivation roots, or ends the
+// lead of a build that never got to evaluate.
+func (pl *plan) release() {
+	if pl.shared != nil {
+		pl.shared.release()
+	}
+	if pl.lead != nil {
+		pl.lead()
+	}
+}
+
+// plan finds req's output paths before the build starts: from the
+// catalog, else from an evaluation shared with the other builds that
+// need one of the same package set (see evaluations), unless the build
+// leads (it holds a slot and nobody evaluates the package set): then it
+// evaluates alone. An error only means that ctx ended; every other
+// failure leaves the build to evaluate alone.
+func (b *Builder) plan(ctx context.Context, req *image.Request, src config.Resolved, p *progress, hasSlot bool) (*plan, error) {
+	if known := b.known(ctx, req, src); known != nil {
+		return &plan{outputs: known.Outputs, programs: known.Programs}, nil
+	}
+	start := time.Now()
+	shared, lead, err := b.evals.join(ctx, setOf(src, req.Arch.System), req.Packages, hasSlot)
+	if lead != nil {
+		return &plan{lead: lead}, nil
+	}
+	p.publish(Event{Kind: "phase", Phase: "realise", Message: "evaluating the package set for " + strings.Join(req.Packages, ", ")})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return &plan{}, nil
+	}
+	pl := &plan{shared: shared, waited: time.Since(start)}
+	for _, name := range req.Packages {
+		r, ok := shared.res[name]
+		if !ok {
+			shared.release()
+			return &plan{}, nil // Build evaluates again and says why
+		}
+		pl.outputs = append(pl.outputs, r.Outputs...)
+		pl.programs = append(pl.programs, r.Programs...)
+		pl.realise = append(pl.realise, r.Realise)
+	}
+	b.stats.Shared.Add(1)
+	if shared.builds > 1 {
+		p.publish(Event{Kind: "log", Phase: "realise", Message: "evaluated together with other new images"})
+	}
+	return pl, nil
+}
+
+// resolveShared runs one shared evaluation (see evaluations) and records
+// what it resolved, so that later builds of these packages need none.
+func (b *Builder) resolveShared(ctx context.Context, set evalSet, names []string, rootDir string) ([]nix.Resolution, error) {
+	b.stats.Evaluations.Add(1)
+	res, err := b.Nix.Resolve(ctx, nix.ResolveRequest{SrcType: set.Type, SrcArgs: set.Args, System: set.System, Names: names, RootDir: rootDir})
+	if err != nil {
+		return nil, err
+	}
+	b.recordResolutions(ctx, set.Identity, set.System, res)
+	b.logger().Info("package set evaluated", "names", len(names), "resolved", len(res))
+	return res, nil
+}
+
+// known returns the output paths and main programs of req's packages if
+// an evaluation of the same package set resolved every one of them before
+// (within the cache time for a moving source), or nil. The resolutions
+// are read a few at once (a round trip each on a bucket); the first name
+// not resolved ends the reading.
+func (b *Builder) known(ctx context.Context, req *image.Request, src config.Resolved) *catalog.Resolved {
+	found := make([]catalog.Resolved, len(req.Packages))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, name := range req.Packages {
+		g.Go(func() error {
+			r, ok, err := b.Catalog().Resolution(gctx, src.Identity, req.Arch.System, name)
+			if err != nil {
+				if gctx.Err() == nil {
+					b.logger().Warn("resolved packages not read; evaluating", "err", err)
+				}
+				return err
+			}
+			if !ok || !r.Fresh(src.Immutable, b.CacheTTL, time.Now()) {
+				return errNotResolved
+			}
+			found[i] = r
+			return nil
+		})
+	}
+	if g.Wait() != nil {
+		return nil
+	}
+	all := &catalog.Resolved{}
+	for _, r := range found {
+		all.Outputs = append(all.Outputs, r.Outputs...)
+		all.Programs = append(all.Programs, r.Programs...)
+	}
+	return all
+}
+
+// errNotResolved ends known's reading at a name not resolved before.
+var errNotResolved = errors.New("not resolved before")

@@ -1,0 +1,70 @@
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nixery/nixery/internal/storage"
+)
+
+// What a package name resolves to in a package set, so that a new image
+// of packages resolved before needs no evaluation of the package set:
+//
+//	resolved/<key>   one name of one package set for one system
+//
+// For a package set pinned for good (a commit, a locked flake) the answer
+// never changes; for a moving one (a branch, a channel name, a directory)
+// it holds for the cache time, as the manifest cache does.
+
+const resolvedPrefix = "resolved/"
+
+// Resolved is what one package name resolved to.
+type Resolved struct {
+	Outputs  []string  `json:"outputs"`  // store paths that go into images
+	Programs []string  `json:"programs"` // its main programs (meta.mainProgram)
+	At       time.Time `json:"at"`       // when it was resolved (local clock, for the cache time)
+}
+
+// Fresh reports whether r may still be used at now: always for a package
+// set pinned for good, else within ttl (as Entry.Fresh).
+func (r Resolved) Fresh(immutable bool, ttl time.Duration, now time.Time) bool {
+	return immutable || now.Sub(r.At) < ttl
+}
+
+func resolvedKey(identity, system, name string) string {
+	return Key(map[string]any{"v": Version, "source": identity, "system": system, "name": name})
+}
+
+// Resolution returns what name resolved to in the package set identity
+// for system, if an evaluation recorded it; ok=false if none did.
+func (c *Catalog) Resolution(ctx context.Context, identity, system, name string) (r Resolved, ok bool, err error) {
+	raw, err := c.Store.GetObject(ctx, resolvedPrefix+resolvedKey(identity, system, name))
+	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrTooLarge) {
+		return r, false, nil
+	}
+	if err != nil {
+		return r, false, fmt.Errorf("resolved packages: %w", err)
+	}
+	if json.Unmarshal(raw, &r) != nil || len(r.Outputs) == 0 {
+		return Resolved{}, false, nil // unreadable: evaluated again, overwritten
+	}
+	for _, p := range append(append([]string(nil), r.Outputs...), r.Programs...) {
+		if !strings.HasPrefix(p, "/nix/store/") {
+			return Resolved{}, false, nil
+		}
+	}
+	return r, true, nil
+}
+
+// PutResolution records what name resolved to.
+func (c *Catalog) PutResolution(ctx context.Context, identity, system, name string, r Resolved) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return c.Store.PutObject(ctx, resolvedPrefix+resolvedKey(identity, system, name), data)
+}

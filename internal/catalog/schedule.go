@@ -1,0 +1,121 @@
+package catalog
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nixery/nixery/internal/storage"
+)
+
+// Collector runs GC in-process at an interval, on one replica at a time:
+// before each run a replica takes the lease gc/lease in storage, and a
+// replica whose lease is younger than the interval (by the storage's
+// clock) is left to do it. Two replicas that race for the lease both
+// read back the one that was written last, so normally one runs; should
+// both run, nothing breaks (GC is safe against a concurrent GC), it only
+// costs requests.
+type Collector struct {
+	Catalog  *Catalog
+	Interval time.Duration
+	Options  GCOptions
+	// Report receives the outcome of every run this replica made.
+	Report func(GCReport, error)
+
+	// settle is how long a replica waits between writing the lease and
+	// reading it back; tests shorten it.
+	settle time.Duration
+	holder string
+}
+
+// Run collects every Interval until ctx ends. The first run is one
+// interval after the start, so a fleet that restarts does not collect at
+// once.
+func (s *Collector) Run(ctx context.Context) {
+	t := time.NewTicker(s.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ran, rep, err := s.Once(ctx)
+		if ran || err != nil {
+			if s.Report != nil {
+				s.Report(rep, err)
+			}
+		}
+	}
+}
+
+// Once runs one collection if this replica gets the lease.
+func (s *Collector) Once(ctx context.Context) (ran bool, rep GCReport, err error) {
+	ok, err := s.takeLease(ctx)
+	if err != nil || !ok {
+		return false, rep, err
+	}
+	rep, err = s.Catalog.GC(ctx, s.Options)
+	return true, rep, err
+}
+
+// takeLease takes gc/lease unless another replica holds it.
+func (s *Collector) takeLease(ctx context.Context) (bool, error) {
+	if s.holder == "" {
+		var id [12]byte
+		rand.Read(id[:])
+		s.holder = hex.EncodeToString(id[:])
+	}
+	if s.settle == 0 {
+		s.settle = 2 * time.Second
+	}
+	c := s.Catalog
+	store := c.Store
+	lister, err := c.lister()
+	if err != nil {
+		return false, err
+	}
+	held, err := store.GetObject(ctx, gcLeaseObject)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return false, err
+	}
+	if err == nil && string(held) != s.holder {
+		// Another replica's: still valid if written within the
+		// interval, by the storage's clock (a probe written now).
+		var leaseMod, now time.Time
+		if err := store.PutObject(ctx, clockObject, nil); err != nil {
+			return false, err
+		}
+		err := lister.ListObjects(ctx, "gc/", func(name string, mod time.Time) error {
+			switch name {
+			case gcLeaseObject:
+				leaseMod = mod
+			case clockObject:
+				now = mod
+			}
+			return nil
+		})
+		if err != nil {
+			return false, err
+		}
+		if now.Sub(leaseMod) < s.Interval/2 {
+			return false, nil
+		}
+	}
+	if err := store.PutObject(ctx, gcLeaseObject, []byte(s.holder)); err != nil {
+		return false, fmt.Errorf("gc lease: %w", err)
+	}
+	select {
+	case <-time.After(s.settle):
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	got, err := store.GetObject(ctx, gcLeaseObject)
+	if err != nil {
+		return false, fmt.Errorf("gc lease: %w", err)
+	}
+	return string(got) == s.holder, nil
+}

@@ -1,0 +1,25 @@
+// Package internal holds Nixery's packages, one job each, in the order
+// of a pull: the image name becomes a request (image), Nix realises it
+// (nix), the closure is grouped (layers) and packed (archive), stored
+// (storage, with catalog naming every object), described (manifest), and
+// served (registry, web); cmd/nixery wires them.
+//
+// Imports go one way only, from the edges to the leaves. Each package has
+// a tier, and a package imports only packages of lower tiers (layering
+// in layering_test.go, which CI runs):
+//
+//	0  need: what tests need of the machine (imports nothing)
+//	1  leaves, pure or self-contained: image, layers, archive, manifest,
+//	   redact, access, demo
+//	2  the machine's resources: nix (the only code that runs Nix),
+//	   storage (the only code that knows a backend)
+//	3  what lives on them: config (settings and package sources, which
+//	   run git and Nix), catalog (every named object in storage)
+//	4  the build and the source's health: builder, sourcehealth
+//	5  the registry API: registry
+//	6  the human side: web (which renders errors with registry's mapping)
+//	7  wiring: cmd/nixery
+//
+// A package's test helpers (builder/buildertest, demo/demotest,
+// storage/storagetest) share its tier and may import it.
+package internal

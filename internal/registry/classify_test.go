@@ -1,0 +1,84 @@
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/nixery/nixery/internal/access"
+	"github.com/nixery/nixery/internal/sourcehealth"
+)
+
+// TestRateLimited: a client over its build rate gets 429 TOOMANYREQUESTS
+// with Retry-After in whole seconds, rounded up, at least 1.
+func TestRateLimited(t *testing.T) {
+	r := &Registry{}
+	for _, tt := range []struct {
+		wait  time.Duration
+		retry string
+	}{{1500 * time.Millisecond, "2"}, {10 * time.Millisecond, "1"}, {0, "1"}, {time.Minute, "60"}} {
+		rec := httptest.NewRecorder()
+		err := fmt.Errorf("building shell/git: %w", &access.RateLimitedError{RetryAfter: tt.wait})
+		r.writeError(rec, httptest.NewRequest("GET", "/v2/shell/git/manifests/latest", nil), err)
+		var body struct {
+			Errors []struct{ Code, Message string }
+		}
+		json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != 429 || len(body.Errors) != 1 || body.Errors[0].Code != "TOOMANYREQUESTS" {
+			t.Errorf("%v: %d %s", tt.wait, rec.Code, rec.Body)
+		}
+		if got := rec.Header().Get("Retry-After"); got != tt.retry {
+			t.Errorf("%v: Retry-After %q, want %q", tt.wait, got, tt.retry)
+		}
+	}
+}
+
+func TestUnauthorized(t *testing.T) {
+	rec := httptest.NewRecorder()
+	(&Registry{}).Unauthorized(rec, httptest.NewRequest("GET", "/v2/", nil))
+	if rec.Code != 401 || rec.Header().Get("Content-Type") != "application/json" ||
+		rec.Body.String() != `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required: log in with a user of this Nixery"}]}` {
+		t.Errorf("%d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+}
+
+// A login refused unchecked (too many failures from the client) is the
+// spec's TOOMANYREQUESTS, with the Retry-After the guard set.
+func TestRefusedLogin(t *testing.T) {
+	rec := httptest.NewRecorder()
+	(&Registry{}).Refused(rec, httptest.NewRequest("GET", "/v2/", nil), &access.LoginLimitedError{RetryAfter: 5500 * time.Millisecond})
+	var body struct {
+		Errors []struct{ Code, Message string }
+	}
+	json.Unmarshal(rec.Body.Bytes(), &body)
+	if rec.Code != 429 || len(body.Errors) != 1 || body.Errors[0].Code != "TOOMANYREQUESTS" || rec.Header().Get("Retry-After") != "6" ||
+		rec.Header().Get("Docker-Distribution-API-Version") != "registry/2.0" {
+		t.Errorf("%d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+	rec = httptest.NewRecorder()
+	(&Registry{}).Refused(rec, httptest.NewRequest("GET", "/v2/", nil), nil)
+	if rec.Code != 401 {
+		t.Errorf("no error: %d, want 401", rec.Code)
+	}
+}
+
+// A package set this Nix cannot evaluate is the server's fault, which
+// its operator can fix while it runs: 503 UNAVAILABLE with Retry-After,
+// the message naming Nix's reason.
+func TestSourceFault(t *testing.T) {
+	rec := httptest.NewRecorder()
+	err := fmt.Errorf("building shell/git: %w", &sourcehealth.FaultError{Source: "local path /srv/pkgs", Nix: "Nix 2.8.0",
+		Reason: "This version of Nixpkgs requires Nix >= 2.18.0, please upgrade", RetryAfter: time.Minute})
+	(&Registry{}).writeError(rec, httptest.NewRequest("GET", "/v2/shell/git/manifests/latest", nil), err)
+	var body struct {
+		Errors []struct{ Code, Message string }
+	}
+	json.Unmarshal(rec.Body.Bytes(), &body)
+	want := "the package source (local path /srv/pkgs) cannot be evaluated by Nix 2.8.0: This version of Nixpkgs requires Nix >= 2.18.0, please upgrade"
+	if rec.Code != 503 || len(body.Errors) != 1 || body.Errors[0].Code != "UNAVAILABLE" || body.Errors[0].Message != want ||
+		rec.Header().Get("Retry-After") != "60" {
+		t.Errorf("%d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+}

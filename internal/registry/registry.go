@@ -1,0 +1,531 @@
+// Package registry serves the pull side of the OCI distribution API
+// (https://github.com/opencontainers/distribution-spec/blob/main/spec.md).
+//
+// Nixery is a read-only registry whose manifests are built on demand, so
+// only GET and HEAD exist; every write method answers 405 UNSUPPORTED.
+// Routing reads the URL path from the end ("…/manifests/<ref>",
+// "…/blobs/<digest>"), so repository names with any number of slashes
+// just work, and every handler returns an error value that one function,
+// writeError, turns into a spec-shaped answer.
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nixery/nixery/internal/access"
+	"github.com/nixery/nixery/internal/builder"
+	"github.com/nixery/nixery/internal/config"
+	"github.com/nixery/nixery/internal/image"
+	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/sourcehealth"
+	"github.com/nixery/nixery/internal/storage"
+)
+
+// Builder produces the manifest of an image on demand.
+type Builder interface {
+	// Manifest builds (or finds) the image req selects and returns its
+	// manifest encoded in mediaType (one of manifest.MediaTypes).
+	Manifest(ctx context.Context, req *image.Request, mediaType string) ([]byte, digest.Digest, error)
+}
+
+// Registry is the /v2/ HTTP API.
+type Registry struct {
+	Builder Builder
+	Storage storage.Backend
+	Logger  *slog.Logger
+	// Uses, if set, records pulls of manifests by digest, so that garbage
+	// collection keeps images that are pulled only that way (Kubernetes).
+	Uses UseRecorder
+}
+
+// UseRecorder records that a manifest was pulled by digest.
+type UseRecorder interface {
+	RecordDigestPull(ctx context.Context, d digest.Digest)
+}
+
+// regError is an error answer: an HTTP status and a spec error code.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
+type regError struct {
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter int // seconds; sent as Retry-After when > 0
+}
+
+func regErr(status int, code, message string) *regError {
+	return &regError{Status: status, Code: code, Message: message}
+}
+
+func (e *regError) Error() string { return e.Code + ": " + e.Message }
+
+func unsupported(method string) *regError {
+	return regErr(http.StatusMethodNotAllowed, "UNSUPPORTED", fmt.Sprintf("Nixery is a read-only registry: %s is not supported", method))
+}
+
+func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if err := r.serve(w, req); err != nil {
+		r.writeError(w, req, err)
+	}
+}
+
+func (r *Registry) serve(w http.ResponseWriter, req *http.Request) error {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	path := req.URL.Path
+	var name, ref string
+	var handle func(w http.ResponseWriter, req *http.Request, name, ref string) error
+	switch {
+	case isUpload(path):
+		// Uploads are the push side: no method of any upload path exists
+		// here, GET (upload status) included. RFC 9110 §10.2.1: an empty
+		// Allow says the resource allows no method at all.
+		w.Header().Set("Allow", "")
+		return regErr(http.StatusMethodNotAllowed, "UNSUPPORTED", "Nixery is a read-only registry: blob uploads are not supported")
+	case path == "/v2/" || path == "/v2":
+		handle = r.base
+	case isManifest(path):
+		name, ref = splitRef(path, "/manifests/")
+		handle = r.manifest
+	case isBlob(path):
+		name, ref = splitRef(path, "/blobs/")
+		handle = r.blob
+	case isReferrers(path):
+		name, ref = splitRef(path, "/referrers/")
+		handle = r.referrers
+	case strings.HasSuffix(path, "/tags/list") && strings.HasPrefix(path, "/v2/"):
+		name = strings.TrimSuffix(strings.TrimPrefix(path, "/v2/"), "/tags/list")
+		handle = r.tags
+	default:
+		// The spec has no code for "no such endpoint". NAME_UNKNOWN would
+		// tell the client that a repository is missing, which is false
+		// (every name exists here, built on demand); UNSUPPORTED is the
+		// spec's code for an operation this registry does not implement,
+		// and 404 is what the path is.
+		return regErr(http.StatusNotFound, "UNSUPPORTED", "no such endpoint in the registry API: "+path)
+	}
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return unsupported(req.Method)
+	}
+	if path != "/v2/" && path != "/v2" && !image.ValidName(name) {
+		return regErr(http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", name))
+	}
+	return handle(w, req, name, ref)
+}
+
+// base answers GET/HEAD /v2/: this is a registry.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#determining-support
+func (r *Registry) base(w http.ResponseWriter, req *http.Request, _, _ string) error {
+	return writeBody(w, req, "application/json", "", []byte("{}"))
+}
+
+// Unauthorized answers a request that access.Guard turned away (it has
+// set the WWW-Authenticate challenge): 401 with the spec's UNAUTHORIZED
+// error body, as clients expect before they send credentials.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
+func (r *Registry) Unauthorized(w http.ResponseWriter, req *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	r.writeError(w, req, regErr(http.StatusUnauthorized, "UNAUTHORIZED", "authentication required: log in with a user of this Nixery"))
+}
+
+// Refused answers a request that access.Guard turned away: err nil is
+// Unauthorized; else the login was refused unchecked (too many failed
+// lately, or too many waiting), 429 TOOMANYREQUESTS with Retry-After.
+func (r *Registry) Refused(w http.ResponseWriter, req *http.Request, err error) {
+	if err == nil {
+		r.Unauthorized(w, req)
+		return
+	}
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	r.writeError(w, req, err)
+}
+
+func blobUnknown(d digest.Digest) *regError {
+	return regErr(http.StatusNotFound, "BLOB_UNKNOWN", fmt.Sprintf("blob %s is not known to this registry", d))
+}
+
+// isUpload matches the upload paths of the push API:
+// /v2/<name>/blobs/uploads and /v2/<name>/blobs/uploads/<reference>.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-blobs
+func isUpload(path string) bool {
+	elems := strings.Split(path, "/")
+	n := len(elems)
+	return (n >= 5 && elems[n-2] == "blobs" && elems[n-1] == "uploads") ||
+		(n >= 6 && elems[n-3] == "blobs" && elems[n-2] == "uploads")
+}
+
+// isManifest matches /v2/<name>/manifests/<reference>.
+func isManifest(path string) bool {
+	elems := strings.Split(path, "/")
+	return len(elems) >= 5 && elems[len(elems)-2] == "manifests"
+}
+
+// isBlob matches /v2/<name>/blobs/<digest>.
+func isBlob(path string) bool {
+	elems := strings.Split(path, "/")
+	return len(elems) >= 5 && elems[len(elems)-2] == "blobs"
+}
+
+// isReferrers matches /v2/<name>/referrers/<digest>.
+func isReferrers(path string) bool {
+	elems := strings.Split(path, "/")
+	return len(elems) >= 5 && elems[len(elems)-2] == "referrers"
+}
+
+// splitRef splits "/v2/<name><sep><ref>" at the last sep.
+func splitRef(path, sep string) (name, ref string) {
+	i := strings.LastIndex(path, sep)
+	return strings.TrimPrefix(path[:i], "/v2/"), path[i+len(sep):]
+}
+
+// manifest answers GET/HEAD /v2/<name>/manifests/<reference>.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
+func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref string) error {
+	if strings.Contains(ref, ":") {
+		d, err := parseDigest(ref)
+		if err != nil {
+			return err
+		}
+		data, err := r.manifestBlob(req.Context(), d)
+		if err != nil {
+			return err
+		}
+		mt := manifest.MediaType(data)
+		if mt == "" {
+			// A config blob (JSON, small) is not a manifest either.
+			return notManifest(d)
+		}
+		if r.Uses != nil {
+			r.Uses.RecordDigestPull(req.Context(), d)
+		}
+		return writeBody(w, req, mt, d, data)
+	}
+
+	ireq, err := image.Parse(name, ref)
+	if err != nil {
+		return err
+	}
+	mt := manifest.Negotiate(req.Header.Values("Accept"))
+	data, d, err := r.Builder.Manifest(req.Context(), ireq, mt)
+	if err != nil {
+		return err
+	}
+	return writeBody(w, req, mt, d, data)
+}
+
+// MaxManifestSize is the largest blob read as a manifest (manifest.MaxSize).
+const MaxManifestSize = manifest.MaxSize
+
+func notManifest(d digest.Digest) *regError {
+	return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("%s is not a manifest", d))
+}
+
+// manifestBlob reads blob d if it can be a manifest. Layer digests are
+// public, so a client may ask for a layer of hundreds of megabytes as a
+// manifest: its size (known once it is opened, one request) is checked
+// before anything is read, and no more than MaxManifestSize bytes are
+// ever read, so such requests cost no memory however many arrive at once.
+func (r *Registry) manifestBlob(ctx context.Context, d digest.Digest) ([]byte, error) {
+	blob, err := r.Storage.Open(ctx, d)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("manifest %s is not known to this registry", d))
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer blob.Close()
+	data, err := manifest.Read(blob, blob.Size())
+	if errors.Is(err, manifest.ErrNotManifest) {
+		return nil, notManifest(d)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", d, err)
+	}
+	return data, nil
+}
+
+// referrers answers GET/HEAD /v2/<name>/referrers/<digest>: the
+// manifests whose subject is that digest. Nothing can be pushed here, so
+// no manifest has a subject and the answer is always an empty image
+// index; the spec asks for 200 whether or not the subject exists (a 404
+// would say the registry lacks the API), and 400 for a bad digest. An
+// artifactType filter of an empty list is applied trivially, and said so.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-referrers
+func (r *Registry) referrers(w http.ResponseWriter, req *http.Request, _, ref string) error {
+	if _, err := parseDigest(ref); err != nil {
+		return err
+	}
+	body, err := json.Marshal(v1.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: v1.MediaTypeImageIndex,
+		Manifests: []v1.Descriptor{},
+	})
+	if err != nil {
+		return err
+	}
+	if req.URL.Query().Has("artifactType") {
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	return writeBody(w, req, v1.MediaTypeImageIndex, "", body)
+}
+
+// tags answers GET /v2/<name>/tags/list. Every image exists under
+// "latest" (it is built on demand); other tags select revisions of a git
+// package source, which are not enumerated here.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-tags
+func (r *Registry) tags(w http.ResponseWriter, req *http.Request, name, _ string) error {
+	tags := []string{"latest"}
+	if last := req.URL.Query().Get("last"); last != "" && last >= "latest" {
+		tags = []string{}
+	}
+	if n := req.URL.Query().Get("n"); n == "0" {
+		tags = []string{}
+	}
+	body, err := json.Marshal(map[string]any{"name": name, "tags": tags})
+	if err != nil {
+		return err
+	}
+	return writeBody(w, req, "application/json", "", body)
+}
+
+// blob answers GET/HEAD /v2/<name>/blobs/<digest>, with Range support.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-blobs
+func (r *Registry) blob(w http.ResponseWriter, req *http.Request, name, ref string) error {
+	d, err := parseDigest(ref)
+	if err != nil {
+		return err
+	}
+	// A bucket backend may send the client to the bucket instead: a
+	// short-lived signed URL, so blobs do not flow through Nixery.
+	if url, ok, err := storage.RedirectURL(req.Context(), r.Storage, d); err != nil {
+		return err
+	} else if ok {
+		size, err := r.Storage.Stat(req.Context(), d)
+		if errors.Is(err, storage.ErrNotFound) {
+			return blobUnknown(d)
+		}
+		if err != nil {
+			return err
+		}
+		h := w.Header()
+		h.Set("Docker-Content-Digest", d.String())
+		if req.Method == http.MethodHead {
+			// HEAD answers here, with the size, rather than redirecting.
+			h.Set("Content-Type", "application/octet-stream")
+			h.Set("Content-Length", strconv.FormatInt(size, 10))
+			w.WriteHeader(http.StatusOK)
+			return nil
+		}
+		h.Set("Content-Length", "0")
+		h.Set("Location", url)
+		w.WriteHeader(http.StatusTemporaryRedirect)
+		return nil
+	}
+	blob, err := r.Storage.Open(req.Context(), d)
+	if errors.Is(err, storage.ErrNotFound) {
+		return blobUnknown(d)
+	}
+	if err != nil {
+		return err
+	}
+	defer blob.Close()
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Cache-Control", "max-age=31536000, immutable")
+	h.Set("Etag", `"`+d.String()+`"`)
+	if rg := req.Header.Get("Range"); strings.Count(rg, ",") >= maxRanges {
+		// Each range is a part of its own with its own headers: very
+		// many tiny ones cost far more than the bytes they ask for, and
+		// no client needs them (a pull resumes with one). RFC 9110
+		// §14.2 lets a server ignore such a Range; the answer is the
+		// whole blob, as for a plain GET.
+		req.Header.Del("Range")
+	}
+	// ServeContent handles Range, If-Range, HEAD and Content-Length.
+	http.ServeContent(w, req, "", zeroTime, blob)
+	return nil
+}
+
+// maxRanges is the most ranges one Range header of a blob request may
+// ask for (as Apache's MaxRanges and nginx's max_ranges bound them).
+const maxRanges = 16
+
+func parseDigest(s string) (digest.Digest, error) {
+	d, err := digest.Parse(s)
+	if err != nil {
+		return "", regErr(http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("invalid digest %q: %v", s, err))
+	}
+	if d.Algorithm() != digest.SHA256 {
+		return "", regErr(http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("unsupported digest algorithm %q: this registry uses sha256", d.Algorithm()))
+	}
+	return d, nil
+}
+
+// writeBody sends a complete answer with the headers every success needs.
+func writeBody(w http.ResponseWriter, req *http.Request, contentType string, d digest.Digest, body []byte) error {
+	h := w.Header()
+	h.Set("Content-Type", contentType)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if d != "" {
+		h.Set("Docker-Content-Digest", d.String())
+		h.Set("Etag", `"`+d.String()+`"`)
+	}
+	w.WriteHeader(http.StatusOK)
+	if req.Method != http.MethodHead {
+		w.Write(body)
+	}
+	return nil
+}
+
+// writeError is the one place that turns an error into an answer: a spec
+// error body (https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes).
+func (r *Registry) writeError(w http.ResponseWriter, req *http.Request, err error) {
+	re := classify(err)
+	logger := r.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	level := slog.LevelInfo
+	logged := any(err)
+	if re.Status >= 500 {
+		level = slog.LevelError
+	} else {
+		// A client error is about the client's input, which its message
+		// may quote: only so much of it is repeated, in the answer and
+		// in the log.
+		re = &regError{Status: re.Status, Code: re.Code, Message: Cut(re.Message, maxEcho), RetryAfter: re.RetryAfter}
+		logged = re.Error()
+	}
+	logger.Log(req.Context(), level, "request failed", "method", req.Method, "path", Cut(req.URL.Path, MaxLoggedPath),
+		"status", re.Status, "code", re.Code, "error", logged)
+	body := encodeError(re)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if re.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(re.RetryAfter))
+	}
+	w.WriteHeader(re.Status)
+	if req.Method != http.MethodHead {
+		w.Write(body)
+	}
+}
+
+// What an answer or a log line repeats of a request: a client chooses
+// its path (up to the 64 KiB of the server's header limit), so that log
+// lines and error answers have a bounded length whatever it sends.
+const (
+	// maxEcho is how much of a client error's message is sent and
+	// logged.
+	maxEcho = 2 << 10
+	// MaxLoggedPath is how much of a path a log line shows, here and in
+	// the request log (slog's quoting makes at most four bytes of each:
+	// \x00).
+	MaxLoggedPath = 256
+)
+
+// Cut returns s cut to at most n bytes, at a character boundary, marked
+// with how long it was.
+func Cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + fmt.Sprintf("… [%d bytes]", len(s))
+}
+
+// StatusClientClosed is the status of a request whose client went away
+// before the answer (nginx's 499): only logged, nobody reads it.
+const StatusClientClosed = 499
+
+// Status is the one mapping from the errors of a pull to an HTTP status
+// and the seconds of Retry-After (0: none), for the registry API and the
+// web pages alike.
+func Status(err error) (status, retryAfter int) {
+	re := classify(err)
+	return re.Status, re.RetryAfter
+}
+
+// classify maps errors from the stages of a pull to registry errors.
+func classify(err error) *regError {
+	var re *regError
+	var ie *image.Error
+	var unknown *nix.UnknownPackagesError
+	var buildErr *nix.BuildError
+	var unknownRev *config.UnknownRevisionError
+	var noCommit *nix.UnknownRevisionError
+	var limited *access.RateLimitedError
+	var streams *access.TooManyStreamsError
+	var logins *access.LoginLimitedError
+	var fault *sourcehealth.FaultError
+	switch {
+	case errors.As(err, &re):
+		return re
+	case errors.As(err, &ie):
+		if ie.Code == "MANIFEST_UNKNOWN" { // an invalid tag, see image.Parse
+			return regErr(http.StatusNotFound, ie.Code, ie.Message)
+		}
+		return regErr(http.StatusBadRequest, ie.Code, ie.Message)
+	case errors.As(err, &unknown):
+		return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", unknown.Error())
+	case errors.As(err, &unknownRev):
+		return &regError{Status: http.StatusNotFound, Code: "MANIFEST_UNKNOWN", Message: unknownRev.Error()}
+	case errors.As(err, &noCommit):
+		// A tag of 40 hex digits is taken as a commit without asking the
+		// remote; Nix found out it does not exist.
+		return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", noCommit.Error())
+	case errors.As(err, &limited):
+		// This client started too many builds lately; images already
+		// built are still served.
+		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
+		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: limited.Error(), RetryAfter: access.RetrySeconds(limited.RetryAfter)}
+	case errors.As(err, &logins):
+		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
+		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: logins.Error(), RetryAfter: access.RetrySeconds(logins.RetryAfter)}
+	case errors.As(err, &streams):
+		// Only watching builds is refused; images are served.
+		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: streams.Error(), RetryAfter: 5}
+	case errors.Is(err, builder.ErrBusy):
+		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
+		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: err.Error(), RetryAfter: 10}
+	case errors.Is(err, builder.ErrDraining):
+		// Retryable: this replica is shutting down; another takes it.
+		return &regError{Status: http.StatusServiceUnavailable, Code: "UNAVAILABLE", Message: err.Error(), RetryAfter: 2}
+	case errors.As(err, &fault):
+		// The package set cannot be evaluated by this Nix: a fault of the
+		// server, not of the request, that the operator can fix while it
+		// runs (the check repeats), so 503 with Retry-After rather than
+		// 500: clients and monitors read it as "try again later", and
+		// clients that retry (go-containerregistry, containerd) wait as
+		// told instead of hammering. UNAVAILABLE is CNCF distribution's
+		// code for it, as for a replica that is shutting down.
+		return &regError{Status: http.StatusServiceUnavailable, Code: "UNAVAILABLE", Message: fault.Error(), RetryAfter: max(1, int(fault.RetryAfter.Seconds()))}
+	case errors.Is(err, storage.ErrUnavailable):
+		// Retryable: the storage service is down or overloaded.
+		return &regError{Status: http.StatusServiceUnavailable, Code: "UNAVAILABLE", Message: err.Error(), RetryAfter: 5}
+	case errors.Is(err, nix.ErrTimeout):
+		return regErr(http.StatusInternalServerError, "UNKNOWN", err.Error())
+	case errors.As(err, &buildErr):
+		return regErr(http.StatusInternalServerError, "UNKNOWN", err.Error())
+	case errors.Is(err, context.Canceled):
+		// The client went away; the status is for the log only.
+		return regErr(StatusClientClosed, "UNKNOWN", "request cancelled")
+	}
+	return regErr(http.StatusInternalServerError, "UNKNOWN", err.Error())
+}

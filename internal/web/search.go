@@ -1,0 +1,427 @@
+package web
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nixery/nixery/internal/config"
+	"github.com/nixery/nixery/internal/nix"
+)
+
+// DefaultSearchTTL is how long the package list of a moving source is
+// reused.
+const DefaultSearchTTL = 30 * time.Minute
+
+// Search limits: results per answer by default and at most.
+const (
+	defaultLimit = 50
+	maxLimit     = 500
+)
+
+// Query limits. A search compares every word with every package (about
+// words × packages substring tests), so a query is bounded in bytes and in
+// distinct words; nothing a person types into a search box comes near.
+const (
+	maxQueryBytes = 200
+	maxQueryWords = 8
+)
+
+// QueryError is a search query over the limits; it answers 400.
+type QueryError struct{ Message string }
+
+func (e *QueryError) Error() string { return e.Message }
+
+// query is a search query prepared for matching: lower case, its words
+// distinct and in the order typed.
+type query struct {
+	text  string   // the words joined by single spaces
+	words []string // distinct, never empty
+}
+
+// parseQuery checks a query against the limits and prepares it. Empty
+// words (runs of spaces) are ignored and repeated words count once; an
+// empty query is valid and matches nothing.
+func parseQuery(raw string) (query, error) {
+	raw = strings.TrimSpace(raw)
+	if len(raw) > maxQueryBytes {
+		return query{}, &QueryError{fmt.Sprintf("search query too long: %d bytes, at most %d", len(raw), maxQueryBytes)}
+	}
+	var words []string
+	for _, w := range strings.Fields(strings.ToLower(raw)) {
+		if !slices.Contains(words, w) {
+			words = append(words, w)
+		}
+	}
+	if len(words) > maxQueryWords {
+		return query{}, &QueryError{fmt.Sprintf("search query has too many words: %d, at most %d", len(words), maxQueryWords)}
+	}
+	return query{text: strings.Join(words, " "), words: words}, nil
+}
+
+// searchLimit reads the limit parameter: defaultLimit unless it is a
+// positive number, and never more than maxLimit.
+func searchLimit(v string) int {
+	if l, err := strconv.Atoi(v); err == nil && l > 0 {
+		return min(l, maxLimit)
+	}
+	return defaultLimit
+}
+
+// searchWait is how long a search waits for the package list being made
+// before it answers 503 "try again" (listing nixpkgs takes a minute or
+// more; the demo set, a fraction of a second).
+const searchWait = 20 * time.Second
+
+// retryFailed is how long a failed listing is reported before Nix is
+// asked again, so that a broken source does not run Nix on every key
+// press.
+const retryFailed = 30 * time.Second
+
+// index is the package list of one package set, prepared for search:
+// lower-cased attribute paths and descriptions are computed once, and a
+// search is a linear scan over them (a few milliseconds for nixpkgs'
+// hundred thousand packages; see BenchmarkSearch).
+type index struct {
+	identity string
+	revision string
+	made     time.Time
+	took     time.Duration // how long Nix took to list the packages
+	pkgs     []nix.Package
+	attrs    []string // lower-case attribute paths
+	lasts    []string // lower-case last component of each path
+	texts    []string // lower-case "attr version description"
+}
+
+func newIndex(identity, revision string, pkgs []nix.Package) *index {
+	x := &index{identity: identity, revision: revision, made: time.Now(), pkgs: pkgs}
+	x.attrs = make([]string, len(pkgs))
+	x.lasts = make([]string, len(pkgs))
+	x.texts = make([]string, len(pkgs))
+	for i, p := range pkgs {
+		a := strings.ToLower(p.Attr)
+		x.attrs[i] = a
+		x.lasts[i] = a[strings.LastIndexByte(a, '.')+1:]
+		x.texts[i] = a + " " + strings.ToLower(p.Version) + " " + strings.ToLower(p.Description)
+	}
+	return x
+}
+
+// Result is one search hit.
+type Result struct {
+	nix.Package
+	Image string `json:"image"` // the image name that holds just this package
+}
+
+// search ranks the packages matching q and returns the best limit of
+// them and the number of all matches. Ranks, best first:
+//
+//	0 the attribute path is the query           python3
+//	1 its last component is the query           xorg.xev for "xev"
+//	2 the path starts with the query            python3Packages.requests for "python3p"
+//	3 its last component starts with the query  xorg.xev for "xe"
+//	4 the path contains the query               bashInteractive for "interactive"
+//	5 every word of the query is in the path, version or description
+//
+// Ties go to the shorter path, then alphabetical order.
+func (x *index) search(qy query, limit int) ([]Result, int) {
+	q, words := qy.text, qy.words
+	if q == "" {
+		return nil, 0
+	}
+	type hit struct{ rank, i int }
+	var hits []hit
+	for i, a := range x.attrs {
+		rank := -1
+		switch last := x.lasts[i]; {
+		case a == q:
+			rank = 0
+		case last == q:
+			rank = 1
+		case strings.HasPrefix(a, q):
+			rank = 2
+		case strings.HasPrefix(last, q):
+			rank = 3
+		case strings.Contains(a, q):
+			rank = 4
+		default:
+			all := true
+			for _, w := range words {
+				if !strings.Contains(x.texts[i], w) {
+					all = false
+					break
+				}
+			}
+			if all {
+				rank = 5
+			}
+		}
+		if rank >= 0 {
+			hits = append(hits, hit{rank, i})
+		}
+	}
+	slices.SortFunc(hits, func(a, b hit) int {
+		if a.rank != b.rank {
+			return a.rank - b.rank
+		}
+		if la, lb := len(x.attrs[a.i]), len(x.attrs[b.i]); la != lb {
+			return la - lb
+		}
+		return strings.Compare(x.pkgs[a.i].Attr, x.pkgs[b.i].Attr)
+	})
+	n := min(len(hits), limit)
+	out := make([]Result, n)
+	for j, h := range hits[:n] {
+		out[j] = Result{Package: x.pkgs[h.i], Image: x.attrs[h.i]}
+	}
+	return out, len(hits)
+}
+
+// searcher holds the index of the current package set: made by one Nix
+// evaluation per source identity (shared by all searches that need it),
+// remade after the TTL for a moving source while the old one still
+// answers, and, for an immutable source, kept in storage so that a
+// restart or another replica need not evaluate nixpkgs again.
+type searcher struct {
+	mu      sync.Mutex
+	idx     *index
+	loading chan struct{} // closed when the listing in progress ends
+	err     error         // the last listing's failure
+	errAt   time.Time
+}
+
+// ErrIndexing is returned while the package list is being made and the
+// search could not wait for it.
+var ErrIndexing = errors.New("the package list is being made (Nix is evaluating the package set); try again in a moment")
+
+// ErrResolving is returned while the package source's tag latest has not
+// been resolved yet (a search does not wait for a repository).
+var ErrResolving = errors.New("the package source is being resolved; try again in a moment")
+
+// latest is the package set the tag latest selects, as the background
+// rounds last found it (Site.SourceHealth), so that a search never waits
+// for the source; without them (tests) it is resolved now.
+func (s *Site) latest(ctx context.Context) (config.Resolved, error) {
+	if s.SourceHealth == nil {
+		return s.Builder.Source.Resolve(ctx, "latest")
+	}
+	if res, ok := s.SourceHealth.Latest(); ok {
+		return res, nil
+	}
+	return config.Resolved{}, ErrResolving
+}
+
+// packageIndex returns the index for the package set that "latest" selects.
+func (s *Site) packageIndex(ctx context.Context) (*index, error) {
+	res, err := s.latest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ttl := s.SearchTTL
+	if ttl <= 0 {
+		ttl = DefaultSearchTTL
+	}
+	se := &s.search
+	se.mu.Lock()
+	cur := se.idx
+	if cur != nil && cur.identity == res.Identity && (res.Immutable || time.Since(cur.made) < ttl) {
+		se.mu.Unlock()
+		return cur, nil
+	}
+	if se.loading == nil {
+		if se.err != nil && time.Since(se.errAt) < retryFailed {
+			err := se.err
+			se.mu.Unlock()
+			if cur != nil {
+				return cur, nil // the old list beats none
+			}
+			return nil, err
+		}
+		se.loading = make(chan struct{})
+		go s.load(res.Identity, res.Revision, res.Immutable, res.Type, res.Args, se.loading)
+	}
+	wait := se.loading
+	se.mu.Unlock()
+	if cur != nil {
+		// Answer from the old list while the new one is made.
+		return cur, nil
+	}
+	t := time.NewTimer(searchWait)
+	defer t.Stop()
+	select {
+	case <-wait:
+	case <-t.C:
+		return nil, ErrIndexing
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	se.mu.Lock()
+	defer se.mu.Unlock()
+	if se.idx != nil && se.idx.identity == res.Identity {
+		return se.idx, nil
+	}
+	if se.err != nil {
+		return nil, se.err
+	}
+	return nil, ErrIndexing
+}
+
+// Preload starts making the package list, so that the first search finds
+// it ready, once latest is resolved. It returns at once.
+func (s *Site) Preload(ctx context.Context) {
+	go func() {
+		if s.SourceHealth != nil {
+			select {
+			case <-s.SourceHealth.Resolved():
+			case <-ctx.Done():
+				return
+			}
+		}
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, _ = s.packageIndex(ctx)
+	}()
+}
+
+// load makes the index of one package set, detached from any request.
+func (s *Site) load(identity, revision string, immutable bool, srcType, srcArgs string, done chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), nix.DefaultSearchTimeout)
+	defer cancel()
+	log := s.logger().With("source", identity)
+	start := time.Now()
+	var (
+		pkgs []nix.Package
+		err  error
+		from = "nix"
+	)
+	if immutable {
+		if pkgs, err = s.loadStored(ctx, identity); err != nil {
+			pkgs = nil
+		} else {
+			from = "storage"
+		}
+	}
+	if pkgs == nil {
+		pkgs, err = s.Builder.Nix.Packages(ctx, nix.SearchRequest{SrcType: srcType, SrcArgs: srcArgs})
+		if err == nil && immutable {
+			if err := s.store(ctx, identity, pkgs); err != nil {
+				log.Warn("package list not stored", "err", err)
+			}
+		}
+	}
+	se := &s.search
+	se.mu.Lock()
+	defer se.mu.Unlock()
+	defer close(done)
+	se.loading = nil
+	if err != nil {
+		log.Warn("package list failed", "seconds", time.Since(start).Seconds(), "err", err)
+		se.err, se.errAt = err, time.Now()
+		return
+	}
+	x := newIndex(identity, revision, pkgs)
+	x.took = time.Since(start)
+	se.idx, se.err = x, nil
+	log.Info("package list ready", "packages", len(pkgs), "from", from, "seconds", x.took.Seconds())
+}
+
+// maxStoredList bounds a stored package list unpacked: nixpkgs' is about
+// 20 MB of JSON. A variable for tests.
+var maxStoredList = 256 << 20
+
+// loadStored reads the package list stored for identity, if any. A list
+// that cannot be read is an error: the caller lists the packages again.
+func (s *Site) loadStored(ctx context.Context, identity string) ([]nix.Package, error) {
+	data, err := s.Builder.Catalog().SearchList(ctx, identity)
+	if err != nil {
+		return nil, err
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	raw, err := io.ReadAll(io.LimitReader(zr, int64(maxStoredList)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > maxStoredList {
+		// Not what store wrote: a damaged or planted object, which
+		// would otherwise unpack into any amount of memory.
+		return nil, fmt.Errorf("stored package list unpacks to more than %d MiB", maxStoredList>>20)
+	}
+	var pkgs []nix.Package
+	if err := json.Unmarshal(raw, &pkgs); err != nil {
+		return nil, err
+	}
+	return pkgs, nil
+}
+
+func (s *Site) store(ctx context.Context, identity string, pkgs []nix.Package) error {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(zw).Encode(pkgs); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	return s.Builder.Catalog().PutSearchList(ctx, identity, buf.Bytes())
+}
+
+// SearchAnswer is the JSON of /api/search.
+type SearchAnswer struct {
+	Query    string   `json:"query"`
+	Total    int      `json:"total"`    // matches, of which Results has the best
+	Packages int      `json:"packages"` // packages in the set
+	Revision string   `json:"revision,omitempty"`
+	Results  []Result `json:"results"`
+}
+
+func (s *Site) searchRun(r *http.Request) (*SearchAnswer, error) {
+	limit := searchLimit(r.URL.Query().Get("limit"))
+	q := r.URL.Query().Get("q")
+	qy, err := parseQuery(q)
+	if err != nil {
+		return nil, err
+	}
+	x, err := s.packageIndex(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	results, total := x.search(qy, limit)
+	if results == nil {
+		results = []Result{}
+	}
+	return &SearchAnswer{Query: q, Total: total, Packages: len(x.pkgs), Revision: x.revision, Results: results}, nil
+}
+
+func (s *Site) searchAPI(w http.ResponseWriter, r *http.Request) {
+	ans, err := s.searchRun(r)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	writeJSON(w, r, http.StatusOK, ans)
+}
+
+func (s *Site) searchPage(w http.ResponseWriter, r *http.Request) {
+	data := map[string]any{"Title": "Search · Nixery", "Query": r.URL.Query().Get("q")}
+	ans, err := s.searchRun(r)
+	if err != nil {
+		data["Error"] = err.Error()
+		s.render(w, r, errorHeader(w, err), "search.html", data)
+		return
+	}
+	data["Answer"] = ans
+	s.render(w, r, http.StatusOK, "search.html", data)
+}

@@ -15,10 +15,15 @@ import (
 // directory and waits to be killed.
 const rootsChild = "NIXERY_TEST_ROOTS_CHILD"
 
+// childLock keeps the child's lock reachable until the kill (an *os.File
+// that nothing refers to may be closed by its finalizer, and its flock
+// with it).
+var childLock *os.File
+
 func TestMain(m *testing.M) {
 	if base := os.Getenv(rootsChild); base != "" {
 		dir, lock, err := newProcRoots(base)
-		defer lock.Close() // open (and locked) until the kill
+		childLock = lock // open (and locked) until the kill
 		if err == nil {
 			err = os.Symlink("/nix/store/00000000000000000000000000000000-x", filepath.Join(dir, "result"))
 		}
@@ -27,7 +32,13 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		fmt.Println(dir)
-		select {}
+		// Asleep, not blocked: a binary without cgo (as built where
+		// there is no C compiler, in CI's Debian 13 root) whose
+		// goroutines all block on nothing dies of "all goroutines are
+		// asleep - deadlock!", which freed the "live" child's lock.
+		for {
+			time.Sleep(time.Hour)
+		}
 	}
 	os.Exit(m.Run())
 }

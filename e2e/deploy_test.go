@@ -486,7 +486,7 @@ const nixpkgsMinNix = "2.18"
 
 // TestImageNix checks that the shipped image runs a Nix that nixpkgs
 // accepts, that CI tests that Nix in a root made from the image's own
-// packages, and that the README says so.
+// packages, and that the documentation says so.
 func TestImageNix(t *testing.T) {
 	image := readContainerfile(t)
 	release, ok := strings.CutPrefix(image.base, "docker.io/library/debian:")
@@ -524,15 +524,18 @@ func TestImageNix(t *testing.T) {
 		t.Errorf(".ci/run does not run the suite in a %s root (scripts/in-root %s bash scripts/test)", release, release)
 	}
 
-	// The README names the image's base and Nix, and its Nix table the
-	// version.
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"`debian:" + release + "-slim` with `nix-bin` (Nix " + nixVersion, "| " + nixVersion + " |"} {
-		if !strings.Contains(string(readme), want) {
-			t.Errorf("README.md does not say %q", want)
+	// The Kubernetes page names the image's base and Nix, and the README's
+	// Nix table the version.
+	for _, doc := range []struct{ file, want string }{
+		{"docs/fleet.md", "`debian:" + release + "-slim` with `nix-bin` (Nix " + nixVersion},
+		{"README.md", "| " + nixVersion + " |"},
+	} {
+		text, err := os.ReadFile("../" + doc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(text), doc.want) {
+			t.Errorf("%s does not say %q", doc.file, doc.want)
 		}
 	}
 }

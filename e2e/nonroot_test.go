@@ -162,9 +162,10 @@ func TestMainProgram(t *testing.T) {
 	}
 }
 
-// TestGuarantees checks, one by one, what README's "What every image has"
-// promises, on real images: a shell image (shell/hello), one without a
-// shell (hello), one with certificates (shell/cacert) and a nonroot one.
+// TestGuarantees checks, one by one, what "What every image has"
+// (docs/image-contents.md) promises, on real images: a shell image
+// (shell/hello), one without a shell (hello), one with certificates
+// (shell/cacert) and a nonroot one.
 func TestGuarantees(t *testing.T) {
 	needServer(t)
 	type img struct {

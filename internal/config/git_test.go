@@ -133,7 +133,7 @@ func TestGitHungRemote(t *testing.T) {
 	if starts == 0 || accepted.Load() == 0 {
 		t.Fatal("git never reached the remote: the test tests nothing")
 	}
-	if maxSeen > 4 { // the documented bound (README)
+	if maxSeen > 4 { // the documented bound (docs/package-sources.md)
 		t.Errorf("%d git processes ran at once, want at most 4", maxSeen)
 	}
 	if left := processesMatching(marker, false); len(left) > 0 {

@@ -398,7 +398,7 @@ func nixpkgsSized() []nix.Package {
 	return pkgs
 }
 
-// How fast a search is, is BenchmarkSearch's to say (figures in the README).
+// How fast a search is, is BenchmarkSearch's to say (figures in docs/operating.md).
 func TestSearchNixpkgsSized(t *testing.T) {
 	x := newIndex("test", "", nixpkgsSized())
 	res, total := x.search(mustQuery(t, "mod99"), 50)

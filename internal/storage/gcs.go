@@ -93,7 +93,6 @@ type GCS struct {
 var (
 	_ Backend    = (*GCS)(nil)
 	_ Redirector = (*GCS)(nil)
-	_ Lister     = (*GCS)(nil)
 )
 
 // NewGCS makes a GCS backend. It does not contact the service: a bucket

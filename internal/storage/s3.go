@@ -82,7 +82,6 @@ type S3 struct {
 var (
 	_ Backend    = (*S3)(nil)
 	_ Redirector = (*S3)(nil)
-	_ Lister     = (*S3)(nil)
 )
 
 // NewS3 makes an S3 backend. It does not contact the service: a bucket

@@ -11,8 +11,10 @@
 // of what was written and only then makes it visible under that digest, so
 // a crash or an error never leaves a partial blob under a real name.
 //
-// Three backends live here, one file each: Filesystem (the default, one
-// machine), GCS and S3 (buckets shared by replicas). docs/storage.md
+// Three backends live here: Filesystem (the default, one machine,
+// filesystem.go), GCS and S3 (buckets shared by replicas). The bucket
+// backends are one adapter (bucket.go, remote.go) over the few calls in
+// which the two services differ (gcs.go, s3.go). docs/storage.md
 // describes their configuration, the atomicity argument and the timeouts.
 package storage
 

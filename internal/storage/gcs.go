@@ -203,7 +203,7 @@ func (g *gcsBucket) delete(ctx context.Context, key string) error {
 //
 // The library does not retry such uploads, so put does, as often as other
 // requests are tried, when the service refused quickly.
-func (g *gcsBucket) put(ctx context.Context, what, key string, data []byte, absent bool) error {
+func (g *gcsBucket) put(ctx context.Context, what, key string, data []byte, ifAbsent bool) error {
 	var err error
 	for attempt := range retryAttempts {
 		if attempt > 0 {
@@ -214,7 +214,7 @@ func (g *gcsBucket) put(ctx context.Context, what, key string, data []byte, abse
 			}
 		}
 		start := time.Now()
-		err = g.putOnce(ctx, what, key, data, absent)
+		err = g.putOnce(ctx, what, key, data, ifAbsent)
 		if !errors.Is(err, ErrUnavailable) || time.Since(start) > g.cfg.Timeout {
 			return err // done, or a hung service: waiting again would not be failing fast
 		}
@@ -222,11 +222,11 @@ func (g *gcsBucket) put(ctx context.Context, what, key string, data []byte, abse
 	return err
 }
 
-func (g *gcsBucket) putOnce(ctx context.Context, what, key string, data []byte, absent bool) error {
+func (g *gcsBucket) putOnce(ctx context.Context, what, key string, data []byte, ifAbsent bool) error {
 	pctx, wd := newWatchdog(ctx)
 	defer wd.close()
 	obj := g.writable(key)
-	if absent {
+	if ifAbsent {
 		obj = obj.If(gcs.Conditions{DoesNotExist: true})
 	}
 	w := obj.NewWriter(pctx)
@@ -239,7 +239,7 @@ func (g *gcsBucket) putOnce(ctx context.Context, what, key string, data []byte, 
 		err = w.Close()
 	}
 	wd.disarm()
-	if absent && httpStatus(err) == 412 {
+	if ifAbsent && httpStatus(err) == 412 {
 		return fmt.Errorf("%s: %w", what, ErrExists)
 	}
 	return wd.check(what, g.cfg.TransferTimeout, classify(ctx, what, err))

@@ -332,8 +332,7 @@ var ErrDraining = errors.New("this replica is shutting down and starts no new bu
 // buildOnce builds the image of key once for the whole fleet: the replica
 // that claims the build (catalog.TakeFlight) builds it, the others wait
 // for its manifest cache entry and take the build over if its claim
-// lapses. On storage without conditional creates every process builds on
-// its own.
+// lapses.
 func (b *Builder) buildOnce(ctx context.Context, key string, req *image.Request, src config.Resolved, p *progress) (*Image, error) {
 	ttl := b.ClaimTTL
 	if ttl <= 0 {
@@ -346,9 +345,6 @@ func (b *Builder) buildOnce(ctx context.Context, key string, req *image.Request,
 			return img, err
 		}
 		claim, err := b.Catalog().TakeFlight(ctx, key, ttl, &watch)
-		if errors.Is(err, catalog.ErrNoCreate) {
-			return b.buildLimited(ctx, key, req, src, p)
-		}
 		if err != nil {
 			return nil, err
 		}

@@ -13,7 +13,6 @@ import (
 	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/nix"
-	"github.com/nixery/nixery/internal/storage"
 )
 
 // A watcher that arrives after a build's final event, before its flight
@@ -169,7 +168,7 @@ func TestLostBlobsAndEntriesHeal(t *testing.T) {
 	// memory notices at its next re-check and builds again.
 	second.recheck = time.Nanosecond
 	key := second.mustKeyFor(t, "hello")
-	if err := second.Storage.(storage.Lister).DeleteObject(ctx, "manifests/"+key); err != nil {
+	if err := second.Storage.DeleteObject(ctx, "manifests/"+key); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := second.Manifest(ctx, req, manifest.OCIManifest); err != nil {

@@ -314,14 +314,5 @@ func (c *Catalog) Probe(ctx context.Context) error {
 	return err
 }
 
-// lister returns the store's Lister, which listing callers need.
-func (c *Catalog) lister() (storage.Lister, error) {
-	l, ok := c.Store.(storage.Lister)
-	if !ok {
-		return nil, fmt.Errorf("%s cannot list its contents", c.Store)
-	}
-	return l, nil
-}
-
 // keyOf returns the key part of an object name under prefix.
 func keyOf(name, prefix string) string { return strings.TrimPrefix(name, prefix) }

@@ -24,11 +24,7 @@ import (
 // it unchanged for a whole TTL (measured on its own clock, so no two
 // clocks are compared) takes the build over by creating the next
 // generation, which again only one replica can do. A holder that ends
-// deletes its claims. Backends without conditional creates fall back to
-// single flight per process (ErrNoCreate).
-
-// ErrNoCreate says the backend cannot create objects conditionally.
-var ErrNoCreate = errors.New("storage cannot create objects conditionally")
+// deletes its claims.
 
 const flightsPrefix = "flights/"
 
@@ -66,21 +62,13 @@ type Flight struct {
 // asks again (with the same watch), which takes the build over once the
 // claim has not been renewed for ttl.
 func (c *Catalog) TakeFlight(ctx context.Context, key string, ttl time.Duration, watch *FlightWatch) (*Flight, error) {
-	creator, ok := c.Store.(storage.Creator)
-	if !ok {
-		return nil, ErrNoCreate
-	}
-	lister, err := c.lister()
-	if err != nil {
-		return nil, err
-	}
 	prefix, err := keyed(flightsPrefix, key)
 	if err != nil {
 		return nil, err
 	}
 	prefix += "/"
 	gen, mod := 0, time.Time{}
-	err = lister.ListObjects(ctx, prefix, func(name string, m time.Time) error {
+	err = c.Store.ListObjects(ctx, prefix, func(name string, m time.Time) error {
 		if g, err := strconv.Atoi(keyOf(name, prefix)); err == nil && g > gen {
 			gen, mod = g, m
 		}
@@ -110,7 +98,7 @@ func (c *Catalog) TakeFlight(ctx context.Context, key string, ttl time.Duration,
 	var id [12]byte
 	rand.Read(id[:])
 	f := &Flight{c: c, name: fmt.Sprintf("%s%010d", prefix, gen+1), id: hex.EncodeToString(id[:]), stop: make(chan struct{}), done: make(chan struct{})}
-	err = creator.CreateObject(ctx, f.name, f.content())
+	err = c.Store.CreateObject(ctx, f.name, f.content())
 	if errors.Is(err, storage.ErrExists) {
 		// Someone else was quicker; an earlier attempt of ours that
 		// did succeed would hold our id.
@@ -161,20 +149,16 @@ func (f *Flight) SetPhase(ctx context.Context, phase string) {
 func (f *Flight) Done(ctx context.Context) {
 	close(f.stop)
 	<-f.done
-	lister, err := f.c.lister()
-	if err != nil {
-		return
-	}
 	prefix := f.name[:len(f.name)-10]
 	var names []string
-	_ = lister.ListObjects(ctx, prefix, func(name string, _ time.Time) error {
+	_ = f.c.Store.ListObjects(ctx, prefix, func(name string, _ time.Time) error {
 		if name <= f.name {
 			names = append(names, name)
 		}
 		return nil
 	})
 	for _, name := range names {
-		if err := lister.DeleteObject(ctx, name); err != nil {
+		if err := f.c.Store.DeleteObject(ctx, name); err != nil {
 			f.c.logger().Warn("build claim not deleted; it lapses", "claim", name, "err", err)
 		}
 	}

@@ -104,11 +104,6 @@ func (r GCReport) String() string {
 func (c *Catalog) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	started := time.Now()
 	counted := &countingStore{Backend: c.Store}
-	lister, ok := c.Store.(storage.Lister)
-	if !ok {
-		return GCReport{}, fmt.Errorf("%s cannot list its contents", c.Store)
-	}
-	counted.lister = lister
 	g := &collector{
 		c:      &Catalog{Store: counted, Logger: c.Logger, Now: c.Now},
 		store:  counted,
@@ -180,17 +175,17 @@ func (g *collector) clock(ctx context.Context) (time.Time, error) {
 	if g.opts.DryRun {
 		return g.c.now(), nil
 	}
-	return storageClock(ctx, g.store, g.store)
+	return storageClock(ctx, g.store)
 }
 
 // storageClock reads the storage's clock: the modification time the
 // storage gives a probe object written now.
-func storageClock(ctx context.Context, store storage.Backend, list storage.Lister) (time.Time, error) {
+func storageClock(ctx context.Context, store storage.Backend) (time.Time, error) {
 	if err := store.PutObject(ctx, clockObject, nil); err != nil {
 		return time.Time{}, err
 	}
 	var t time.Time
-	err := list.ListObjects(ctx, clockObject, func(name string, mod time.Time) error {
+	err := store.ListObjects(ctx, clockObject, func(name string, mod time.Time) error {
 		if name == clockObject {
 			t = mod
 		}
@@ -205,18 +200,13 @@ func storageClock(ctx context.Context, store storage.Backend, list storage.Liste
 // DeleteAbandonedUploads removes the uploads that nothing has written to
 // for storage.AbandonedAfter, judged on the storage's clock as the
 // collector judges every age: a server whose own clock runs ahead must not
-// take a replica's upload in progress for abandoned. Without a storage
-// that lists, there is nothing to do.
+// take a replica's upload in progress for abandoned.
 func (c *Catalog) DeleteAbandonedUploads(ctx context.Context) (int, error) {
-	l, ok := c.Store.(storage.Lister)
-	if !ok {
-		return 0, nil
-	}
-	now, err := storageClock(ctx, c.Store, l)
+	now, err := storageClock(ctx, c.Store)
 	if err != nil {
 		return 0, fmt.Errorf("reading the storage's clock: %w", err)
 	}
-	return l.DeleteTemporaries(ctx, now.Add(-storage.AbandonedAfter))
+	return c.Store.DeleteTemporaries(ctx, now.Add(-storage.AbandonedAfter))
 }
 
 // storageNow estimates the storage's clock from the last mark.
@@ -684,7 +674,6 @@ func (e *readErr) Read(p []byte) (int, error) {
 // countingStore counts the requests a collection makes, for its report.
 type countingStore struct {
 	storage.Backend
-	lister   storage.Lister
 	mu       sync.Mutex
 	requests int64
 }
@@ -713,23 +702,23 @@ func (s *countingStore) PutObject(ctx context.Context, name string, data []byte)
 }
 func (s *countingStore) ListBlobs(ctx context.Context, fn func(digest.Digest, int64, time.Time) error) error {
 	s.count()
-	return s.lister.ListBlobs(ctx, fn)
+	return s.Backend.ListBlobs(ctx, fn)
 }
 func (s *countingStore) ListObjects(ctx context.Context, prefix string, fn func(string, time.Time) error) error {
 	s.count()
-	return s.lister.ListObjects(ctx, prefix, fn)
+	return s.Backend.ListObjects(ctx, prefix, fn)
 }
 func (s *countingStore) DeleteBlob(ctx context.Context, d digest.Digest) error {
 	s.count()
-	return s.lister.DeleteBlob(ctx, d)
+	return s.Backend.DeleteBlob(ctx, d)
 }
 func (s *countingStore) DeleteObject(ctx context.Context, name string) error {
 	s.count()
-	return s.lister.DeleteObject(ctx, name)
+	return s.Backend.DeleteObject(ctx, name)
 }
 func (s *countingStore) DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, error) {
 	s.count()
-	return s.lister.DeleteTemporaries(ctx, cutoff)
+	return s.Backend.DeleteTemporaries(ctx, cutoff)
 }
 
-var _ storage.Lister = (*countingStore)(nil)
+var _ storage.Backend = (*countingStore)(nil)

@@ -114,7 +114,7 @@ func (w *world) storageTime() time.Time {
 		w.t.Fatal(err)
 	}
 	var t time.Time
-	w.store.(storage.Lister).ListObjects(w.ctx, "test/", func(name string, mod time.Time) error {
+	w.store.ListObjects(w.ctx, "test/", func(name string, mod time.Time) error {
 		t = mod
 		return nil
 	})
@@ -141,13 +141,12 @@ func (w *world) nextEpoch() time.Time {
 
 // snapshot lists every blob and object with its modification time.
 func (w *world) snapshot() []string {
-	l := w.store.(storage.Lister)
 	var out []string
-	l.ListBlobs(w.ctx, func(d digest.Digest, size int64, mod time.Time) error {
+	w.store.ListBlobs(w.ctx, func(d digest.Digest, size int64, mod time.Time) error {
 		out = append(out, fmt.Sprintf("blob %s %d %d", d, size, mod.UnixNano()))
 		return nil
 	})
-	l.ListObjects(w.ctx, "", func(name string, mod time.Time) error {
+	w.store.ListObjects(w.ctx, "", func(name string, mod time.Time) error {
 		out = append(out, fmt.Sprintf("object %s %d", name, mod.UnixNano()))
 		return nil
 	})
@@ -464,7 +463,7 @@ func TestLeaseGroupCommit(t *testing.T) {
 func leaseName(t *testing.T, store storage.Backend) string {
 	t.Helper()
 	var name string
-	store.(storage.Lister).ListObjects(context.Background(), "leases/", func(n string, _ time.Time) error {
+	store.ListObjects(context.Background(), "leases/", func(n string, _ time.Time) error {
 		name = n
 		return nil
 	})
@@ -477,7 +476,6 @@ func leaseName(t *testing.T, store storage.Backend) string {
 // boundary, everything else is the real backend.
 type cutReads struct {
 	storage.Backend
-	storage.Lister
 	cut digest.Digest
 }
 
@@ -509,7 +507,7 @@ func TestGCReadFailureKeepsBlobs(t *testing.T) {
 		if err := w.cat.RecordUse(ctx, key); err != nil { // pulled since: live
 			t.Fatal(err)
 		}
-		flaky := &cutReads{Backend: real, Lister: real.(storage.Lister), cut: md}
+		flaky := &cutReads{Backend: real, cut: md}
 		rep, err := catalog.New(flaky, nil).GC(ctx, gcAt(epoch, catalog.GCOptions{}))
 		if !errors.Is(err, storage.ErrUnavailable) {
 			t.Errorf("GC with a manifest read cut off: %v (%s), want an error wrapping ErrUnavailable", err, rep)
@@ -532,13 +530,12 @@ func TestGCReadFailureKeepsBlobs(t *testing.T) {
 // its time.
 type stillClock struct {
 	storage.Backend
-	storage.Lister
 	mu    sync.Mutex
 	first map[string]time.Time
 }
 
 func (s *stillClock) ListObjects(ctx context.Context, prefix string, fn func(string, time.Time) error) error {
-	return s.Lister.ListObjects(ctx, prefix, func(name string, mod time.Time) error {
+	return s.Backend.ListObjects(ctx, prefix, func(name string, mod time.Time) error {
 		if strings.HasPrefix(name, "leases/") {
 			s.mu.Lock()
 			if t, ok := s.first[name]; ok {
@@ -570,7 +567,7 @@ func TestGCRereadsALeaseRewrittenInOneTick(t *testing.T) {
 		if err := lease.Hold(ctx, true, first); err != nil {
 			t.Fatal(err)
 		}
-		store := &stillClock{Backend: real, Lister: real.(storage.Lister), first: map[string]time.Time{}}
+		store := &stillClock{Backend: real, first: map[string]time.Time{}}
 		held := false
 		opts := gcAt(epoch, catalog.GCOptions{BeforeDelete: func(d digest.Digest) {
 			if d != aged || held {

@@ -74,10 +74,6 @@ func (s *Collector) takeLease(ctx context.Context) (bool, error) {
 	}
 	c := s.Catalog
 	store := c.Store
-	lister, err := c.lister()
-	if err != nil {
-		return false, err
-	}
 	held, err := store.GetObject(ctx, gcLeaseObject)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return false, err
@@ -89,7 +85,7 @@ func (s *Collector) takeLease(ctx context.Context) (bool, error) {
 		if err := store.PutObject(ctx, clockObject, nil); err != nil {
 			return false, err
 		}
-		err := lister.ListObjects(ctx, "gc/", func(name string, mod time.Time) error {
+		err := store.ListObjects(ctx, "gc/", func(name string, mod time.Time) error {
 			switch name {
 			case gcLeaseObject:
 				leaseMod = mod

@@ -13,16 +13,16 @@ import (
 
 // SetS3CopyLimit lowers the size above which S3 copies go in parts, and
 // the size of those parts, so tests can take that path without 5 GiB blobs.
-func SetS3CopyLimit(s *S3, limit, part int64) { s.copyLimit, s.copyPart = limit, part }
+func SetS3CopyLimit(s *S3, limit, part int64) { s.api.copyLimit, s.api.copyPart = limit, part }
 
 // SetS3BeforeCopyPart sets the hook called before each part of a
 // multipart copy.
-func SetS3BeforeCopyPart(s *S3, hook func(part int32)) { s.beforeCopyPart = hook }
+func SetS3BeforeCopyPart(s *S3, hook func(part int32)) { s.api.beforeCopyPart = hook }
 
 // S3Uploads lists the keys of the multipart uploads in progress under the
 // backend's prefix.
 func S3Uploads(ctx context.Context, s *S3) ([]string, error) {
-	out, err := s.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &s.cfg.Bucket, Prefix: &s.cfg.Prefix})
+	out, err := s.api.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &s.api.cfg.Bucket, Prefix: &s.prefix})
 	if err != nil {
 		return nil, err
 	}
@@ -37,14 +37,15 @@ func S3Uploads(ctx context.Context, s *S3) ([]string, error) {
 // large upload and its publication leaves behind: a finished temporary
 // object.
 func LeaveGCSTemporary(ctx context.Context, g *GCS, data []byte) error {
-	u, err := g.beginTemp(ctx)
+	u, err := g.api.startUpload(ctx, tmpKey(g.prefix))
 	if err != nil {
 		return err
 	}
 	if err := u.write(data); err != nil {
 		return err
 	}
-	return u.finish()
+	_, err = u.finish()
+	return err
 }
 
 // PutUnverified stores data under d as it is, without checking it
@@ -57,7 +58,9 @@ func PutUnverified(b Backend, d digest.Digest, data []byte) error {
 			return err
 		}
 		return os.WriteFile(p, data, 0o644)
-	case remote:
+	case *S3:
+		return b.putBlob(context.Background(), d, data)
+	case *GCS:
 		return b.putBlob(context.Background(), d, data)
 	}
 	return fmt.Errorf("PutUnverified: %T", b)
@@ -77,17 +80,17 @@ func PutObjectUnchecked(b Backend, name string, data []byte) error {
 		}
 		return os.WriteFile(p, data, 0o644)
 	case *S3:
-		key, err := objectKey(b.cfg.Prefix, name)
-		if err != nil {
-			return err
-		}
-		return b.put(context.Background(), "put object "+name, key, data)
+		return putObjectUnchecked(&b.bucketStore, name, data)
 	case *GCS:
-		key, err := objectKey(b.cfg.Prefix, name)
-		if err != nil {
-			return err
-		}
-		return b.put(context.Background(), "put object "+name, key, data)
+		return putObjectUnchecked(&b.bucketStore, name, data)
 	}
 	return fmt.Errorf("PutObjectUnchecked: %T", b)
+}
+
+func putObjectUnchecked(s *bucketStore, name string, data []byte) error {
+	key, err := objectKey(s.prefix, name)
+	if err != nil {
+		return err
+	}
+	return s.bucket.put(context.Background(), "put object "+name, key, data, false)
 }

@@ -325,7 +325,7 @@ func (w *fsWriter) Cancel() error {
 	return err
 }
 
-var _ Lister = (*Filesystem)(nil)
+var _ Backend = (*Filesystem)(nil)
 
 func (f *Filesystem) ListBlobs(ctx context.Context, fn func(d digest.Digest, size int64, modTime time.Time) error) error {
 	entries, err := os.ReadDir(filepath.Join(f.root, "blobs", "sha256"))

@@ -16,7 +16,6 @@ import (
 
 	gcs "cloud.google.com/go/storage"
 	"github.com/googleapis/gax-go/v2"
-	"github.com/opencontainers/go-digest"
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
 )
@@ -73,12 +72,19 @@ type GCSConfig struct {
 //	<prefix>objects/<name>       named objects (cache entries)
 //	<prefix>tmp/<time>-<random>  large blobs between upload and publication
 //
-// See remoteWriter for how uploads stay atomic. A GCS object is created
-// only when its upload is closed, but its name is fixed when the upload
-// starts, before the digest is known; so a large blob is uploaded under a
+// Its Backend methods are the bucket adapter's (bucket.go); see
+// remoteWriter for how uploads stay atomic. A GCS object is created only
+// when its upload is closed, but its name is fixed when the upload starts,
+// before the digest is known; so a large blob is uploaded under a
 // temporary name, verified, then copied (a metadata-only rewrite within
 // one bucket) to its digest's name.
 type GCS struct {
+	bucketStore
+	api *gcsBucket
+}
+
+// gcsBucket implements bucket with Google's client library.
+type gcsBucket struct {
 	cfg        GCSConfig
 	client     *gcs.Client
 	bucket     *gcs.BucketHandle
@@ -90,12 +96,6 @@ type GCS struct {
 	canSign  bool // the client's own credentials can sign URLs
 }
 
-var (
-	_ Backend    = (*GCS)(nil)
-	_ Redirector = (*GCS)(nil)
-	_ Lister     = (*GCS)(nil)
-)
-
 // NewGCS makes a GCS backend. It does not contact the service: a bucket
 // that cannot be reached yet gives ErrUnavailable on use, and the backend
 // recovers by itself when it can.
@@ -103,11 +103,8 @@ func NewGCS(ctx context.Context, cfg GCSConfig) (*GCS, error) {
 	if cfg.Bucket == "" {
 		return nil, errors.New("storage: GCS bucket name is empty")
 	}
-	if cfg.Prefix != "" && !strings.HasSuffix(cfg.Prefix, "/") {
-		cfg.Prefix += "/"
-	}
-	setDefaults(&cfg.Timeout, &cfg.TransferTimeout, &cfg.RedirectTTL, &cfg.PartSize)
-	g := &GCS{cfg: cfg}
+	setDefaults(&cfg.Prefix, &cfg.Timeout, &cfg.TransferTimeout, &cfg.RedirectTTL, &cfg.PartSize)
+	g := &gcsBucket{cfg: cfg}
 
 	var opts []option.ClientOption
 	public := "https://storage.googleapis.com"
@@ -152,7 +149,10 @@ func NewGCS(ctx context.Context, cfg GCSConfig) (*GCS, error) {
 		gcs.WithMaxAttempts(retryAttempts))
 	g.client = client
 	g.bucket = client.Bucket(cfg.Bucket)
-	return g, nil
+	return &GCS{api: g, bucketStore: bucketStore{
+		bucket: g, prefix: cfg.Prefix, timeout: cfg.Timeout, redirectTTL: cfg.RedirectTTL,
+		partSize: cfg.PartSize, disableRedirect: cfg.DisableRedirect,
+	}}, nil
 }
 
 // writable returns the handle of an object to write, copy to or delete.
@@ -160,7 +160,7 @@ func NewGCS(ctx context.Context, cfg GCSConfig) (*GCS, error) {
 // name, a named object is replaced whole, deleting twice is harmless. The
 // library does not apply the attempt limit to uploads (it retries until
 // the context ends), so each handle counts its own attempts.
-func (g *GCS) writable(key string) *gcs.ObjectHandle {
+func (g *gcsBucket) writable(key string) *gcs.ObjectHandle {
 	var retries atomic.Int32
 	return g.bucket.Object(key).Retryer(
 		gcs.WithPolicy(gcs.RetryAlways),
@@ -169,108 +169,41 @@ func (g *GCS) writable(key string) *gcs.ObjectHandle {
 		}))
 }
 
-func (g *GCS) String() string {
+func (g *gcsBucket) String() string {
 	return fmt.Sprintf("gcs bucket %s/%s", g.cfg.Bucket, g.cfg.Prefix)
 }
 
 // Close releases the client's connections.
-func (g *GCS) Close() error { return g.client.Close() }
+func (g *GCS) Close() error { return g.api.client.Close() }
 
-func (g *GCS) Create(ctx context.Context) (Writer, error) {
-	return newRemoteWriter(ctx, g, g.cfg.PartSize), nil
-}
-
-func (g *GCS) Stat(ctx context.Context, d digest.Digest) (int64, error) {
-	key, err := blobKey(g.cfg.Prefix, d)
-	if err != nil {
-		return 0, err
-	}
-	attrs, err := withTimeout(ctx, g.cfg.Timeout, "stat "+d.String(), g.bucket.Object(key).Attrs)
+func (g *gcsBucket) stat(ctx context.Context, key string) (int64, error) {
+	attrs, err := g.bucket.Object(key).Attrs(ctx)
 	if err != nil {
 		return 0, err
 	}
 	return attrs.Size, nil
 }
 
-func (g *GCS) Open(ctx context.Context, d digest.Digest) (Reader, error) {
-	key, err := blobKey(g.cfg.Prefix, d)
+func (g *gcsBucket) get(ctx context.Context, key string, offset int64) (io.ReadCloser, int64, error) {
+	r, err := g.bucket.Object(key).NewRangeReader(ctx, offset, -1)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	what := "read " + d.String()
-	obj := g.bucket.Object(key)
-	rctx, wd := newWatchdog(ctx)
-	wd.arm(g.cfg.Timeout)
-	r, err := obj.NewRangeReader(rctx, 0, -1)
-	wd.disarm()
-	if err != nil {
-		wd.close()
-		return nil, wd.check(what, g.cfg.Timeout, classify(ctx, what, err))
-	}
-	return newRemoteReader(rctx, wd, what, g.cfg.Timeout, r.Attrs.Size, r,
-		func(ctx context.Context, offset int64) (io.ReadCloser, error) {
-			return obj.NewRangeReader(ctx, offset, -1)
-		}), nil
+	return r, r.Attrs.Size - offset, nil
 }
 
-func (g *GCS) GetObject(ctx context.Context, name string) ([]byte, error) {
-	key, err := objectKey(g.cfg.Prefix, name)
-	if err != nil {
-		return nil, err
-	}
-	return withTimeout(ctx, g.cfg.Timeout, "object "+name, func(ctx context.Context) ([]byte, error) {
-		r, err := g.bucket.Object(key).NewReader(ctx)
-		if err != nil {
-			return nil, err
-		}
-		defer r.Close()
-		return readObject(name, r.Attrs.Size, r)
-	})
+func (g *gcsBucket) delete(ctx context.Context, key string) error {
+	return g.writable(key).Delete(ctx)
 }
 
-// PutObject writes the object in one upload; GCS makes it visible only
-// when the upload completes, replacing the old content at once.
-func (g *GCS) PutObject(ctx context.Context, name string, data []byte) error {
-	key, err := objectKey(g.cfg.Prefix, name)
-	if err != nil {
-		return err
-	}
-	if err := checkObjectSize(name, data); err != nil {
-		return err
-	}
-	return g.put(ctx, "put object "+name, key, data)
-}
-
-func (g *GCS) putBlob(ctx context.Context, d digest.Digest, data []byte) error {
-	key, err := blobKey(g.cfg.Prefix, d)
-	if err != nil {
-		return err
-	}
-	return g.put(ctx, "write "+d.String(), key, data)
-}
-
-// put uploads data in one request. The library does not retry such
-// uploads, so put does, as often as other requests are tried, when the
-// service refused quickly.
-func (g *GCS) put(ctx context.Context, what, key string, data []byte) error {
-	return g.putIf(ctx, what, key, data, false)
-}
-
-// CreateObject creates the object only if it does not exist: an upload
-// with ifGenerationMatch=0, which GCS answers 412 when the object exists.
+// put uploads data in one request; GCS makes the object visible only when
+// the upload completes, replacing the old content at once. ifAbsent sends
+// ifGenerationMatch=0, which GCS answers 412 when the object exists.
 // https://cloud.google.com/storage/docs/request-preconditions
-func (g *GCS) CreateObject(ctx context.Context, name string, data []byte) error {
-	key, err := objectKey(g.cfg.Prefix, name)
-	if err != nil {
-		return err
-	}
-	if err := checkObjectSize(name, data); err != nil {
-		return err
-	}
-	return g.putIf(ctx, "create object "+name, key, data, true)
-}
-
-func (g *GCS) putIf(ctx context.Context, what, key string, data []byte, absent bool) error {
+//
+// The library does not retry such uploads, so put does, as often as other
+// requests are tried, when the service refused quickly.
+func (g *gcsBucket) put(ctx context.Context, what, key string, data []byte, ifAbsent bool) error {
 	var err error
 	for attempt := range retryAttempts {
 		if attempt > 0 {
@@ -281,7 +214,7 @@ func (g *GCS) putIf(ctx context.Context, what, key string, data []byte, absent b
 			}
 		}
 		start := time.Now()
-		err = g.putOnce(ctx, what, key, data, absent)
+		err = g.putOnce(ctx, what, key, data, ifAbsent)
 		if !errors.Is(err, ErrUnavailable) || time.Since(start) > g.cfg.Timeout {
 			return err // done, or a hung service: waiting again would not be failing fast
 		}
@@ -289,11 +222,11 @@ func (g *GCS) putIf(ctx context.Context, what, key string, data []byte, absent b
 	return err
 }
 
-func (g *GCS) putOnce(ctx context.Context, what, key string, data []byte, absent bool) error {
+func (g *gcsBucket) putOnce(ctx context.Context, what, key string, data []byte, ifAbsent bool) error {
 	pctx, wd := newWatchdog(ctx)
 	defer wd.close()
 	obj := g.writable(key)
-	if absent {
+	if ifAbsent {
 		obj = obj.If(gcs.Conditions{DoesNotExist: true})
 	}
 	w := obj.NewWriter(pctx)
@@ -306,7 +239,7 @@ func (g *GCS) putOnce(ctx context.Context, what, key string, data []byte, absent
 		err = w.Close()
 	}
 	wd.disarm()
-	if absent && httpStatus(err) == 412 {
+	if ifAbsent && httpStatus(err) == 412 {
 		return fmt.Errorf("%s: %w", what, ErrExists)
 	}
 	return wd.check(what, g.cfg.TransferTimeout, classify(ctx, what, err))
@@ -314,7 +247,7 @@ func (g *GCS) putOnce(ctx context.Context, what, key string, data []byte, absent
 
 // gcsUpload is a resumable upload to a temporary name.
 type gcsUpload struct {
-	g        *GCS
+	g        *gcsBucket
 	ctx      context.Context // the writer's
 	wd       *watchdog       // cancelling its context aborts the upload
 	obj      *gcs.ObjectHandle
@@ -323,8 +256,8 @@ type gcsUpload struct {
 	finished bool
 }
 
-func (g *GCS) beginTemp(ctx context.Context) (tempUpload, error) {
-	obj := g.writable(tmpKey(g.cfg.Prefix))
+func (g *gcsBucket) startUpload(ctx context.Context, key string) (upload, error) {
+	obj := g.writable(key)
 	uctx, wd := newWatchdog(ctx)
 	w := obj.NewWriter(uctx)
 	w.ContentType = "application/octet-stream"
@@ -340,29 +273,22 @@ func (u *gcsUpload) write(p []byte) error {
 	return u.wd.check("upload", u.g.cfg.TransferTimeout, classify(u.ctx, "upload", err))
 }
 
-func (u *gcsUpload) finish() error {
+func (u *gcsUpload) finish() (int64, error) {
 	u.wd.arm(u.g.cfg.TransferTimeout)
 	err := u.w.Close()
 	u.wd.disarm()
 	if err != nil {
-		return u.wd.check("complete upload", u.g.cfg.TransferTimeout, classify(u.ctx, "complete upload", err))
+		return 0, u.wd.check("complete upload", u.g.cfg.TransferTimeout, classify(u.ctx, "complete upload", err))
 	}
 	u.finished, u.attrs = true, u.w.Attrs()
-	return nil
+	return u.attrs.Size, nil
 }
 
-// promote copies the temporary object, exactly the generation this
-// process uploaded, to the digest's name.
-func (u *gcsUpload) promote(d digest.Digest, size int64) error {
-	if u.attrs.Size != size {
-		return fmt.Errorf("storage: uploaded %d bytes but the service stored %d", size, u.attrs.Size)
-	}
-	key, err := blobKey(u.g.cfg.Prefix, d)
-	if err != nil {
-		return err
-	}
+// publish copies the temporary object, exactly the generation this
+// process uploaded, to key.
+func (u *gcsUpload) publish(key string) error {
 	src := u.obj.If(gcs.Conditions{GenerationMatch: u.attrs.Generation})
-	_, err = withTimeout(u.ctx, u.g.cfg.TransferTimeout, "publish "+d.String(), func(ctx context.Context) (*gcs.ObjectAttrs, error) {
+	_, err := withTimeout(u.ctx, u.g.cfg.TransferTimeout, "publish "+key, func(ctx context.Context) (*gcs.ObjectAttrs, error) {
 		c := u.g.writable(key).CopierFrom(src)
 		c.ContentType = "application/octet-stream"
 		return c.Run(ctx)
@@ -381,19 +307,12 @@ func (u *gcsUpload) discard() {
 	}
 }
 
-// RedirectURL returns a V4-signed URL valid for RedirectTTL when it can
-// sign (see GCSConfig.SigningAccount), otherwise the object's plain URL.
-func (g *GCS) RedirectURL(ctx context.Context, d digest.Digest) (string, error) {
-	if g.cfg.DisableRedirect {
-		return "", ErrNoRedirect
-	}
-	key, err := blobKey(g.cfg.Prefix, d)
-	if err != nil {
-		return "", err
-	}
+// signedURL returns a V4-signed URL valid for ttl when it can sign (see
+// GCSConfig.SigningAccount), otherwise the object's plain URL.
+func (g *gcsBucket) signedURL(ctx context.Context, key string, ttl time.Duration) (string, error) {
 	opts := &gcs.SignedURLOptions{
 		Method:   http.MethodGet,
-		Expires:  time.Now().Add(g.cfg.RedirectTTL),
+		Expires:  time.Now().Add(ttl),
 		Scheme:   gcs.SigningSchemeV4,
 		Hostname: g.publicURL.Host,
 		Insecure: g.publicURL.Scheme == "http",
@@ -402,7 +321,7 @@ func (g *GCS) RedirectURL(ctx context.Context, d digest.Digest) (string, error) 
 		opts.GoogleAccessID, opts.PrivateKey = g.cfg.SigningAccount, g.signingKey
 		u, err := g.bucket.SignedURL(key, opts)
 		if err != nil {
-			return "", fmt.Errorf("storage: signing URL for %s: %w", d, err)
+			return "", fmt.Errorf("storage: signing URL for %s: %w", key, err)
 		}
 		return u, nil
 	}
@@ -417,7 +336,7 @@ func (g *GCS) RedirectURL(ctx context.Context, d digest.Digest) (string, error) 
 		if g.canSign {
 			u, err := g.bucket.SignedURL(key, opts)
 			if err != nil {
-				return "", classify(ctx, "signing URL for "+d.String(), err)
+				return "", classify(ctx, "signing URL for "+key, err)
 			}
 			return u, nil
 		}
@@ -427,7 +346,7 @@ func (g *GCS) RedirectURL(ctx context.Context, d digest.Digest) (string, error) 
 
 // list calls fn for every object under prefix. Each page must arrive
 // within the timeout.
-func (g *GCS) list(ctx context.Context, prefix string, fn func(*gcs.ObjectAttrs) error) error {
+func (g *gcsBucket) list(ctx context.Context, prefix string, fn func(key string, size int64, modTime time.Time) error) error {
 	lctx, wd := newWatchdog(ctx)
 	defer wd.close()
 	it := g.bucket.Objects(lctx, &gcs.Query{Prefix: prefix})
@@ -441,79 +360,13 @@ func (g *GCS) list(ctx context.Context, prefix string, fn func(*gcs.ObjectAttrs)
 		if err != nil {
 			return wd.check("list "+prefix, g.cfg.Timeout, classify(ctx, "list "+prefix, err))
 		}
-		if err := fn(attrs); err != nil {
+		if err := fn(attrs.Name, attrs.Size, attrs.Updated); err != nil {
 			return err
 		}
 	}
 }
 
-func (g *GCS) ListBlobs(ctx context.Context, fn func(d digest.Digest, size int64, modTime time.Time) error) error {
-	return g.list(ctx, g.cfg.Prefix+blobsDir, func(a *gcs.ObjectAttrs) error {
-		d, ok := digestFromKey(g.cfg.Prefix, a.Name)
-		if !ok {
-			return nil
-		}
-		return fn(d, a.Size, a.Updated)
-	})
-}
-
-func (g *GCS) ListObjects(ctx context.Context, prefix string, fn func(name string, modTime time.Time) error) error {
-	base := g.cfg.Prefix + objectsDir
-	return g.list(ctx, base+prefix, func(a *gcs.ObjectAttrs) error {
-		name := strings.TrimPrefix(a.Name, base)
-		if !ValidObjectName(name) {
-			return nil
-		}
-		return fn(name, a.Updated)
-	})
-}
-
-func (g *GCS) DeleteBlob(ctx context.Context, d digest.Digest) error {
-	key, err := blobKey(g.cfg.Prefix, d)
-	if err != nil {
-		return err
-	}
-	return g.delete(ctx, key)
-}
-
-func (g *GCS) DeleteObject(ctx context.Context, name string) error {
-	key, err := objectKey(g.cfg.Prefix, name)
-	if err != nil {
-		return err
-	}
-	return g.delete(ctx, key)
-}
-
-func (g *GCS) delete(ctx context.Context, key string) error {
-	_, err := withTimeout(ctx, g.cfg.Timeout, "delete "+key, func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, g.writable(key).Delete(ctx)
-	})
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	return err
-}
-
-// DeleteTemporaries deletes temporary objects written before cutoff (by
-// the service's clock). A temporary object exists only between the end of
-// a large upload and its publication, so one older than the cutoff was
-// left by a process that died or lost the service in between. Resumable
-// uploads that were never finished are not objects, invisible to other
-// processes; GCS drops them after a week.
-func (g *GCS) DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, error) {
-	var stale []string
-	err := g.list(ctx, g.cfg.Prefix+tmpDir, func(a *gcs.ObjectAttrs) error {
-		if a.Updated.Before(cutoff) {
-			stale = append(stale, a.Name)
-		}
-		return nil
-	})
-	removed := 0
-	for _, key := range stale {
-		if err := g.delete(ctx, key); err != nil {
-			return removed, err
-		}
-		removed++
-	}
-	return removed, err
-}
+// abortUploads has nothing to do: resumable uploads that were never
+// finished are not objects, invisible to other processes, and GCS drops
+// them after a week.
+func (g *gcsBucket) abortUploads(context.Context, time.Time) (int, error) { return 0, nil }

@@ -1,9 +1,9 @@
 package storage
 
-// What the two bucket backends (GCS and S3) share: the layout of keys, the
-// write path that keeps half-written blobs invisible, a seekable reader made
-// of ranged GETs, timeouts and the mapping of errors to ErrNotFound and
-// ErrUnavailable.
+// The parts of the bucket adapter (bucket.go) that GCS and S3 both use:
+// the layout of keys, the write path that keeps half-written blobs
+// invisible, a seekable reader made of ranged GETs, timeouts and the
+// mapping of errors to ErrNotFound and ErrUnavailable.
 
 import (
 	"context"
@@ -215,29 +215,6 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	return p.ReadSeeker.Read(b)
 }
 
-// remote is what a bucket backend provides to the shared write path.
-type remote interface {
-	Stat(ctx context.Context, d digest.Digest) (int64, error)
-	// putBlob uploads a whole (small) blob straight to its digest's key
-	// in one request: the object appears whole or not at all.
-	putBlob(ctx context.Context, d digest.Digest, data []byte) error
-	// beginTemp starts a streamed upload to a temporary key.
-	beginTemp(ctx context.Context) (tempUpload, error)
-}
-
-// tempUpload is a streamed upload under a temporary key.
-type tempUpload interface {
-	write(p []byte) error
-	// finish completes the temporary object; it is still invisible under
-	// any digest.
-	finish() error
-	// promote copies the finished temporary object to d's key, server side.
-	promote(d digest.Digest, size int64) error
-	// discard aborts the upload or deletes the temporary object, best
-	// effort: leftovers are removed by DeleteTemporaries.
-	discard()
-}
-
 // remoteWriter implements Writer for the bucket backends.
 //
 // A blob of at most partSize bytes is kept in memory and uploaded in one
@@ -248,19 +225,18 @@ type tempUpload interface {
 // digest's key, then deletes it. Either way the digest's key is only ever
 // written with verified content, in one atomic step of the service.
 type remoteWriter struct {
-	ctx      context.Context
-	store    remote
-	partSize int
-	buf      []byte
-	tmp      tempUpload
-	hash     hash.Hash
-	size     int64
-	err      error // sticky: a failed upload cannot be committed
-	done     bool
+	ctx   context.Context
+	store *bucketStore
+	buf   []byte
+	tmp   upload
+	hash  hash.Hash
+	size  int64
+	err   error // sticky: a failed upload cannot be committed
+	done  bool
 }
 
-func newRemoteWriter(ctx context.Context, store remote, partSize int) *remoteWriter {
-	return &remoteWriter{ctx: ctx, store: store, partSize: partSize, hash: sha256.New()}
+func newRemoteWriter(ctx context.Context, store *bucketStore) *remoteWriter {
+	return &remoteWriter{ctx: ctx, store: store, hash: sha256.New()}
 }
 
 func (w *remoteWriter) Write(p []byte) (int, error) {
@@ -272,12 +248,12 @@ func (w *remoteWriter) Write(p []byte) (int, error) {
 	}
 	w.hash.Write(p)
 	w.size += int64(len(p))
-	if w.tmp == nil && len(w.buf)+len(p) <= w.partSize {
+	if w.tmp == nil && len(w.buf)+len(p) <= w.store.partSize {
 		w.buf = append(w.buf, p...)
 		return len(p), nil
 	}
 	if w.tmp == nil {
-		tmp, err := w.store.beginTemp(w.ctx)
+		tmp, err := w.store.bucket.startUpload(w.ctx, tmpKey(w.store.prefix))
 		if err != nil {
 			w.err = err
 			return 0, err
@@ -323,10 +299,7 @@ func (w *remoteWriter) Commit(d digest.Digest) error {
 	if w.tmp == nil {
 		return w.store.putBlob(w.ctx, d, w.buf)
 	}
-	if err := w.tmp.finish(); err != nil {
-		return err
-	}
-	return w.tmp.promote(d, w.size)
+	return w.store.publishUpload(w.tmp, d, w.size)
 }
 
 func (w *remoteWriter) Cancel() error {

@@ -19,7 +19,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/opencontainers/go-digest"
 )
 
 // S3Config configures the S3 backend. Only Bucket is required; zero values
@@ -65,8 +64,15 @@ type S3Config struct {
 //	<prefix>objects/<name>       named objects (cache entries)
 //	<prefix>tmp/<time>-<random>  multipart uploads of large blobs in progress
 //
-// See remoteWriter for how uploads stay atomic.
+// Its Backend methods are the bucket adapter's (bucket.go); see
+// remoteWriter for how uploads stay atomic.
 type S3 struct {
+	bucketStore
+	api *s3Bucket
+}
+
+// s3Bucket implements bucket with the AWS SDK.
+type s3Bucket struct {
 	cfg     S3Config
 	client  *s3.Client
 	presign *s3.PresignClient
@@ -79,12 +85,6 @@ type S3 struct {
 	beforeCopyPart func(part int32)
 }
 
-var (
-	_ Backend    = (*S3)(nil)
-	_ Redirector = (*S3)(nil)
-	_ Lister     = (*S3)(nil)
-)
-
 // NewS3 makes an S3 backend. It does not contact the service: a bucket
 // that cannot be reached yet gives ErrUnavailable on use, and the backend
 // recovers by itself when it can.
@@ -92,10 +92,7 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	if cfg.Bucket == "" {
 		return nil, errors.New("storage: S3 bucket name is empty")
 	}
-	if cfg.Prefix != "" && !strings.HasSuffix(cfg.Prefix, "/") {
-		cfg.Prefix += "/"
-	}
-	setDefaults(&cfg.Timeout, &cfg.TransferTimeout, &cfg.RedirectTTL, &cfg.PartSize)
+	setDefaults(&cfg.Prefix, &cfg.Timeout, &cfg.TransferTimeout, &cfg.RedirectTTL, &cfg.PartSize)
 	if cfg.PartSize < 5<<20 {
 		return nil, fmt.Errorf("storage: S3 part size %d is below S3's minimum of 5 MiB", cfg.PartSize)
 	}
@@ -145,25 +142,14 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
-	return &S3{cfg: cfg, client: client, presign: s3.NewPresignClient(client), copyLimit: 5 << 30, copyPart: 1 << 30}, nil
+	api := &s3Bucket{cfg: cfg, client: client, presign: s3.NewPresignClient(client), copyLimit: 5 << 30, copyPart: 1 << 30}
+	return &S3{api: api, bucketStore: bucketStore{
+		bucket: api, prefix: cfg.Prefix, timeout: cfg.Timeout, redirectTTL: cfg.RedirectTTL,
+		partSize: cfg.PartSize, disableRedirect: cfg.DisableRedirect,
+	}}, nil
 }
 
-func setDefaults(timeout, transfer, ttl *time.Duration, partSize *int) {
-	if *timeout <= 0 {
-		*timeout = DefaultTimeout
-	}
-	if *transfer <= 0 {
-		*transfer = DefaultTransferTimeout
-	}
-	if *ttl <= 0 {
-		*ttl = DefaultRedirectTTL
-	}
-	if *partSize <= 0 {
-		*partSize = DefaultPartSize
-	}
-}
-
-func (s *S3) String() string {
+func (s *s3Bucket) String() string {
 	where := "AWS"
 	if s.cfg.Endpoint != "" {
 		where = s.cfg.Endpoint
@@ -171,113 +157,38 @@ func (s *S3) String() string {
 	return fmt.Sprintf("s3 bucket %s/%s at %s", s.cfg.Bucket, s.cfg.Prefix, where)
 }
 
-func (s *S3) Create(ctx context.Context) (Writer, error) {
-	return newRemoteWriter(ctx, s, s.cfg.PartSize), nil
-}
-
-func (s *S3) Stat(ctx context.Context, d digest.Digest) (int64, error) {
-	key, err := blobKey(s.cfg.Prefix, d)
-	if err != nil {
-		return 0, err
-	}
-	out, err := withTimeout(ctx, s.cfg.Timeout, "stat "+d.String(), func(ctx context.Context) (*s3.HeadObjectOutput, error) {
-		return s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.cfg.Bucket, Key: &key})
-	})
+func (s *s3Bucket) stat(ctx context.Context, key string) (int64, error) {
+	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.cfg.Bucket, Key: &key})
 	if err != nil {
 		return 0, err
 	}
 	return aws.ToInt64(out.ContentLength), nil
 }
 
-func (s *S3) Open(ctx context.Context, d digest.Digest) (Reader, error) {
-	key, err := blobKey(s.cfg.Prefix, d)
+func (s *s3Bucket) get(ctx context.Context, key string, offset int64) (io.ReadCloser, int64, error) {
+	in := &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: &key}
+	if offset > 0 {
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-", offset))
+	}
+	out, err := s.client.GetObject(ctx, in)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	what := "read " + d.String()
-	open := func(ctx context.Context, offset int64) (*s3.GetObjectOutput, error) {
-		in := &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: &key}
-		if offset > 0 {
-			in.Range = aws.String(fmt.Sprintf("bytes=%d-", offset))
-		}
-		return s.client.GetObject(ctx, in)
-	}
-	rctx, wd := newWatchdog(ctx)
-	wd.arm(s.cfg.Timeout)
-	out, err := open(rctx, 0)
-	wd.disarm()
-	if err != nil {
-		wd.close()
-		return nil, wd.check(what, s.cfg.Timeout, classify(ctx, what, err))
-	}
-	return newRemoteReader(rctx, wd, what, s.cfg.Timeout, aws.ToInt64(out.ContentLength), out.Body,
-		func(ctx context.Context, offset int64) (io.ReadCloser, error) {
-			out, err := open(ctx, offset)
-			if err != nil {
-				return nil, err
-			}
-			return out.Body, nil
-		}), nil
+	return out.Body, aws.ToInt64(out.ContentLength), nil
 }
 
-func (s *S3) GetObject(ctx context.Context, name string) ([]byte, error) {
-	key, err := objectKey(s.cfg.Prefix, name)
-	if err != nil {
-		return nil, err
-	}
-	return withTimeout(ctx, s.cfg.Timeout, "object "+name, func(ctx context.Context) ([]byte, error) {
-		out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: &key})
-		if err != nil {
-			return nil, err
-		}
-		defer out.Body.Close()
-		return readObject(name, aws.ToInt64(out.ContentLength), out.Body)
-	})
+func (s *s3Bucket) delete(ctx context.Context, key string) error {
+	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key})
+	return err
 }
 
-// PutObject writes the object in one PUT, which S3 applies atomically:
-// readers see the old content or the new.
-func (s *S3) PutObject(ctx context.Context, name string, data []byte) error {
-	key, err := objectKey(s.cfg.Prefix, name)
-	if err != nil {
-		return err
-	}
-	if err := checkObjectSize(name, data); err != nil {
-		return err
-	}
-	return s.put(ctx, "put object "+name, key, data)
-}
-
-func (s *S3) putBlob(ctx context.Context, d digest.Digest, data []byte) error {
-	key, err := blobKey(s.cfg.Prefix, d)
-	if err != nil {
-		return err
-	}
-	return s.put(ctx, "write "+d.String(), key, data)
-}
-
-// put uploads data in one request that may take as long as it keeps moving.
-func (s *S3) put(ctx context.Context, what, key string, data []byte) error {
-	return s.putIf(ctx, what, key, data, false)
-}
-
-// CreateObject creates the object only if it does not exist: a PUT with
-// If-None-Match: *, which S3 answers 412 when the key exists (and 409
-// when another conditional write of the key is in progress, which also
-// means someone else is creating it).
+// put uploads data in one PUT, which S3 applies atomically, and which may
+// take as long as it keeps moving. ifAbsent sends If-None-Match: *, which
+// S3 answers 412 when the key exists (and 409 when another conditional
+// write of the key is in progress, which also means someone else is
+// creating it).
 // https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html
-func (s *S3) CreateObject(ctx context.Context, name string, data []byte) error {
-	key, err := objectKey(s.cfg.Prefix, name)
-	if err != nil {
-		return err
-	}
-	if err := checkObjectSize(name, data); err != nil {
-		return err
-	}
-	return s.putIf(ctx, "create object "+name, key, data, true)
-}
-
-func (s *S3) putIf(ctx context.Context, what, key string, data []byte, absent bool) error {
+func (s *s3Bucket) put(ctx context.Context, what, key string, data []byte, ifAbsent bool) error {
 	pctx, wd := newWatchdog(ctx)
 	defer wd.close()
 	wd.arm(s.cfg.Timeout)
@@ -287,11 +198,11 @@ func (s *S3) putIf(ctx context.Context, what, key string, data []byte, absent bo
 		Body:          &progressReader{ReadSeeker: bytes.NewReader(data), wd: wd, limit: s.cfg.Timeout},
 		ContentLength: aws.Int64(int64(len(data))),
 	}
-	if absent {
+	if ifAbsent {
 		in.IfNoneMatch = aws.String("*")
 	}
 	_, err := s.client.PutObject(pctx, in)
-	if absent && err != nil {
+	if ifAbsent && err != nil {
 		if st := httpStatus(err); st == 412 || st == 409 {
 			return fmt.Errorf("%s: %w", what, ErrExists)
 		}
@@ -301,17 +212,18 @@ func (s *S3) putIf(ctx context.Context, what, key string, data []byte, absent bo
 
 // s3Upload is a multipart upload to a temporary key.
 type s3Upload struct {
-	s        *S3
+	s        *s3Bucket
 	ctx      context.Context
 	key      string
 	id       string
 	buf      []byte
 	parts    []types.CompletedPart
 	finished bool
+	etag     *string // of the completed temporary object
+	size     int64
 }
 
-func (s *S3) beginTemp(ctx context.Context) (tempUpload, error) {
-	key := tmpKey(s.cfg.Prefix)
+func (s *s3Bucket) startUpload(ctx context.Context, key string) (upload, error) {
 	out, err := withTimeout(ctx, s.cfg.Timeout, "start upload", func(ctx context.Context) (*s3.CreateMultipartUploadOutput, error) {
 		return s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &s.cfg.Bucket, Key: &key})
 	})
@@ -365,9 +277,11 @@ func (u *s3Upload) flush() error {
 	return nil
 }
 
-func (u *s3Upload) finish() error {
+// finish completes the upload and asks the service what it stored: the
+// size, and the ETag that publish copies exactly.
+func (u *s3Upload) finish() (int64, error) {
 	if err := u.flush(); err != nil {
-		return err
+		return 0, err
 	}
 	u.buf = nil
 	_, err := withTimeout(u.ctx, u.s.cfg.TransferTimeout, "complete upload", func(ctx context.Context) (*s3.CompleteMultipartUploadOutput, error) {
@@ -378,39 +292,33 @@ func (u *s3Upload) finish() error {
 			MultipartUpload: &types.CompletedMultipartUpload{Parts: u.parts},
 		})
 	})
-	if err == nil {
-		u.finished = true
-	}
-	return err
-}
-
-// promote copies the finished temporary object to the digest's key. The
-// copy appears whole or not at all. The size is checked first, so a copy
-// never publishes something other than what this process uploaded.
-func (u *s3Upload) promote(d digest.Digest, size int64) error {
-	key, err := blobKey(u.s.cfg.Prefix, d)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	u.finished = true
 	head, err := withTimeout(u.ctx, u.s.cfg.Timeout, "stat upload", func(ctx context.Context) (*s3.HeadObjectOutput, error) {
 		return u.s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &u.s.cfg.Bucket, Key: &u.key})
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if got := aws.ToInt64(head.ContentLength); got != size {
-		return fmt.Errorf("storage: uploaded %d bytes but the service stored %d", size, got)
-	}
+	u.etag, u.size = head.ETag, aws.ToInt64(head.ContentLength)
+	return u.size, nil
+}
+
+// publish copies the finished temporary object to key, conditioned on its
+// ETag. The copy appears whole or not at all.
+func (u *s3Upload) publish(key string) error {
 	source := u.s.cfg.Bucket + "/" + u.key
-	if size > u.s.copyLimit {
-		return u.s.copyInParts(u.ctx, source, key, size, head.ETag)
+	if u.size > u.s.copyLimit {
+		return u.s.copyInParts(u.ctx, source, key, u.size, u.etag)
 	}
-	_, err = withTimeout(u.ctx, u.s.cfg.TransferTimeout, "publish "+d.String(), func(ctx context.Context) (*s3.CopyObjectOutput, error) {
+	_, err := withTimeout(u.ctx, u.s.cfg.TransferTimeout, "publish "+key, func(ctx context.Context) (*s3.CopyObjectOutput, error) {
 		return u.s.client.CopyObject(ctx, &s3.CopyObjectInput{
 			Bucket:            &u.s.cfg.Bucket,
 			Key:               &key,
 			CopySource:        &source,
-			CopySourceIfMatch: head.ETag,
+			CopySourceIfMatch: u.etag,
 		})
 	})
 	return err
@@ -426,7 +334,7 @@ func (u *s3Upload) promote(d digest.Digest, size int64) error {
 // the service, or the process dies mid-copy, DeleteTemporaries aborts the
 // upload once it is older than its cutoff (it lists the uploads under the
 // blobs prefix too).
-func (s *S3) copyInParts(ctx context.Context, source, key string, size int64, etag *string) error {
+func (s *s3Bucket) copyInParts(ctx context.Context, source, key string, size int64, etag *string) error {
 	partSize := s.copyPart
 	what := "publish " + key
 	created, err := withTimeout(ctx, s.cfg.Timeout, what, func(ctx context.Context) (*s3.CreateMultipartUploadOutput, error) {
@@ -491,26 +399,18 @@ func (u *s3Upload) discard() {
 	u.s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &u.s.cfg.Bucket, Key: &u.key, UploadId: &u.id})
 }
 
-// RedirectURL presigns a GET of the blob, valid for RedirectTTL. Presigning
-// is local (no request); the client needs to reach the endpoint itself.
-func (s *S3) RedirectURL(ctx context.Context, d digest.Digest) (string, error) {
-	if s.cfg.DisableRedirect {
-		return "", ErrNoRedirect
-	}
-	key, err := blobKey(s.cfg.Prefix, d)
-	if err != nil {
-		return "", err
-	}
+// signedURL presigns a GET of key. Presigning is local (no request); the
+// client needs to reach the endpoint itself.
+func (s *s3Bucket) signedURL(ctx context.Context, key string, ttl time.Duration) (string, error) {
 	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: &key},
-		s3.WithPresignExpires(s.cfg.RedirectTTL))
+		s3.WithPresignExpires(ttl))
 	if err != nil {
-		return "", fmt.Errorf("storage: presigning %s: %w", d, err)
+		return "", fmt.Errorf("storage: presigning %s: %w", key, err)
 	}
 	return req.URL, nil
 }
 
-// list calls fn for every object under prefix, a page at a time.
-func (s *S3) list(ctx context.Context, prefix string, fn func(types.Object) error) error {
+func (s *s3Bucket) list(ctx context.Context, prefix string, fn func(key string, size int64, modTime time.Time) error) error {
 	pages := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: &s.cfg.Bucket, Prefix: &prefix})
 	for pages.HasMorePages() {
 		page, err := withTimeout(ctx, s.cfg.Timeout, "list "+prefix, func(ctx context.Context) (*s3.ListObjectsV2Output, error) {
@@ -520,7 +420,7 @@ func (s *S3) list(ctx context.Context, prefix string, fn func(types.Object) erro
 			return err
 		}
 		for _, obj := range page.Contents {
-			if err := fn(obj); err != nil {
+			if err := fn(aws.ToString(obj.Key), aws.ToInt64(obj.Size), aws.ToTime(obj.LastModified)); err != nil {
 				return err
 			}
 		}
@@ -528,61 +428,13 @@ func (s *S3) list(ctx context.Context, prefix string, fn func(types.Object) erro
 	return nil
 }
 
-func (s *S3) ListBlobs(ctx context.Context, fn func(d digest.Digest, size int64, modTime time.Time) error) error {
-	return s.list(ctx, s.cfg.Prefix+blobsDir, func(obj types.Object) error {
-		d, ok := digestFromKey(s.cfg.Prefix, aws.ToString(obj.Key))
-		if !ok {
-			return nil
-		}
-		return fn(d, aws.ToInt64(obj.Size), aws.ToTime(obj.LastModified))
-	})
-}
-
-func (s *S3) ListObjects(ctx context.Context, prefix string, fn func(name string, modTime time.Time) error) error {
-	base := s.cfg.Prefix + objectsDir
-	return s.list(ctx, base+prefix, func(obj types.Object) error {
-		name := strings.TrimPrefix(aws.ToString(obj.Key), base)
-		if !ValidObjectName(name) {
-			return nil
-		}
-		return fn(name, aws.ToTime(obj.LastModified))
-	})
-}
-
-func (s *S3) DeleteBlob(ctx context.Context, d digest.Digest) error {
-	key, err := blobKey(s.cfg.Prefix, d)
-	if err != nil {
-		return err
-	}
-	return s.delete(ctx, key)
-}
-
-func (s *S3) DeleteObject(ctx context.Context, name string) error {
-	key, err := objectKey(s.cfg.Prefix, name)
-	if err != nil {
-		return err
-	}
-	return s.delete(ctx, key)
-}
-
-func (s *S3) delete(ctx context.Context, key string) error {
-	_, err := withTimeout(ctx, s.cfg.Timeout, "delete "+key, func(ctx context.Context) (*s3.DeleteObjectOutput, error) {
-		return s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: &key})
-	})
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	return err
-}
-
-// DeleteTemporaries aborts the multipart uploads initiated before cutoff
+// abortUploads aborts the multipart uploads initiated before cutoff
 // (streamed uploads under tmp/ and multipart copies under blobs/sha256/,
-// judged by the service's own initiation time) and deletes the temporary
-// objects written before cutoff. Keys outside the backend's layout are
-// left alone, even with an empty prefix. (A bucket lifecycle rule that
-// aborts incomplete multipart uploads after a day does the same without
-// Nixery.)
-func (s *S3) DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, error) {
+// judged by the service's own initiation time). Keys outside the
+// backend's layout are left alone, even with an empty prefix. (A bucket
+// lifecycle rule that aborts incomplete multipart uploads after a day
+// does the same without Nixery.)
+func (s *s3Bucket) abortUploads(ctx context.Context, cutoff time.Time) (int, error) {
 	tmpPrefix, blobPrefix := s.cfg.Prefix+tmpDir, s.cfg.Prefix+blobsDir
 	removed := 0
 	in := &s3.ListMultipartUploadsInput{Bucket: &s.cfg.Bucket, Prefix: &s.cfg.Prefix}
@@ -619,25 +471,8 @@ func (s *S3) DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, erro
 			removed++
 		}
 		if !aws.ToBool(page.IsTruncated) {
-			break
+			return removed, nil
 		}
 		in.KeyMarker, in.UploadIdMarker = page.NextKeyMarker, page.NextUploadIdMarker
 	}
-	var stale []string
-	err := s.list(ctx, tmpPrefix, func(obj types.Object) error {
-		if aws.ToTime(obj.LastModified).Before(cutoff) {
-			stale = append(stale, aws.ToString(obj.Key))
-		}
-		return nil
-	})
-	if err != nil {
-		return removed, err
-	}
-	for _, key := range stale {
-		if err := s.delete(ctx, key); err != nil {
-			return removed, err
-		}
-		removed++
-	}
-	return removed, nil
 }

@@ -1,17 +1,20 @@
 // Package storage keeps blobs (layers, configs, manifests) under their
 // sha256 digest.
 //
-// A Backend is deliberately small: write a new blob, open one, ask its
-// size. Optional abilities (for example redirecting clients to a URL) are
-// separate interfaces discovered by type assertion, as in
+// A Backend is what every backend can do: write a new blob, open one, ask
+// its size; read, write and create named objects; list and delete for
+// garbage collection. The one optional ability, redirecting clients to a
+// URL, is a separate interface discovered by type assertion, as in
 // go-containerregistry's registry.
 //
 // Every write goes to a temporary name first; Commit verifies the digest
 // of what was written and only then makes it visible under that digest, so
 // a crash or an error never leaves a partial blob under a real name.
 //
-// Three backends live here, one file each: Filesystem (the default, one
-// machine), GCS and S3 (buckets shared by replicas). docs/storage.md
+// Three backends live here: Filesystem (the default, one machine,
+// filesystem.go), GCS and S3 (buckets shared by replicas). The bucket
+// backends are one adapter (bucket.go, remote.go) over the few calls in
+// which the two services differ (gcs.go, s3.go). docs/storage.md
 // describes their configuration, the atomicity argument and the timeouts.
 package storage
 
@@ -72,27 +75,19 @@ func readObject(name string, size int64, r io.Reader) ([]byte, error) {
 	return data, nil
 }
 
-// ErrExists is returned (wrapped) by Creator.CreateObject for a name that
+// ErrExists is returned (wrapped) by Backend.CreateObject for a name that
 // exists already.
 var ErrExists = errors.New("object exists")
-
-// Creator is implemented by backends that can create a named object only
-// if it does not exist, atomically (every backend here: the filesystem by
-// an exclusive link, S3 by If-None-Match: *, GCS by ifGenerationMatch=0).
-// Replicas coordinate through it (build leases).
-type Creator interface {
-	// CreateObject creates the object with data, or fails with an error
-	// wrapping ErrExists if it exists (possibly because an earlier
-	// attempt of the same call succeeded: callers write content they can
-	// recognise as their own).
-	CreateObject(ctx context.Context, name string, data []byte) error
-}
 
 // ErrNoRedirect is returned by a Redirector that is configured to serve
 // blobs through Nixery rather than redirecting clients.
 var ErrNoRedirect = errors.New("blob redirects disabled")
 
-// Backend stores content-addressed blobs.
+// Backend stores content-addressed blobs and small named objects.
+//
+// Listing order is unspecified. Listing while others write is safe: a
+// blob or object written meanwhile may or may not be reported. Deleting
+// something that does not exist is not an error (two collectors may race).
 type Backend interface {
 	// Create starts writing a new blob.
 	Create(ctx context.Context) (Writer, error)
@@ -109,6 +104,33 @@ type Backend interface {
 	// sees the old content or the new, never a mix. Data over
 	// MaxObjectSize is refused (ErrTooLarge).
 	PutObject(ctx context.Context, name string, data []byte) error
+	// CreateObject creates the object with data only if it does not
+	// exist, atomically (the filesystem by an exclusive link, S3 by
+	// If-None-Match: *, GCS by ifGenerationMatch=0), or fails with an
+	// error wrapping ErrExists (possibly because an earlier attempt of
+	// the same call succeeded: callers write content they can recognise
+	// as their own). Replicas coordinate through it (build claims).
+	CreateObject(ctx context.Context, name string, data []byte) error
+
+	// ListBlobs calls fn for every committed blob with its size and the
+	// time it was last written. An error from fn stops the listing and
+	// is returned.
+	ListBlobs(ctx context.Context, fn func(d digest.Digest, size int64, modTime time.Time) error) error
+	// ListObjects calls fn for every named object whose name starts
+	// with prefix ("" for all), with the time it was last written.
+	ListObjects(ctx context.Context, prefix string, fn func(name string, modTime time.Time) error) error
+	// DeleteBlob removes blob d.
+	DeleteBlob(ctx context.Context, d digest.Digest) error
+	// DeleteObject removes the named object.
+	DeleteObject(ctx context.Context, name string) error
+	// DeleteTemporaries removes uploads abandoned before cutoff (by a
+	// process that crashed or lost its storage mid-write) and returns how
+	// many it removed. Uploads younger than cutoff may still be in progress
+	// in another replica and are left alone; see AbandonedAfter. It is the
+	// only call that removes temporaries: opening a backend changes
+	// nothing.
+	DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, error)
+
 	// String names the backend and its location for logs.
 	String() string
 }
@@ -159,33 +181,6 @@ func RedirectURL(ctx context.Context, b Backend, d digest.Digest) (url string, o
 // (catalog.DeleteAbandonedUploads): `nixery serve` once at start-up and
 // garbage collection on every run.
 const AbandonedAfter = 24 * time.Hour
-
-// Lister is implemented by backends that can enumerate and delete what
-// they hold, for garbage collection. Every backend here implements it.
-//
-// Listing order is unspecified. Listing while others write is safe: a
-// blob or object written meanwhile may or may not be reported. Deleting
-// something that does not exist is not an error (two collectors may race).
-type Lister interface {
-	// ListBlobs calls fn for every committed blob with its size and the
-	// time it was last written. An error from fn stops the listing and
-	// is returned.
-	ListBlobs(ctx context.Context, fn func(d digest.Digest, size int64, modTime time.Time) error) error
-	// ListObjects calls fn for every named object whose name starts
-	// with prefix ("" for all), with the time it was last written.
-	ListObjects(ctx context.Context, prefix string, fn func(name string, modTime time.Time) error) error
-	// DeleteBlob removes blob d.
-	DeleteBlob(ctx context.Context, d digest.Digest) error
-	// DeleteObject removes the named object.
-	DeleteObject(ctx context.Context, name string) error
-	// DeleteTemporaries removes uploads abandoned before cutoff (by a
-	// process that crashed or lost its storage mid-write) and returns how
-	// many it removed. Uploads younger than cutoff may still be in progress
-	// in another replica and are left alone; see AbandonedAfter. It is the
-	// only call that removes temporaries: opening a backend changes
-	// nothing.
-	DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, error)
-}
 
 // Writer receives the bytes of a new blob.
 type Writer interface {

@@ -89,11 +89,9 @@ func RunOutage(t *testing.T, srv *Server, b storage.Backend) {
 	})
 	failsFast("GetObject", func() error { _, err := b.GetObject(ctx, "manifests/before"); return err })
 	failsFast("PutObject", func() error { return b.PutObject(ctx, "manifests/before", []byte("v2")) })
-	if l, ok := b.(storage.Lister); ok {
-		failsFast("ListBlobs", func() error {
-			return l.ListBlobs(ctx, func(digest.Digest, int64, time.Time) error { return nil })
-		})
-	}
+	failsFast("ListBlobs", func() error {
+		return b.ListBlobs(ctx, func(digest.Digest, int64, time.Time) error { return nil })
+	})
 
 	srv.Start()
 
@@ -130,14 +128,12 @@ func RunOutage(t *testing.T, srv *Server, b storage.Backend) {
 	}
 	// An upload abandoned during the outage may remain as a temporary
 	// (its abort could not reach the server); garbage collection removes it.
-	if l, ok := b.(storage.Lister); ok {
-		n, err := l.DeleteTemporaries(ctx, time.Now().Add(time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("temporaries removed after the outage: %d", n)
-		expectEmpty(t, b)
+	n, err := b.DeleteTemporaries(ctx, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Logf("temporaries removed after the outage: %d", n)
+	expectEmpty(t, b)
 }
 
 // RunHang freezes srv (it accepts connections but never answers) and checks

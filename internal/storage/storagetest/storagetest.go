@@ -246,10 +246,6 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 
 	t.Run("ListAndDelete", func(t *testing.T) {
 		b := newBackend(t)
-		l, ok := b.(storage.Lister)
-		if !ok {
-			t.Fatalf("%s does not implement storage.Lister", b)
-		}
 		start := time.Now().Add(-time.Minute)
 		d1, _ := storage.Put(ctx, b, []byte("blob one"))
 		d2, _ := storage.Put(ctx, b, []byte("blob two!"))
@@ -259,7 +255,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 			}
 		}
 		blobs := map[digest.Digest]int64{}
-		err := l.ListBlobs(ctx, func(d digest.Digest, size int64, mod time.Time) error {
+		err := b.ListBlobs(ctx, func(d digest.Digest, size int64, mod time.Time) error {
 			if mod.Before(start) || mod.After(time.Now().Add(time.Minute)) {
 				t.Errorf("blob %s: modTime %s", d, mod)
 			}
@@ -272,21 +268,21 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 		if len(blobs) != 2 || blobs[d1] != 8 || blobs[d2] != 9 {
 			t.Fatalf("ListBlobs = %v", blobs)
 		}
-		if got := listObjects(t, l, "manifests/"); fmt.Sprint(got) != "[manifests/x manifests/y/z]" {
+		if got := listObjects(t, b, "manifests/"); fmt.Sprint(got) != "[manifests/x manifests/y/z]" {
 			t.Fatalf("ListObjects(manifests/) = %v", got)
 		}
-		if got := listObjects(t, l, ""); len(got) != 3 {
+		if got := listObjects(t, b, ""); len(got) != 3 {
 			t.Fatalf("ListObjects() = %v", got)
 		}
 		stop := errors.New("stop")
-		if err := l.ListBlobs(ctx, func(digest.Digest, int64, time.Time) error { return stop }); err != stop {
+		if err := b.ListBlobs(ctx, func(digest.Digest, int64, time.Time) error { return stop }); err != stop {
 			t.Fatalf("ListBlobs did not return fn's error: %v", err)
 		}
 		for range 2 { // deleting twice is fine
-			if err := l.DeleteBlob(ctx, d1); err != nil {
+			if err := b.DeleteBlob(ctx, d1); err != nil {
 				t.Fatal(err)
 			}
-			if err := l.DeleteObject(ctx, "manifests/x"); err != nil {
+			if err := b.DeleteObject(ctx, "manifests/x"); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -299,20 +295,16 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 		if _, err := b.Stat(ctx, d2); err != nil {
 			t.Fatalf("other blob: %v", err)
 		}
-		if got := listObjects(t, l, ""); fmt.Sprint(got) != "[manifests/y/z other/w]" {
+		if got := listObjects(t, b, ""); fmt.Sprint(got) != "[manifests/y/z other/w]" {
 			t.Fatalf("ListObjects after delete = %v", got)
 		}
-		if err := l.DeleteObject(ctx, "../x"); err == nil {
+		if err := b.DeleteObject(ctx, "../x"); err == nil {
 			t.Fatal("DeleteObject accepted an invalid name")
 		}
 	})
 
 	t.Run("CreateObjectOnce", func(t *testing.T) {
 		b := newBackend(t)
-		c, ok := b.(storage.Creator)
-		if !ok {
-			t.Fatalf("%s cannot create objects conditionally", b)
-		}
 		// Eight replicas race for one lease: exactly one creates it.
 		var wg sync.WaitGroup
 		results := make([]error, 8)
@@ -320,7 +312,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				results[i] = c.CreateObject(ctx, "leases/race", []byte(fmt.Sprint("holder ", i)))
+				results[i] = b.CreateObject(ctx, "leases/race", []byte(fmt.Sprint("holder ", i)))
 			}()
 		}
 		wg.Wait()
@@ -342,20 +334,20 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 		if err != nil || string(got) != fmt.Sprint("holder ", winner) {
 			t.Errorf("object = %q, %v; want the winner's", got, err)
 		}
-		if err := c.CreateObject(ctx, "leases/race", []byte("late")); !errors.Is(err, storage.ErrExists) {
+		if err := b.CreateObject(ctx, "leases/race", []byte("late")); !errors.Is(err, storage.ErrExists) {
 			t.Errorf("CreateObject over an existing object: %v", err)
 		}
 		// PutObject still replaces it, and a deleted one can be created again.
 		if err := b.PutObject(ctx, "leases/race", []byte("renewed")); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.(storage.Lister).DeleteObject(ctx, "leases/race"); err != nil {
+		if err := b.DeleteObject(ctx, "leases/race"); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.CreateObject(ctx, "leases/race", []byte("again")); err != nil {
+		if err := b.CreateObject(ctx, "leases/race", []byte("again")); err != nil {
 			t.Errorf("CreateObject after a delete: %v", err)
 		}
-		if err := c.CreateObject(ctx, "../escape", []byte("x")); err == nil {
+		if err := b.CreateObject(ctx, "../escape", []byte("x")); err == nil {
 			t.Error("CreateObject accepted an invalid name")
 		}
 	})
@@ -433,10 +425,10 @@ func writeAll(t *testing.T, w io.Writer, data []byte) {
 	}
 }
 
-func listObjects(t *testing.T, l storage.Lister, prefix string) []string {
+func listObjects(t *testing.T, b storage.Backend, prefix string) []string {
 	t.Helper()
 	var names []string
-	err := l.ListObjects(context.Background(), prefix, func(name string, _ time.Time) error {
+	err := b.ListObjects(context.Background(), prefix, func(name string, _ time.Time) error {
 		names = append(names, name)
 		return nil
 	})
@@ -450,11 +442,7 @@ func listObjects(t *testing.T, l storage.Lister, prefix string) []string {
 // expectEmpty checks that no temporary upload is left behind.
 func expectEmpty(t *testing.T, b storage.Backend) {
 	t.Helper()
-	l, ok := b.(storage.Lister)
-	if !ok {
-		return
-	}
-	n, err := l.DeleteTemporaries(context.Background(), time.Now().Add(time.Hour))
+	n, err := b.DeleteTemporaries(context.Background(), time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,9 +55,8 @@ func RunTemporaries(t *testing.T, newShared func(t *testing.T) Shared) {
 			// temporaries, with serve's cutoff and with one just before
 			// this upload began (the services keep times to the second).
 			other := s.Open()
-			l := lister(t, other)
 			for _, cutoff := range []time.Time{time.Now().Add(-storage.AbandonedAfter), started.Add(-2 * time.Second)} {
-				n, err := l.DeleteTemporaries(ctx, cutoff)
+				n, err := other.DeleteTemporaries(ctx, cutoff)
 				if err != nil {
 					t.Fatalf("DeleteTemporaries(%s): %v", cutoff, err)
 				}
@@ -93,9 +92,8 @@ func RunTemporaries(t *testing.T, newShared func(t *testing.T) Shared) {
 		}
 
 		other := s.Open()
-		l := lister(t, other)
 		// Opening changed nothing: the leftover is still there to count.
-		n, err := l.DeleteTemporaries(ctx, time.Now().Add(time.Minute))
+		n, err := other.DeleteTemporaries(ctx, time.Now().Add(time.Minute))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,13 +116,4 @@ func RunTemporaries(t *testing.T, newShared func(t *testing.T) Shared) {
 			expectEmpty(t, other)
 		}
 	})
-}
-
-func lister(t *testing.T, b storage.Backend) storage.Lister {
-	t.Helper()
-	l, ok := b.(storage.Lister)
-	if !ok {
-		t.Fatalf("%s does not implement storage.Lister", b)
-	}
-	return l
 }

@@ -449,7 +449,7 @@ func (b *Builder) cachedImage(ctx context.Context, key string) (*Image, error) {
 // build runs the whole pipe for one image, without looking at the
 // manifest cache (the layer cache is used), publishing its progress to p.
 // pl says what Nix is to realise (see plan).
-func (b *Builder) build(ctx context.Context, key string, req *image.Request, src config.Resolved, p *progress, pl *plan) (*Image, error) {
+func (b *Builder) build(ctx context.Context, key string, req *image.Request, src config.Resolved, p *progress, pl plan) (*Image, error) {
 	id := b.buildID.Add(1)
 	log := b.logger().With("image", req.Name, "tag", req.Tag, "build", id)
 	start := time.Now()
@@ -489,26 +489,13 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 			p.publish(Event{Kind: "phase", Phase: name, Message: msg})
 		}
 	}
-	var res *nix.Result
-	if pl.outputs != nil {
-		// The outputs are known: resolved before (no evaluation at all),
-		// or by an evaluation shared with other builds just now, which
-		// rooted their derivations (pl.realise).
-		what := "realising (resolved before)"
-		if pl.shared != nil {
-			what = "building"
-		}
-		res, err = b.Nix.Realise(ctx, nix.KnownRequest{Paths: pl.outputs, Realise: pl.realise, RootDir: roots, Log: logLine, Phase: phaseOf(what)})
-		switch {
-		case err == nil && pl.shared != nil:
-			res.Programs = pl.programs
-			res.Realise += pl.waited // the evaluation is part of realising
-		case err == nil:
-			res.Programs = pl.programs
-			b.stats.Resolved.Add(1)
-		case ctx.Err() == nil:
-			// The fast path may never fail where the slow one succeeds:
-			// whatever Realise met (outputs collected and in no cache, a
+	// realise realises known outputs (what says whence they are known);
+	// it returns nil and no error if they cannot be realised and the
+	// build is to evaluate alone after all.
+	realise := func(what string, outputs, from []string) (*nix.Result, error) {
+		res, err := b.Nix.Realise(ctx, nix.KnownRequest{Paths: outputs, Realise: from, RootDir: roots, Log: logLine, Phase: phaseOf(what)})
+		if err != nil && ctx.Err() == nil {
+			// Whatever Realise met (outputs collected and in no cache, a
 			// recorded output that is no output of its derivation, as
 			// when meta.outputsToInstall names a passthru attribute, a
 			// derivation gone), a build evaluating on its own says
@@ -516,17 +503,35 @@ func (b *Builder) build(ctx context.Context, key string, req *image.Request, src
 			// fails twice; the failure memory spares the next requests.
 			b.stats.Reevaluated.Add(1)
 			log.Info("known packages cannot be realised; evaluating again", "err", err)
-			res = nil
+			return nil, nil
 		}
+		return res, err
+	}
+	var res *nix.Result
+	var lead func()
+	switch pl := pl.(type) {
+	case knownPlan:
+		if res, err = realise("realising (resolved before)", pl.outputs, nil); res != nil {
+			res.Programs = pl.programs
+			b.stats.Resolved.Add(1)
+		}
+	case sharedPlan:
+		// The evaluation rooted the derivations to realise them from.
+		if res, err = realise("building", pl.outputs, pl.realise); res != nil {
+			res.Programs = pl.programs
+			res.Realise += pl.waited // the evaluation is part of realising
+		}
+	case alonePlan:
+		lead = pl.lead
 	}
 	// Evaluate unless known packages failed to realise because the
 	// build's time is up; a build whose time ran out before anything ran
 	// meets that in Build.
-	if res == nil && (err == nil || ctx.Err() == nil) {
+	if res == nil && err == nil {
 		b.stats.Evaluations.Add(1)
 		res, err = b.Nix.Build(ctx, nix.Request{
 			SrcType: src.Type, SrcArgs: src.Args, Packages: req.Packages, System: req.Arch.System, RootDir: roots,
-			Log: logLine, Phase: phaseOf("evaluating and building"), Evaluated: pl.lead,
+			Log: logLine, Phase: phaseOf("evaluating and building"), Evaluated: lead,
 		})
 		if err == nil {
 			b.recordResolutions(ctx, src.Identity, req.Arch.System, res.Packages)

@@ -77,7 +77,7 @@ func (b *Builder) plan(ctx context.Context, req *image.Request, src config.Resol
 	if lead != nil {
 		return alonePlan{lead: lead}, nil
 	}
-	p.publish(Event{Kind: "phase", Phase: "realise", Message: "evaluating the package set for " + strings.Join(req.Packages, ", ")})
+	p.phase("realise", "evaluating the package set for "+strings.Join(req.Packages, ", "))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -101,7 +101,7 @@ func (b *Builder) plan(ctx context.Context, req *image.Request, src config.Resol
 	}
 	b.stats.Shared.Add(1)
 	if shared.builds > 1 {
-		p.publish(Event{Kind: "log", Phase: "realise", Message: "evaluated together with other new images"})
+		p.line("evaluated together with other new images")
 	}
 	return pl, nil
 }

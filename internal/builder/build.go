@@ -26,21 +26,16 @@
 package builder
 
 import (
-	"archive/tar"
-	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/nixery/nixery/internal/archive"
 	"github.com/nixery/nixery/internal/catalog"
@@ -317,162 +312,4 @@ func (b *Builder) buildTimeout() time.Duration {
 		return b.BuildTimeout
 	}
 	return DefaultBuildTimeout
-}
-
-// packAll packs (or finds in the layer cache) the layers of the store-path
-// groups and the customisation layer, concurrently, and returns them in
-// manifest order. The customisation layer is cached by its roots and what
-// setup changes in it (a nonroot image's differs from the root image's).
-//
-// It runs in two steps, each at most PackLimit layers at once. First every
-// layer is looked up in the layer cache and, when missing, its files are
-// listed (a walk of the tree, no file read), which gives its size. Then
-// the missing layers are packed biggest first: the archive's compressor
-// pool compresses the chunks of every layer in flight, so the big layers
-// keep the cores busy from the start while the small ones fill the gaps
-// (and the waits on storage: fsync, upload), and no big layer is left to
-// pack alone at the end. The listings wait in memory until packed: about
-// a hundred bytes per file of the closure.
-func (b *Builder) packAll(ctx context.Context, lease *catalog.Lease, groups [][]string, roots []string, setup archive.Setup, entries []archive.Entry, format archive.Format, level int) ([]manifest.Layer, error) {
-	// One job per layer: the store-path groups, then the customisation layer.
-	type job struct {
-		kind      string   // of layer cache key
-		paths     []string // store paths the layer holds or links to
-		createdBy string
-		list      func() (size int64, write func(*tar.Writer) error, err error)
-		size      int64 // bytes of content, once listed
-		write     func(*tar.Writer) error
-	}
-	jobs := make([]job, 0, len(groups)+1)
-	for _, group := range groups {
-		jobs = append(jobs, job{kind: "paths", paths: group, createdBy: describeGroup(group),
-			list: func() (int64, func(*tar.Writer) error, error) {
-				l, err := archive.ListStorePaths(group)
-				if err != nil {
-					return 0, nil, err
-				}
-				return l.Size(), l.Write, nil
-			}})
-	}
-	custom := "customisation"
-	if setup.NonRoot {
-		custom += "/nonroot"
-	}
-	jobs = append(jobs, job{kind: custom, paths: roots, createdBy: "nixery customisation layer for " + describeGroup(roots),
-		list: func() (int64, func(*tar.Writer) error, error) {
-			var n int64
-			for _, e := range entries {
-				n += int64(len(e.Data))
-			}
-			return n, func(tw *tar.Writer) error { return archive.Entries(tw, entries) }, nil
-		}})
-
-	packed := make([]manifest.Layer, len(jobs))
-	done := func(i int, l archive.Layer) {
-		packed[i] = manifest.Layer{Blob: manifest.Blob{Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID, CreatedBy: jobs[i].createdBy, MediaType: manifest.LayerMediaType(format.String())}
-	}
-	keys := make([]string, len(jobs))
-	missing := make([]bool, len(jobs))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(PackLimit())
-	for i := range jobs {
-		keys[i] = layerKey(jobs[i].kind, jobs[i].paths, format, level)
-		g.Go(func() error {
-			l, ok, err := b.cachedLayer(gctx, lease, keys[i])
-			if err != nil {
-				return fmt.Errorf("layer of %s: %w", jobs[i].createdBy, err)
-			}
-			if ok {
-				done(i, l)
-				return nil
-			}
-			if jobs[i].size, jobs[i].write, err = jobs[i].list(); err != nil {
-				return fmt.Errorf("layer of %s: %w", jobs[i].createdBy, err)
-			}
-			missing[i] = true
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-
-	var order []int
-	for i := range jobs {
-		if missing[i] {
-			order = append(order, i)
-		}
-	}
-	// Biggest first; equal sizes in manifest order, so the order (not the
-	// bytes, which never depend on it) is the same in every run.
-	slices.SortStableFunc(order, func(a, c int) int { return cmp.Compare(jobs[c].size, jobs[a].size) })
-	g, gctx = errgroup.WithContext(ctx)
-	g.SetLimit(PackLimit())
-	for _, i := range order {
-		g.Go(func() error {
-			l, err := b.layer(gctx, lease, keys[i], format, level, jobs[i].write)
-			if err != nil {
-				return fmt.Errorf("layer of %s: %w", jobs[i].createdBy, err)
-			}
-			done(i, l)
-			jobs[i].write = nil // the listing is no longer needed
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	return packed, nil
-}
-
-// PackLimit is the most layers one build packs (or looks up) at once.
-// Twice the cores: the chunks of every layer in flight share the process's
-// compressor pool (which bounds the CPU and the chunk memory whatever the
-// number of layers), and the extra layers keep the cores busy while others
-// wait on storage (fsync and rename, an upload's round trip) or between a
-// small layer's stages. Each layer in flight holds an open file or, for
-// S3 and GCS, up to one upload part (8 MiB) in memory.
-func PackLimit() int { return 2 * runtime.NumCPU() }
-
-// cachedLayer returns the layer cached for key, its blob held in lease,
-// or ok false if there is none (or its blob was collected before the lease
-// named it: it must be packed again).
-func (b *Builder) cachedLayer(ctx context.Context, lease *catalog.Lease, key string) (l archive.Layer, ok bool, err error) {
-	l, ok, err = b.Catalog().Layer(ctx, key)
-	if err != nil || !ok {
-		return archive.Layer{}, false, err
-	}
-	if err := lease.Hold(ctx, true, l.Digest); err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return archive.Layer{}, false, nil
-		}
-		return archive.Layer{}, false, err
-	}
-	b.stats.LayersReused.Add(1)
-	return l, true, nil
-}
-
-// layer packs a layer with write into storage (tar, compress, hash and
-// upload in one pass), holds its blob in lease and caches it under key.
-func (b *Builder) layer(ctx context.Context, lease *catalog.Lease, key string, format archive.Format, level int, write func(*tar.Writer) error) (archive.Layer, error) {
-	w, err := b.Storage.Create(ctx)
-	if err != nil {
-		return archive.Layer{}, err
-	}
-	l, err := archive.PackWith(w, archive.Options{Format: format, Level: level}, write)
-	if err != nil {
-		w.Cancel()
-		return archive.Layer{}, err
-	}
-	if err := w.Commit(l.Digest); err != nil {
-		return archive.Layer{}, err
-	}
-	if err := lease.Hold(ctx, true, l.Digest); err != nil {
-		return archive.Layer{}, err // vanished at once: the whole build runs again
-	}
-	b.stats.LayersPacked.Add(1)
-	if err := b.Catalog().PutLayer(ctx, key, l); err != nil {
-		b.logger().Warn("layer cache: entry not stored", "err", err)
-	}
-	return l, nil
 }

@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
@@ -214,20 +215,50 @@ func (bd *build) pack(ctx context.Context, res *nix.Result, groups [][]string) (
 	if err != nil {
 		return packed{}, fmt.Errorf("customisation layer: %w", err)
 	}
-	b := bd.b
-	layers, err := b.packAll(ctx, bd.lease, groups, res.Roots, setup, entries, b.Format, b.Compression)
+	custom := "customisation"
+	if setup.NonRoot {
+		custom += "/nonroot" // a nonroot image's differs from the root image's
+	}
+	all := make([]Layer, 0, len(groups)+1)
+	for _, group := range groups {
+		all = append(all, StorePathsLayer(group))
+	}
+	all = append(all, Layer{Kind: custom, Paths: res.Roots, CreatedBy: "nixery customisation layer for " + describeGroup(res.Roots),
+		List: func() (int64, func(*tar.Writer) error, error) {
+			var n int64
+			for _, e := range entries {
+				n += int64(len(e.Data))
+			}
+			return n, func(tw *tar.Writer) error { return archive.Entries(tw, entries) }, nil
+		}})
+	layers, err := bd.packAs(ctx, all, bd.b.Format, bd.b.Compression)
 	if err != nil {
 		return packed{}, err
 	}
 	dockerLayers := layers
-	if b.Format != archive.Gzip {
-		if dockerLayers, err = b.packAll(ctx, bd.lease, groups, res.Roots, setup, entries, archive.Gzip, 0); err != nil {
+	if bd.b.Format != archive.Gzip {
+		if dockerLayers, err = bd.packAs(ctx, all, archive.Gzip, 0); err != nil {
 			return packed{}, err
 		}
 	}
 	img := manifest.Image{Arch: bd.req.Arch.OCI, Layers: layers}
 	manifest.Runtime(info).Apply(&img)
 	return packed{image: img, docker: dockerLayers}, nil
+}
+
+// packAs packs the layers in format at level (see Packer), each blob held
+// in the build's lease, and describes them for the manifests.
+func (bd *build) packAs(ctx context.Context, layers []Layer, format archive.Format, level int) ([]manifest.Layer, error) {
+	pk := Packer{Storage: bd.b.Storage, Options: archive.Options{Format: format, Level: level}, Cache: leasedCache{bd.b, bd.lease}}
+	done, err := pk.Pack(ctx, layers)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]manifest.Layer, len(done))
+	for i, l := range done {
+		out[i] = manifest.Layer{Blob: manifest.Blob{Digest: l.Digest, Size: l.Size}, DiffID: l.DiffID, CreatedBy: layers[i].CreatedBy, MediaType: manifest.LayerMediaType(format.String())}
+	}
+	return out, nil
 }
 
 // publish stores the config and the manifests and names them in the

@@ -20,6 +20,14 @@
 //     starts, and a short memory of failed builds, so that a client
 //     repeating a broken name does not run Nix each time.
 //
+// A cold pull reads in file order: build.go starts the flight of a
+// request (single flight, admission, draining); cold.go is the loop of
+// look-up, claim and queue (buildOnce) with the reason for each look-up;
+// plan.go says how the build gets its packages from Nix (known, shared or
+// alone); steps.go runs the build's steps (realise, group, pack,
+// publish); pack.go is the Packer that the pack step and bench/coldpack
+// use.
+//
 // Both manifest formats (OCI and Docker schema 2) are written for every
 // image, each under its own digest, so a pull by digest works whichever
 // format the client first asked for.

@@ -16,16 +16,16 @@
 // measurement, so the page cache serves the floor and every pack alike, as
 // it does a build whose store paths Nix has just realised or verified.
 //
-// Nixery's pack is done as a cold build does it, without Nix (the Nix part
-// of a build is measured elsewhere, see docs/measurements.md): the closure
-// is grouped by layers.GroupWith at the budget (one slot kept for the
-// customisation layer, as the builder keeps it), and the groups are packed
-// as builder.packAll packs them — archive.PackWith streaming into a fresh
-// filesystem storage (storage.Create, Commit with its fsync and rename),
-// the layers listed first and packed biggest first, with the same limit of
-// layers at once — and timed to the last Commit (-before adds the way the
-// builder packed before issue 15, for comparison). Layer caches are not involved: every layer is
-// new, as in a cold build.
+// Nixery's pack is a cold build's, without Nix (the Nix part of a build
+// is measured elsewhere, see docs/measurements.md): the closure is grouped
+// by layers.GroupWith at the budget (one slot kept for the customisation
+// layer, as the builder keeps it), and the groups are packed by the
+// builder's own packer, builder.Packer — archive.PackWith streaming into a
+// fresh filesystem storage (storage.Create, Commit with its fsync and
+// rename), the layers listed first and packed biggest first — and timed
+// to the last Commit (-before adds the way the builder packed before
+// issue 15, for comparison). Layer caches are not involved: every layer
+// is new, as in a cold build.
 package main
 
 import (
@@ -59,7 +59,7 @@ func main() {
 	levels := flag.String("level", "6", "comma-separated gzip levels to pack with (the floor is always gzip -6)")
 	budget := flag.Int("budget", 100, "layer budget of the image (NIXERY_LAYER_BUDGET's default is 100)")
 	repeat := flag.Int("repeat", 1, "pack this many times per level, one row each")
-	concurrent := flag.String("concurrent", "", "comma-separated limits of layers packed at once to compare (default: the builder's, builder.PackLimit)")
+	concurrent := flag.String("concurrent", "", "comma-separated limits of layers packed at once to compare (default: the builder's, builder.Packer.Limit)")
 	before := flag.Bool("before", false, "also pack as the builder did before issue 15 (NumCPU layers at once, manifest order)")
 	noFloor := flag.Bool("nofloor", false, "skip the floor (for quick comparisons of packers: no ratio then)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the packs (not the floor) to this file")
@@ -123,7 +123,7 @@ func main() {
 	fmt.Fprintln(tw, "packer\tseconds\tratio to floor\tcompressed MB\tsize vs floor\tCPU seconds\tin Commit (sum)\t")
 	fmt.Fprintf(tw, "floor: tar | gzip -6 | sha256sum, 1 thread\t%.2f\t1.000\t%.1f\t\t\t\t\n", floorSecs, float64(floorSize)/1e6)
 	run := 0
-	limits := []int{builder.PackLimit()}
+	limits := []int{(&builder.Packer{}).Concurrency()}
 	if *concurrent != "" {
 		limits = nil
 		for _, c := range strings.Split(*concurrent, ",") {
@@ -160,7 +160,14 @@ func main() {
 			runtime.GC()
 			cpu0 := cpuSeconds()
 			start := time.Now()
-			size, commit, err := packAll(context.Background(), store, groups, v.limit, v.before, archive.Options{Level: level})
+			opts := archive.Options{Level: level}
+			var size int64
+			var commit time.Duration
+			if v.before {
+				size, commit, err = packBefore(context.Background(), store, groups, opts)
+			} else {
+				size, commit, err = pack(context.Background(), store, groups, v.limit, opts)
+			}
 			secs := time.Since(start).Seconds()
 			cpu := cpuSeconds() - cpu0
 			if err != nil {

@@ -2,89 +2,102 @@ package main
 
 import (
 	"archive/tar"
-	"cmp"
 	"context"
 	"fmt"
 	"runtime"
-	"slices"
+	"sync"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nixery/nixery/internal/archive"
+	"github.com/nixery/nixery/internal/builder"
 	"github.com/nixery/nixery/internal/storage"
 )
 
-// packAll packs every group into store as builder.packAll does on a cold
-// build (no layer cache hits; keep it in step with builder/build.go): every
-// group listed first (archive.ListStorePaths, limit layers at once), then
-// packed biggest first, limit at once, each streamed into storage by
-// Create, archive.PackWith and Commit. With before set it packs as the
-// builder did before issue 15: NumCPU layers at once in manifest order,
-// each walked while packed. It returns the total compressed size and the
-// time spent in Commit, summed over the layers.
-func packAll(ctx context.Context, store storage.Backend, groups [][]string, limit int, before bool, opts archive.Options) (int64, time.Duration, error) {
-	writes := make([]func(*tar.Writer) error, len(groups))
-	order := make([]int, len(groups))
-	if before {
-		limit = runtime.NumCPU()
-		for i, group := range groups {
-			order[i] = i
-			writes[i] = func(tw *tar.Writer) error { return archive.StorePaths(tw, group) }
-		}
-	} else {
-		sizes := make([]int64, len(groups))
-		g := errgroup.Group{}
-		g.SetLimit(limit)
-		for i, group := range groups {
-			order[i] = i
-			g.Go(func() error {
-				l, err := archive.ListStorePaths(group)
-				if err != nil {
-					return err
-				}
-				sizes[i], writes[i] = l.Size(), l.Write
-				return nil
-			})
-		}
-		if err := g.Wait(); err != nil {
-			return 0, 0, err
-		}
-		slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(sizes[b], sizes[a]) })
+// pack packs every group into store with the builder's own packer
+// (builder.Packer, as a cold build's pack step runs it, without a layer
+// cache: every layer is new), limit layers at once (0: the builder's
+// default). It returns the total compressed size and the time spent in
+// Commit, summed over the layers.
+func pack(ctx context.Context, store storage.Backend, groups [][]string, limit int, opts archive.Options) (int64, time.Duration, error) {
+	timed := &commitTimer{Backend: store}
+	pk := builder.Packer{Storage: timed, Options: opts, Limit: limit}
+	layers := make([]builder.Layer, len(groups))
+	for i, group := range groups {
+		layers[i] = builder.StorePathsLayer(group)
 	}
+	packed, err := pk.Pack(ctx, layers)
+	if err != nil {
+		return 0, 0, err
+	}
+	var total int64
+	for _, l := range packed {
+		total += l.Size
+	}
+	return total, timed.sum, nil
+}
 
+// packBefore packs as the builder did before issue 15, for comparison
+// (-before): NumCPU layers at once in manifest order, each walked while
+// packed. It is that old way, frozen, not the builder's code.
+func packBefore(ctx context.Context, store storage.Backend, groups [][]string, opts archive.Options) (int64, time.Duration, error) {
+	timed := &commitTimer{Backend: store}
 	sizes := make([]int64, len(groups))
-	commits := make([]time.Duration, len(groups))
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(limit)
-	for _, i := range order {
+	g.SetLimit(runtime.NumCPU())
+	for i, group := range groups {
 		g.Go(func() error {
-			w, err := store.Create(gctx)
+			w, err := timed.Create(gctx)
 			if err != nil {
 				return err
 			}
-			l, err := archive.PackWith(w, opts, writes[i])
+			l, err := archive.PackWith(w, opts, func(tw *tar.Writer) error { return archive.StorePaths(tw, group) })
 			if err != nil {
 				w.Cancel()
 				return fmt.Errorf("layer %d: %w", i, err)
 			}
-			t := time.Now()
-			if err := w.Commit(l.Digest); err != nil {
-				return err
-			}
-			commits[i] = time.Since(t)
 			sizes[i] = l.Size
-			return nil
+			return w.Commit(l.Digest)
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return 0, 0, err
 	}
 	var total int64
-	var commit time.Duration
-	for i := range sizes {
-		total += sizes[i]
-		commit += commits[i]
+	for _, n := range sizes {
+		total += n
 	}
-	return total, commit, nil
+	return total, timed.sum, nil
+}
+
+// commitTimer is a storage that sums the time its blobs spend in Commit
+// (fsync and rename, for the filesystem).
+type commitTimer struct {
+	storage.Backend
+	mu  sync.Mutex
+	sum time.Duration
+}
+
+func (c *commitTimer) Create(ctx context.Context) (storage.Writer, error) {
+	w, err := c.Backend.Create(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return timedWriter{w, c}, nil
+}
+
+type timedWriter struct {
+	storage.Writer
+	c *commitTimer
+}
+
+func (w timedWriter) Commit(d digest.Digest) error {
+	t := time.Now()
+	err := w.Writer.Commit(d)
+	w.c.mu.Lock()
+	w.c.sum += time.Since(t)
+	w.c.mu.Unlock()
+	return err
 }

@@ -386,8 +386,8 @@ func TestBuildOutOfTimeBeforeNix(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	for _, pl := range []*plan{{}, {lead: func() {}}} {
-		if img, err := b.build(ctx, key, req, src, &progress{}, pl); err == nil || img != nil {
+	for _, pl := range []plan{alonePlan{}, alonePlan{lead: func() {}}} {
+		if img, err := b.newBuild(key, req, src, &progress{}, pl).run(ctx); err == nil || img != nil {
 			t.Errorf("build with its time up: %v, %v; want an error", img, err)
 		}
 	}

@@ -14,28 +14,51 @@ import (
 	"github.com/nixery/nixery/internal/nix"
 )
 
-// plan says how a build gets its packages from Nix. Its outputs (with
-// their main programs) are known either from the catalog, resolved by an
-// earlier evaluation, or from an evaluation the build shared with others
-// just now (shared set; realise names their derivations). Without
-// outputs, the build evaluates on its own (nix.Runner.Build), which also
-// says why a name does not resolve.
-type plan struct {
-	outputs, programs []string
-	realise           []string  // with shared: what nix-store --realise builds them from
-	shared            *resolved // the shared evaluation, whose roots the build holds
-	waited            time.Duration
-	lead              func() // the build evaluates alone and leads: call when its evaluation is over
+// plan says how a build gets its packages from Nix. It is one of three:
+//
+//	knownPlan   an earlier evaluation of the package set resolved every
+//	            package (the catalog says so): Nix only realises the
+//	            outputs, no evaluation at all
+//	sharedPlan  an evaluation shared with other builds resolved them just
+//	            now: Nix realises the outputs from the derivations that
+//	            evaluation rooted
+//	alonePlan   the build evaluates on its own (nix.Runner.Build), which
+//	            also says why a name does not resolve
+//
+// A known or shared plan that fails to realise (for a reason other than
+// the build's time running out) falls back to evaluating alone: the fast
+// path may never fail where the slow one succeeds.
+type plan interface {
+	// release lets go of what the plan holds once the build is over.
+	release()
 }
 
-// release lets go of the shared evaluation's derivation roots, or ends the
-// lead of a build that never got to evaluate.
-func (pl *plan) release() {
-	if pl.shared != nil {
-		pl.shared.release()
-	}
-	if pl.lead != nil {
-		pl.lead()
+// knownPlan: the outputs and main programs an earlier evaluation recorded.
+type knownPlan struct {
+	outputs, programs []string
+}
+
+// sharedPlan: the outputs, main programs and the derivations to realise
+// them from (nix.Resolution.Realise) of a shared evaluation, whose roots
+// the build holds until release, and the time the build waited for it.
+type sharedPlan struct {
+	outputs, programs, realise []string
+	share                      *resolved
+	waited                     time.Duration
+}
+
+// alonePlan: the build evaluates alone. If lead is set, the build leads
+// (see evaluations): it calls lead when its evaluation is over, which lets
+// the next batch of the package set start.
+type alonePlan struct {
+	lead func()
+}
+
+func (knownPlan) release()    {}
+func (p sharedPlan) release() { p.share.release() }
+func (p alonePlan) release() {
+	if p.lead != nil {
+		p.lead() // a build that never got to evaluate ends its lead here
 	}
 }
 
@@ -45,36 +68,40 @@ func (pl *plan) release() {
 // leads (it holds a slot and nobody evaluates the package set): then it
 // evaluates alone. An error only means that ctx ended; every other
 // failure leaves the build to evaluate alone.
-func (b *Builder) plan(ctx context.Context, req *image.Request, src config.Resolved, p *progress, hasSlot bool) (*plan, error) {
-	if known := b.known(ctx, req, src); known != nil {
-		return &plan{outputs: known.Outputs, programs: known.Programs}, nil
+func (b *Builder) plan(ctx context.Context, req *image.Request, src config.Resolved, p *progress, hasSlot bool) (plan, error) {
+	if known := b.known(ctx, req, src); known != nil && len(known.Outputs) > 0 {
+		return knownPlan{outputs: known.Outputs, programs: known.Programs}, nil
 	}
 	start := time.Now()
 	shared, lead, err := b.evals.join(ctx, setOf(src, req.Arch.System), req.Packages, hasSlot)
 	if lead != nil {
-		return &plan{lead: lead}, nil
+		return alonePlan{lead: lead}, nil
 	}
-	p.publish(Event{Kind: "phase", Phase: "realise", Message: "evaluating the package set for " + strings.Join(req.Packages, ", ")})
+	p.phase("realise", "evaluating the package set for "+strings.Join(req.Packages, ", "))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return &plan{}, nil
+		return alonePlan{}, nil
 	}
-	pl := &plan{shared: shared, waited: time.Since(start)}
+	pl := sharedPlan{share: shared, waited: time.Since(start)}
 	for _, name := range req.Packages {
 		r, ok := shared.res[name]
 		if !ok {
 			shared.release()
-			return &plan{}, nil // Build evaluates again and says why
+			return alonePlan{}, nil // Build evaluates again and says why
 		}
 		pl.outputs = append(pl.outputs, r.Outputs...)
 		pl.programs = append(pl.programs, r.Programs...)
 		pl.realise = append(pl.realise, r.Realise)
 	}
+	if len(pl.outputs) == 0 {
+		shared.release()
+		return alonePlan{}, nil
+	}
 	b.stats.Shared.Add(1)
 	if shared.builds > 1 {
-		p.publish(Event{Kind: "log", Phase: "realise", Message: "evaluated together with other new images"})
+		p.line("evaluated together with other new images")
 	}
 	return pl, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/nix"
@@ -51,7 +52,7 @@ type progress struct {
 	// onPhase, if set, also hears every phase this build starts (the
 	// holder of a fleet-wide claim publishes them for other replicas).
 	onPhase func(phase string)
-	phase   string // the phase going on
+	current string // the phase going on
 }
 
 // publish records e and hands it to the subscribers. A phase event for
@@ -62,10 +63,10 @@ func (p *progress) publish(e Event) {
 	e.Time = time.Now().UTC()
 	p.mu.Lock()
 	if e.Kind == "phase" {
-		if e.Phase == p.phase {
+		if e.Phase == p.current {
 			e.Kind = "log"
 		}
-		p.phase = e.Phase
+		p.current = e.Phase
 	}
 	hook := p.onPhase
 	p.mu.Unlock()
@@ -102,7 +103,41 @@ func (p *progress) publish(e Event) {
 	}
 }
 
-// setPhaseHook sets onPhase.
+// A build reports its progress only through these: phase (a phase
+// starts), line (a log line of the phase going on) and note (a log line
+// about the build as a whole); start publishes the first and the final
+// events.
+
+// phase announces that the phase name starts.
+func (p *progress) phase(name, message string) {
+	p.publish(Event{Kind: "phase", Phase: name, Message: message})
+}
+
+// line publishes a log line (of Nix, say) of the phase going on.
+func (p *progress) line(message string) {
+	p.mu.Lock()
+	phase := p.current
+	p.mu.Unlock()
+	p.publish(Event{Kind: "log", Phase: phase, Message: message})
+}
+
+// note publishes a log line that belongs to no phase.
+func (p *progress) note(message string) {
+	p.publish(Event{Kind: "log", Message: message})
+}
+
+// mirrorPhases has every phase the build starts written into its claim,
+// so that the replicas waiting for the build show them, until the
+// function it returns is called.
+func (p *progress) mirrorPhases(claim *catalog.Flight) (stop func()) {
+	p.setPhaseHook(func(phase string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		claim.SetPhase(ctx, phase)
+	})
+	return func() { p.setPhaseHook(nil) }
+}
+
 func (p *progress) setPhaseHook(hook func(string)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -39,7 +39,8 @@ var tiers = map[string]int{
 	"internal/builder":      4,
 	"internal/sourcehealth": 4,
 
-	"internal/registry": 5,
+	"internal/registry":    5,
+	"internal/buildclient": 5,
 
 	"internal/web": 6,
 

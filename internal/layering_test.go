@@ -38,6 +38,7 @@ var tiers = map[string]int{
 
 	"internal/builder":      4,
 	"internal/sourcehealth": 4,
+	"internal/readiness":    4,
 
 	"internal/registry":    5,
 	"internal/buildclient": 5,

@@ -28,6 +28,7 @@ import (
 	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/readiness"
 	"github.com/nixery/nixery/internal/registry"
 	"github.com/nixery/nixery/internal/storage"
 	"github.com/nixery/nixery/internal/web"
@@ -102,7 +103,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // probes (and /metrics if metricsPublic) needs one of them: the registry
 // answers refusals with its spec error body, the rest with a plain 401.
 // Refused requests reach nothing, so they start no build.
-func newHandler(guard *access.Guard, metricsPublic bool, reg *registry.Registry, site, metrics http.Handler, probes *health) http.Handler {
+func newHandler(guard *access.Guard, metricsPublic bool, reg *registry.Registry, site, metrics http.Handler, probes *readiness.Checker) http.Handler {
 	mux := http.NewServeMux()
 	v2 := guard.Require(reg, reg.Refused)
 	mux.Handle("/v2/", v2)
@@ -113,8 +114,8 @@ func newHandler(guard *access.Guard, metricsPublic bool, reg *registry.Registry,
 	mux.Handle("GET /metrics", metrics)
 	// Probes stay open: load balancers and orchestrators send no
 	// credentials, and they tell nothing about the images.
-	mux.HandleFunc("GET /healthz", probes.healthz)
-	mux.HandleFunc("GET /readyz", probes.readyz)
+	mux.HandleFunc("GET /healthz", probes.Healthz)
+	mux.HandleFunc("GET /readyz", probes.Readyz)
 	return guard.Identify(registryPaths(v2, mux))
 }
 
@@ -168,8 +169,8 @@ func serve(args []string) error {
 	if _, ok := store.(*storage.Filesystem); ok {
 		storageDir = cfg.StoragePath
 	}
-	probes := &health{store: store, disks: disks(cfg.NixMinFree, storageDir), private: guard.Users != nil, log: log}
-	background.Go(func() { probes.run(bg) })
+	probes := &readiness.Checker{Store: store, Disks: readiness.Disks(cfg.NixMinFree, storageDir), Private: guard.Users != nil, Logger: log}
+	background.Go(func() { probes.Run(bg) })
 	handler := newHandler(guard, cfg.MetricsPublic,
 		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Catalog()}, site,
 		metricsHandler(promRegistry), probes)
@@ -220,7 +221,7 @@ func serve(args []string) error {
 	// being served meanwhile. Builds still running after the timeout are
 	// taken over by other replicas when their leases lapse.
 	log.Info("shutting down: draining", "timeout", cfg.DrainTimeout)
-	probes.draining.Store(true)
+	probes.Drain()
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	if err := builder.Drain(drainCtx); err != nil {
 		log.Warn("builds still running at shutdown; other replicas take them over", "err", err)

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nixery/nixery/internal/builder"
+	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/registry"
 )
@@ -190,7 +191,7 @@ func instrument(log *slog.Logger, m *httpMetrics, next http.Handler) http.Handle
 // and the collector's metrics, the others given (the package source's),
 // Go runtime and process metrics (memory, goroutines, open files).
 // Nothing in it reads storage.
-func metrics(b *builder.Builder, others ...prometheus.Collector) (*prometheus.Registry, *httpMetrics, *gcMetrics) {
+func metrics(b *builder.Builder, others ...prometheus.Collector) (*prometheus.Registry, *httpMetrics, *catalog.GCMetrics) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), b.Collector())
 	reg.MustRegister(others...)
@@ -205,7 +206,7 @@ func metrics(b *builder.Builder, others ...prometheus.Collector) (*prometheus.Re
 			ConstLabels: prometheus.Labels{"result": result},
 		}, func() float64 { return float64(n(b.Nix.Pushes())) }))
 	}
-	return reg, newHTTPMetrics(reg), newGCMetrics(reg)
+	return reg, newHTTPMetrics(reg), catalog.NewGCMetrics(reg)
 }
 
 // metricsHandler serves /metrics in the Prometheus exposition format.

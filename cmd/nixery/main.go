@@ -198,7 +198,7 @@ func serve(args []string) error {
 			Catalog: builder.Catalog(), Interval: cfg.GCInterval,
 			Options: catalog.GCOptions{MaxAge: cfg.GCMaxAge},
 			Report: func(rep catalog.GCReport, err error) {
-				gcStats.observe(rep, err)
+				gcStats.Observe(rep, err)
 				if err != nil {
 					log.Error("garbage collection failed", "err", err)
 					return

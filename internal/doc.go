@@ -19,7 +19,8 @@
 //	   builder, sourcehealth, readiness
 //	5  the registry API: registry; the client of `nixery build` that
 //	   follows a build's events: buildclient
-//	6  the human side: web (which renders errors with registry's mapping)
+//	6  the human side: web (which renders errors with registry's mapping);
+//	   what is observed of every request, and /metrics: metrics
 //	7  wiring: cmd/nixery
 //
 // A package's test helpers (builder/buildertest, demo/demotest,

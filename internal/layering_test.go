@@ -43,7 +43,8 @@ var tiers = map[string]int{
 	"internal/registry":    5,
 	"internal/buildclient": 5,
 
-	"internal/web": 6,
+	"internal/web":     6,
+	"internal/metrics": 6,
 
 	"cmd/nixery": 7,
 }

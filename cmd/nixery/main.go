@@ -27,6 +27,7 @@ import (
 	"github.com/nixery/nixery/internal/access"
 	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/config"
+	"github.com/nixery/nixery/internal/metrics"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/readiness"
 	"github.com/nixery/nixery/internal/registry"
@@ -103,15 +104,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 // probes (and /metrics if metricsPublic) needs one of them: the registry
 // answers refusals with its spec error body, the rest with a plain 401.
 // Refused requests reach nothing, so they start no build.
-func newHandler(guard *access.Guard, metricsPublic bool, reg *registry.Registry, site, metrics http.Handler, probes *readiness.Checker) http.Handler {
+func newHandler(guard *access.Guard, metricsPublic bool, reg *registry.Registry, site, scrape http.Handler, probes *readiness.Checker) http.Handler {
 	mux := http.NewServeMux()
 	v2 := guard.Require(reg, reg.Refused)
 	mux.Handle("/v2/", v2)
 	mux.Handle("/", guard.Require(site, nil))
 	if !metricsPublic {
-		metrics = guard.Require(metrics, nil)
+		scrape = guard.Require(scrape, nil)
 	}
-	mux.Handle("GET /metrics", metrics)
+	mux.Handle("GET /metrics", scrape)
 	// Probes stay open: load balancers and orchestrators send no
 	// credentials, and they tell nothing about the images.
 	mux.HandleFunc("GET /healthz", probes.Healthz)
@@ -164,7 +165,8 @@ func serve(args []string) error {
 	site := &web.Site{Builder: builder, Version: version, Logger: log, TrustProxy: cfg.TrustProxy, SourceHealth: p.sourceHealth}
 	site.Preload(ctx) // the package list for search, made once per package set
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
-	promRegistry, httpStats, gcStats := metrics(builder, p.sourceHealth.Collector())
+	promRegistry := metrics.NewRegistry(builder, p.sourceHealth.Collector())
+	httpStats, gcStats := metrics.NewHTTP(promRegistry), catalog.NewGCMetrics(promRegistry)
 	storageDir := ""
 	if _, ok := store.(*storage.Filesystem); ok {
 		storageDir = cfg.StoragePath
@@ -173,7 +175,7 @@ func serve(args []string) error {
 	background.Go(func() { probes.Run(bg) })
 	handler := newHandler(guard, cfg.MetricsPublic,
 		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Catalog()}, site,
-		metricsHandler(promRegistry), probes)
+		metrics.Handler(promRegistry), probes)
 
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	tcp, err := net.Listen("tcp", addr)
@@ -182,7 +184,7 @@ func serve(args []string) error {
 	}
 	conns := maxConnections()
 	ln := limitConnections(tcp, conns)
-	srv := newHTTPServer(instrument(log, httpStats, handler))
+	srv := newHTTPServer(metrics.Instrument(log, httpStats, handler))
 	// What net/http itself reports (a failed Accept, a handler's panic)
 	// goes to the same log as everything else.
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)

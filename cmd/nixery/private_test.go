@@ -20,6 +20,7 @@ import (
 
 	"github.com/nixery/nixery/internal/access"
 	"github.com/nixery/nixery/internal/builder/buildertest"
+	"github.com/nixery/nixery/internal/metrics"
 	"github.com/nixery/nixery/internal/readiness"
 	"github.com/nixery/nixery/internal/registry"
 	"github.com/nixery/nixery/internal/storage"
@@ -59,7 +60,7 @@ func privateServer(t *testing.T, metricsPublic bool) (*httptest.Server, string) 
 	h := newHandler(&access.Guard{Users: users, TrustProxy: true}, metricsPublic,
 		&registry.Registry{Builder: b, Storage: store, Logger: log},
 		&web.Site{Builder: b, Version: "test", Logger: log},
-		metricsHandler(prometheus.NewRegistry()), probes)
+		metrics.Handler(prometheus.NewRegistry()), probes)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv, storeDir

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nixery/nixery/internal/access"
+	"github.com/nixery/nixery/internal/metrics"
 	"github.com/nixery/nixery/internal/readiness"
 	"github.com/nixery/nixery/internal/registry"
 	"github.com/nixery/nixery/internal/storage"
@@ -30,7 +31,7 @@ func TestRegistryPathsNotCleaned(t *testing.T) {
 	}
 	site := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "site") })
 	h := newHandler(&access.Guard{}, false, &registry.Registry{Storage: store, Logger: slog.New(slog.DiscardHandler)},
-		site, metricsHandler(prometheus.NewRegistry()), &readiness.Checker{Store: store})
+		site, metrics.Handler(prometheus.NewRegistry()), &readiness.Checker{Store: store})
 	addr := limitedServer(t, h, serverLimits{})
 	for _, tt := range []struct {
 		path   string
@@ -97,8 +98,8 @@ func TestBadRequestsBoundedEcho(t *testing.T) {
 	var logged syncBuffer
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 	h := newHandler(&access.Guard{}, false, &registry.Registry{Storage: store, Logger: log},
-		http.NotFoundHandler(), metricsHandler(prometheus.NewRegistry()), &readiness.Checker{Store: store})
-	addr := limitedServer(t, instrument(log, newHTTPMetrics(nil), h), serverLimits{})
+		http.NotFoundHandler(), metrics.Handler(prometheus.NewRegistry()), &readiness.Checker{Store: store})
+	addr := limitedServer(t, metrics.Instrument(log, metrics.NewHTTP(nil), h), serverLimits{})
 	const maxLine, maxAnswer = 4 << 10, 4 << 10
 	for _, path := range []string{
 		"/v2/" + strings.Repeat("%00", 20000) + "/manifests/latest",

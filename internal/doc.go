@@ -10,7 +10,7 @@
 //
 //	0  need: what tests need of the machine (imports nothing)
 //	1  leaves, pure or self-contained: image, layers, archive, manifest,
-//	   redact, access, demo
+//	   redact, access, demo, server (the hardened HTTP server)
 //	2  the machine's resources: nix (the only code that runs Nix),
 //	   storage (the only code that knows a backend)
 //	3  what lives on them: config (settings and package sources, which

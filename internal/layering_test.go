@@ -29,6 +29,7 @@ var tiers = map[string]int{
 	"internal/redact":   1,
 	"internal/access":   1,
 	"internal/demo":     1,
+	"internal/server":   1,
 
 	"internal/nix":     2,
 	"internal/storage": 2,

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -31,6 +32,7 @@ import (
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/readiness"
 	"github.com/nixery/nixery/internal/registry"
+	"github.com/nixery/nixery/internal/server"
 	"github.com/nixery/nixery/internal/storage"
 	"github.com/nixery/nixery/internal/web"
 )
@@ -120,6 +122,23 @@ func newHandler(guard *access.Guard, metricsPublic bool, reg *registry.Registry,
 	return guard.Identify(registryPaths(v2, mux))
 }
 
+// registryPaths sends every path under /v2/ to v2 as it came, and the
+// rest to mux. The mux answers a path with an empty, "." or ".." segment
+// with a redirect (text/html) to its cleaned form, which is another
+// repository: /v2/a/../shell/manifests/latest would build shell. Such a
+// name matches no repository name of the distribution spec, and the
+// registry answers it with NAME_INVALID.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
+func registryPaths(v2, mux http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v2/") {
+			v2.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
 func serve(args []string) error {
 	cfg, err := config.Load(args, os.Getenv)
 	if err != nil {
@@ -182,9 +201,9 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	conns := maxConnections()
-	ln := limitConnections(tcp, conns)
-	srv := newHTTPServer(metrics.Instrument(log, httpStats, handler))
+	conns := server.MaxConnections()
+	ln := server.LimitConnections(tcp, conns)
+	srv := server.New(metrics.Instrument(log, httpStats, handler))
 	// What net/http itself reports (a failed Accept, a handler's panic)
 	// goes to the same log as everything else.
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)

@@ -1,31 +1,17 @@
-package main
+// Package server is the HTTP server as Nixery runs it, hardened against
+// clients that are slow, stalled or too many: bounds on the request line
+// and headers, on an unread request body, on an answer the client stops
+// reading (counted from the last progress, so long blob downloads and
+// build event streams are served to the end), and on the connections
+// open at once. It knows nothing of what it serves.
+package server
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 )
-
-// registryPaths sends every path under /v2/ to v2 as it came, and the
-// rest to mux. The mux answers a path with an empty, "." or ".." segment
-// with a redirect (text/html) to its cleaned form, which is another
-// repository: /v2/a/../shell/manifests/latest would build shell. Such a
-// name matches no repository name of the distribution spec, and the
-// registry answers it with NAME_INVALID.
-// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
-func registryPaths(v2, mux http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v2/") {
-			v2.ServeHTTP(w, r)
-			return
-		}
-		mux.ServeHTTP(w, r)
-	})
-}
 
 // HTTP server limits (README, "For the people who run it").
 const (
@@ -71,18 +57,19 @@ const (
 	stallChunk = 1 << 20
 )
 
-// serverLimits are the limits above, for one server; zero fields take
-// the defaults (tests shorten them).
-type serverLimits struct {
+// limits are the limits above, for one server; zero fields take the
+// defaults (tests shorten them).
+type limits struct {
 	BodyTimeout time.Duration
 	WriteStall  time.Duration
 }
 
-// newHTTPServer is the server serve runs, with the limits above.
-func newHTTPServer(h http.Handler) *http.Server { return serverWith(h, serverLimits{}) }
+// New is the server for h, with the limits above. Its ErrorLog and
+// listener are the caller's (LimitConnections bounds the connections).
+func New(h http.Handler) *http.Server { return newWith(h, limits{}) }
 
-// serverWith is the server with the limits above, l overriding them.
-func serverWith(h http.Handler, l serverLimits) *http.Server {
+// newWith is the server with the limits above, l overriding them.
+func newWith(h http.Handler, l limits) *http.Server {
 	if l.BodyTimeout <= 0 {
 		l.BodyTimeout = bodyTimeout
 	}
@@ -98,7 +85,7 @@ func serverWith(h http.Handler, l serverLimits) *http.Server {
 }
 
 // wrap applies the limits to every request next handles.
-func (l serverLimits) wrap(next http.Handler) http.Handler {
+func (l limits) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
 		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
@@ -125,7 +112,7 @@ func (l serverLimits) wrap(next http.Handler) http.Handler {
 // A client that waits for 100 Continue (RFC 9110 §10.1.1) before it
 // sends its body, as a push does, is not asked for it: it gets its
 // answer (405) at once.
-func (l serverLimits) dropBody(w http.ResponseWriter, r *http.Request, rc *http.ResponseController) {
+func (l limits) dropBody(w http.ResponseWriter, r *http.Request, rc *http.ResponseController) {
 	rc.SetReadDeadline(time.Now().Add(l.BodyTimeout))
 	if strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
 		w.Header().Set("Connection", "close")
@@ -207,88 +194,3 @@ func (s *stallWriter) Flush() {
 }
 
 func (s *stallWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-// maxConnections is how many connections serve keeps open at once: half
-// the file descriptors the process may open (a blob download takes two,
-// its connection and the blob's file, and builds and storage need theirs),
-// at most 16,384 (an idle connection costs tens of KiB). Go raises the
-// soft limit to the hard one at start-up.
-func maxConnections() int {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == 0 {
-		return 512
-	}
-	return int(min(max(rl.Cur/2, 64), 16384))
-}
-
-// limitedListener bounds the connections open at once: with every slot
-// taken, Accept waits for a connection to close, and new clients wait in
-// the kernel's listen queue. Without a bound, a flood of connections
-// takes every file descriptor, and then builds and storage fail too.
-type limitedListener struct {
-	net.Listener
-	slots chan struct{}
-	done  chan struct{}
-	once  sync.Once
-	// full, if set, is called when Accept has to wait for a slot
-	// (tests).
-	full func()
-}
-
-func limitConnections(ln net.Listener, n int) *limitedListener {
-	return &limitedListener{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{})}
-}
-
-func (l *limitedListener) Accept() (net.Conn, error) {
-	select {
-	case l.slots <- struct{}{}:
-	default:
-		if l.full != nil {
-			l.full()
-		}
-		select {
-		case l.slots <- struct{}{}:
-		case <-l.done:
-			return nil, net.ErrClosed
-		}
-	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.slots
-		return nil, err
-	}
-	return &limitedConn{Conn: c, release: sync.OnceFunc(func() { <-l.slots })}, nil
-}
-
-func (l *limitedListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return l.Listener.Close()
-}
-
-// limitedConn gives its slot back when closed (once, however often).
-type limitedConn struct {
-	net.Conn
-	release func()
-}
-
-func (c *limitedConn) Close() error {
-	err := c.Conn.Close()
-	c.release()
-	return err
-}
-
-// ReadFrom and CloseWrite keep what net/http uses of a TCP connection:
-// sendfile for blobs, and the half-close before closing after an error.
-func (c *limitedConn) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := c.Conn.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
-	}
-	return io.Copy(struct{ io.Writer }{c.Conn}, r)
-}
-
-func (c *limitedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}

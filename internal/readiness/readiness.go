@@ -27,7 +27,7 @@ import (
 	"github.com/nixery/nixery/internal/storage"
 )
 
-// Readiness checks (README, "For the people who run it").
+// Readiness checks (docs/operating.md, "For the people who run it").
 const (
 	// interval is the pause between two background checks.
 	interval = 5 * time.Second

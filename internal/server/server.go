@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// HTTP server limits (README, "For the people who run it").
+// HTTP server limits (docs/operating.md, "For the people who run it").
 const (
 	// readHeaderTimeout bounds how long a client may take to send its
 	// request line and headers (slow-loris clients).
@@ -28,9 +28,9 @@ const (
 )
 
 // Limits on each request that net/http's own timeouts cannot express
-// (README, "For the people who run it"). Its ReadTimeout and WriteTimeout
-// count from the start of a request, so they would end long blob
-// downloads and build event streams; worse, an expired ReadTimeout
+// (docs/operating.md, "For the people who run it"). Its ReadTimeout and
+// WriteTimeout count from the start of a request, so they would end long
+// blob downloads and build event streams; worse, an expired ReadTimeout
 // cancels the context of a handler still at work. These limits count
 // from the last progress instead.
 const (

@@ -664,7 +664,7 @@ func TestDeployManifests(t *testing.T) {
 					t.Errorf("%s: %s asks %s at %s, want %s at the container port", dir, p.what, p.probe.HTTPGet.Path, p.probe.HTTPGet.Port.String(), p.path)
 				}
 			}
-			// /readyz may take 10 s per check (cmd/nixery/http.go).
+			// /readyz may take 10 s per check (internal/readiness).
 			if rp := c.ReadinessProbe; rp != nil && rp.TimeoutSeconds <= 10 {
 				t.Errorf("%s: readinessProbe timeoutSeconds %d: /readyz may take 10 s", dir, rp.TimeoutSeconds)
 			}

@@ -10,14 +10,17 @@
 //
 //	0  need: what tests need of the machine (imports nothing)
 //	1  leaves, pure or self-contained: image, layers, archive, manifest,
-//	   redact, access, demo
+//	   redact, access, demo, server (the hardened HTTP server)
 //	2  the machine's resources: nix (the only code that runs Nix),
 //	   storage (the only code that knows a backend)
 //	3  what lives on them: config (settings and package sources, which
 //	   run git and Nix), catalog (every named object in storage)
-//	4  the build and the source's health: builder, sourcehealth
-//	5  the registry API: registry
-//	6  the human side: web (which renders errors with registry's mapping)
+//	4  the build, the source's health and the server's readiness:
+//	   builder, sourcehealth, readiness
+//	5  the registry API: registry; the client of `nixery build` that
+//	   follows a build's events: buildclient
+//	6  the human side: web (which renders errors with registry's mapping);
+//	   what is observed of every request, and /metrics: metrics
 //	7  wiring: cmd/nixery
 //
 // A package's test helpers (builder/buildertest, demo/demotest,

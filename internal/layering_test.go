@@ -29,6 +29,7 @@ var tiers = map[string]int{
 	"internal/redact":   1,
 	"internal/access":   1,
 	"internal/demo":     1,
+	"internal/server":   1,
 
 	"internal/nix":     2,
 	"internal/storage": 2,
@@ -38,10 +39,13 @@ var tiers = map[string]int{
 
 	"internal/builder":      4,
 	"internal/sourcehealth": 4,
+	"internal/readiness":    4,
 
-	"internal/registry": 5,
+	"internal/registry":    5,
+	"internal/buildclient": 5,
 
-	"internal/web": 6,
+	"internal/web":     6,
+	"internal/metrics": 6,
 
 	"cmd/nixery": 7,
 }

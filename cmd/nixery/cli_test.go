@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
-
-	"github.com/nixery/nixery/internal/builder"
 )
 
 // fakeServer streams fixed events for any build.
@@ -59,47 +56,6 @@ func TestBuildCmd(t *testing.T) {
 		code := run(append([]string{"build"}, tt.args...), &stdout, &stderr)
 		if code != tt.code || !strings.Contains(stdout.String(), tt.out) || !strings.Contains(stderr.String(), tt.errOut) {
 			t.Errorf("nixery build %q = %d\nstdout:\n%s\nstderr:\n%s", tt.args, code, stdout.String(), stderr.String())
-		}
-	}
-}
-
-func TestBarView(t *testing.T) {
-	var out bytes.Buffer
-	v := &barView{w: &out}
-	for _, e := range []string{"realise", "layers"} {
-		v.event(buildEvent("phase", e))
-	}
-	v.event(buildEvent("done", ""))
-	v.end()
-	s := out.String()
-	if !strings.Contains(s, "1/5 realise") || !strings.Contains(s, "3/5 layers") || !strings.Contains(s, "[####################] done") {
-		t.Errorf("bar output: %q", s)
-	}
-}
-
-func buildEvent(kind, phase string) builder.Event { return builder.Event{Kind: kind, Phase: phase} }
-
-func TestTerminalAndCut(t *testing.T) {
-	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer devnull.Close()
-	if isTerminal(devnull) {
-		t.Error("/dev/null counts as a terminal")
-	}
-	for _, tt := range []struct {
-		s    string
-		n    int
-		want string
-	}{
-		{"abc", 5, "abc"},
-		{"abcdef", 3, "abc"},
-		{"aé", 2, "a"}, // é is two bytes: not cut in half
-		{"日本", 4, "日"},
-	} {
-		if got := cutRunes(tt.s, tt.n); got != tt.want {
-			t.Errorf("cutRunes(%q, %d) = %q, want %q", tt.s, tt.n, got, tt.want)
 		}
 	}
 }

@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/config"
 )
@@ -87,50 +85,4 @@ environment variables:
 	fmt.Fprintf(stdout, "%s, images unused for %s: %s\n", store, *maxAge, what)
 	fmt.Fprintln(stdout, rep)
 	return 0
-}
-
-// gcMetrics counts what the in-process collector (NIXERY_GC_INTERVAL) did.
-type gcMetrics struct {
-	runs        *prometheus.CounterVec
-	deleted     *prometheus.CounterVec
-	lastSuccess prometheus.Gauge
-	duration    prometheus.Gauge
-}
-
-func newGCMetrics(reg prometheus.Registerer) *gcMetrics {
-	m := &gcMetrics{
-		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nixery_gc_runs_total", Help: "In-process garbage collections by result.",
-		}, []string{"result"}),
-		deleted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nixery_gc_deleted_total", Help: "What in-process collections deleted, by kind: images, blobs, bytes (of blobs), objects (layer cache entries, details, use records, package lists, leases).",
-		}, []string{"kind"}),
-		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "nixery_gc_last_success_timestamp_seconds", Help: "When this replica last finished a collection.",
-		}),
-		duration: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "nixery_gc_last_duration_seconds", Help: "How long that collection took.",
-		}),
-	}
-	for _, r := range []string{"succeeded", "failed"} {
-		m.runs.WithLabelValues(r)
-	}
-	if reg != nil {
-		reg.MustRegister(m.runs, m.deleted, m.lastSuccess, m.duration)
-	}
-	return m
-}
-
-func (m *gcMetrics) observe(rep catalog.GCReport, err error) {
-	if err != nil {
-		m.runs.WithLabelValues("failed").Inc()
-		return
-	}
-	m.runs.WithLabelValues("succeeded").Inc()
-	m.deleted.WithLabelValues("images").Add(float64(rep.ImagesDeleted))
-	m.deleted.WithLabelValues("blobs").Add(float64(rep.BlobsDeleted))
-	m.deleted.WithLabelValues("bytes").Add(float64(rep.BytesDeleted))
-	m.deleted.WithLabelValues("objects").Add(float64(rep.ObjectsDeleted))
-	m.lastSuccess.SetToCurrentTime()
-	m.duration.Set(rep.Duration.Seconds())
 }

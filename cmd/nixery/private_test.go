@@ -20,6 +20,8 @@ import (
 
 	"github.com/nixery/nixery/internal/access"
 	"github.com/nixery/nixery/internal/builder/buildertest"
+	"github.com/nixery/nixery/internal/metrics"
+	"github.com/nixery/nixery/internal/readiness"
 	"github.com/nixery/nixery/internal/registry"
 	"github.com/nixery/nixery/internal/storage"
 	"github.com/nixery/nixery/internal/web"
@@ -50,15 +52,15 @@ func privateServer(t *testing.T, metricsPublic bool) (*httptest.Server, string) 
 	log := slog.New(slog.DiscardHandler)
 	b := buildertest.New(t)
 	b.Storage, b.Logger = store, log
-	probes := &health{store: store}
+	probes := &readiness.Checker{Store: store}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { probes.run(ctx); close(done) }()
+	go func() { probes.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	h := newHandler(&access.Guard{Users: users, TrustProxy: true}, metricsPublic,
 		&registry.Registry{Builder: b, Storage: store, Logger: log},
 		&web.Site{Builder: b, Version: "test", Logger: log},
-		metricsHandler(prometheus.NewRegistry()), probes)
+		metrics.Handler(prometheus.NewRegistry()), probes)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv, storeDir

@@ -15,7 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nixery/nixery/internal/access"
+	"github.com/nixery/nixery/internal/metrics"
+	"github.com/nixery/nixery/internal/readiness"
 	"github.com/nixery/nixery/internal/registry"
+	"github.com/nixery/nixery/internal/server"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -29,8 +32,8 @@ func TestRegistryPathsNotCleaned(t *testing.T) {
 	}
 	site := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "site") })
 	h := newHandler(&access.Guard{}, false, &registry.Registry{Storage: store, Logger: slog.New(slog.DiscardHandler)},
-		site, metricsHandler(prometheus.NewRegistry()), &health{store: store})
-	addr := limitedServer(t, h, serverLimits{})
+		site, metrics.Handler(prometheus.NewRegistry()), &readiness.Checker{Store: store})
+	addr := serveTCP(t, h)
 	for _, tt := range []struct {
 		path   string
 		status int
@@ -67,6 +70,19 @@ func TestRegistryPathsNotCleaned(t *testing.T) {
 	}
 }
 
+// serveTCP serves h on 127.0.0.1 as serve does, and returns its address.
+func serveTCP(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := server.New(h)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
 // syncBuffer is a log sink for a server's goroutines.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -96,8 +112,8 @@ func TestBadRequestsBoundedEcho(t *testing.T) {
 	var logged syncBuffer
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 	h := newHandler(&access.Guard{}, false, &registry.Registry{Storage: store, Logger: log},
-		http.NotFoundHandler(), metricsHandler(prometheus.NewRegistry()), &health{store: store})
-	addr := limitedServer(t, instrument(log, newHTTPMetrics(nil), h), serverLimits{})
+		http.NotFoundHandler(), metrics.Handler(prometheus.NewRegistry()), &readiness.Checker{Store: store})
+	addr := serveTCP(t, metrics.Instrument(log, metrics.NewHTTP(nil), h))
 	const maxLine, maxAnswer = 4 << 10, 4 << 10
 	for _, path := range []string{
 		"/v2/" + strings.Repeat("%00", 20000) + "/manifests/latest",

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"bufio"
@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,9 +22,9 @@ import (
 
 // limitedServer serves h on 127.0.0.1 with the given limits, as serve
 // does, and returns its address.
-func limitedServer(t *testing.T, h http.Handler, l serverLimits) string {
+func limitedServer(t *testing.T, h http.Handler, l limits) string {
 	t.Helper()
-	srv := serverWith(h, l)
+	srv := newWith(h, l)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +83,7 @@ func waitDone(t *testing.T, done chan string, limit time.Duration, what string) 
 // for ever. A short body that arrives is read and the connection kept.
 func TestHTTPServerSlowBody(t *testing.T) {
 	h, _, done := testRegistry(t, 10)
-	addr := limitedServer(t, h, serverLimits{BodyTimeout: 300 * time.Millisecond})
+	addr := limitedServer(t, h, limits{BodyTimeout: 300 * time.Millisecond})
 	for _, tt := range []struct {
 		request string
 		status  string
@@ -146,7 +147,7 @@ func TestHTTPServerSlowBody(t *testing.T) {
 func TestHTTPServerStalledReader(t *testing.T) {
 	const size = 64 << 20 // far more than the sockets' buffers hold
 	h, blob, done := testRegistry(t, size)
-	addr := limitedServer(t, h, serverLimits{WriteStall: 500 * time.Millisecond})
+	addr := limitedServer(t, h, limits{WriteStall: 500 * time.Millisecond})
 
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -187,62 +188,42 @@ func TestHTTPServerStalledReader(t *testing.T) {
 	waitDone(t, done, 10*time.Second, "the slow reader")
 }
 
-// The connections open at once are bounded: with every slot taken, the
-// next connection waits in the listen queue (Accept waits for a slot)
-// and is served as soon as one closes.
-func TestConnectionsBounded(t *testing.T) {
+// The server's limits: a 1 MB URL is refused with 431 before any handler
+// runs; ordinary requests pass.
+func TestHTTPServerLimits(t *testing.T) {
+	handled := atomic.Int64{}
+	srv := New(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handled.Add(1)
+		fmt.Fprintln(w, "ok")
+	}))
+	if srv.IdleTimeout != 120*time.Second || srv.MaxHeaderBytes != 64<<10 || srv.ReadHeaderTimeout == 0 {
+		t.Errorf("limits: idle %s, max header bytes %d, read header %s", srv.IdleTimeout, srv.MaxHeaderBytes, srv.ReadHeaderTimeout)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	full := make(chan struct{}, 1)
-	lim := limitConnections(ln, 2)
-	lim.full = func() {
-		select {
-		case full <- struct{}{}:
-		default:
-		}
-	}
-	srv := newHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	go srv.Serve(lim)
+	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
+	base := "http://" + ln.Addr().String()
 
-	ask := func(c net.Conn) error {
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return nil
-	}
-	var held []net.Conn
-	for i := 0; i < 2; i++ {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if err := ask(c); err != nil { // accepted and served, kept alive
-			t.Fatal(err)
-		}
-		held = append(held, c)
-	}
-	select {
-	case <-full:
-	case <-time.After(20 * time.Second):
-		t.Fatal("with 2 of 2 connections open, Accept did not wait for a slot")
-	}
-	third, err := net.Dial("tcp", ln.Addr().String())
+	resp, err := http.Get(base + "/v2/")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer third.Close()
-	answered := make(chan error, 1)
-	go func() { answered <- ask(third) }()
-	held[0].Close()
-	if err := <-answered; err != nil {
-		t.Errorf("the waiting connection, once one closed: %v", err)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("ordinary request: %d", resp.StatusCode)
+	}
+	resp, err = http.Get(base + "/api/search?q=" + strings.Repeat("a", 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("1 MB URL: %d, want 431", resp.StatusCode)
+	}
+	if n := handled.Load(); n != 1 {
+		t.Errorf("handler ran %d times, want 1 (not for the 1 MB URL)", n)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package readiness
 
 import (
 	"context"
@@ -6,83 +6,35 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nixery/nixery/internal/need"
 	"github.com/nixery/nixery/internal/storage"
 )
 
-func TestRoute(t *testing.T) {
-	for path, want := range map[string]string{
-		"/v2/":                             "v2_base",
-		"/v2":                              "v2_base",
-		"/v2/shell/git/manifests/latest":   "v2_manifest",
-		"/v2/a/b/c/blobs/sha256:0123":      "v2_blob",
-		"/v2/_catalog":                     "v2_other",
-		"/":                                "web",
-		"/image/shell/hello":               "web",
-		"/api/search":                      "api_search",
-		"/api/build/shell/hello/events":    "api_events",
-		"/api/image/hello":                 "api_other",
-		"/metrics":                         "metrics",
-		"/healthz":                         "health",
-		"/readyz":                          "health",
-		"/some/random/path/from/a/scanner": "web",
-	} {
-		if got := route(path); got != want || !slices.Contains(routes, got) {
-			t.Errorf("route(%q) = %q, want %q, one of %v", path, got, want, routes)
-		}
-	}
+// syncBuffer is a log sink for the checker's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
 }
 
-func TestInstrument(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	m := newHTTPMetrics(reg)
-	var logged strings.Builder
-	log := slog.New(slog.NewTextHandler(&logged, nil))
-	h := instrument(log, m, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/v2/x/blobs/sha256:00":
-			io.Copy(w, strings.NewReader("twelve bytes")) // through ReadFrom
-		case "/api/build/x/events":
-			w.Write([]byte("data: {}\n\n"))
-			if err := http.NewResponseController(w).Flush(); err != nil {
-				t.Errorf("flush through the recorder: %v", err)
-			}
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	for _, p := range []string{"/v2/x/blobs/sha256:00", "/api/build/x/events", "/nope"} {
-		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", p, nil))
-	}
-	rec := httptest.NewRecorder()
-	metricsHandler(reg).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	out := rec.Body
-	for _, want := range []string{
-		`nixery_http_requests_total{code="2xx",route="v2_blob"} 1`,
-		`nixery_http_requests_total{code="4xx",route="web"} 1`,
-		`nixery_http_response_bytes_total{route="v2_blob"} 12`,
-		`nixery_http_request_duration_seconds_bucket{route="api_events",le="+Inf"} 1`,
-		`nixery_http_request_duration_seconds_count{route="web"} 1`,
-	} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("metrics lack %s:\n%s", want, out.String())
-		}
-	}
-	if !strings.Contains(logged.String(), "route=v2_blob path=/v2/x/blobs/sha256:00 status=200 bytes=12") {
-		t.Errorf("request log: %s", logged.String())
-	}
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // brokenStore answers every object read with an outage.
@@ -110,10 +62,10 @@ func (c *countingStore) GetObject(ctx context.Context, name string) ([]byte, err
 	return c.Backend.GetObject(ctx, name)
 }
 
-func probe(t *testing.T, h *health, ctx context.Context) (int, string) {
+func probe(t *testing.T, h *Checker, ctx context.Context) (int, string) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	h.readyz(rec, httptest.NewRequest("GET", "/readyz", nil).WithContext(ctx))
+	h.Readyz(rec, httptest.NewRequest("GET", "/readyz", nil).WithContext(ctx))
 	return rec.Code, rec.Body.String()
 }
 
@@ -124,14 +76,14 @@ func TestReadyz(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	healthy := &health{store: fs}
+	healthy := &Checker{Store: fs}
 	rec := httptest.NewRecorder()
-	healthy.healthz(rec, httptest.NewRequest("GET", "/healthz", nil))
+	healthy.Healthz(rec, httptest.NewRequest("GET", "/healthz", nil))
 	if rec.Code != 200 {
 		t.Errorf("/healthz = %d", rec.Code)
 	}
 	// Before the first result a probe waits for it, until the probe ends
-	// (here: at once) or readyFirstWait has passed.
+	// (here: at once) or firstWait has passed.
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
 	if code, body := probe(t, healthy, gone); code != http.StatusServiceUnavailable || !strings.Contains(body, "not checked yet") {
@@ -149,11 +101,11 @@ func TestReadyz(t *testing.T) {
 	if code, body := probe(t, healthy, ctx); code != 200 || body != "ready\n" {
 		t.Errorf("/readyz when healthy = %d %s", code, body)
 	}
-	if reason := healthy.status(time.Now().Add(readyStale + time.Second)); !strings.Contains(reason, "last checked") {
-		t.Errorf("a result older than %s still counts: %q", readyStale, reason)
+	if reason := healthy.status(time.Now().Add(stale + time.Second)); !strings.Contains(reason, "last checked") {
+		t.Errorf("a result older than %s still counts: %q", stale, reason)
 	}
 
-	broken := &health{store: brokenStore{fs}}
+	broken := &Checker{Store: brokenStore{fs}}
 	broken.update(ctx)
 	if code, body := probe(t, broken, ctx); code != http.StatusServiceUnavailable || !strings.Contains(body, "not ready: storage is not reachable") {
 		t.Errorf("/readyz with broken storage = %d %s", code, body)
@@ -168,7 +120,7 @@ func TestReadyzAbortedProbe(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := &countingStore{Backend: fs}
-	h := &health{store: store}
+	h := &Checker{Store: store}
 	h.update(context.Background())
 	aborted, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -193,7 +145,7 @@ func TestReadyzFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	free := map[string]uint64{nixStore: 10 << 30, "/srv/nixery": 10 << 30}
-	h := &health{store: fs, disks: disks(0, "/srv/nixery"),
+	h := &Checker{Store: fs, Disks: Disks(0, "/srv/nixery"),
 		statfs: func(path string) (uint64, error) { return free[path], nil }}
 	h.update(context.Background())
 	if code, body := probe(t, h, context.Background()); code != 200 {
@@ -210,7 +162,7 @@ func TestReadyzFullDisk(t *testing.T) {
 	}
 	// NIXERY_NIX_MIN_FREE below 1 GiB lets the Nix store run that low
 	// (Nix collects garbage to keep it); storage keeps its 1 GiB.
-	h.disks = disks(256<<20, "/srv/nixery")
+	h.Disks = Disks(256<<20, "/srv/nixery")
 	free[nixStore] = 300 << 20
 	h.update(context.Background())
 	if code, body := probe(t, h, context.Background()); code != 200 {
@@ -221,17 +173,17 @@ func TestReadyzFullDisk(t *testing.T) {
 	if code, body := probe(t, h, context.Background()); code != http.StatusServiceUnavailable || !strings.Contains(body, "less than 256 MiB") {
 		t.Errorf("/readyz with 200 MiB of a 256 MiB min-free = %d %s", code, body)
 	}
-	if d := disks(8<<30, ""); len(d) != 1 || d[0].minFree != defaultMinFree {
+	if d := Disks(8<<30, ""); len(d) != 1 || d[0].MinFree != defaultMinFree {
 		t.Errorf("a min-free above 1 GiB, no storage disk: %+v", d)
 	}
 	// The real statfs, on a real directory.
 	h.statfs = nil
-	h.disks = []disk{{t.TempDir(), 1}}
+	h.Disks = []Disk{{t.TempDir(), 1}}
 	h.update(context.Background())
 	if code, body := probe(t, h, context.Background()); code != 200 {
 		t.Errorf("/readyz with statfs(2) = %d %s", code, body)
 	}
-	h.disks[0].minFree = 1 << 62
+	h.Disks[0].MinFree = 1 << 62
 	h.update(context.Background())
 	if code, body := probe(t, h, context.Background()); code != http.StatusServiceUnavailable || !strings.Contains(body, "disk full") {
 		t.Errorf("/readyz with an unreachable threshold = %d %s", code, body)
@@ -246,11 +198,11 @@ func TestReadyzBackground(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := &countingStore{Backend: fs, read: make(chan struct{}, 1)}
-	h := &health{store: store}
+	h := &Checker{Store: store}
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
 	go func() {
-		h.run(ctx)
+		h.Run(ctx)
 		close(stopped)
 	}()
 	<-store.read // the first check, at once
@@ -269,58 +221,18 @@ func TestReadyzBackground(t *testing.T) {
 	}
 }
 
-// The server's limits: a 1 MB URL is refused with 431 before any handler
-// runs; ordinary requests pass.
-func TestHTTPServerLimits(t *testing.T) {
-	handled := atomic.Int64{}
-	srv := newHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		handled.Add(1)
-		fmt.Fprintln(w, "ok")
-	}))
-	if srv.IdleTimeout != 120*time.Second || srv.MaxHeaderBytes != 64<<10 || srv.ReadHeaderTimeout == 0 {
-		t.Errorf("limits: idle %s, max header bytes %d, read header %s", srv.IdleTimeout, srv.MaxHeaderBytes, srv.ReadHeaderTimeout)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	base := "http://" + ln.Addr().String()
-
-	resp, err := http.Get(base + "/v2/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("ordinary request: %d", resp.StatusCode)
-	}
-	resp, err = http.Get(base + "/api/search?q=" + strings.Repeat("a", 1<<20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
-		t.Errorf("1 MB URL: %d, want 431", resp.StatusCode)
-	}
-	if n := handled.Load(); n != 1 {
-		t.Errorf("handler ran %d times, want 1 (not for the 1 MB URL)", n)
-	}
-}
-
 // On SIGTERM (draining) a ready replica is not ready at once.
 func TestReadyzDraining(t *testing.T) {
 	fs, err := storage.NewFilesystem(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &health{store: fs}
+	h := &Checker{Store: fs}
 	h.update(context.Background())
 	if code, body := probe(t, h, context.Background()); code != 200 {
 		t.Fatalf("/readyz = %d %s", code, body)
 	}
-	h.draining.Store(true)
+	h.Drain()
 	if code, body := probe(t, h, context.Background()); code != 503 || !strings.Contains(body, "shutting down") {
 		t.Errorf("/readyz while draining = %d %s", code, body)
 	}
@@ -349,10 +261,10 @@ func TestReadyzPrivate(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logged syncBuffer
-	h := &health{store: brokenStore{fs}, private: true, log: slog.New(slog.NewTextHandler(&logged, nil))}
+	h := &Checker{Store: brokenStore{fs}, Private: true, Logger: slog.New(slog.NewTextHandler(&logged, nil))}
 	h.update(context.Background())
 	h.update(context.Background())
-	srv := httptest.NewServer(http.HandlerFunc(h.readyz))
+	srv := httptest.NewServer(http.HandlerFunc(h.Readyz))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL)
 	if err != nil {
@@ -367,7 +279,7 @@ func TestReadyzPrivate(t *testing.T) {
 		t.Errorf("the reason is logged %d times, want once: %s", n, logged.String())
 	}
 	// Disks: the kind, not the path or the figures.
-	h = &health{store: fs, private: true, disks: []disk{{"/srv/secret-volume", 1 << 30}},
+	h = &Checker{Store: fs, Private: true, Disks: []Disk{{"/srv/secret-volume", 1 << 30}},
 		statfs: func(string) (uint64, error) { return 1 << 20, nil }}
 	h.update(context.Background())
 	if reason := h.status(time.Now()); reason != "disk full" && reason != "nix is not usable" {

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nixery/nixery/internal/access"
+	"github.com/nixery/nixery/internal/catalog"
+	"github.com/nixery/nixery/internal/config"
+	"github.com/nixery/nixery/internal/metrics"
+	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/readiness"
+	"github.com/nixery/nixery/internal/registry"
+	"github.com/nixery/nixery/internal/server"
+	"github.com/nixery/nixery/internal/storage"
+	"github.com/nixery/nixery/internal/web"
+)
+
+// newHandler is the whole HTTP side: the registry API, the web pages and
+// their APIs, metrics and probes. With users in guard, everything but the
+// probes (and /metrics if metricsPublic) needs one of them: the registry
+// answers refusals with its spec error body, the rest with a plain 401.
+// Refused requests reach nothing, so they start no build.
+func newHandler(guard *access.Guard, metricsPublic bool, reg *registry.Registry, site, scrape http.Handler, probes *readiness.Checker) http.Handler {
+	mux := http.NewServeMux()
+	v2 := guard.Require(reg, reg.Refused)
+	mux.Handle("/v2/", v2)
+	mux.Handle("/", guard.Require(site, nil))
+	if !metricsPublic {
+		scrape = guard.Require(scrape, nil)
+	}
+	mux.Handle("GET /metrics", scrape)
+	// Probes stay open: load balancers and orchestrators send no
+	// credentials, and they tell nothing about the images.
+	mux.HandleFunc("GET /healthz", probes.Healthz)
+	mux.HandleFunc("GET /readyz", probes.Readyz)
+	return guard.Identify(registryPaths(v2, mux))
+}
+
+// registryPaths sends every path under /v2/ to v2 as it came, and the
+// rest to mux. The mux answers a path with an empty, "." or ".." segment
+// with a redirect (text/html) to its cleaned form, which is another
+// repository: /v2/a/../shell/manifests/latest would build shell. Such a
+// name matches no repository name of the distribution spec, and the
+// registry answers it with NAME_INVALID.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
+func registryPaths(v2, mux http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v2/") {
+			v2.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func serve(args []string) error {
+	cfg, err := config.Load(args, os.Getenv)
+	if err != nil {
+		return fmt.Errorf("configuration: %w (see nixery --help)", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	slog.SetDefault(log)
+	guard := &access.Guard{TrustProxy: cfg.TrustProxy}
+	if cfg.Htpasswd != "" {
+		users, err := access.LoadHtpasswd(cfg.Htpasswd)
+		if err != nil {
+			return fmt.Errorf("NIXERY_HTPASSWD / --htpasswd: %w", err)
+		}
+		users.Logger = log
+		guard.Users = users
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	p, err := wire(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	source, store, builder := p.source, p.store, p.builder
+	// Work of serve's own beside the requests: stopped and waited for
+	// when serve returns.
+	bg, stopBackground := context.WithCancel(ctx)
+	var background sync.WaitGroup
+	defer func() {
+		stopBackground()
+		background.Wait()
+	}()
+	background.Go(func() { deleteTemporaries(bg, store, log) })
+	// Store paths that killed Nixery processes of this machine still
+	// held with their temporary roots go back to Nix's garbage collection.
+	if err := nix.PrepareRoots(); err != nil {
+		log.Error("builds will fail: cannot make their Nix garbage-collector roots", "err", err)
+	}
+	// The source's revision and whether Nix can evaluate it, found in
+	// the background: at once, then every NIXERY_SOURCE_CHECK_INTERVAL.
+	background.Go(func() { p.sourceHealth.Run(bg) })
+	site := &web.Site{Builder: builder, Version: version, Logger: log, TrustProxy: cfg.TrustProxy, SourceHealth: p.sourceHealth}
+	site.Preload(ctx) // the package list for search, made once per package set
+	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
+	promRegistry := metrics.NewRegistry(builder, p.sourceHealth.Collector())
+	httpStats, gcStats := metrics.NewHTTP(promRegistry), catalog.NewGCMetrics(promRegistry)
+	storageDir := ""
+	if _, ok := store.(*storage.Filesystem); ok {
+		storageDir = cfg.StoragePath
+	}
+	probes := &readiness.Checker{Store: store, Disks: readiness.Disks(cfg.NixMinFree, storageDir), Private: guard.Users != nil, Logger: log}
+	background.Go(func() { probes.Run(bg) })
+	handler := newHandler(guard, cfg.MetricsPublic,
+		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Catalog()}, site,
+		metrics.Handler(promRegistry), probes)
+
+	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
+	tcp, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	conns := server.MaxConnections()
+	ln := server.LimitConnections(tcp, conns)
+	srv := server.New(metrics.Instrument(log, httpStats, handler))
+	// What net/http itself reports (a failed Accept, a handler's panic)
+	// goes to the same log as everything else.
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	private := "no (public)"
+	if guard.Users != nil {
+		private = "yes, users of " + guard.Users.Path()
+	}
+	log.Info("nixery serving", "version", version, "address", ln.Addr().String(), "source", source.String(),
+		"storage", store.String(), "nix", p.nixVersion, "nix_timeout", cfg.NixTimeout, "private", private, "max_connections", conns)
+
+	if cfg.GCInterval > 0 {
+		collector := &catalog.Collector{
+			Catalog: builder.Catalog(), Interval: cfg.GCInterval,
+			Options: catalog.GCOptions{MaxAge: cfg.GCMaxAge},
+			Report: func(rep catalog.GCReport, err error) {
+				gcStats.Observe(rep, err)
+				if err != nil {
+					log.Error("garbage collection failed", "err", err)
+					return
+				}
+				log.Info("garbage collection", "max_age", cfg.GCMaxAge, "report", rep.String())
+			},
+		}
+		background.Go(func() { collector.Run(bg) })
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	// Graceful scale-in: not ready at once (the load balancer drains this
+	// replica), no new builds, the running ones may finish; requests keep
+	// being served meanwhile. Builds still running after the timeout are
+	// taken over by other replicas when their leases lapse.
+	log.Info("shutting down: draining", "timeout", cfg.DrainTimeout)
+	probes.Drain()
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	if err := builder.Drain(drainCtx); err != nil {
+		log.Warn("builds still running at shutdown; other replicas take them over", "err", err)
+	}
+	// Closures still being pushed to the Nix binary cache, in the same time.
+	if err := builder.Nix.WaitPushes(drainCtx); err != nil {
+		log.Warn("pushes to the Nix cache still running at shutdown; their paths are pushed by the next build of them", "err", err)
+	}
+	cancelDrain()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// deleteTemporaries removes the uploads that processes which died left in
+// storage more than storage.AbandonedAfter ago; younger ones may belong to
+// another replica or `nixery gc`/`build --local` at work. It runs once at
+// start-up, in the background so that a slow or unreachable bucket does
+// not delay serving; a failure is only logged (gc tries again).
+func deleteTemporaries(ctx context.Context, store storage.Backend, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	n, err := catalog.New(store, log).DeleteAbandonedUploads(ctx)
+	if err != nil {
+		log.Warn("removing abandoned uploads", "storage", store.String(), "removed", n, "err", err)
+		return
+	}
+	if n > 0 {
+		log.Info("removed abandoned uploads", "storage", store.String(), "removed", n, "older_than", storage.AbandonedAfter)
+	}
+}

@@ -1,0 +1,86 @@
+// Package buildclient is the client side of `nixery build`: it follows a
+// build's server-sent events (/api/build/<image>/events, the stream the
+// web page shows) and shows them to a person, as one line per event for
+// logs or as a progress bar redrawn in place on a terminal.
+package buildclient
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/nixery/nixery/internal/builder"
+)
+
+// Follow reads the server-sent events at url until the final one,
+// passing each to show, and returns the final one.
+func Follow(ctx context.Context, url string, show View) (builder.Event, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return builder.Event{}, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return builder.Event{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		var e struct{ Error string }
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return builder.Event{}, errors.New(e.Error)
+		}
+		return builder.Event{}, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	events := readEvents(resp.Body)
+	for {
+		data, err := events()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("the server closed the event stream before the build ended")
+			}
+			return builder.Event{}, err
+		}
+		var e builder.Event
+		if err := json.Unmarshal([]byte(data), &e); err != nil {
+			return builder.Event{}, fmt.Errorf("bad event %q: %w", data, err)
+		}
+		show.Event(e)
+		if e.Final() {
+			return e, nil
+		}
+	}
+}
+
+// readEvents returns a function that reads the next event's data from a
+// text/event-stream (fields other than data, and comments, are skipped).
+// https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
+func readEvents(r io.Reader) func() (string, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	return func() (string, error) {
+		var data []string
+		for sc.Scan() {
+			line := sc.Text()
+			if line == "" {
+				if len(data) > 0 {
+					return strings.Join(data, "\n"), nil
+				}
+				continue
+			}
+			if v, ok := strings.CutPrefix(line, "data:"); ok {
+				data = append(data, strings.TrimPrefix(v, " "))
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return "", err
+		}
+		return "", io.EOF
+	}
+}

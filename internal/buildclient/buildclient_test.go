@@ -1,0 +1,121 @@
+package buildclient
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/nixery/nixery/internal/builder"
+)
+
+// eventServer answers every request with the given status and, for 200,
+// a text/event-stream of the given events (with a retry field and a
+// comment that the reader skips); other statuses get body.
+func eventServer(t *testing.T, status int, body string, events ...string) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Accept") != "text/event-stream" {
+			http.Error(w, "want Accept: text/event-stream", http.StatusBadRequest)
+			return
+		}
+		if status != http.StatusOK {
+			http.Error(w, body, status)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "retry: 2000\n\n: a comment\n\n")
+		for _, e := range events {
+			fmt.Fprintf(w, "data: %s\n\n", e)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/api/build/shell/hello/events"
+}
+
+func TestFollow(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		url    string
+		final  builder.Event
+		shown  string
+		errMsg string
+	}{
+		{"a build", eventServer(t, 200, "",
+			`{"kind":"queued","message":"shell/hello:latest"}`,
+			`{"kind":"phase","phase":"realise"}`,
+			`{"kind":"log","phase":"realise","message":"building '/nix/store/…-hello.drv'..."}`,
+			`{"kind":"phase","phase":"pack"}`,
+			`{"kind":"done","message":"image ready","digest":"sha256:abc"}`,
+			`{"kind":"log","message":"after the end: not read"}`),
+			builder.Event{Kind: "done", Message: "image ready", Digest: "sha256:abc"},
+			"queued shell/hello:latest\nphase realise \n  building '/nix/store/…-hello.drv'...\nphase pack \ndone image ready\n", ""},
+		{"a failed build", eventServer(t, 200, "", `{"kind":"queued"}`, `{"kind":"error","message":"unknown package(s): nosuch"}`),
+			builder.Event{Kind: "error", Message: "unknown package(s): nosuch"}, "queued \nerror\n", ""},
+		{"a stream that ends early", eventServer(t, 200, "", `{"kind":"queued"}`),
+			builder.Event{}, "queued \n", "closed the event stream before the build ended"},
+		{"a bad event", eventServer(t, 200, "", `{"kind":`), builder.Event{}, "", "bad event"},
+		{"a refusal with a JSON error", eventServer(t, 400, `{"error":"invalid repository name"}`),
+			builder.Event{}, "", "invalid repository name"},
+		{"a refusal in plain text", eventServer(t, 503, "busy"), builder.Event{}, "", "503 Service Unavailable: busy"},
+	} {
+		var out bytes.Buffer
+		final, err := Follow(context.Background(), tt.url, NewView(&out, false))
+		if final.Kind != tt.final.Kind || final.Message != tt.final.Message || final.Digest != tt.final.Digest ||
+			out.String() != tt.shown || (err == nil) != (tt.errMsg == "") || err != nil && !strings.Contains(err.Error(), tt.errMsg) {
+			t.Errorf("%s: %+v, %v, shown %q; want %+v, %q, shown %q", tt.name, final, err, out.String(), tt.final, tt.errMsg, tt.shown)
+		}
+	}
+}
+
+func TestNewView(t *testing.T) {
+	var out bytes.Buffer
+	if _, ok := NewView(&out, true).(nopView); !ok {
+		t.Error("quiet: want no output")
+	}
+	if _, ok := NewView(&out, false).(*plainView); !ok {
+		t.Error("not a terminal: want one line per event")
+	}
+}
+
+func TestBarView(t *testing.T) {
+	var out bytes.Buffer
+	v := &barView{w: &out}
+	for _, e := range []string{"realise", "layers"} {
+		v.Event(builder.Event{Kind: "phase", Phase: e})
+	}
+	v.Event(builder.Event{Kind: "done"})
+	v.End()
+	s := out.String()
+	if !strings.Contains(s, "1/5 realise") || !strings.Contains(s, "3/5 layers") || !strings.Contains(s, "[####################] done") {
+		t.Errorf("bar output: %q", s)
+	}
+}
+
+func TestTerminalAndCut(t *testing.T) {
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	if isTerminal(devnull) {
+		t.Error("/dev/null counts as a terminal")
+	}
+	for _, tt := range []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"abc", 5, "abc"},
+		{"abcdef", 3, "abc"},
+		{"aé", 2, "a"}, // é is two bytes: not cut in half
+		{"日本", 4, "日"},
+	} {
+		if got := cutRunes(tt.s, tt.n); got != tt.want {
+			t.Errorf("cutRunes(%q, %d) = %q, want %q", tt.s, tt.n, got, tt.want)
+		}
+	}
+}

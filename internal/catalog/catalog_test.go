@@ -2,7 +2,9 @@ package catalog_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/nixery/nixery/internal/catalog"
+	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -183,5 +186,51 @@ func TestKindsListAndDelete(t *testing.T) {
 	})
 	if len(names) != 0 {
 		t.Errorf("objects left: %q", names)
+	}
+}
+
+// cutOpen is a real store whose reads of blobs fail as a bucket's do
+// when the connection breaks mid-body.
+type cutOpen struct{ storage.Backend }
+
+func (c cutOpen) Open(ctx context.Context, d digest.Digest) (storage.Reader, error) {
+	r, err := c.Backend.Open(ctx, d)
+	return cutReader{r}, err
+}
+
+type cutReader struct{ storage.Reader }
+
+func (cutReader) Read([]byte) (int, error) {
+	return 0, fmt.Errorf("%w: read: connection reset: %w", storage.ErrUnavailable, io.ErrUnexpectedEOF)
+}
+
+// ReadManifest tells a manifest, a blob that is none, a blob that is
+// absent and a storage that fails apart.
+func TestReadManifest(t *testing.T) {
+	ctx := context.Background()
+	store, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := []byte(`{"schemaVersion":2,"config":{},"layers":[]}`)
+	md, err := storage.Put(ctx, store, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := storage.Put(ctx, store, []byte("\x1f\x8b\x08 a layer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, err := catalog.ReadManifest(ctx, store, md); err != nil || string(data) != string(m) {
+		t.Errorf("a manifest: %q, %v", data, err)
+	}
+	if _, err := catalog.ReadManifest(ctx, store, layer); !errors.Is(err, storage.ErrNotFound) || !errors.Is(err, manifest.ErrNotManifest) {
+		t.Errorf("a layer: %v, want ErrNotFound and ErrNotManifest", err)
+	}
+	if _, err := catalog.ReadManifest(ctx, store, digest.FromString("absent")); !errors.Is(err, storage.ErrNotFound) || errors.Is(err, manifest.ErrNotManifest) {
+		t.Errorf("an absent blob: %v, want ErrNotFound only", err)
+	}
+	if _, err := catalog.New(cutOpen{store}, nil).ReadManifest(ctx, md); !errors.Is(err, storage.ErrUnavailable) || errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("a read the storage cut off: %v, want ErrUnavailable and not ErrNotFound", err)
 	}
 }

@@ -38,6 +38,7 @@ var tiers = map[string]int{
 	"internal/catalog": 3,
 
 	"internal/builder":      4,
+	"internal/gc":           4,
 	"internal/sourcehealth": 4,
 	"internal/readiness":    4,
 

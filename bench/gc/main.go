@@ -28,6 +28,7 @@ import (
 
 	"github.com/nixery/nixery/internal/archive"
 	"github.com/nixery/nixery/internal/catalog"
+	"github.com/nixery/nixery/internal/gc"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/storage"
 )
@@ -93,9 +94,9 @@ func main() {
 	fmt.Printf("%s: wrote %d images over %d layer blobs in %s\n", store, *images, *pool, time.Since(start).Round(time.Millisecond))
 
 	skip := func(context.Context, time.Duration) error { return nil }
-	var rep catalog.GCReport
+	var rep gc.Report
 	heap := peakHeap(func() {
-		rep, err = cat.GC(ctx, catalog.GCOptions{MaxAge: 720 * time.Hour, Sleep: skip})
+		rep, err = gc.Collect(ctx, cat, gc.Options{MaxAge: 720 * time.Hour, Sleep: skip})
 	})
 	if err != nil {
 		fail(err)
@@ -103,7 +104,7 @@ func main() {
 	fmt.Printf("every image in use: %s; peak heap %.1f MB above before\n", rep, heap)
 	ahead := time.Now().Add(1000 * time.Hour)
 	heap = peakHeap(func() {
-		rep, err = cat.GC(ctx, catalog.GCOptions{MaxAge: 720 * time.Hour, Sleep: skip,
+		rep, err = gc.Collect(ctx, cat, gc.Options{MaxAge: 720 * time.Hour, Sleep: skip,
 			Clock: func(context.Context) (time.Time, error) { return ahead, nil }})
 	})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/config"
+	"github.com/nixery/nixery/internal/gc"
 )
 
 // defaultGCAge keeps images used within the last 30 days.
@@ -73,7 +74,7 @@ environment variables:
 		fmt.Fprintf(stderr, "nixery gc: %v\n", err)
 		return 1
 	}
-	rep, err := catalog.New(store, nil).GC(ctx, catalog.GCOptions{MaxAge: *maxAge, DryRun: *dryRun})
+	rep, err := gc.Collect(ctx, catalog.New(store, nil), gc.Options{MaxAge: *maxAge, DryRun: *dryRun})
 	if err != nil {
 		fmt.Fprintf(stderr, "nixery gc: %s: %v\n", store, err)
 		return 1

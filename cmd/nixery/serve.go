@@ -18,6 +18,7 @@ import (
 	"github.com/nixery/nixery/internal/access"
 	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/config"
+	"github.com/nixery/nixery/internal/gc"
 	"github.com/nixery/nixery/internal/metrics"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/readiness"
@@ -111,7 +112,7 @@ func serve(args []string) error {
 	site.Preload(ctx) // the package list for search, made once per package set
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
 	promRegistry := metrics.NewRegistry(builder, p.sourceHealth.Collector())
-	httpStats, gcStats := metrics.NewHTTP(promRegistry), catalog.NewGCMetrics(promRegistry)
+	httpStats, gcStats := metrics.NewHTTP(promRegistry), gc.NewMetrics(promRegistry)
 	storageDir := ""
 	if _, ok := store.(*storage.Filesystem); ok {
 		storageDir = cfg.StoragePath
@@ -141,10 +142,10 @@ func serve(args []string) error {
 		"storage", store.String(), "nix", p.nixVersion, "nix_timeout", cfg.NixTimeout, "private", private, "max_connections", conns)
 
 	if cfg.GCInterval > 0 {
-		collector := &catalog.Collector{
+		collector := &gc.Collector{
 			Catalog: builder.Catalog(), Interval: cfg.GCInterval,
-			Options: catalog.GCOptions{MaxAge: cfg.GCMaxAge},
-			Report: func(rep catalog.GCReport, err error) {
+			Options: gc.Options{MaxAge: cfg.GCMaxAge},
+			Report: func(rep gc.Report, err error) {
 				gcStats.Observe(rep, err)
 				if err != nil {
 					log.Error("garbage collection failed", "err", err)

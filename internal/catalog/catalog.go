@@ -1,6 +1,7 @@
 // Package catalog owns everything Nixery stores besides the blobs
 // themselves: the name and the encoding of every named object in the
-// storage backend, and the garbage collection over all of them.
+// storage backend. The garbage collection over them (package gc) asks
+// the catalog for them by kind and key (objects.go).
 //
 //	manifests/<key>       manifest cache entry: which manifests an image request produced
 //	uses/images/<key>     use record of an image (a pull by name), renewed hourly
@@ -13,7 +14,7 @@
 //	leases/<id>           the blobs a build in progress relies on (see Lease)
 //	gc/clock, gc/lease    the storage's clock probe and the scheduled collector's lease
 //
-// No other package spells an object name: builder, web, registry and
+// No other package spells an object name: builder, gc, web, registry and
 // cmd/nixery ask the catalog by meaning. Keys are sha256 digests of an
 // unambiguous (JSON) encoding of everything that changes the result and
 // nothing else.
@@ -21,7 +22,7 @@
 // Use records are objects of their own, never a rewrite of the entry they
 // belong to, so recording a use can never bring back an entry that the
 // collector deleted. All ages are read from the storage's own modification
-// times, one clock for every replica (see GC).
+// times, one clock for every replica (see StorageClock and package gc).
 package catalog
 
 import (

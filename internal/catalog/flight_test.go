@@ -8,13 +8,14 @@ import (
 
 	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/storage"
+	"github.com/nixery/nixery/internal/storage/storagetest"
 )
 
 // One claim per build across replicas; a claim that stops being renewed
 // is taken over after its TTL by exactly one of the waiting replicas; the
 // local clock decides (injected), never a comparison of two clocks.
 func TestFlightClaims(t *testing.T) {
-	backends(t, func(t *testing.T, newStore func() storage.Backend) {
+	storagetest.EachBackend(t, func(t *testing.T, newStore func() storage.Backend) {
 		ctx := context.Background()
 		store := newStore()
 		now := time.Now()

@@ -144,7 +144,7 @@ func (l *Lease) Hold(ctx context.Context, mustExist bool, digests ...digest.Dige
 
 // Release stops renewing the lease after writing it once more. It is not
 // deleted: it lapses LeaseTTL later, by when every collector's next mark
-// sees the manifest cache entry the build wrote (see GC). Safe to call
+// sees the manifest cache entry the build wrote (see gc.Collect). Safe to call
 // more than once.
 func (l *Lease) Release(ctx context.Context) {
 	select {

@@ -209,7 +209,37 @@ var ErrNotManifest = errors.New("not a manifest")
 // megabytes as a manifest: a blob over MaxSize is refused without reading
 // it, one that does not start as a JSON object after its first byte, and
 // no more than MaxSize bytes are ever read.
+//
+// Only the blob's content makes it ErrNotManifest: an error of r itself
+// (other than io.EOF) is returned as an error of its own. A bucket's
+// connection cut off mid-body reads as a short body
+// (io.ErrUnexpectedEOF), which says nothing about the blob: the garbage
+// collector must stop rather than take a live manifest for none and
+// sweep its blobs, and the registry answers it as the outage it is.
 func Read(r io.Reader, size int64) ([]byte, error) {
+	rr := &readErr{r: r}
+	data, err := read(rr, size)
+	if rr.err != nil {
+		return nil, rr.err
+	}
+	return data, err
+}
+
+// readErr remembers the first error other than io.EOF its reader gave.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErr) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+func read(r io.Reader, size int64) ([]byte, error) {
 	if size > MaxSize {
 		return nil, ErrNotManifest
 	}

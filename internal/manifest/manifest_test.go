@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -217,5 +218,37 @@ func TestRead(t *testing.T) {
 		if c.n > tt.maxRead {
 			t.Errorf("%s: read %d bytes, want at most %d", tt.name, c.n, tt.maxRead)
 		}
+	}
+}
+
+// failingReader gives head, then fails as a bucket's cut connection does.
+type failingReader struct {
+	head string
+	err  error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.head == "" {
+		return 0, f.err
+	}
+	n := copy(p, f.head)
+	f.head = f.head[n:]
+	return n, nil
+}
+
+// A reader that fails is not a blob that is no manifest: a short read
+// caused by the storage (io.ErrUnexpectedEOF, wrapped) says nothing about
+// the blob, whether it fails at the first byte or later.
+func TestReadFailureIsNoVerdict(t *testing.T) {
+	cut := fmt.Errorf("storage unavailable: connection reset: %w", io.ErrUnexpectedEOF)
+	for _, head := range []string{"", "{", `{"schemaVersion":`} {
+		_, err := Read(&failingReader{head: head, err: cut}, 100)
+		if !errors.Is(err, cut) || errors.Is(err, ErrNotManifest) {
+			t.Errorf("after %q the reader failed: Read = %v, want the reader's error and not ErrNotManifest", head, err)
+		}
+	}
+	// A blob shorter than its size, read whole, is the blob's fault.
+	if _, err := Read(strings.NewReader(""), 100); !errors.Is(err, ErrNotManifest) {
+		t.Errorf("an empty blob that said 100 bytes: %v, want ErrNotManifest", err)
 	}
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/nixery/nixery/internal/access"
 	"github.com/nixery/nixery/internal/builder"
+	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
@@ -238,22 +239,14 @@ func notManifest(d digest.Digest) *regError {
 // before anything is read, and no more than MaxManifestSize bytes are
 // ever read, so such requests cost no memory however many arrive at once.
 func (r *Registry) manifestBlob(ctx context.Context, d digest.Digest) ([]byte, error) {
-	blob, err := r.Storage.Open(ctx, d)
-	if errors.Is(err, storage.ErrNotFound) {
+	data, err := catalog.ReadManifest(ctx, r.Storage, d)
+	switch {
+	case errors.Is(err, manifest.ErrNotManifest):
+		return nil, notManifest(d)
+	case errors.Is(err, storage.ErrNotFound):
 		return nil, regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("manifest %s is not known to this registry", d))
 	}
-	if err != nil {
-		return nil, err
-	}
-	defer blob.Close()
-	data, err := manifest.Read(blob, blob.Size())
-	if errors.Is(err, manifest.ErrNotManifest) {
-		return nil, notManifest(d)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", d, err)
-	}
-	return data, nil
+	return data, err
 }
 
 // referrers answers GET/HEAD /v2/<name>/referrers/<digest>: the

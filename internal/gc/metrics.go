@@ -1,22 +1,22 @@
-package catalog
+package gc
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// GCMetrics counts what the in-process Collector (NIXERY_GC_INTERVAL)
+// Metrics counts what the in-process Collector (NIXERY_GC_INTERVAL)
 // did: pass Observe as (or call it from) its Report.
-type GCMetrics struct {
+type Metrics struct {
 	runs        *prometheus.CounterVec
 	deleted     *prometheus.CounterVec
 	lastSuccess prometheus.Gauge
 	duration    prometheus.Gauge
 }
 
-// NewGCMetrics makes the metrics and registers them with reg (if not
+// NewMetrics makes the metrics and registers them with reg (if not
 // nil). Both results of runs are there from the start, at zero.
-func NewGCMetrics(reg prometheus.Registerer) *GCMetrics {
-	m := &GCMetrics{
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nixery_gc_runs_total", Help: "In-process garbage collections by result.",
 		}, []string{"result"}),
@@ -40,7 +40,7 @@ func NewGCMetrics(reg prometheus.Registerer) *GCMetrics {
 }
 
 // Observe counts one run: its report, or its failure.
-func (m *GCMetrics) Observe(rep GCReport, err error) {
+func (m *Metrics) Observe(rep Report, err error) {
 	if err != nil {
 		m.runs.WithLabelValues("failed").Inc()
 		return

@@ -1,4 +1,4 @@
-package catalog
+package gc
 
 import (
 	"context"
@@ -8,10 +8,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/storage"
 )
 
-// Collector runs GC in-process at an interval, on one replica at a time:
+// Collector runs Collect in-process at an interval, on one replica at a time:
 // before each run a replica takes the lease gc/lease in storage, and a
 // replica whose lease is younger than the interval (by the storage's
 // clock) is left to do it. Two replicas that race for the lease both
@@ -19,11 +20,11 @@ import (
 // both run, nothing breaks (GC is safe against a concurrent GC), it only
 // costs requests.
 type Collector struct {
-	Catalog  *Catalog
+	Catalog  *catalog.Catalog
 	Interval time.Duration
-	Options  GCOptions
+	Options  Options
 	// Report receives the outcome of every run this replica made.
-	Report func(GCReport, error)
+	Report func(Report, error)
 
 	// settle is how long a replica waits between writing the lease and
 	// reading it back; tests shorten it.
@@ -53,16 +54,16 @@ func (s *Collector) Run(ctx context.Context) {
 }
 
 // Once runs one collection if this replica gets the lease.
-func (s *Collector) Once(ctx context.Context) (ran bool, rep GCReport, err error) {
+func (s *Collector) Once(ctx context.Context) (ran bool, rep Report, err error) {
 	ok, err := s.takeLease(ctx)
 	if err != nil || !ok {
 		return false, rep, err
 	}
-	rep, err = s.Catalog.GC(ctx, s.Options)
+	rep, err = Collect(ctx, s.Catalog, s.Options)
 	return true, rep, err
 }
 
-// takeLease takes gc/lease unless another replica holds it.
+// takeLease takes the collector's lease unless another replica holds it.
 func (s *Collector) takeLease(ctx context.Context) (bool, error) {
 	if s.holder == "" {
 		var id [12]byte
@@ -73,45 +74,32 @@ func (s *Collector) takeLease(ctx context.Context) (bool, error) {
 		s.settle = 2 * time.Second
 	}
 	c := s.Catalog
-	store := c.Store
-	held, err := store.GetObject(ctx, gcLeaseObject)
+	held, err := c.CollectorLeaseHolder(ctx)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return false, err
 	}
-	if err == nil && string(held) != s.holder {
+	if err == nil && held != s.holder {
 		// Another replica's: still valid if written within the
 		// interval, by the storage's clock (a probe written now).
-		var leaseMod, now time.Time
-		if err := store.PutObject(ctx, clockObject, nil); err != nil {
-			return false, err
-		}
-		err := store.ListObjects(ctx, "gc/", func(name string, mod time.Time) error {
-			switch name {
-			case gcLeaseObject:
-				leaseMod = mod
-			case clockObject:
-				now = mod
-			}
-			return nil
-		})
+		age, err := c.CollectorLeaseAge(ctx)
 		if err != nil {
 			return false, err
 		}
-		if now.Sub(leaseMod) < s.Interval/2 {
+		if age < s.Interval/2 {
 			return false, nil
 		}
 	}
-	if err := store.PutObject(ctx, gcLeaseObject, []byte(s.holder)); err != nil {
-		return false, fmt.Errorf("gc lease: %w", err)
+	if err := c.PutCollectorLease(ctx, s.holder); err != nil {
+		return false, err
 	}
 	select {
 	case <-time.After(s.settle):
 	case <-ctx.Done():
 		return false, ctx.Err()
 	}
-	got, err := store.GetObject(ctx, gcLeaseObject)
+	got, err := c.CollectorLeaseHolder(ctx)
 	if err != nil {
 		return false, fmt.Errorf("gc lease: %w", err)
 	}
-	return string(got) == s.holder, nil
+	return got == s.holder, nil
 }

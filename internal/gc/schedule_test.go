@@ -1,4 +1,4 @@
-package catalog
+package gc
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -16,10 +17,10 @@ func TestCollectorOneReplicaAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	opts := GCOptions{MaxAge: 24 * time.Hour}
+	opts := Options{MaxAge: 24 * time.Hour}
 	replicas := []*Collector{
-		{Catalog: New(store, nil), Interval: time.Hour, Options: opts, settle: 200 * time.Millisecond},
-		{Catalog: New(store, nil), Interval: time.Hour, Options: opts, settle: 200 * time.Millisecond},
+		{Catalog: catalog.New(store, nil), Interval: time.Hour, Options: opts, settle: 200 * time.Millisecond},
+		{Catalog: catalog.New(store, nil), Interval: time.Hour, Options: opts, settle: 200 * time.Millisecond},
 	}
 	var wg sync.WaitGroup
 	ran := make([]bool, len(replicas))

@@ -1,32 +1,34 @@
-package catalog
+// Package gc collects garbage in Nixery's storage: mark and sweep over
+// every blob and named object, safe while replicas serve and build on the
+// same storage and while other collections run, with a dry run
+// (docs/storage.md says why no live image loses a blob).
+//
+// It names no object itself: it asks the catalog, the one owner of every
+// named object, to list, read and delete them by kind and key, and reads
+// every age on the storage's clock (catalog.StorageClock). Blobs it lists
+// and deletes through the storage backend directly. Collect runs one
+// collection (`nixery gc`); Collector runs them in-process at an interval,
+// on one replica at a time (NIXERY_GC_INTERVAL); Metrics counts them.
+package gc
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/storage"
 )
 
-// HotRecheck is how often a process re-checks in storage that a manifest
-// cache entry it holds in memory still exists (builder drops it when it
-// does not). The collector waits EntryGrace, longer than that, between
-// deleting expired entries and deleting their blobs, so no process serves
-// a manifest whose blobs are gone.
-const HotRecheck = time.Minute
-
-// Defaults of GCOptions.
+// Defaults of Options.
 const (
-	DefaultEntryGrace = 3 * HotRecheck
+	DefaultEntryGrace = 3 * catalog.HotRecheck
 	// DefaultBlobGrace keeps blobs written recently whatever refers to
 	// them: the upload of a build in progress becomes visible a moment
 	// before its lease names it.
@@ -37,9 +39,9 @@ const (
 	deleteBatch = 8
 )
 
-// GCOptions say what a collection keeps. MaxAge is required; the zero
+// Options say what a collection keeps. MaxAge is required; the zero
 // values of the others are the defaults.
-type GCOptions struct {
+type Options struct {
 	// MaxAge: images (and manifests pulled by digest) not used within it
 	// are collected, with every blob and object only they reach.
 	MaxAge time.Duration
@@ -47,7 +49,7 @@ type GCOptions struct {
 	// ages are then read against the local clock) and reports what a
 	// collection would delete.
 	DryRun     bool
-	EntryGrace time.Duration // see HotRecheck; 0 = DefaultEntryGrace
+	EntryGrace time.Duration // see catalog.HotRecheck; 0 = DefaultEntryGrace
 	BlobGrace  time.Duration // 0 = DefaultBlobGrace
 
 	// Test hooks. Sleep waits out EntryGrace (nil: a timer); Clock reads
@@ -58,9 +60,9 @@ type GCOptions struct {
 	BeforeDelete func(d digest.Digest)
 }
 
-// GCReport says what a collection removed (or would remove, in a dry
+// Report says what a collection removed (or would remove, in a dry
 // run), and what it cost.
-type GCReport struct {
+type Report struct {
 	ImagesKept, ImagesDeleted int   // manifest cache entries
 	BlobsKept, BlobsDeleted   int   // blobs
 	BytesDeleted              int64 // bytes of deleted blobs
@@ -70,12 +72,13 @@ type GCReport struct {
 	Duration                  time.Duration
 }
 
-func (r GCReport) String() string {
+func (r Report) String() string {
 	return fmt.Sprintf("images: %d kept, %d deleted; blobs: %d kept, %d deleted (%d bytes); other objects deleted: %d; abandoned uploads deleted: %d; %d storage requests in %s",
 		r.ImagesKept, r.ImagesDeleted, r.BlobsKept, r.BlobsDeleted, r.BytesDeleted, r.ObjectsDeleted, r.Temporaries, r.Requests, r.Duration.Round(time.Millisecond))
 }
 
-// GC collects what no image used within opts.MaxAge refers to. It is safe
+// Collect collects what no image used within opts.MaxAge refers to, in
+// the storage of cat. It is safe
 // while replicas serve and build on the same storage, and while other
 // collectors run (deletions are idempotent). The argument, in
 // docs/storage.md, in short:
@@ -85,7 +88,7 @@ func (r GCReport) String() string {
 //     records. Use records are objects of their own, so a replica that
 //     records a pull cannot bring an entry back.
 //  2. The collector waits EntryGrace: every process re-checks the entries
-//     it holds in memory within HotRecheck and drops the deleted ones, so
+//     it holds in memory within catalog.HotRecheck and drops the deleted ones, so
 //     none serves their manifests any more. A pull from memory during
 //     the wait leaves a use record newer than the deletion, and that
 //     image's blobs are kept in step 3.
@@ -94,18 +97,20 @@ func (r GCReport) String() string {
 //     leases is kept; so is every blob younger than BlobGrace.
 //  4. Sweep: right before each blob is deleted the leases are read again
 //     (builds hold a blob in their lease before relying on it, and check
-//     it still exists after), and the mark is redone whenever LeaseTTL/2
-//     has passed since the last one; a lease lives LeaseTTL after its
+//     it still exists after), and the mark is redone whenever
+//     catalog.LeaseTTL/2 has passed since the last one; a lease lives
+//     catalog.LeaseTTL after its
 //     build wrote its entry, so every entry written after a mark is
 //     covered by its lease until the next mark sees it.
 //  5. Layer cache entries of deleted blobs, orphaned details and use
 //     records, old package lists, lapsed leases and uploads abandoned for
 //     storage.AbandonedAfter go last.
-func (c *Catalog) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
+func Collect(ctx context.Context, cat *catalog.Catalog, opts Options) (Report, error) {
 	started := time.Now()
-	counted := &countingStore{Backend: c.Store}
+	counted := &countingStore{Backend: cat.Store}
 	g := &collector{
-		c:      &Catalog{Store: counted, Logger: c.Logger, Now: c.Now},
+		// The catalog over the counting store: every request counts.
+		c:      &catalog.Catalog{Store: counted, Logger: cat.Logger, Now: cat.Now},
 		store:  counted,
 		opts:   opts,
 		leases: map[string]leaseSeen{},
@@ -117,10 +122,10 @@ func (c *Catalog) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 }
 
 type collector struct {
-	c     *Catalog
-	store *countingStore
-	opts  GCOptions
-	rep   GCReport
+	c     *catalog.Catalog
+	store *countingStore // blobs are listed and deleted here directly
+	opts  Options
+	rep   Report
 
 	live     map[digest.Digest]bool
 	entries  map[string]bool // keys of the entries seen by the last mark
@@ -128,7 +133,7 @@ type collector struct {
 	// markedLocal is the local (monotonic) time of the last mark: ages
 	// are read on the storage's clock, durations since on the local one.
 	markedLocal time.Time
-	expired     map[string]Entry
+	expired     map[string]catalog.Entry
 	// digestRoots are the manifests pulled by digest within the age.
 	digestRoots []digest.Digest
 	deleted     bool // expired entries were deleted (not a dry run)
@@ -157,12 +162,12 @@ type leaseSeen struct {
 // local file systems (two seconds on FAT).
 const modTimeResolution = 2 * time.Second
 
-func (g *collector) del(ctx context.Context, name string) error {
+func (g *collector) del(ctx context.Context, k catalog.Kind, key string) error {
 	g.rep.ObjectsDeleted++
 	if g.opts.DryRun {
 		return nil
 	}
-	return g.store.DeleteObject(ctx, name)
+	return g.c.Delete(ctx, k, key)
 }
 
 // clock reads the storage's clock: the modification time the storage
@@ -173,56 +178,18 @@ func (g *collector) clock(ctx context.Context) (time.Time, error) {
 		return g.opts.Clock(ctx)
 	}
 	if g.opts.DryRun {
-		return g.c.now(), nil
-	}
-	return storageClock(ctx, g.store)
-}
-
-// storageClock reads the storage's clock: the modification time the
-// storage gives a probe object written now.
-func storageClock(ctx context.Context, store storage.Backend) (time.Time, error) {
-	if err := store.PutObject(ctx, clockObject, nil); err != nil {
-		return time.Time{}, err
-	}
-	var t time.Time
-	err := store.ListObjects(ctx, clockObject, func(name string, mod time.Time) error {
-		if name == clockObject {
-			t = mod
+		if g.c.Now != nil {
+			return g.c.Now(), nil
 		}
-		return nil
-	})
-	if err == nil && t.IsZero() {
-		err = errors.New("the storage's clock probe was not listed")
+		return time.Now(), nil
 	}
-	return t, err
-}
-
-// DeleteAbandonedUploads removes the uploads that nothing has written to
-// for storage.AbandonedAfter, judged on the storage's clock as the
-// collector judges every age: a server whose own clock runs ahead must not
-// take a replica's upload in progress for abandoned.
-func (c *Catalog) DeleteAbandonedUploads(ctx context.Context) (int, error) {
-	now, err := storageClock(ctx, c.Store)
-	if err != nil {
-		return 0, fmt.Errorf("reading the storage's clock: %w", err)
-	}
-	return c.Store.DeleteTemporaries(ctx, now.Add(-storage.AbandonedAfter))
+	return g.c.StorageClock(ctx)
 }
 
 // storageNow estimates the storage's clock from the last mark.
 func (g *collector) storageNow() time.Time { return g.markedAt.Add(time.Since(g.markedLocal)) }
 
-// list returns the objects under prefix with their modification times.
-func (g *collector) list(ctx context.Context, prefix string) (map[string]time.Time, error) {
-	out := map[string]time.Time{}
-	err := g.store.ListObjects(ctx, prefix, func(name string, mod time.Time) error {
-		out[keyOf(name, prefix)] = mod
-		return nil
-	})
-	return out, err
-}
-
-func (g *collector) run(ctx context.Context) (GCReport, error) {
+func (g *collector) run(ctx context.Context) (Report, error) {
 	o := &g.opts
 	if o.MaxAge <= 0 {
 		return g.rep, errors.New("gc: the maximum age must be positive")
@@ -268,17 +235,17 @@ func (g *collector) run(ctx context.Context) (GCReport, error) {
 
 // expire deletes the entries not written nor pulled since cutoff (step 1).
 func (g *collector) expire(ctx context.Context, cutoff time.Time) error {
-	entries, err := g.list(ctx, manifestsPrefix)
+	entries, err := g.c.List(ctx, catalog.KindEntry)
 	if err != nil {
 		return err
 	}
-	uses, err := g.list(ctx, imageUsesPrefix)
+	uses, err := g.c.List(ctx, catalog.KindImageUse)
 	if err != nil {
 		return err
 	}
-	g.expired = map[string]Entry{}
+	g.expired = map[string]catalog.Entry{}
 	for key, mod := range entries {
-		if !validKey(key) {
+		if !catalog.ValidKey(key) {
 			continue
 		}
 		used := mod
@@ -298,9 +265,9 @@ func (g *collector) expire(ctx context.Context, cutoff time.Time) error {
 	for key := range g.expired {
 		// The use record first: one written after this is a pull from
 		// a replica's memory, seen in step 3.
-		for _, name := range []string{imageUsesPrefix + key, manifestsPrefix + key, detailsPrefix + key} {
+		for _, kind := range []catalog.Kind{catalog.KindImageUse, catalog.KindEntry, catalog.KindDetails} {
 			if !g.opts.DryRun {
-				if err := g.store.DeleteObject(ctx, name); err != nil {
+				if err := g.c.Delete(ctx, kind, key); err != nil {
 					return err
 				}
 			}
@@ -322,17 +289,17 @@ func (g *collector) grace(ctx context.Context) error {
 // markRoots marks from the entries and the manifests pulled by digest
 // since cutoff (step 3); older digest use records go.
 func (g *collector) markRoots(ctx context.Context, cutoff time.Time) error {
-	digestUses, err := g.list(ctx, digestUsesPrefix)
+	digestUses, err := g.c.List(ctx, catalog.KindDigestUse)
 	if err != nil {
 		return err
 	}
-	for hex, mod := range digestUses {
-		d := digest.NewDigestFromEncoded(digest.SHA256, hex)
+	for key, mod := range digestUses {
+		d := digest.Digest(key)
 		if d.Validate() != nil {
 			continue
 		}
 		if mod.Before(cutoff) {
-			if err := g.del(ctx, digestUsesPrefix+hex); err != nil {
+			if err := g.del(ctx, catalog.KindDigestUse, key); err != nil {
 				return err
 			}
 			continue
@@ -380,7 +347,7 @@ func (g *collector) sweep(ctx context.Context) error {
 			}
 		}
 		if !o.DryRun {
-			if time.Since(g.markedLocal) > LeaseTTL/2 {
+			if time.Since(g.markedLocal) > catalog.LeaseTTL/2 {
 				if err := g.mark(ctx); err != nil {
 					return err
 				}
@@ -427,28 +394,26 @@ func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
 	layerEntries := map[string]time.Time{}
 	if len(g.gone) > 0 {
 		var err error
-		if layerEntries, err = g.list(ctx, layersPrefix); err != nil {
+		if layerEntries, err = g.c.List(ctx, catalog.KindLayer); err != nil {
 			return err
 		}
 	}
 	for key, mod := range layerEntries {
-		raw, err := g.store.GetObject(ctx, layersPrefix+key)
+		d, readable, err := g.c.LayerBlob(ctx, key)
 		if errors.Is(err, storage.ErrNotFound) {
 			continue
 		}
-		if err != nil && !errors.Is(err, storage.ErrTooLarge) {
+		if err != nil {
 			return err
 		}
-		var l struct{ Digest digest.Digest }
-		unreadable := err != nil || json.Unmarshal(raw, &l) != nil || l.Digest.Validate() != nil
-		if g.gone[l.Digest] || ((unreadable || !g.blobs[l.Digest]) && mod.Before(g.youngBefore)) {
-			if err := g.del(ctx, layersPrefix+key); err != nil {
+		if g.gone[d] || ((!readable || !g.blobs[d]) && mod.Before(g.youngBefore)) {
+			if err := g.del(ctx, catalog.KindLayer, key); err != nil {
 				return err
 			}
 		}
 	}
 	// Details and use records of entries that are gone.
-	if err := g.deleteUnder(ctx, []string{detailsPrefix, imageUsesPrefix}, func(key string, mod time.Time) bool {
+	if err := g.deleteUnder(ctx, []catalog.Kind{catalog.KindDetails, catalog.KindImageUse}, func(key string, mod time.Time) bool {
 		if _, wasExpired := g.expired[key]; g.opts.DryRun && wasExpired {
 			return false // counted with the entry
 		}
@@ -458,14 +423,14 @@ func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
 	}
 	// Package lists and package resolutions not written within the age
 	// (an evaluation writes them again when it needs them).
-	if err := g.deleteUnder(ctx, []string{searchPrefix, resolvedPrefix}, func(_ string, mod time.Time) bool {
+	if err := g.deleteUnder(ctx, []catalog.Kind{catalog.KindSearchList, catalog.KindResolution}, func(_ string, mod time.Time) bool {
 		return mod.Before(cutoff)
 	}); err != nil {
 		return err
 	}
 	// Lapsed build leases and build claims (whose holders died).
-	if err := g.deleteUnder(ctx, []string{leasesPrefix, flightsPrefix}, func(_ string, mod time.Time) bool {
-		return mod.Before(g.markedAt.Add(-2 * LeaseTTL))
+	if err := g.deleteUnder(ctx, []catalog.Kind{catalog.KindLease, catalog.KindFlight}, func(_ string, mod time.Time) bool {
+		return mod.Before(g.markedAt.Add(-2 * catalog.LeaseTTL))
 	}); err != nil {
 		return err
 	}
@@ -479,16 +444,16 @@ func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
 	return nil
 }
 
-// deleteUnder deletes the objects under prefixes for which gone says so.
-func (g *collector) deleteUnder(ctx context.Context, prefixes []string, gone func(key string, mod time.Time) bool) error {
-	for _, prefix := range prefixes {
-		objs, err := g.list(ctx, prefix)
+// deleteUnder deletes the objects of kinds for which gone says so.
+func (g *collector) deleteUnder(ctx context.Context, kinds []catalog.Kind, gone func(key string, mod time.Time) bool) error {
+	for _, kind := range kinds {
+		objs, err := g.c.List(ctx, kind)
 		if err != nil {
 			return err
 		}
 		for key, mod := range objs {
 			if gone(key, mod) {
-				if err := g.del(ctx, prefix+key); err != nil {
+				if err := g.del(ctx, kind, key); err != nil {
 					return err
 				}
 			}
@@ -508,7 +473,7 @@ func (g *collector) mark(ctx context.Context) error {
 	g.markedAt, g.markedLocal = now, time.Now()
 	g.live = map[digest.Digest]bool{}
 	g.entries = map[string]bool{}
-	entries, err := g.list(ctx, manifestsPrefix)
+	entries, err := g.c.List(ctx, catalog.KindEntry)
 	if err != nil {
 		return err
 	}
@@ -531,7 +496,7 @@ func (g *collector) mark(ctx context.Context) error {
 	if g.deleted {
 		// Step 1 deleted the use records of expired entries before the
 		// entries: any there is now was written since.
-		uses, err := g.list(ctx, imageUsesPrefix)
+		uses, err := g.c.List(ctx, catalog.KindImageUse)
 		if err != nil {
 			return err
 		}
@@ -555,7 +520,7 @@ func (g *collector) mark(ctx context.Context) error {
 // A lease is read again unless its time is unchanged and settled (see
 // leaseSeen).
 func (g *collector) markLeases(ctx context.Context, now time.Time) error {
-	leases, err := g.list(ctx, leasesPrefix)
+	leases, err := g.c.List(ctx, catalog.KindLease)
 	if err != nil {
 		return err
 	}
@@ -563,7 +528,7 @@ func (g *collector) markLeases(ctx context.Context, now time.Time) error {
 	// a read that begins modTimeResolution later gets a later time.
 	listed := time.Now()
 	for id, mod := range leases {
-		if mod.Before(now.Add(-LeaseTTL)) {
+		if mod.Before(now.Add(-catalog.LeaseTTL)) {
 			continue // lapsed: its build died or ended long ago
 		}
 		seen, ok := g.leases[id]
@@ -572,20 +537,16 @@ func (g *collector) markLeases(ctx context.Context, now time.Time) error {
 		}
 		if !seen.settled {
 			readAt := time.Now()
-			raw, err := g.store.GetObject(ctx, leasesPrefix+id)
+			digests, err := g.c.LeaseBlobs(ctx, id)
 			if errors.Is(err, storage.ErrNotFound) {
 				continue
 			}
 			if err != nil {
+				// A damaged lease names blobs nobody can know: stop
+				// rather than sweep them; it lapses by itself.
 				return err
 			}
-			seen.digests = nil
-			if err := json.Unmarshal(raw, &seen.digests); err != nil {
-				// Nixery writes every lease whole: this one was
-				// damaged, and its blobs cannot be known. Stop
-				// rather than sweep them; it lapses by itself.
-				return fmt.Errorf("build lease %s is unreadable: %w", id, err)
-			}
+			seen.digests = digests
 			seen.settled = readAt.Sub(seen.listed) >= modTimeResolution
 			g.leases[id] = seen
 		}
@@ -596,7 +557,7 @@ func (g *collector) markLeases(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-func (g *collector) markEntry(ctx context.Context, e Entry) error {
+func (g *collector) markEntry(ctx context.Context, e catalog.Entry) error {
 	for _, d := range e.Manifests {
 		if err := g.markManifest(ctx, d); err != nil {
 			return err
@@ -610,7 +571,7 @@ func (g *collector) markManifest(ctx context.Context, d digest.Digest) error {
 	if g.live[d] {
 		return nil
 	}
-	data, err := readManifest(ctx, g.store, d)
+	data, err := g.c.ReadManifest(ctx, d)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil
 	}
@@ -627,98 +588,3 @@ func (g *collector) markManifest(ctx context.Context, d digest.Digest) error {
 	}
 	return nil
 }
-
-// ReadManifest reads blob d if it can be a manifest (manifest.Read: its
-// size is checked before anything is read); otherwise an error wrapping
-// storage.ErrNotFound. The builder reads its cached manifests with it.
-func (c *Catalog) ReadManifest(ctx context.Context, d digest.Digest) ([]byte, error) {
-	return readManifest(ctx, c.Store, d)
-}
-
-func readManifest(ctx context.Context, store storage.Backend, d digest.Digest) ([]byte, error) {
-	r, err := store.Open(ctx, d)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	rr := &readErr{r: r}
-	data, err := manifest.Read(rr, r.Size())
-	if rr.err != nil {
-		// The storage failed mid-read (a bucket's connection cut off
-		// reads as a short body, io.ErrUnexpectedEOF, which manifest.Read
-		// takes for a blob too short to be a manifest). That says
-		// nothing about the blob: the collector must stop rather than
-		// take a live manifest for none and sweep its blobs.
-		return nil, fmt.Errorf("reading manifest %s: %w", d, rr.err)
-	}
-	if errors.Is(err, manifest.ErrNotManifest) {
-		return nil, fmt.Errorf("blob %s: %w (%w)", d, storage.ErrNotFound, err)
-	}
-	return data, err
-}
-
-// readErr remembers the first error other than io.EOF its reader gave.
-type readErr struct {
-	r   io.Reader
-	err error
-}
-
-func (e *readErr) Read(p []byte) (int, error) {
-	n, err := e.r.Read(p)
-	if err != nil && err != io.EOF && e.err == nil {
-		e.err = err
-	}
-	return n, err
-}
-
-// countingStore counts the requests a collection makes, for its report.
-type countingStore struct {
-	storage.Backend
-	mu       sync.Mutex
-	requests int64
-}
-
-func (s *countingStore) count() {
-	s.mu.Lock()
-	s.requests++
-	s.mu.Unlock()
-}
-
-func (s *countingStore) Open(ctx context.Context, d digest.Digest) (storage.Reader, error) {
-	s.count()
-	return s.Backend.Open(ctx, d)
-}
-func (s *countingStore) Stat(ctx context.Context, d digest.Digest) (int64, error) {
-	s.count()
-	return s.Backend.Stat(ctx, d)
-}
-func (s *countingStore) GetObject(ctx context.Context, name string) ([]byte, error) {
-	s.count()
-	return s.Backend.GetObject(ctx, name)
-}
-func (s *countingStore) PutObject(ctx context.Context, name string, data []byte) error {
-	s.count()
-	return s.Backend.PutObject(ctx, name, data)
-}
-func (s *countingStore) ListBlobs(ctx context.Context, fn func(digest.Digest, int64, time.Time) error) error {
-	s.count()
-	return s.Backend.ListBlobs(ctx, fn)
-}
-func (s *countingStore) ListObjects(ctx context.Context, prefix string, fn func(string, time.Time) error) error {
-	s.count()
-	return s.Backend.ListObjects(ctx, prefix, fn)
-}
-func (s *countingStore) DeleteBlob(ctx context.Context, d digest.Digest) error {
-	s.count()
-	return s.Backend.DeleteBlob(ctx, d)
-}
-func (s *countingStore) DeleteObject(ctx context.Context, name string) error {
-	s.count()
-	return s.Backend.DeleteObject(ctx, name)
-}
-func (s *countingStore) DeleteTemporaries(ctx context.Context, cutoff time.Time) (int, error) {
-	s.count()
-	return s.Backend.DeleteTemporaries(ctx, cutoff)
-}
-
-var _ storage.Backend = (*countingStore)(nil)

@@ -1,4 +1,4 @@
-package catalog_test
+package gc_test
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,54 +18,11 @@ import (
 
 	"github.com/nixery/nixery/internal/archive"
 	"github.com/nixery/nixery/internal/catalog"
+	"github.com/nixery/nixery/internal/gc"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/storage"
 	"github.com/nixery/nixery/internal/storage/storagetest"
 )
-
-var prefixes atomic.Int64
-
-// backends runs fn against a fresh, empty store of every backend: the
-// filesystem, a real S3 server (versitygw) and a real GCS emulator
-// (fake-gcs-server), each started on 127.0.0.1.
-func backends(t *testing.T, fn func(t *testing.T, newStore func() storage.Backend)) {
-	t.Run("filesystem", func(t *testing.T) {
-		fn(t, func() storage.Backend {
-			b, err := storage.NewFilesystem(t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return b
-		})
-	})
-	t.Run("s3", func(t *testing.T) {
-		srv := storagetest.StartS3(t)
-		t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-		fn(t, func() storage.Backend {
-			b, err := storage.NewS3(context.Background(), storage.S3Config{
-				Bucket: srv.Bucket, Prefix: fmt.Sprintf("c%d/", prefixes.Add(1)), Region: srv.Region,
-				Endpoint: srv.Endpoint, PathStyle: true, AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return b
-		})
-	})
-	t.Run("gcs", func(t *testing.T) {
-		srv := storagetest.StartGCS(t)
-		fn(t, func() storage.Backend {
-			b, err := storage.NewGCS(context.Background(), storage.GCSConfig{
-				Bucket: srv.Bucket, Prefix: fmt.Sprintf("c%d/", prefixes.Add(1)), Endpoint: srv.Endpoint,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { b.Close() })
-			return b
-		})
-	})
-}
 
 // world is a storage with images whose ages the test decides.
 type world struct {
@@ -165,7 +121,7 @@ func (w *world) exists(d digest.Digest) bool {
 
 // gcAt collects as if maxAge had passed since epoch: the test's clock
 // hook. Everything written before epoch is old, everything after young.
-func gcAt(epoch time.Time, opts catalog.GCOptions) catalog.GCOptions {
+func gcAt(epoch time.Time, opts gc.Options) gc.Options {
 	const maxAge = time.Minute
 	opts.MaxAge, opts.BlobGrace = maxAge, maxAge
 	opts.Clock = func(context.Context) (time.Time, error) { return epoch.Add(maxAge), nil }
@@ -176,7 +132,7 @@ func gcAt(epoch time.Time, opts catalog.GCOptions) catalog.GCOptions {
 }
 
 func TestGC(t *testing.T) {
-	backends(t, func(t *testing.T, newStore func() storage.Backend) {
+	storagetest.EachBackend(t, func(t *testing.T, newStore func() storage.Backend) {
 		ctx := context.Background()
 		w := &world{t: t, ctx: ctx, store: newStore()}
 		w.cat = catalog.New(w.store, nil)
@@ -202,14 +158,14 @@ func TestGC(t *testing.T) {
 
 		// A dry run changes nothing at all, and says what a real run does.
 		before := w.snapshot()
-		dry, err := w.cat.GC(ctx, gcAt(epoch, catalog.GCOptions{DryRun: true}))
+		dry, err := gc.Collect(ctx, w.cat, gcAt(epoch, gc.Options{DryRun: true}))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if after := w.snapshot(); !slices.Equal(before, after) {
 			t.Fatalf("the dry run changed storage:\nbefore %q\nafter  %q", before, after)
 		}
-		rep, err := w.cat.GC(ctx, gcAt(epoch, catalog.GCOptions{}))
+		rep, err := gc.Collect(ctx, w.cat, gcAt(epoch, gc.Options{}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,7 +216,7 @@ func TestGC(t *testing.T) {
 // layer cache while the collector runs holds it in its lease; the
 // collector re-reads the leases right before each deletion.
 func TestGCKeepsWhatBuildsHold(t *testing.T) {
-	backends(t, func(t *testing.T, newStore func() storage.Backend) {
+	storagetest.EachBackend(t, func(t *testing.T, newStore func() storage.Backend) {
 		ctx := context.Background()
 		w := &world{t: t, ctx: ctx, store: newStore()}
 		w.cat = catalog.New(w.store, nil)
@@ -278,7 +234,7 @@ func TestGCKeepsWhatBuildsHold(t *testing.T) {
 		}
 
 		var late *catalog.Lease
-		opts := gcAt(epoch, catalog.GCOptions{BeforeDelete: func(d digest.Digest) {
+		opts := gcAt(epoch, gc.Options{BeforeDelete: func(d digest.Digest) {
 			if d != aged || late != nil {
 				return
 			}
@@ -294,7 +250,7 @@ func TestGCKeepsWhatBuildsHold(t *testing.T) {
 				t.Errorf("hold: %v", err)
 			}
 		}})
-		if _, err := w.cat.GC(ctx, opts); err != nil {
+		if _, err := gc.Collect(ctx, w.cat, opts); err != nil {
 			t.Fatal(err)
 		}
 		if late == nil {
@@ -318,14 +274,14 @@ func TestGCKeepsWhatBuildsHold(t *testing.T) {
 // blobs records a use; the blobs are kept and the entry is not written
 // back (the next cold pull rebuilds it from the layer cache).
 func TestGCPullFromMemory(t *testing.T) {
-	backends(t, func(t *testing.T, newStore func() storage.Backend) {
+	storagetest.EachBackend(t, func(t *testing.T, newStore func() storage.Backend) {
 		ctx := context.Background()
 		w := &world{t: t, ctx: ctx, store: newStore()}
 		w.cat = catalog.New(w.store, nil)
 		key, _, blobs := w.image("held in memory", put(w, "its layer"))
 		epoch := w.nextEpoch()
 		slept := false
-		opts := gcAt(epoch, catalog.GCOptions{Sleep: func(context.Context, time.Duration) error {
+		opts := gcAt(epoch, gc.Options{Sleep: func(context.Context, time.Duration) error {
 			slept = true
 			if ok, _ := w.cat.EntryExists(ctx, key); ok {
 				t.Errorf("the entry was not deleted before the grace period")
@@ -333,7 +289,7 @@ func TestGCPullFromMemory(t *testing.T) {
 			// The replica serves it from memory and records the pull.
 			return w.cat.RecordUse(ctx, key)
 		}})
-		if _, err := w.cat.GC(ctx, opts); err != nil {
+		if _, err := gc.Collect(ctx, w.cat, opts); err != nil {
 			t.Fatal(err)
 		}
 		if !slept {
@@ -353,14 +309,14 @@ func TestGCPullFromMemory(t *testing.T) {
 // TestGCUsesTheStoragesClock: a process whose own clock is a year ahead
 // collects nothing young.
 func TestGCUsesTheStoragesClock(t *testing.T) {
-	backends(t, func(t *testing.T, newStore func() storage.Backend) {
+	storagetest.EachBackend(t, func(t *testing.T, newStore func() storage.Backend) {
 		ctx := context.Background()
 		w := &world{t: t, ctx: ctx, store: newStore()}
 		w.cat = catalog.New(w.store, nil)
 		w.cat.Now = func() time.Time { return time.Now().Add(365 * 24 * time.Hour) }
 		_, _, blobs := w.image("young", put(w, "young layer"))
 		loose := put(w, "a young blob nothing refers to yet")
-		rep, err := w.cat.GC(ctx, catalog.GCOptions{MaxAge: 2 * time.Hour, Sleep: func(context.Context, time.Duration) error { return nil }})
+		rep, err := gc.Collect(ctx, w.cat, gc.Options{MaxAge: 2 * time.Hour, Sleep: func(context.Context, time.Duration) error { return nil }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -373,101 +329,6 @@ func TestGCUsesTheStoragesClock(t *testing.T) {
 			}
 		}
 	})
-}
-
-// countPuts counts object writes.
-type countPuts struct {
-	storage.Backend
-	puts atomic.Int64
-}
-
-func (c *countPuts) PutObject(ctx context.Context, name string, data []byte) error {
-	c.puts.Add(1)
-	return c.Backend.PutObject(ctx, name, data)
-}
-
-// A pull by digest is recorded once per UseInterval, and keeps the image
-// (TestGC: "pulled by digest").
-func TestRecordDigestPullThrottled(t *testing.T) {
-	fs, err := storage.NewFilesystem(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := &countPuts{Backend: fs}
-	cat := catalog.New(store, nil)
-	now := time.Now()
-	cat.Now = func() time.Time { return now }
-	d := digest.FromString("a manifest")
-	for range 100 {
-		cat.RecordDigestPull(context.Background(), d)
-	}
-	if n := store.puts.Load(); n != 1 {
-		t.Errorf("100 pulls wrote %d use records, want 1", n)
-	}
-	now = now.Add(catalog.UseInterval)
-	cat.RecordDigestPull(context.Background(), d)
-	if n := store.puts.Load(); n != 2 {
-		t.Errorf("a pull an interval later: %d writes in all, want 2", n)
-	}
-}
-
-// slowPuts is a real store whose object writes take a while, as a
-// bucket's round trip does; it counts them.
-type slowPuts struct {
-	storage.Backend
-	puts atomic.Int64
-}
-
-func (s *slowPuts) PutObject(ctx context.Context, name string, data []byte) error {
-	s.puts.Add(1)
-	time.Sleep(20 * time.Millisecond) // a bucket's latency, not a synchronisation
-	return s.Backend.PutObject(ctx, name, data)
-}
-
-// Holds that arrive while the lease is being written share the next
-// write; every one of them is in the lease when Hold returns.
-func TestLeaseGroupCommit(t *testing.T) {
-	fs, err := storage.NewFilesystem(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := &slowPuts{Backend: fs}
-	cat := catalog.New(store, nil)
-	lease := cat.NewLease()
-	defer lease.Release(context.Background())
-	var wg sync.WaitGroup
-	const n = 16
-	digests := make([]digest.Digest, n)
-	for i := range n {
-		digests[i] = digest.FromString(fmt.Sprint("layer ", i))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := lease.Hold(context.Background(), false, digests[i]); err != nil {
-				t.Error(err)
-			}
-			// What Hold promised is stored now.
-			raw, err := fs.GetObject(context.Background(), leaseName(t, fs))
-			if err != nil || !strings.Contains(string(raw), digests[i].String()) {
-				t.Errorf("after Hold of %s the lease holds %s (%v)", digests[i], raw, err)
-			}
-		}()
-	}
-	wg.Wait()
-	if p := store.puts.Load(); p >= n/2 {
-		t.Errorf("%d holds at once took %d writes; they should share writes", n, p)
-	}
-}
-
-// leaseName finds the one lease object in store.
-func leaseName(t *testing.T, store storage.Backend) string {
-	t.Helper()
-	var name string
-	store.ListObjects(context.Background(), "leases/", func(n string, _ time.Time) error {
-		name = n
-		return nil
-	})
-	return name
 }
 
 // cutReads is a real store whose reads of one blob fail the way a bucket
@@ -497,7 +358,7 @@ func (cutReader) Read([]byte) (int, error) {
 // read because the storage failed mid-read is not "not a manifest": the
 // collection stops and deletes none of the image's blobs.
 func TestGCReadFailureKeepsBlobs(t *testing.T) {
-	backends(t, func(t *testing.T, newStore func() storage.Backend) {
+	storagetest.EachBackend(t, func(t *testing.T, newStore func() storage.Backend) {
 		ctx := context.Background()
 		real := newStore()
 		w := &world{t: t, ctx: ctx, store: real}
@@ -508,7 +369,7 @@ func TestGCReadFailureKeepsBlobs(t *testing.T) {
 			t.Fatal(err)
 		}
 		flaky := &cutReads{Backend: real, cut: md}
-		rep, err := catalog.New(flaky, nil).GC(ctx, gcAt(epoch, catalog.GCOptions{}))
+		rep, err := gc.Collect(ctx, catalog.New(flaky, nil), gcAt(epoch, gc.Options{}))
 		if !errors.Is(err, storage.ErrUnavailable) {
 			t.Errorf("GC with a manifest read cut off: %v (%s), want an error wrapping ErrUnavailable", err, rep)
 		}
@@ -554,7 +415,7 @@ func (s *stillClock) ListObjects(ctx context.Context, prefix string, fn func(str
 // the storage's clock; the collector's re-read right before the deletion
 // must see the new content although the modification time is the same.
 func TestGCRereadsALeaseRewrittenInOneTick(t *testing.T) {
-	backends(t, func(t *testing.T, newStore func() storage.Backend) {
+	storagetest.EachBackend(t, func(t *testing.T, newStore func() storage.Backend) {
 		ctx := context.Background()
 		real := newStore()
 		w := &world{t: t, ctx: ctx, store: real}
@@ -569,7 +430,7 @@ func TestGCRereadsALeaseRewrittenInOneTick(t *testing.T) {
 		}
 		store := &stillClock{Backend: real, first: map[string]time.Time{}}
 		held := false
-		opts := gcAt(epoch, catalog.GCOptions{BeforeDelete: func(d digest.Digest) {
+		opts := gcAt(epoch, gc.Options{BeforeDelete: func(d digest.Digest) {
 			if d != aged || held {
 				return
 			}
@@ -580,7 +441,7 @@ func TestGCRereadsALeaseRewrittenInOneTick(t *testing.T) {
 				t.Errorf("hold: %v", err)
 			}
 		}})
-		if _, err := catalog.New(store, nil).GC(ctx, opts); err != nil {
+		if _, err := gc.Collect(ctx, catalog.New(store, nil), opts); err != nil {
 			t.Fatal(err)
 		}
 		if !held {
@@ -629,7 +490,7 @@ func TestHugeObjectsAreUnreadable(t *testing.T) {
 	w := &world{t: t, ctx: ctx, store: store, cat: cat}
 	gone := put(w, "a blob nothing refers to")
 	epoch := w.nextEpoch()
-	rep, err := cat.GC(ctx, gcAt(epoch, catalog.GCOptions{}))
+	rep, err := gc.Collect(ctx, cat, gcAt(epoch, gc.Options{}))
 	if err != nil {
 		t.Fatalf("GC with huge objects in storage: %v", err)
 	}
@@ -644,7 +505,7 @@ func TestHugeObjectsAreUnreadable(t *testing.T) {
 // TestGCStopsAtADamagedLease: a live lease that cannot be read names
 // blobs nobody can know; the collection stops instead of sweeping them.
 func TestGCStopsAtADamagedLease(t *testing.T) {
-	backends(t, func(t *testing.T, newStore func() storage.Backend) {
+	storagetest.EachBackend(t, func(t *testing.T, newStore func() storage.Backend) {
 		ctx := context.Background()
 		w := &world{t: t, ctx: ctx, store: newStore()}
 		w.cat = catalog.New(w.store, nil)
@@ -653,7 +514,7 @@ func TestGCStopsAtADamagedLease(t *testing.T) {
 		if err := w.store.PutObject(ctx, "leases/"+strings.Repeat("ab", 16), []byte(`["sha256:`)); err != nil {
 			t.Fatal(err)
 		}
-		rep, err := w.cat.GC(ctx, gcAt(epoch, catalog.GCOptions{}))
+		rep, err := gc.Collect(ctx, w.cat, gcAt(epoch, gc.Options{}))
 		if err == nil {
 			t.Errorf("GC with a damaged live lease succeeded: %s", rep)
 		}
@@ -661,40 +522,4 @@ func TestGCStopsAtADamagedLease(t *testing.T) {
 			t.Errorf("GC swept a blob while a live lease was unreadable")
 		}
 	})
-}
-
-// Abandoned uploads are judged on the storage's clock: a server whose own
-// clock runs two days ahead removes an upload untouched for longer than
-// storage.AbandonedAfter, not a replica's upload in progress.
-func TestAbandonedUploadsOnTheStoragesClock(t *testing.T) {
-	ctx := context.Background()
-	root := t.TempDir()
-	store, err := storage.NewFilesystem(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	abandoned, _ := store.Create(ctx)
-	abandoned.Write([]byte("its process died"))
-	then := time.Now().Add(-storage.AbandonedAfter - time.Hour)
-	tmp, _ := os.ReadDir(filepath.Join(root, "tmp"))
-	if len(tmp) != 1 {
-		t.Fatalf("%d temporary files, want 1", len(tmp))
-	}
-	if err := os.Chtimes(filepath.Join(root, "tmp", tmp[0].Name()), then, then); err != nil {
-		t.Fatal(err)
-	}
-	live, _ := store.Create(ctx)
-	live.Write([]byte("in progress elsewhere"))
-
-	c := catalog.New(store, nil)
-	c.Now = func() time.Time { return time.Now().Add(48 * time.Hour) }
-	if n, err := c.DeleteAbandonedUploads(ctx); n != 1 || err != nil {
-		t.Fatalf("DeleteAbandonedUploads = %d, %v; want 1", n, err)
-	}
-	if err := live.Commit(digest.FromString("in progress elsewhere")); err != nil {
-		t.Errorf("the upload in progress: %v", err)
-	}
-	if err := abandoned.Commit(digest.FromString("its process died")); err == nil {
-		t.Error("the abandoned upload was committed")
-	}
 }

@@ -1,4 +1,4 @@
-package catalog
+package gc
 
 import (
 	"errors"
@@ -13,7 +13,7 @@ import (
 
 func TestGCMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m := NewGCMetrics(reg)
+	m := NewMetrics(reg)
 	scrape := func() string {
 		rec := httptest.NewRecorder()
 		promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -24,8 +24,8 @@ func TestGCMetrics(t *testing.T) {
 			t.Errorf("before any run, the metrics lack %s:\n%s", want, out)
 		}
 	}
-	m.Observe(GCReport{}, errors.New("storage is down"))
-	m.Observe(GCReport{ImagesDeleted: 2, BlobsDeleted: 5, BytesDeleted: 4096, ObjectsDeleted: 7, Duration: 1500 * time.Millisecond}, nil)
+	m.Observe(Report{}, errors.New("storage is down"))
+	m.Observe(Report{ImagesDeleted: 2, BlobsDeleted: 5, BytesDeleted: 4096, ObjectsDeleted: 7, Duration: 1500 * time.Millisecond}, nil)
 	out := scrape()
 	for _, want := range []string{
 		`nixery_gc_runs_total{result="failed"} 1`,

@@ -10,7 +10,7 @@
 //     run Nix and a store-path set is packed once, even across restarts
 //     and replicas;
 //   - a lease per build on every blob it relies on, so that a garbage
-//     collection running meanwhile cannot delete them (see catalog.GC);
+//     collection running meanwhile cannot delete them (see gc.Collect);
 //   - single flight: identical requests in flight share one build, which
 //     runs detached from any one client, so a client that disconnects
 //     does not cancel a build that others wait for (NIX_TIMEOUT and

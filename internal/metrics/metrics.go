@@ -176,7 +176,7 @@ func Instrument(log *slog.Logger, m *HTTP, next http.Handler) http.Handler {
 // NewRegistry makes the registry /metrics serves: the builder's metrics
 // and its pushes to the Nix binary cache, the others given (the package
 // source's), Go runtime and process metrics (memory, goroutines, open
-// files). NewHTTP and catalog.NewGCMetrics add theirs to it. Nothing in
+// files). NewHTTP and gc.NewMetrics add theirs to it. Nothing in
 // it reads storage.
 func NewRegistry(b *builder.Builder, others ...prometheus.Collector) *prometheus.Registry {
 	reg := prometheus.NewRegistry()

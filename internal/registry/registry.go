@@ -158,7 +158,10 @@ func blobUnknown(d digest.Digest) *regError {
 // manifest answers GET/HEAD /v2/<name>/manifests/<reference>.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
 func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref string) error {
-	if strings.Contains(ref, ":") {
+	// A digest has a colon and never a slash; a reference with a slash
+	// (refs%2Fheads%2Fmain, see parsePath) is an invalid tag, which
+	// image.Parse answers with MANIFEST_UNKNOWN naming it.
+	if strings.Contains(ref, ":") && !strings.Contains(ref, "/") {
 		d, err := parseDigest(ref)
 		if err != nil {
 			return err

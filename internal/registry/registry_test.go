@@ -184,6 +184,7 @@ func TestAPI(t *testing.T) {
 		{call{"GET", "/v2/hello/manifests/refs%2Fheads%2Fmain", nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: `invalid tag \"refs/heads/main\"`, route: route.V2Manifest}},
 		{call{"HEAD", "/v2/hello/manifests/refs%2Fheads%2Fmain", nil}, want{status: 404, route: route.V2Manifest}},
 		{call{"GET", "/v2/hello/manifests/refs/../x", nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: `invalid tag \"refs/../x\"`, route: route.V2Manifest}},
+		{call{"GET", "/v2/hello/manifests/refs%2F" + absent, nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: "refs/" + absent, route: route.V2Manifest}},
 		{call{"GET", "/v2/hello/manifests/latest/", nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: `invalid tag \"latest/\"`, route: route.V2Manifest}},
 		{call{"GET", "/v2/shell%2Fhello/manifests/latest", nil}, want{status: 200, digest: true, route: route.V2Manifest}},
 

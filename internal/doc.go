@@ -10,7 +10,8 @@
 //
 //	0  need: what tests need of the machine (imports nothing)
 //	1  leaves, pure or self-contained: image, layers, archive, manifest,
-//	   redact, access, demo, server (the hardened HTTP server)
+//	   redact, access, demo, server (the hardened HTTP server), route
+//	   (the route label a handler gives a request, which metrics read)
 //	2  the machine's resources: nix (the only code that runs Nix),
 //	   storage (the only code that knows a backend)
 //	3  what lives on them: config (settings and package sources, which

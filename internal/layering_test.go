@@ -30,6 +30,7 @@ var tiers = map[string]int{
 	"internal/access":   1,
 	"internal/demo":     1,
 	"internal/server":   1,
+	"internal/route":    1,
 
 	"internal/nix":     2,
 	"internal/storage": 2,

@@ -2,24 +2,31 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/nixery/nixery/internal/access"
 	"github.com/nixery/nixery/internal/metrics"
 	"github.com/nixery/nixery/internal/readiness"
 	"github.com/nixery/nixery/internal/registry"
+	"github.com/nixery/nixery/internal/route"
 	"github.com/nixery/nixery/internal/server"
 	"github.com/nixery/nixery/internal/storage"
+	"github.com/nixery/nixery/internal/web"
 )
 
 // Registry paths reach the registry as they are: one with an empty, "."
@@ -151,6 +158,83 @@ func TestBadRequestsBoundedEcho(t *testing.T) {
 		for _, l := range lines {
 			if len(l) > maxLine || strings.ContainsAny(l, "\x00\x1b\r") {
 				t.Errorf("%.40s…: log line of %d bytes (at most %d), raw control characters %v: %.200q", path, len(l), maxLine, strings.ContainsAny(l, "\x00\x1b\r"), l)
+			}
+		}
+	}
+}
+
+// TestRouteLabels: the request log and the metrics count each request
+// under the route that the handler which answered it named, refusals of
+// a private instance included. Metrics parse no path.
+func TestRouteLabels(t *testing.T) {
+	store, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte("alice:"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	users, err := access.LoadHtpasswd(htpasswd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	absent := "sha256:" + strings.Repeat("0", 64)
+	for _, private := range []bool{false, true} {
+		var logged syncBuffer
+		log := slog.New(slog.NewTextHandler(&logged, nil))
+		guard := &access.Guard{}
+		if private {
+			guard.Users = users
+		}
+		// No builder: these requests are answered before any build.
+		h := metrics.Instrument(log, metrics.NewHTTP(nil), newHandler(guard, false,
+			&registry.Registry{Storage: store, Logger: log}, &web.Site{Logger: log},
+			metrics.Handler(prometheus.NewRegistry()), &readiness.Checker{Store: store}))
+		for _, tt := range []struct {
+			method, path string
+			want         route.Label
+			public, priv int // the status, public and private (0: 401)
+		}{
+			{"GET", "/v2/", route.V2Base, 200, 0},
+			{"GET", "/v2", route.V2Base, 307, 307}, // the mux's redirect to /v2/
+			{"GET", "/v2/hello/manifests/-latest", route.V2Manifest, 404, 0},
+			{"GET", "/v2/hello/manifests/refs%2Fheads%2Fmain", route.V2Manifest, 404, 0},
+			{"GET", "/v2/hello/manifests/refs/../x", route.V2Manifest, 404, 0},
+			{"GET", "/v2/a/b/c/blobs/" + absent, route.V2Blob, 404, 0},
+			// Served as a blob, and counted as one.
+			{"GET", "/v2/a/manifests/x/blobs/" + absent, route.V2Blob, 404, 0},
+			{"POST", "/v2/hello/blobs/uploads/", route.V2Blob, 405, 0},
+			{"GET", "/v2/_catalog", route.V2Other, 404, 0},
+			{"GET", "/v2/hello/tags/list", route.V2Other, 200, 0},
+			{"GET", "/robots.txt", route.Web, 200, 0},
+			{"GET", "/some/random/path/from/a/scanner", route.Web, 404, 0},
+			{"GET", "/api/build/shell/hello", route.APIEvents, 404, 0},
+			{"GET", "/api/nothing", route.APIOther, 404, 0},
+			{"GET", "/metrics", route.Metrics, 200, 0},
+			{"POST", "/metrics", route.Metrics, 405, 0}, // the site's answer
+			{"GET", "/healthz", route.Health, 200, 200},
+			{"HEAD", "/readyz", route.Health, 503, 503}, // not checked yet
+			{"POST", "/healthz", route.Health, 405, 0},
+		} {
+			before := strings.Count(logged.String(), "msg=request ")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(tt.method, tt.path, nil))
+			status := tt.public
+			if private {
+				status = cmp.Or(tt.priv, 401)
+			}
+			if rec.Code != status {
+				t.Errorf("private %v: %s %s: %d, want %d", private, tt.method, tt.path, rec.Code, status)
+			}
+			lines := strings.Split(strings.TrimSpace(logged.String()), "\n")
+			last := lines[len(lines)-1]
+			if strings.Count(logged.String(), "msg=request ") != before+1 || !strings.Contains(last, " route="+tt.want.String()+" ") {
+				t.Errorf("private %v: %s %s: logged %q, want route=%v", private, tt.method, tt.path, last, tt.want)
 			}
 		}
 	}

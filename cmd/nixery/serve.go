@@ -23,6 +23,7 @@ import (
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/readiness"
 	"github.com/nixery/nixery/internal/registry"
+	"github.com/nixery/nixery/internal/route"
 	"github.com/nixery/nixery/internal/server"
 	"github.com/nixery/nixery/internal/storage"
 	"github.com/nixery/nixery/internal/web"
@@ -32,20 +33,33 @@ import (
 // their APIs, metrics and probes. With users in guard, everything but the
 // probes (and /metrics if metricsPublic) needs one of them: the registry
 // answers refusals with its spec error body, the rest with a plain 401.
-// Refused requests reach nothing, so they start no build.
+// Refused requests reach nothing, so they start no build. Each handler
+// names the route of what it serves (route.Name), refusals included, for
+// the request log and the metrics.
 func newHandler(guard *access.Guard, metricsPublic bool, reg *registry.Registry, site, scrape http.Handler, probes *readiness.Checker) http.Handler {
 	mux := http.NewServeMux()
 	v2 := guard.Require(reg, reg.Refused)
 	mux.Handle("/v2/", v2)
-	mux.Handle("/", guard.Require(site, nil))
+	var refused func(http.ResponseWriter, *http.Request, error) // plain text
+	if s, ok := site.(interface {
+		Refused(http.ResponseWriter, *http.Request, error)
+	}); ok {
+		refused = s.Refused // web.Site: plain text too, counted with its route
+	}
+	pages := guard.Require(site, refused)
+	mux.Handle("/", pages)
 	if !metricsPublic {
 		scrape = guard.Require(scrape, nil)
 	}
-	mux.Handle("GET /metrics", scrape)
+	mux.Handle("GET /metrics", route.Named(route.Metrics, scrape))
 	// Probes stay open: load balancers and orchestrators send no
 	// credentials, and they tell nothing about the images.
-	mux.HandleFunc("GET /healthz", probes.Healthz)
-	mux.HandleFunc("GET /readyz", probes.Readyz)
+	mux.Handle("GET /healthz", route.Named(route.Health, http.HandlerFunc(probes.Healthz)))
+	mux.Handle("GET /readyz", route.Named(route.Health, http.HandlerFunc(probes.Readyz)))
+	// Other methods there are the site's (405), counted with their path.
+	mux.Handle("/metrics", route.Named(route.Metrics, pages))
+	mux.Handle("/healthz", route.Named(route.Health, pages))
+	mux.Handle("/readyz", route.Named(route.Health, pages))
 	return guard.Identify(registryPaths(v2, mux))
 }
 
@@ -54,13 +68,17 @@ func newHandler(guard *access.Guard, metricsPublic bool, reg *registry.Registry,
 // with a redirect (text/html) to its cleaned form, which is another
 // repository: /v2/a/../shell/manifests/latest would build shell. Such a
 // name matches no repository name of the distribution spec, and the
-// registry answers it with NAME_INVALID.
+// registry answers it with NAME_INVALID. The mux redirects /v2 to /v2/,
+// the base of the API, and the request counts as that.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
 func registryPaths(v2, mux http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/v2/") {
 			v2.ServeHTTP(w, r)
 			return
+		}
+		if r.URL.Path == "/v2" {
+			route.Name(r, route.V2Base)
 		}
 		mux.ServeHTTP(w, r)
 	})

@@ -31,6 +31,16 @@ func (g *Guard) Identify(next http.Handler) http.Handler {
 	})
 }
 
+// DenyPlain answers a request that Require turned away in plain text:
+// 401, or 429 if err (the login was refused unchecked).
+func DenyPlain(w http.ResponseWriter, r *http.Request, err error) {
+	if err != nil {
+		http.Error(w, "429 Too Many Requests: "+err.Error(), http.StatusTooManyRequests)
+		return
+	}
+	http.Error(w, "401 Unauthorized: log in with a user of this Nixery", http.StatusUnauthorized)
+}
+
 // Require passes to next only requests with the credentials of one of
 // g.Users (HTTP Basic, RFC 7617), with the user name as the client's
 // identity. Other requests reach nothing behind the guard; deny answers
@@ -43,13 +53,7 @@ func (g *Guard) Require(next http.Handler, deny func(w http.ResponseWriter, r *h
 		return next
 	}
 	if deny == nil {
-		deny = func(w http.ResponseWriter, r *http.Request, err error) {
-			if err != nil {
-				http.Error(w, "429 Too Many Requests: "+err.Error(), http.StatusTooManyRequests)
-				return
-			}
-			http.Error(w, "401 Unauthorized: log in with a user of this Nixery", http.StatusUnauthorized)
-		}
+		deny = DenyPlain
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		user, password, ok := r.BasicAuth()

@@ -1,6 +1,7 @@
 // Package metrics observes the HTTP side: one log line and the
 // Prometheus metrics of every request (counts by route and status class,
-// bytes, latency), labelled with a fixed set of routes; and the registry
+// bytes, latency), labelled with the route that the handler which served
+// the request named (package route: metrics never parse a path); and the registry
 // that /metrics serves, which gathers the metrics of the other packages
 // (the builder's, the package source's, the garbage collector's).
 package metrics
@@ -10,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -21,41 +21,8 @@ import (
 	"github.com/nixery/nixery/internal/builder"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/registry"
+	"github.com/nixery/nixery/internal/route"
 )
-
-// Routes are the fixed labels of requests in logs and metrics: never the
-// raw path, so that the number of series stays bounded whatever clients
-// ask for.
-var routes = []string{"v2_base", "v2_manifest", "v2_blob", "v2_other", "web", "api_search", "api_events", "api_other", "metrics", "health"}
-
-// route classifies a request path into one of routes. Registry paths are
-// read from the end, as the registry reads them.
-func route(path string) string {
-	switch {
-	case path == "/v2" || path == "/v2/":
-		return "v2_base"
-	case strings.HasPrefix(path, "/v2/"):
-		rest := strings.TrimPrefix(path, "/v2/")
-		switch {
-		case strings.Contains(rest, "/manifests/"):
-			return "v2_manifest"
-		case strings.Contains(rest, "/blobs/"):
-			return "v2_blob"
-		}
-		return "v2_other"
-	case path == "/metrics":
-		return "metrics"
-	case path == "/healthz" || path == "/readyz":
-		return "health"
-	case path == "/api/search":
-		return "api_search"
-	case strings.HasPrefix(path, "/api/build/"):
-		return "api_events"
-	case strings.HasPrefix(path, "/api/"):
-		return "api_other"
-	}
-	return "web"
-}
 
 // latencyBuckets are the upper bounds (seconds) of the request latency
 // histogram: from a cached manifest (well under a millisecond) to a cold
@@ -63,7 +30,7 @@ func route(path string) string {
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
 
 // HTTP counts requests (by route and status class), response bytes and
-// latency (by route). Labels come from fixed sets only (routes, five
+// latency (by route). Labels come from fixed sets only (route.All, five
 // status classes), so the number of series is bounded whatever
 // clients send.
 type HTTP struct {
@@ -153,20 +120,22 @@ func (r *responseRecorder) Flush() {
 func (r *responseRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // Instrument logs one line per request (method, route, path, status,
-// bytes, duration) and feeds the HTTP metrics. The path is cut as the
+// bytes, duration) and feeds the HTTP metrics. The route is the one the
+// handler that served the request named (route.Name). The path is cut as the
 // registry's error lines cut it, so a line has a bounded length; slog
 // quotes what is not printable, so no path can forge a line.
 func Instrument(log *slog.Logger, m *HTTP, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &responseRecorder{ResponseWriter: w}
+		r, label := route.Track(r)
 		next.ServeHTTP(rec, r)
 		d := time.Since(start)
 		status := rec.status
 		if status == 0 {
 			status = http.StatusOK
 		}
-		rt := route(r.URL.Path)
+		rt := label().String()
 		m.observe(rt, status, rec.bytes.Load(), d)
 		log.Info("request", "method", r.Method, "route", rt, "path", registry.Cut(r.URL.Path, registry.MaxLoggedPath), "status", status,
 			"bytes", rec.bytes.Load(), "ms", float64(d.Microseconds())/1000)

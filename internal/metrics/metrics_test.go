@@ -5,46 +5,28 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-)
 
-func TestRoute(t *testing.T) {
-	for path, want := range map[string]string{
-		"/v2/":                             "v2_base",
-		"/v2":                              "v2_base",
-		"/v2/shell/git/manifests/latest":   "v2_manifest",
-		"/v2/a/b/c/blobs/sha256:0123":      "v2_blob",
-		"/v2/_catalog":                     "v2_other",
-		"/":                                "web",
-		"/image/shell/hello":               "web",
-		"/api/search":                      "api_search",
-		"/api/build/shell/hello/events":    "api_events",
-		"/api/image/hello":                 "api_other",
-		"/metrics":                         "metrics",
-		"/healthz":                         "health",
-		"/readyz":                          "health",
-		"/some/random/path/from/a/scanner": "web",
-	} {
-		if got := route(path); got != want || !slices.Contains(routes, got) {
-			t.Errorf("route(%q) = %q, want %q, one of %v", path, got, want, routes)
-		}
-	}
-}
+	"github.com/nixery/nixery/internal/route"
+)
 
 func TestInstrument(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewHTTP(reg)
 	var logged strings.Builder
 	log := slog.New(slog.NewTextHandler(&logged, nil))
+	// The handler names the route of what it serves; a request it does
+	// not name counts as web.
 	h := Instrument(log, m, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/v2/x/blobs/sha256:00":
+			route.Name(r, route.V2Blob)
 			io.Copy(w, strings.NewReader("twelve bytes")) // through ReadFrom
 		case "/api/build/x/events":
+			route.Name(r, route.APIEvents)
 			w.Write([]byte("data: {}\n\n"))
 			if err := http.NewResponseController(w).Flush(); err != nil {
 				t.Errorf("flush through the recorder: %v", err)

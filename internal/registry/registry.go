@@ -31,6 +31,7 @@ import (
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/route"
 	"github.com/nixery/nixery/internal/sourcehealth"
 	"github.com/nixery/nixery/internal/storage"
 )
@@ -84,29 +85,25 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 func (r *Registry) serve(w http.ResponseWriter, req *http.Request) error {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	path := req.URL.Path
-	var name, ref string
+	p := parsePath(req.URL.EscapedPath())
+	route.Name(req, p.label())
 	var handle func(w http.ResponseWriter, req *http.Request, name, ref string) error
-	switch {
-	case isUpload(path):
+	switch p.endpoint {
+	case uploads:
 		// Uploads are the push side: no method of any upload path exists
 		// here, GET (upload status) included. RFC 9110 §10.2.1: an empty
 		// Allow says the resource allows no method at all.
 		w.Header().Set("Allow", "")
 		return regErr(http.StatusMethodNotAllowed, "UNSUPPORTED", "Nixery is a read-only registry: blob uploads are not supported")
-	case path == "/v2/" || path == "/v2":
+	case base:
 		handle = r.base
-	case isManifest(path):
-		name, ref = splitRef(path, "/manifests/")
+	case manifests:
 		handle = r.manifest
-	case isBlob(path):
-		name, ref = splitRef(path, "/blobs/")
+	case blobs:
 		handle = r.blob
-	case isReferrers(path):
-		name, ref = splitRef(path, "/referrers/")
+	case referrers:
 		handle = r.referrers
-	case strings.HasSuffix(path, "/tags/list") && strings.HasPrefix(path, "/v2/"):
-		name = strings.TrimSuffix(strings.TrimPrefix(path, "/v2/"), "/tags/list")
+	case tags:
 		handle = r.tags
 	default:
 		// The spec has no code for "no such endpoint". NAME_UNKNOWN would
@@ -114,16 +111,16 @@ func (r *Registry) serve(w http.ResponseWriter, req *http.Request) error {
 		// (every name exists here, built on demand); UNSUPPORTED is the
 		// spec's code for an operation this registry does not implement,
 		// and 404 is what the path is.
-		return regErr(http.StatusNotFound, "UNSUPPORTED", "no such endpoint in the registry API: "+path)
+		return regErr(http.StatusNotFound, "UNSUPPORTED", "no such endpoint in the registry API: "+req.URL.Path)
 	}
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		return unsupported(req.Method)
 	}
-	if path != "/v2/" && path != "/v2" && !image.ValidName(name) {
-		return regErr(http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", name))
+	if p.endpoint != base && !image.ValidName(p.name) {
+		return regErr(http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", p.name))
 	}
-	return handle(w, req, name, ref)
+	return handle(w, req, p.name, p.ref)
 }
 
 // base answers GET/HEAD /v2/: this is a registry.
@@ -145,6 +142,8 @@ func (r *Registry) Unauthorized(w http.ResponseWriter, req *http.Request) {
 // Unauthorized; else the login was refused unchecked (too many failed
 // lately, or too many waiting), 429 TOOMANYREQUESTS with Retry-After.
 func (r *Registry) Refused(w http.ResponseWriter, req *http.Request, err error) {
+	// The refusal answers for the route the path asked for.
+	route.Name(req, parsePath(req.URL.EscapedPath()).label())
 	if err == nil {
 		r.Unauthorized(w, req)
 		return
@@ -157,44 +156,13 @@ func blobUnknown(d digest.Digest) *regError {
 	return regErr(http.StatusNotFound, "BLOB_UNKNOWN", fmt.Sprintf("blob %s is not known to this registry", d))
 }
 
-// isUpload matches the upload paths of the push API:
-// /v2/<name>/blobs/uploads and /v2/<name>/blobs/uploads/<reference>.
-// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-blobs
-func isUpload(path string) bool {
-	elems := strings.Split(path, "/")
-	n := len(elems)
-	return (n >= 5 && elems[n-2] == "blobs" && elems[n-1] == "uploads") ||
-		(n >= 6 && elems[n-3] == "blobs" && elems[n-2] == "uploads")
-}
-
-// isManifest matches /v2/<name>/manifests/<reference>.
-func isManifest(path string) bool {
-	elems := strings.Split(path, "/")
-	return len(elems) >= 5 && elems[len(elems)-2] == "manifests"
-}
-
-// isBlob matches /v2/<name>/blobs/<digest>.
-func isBlob(path string) bool {
-	elems := strings.Split(path, "/")
-	return len(elems) >= 5 && elems[len(elems)-2] == "blobs"
-}
-
-// isReferrers matches /v2/<name>/referrers/<digest>.
-func isReferrers(path string) bool {
-	elems := strings.Split(path, "/")
-	return len(elems) >= 5 && elems[len(elems)-2] == "referrers"
-}
-
-// splitRef splits "/v2/<name><sep><ref>" at the last sep.
-func splitRef(path, sep string) (name, ref string) {
-	i := strings.LastIndex(path, sep)
-	return strings.TrimPrefix(path[:i], "/v2/"), path[i+len(sep):]
-}
-
 // manifest answers GET/HEAD /v2/<name>/manifests/<reference>.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
 func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref string) error {
-	if strings.Contains(ref, ":") {
+	// A digest has a colon and never a slash; a reference with a slash
+	// (refs%2Fheads%2Fmain, see parsePath) is an invalid tag, which
+	// image.Parse answers with MANIFEST_UNKNOWN naming it.
+	if strings.Contains(ref, ":") && !strings.Contains(ref, "/") {
 		d, err := parseDigest(ref)
 		if err != nil {
 			return err

@@ -8,21 +8,37 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nixery/nixery/internal/builder/buildertest"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/registry"
+	"github.com/nixery/nixery/internal/route"
 )
 
 // newServer starts the registry API with the real builder over the demo
-// package set and real Nix.
-func newServer(t *testing.T) *httptest.Server {
+// package set and real Nix. lastRoute is the route the registry named for
+// the last request it answered.
+func newServer(t *testing.T) (srv *httptest.Server, lastRoute func() route.Label) {
 	t.Helper()
 	b := buildertest.New(t)
-	srv := httptest.NewServer(&registry.Registry{Builder: b, Storage: b.Storage})
+	reg := &registry.Registry{Builder: b, Storage: b.Storage}
+	var mu sync.Mutex
+	var last route.Label
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r, label := route.Track(r)
+		reg.ServeHTTP(w, r)
+		mu.Lock()
+		last = label()
+		mu.Unlock()
+	}))
 	t.Cleanup(srv.Close)
-	return srv
+	return srv, func() route.Label {
+		mu.Lock()
+		defer mu.Unlock()
+		return last
+	}
 }
 
 type call struct {
@@ -39,6 +55,7 @@ type want struct {
 	length      int               // exact Content-Length when > 0
 	allow       []string          // the Allow header's values, when not nil
 	respHeader  map[string]string // headers of the answer
+	route       route.Label       // the route named, when not zero
 }
 
 func do(t *testing.T, srv *httptest.Server, c call) (*http.Response, []byte) {
@@ -61,7 +78,7 @@ func do(t *testing.T, srv *httptest.Server, c call) (*http.Response, []byte) {
 
 // TestAPI walks every call of the pull API, and what is not part of it.
 func TestAPI(t *testing.T) {
-	srv := newServer(t)
+	srv, lastRoute := newServer(t)
 
 	// Build one image first to learn real digests.
 	resp, body := do(t, srv, call{"GET", "/v2/hello/manifests/latest", map[string]string{"Accept": manifest.OCIManifest}})
@@ -92,14 +109,14 @@ func TestAPI(t *testing.T) {
 		want
 	}{
 		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#determining-support
-		{call{"GET", "/v2/", nil}, want{status: 200, contentType: "application/json", body: "{}"}},
+		{call{"GET", "/v2/", nil}, want{status: 200, contentType: "application/json", body: "{}", route: route.V2Base}},
 		{call{"HEAD", "/v2/", nil}, want{status: 200}},
 		{call{"GET", "/v2", nil}, want{status: 200}},
 
 		// Manifests by tag, in the format the client accepts.
 		{call{"GET", "/v2/hello/manifests/latest", map[string]string{"Accept": manifest.OCIManifest}}, want{status: 200, contentType: manifest.OCIManifest, digest: true, body: `"schemaVersion":2`}},
 		{call{"GET", "/v2/hello/manifests/latest", map[string]string{"Accept": manifest.DockerManifest}}, want{status: 200, contentType: manifest.DockerManifest, digest: true, body: manifest.DockerLayer}},
-		{call{"GET", "/v2/hello/manifests/latest", nil}, want{status: 200, contentType: manifest.OCIManifest, digest: true}},
+		{call{"GET", "/v2/hello/manifests/latest", nil}, want{status: 200, contentType: manifest.OCIManifest, digest: true, route: route.V2Manifest}},
 		{call{"HEAD", "/v2/hello/manifests/latest", map[string]string{"Accept": manifest.DockerManifest}}, want{status: 200, contentType: manifest.DockerManifest, digest: true}},
 		{call{"GET", "/v2/xorg.xev/manifests/latest", nil}, want{status: 200, digest: true}},
 		{call{"GET", "/v2/bashinteractive/manifests/latest", nil}, want{status: 200, digest: true}},
@@ -117,7 +134,7 @@ func TestAPI(t *testing.T) {
 		{call{"HEAD", "/v2/hello/blobs/" + layer, nil}, want{status: 200, digest: true, length: layerSize}},
 		{call{"GET", "/v2/hello/blobs/" + layer, map[string]string{"Range": "bytes=0-9"}}, want{status: 206, digest: true, length: 10}},
 		{call{"GET", "/v2/hello/blobs/" + m.Config.Digest, nil}, want{status: 200, digest: true, body: `"architecture":"amd64"`}},
-		{call{"GET", "/v2/hello/blobs/" + absent, nil}, want{status: 404, code: "BLOB_UNKNOWN"}},
+		{call{"GET", "/v2/hello/blobs/" + absent, nil}, want{status: 404, code: "BLOB_UNKNOWN", route: route.V2Blob}},
 		{call{"HEAD", "/v2/hello/blobs/" + absent, nil}, want{status: 404}},
 		{call{"GET", "/v2/hello/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", nil}, want{status: 400, code: "DIGEST_INVALID"}},
 		{call{"GET", "/v2/hello/blobs/sha256:xyz", nil}, want{status: 400, code: "DIGEST_INVALID"}},
@@ -140,7 +157,7 @@ func TestAPI(t *testing.T) {
 
 		// Writes are not supported. Upload paths allow no method at all
 		// (an empty Allow), GET and HEAD (upload status) included.
-		{call{"POST", "/v2/hello/blobs/uploads/", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{""}}},
+		{call{"POST", "/v2/hello/blobs/uploads/", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{""}, route: route.V2Blob}},
 		{call{"POST", "/v2/shell/hello/blobs/uploads/?mount=" + layer + "&from=hello", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{""}}},
 		{call{"POST", "/v2/hello/blobs/uploads", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{""}}},
 		{call{"GET", "/v2/hello/blobs/uploads/", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{""}}},
@@ -156,10 +173,23 @@ func TestAPI(t *testing.T) {
 		{call{"POST", "/v2/", nil}, want{status: 405, code: "UNSUPPORTED", allow: []string{"GET, HEAD"}}},
 		// Routing reads from the end: packages called blobs and uploads
 		// are an image like any other (unknown to the demo set).
-		{call{"GET", "/v2/blobs/uploads/manifests/latest", nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: "uploads"}},
+		{call{"GET", "/v2/blobs/uploads/manifests/latest", nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: "uploads", route: route.V2Manifest}},
+		// ... and the route named is the one served: this is a blob of
+		// the image hello/manifests/x.
+		{call{"GET", "/v2/hello/manifests/x/blobs/" + absent, nil}, want{status: 404, code: "BLOB_UNKNOWN", route: route.V2Blob}},
+		{call{"GET", "/v2/hello/manifests/x/blobs/" + layer, nil}, want{status: 200, digest: true, length: layerSize, route: route.V2Blob}},
+		// The path is read escaped: an escaped slash stays inside the
+		// reference, and a reference with a slash names no manifest (no
+		// tag has one), nor does one with a raw slash after manifests/.
+		{call{"GET", "/v2/hello/manifests/refs%2Fheads%2Fmain", nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: `invalid tag \"refs/heads/main\"`, route: route.V2Manifest}},
+		{call{"HEAD", "/v2/hello/manifests/refs%2Fheads%2Fmain", nil}, want{status: 404, route: route.V2Manifest}},
+		{call{"GET", "/v2/hello/manifests/refs/../x", nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: `invalid tag \"refs/../x\"`, route: route.V2Manifest}},
+		{call{"GET", "/v2/hello/manifests/refs%2F" + absent, nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: "refs/" + absent, route: route.V2Manifest}},
+		{call{"GET", "/v2/hello/manifests/latest/", nil}, want{status: 404, code: "MANIFEST_UNKNOWN", body: `invalid tag \"latest/\"`, route: route.V2Manifest}},
+		{call{"GET", "/v2/shell%2Fhello/manifests/latest", nil}, want{status: 200, digest: true, route: route.V2Manifest}},
 
 		// Tags: every image has "latest".
-		{call{"GET", "/v2/shell/hello/tags/list", nil}, want{status: 200, contentType: "application/json", body: `{"name":"shell/hello","tags":["latest"]}`}},
+		{call{"GET", "/v2/shell/hello/tags/list", nil}, want{status: 200, contentType: "application/json", body: `{"name":"shell/hello","tags":["latest"]}`, route: route.V2Other}},
 		{call{"GET", "/v2/hello/tags/list?n=0", nil}, want{status: 200, body: `"tags":[]`}},
 		{call{"GET", "/v2/hello/tags/list?last=latest", nil}, want{status: 200, body: `"tags":[]`}},
 		{call{"GET", "/v2/Hello/tags/list", nil}, want{status: 400, code: "NAME_INVALID"}},
@@ -167,7 +197,7 @@ func TestAPI(t *testing.T) {
 		// Not part of the API: 404, and the message says so (not a
 		// repository that is unknown: NAME_UNKNOWN would say that).
 		{call{"GET", "/v2/hello/elsewhere/latest", nil}, want{status: 404, code: "UNSUPPORTED", body: "no such endpoint"}},
-		{call{"GET", "/v2/_catalog", nil}, want{status: 404, code: "UNSUPPORTED", body: "no such endpoint"}},
+		{call{"GET", "/v2/_catalog", nil}, want{status: 404, code: "UNSUPPORTED", body: "no such endpoint", route: route.V2Other}},
 		{call{"GET", "/v2/hello/tags", nil}, want{status: 404, code: "UNSUPPORTED", body: "no such endpoint"}},
 		{call{"HEAD", "/v2/hello/referrers", nil}, want{status: 404}},
 
@@ -199,6 +229,9 @@ func TestAPI(t *testing.T) {
 				if resp.Header.Get("Content-Type") != "application/json" {
 					t.Errorf("error Content-Type = %q", resp.Header.Get("Content-Type"))
 				}
+			}
+			if tt.route != (route.Label{}) && lastRoute() != tt.route {
+				t.Errorf("route %v, want %v", lastRoute(), tt.route)
 			}
 			if tt.allow != nil && !slices.Equal(resp.Header.Values("Allow"), tt.allow) {
 				t.Errorf("Allow = %q, want %q", resp.Header.Values("Allow"), tt.allow)

@@ -41,6 +41,7 @@ import (
 	"github.com/nixery/nixery/internal/builder"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/registry"
+	"github.com/nixery/nixery/internal/route"
 	"github.com/nixery/nixery/internal/sourcehealth"
 )
 
@@ -90,10 +91,12 @@ func (s *Site) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// ServeHTTP dispatches on the path: fixed pages first, then the routes
-// that end in an image reference.
+// ServeHTTP serves the page or API at the path, which it names in the
+// request log and metrics (route.Name).
 func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
+	label, serve := s.route(p)
+	route.Name(r, label)
 	// Answers are what their Content-Type says: a JSON error that echoes a
 	// name is never sniffed as HTML.
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -114,34 +117,60 @@ func (s *Site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusMethodNotAllowed, "method not allowed: this site is read-only")
 		return
 	}
+	serve(w, r)
+}
+
+// Refused answers a request that access.Guard turned away, as the guard
+// does (access.DenyPlain), for the route the path asked for.
+func (s *Site) Refused(w http.ResponseWriter, r *http.Request, err error) {
+	label, _ := s.route(r.URL.Path)
+	route.Name(r, label)
+	access.DenyPlain(w, r, err)
+}
+
+// route is the one reading of a path of the site: its route label and
+// what serves it. Fixed pages come first, then the routes that end in an
+// image reference.
+func (s *Site) route(p string) (route.Label, http.HandlerFunc) {
+	withRef := func(ref string, h func(http.ResponseWriter, *http.Request, *image.Request)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) { s.withRef(w, r, ref, h) }
+	}
+	noPage := func(w http.ResponseWriter, r *http.Request) { s.fail(w, r, http.StatusNotFound, "no such page: "+p) }
 	switch {
 	case p == "/":
-		s.indexPage(w, r)
+		return route.Web, s.indexPage
 	case p == "/robots.txt":
-		s.robots(w, r)
+		return route.Web, s.robots
 	case p == "/search":
-		s.searchPage(w, r)
+		return route.Web, s.searchPage
 	case p == "/api/search":
-		s.searchAPI(w, r)
+		return route.APISearch, s.searchAPI
 	case p == "/image" || p == "/image/":
-		// The index page's "open an image" form.
-		name := strings.Trim(strings.TrimSpace(r.URL.Query().Get("name")), "/")
-		if name == "" {
-			http.Redirect(w, r, "/", http.StatusSeeOther)
-			return
-		}
-		http.Redirect(w, r, "/image/"+name, http.StatusSeeOther)
+		return route.Web, s.openImage
 	case strings.HasPrefix(p, "/image/"):
-		s.withRef(w, r, strings.TrimPrefix(p, "/image/"), s.imagePage)
+		return route.Web, withRef(strings.TrimPrefix(p, "/image/"), s.imagePage)
 	case strings.HasPrefix(p, "/api/image/"):
-		s.withRef(w, r, strings.TrimPrefix(p, "/api/image/"), s.imageAPI)
+		return route.APIOther, withRef(strings.TrimPrefix(p, "/api/image/"), s.imageAPI)
 	case strings.HasPrefix(p, "/build/"):
-		s.withRef(w, r, strings.TrimPrefix(p, "/build/"), s.buildPage)
+		return route.Web, withRef(strings.TrimPrefix(p, "/build/"), s.buildPage)
 	case strings.HasPrefix(p, "/api/build/") && strings.HasSuffix(p, "/events"):
-		s.withRef(w, r, strings.TrimSuffix(strings.TrimPrefix(p, "/api/build/"), "/events"), s.events)
-	default:
-		s.fail(w, r, http.StatusNotFound, "no such page: "+p)
+		return route.APIEvents, withRef(strings.TrimSuffix(strings.TrimPrefix(p, "/api/build/"), "/events"), s.events)
+	case strings.HasPrefix(p, "/api/build/"):
+		return route.APIEvents, noPage
+	case strings.HasPrefix(p, "/api/"):
+		return route.APIOther, noPage
 	}
+	return route.Web, noPage
+}
+
+// openImage is the target of the index page's "open an image" form.
+func (s *Site) openImage(w http.ResponseWriter, r *http.Request) {
+	name := strings.Trim(strings.TrimSpace(r.URL.Query().Get("name")), "/")
+	if name == "" {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	http.Redirect(w, r, "/image/"+name, http.StatusSeeOther)
 }
 
 func (s *Site) withRef(w http.ResponseWriter, r *http.Request, ref string, h func(http.ResponseWriter, *http.Request, *image.Request)) {

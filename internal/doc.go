@@ -8,7 +8,9 @@
 // a tier, and a package imports only packages of lower tiers (layering
 // in layering_test.go, which CI runs):
 //
-//	0  need: what tests need of the machine (imports nothing)
+//	0  importing none of the project: need (what tests need of the
+//	   machine); bounded (the bounded map) and flight (the single
+//	   flight), the helpers every tier uses
 //	1  leaves, pure or self-contained: image, layers, archive, manifest,
 //	   redact, access, demo, server (the hardened HTTP server), route
 //	   (the route label a handler gives a request, which metrics read)

@@ -20,7 +20,9 @@ const module = "github.com/nixery/nixery"
 // lower tier. Every package under internal/ and cmd/ must be listed, so
 // that a new package takes a place in it.
 var tiers = map[string]int{
-	"internal/need": 0,
+	"internal/need":    0,
+	"internal/bounded": 0,
+	"internal/flight":  0,
 
 	"internal/image":    1,
 	"internal/layers":   1,

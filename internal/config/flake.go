@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nixery/nixery/internal/flight"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/redact"
 )
@@ -70,10 +71,10 @@ type FlakeSource struct {
 	err     error
 	git     *GitSource // resolves tags of a flake in git
 	mu      sync.Mutex
-	locks   map[string]flakeLock        // by the reference given to Nix
-	failed  map[string]flakeFailure     // the same, when it failed
-	calls   flights[*nix.FlakeMetadata] // lockings in flight
-	slots   slots                       // one per running locking
+	locks   map[string]flakeLock                     // by the reference given to Nix
+	failed  map[string]flakeFailure                  // the same, when it failed
+	calls   flight.Group[string, *nix.FlakeMetadata] // lockings in flight
+	slots   slots                                    // one per running locking
 	nowFunc func() time.Time
 }
 
@@ -326,7 +327,7 @@ func (s *FlakeSource) lock(ctx context.Context, ref string) (*nix.FlakeMetadata,
 	if s.waiting != nil {
 		joined = func() { s.waiting(ref) }
 	}
-	md, err := s.calls.do(ctx, ref, s.lockTimeout(), func(ctx context.Context) (*nix.FlakeMetadata, error) {
+	md, err := s.calls.Do(ctx, ref, s.lockTimeout(), func(ctx context.Context) (*nix.FlakeMetadata, error) {
 		return s.fly(ctx, ref)
 	}, joined)
 	if err != nil && ctx.Err() != nil {

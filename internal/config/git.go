@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nixery/nixery/internal/flight"
 	"github.com/nixery/nixery/internal/redact"
 )
 
@@ -74,9 +75,9 @@ type GitSource struct {
 
 	mu      sync.Mutex
 	cache   map[string]gitResolution
-	unknown map[string]time.Time   // name → when it was found missing
-	calls   flights[gitResolution] // resolutions in flight, by name
-	slots   slots                  // one per running git process
+	unknown map[string]time.Time                // name → when it was found missing
+	calls   flight.Group[string, gitResolution] // resolutions in flight, by name
+	slots   slots                               // one per running git process
 }
 
 type gitResolution struct {
@@ -137,7 +138,7 @@ func (s *GitSource) lookup(ctx context.Context, tag string) (gitResolution, erro
 	if s.waiting != nil {
 		joined = func() { s.waiting(tag) }
 	}
-	r, err := s.calls.do(ctx, tag, s.gitTimeout(), func(ctx context.Context) (gitResolution, error) {
+	r, err := s.calls.Do(ctx, tag, s.gitTimeout(), func(ctx context.Context) (gitResolution, error) {
 		return s.fly(ctx, tag)
 	}, joined)
 	if err != nil && ctx.Err() != nil {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nixery/nixery/internal/bounded"
 	"github.com/nixery/nixery/internal/flight"
 	"github.com/nixery/nixery/internal/redact"
 )
@@ -75,7 +76,7 @@ type GitSource struct {
 
 	mu      sync.Mutex
 	cache   map[string]gitResolution
-	unknown map[string]time.Time                // name → when it was found missing
+	unknown *bounded.Map[string, struct{}]      // names found missing, for UnknownRefTTL
 	calls   flight.Group[string, gitResolution] // resolutions in flight, by name
 	slots   slots                               // one per running git process
 }
@@ -129,7 +130,7 @@ func (s *GitSource) lookup(ctx context.Context, tag string) (gitResolution, erro
 		s.mu.Unlock()
 		return r, nil
 	}
-	if at, ok := s.unknown[tag]; ok && now.Sub(at) < s.unknownRefTTL() {
+	if _, ok := s.unknownRefs().Get(tag); ok {
 		s.mu.Unlock()
 		return gitResolution{}, &UnknownRevisionError{Source: s.String(), Tag: tag}
 	}
@@ -160,7 +161,7 @@ func (s *GitSource) fly(ctx context.Context, tag string) (gitResolution, error) 
 		}
 		s.cache[tag] = r
 	case errors.As(err, &unknown):
-		s.rememberUnknown(tag)
+		s.unknownRefs().Put(tag, struct{}{})
 	}
 	s.mu.Unlock()
 	if s.finished != nil {
@@ -169,27 +170,13 @@ func (s *GitSource) fly(ctx context.Context, tag string) (gitResolution, error) 
 	return r, err
 }
 
-// rememberUnknown records tag as missing; s.mu is held. The record is
-// bounded: expired names go first, then arbitrary ones.
-func (s *GitSource) rememberUnknown(tag string) {
+// unknownRefs is the bounded record of missing names (expired names
+// go first when it is full); s.mu is held.
+func (s *GitSource) unknownRefs() *bounded.Map[string, struct{}] {
 	if s.unknown == nil {
-		s.unknown = map[string]time.Time{}
+		s.unknown = bounded.NewExpiring[string, struct{}](maxUnknownRefs, s.unknownRefTTL(), s.clock)
 	}
-	now := s.clock()
-	if len(s.unknown) >= maxUnknownRefs {
-		for k, at := range s.unknown {
-			if now.Sub(at) >= s.unknownRefTTL() {
-				delete(s.unknown, k)
-			}
-		}
-		for k := range s.unknown {
-			if len(s.unknown) < maxUnknownRefs {
-				break
-			}
-			delete(s.unknown, k)
-		}
-	}
-	s.unknown[tag] = now
+	return s.unknown
 }
 
 func (s *GitSource) gitTimeout() time.Duration {

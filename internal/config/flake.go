@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nixery/nixery/internal/bounded"
 	"github.com/nixery/nixery/internal/flight"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/redact"
@@ -71,17 +72,11 @@ type FlakeSource struct {
 	err     error
 	git     *GitSource // resolves tags of a flake in git
 	mu      sync.Mutex
-	locks   map[string]flakeLock                     // by the reference given to Nix
-	failed  map[string]flakeFailure                  // the same, when it failed
+	locks   *bounded.Map[string, flakeLock]          // by the reference given to Nix
+	failed  *bounded.Map[string, error]              // the same, when it failed (for UnknownRefTTL)
 	calls   flight.Group[string, *nix.FlakeMetadata] // lockings in flight
 	slots   slots                                    // one per running locking
 	nowFunc func() time.Time
-}
-
-// flakeFailure is a locking that failed, remembered for UnknownRefTTL.
-type flakeFailure struct {
-	err error
-	at  time.Time
 }
 
 type flakeLock struct {
@@ -243,6 +238,15 @@ func (s *FlakeSource) init() {
 	})
 }
 
+// remembered makes the bounded memories of lockings and failures if
+// they are not yet; s.mu is held.
+func (s *FlakeSource) remembered() {
+	if s.locks == nil {
+		s.locks = bounded.New[string, flakeLock](maxLocked)
+		s.failed = bounded.NewExpiring[string, error](maxLocked, UnknownRefTTL, s.now)
+	}
+}
+
 func (s *FlakeSource) now() time.Time {
 	if s.nowFunc != nil {
 		return s.nowFunc()
@@ -312,15 +316,16 @@ func (s *FlakeSource) Resolve(ctx context.Context, tag string) (Resolved, error)
 func (s *FlakeSource) lock(ctx context.Context, ref string) (*nix.FlakeMetadata, error) {
 	s.mu.Lock()
 	now := s.now()
-	if l, ok := s.locks[ref]; ok && (l.md.Pinned && l.md.Revision != "" || now.Sub(l.at) < s.TTL) {
+	s.remembered()
+	if l, ok := s.locks.Get(ref); ok && (l.md.Pinned && l.md.Revision != "" || now.Sub(l.at) < s.TTL) {
 		s.mu.Unlock()
 		return l.md, nil
 	}
-	if f, ok := s.failed[ref]; ok && now.Sub(f.at) < UnknownRefTTL {
+	if ferr, ok := s.failed.Get(ref); ok {
 		s.mu.Unlock()
 		// The error itself, so that a missing commit is answered as the
 		// first time (404), not as a failure of a new kind.
-		return nil, fmt.Errorf("%s: locking %s failed less than %s ago; not trying again yet: %w", s, redact.URLs(ref), UnknownRefTTL, f.err)
+		return nil, fmt.Errorf("%s: locking %s failed less than %s ago; not trying again yet: %w", s, redact.URLs(ref), UnknownRefTTL, ferr)
 	}
 	s.mu.Unlock()
 	var joined func()
@@ -348,13 +353,14 @@ func (s *FlakeSource) fly(ctx context.Context, ref string) (*nix.FlakeMetadata, 
 	md, err := s.metadata(ctx, ref)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.remembered()
 	switch {
 	case err == nil:
-		s.locks = remember(s.locks, ref, flakeLock{md: md, at: s.now()})
+		s.locks.Put(ref, flakeLock{md: md, at: s.now()})
 	case ctx.Err() == nil:
 		// Nix failed on its own (a missing commit, a broken flake), not
 		// because it was stopped: do not ask again at once.
-		s.failed = remember(s.failed, ref, flakeFailure{err: err, at: s.now()})
+		s.failed.Put(ref, err)
 	}
 	return md, err
 }
@@ -378,20 +384,4 @@ func (s *FlakeSource) metadata(ctx context.Context, ref string) (*nix.FlakeMetad
 		return nil, fmt.Errorf("locking %s: %w", s, err)
 	}
 	return md, nil
-}
-
-// remember adds k to the bounded map m (made if nil), dropping an
-// arbitrary entry when it is full.
-func remember[V any](m map[string]V, k string, v V) map[string]V {
-	if m == nil {
-		m = map[string]V{}
-	}
-	if _, ok := m[k]; !ok && len(m) >= maxLocked {
-		for old := range m {
-			delete(m, old)
-			break
-		}
-	}
-	m[k] = v
-	return m
 }

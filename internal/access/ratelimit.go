@@ -1,7 +1,6 @@
 package access
 
 import (
-	"container/list"
 	"context"
 	"fmt"
 	"math"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/nixery/nixery/internal/bounded"
 )
 
 // BuildLimiter limits how many new builds each client may start: a token
@@ -33,13 +34,7 @@ type BuildLimiter struct {
 	Now        func() time.Time // the clock; nil: time.Now
 
 	mu      sync.Mutex
-	buckets map[string]*list.Element // of *bucket
-	lru     list.List                // most recently used first
-}
-
-type bucket struct {
-	key string
-	lim *rate.Limiter
+	buckets *bounded.Map[string, *rate.Limiter] // by limiterKey
 }
 
 // RateLimitedError is returned by Admit when the client has no build left
@@ -124,35 +119,32 @@ func (l *BuildLimiter) charge(ctx context.Context) {
 func (l *BuildLimiter) Clients() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.buckets)
+	if l.buckets == nil {
+		return 0
+	}
+	return l.buckets.Len()
 }
 
 // bucket returns key's limiter, making it (and evicting the least recently
 // used) if needed. Called with l.mu held.
 func (l *BuildLimiter) bucket(key string) *rate.Limiter {
 	if l.buckets == nil {
-		l.buckets = map[string]*list.Element{}
+		maxClients := l.MaxClients
+		if maxClients <= 0 {
+			maxClients = defaultMaxClients
+		}
+		l.buckets = bounded.New[string, *rate.Limiter](maxClients)
 	}
-	if e, ok := l.buckets[key]; ok {
-		l.lru.MoveToFront(e)
-		return e.Value.(*bucket).lim
-	}
-	maxClients := l.MaxClients
-	if maxClients <= 0 {
-		maxClients = defaultMaxClients
-	}
-	for len(l.buckets) >= maxClients {
-		oldest := l.lru.Back()
-		delete(l.buckets, oldest.Value.(*bucket).key)
-		l.lru.Remove(oldest)
+	if lim, ok := l.buckets.Get(key); ok {
+		return lim
 	}
 	burst := l.Burst
 	if burst <= 0 {
 		burst = max(1, int(math.Ceil(l.PerMinute)))
 	}
-	b := &bucket{key: key, lim: rate.NewLimiter(rate.Limit(l.PerMinute/60), burst)}
-	l.buckets[key] = l.lru.PushFront(b)
-	return b.lim
+	lim := rate.NewLimiter(rate.Limit(l.PerMinute/60), burst)
+	l.buckets.Put(key, lim)
+	return lim
 }
 
 // limiterKey is the bucket of a client: its user, or its address (an IPv6

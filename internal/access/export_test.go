@@ -10,11 +10,15 @@ func SetCompare(u *Users, compare func(hash, password []byte) error) { u.compare
 func VerifySlots(u *Users) int { return cap(u.sem) }
 
 // SetCacheSize bounds u's verification cache, and CacheLen tells its size.
-func SetCacheSize(u *Users, n int) { u.maxCached = n }
+func SetCacheSize(u *Users, n int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.maxCached, u.cache = n, newCache(n)
+}
 func CacheLen(u *Users) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return len(u.cache)
+	return u.cache.Len()
 }
 
 // SetLoginClock sets the clock of u's failed-login limit.

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/nixery/nixery/internal/bounded"
 )
 
 // Users are the accounts of an htpasswd file with bcrypt entries, as
@@ -72,7 +74,8 @@ type Users struct {
 	entries map[string][]byte // user → bcrypt hash
 	dummy   []byte            // hash checked for unknown users
 	err     error             // why the current file is unusable
-	cache   map[[sha256.Size]byte]string
+	// cache holds verified credentials (cacheKey) → user.
+	cache *bounded.Map[[sha256.Size]byte, string]
 }
 
 // maxCached bounds the verification cache. Only correct credentials are
@@ -80,6 +83,12 @@ type Users struct {
 // hash keeps the first 72 bytes may have more); the bound keeps memory
 // fixed whatever the file holds.
 const maxCached = 4096
+
+// newCache is an empty verification cache of at most n logins, the least
+// recently used dropped first.
+func newCache(n int) *bounded.Map[[sha256.Size]byte, string] {
+	return bounded.New[[sha256.Size]byte, string](n)
+}
 
 // Limits of failed logins: a client may fail DefaultLoginBurst logins in a
 // row, then DefaultLoginsPerMinute (a person mistyping gets many tries; a
@@ -169,7 +178,7 @@ func (u *Users) logger() *slog.Logger {
 func (u *Users) load(fi os.FileInfo) error {
 	u.version = versionOf(fi)
 	u.gen++
-	u.cache = map[[sha256.Size]byte]string{}
+	u.cache = newCache(u.maxCached)
 	u.entries, u.err = nil, nil
 	entries, maxCost, err := readHtpasswd(u.path)
 	if err != nil {
@@ -276,7 +285,7 @@ func (u *Users) snapshot() (entries map[string][]byte, dummy []byte, gen uint64,
 			u.entries, u.err = nil, fmt.Errorf("htpasswd file: %w", statErr)
 			u.version = fileVersion{}
 			u.gen++
-			u.cache = map[[sha256.Size]byte]string{}
+			u.cache = newCache(u.maxCached)
 		}
 	case versionOf(fi) != u.version:
 		if err := u.load(fi); err != nil {
@@ -315,7 +324,7 @@ func (u *Users) Verify(ctx context.Context, user, password string) (bool, error)
 	}
 	key := u.cacheKey(user, password)
 	u.mu.Lock()
-	cached, hit := u.cache[key]
+	cached, hit := u.cache.Get(key)
 	u.mu.Unlock()
 	if hit && cached == user {
 		return true, nil
@@ -351,13 +360,7 @@ func (u *Users) Verify(ctx context.Context, user, password string) (bool, error)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.gen == gen { // not verified against a file replaced meanwhile
-		if len(u.cache) >= u.maxCached {
-			for k := range u.cache { // drop any one
-				delete(u.cache, k)
-				break
-			}
-		}
-		u.cache[key] = user
+		u.cache.Put(key, user)
 	}
 	return true, nil
 }

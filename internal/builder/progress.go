@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/nixery/nixery/internal/bounded"
 	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
@@ -250,10 +251,11 @@ func ownFailure(err error) bool {
 // maxFailures bounds the remembered failures.
 const maxFailures = 1024
 
-// failures remembers failed builds by key until a time.
+// failures remembers failed builds by key until a time, the least
+// recently used forgotten first beyond maxFailures. The zero value works.
 type failures struct {
-	mu sync.Mutex
-	m  map[string]failure
+	once sync.Once
+	m    *bounded.Map[string, failure]
 }
 
 type failure struct {
@@ -261,27 +263,25 @@ type failure struct {
 	until time.Time
 }
 
+func (f *failures) memory() *bounded.Map[string, failure] {
+	f.once.Do(func() { f.m = bounded.New[string, failure](maxFailures) })
+	return f.m
+}
+
 func (f *failures) get(key string, now time.Time) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	e, ok := f.m[key]
+	e, ok := f.memory().Get(key)
 	if !ok {
 		return nil
 	}
 	if !now.Before(e.until) {
-		delete(f.m, key)
+		f.m.DeleteIf(key, func(e failure) bool { return !now.Before(e.until) })
 		return nil
 	}
 	return e.err
 }
 
 func (f *failures) put(key string, err error, until time.Time) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.m == nil || len(f.m) >= maxFailures {
-		f.m = map[string]failure{} // crude but bounded
-	}
-	f.m[key] = failure{err, until}
+	f.memory().Put(key, failure{err, until})
 }
 
 // Watch follows the build of the image req selects: it joins the build in

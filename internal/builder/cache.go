@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nixery/nixery/internal/archive"
+	"github.com/nixery/nixery/internal/bounded"
 	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/nix"
@@ -86,35 +87,28 @@ const hotCacheSize = 4096
 // hotCache is a small in-memory layer over the manifest cache in storage.
 // It never outlives the storage entry's own freshness rules, and an entry
 // is re-checked in storage every catalog.HotRecheck, so one that the
-// collector deleted is dropped, never served on or written back.
+// collector deleted is dropped, never served on or written back. Beyond
+// hotCacheSize the least recently used entry goes (refilling it costs one
+// storage read). The zero value works.
 type hotCache struct {
-	mu      sync.Mutex
-	entries map[string]*hotEntry
+	once    sync.Once
+	entries *bounded.Map[string, *hotEntry]
+}
+
+func (c *hotCache) m() *bounded.Map[string, *hotEntry] {
+	c.once.Do(func() { c.entries = bounded.New[string, *hotEntry](hotCacheSize) })
+	return c.entries
 }
 
 func (c *hotCache) get(key string) *hotEntry {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.entries[key]
+	e, _ := c.m().Get(key)
+	return e
 }
 
-func (c *hotCache) put(key string, e *hotEntry) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.entries == nil || len(c.entries) >= hotCacheSize {
-		// Dropping everything is crude but bounded, and refilling it
-		// costs one storage read per image.
-		c.entries = map[string]*hotEntry{}
-	}
-	c.entries[key] = e
-}
+func (c *hotCache) put(key string, e *hotEntry) { c.m().Put(key, e) }
 
 func (c *hotCache) drop(key string, e *hotEntry) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.entries[key] == e {
-		delete(c.entries, key)
-	}
+	c.m().DeleteIf(key, func(x *hotEntry) bool { return x == e })
 }
 
 // hot returns the in-memory entry of key if it is fresh and, within

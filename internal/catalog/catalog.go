@@ -40,6 +40,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/nixery/nixery/internal/archive"
+	"github.com/nixery/nixery/internal/bounded"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -75,7 +76,8 @@ type Catalog struct {
 
 	recent  recentCache
 	pullsMu sync.Mutex
-	pulls   map[digest.Digest]time.Time // last recorded pull by digest
+	// pulls are the digests whose pull was recorded within UseInterval.
+	pulls *bounded.Map[digest.Digest, struct{}]
 }
 
 // New returns a catalog over store.
@@ -223,23 +225,19 @@ const maxPulls = 4096
 // per UseInterval in this process; a failure only delays the record (it
 // is logged).
 func (c *Catalog) RecordDigestPull(ctx context.Context, d digest.Digest) {
-	now := c.now()
 	c.pullsMu.Lock()
-	last, ok := c.pulls[d]
-	if ok && now.Sub(last) < UseInterval {
+	if c.pulls == nil {
+		c.pulls = bounded.NewExpiring[digest.Digest, struct{}](maxPulls, UseInterval, c.now)
+	}
+	if _, ok := c.pulls.Get(d); ok {
 		c.pullsMu.Unlock()
 		return
 	}
-	if c.pulls == nil || len(c.pulls) >= maxPulls {
-		c.pulls = map[digest.Digest]time.Time{} // crude but bounded
-	}
-	c.pulls[d] = now
+	c.pulls.Put(d, struct{}{})
 	c.pullsMu.Unlock()
 	if err := c.RecordDigestUse(ctx, d); err != nil {
 		c.logger().Warn("pull by digest not recorded", "digest", d, "err", err)
-		c.pullsMu.Lock()
-		delete(c.pulls, d) // try again next pull
-		c.pullsMu.Unlock()
+		c.pulls.Delete(d) // try again next pull
 	}
 }
 

@@ -10,7 +10,8 @@
 //
 //	0  importing none of the project: need (what tests need of the
 //	   machine); bounded (the bounded map) and flight (the single
-//	   flight), the helpers every tier uses
+//	   flight), the helpers every tier uses; fault (the kinds of
+//	   errors, which the HTTP faces render)
 //	1  leaves, pure or self-contained: image, layers, archive, manifest,
 //	   redact, access, demo, server (the hardened HTTP server), route
 //	   (the route label a handler gives a request, which metrics read)
@@ -23,7 +24,7 @@
 //	   readiness
 //	5  the registry API: registry; the client of `nixery build` that
 //	   follows a build's events: buildclient
-//	6  the human side: web (which renders errors with registry's mapping);
+//	6  the human side: web;
 //	   what is observed of every request, and /metrics: metrics
 //	7  wiring: cmd/nixery
 //

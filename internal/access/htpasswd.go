@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/nixery/nixery/internal/bounded"
+	"github.com/nixery/nixery/internal/fault"
 )
 
 // Users are the accounts of an htpasswd file with bcrypt entries, as
@@ -117,6 +118,11 @@ func (e *LoginLimitedError) Error() string {
 		return fmt.Sprintf("too many logins are being checked: try again in %d s", RetrySeconds(e.RetryAfter))
 	}
 	return fmt.Sprintf("too many failed logins from this client: try again in %d s", RetrySeconds(e.RetryAfter))
+}
+
+// Fault: too many logins, until RetryAfter.
+func (e *LoginLimitedError) Fault() fault.Fault {
+	return fault.Fault{Kind: fault.TooMany, RetryAfter: e.RetryAfter}
 }
 
 // maxFileSize bounds the htpasswd file read into memory.

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/nixery/nixery/internal/bounded"
+	"github.com/nixery/nixery/internal/fault"
 )
 
 // BuildLimiter limits how many new builds each client may start: a token
@@ -47,12 +48,14 @@ func (e *RateLimitedError) Error() string {
 	return fmt.Sprintf("build rate limit reached: this client may start a new build in %d s (images already built are served meanwhile)", RetrySeconds(e.RetryAfter))
 }
 
+// Fault: too many builds, until RetryAfter.
+func (e *RateLimitedError) Fault() fault.Fault {
+	return fault.Fault{Kind: fault.TooMany, RetryAfter: e.RetryAfter}
+}
+
 // RetrySeconds is d in whole seconds for a Retry-After header: rounded up,
 // at least 1.
-func RetrySeconds(d time.Duration) int {
-	s := int(math.Ceil(d.Seconds()))
-	return max(s, 1)
-}
+func RetrySeconds(d time.Duration) int { return fault.Seconds(d) }
 
 const defaultMaxClients = 10000
 

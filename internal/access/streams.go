@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
+
+	"github.com/nixery/nixery/internal/fault"
 )
 
 // Streams bounds the answers that stay open while a build runs, the
@@ -44,6 +47,12 @@ func (e *TooManyStreamsError) Error() string {
 		return fmt.Sprintf("too many build event streams open from this client: at most %d at once", e.Limit)
 	}
 	return fmt.Sprintf("too many build event streams open on this server: at most %d at once", e.Limit)
+}
+
+// Fault: only watching builds is refused (images are served); a stream
+// closes soon enough to try again in a few seconds.
+func (e *TooManyStreamsError) Fault() fault.Fault {
+	return fault.Fault{Kind: fault.TooMany, RetryAfter: 5 * time.Second}
 }
 
 // Open takes a place for a stream of ctx's client (see Client), or

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/config"
+	"github.com/nixery/nixery/internal/fault"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/storage"
 )
@@ -17,7 +18,7 @@ const DefaultClaimTTL = 30 * time.Second
 
 // ErrDraining is returned for a new build while the process shuts down;
 // the registry answers a retryable 503 (another replica takes it).
-var ErrDraining = errors.New("this replica is shutting down and starts no new builds; try again")
+var ErrDraining = fault.New("this replica is shutting down and starts no new builds; try again", fault.Fault{Kind: fault.Unavailable, RetryAfter: 2 * time.Second})
 
 // buildOnce returns the image of key built once for the whole fleet: the
 // cold path of a pull, after the flight of this process started (see

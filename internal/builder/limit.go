@@ -2,13 +2,15 @@ package builder
 
 import (
 	"context"
-	"errors"
 	"sync/atomic"
+	"time"
+
+	"github.com/nixery/nixery/internal/fault"
 )
 
 // ErrBusy is returned when the build queue is full; the registry answers
 // 429 TOOMANYREQUESTS with Retry-After.
-var ErrBusy = errors.New("too many builds are running or waiting; try again shortly")
+var ErrBusy = fault.New("too many builds are running or waiting; try again shortly", fault.Fault{Kind: fault.TooMany, RetryAfter: 10 * time.Second})
 
 // limiter lets at most `slots` builds run at once and at most `queue`
 // wait for a slot; more are refused with ErrBusy at once, so that a burst

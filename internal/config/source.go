@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 
+	"github.com/nixery/nixery/internal/fault"
 	"github.com/nixery/nixery/internal/redact"
 )
 
@@ -63,6 +64,8 @@ func (e *UnknownRevisionError) Error() string {
 	}
 	return fmt.Sprintf("%s has no branch, tag or commit named %q", redact.URLs(e.Source), e.Tag)
 }
+
+func (e *UnknownRevisionError) Fault() fault.Fault { return fault.Fault{Kind: fault.NotFound} }
 
 var commitRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
 

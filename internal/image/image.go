@@ -23,6 +23,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/nixery/nixery/internal/fault"
 )
 
 // Arch is an image architecture, as Nix and as OCI name it.
@@ -71,6 +73,14 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Message }
+
+// Fault: an invalid tag names no manifest; anything else is invalid.
+func (e *Error) Fault() fault.Fault {
+	if e.Code == "MANIFEST_UNKNOWN" {
+		return fault.Fault{Kind: fault.NotFound}
+	}
+	return fault.Fault{Kind: fault.Invalid}
+}
 
 // Grammar from the distribution spec, "Pulling manifests":
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests

@@ -52,6 +52,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nixery/nixery/internal/fault"
 	"github.com/nixery/nixery/internal/redact"
 )
 
@@ -405,7 +406,7 @@ func (r *Runner) closure(ctx context.Context, roots []string, logLine func(strin
 
 // ErrTimeout is wrapped by the error of a build that ran out of time,
 // whether the Runner's Timeout or the caller's context deadline expired.
-var ErrTimeout = errors.New("nix timed out")
+var ErrTimeout = fault.New("nix timed out", fault.Fault{Kind: fault.Internal})
 
 // UnknownPackagesError means that some requested names are not packages
 // of the package set. It lists all of them at once.
@@ -430,6 +431,8 @@ func (e *UnknownPackagesError) Error() string {
 	return "unknown package(s): " + strings.Join(names, ", ")
 }
 
+func (e *UnknownPackagesError) Fault() fault.Fault { return fault.Fault{Kind: fault.NotFound} }
+
 // BuildError is any other failure of Nix: evaluation errors, failed
 // builders, unreachable sources.
 type BuildError struct {
@@ -449,6 +452,10 @@ func (e *BuildError) Error() string {
 }
 
 func (e *BuildError) Unwrap() error { return e.Err }
+
+// Fault: a failure of Nix is the server's, even one that a cancellation
+// caused (Err).
+func (e *BuildError) Fault() fault.Fault { return fault.Fault{Kind: fault.Internal} }
 
 // Build realises the requested packages and reports their closure.
 func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
@@ -590,6 +597,8 @@ type UnknownRevisionError struct {
 func (e *UnknownRevisionError) Error() string {
 	return fmt.Sprintf("the package set's repository has no commit %s", e.Rev)
 }
+
+func (e *UnknownRevisionError) Fault() fault.Fault { return fault.Fault{Kind: fault.NotFound} }
 
 // sourceRev is the commit a git package set is fetched at, or "".
 func sourceRev(srcType, srcArgs string) string {

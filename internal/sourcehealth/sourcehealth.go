@@ -41,6 +41,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nixery/nixery/internal/config"
+	"github.com/nixery/nixery/internal/fault"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/redact"
 )
@@ -108,6 +109,16 @@ type FaultError struct {
 
 func (e *FaultError) Error() string {
 	return redact.URLs(fmt.Sprintf("the package source (%s) cannot be evaluated by %s: %s", e.Source, e.Nix, e.Reason))
+}
+
+// Fault: the package set cannot be evaluated by this Nix, a fault of the
+// server, not of the request, that the operator can fix while it runs
+// (the check repeats): so unavailable, not internal. Clients and
+// monitors read 503 with Retry-After as "try again later", and clients
+// that retry (go-containerregistry, containerd) wait as told instead of
+// hammering. RetryAfter in whole seconds, as the check's interval is.
+func (e *FaultError) Fault() fault.Fault {
+	return fault.Fault{Kind: fault.Unavailable, RetryAfter: e.RetryAfter.Truncate(time.Second)}
 }
 
 // Status is what the index page shows of the source.

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/nixery/nixery/internal/fault"
 )
 
 // ErrNotFound is returned (wrapped) for a blob that does not exist.
@@ -37,7 +39,7 @@ var ErrNotFound = errors.New("blob not found")
 // storage service cannot be reached, times out or answers with a server
 // error (5xx, or 429 "slow down"). The request may succeed later: the
 // registry answers such errors with a retryable 503.
-var ErrUnavailable = errors.New("storage unavailable")
+var ErrUnavailable = fault.New("storage unavailable", fault.Fault{Kind: fault.Unavailable, RetryAfter: 5 * time.Second})
 
 // MaxObjectSize bounds a named object: PutObject and CreateObject refuse
 // larger ones and GetObject refuses to read them (ErrTooLarge), so one

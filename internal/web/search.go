@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/internal/config"
+	"github.com/nixery/nixery/internal/fault"
 	"github.com/nixery/nixery/internal/nix"
 )
 
@@ -41,6 +41,8 @@ const (
 type QueryError struct{ Message string }
 
 func (e *QueryError) Error() string { return e.Message }
+
+func (e *QueryError) Fault() fault.Fault { return fault.Fault{Kind: fault.Invalid} }
 
 // query is a search query prepared for matching: lower case, its words
 // distinct and in the order typed.
@@ -202,11 +204,11 @@ type searcher struct {
 
 // ErrIndexing is returned while the package list is being made and the
 // search could not wait for it.
-var ErrIndexing = errors.New("the package list is being made (Nix is evaluating the package set); try again in a moment")
+var ErrIndexing = fault.New("the package list is being made (Nix is evaluating the package set); try again in a moment", fault.Fault{Kind: fault.Unavailable, RetryAfter: 5 * time.Second})
 
 // ErrResolving is returned while the package source's tag latest has not
 // been resolved yet (a search does not wait for a repository).
-var ErrResolving = errors.New("the package source is being resolved; try again in a moment")
+var ErrResolving = fault.New("the package source is being resolved; try again in a moment", fault.Fault{Kind: fault.Unavailable, RetryAfter: 5 * time.Second})
 
 // latest is the package set the tag latest selects, as the background
 // rounds last found it (Site.SourceHealth), so that a search never waits

@@ -24,15 +24,11 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/nixery/nixery/internal/access"
-	"github.com/nixery/nixery/internal/builder"
 	"github.com/nixery/nixery/internal/catalog"
-	"github.com/nixery/nixery/internal/config"
+	"github.com/nixery/nixery/internal/fault"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
-	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/route"
-	"github.com/nixery/nixery/internal/sourcehealth"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -411,82 +407,41 @@ func Cut(s string, n int) string {
 	return s[:i] + fmt.Sprintf("… [%d bytes]", len(s))
 }
 
-// StatusClientClosed is the status of a request whose client went away
-// before the answer (nginx's 499): only logged, nobody reads it.
-const StatusClientClosed = 499
-
-// Status is the one mapping from the errors of a pull to an HTTP status
-// and the seconds of Retry-After (0: none), for the registry API and the
-// web pages alike.
-func Status(err error) (status, retryAfter int) {
-	re := classify(err)
-	return re.Status, re.RetryAfter
-}
-
-// classify maps errors from the stages of a pull to registry errors.
+// classify maps an error to a registry error: the registry's own carry
+// their code; any other says its kind (package fault), and the kind
+// decides the status, the Retry-After and the spec code.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
 func classify(err error) *regError {
 	var re *regError
-	var ie *image.Error
-	var unknown *nix.UnknownPackagesError
-	var buildErr *nix.BuildError
-	var unknownRev *config.UnknownRevisionError
-	var noCommit *nix.UnknownRevisionError
-	var limited *access.RateLimitedError
-	var streams *access.TooManyStreamsError
-	var logins *access.LoginLimitedError
-	var fault *sourcehealth.FaultError
-	switch {
-	case errors.As(err, &re):
+	if errors.As(err, &re) {
 		return re
-	case errors.As(err, &ie):
-		if ie.Code == "MANIFEST_UNKNOWN" { // an invalid tag, see image.Parse
-			return regErr(http.StatusNotFound, ie.Code, ie.Message)
-		}
-		return regErr(http.StatusBadRequest, ie.Code, ie.Message)
-	case errors.As(err, &unknown):
-		return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", unknown.Error())
-	case errors.As(err, &unknownRev):
-		return &regError{Status: http.StatusNotFound, Code: "MANIFEST_UNKNOWN", Message: unknownRev.Error()}
-	case errors.As(err, &noCommit):
-		// A tag of 40 hex digits is taken as a commit without asking the
-		// remote; Nix found out it does not exist.
-		return regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", noCommit.Error())
-	case errors.As(err, &limited):
-		// This client started too many builds lately; images already
-		// built are still served.
-		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
-		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: limited.Error(), RetryAfter: access.RetrySeconds(limited.RetryAfter)}
-	case errors.As(err, &logins):
-		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
-		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: logins.Error(), RetryAfter: access.RetrySeconds(logins.RetryAfter)}
-	case errors.As(err, &streams):
-		// Only watching builds is refused; images are served.
-		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: streams.Error(), RetryAfter: 5}
-	case errors.Is(err, builder.ErrBusy):
-		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes (TOOMANYREQUESTS)
-		return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS", Message: err.Error(), RetryAfter: 10}
-	case errors.Is(err, builder.ErrDraining):
-		// Retryable: this replica is shutting down; another takes it.
-		return &regError{Status: http.StatusServiceUnavailable, Code: "UNAVAILABLE", Message: err.Error(), RetryAfter: 2}
-	case errors.As(err, &fault):
-		// The package set cannot be evaluated by this Nix: a fault of the
-		// server, not of the request, that the operator can fix while it
-		// runs (the check repeats), so 503 with Retry-After rather than
-		// 500: clients and monitors read it as "try again later", and
-		// clients that retry (go-containerregistry, containerd) wait as
-		// told instead of hammering. UNAVAILABLE is CNCF distribution's
-		// code for it, as for a replica that is shutting down.
-		return &regError{Status: http.StatusServiceUnavailable, Code: "UNAVAILABLE", Message: fault.Error(), RetryAfter: max(1, int(fault.RetryAfter.Seconds()))}
-	case errors.Is(err, storage.ErrUnavailable):
-		// Retryable: the storage service is down or overloaded.
-		return &regError{Status: http.StatusServiceUnavailable, Code: "UNAVAILABLE", Message: err.Error(), RetryAfter: 5}
-	case errors.Is(err, nix.ErrTimeout):
-		return regErr(http.StatusInternalServerError, "UNKNOWN", err.Error())
-	case errors.As(err, &buildErr):
-		return regErr(http.StatusInternalServerError, "UNKNOWN", err.Error())
-	case errors.Is(err, context.Canceled):
-		// The client went away; the status is for the log only.
-		return regErr(StatusClientClosed, "UNKNOWN", "request cancelled")
 	}
-	return regErr(http.StatusInternalServerError, "UNKNOWN", err.Error())
+	f := fault.Of(err)
+	return &regError{Status: f.Kind.Status(), Code: specCode(f.Kind), Message: fault.Message(err), RetryAfter: f.RetrySeconds()}
+}
+
+// specCode is the spec's error code of a kind. Only a manifest request
+// meets errors of other packages (image.Parse, Builder.Manifest): what it
+// does not find is a manifest and what is invalid is the name, while the
+// registry's own errors say BLOB_UNKNOWN, DIGEST_INVALID, UNSUPPORTED.
+func specCode(k fault.Kind) string {
+	switch k {
+	case fault.NotFound:
+		// An unknown package, a tag that names no revision (or a
+		// commit Nix found missing), an invalid tag.
+		return "MANIFEST_UNKNOWN"
+	case fault.Invalid:
+		return "NAME_INVALID"
+	case fault.TooMany:
+		// A client over its build rate (images already built are still
+		// served), too many logins or build streams, a full build queue.
+		return "TOOMANYREQUESTS"
+	case fault.Unavailable:
+		// Retryable: a replica shutting down, storage down, a package
+		// set this Nix cannot evaluate. UNAVAILABLE is CNCF
+		// distribution's code for it.
+		return "UNAVAILABLE"
+	}
+	// Internal, and a client gone away (its status is for the log only).
+	return "UNKNOWN"
 }

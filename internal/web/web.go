@@ -27,7 +27,6 @@ import (
 	"bytes"
 	"embed"
 	"encoding/json"
-	"errors"
 	"html/template"
 	"io"
 	"log/slog"
@@ -39,8 +38,8 @@ import (
 
 	"github.com/nixery/nixery/internal/access"
 	"github.com/nixery/nixery/internal/builder"
+	"github.com/nixery/nixery/internal/fault"
 	"github.com/nixery/nixery/internal/image"
-	"github.com/nixery/nixery/internal/registry"
 	"github.com/nixery/nixery/internal/route"
 	"github.com/nixery/nixery/internal/sourcehealth"
 )
@@ -353,20 +352,11 @@ func (s *Site) indexPage(w http.ResponseWriter, r *http.Request) {
 }
 
 // errorStatus maps an error to an HTTP status and the seconds of
-// Retry-After (0: none). Errors of a pull go through the registry's
-// mapping, the one there is (registry.Status), so a page and a pull of
-// the same image fail alike; the rest are the web's own (search).
+// Retry-After (0: none) by the kind it reports (package fault), as the
+// registry does, so that a page and a pull of the same image fail alike.
 func errorStatus(err error) (status, retryAfter int) {
-	var qe *QueryError
-	switch {
-	case errors.As(err, &qe):
-		return http.StatusBadRequest, 0
-	case errors.Is(err, ErrIndexing), errors.Is(err, ErrResolving):
-		// Retryable: the package list is being made, or the package
-		// source's latest revision is being resolved.
-		return http.StatusServiceUnavailable, 5
-	}
-	return registry.Status(err)
+	f := fault.Of(err)
+	return f.Kind.Status(), f.RetrySeconds()
 }
 
 // errorHeader sets the Retry-After of err, if it has one, and returns
@@ -383,7 +373,7 @@ func errorHeader(w http.ResponseWriter, err error) int {
 func (s *Site) failErr(w http.ResponseWriter, r *http.Request, err error) {
 	status := errorHeader(w, err)
 	msg := err.Error()
-	if status == registry.StatusClientClosed {
+	if status == fault.StatusClientClosed {
 		msg = "request cancelled"
 	}
 	s.fail(w, r, status, msg)

@@ -240,12 +240,14 @@ func (b *Builder) failureTTL() time.Duration {
 // packages, a commit the repository lacks, a failing or timed-out Nix
 // build), which the same request
 // would meet again, rather than the moment's (a full queue, a storage
-// outage, a cancellation).
+// outage, a cancellation). Of the unknown revisions, only the commit Nix
+// found missing (Rev) is a build's: a tag the source resolves to nothing
+// is answered before any build.
 func ownFailure(err error) bool {
 	var unknown *nix.UnknownPackagesError
 	var noRev *nix.UnknownRevisionError
 	var failed *nix.BuildError
-	return errors.As(err, &unknown) || errors.As(err, &noRev) || errors.As(err, &failed) || errors.Is(err, nix.ErrTimeout)
+	return errors.As(err, &unknown) || (errors.As(err, &noRev) && noRev.Rev != "") || errors.As(err, &failed) || errors.Is(err, nix.ErrTimeout)
 }
 
 // maxFailures bounds the remembered failures.

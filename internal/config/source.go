@@ -6,12 +6,10 @@ package config
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 	"regexp"
 
-	"github.com/nixery/nixery/internal/fault"
-	"github.com/nixery/nixery/internal/redact"
+	"github.com/nixery/nixery/internal/nix"
 )
 
 // Source is where the Nix package set comes from.
@@ -50,22 +48,9 @@ type Resolved struct {
 }
 
 // UnknownRevisionError is returned when a tag names no revision of the
-// source: a git repository without such a branch, tag or commit, a tag
-// that is neither a nixpkgs channel nor a commit, a tag other than
-// "latest" for a local path.
-type UnknownRevisionError struct {
-	Source, Tag string
-	Reason      string // what the source's tags are; "" for git
-}
-
-func (e *UnknownRevisionError) Error() string {
-	if e.Reason != "" {
-		return fmt.Sprintf("%s: the tag %q names no package set: %s", redact.URLs(e.Source), e.Tag, e.Reason)
-	}
-	return fmt.Sprintf("%s has no branch, tag or commit named %q", redact.URLs(e.Source), e.Tag)
-}
-
-func (e *UnknownRevisionError) Fault() fault.Fault { return fault.Fault{Kind: fault.NotFound} }
+// source; it is nix's, the one such error (a commit Nix finds missing is
+// one too), under the name the sources have used.
+type UnknownRevisionError = nix.UnknownRevisionError
 
 var commitRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
 

@@ -587,15 +587,27 @@ func missingRev(line string) string {
 	return ""
 }
 
-// UnknownRevisionError means that the commit a git package set is to be
-// fetched at (a tag of 40 hex digits, taken as a commit without asking
-// the remote) does not exist in its repository.
+// UnknownRevisionError means that a tag names no revision of the package
+// source: a git repository without such a branch, tag or commit, a tag
+// that is neither a nixpkgs channel nor a commit, a tag other than
+// "latest" for a local path (Source, Tag and Reason, from the source);
+// or the commit a git package set is to be fetched at (a tag of 40 hex
+// digits, taken as a commit without asking the remote) does not exist in
+// its repository, which Nix found out (Rev).
 type UnknownRevisionError struct {
-	Rev string
+	Source, Tag string
+	Reason      string // what the source's tags are; "" for git
+	Rev         string // the commit Nix did not find
 }
 
 func (e *UnknownRevisionError) Error() string {
-	return fmt.Sprintf("the package set's repository has no commit %s", e.Rev)
+	switch {
+	case e.Rev != "":
+		return fmt.Sprintf("the package set's repository has no commit %s", e.Rev)
+	case e.Reason != "":
+		return fmt.Sprintf("%s: the tag %q names no package set: %s", redact.URLs(e.Source), e.Tag, e.Reason)
+	}
+	return fmt.Sprintf("%s has no branch, tag or commit named %q", redact.URLs(e.Source), e.Tag)
 }
 
 func (e *UnknownRevisionError) Fault() fault.Fault { return fault.Fault{Kind: fault.NotFound} }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/internal/access"
+	"github.com/nixery/nixery/internal/fault"
 	"github.com/nixery/nixery/internal/sourcehealth"
 )
 
@@ -80,5 +81,34 @@ func TestSourceFault(t *testing.T) {
 	if rec.Code != 503 || len(body.Errors) != 1 || body.Errors[0].Code != "UNAVAILABLE" || body.Errors[0].Message != want ||
 		rec.Header().Get("Retry-After") != "60" {
 		t.Errorf("%d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+}
+
+// The registry renders an error from the kind it reports, whatever its
+// package: the kind gives the status, Retry-After and spec code.
+func TestKinds(t *testing.T) {
+	for _, tt := range []struct {
+		f      fault.Fault
+		status int
+		code   string
+		retry  string
+	}{
+		{fault.Fault{Kind: fault.NotFound}, 404, "MANIFEST_UNKNOWN", ""},
+		{fault.Fault{Kind: fault.Invalid}, 400, "NAME_INVALID", ""},
+		{fault.Fault{Kind: fault.TooMany, RetryAfter: 2500 * time.Millisecond}, 429, "TOOMANYREQUESTS", "3"},
+		{fault.Fault{Kind: fault.Unavailable, RetryAfter: time.Second}, 503, "UNAVAILABLE", "1"},
+		{fault.Fault{Kind: fault.Internal}, 500, "UNKNOWN", ""},
+	} {
+		rec := httptest.NewRecorder()
+		err := fmt.Errorf("somewhere: %w", fault.New("it failed", tt.f))
+		(&Registry{}).writeError(rec, httptest.NewRequest("GET", "/v2/hello/manifests/latest", nil), err)
+		var body struct {
+			Errors []struct{ Code, Message string }
+		}
+		json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != tt.status || len(body.Errors) != 1 || body.Errors[0].Code != tt.code || body.Errors[0].Message != "somewhere: it failed" ||
+			rec.Header().Get("Retry-After") != tt.retry {
+			t.Errorf("%+v: %d %v %s", tt.f, rec.Code, rec.Header(), rec.Body)
+		}
 	}
 }

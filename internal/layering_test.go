@@ -37,9 +37,10 @@ var tiers = map[string]int{
 	"internal/nix":     2,
 	"internal/storage": 2,
 
-	"internal/config":  3,
+	"internal/source":  3,
 	"internal/catalog": 3,
 
+	"internal/config":       4,
 	"internal/builder":      4,
 	"internal/gc":           4,
 	"internal/sourcehealth": 4,

@@ -27,11 +27,11 @@ import (
 	"github.com/nixery/nixery/internal/access"
 	"github.com/nixery/nixery/internal/builder"
 	"github.com/nixery/nixery/internal/catalog"
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/route"
+	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/sourcehealth"
 	"github.com/nixery/nixery/internal/storage"
 )
@@ -429,7 +429,7 @@ func classify(err error) *regError {
 	var ie *image.Error
 	var unknown *nix.UnknownPackagesError
 	var buildErr *nix.BuildError
-	var unknownRev *config.UnknownRevisionError
+	var unknownRev *source.UnknownRevisionError
 	var noCommit *nix.UnknownRevisionError
 	var limited *access.RateLimitedError
 	var streams *access.TooManyStreamsError

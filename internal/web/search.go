@@ -15,8 +15,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/source"
 )
 
 // DefaultSearchTTL is how long the package list of a moving source is
@@ -211,14 +211,14 @@ var ErrResolving = errors.New("the package source is being resolved; try again i
 // latest is the package set the tag latest selects, as the background
 // rounds last found it (Site.SourceHealth), so that a search never waits
 // for the source; without them (tests) it is resolved now.
-func (s *Site) latest(ctx context.Context) (config.Resolved, error) {
+func (s *Site) latest(ctx context.Context) (source.Resolved, error) {
 	if s.SourceHealth == nil {
 		return s.Builder.Source.Resolve(ctx, "latest")
 	}
 	if res, ok := s.SourceHealth.Latest(); ok {
 		return res, nil
 	}
-	return config.Resolved{}, ErrResolving
+	return source.Resolved{}, ErrResolving
 }
 
 // packageIndex returns the index for the package set that "latest" selects.

@@ -20,11 +20,13 @@
 //	   and Nix), catalog (every named object in storage)
 //	4  the settings, parsed into typed fields (config, which names the
 //	   chosen source and runs nothing); the build, the garbage
-//	   collection over storage, the source's health and the server's
-//	   readiness: builder, gc, sourcehealth, readiness
+//	   collection over storage, the source's health, the package search
+//	   and the server's readiness: builder, gc, sourcehealth, search,
+//	   readiness
 //	5  the registry API: registry; the client of `nixery build` that
 //	   follows a build's events: buildclient
-//	6  the human side: web (which renders errors with registry's mapping);
+//	6  the human side: web (which renders errors with registry's mapping,
+//	   and asks search through a small interface);
 //	   what is observed of every request, and /metrics: metrics
 //	7  wiring: cmd/nixery
 //

@@ -44,6 +44,7 @@ var tiers = map[string]int{
 	"internal/builder":      4,
 	"internal/gc":           4,
 	"internal/sourcehealth": 4,
+	"internal/search":       4,
 	"internal/readiness":    4,
 
 	"internal/registry":    5,

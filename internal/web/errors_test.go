@@ -17,6 +17,7 @@ import (
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/registry"
+	"github.com/nixery/nixery/internal/search"
 	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/sourcehealth"
 	"github.com/nixery/nixery/internal/storage"
@@ -53,9 +54,9 @@ func TestErrorStatusAgreesWithRegistry(t *testing.T) {
 		{"nix failed", &nix.BuildError{Tail: []string{"error: builder failed"}, Err: errors.New("exit status 1")}, 500, 0, false},
 		{"client gone", fmt.Errorf("resolve: %w", context.Canceled), 499, 0, false},
 		{"anything else", errors.New("disk on fire"), 500, 0, false},
-		{"query too long", &QueryError{"search query too long"}, 400, 0, true},
-		{"package list in the making", ErrIndexing, 503, 5, true},
-		{"source being resolved", ErrResolving, 503, 5, true},
+		{"query too long", &search.QueryError{Message: "search query too long"}, 400, 0, true},
+		{"package list in the making", search.ErrIndexing, 503, 5, true},
+		{"source being resolved", search.ErrResolving, 503, 5, true},
 		{"source Nix cannot evaluate", fmt.Errorf("build: %w", &sourcehealth.FaultError{Nix: "Nix 2.8.0", Reason: "too old", RetryAfter: 30 * time.Second}), 503, 30, false},
 	} {
 		status, retryAfter := errorStatus(tt.err)

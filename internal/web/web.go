@@ -42,6 +42,7 @@ import (
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/registry"
 	"github.com/nixery/nixery/internal/route"
+	"github.com/nixery/nixery/internal/search"
 	"github.com/nixery/nixery/internal/sourcehealth"
 )
 
@@ -50,10 +51,8 @@ type Site struct {
 	Builder *builder.Builder
 	Version string
 	Logger  *slog.Logger
-	// SearchTTL is how long the package list of a moving source (a
-	// directory, a channel or branch name) is reused before it is listed
-	// again; 0 means DefaultSearchTTL. The list of a commit is kept.
-	SearchTTL time.Duration
+	// Search answers the search page and API; required for them.
+	Search Searcher
 	// Streams bounds the build event streams open at once, per client
 	// and in all; the zero value has the defaults.
 	Streams access.Streams
@@ -64,8 +63,6 @@ type Site struct {
 	// from X-Forwarded-Host and X-Forwarded-Proto (NIXERY_TRUST_PROXY:
 	// only behind a reverse proxy that sets them).
 	TrustProxy bool
-
-	search searcher
 }
 
 //go:embed templates/*.html
@@ -357,11 +354,11 @@ func (s *Site) indexPage(w http.ResponseWriter, r *http.Request) {
 // mapping, the one there is (registry.Status), so a page and a pull of
 // the same image fail alike; the rest are the web's own (search).
 func errorStatus(err error) (status, retryAfter int) {
-	var qe *QueryError
+	var qe *search.QueryError
 	switch {
 	case errors.As(err, &qe):
 		return http.StatusBadRequest, 0
-	case errors.Is(err, ErrIndexing), errors.Is(err, ErrResolving):
+	case errors.Is(err, search.ErrIndexing), errors.Is(err, search.ErrResolving):
 		// Retryable: the package list is being made, or the package
 		// source's latest revision is being resolved.
 		return http.StatusServiceUnavailable, 5

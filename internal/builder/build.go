@@ -181,7 +181,7 @@ func (b *Builder) init() {
 }
 
 // Catalog returns the catalog of the builder's storage, which names and
-// encodes the cache entries; the web side and the collector share it.
+// encodes the cache entries; the search and the collector share it.
 func (b *Builder) Catalog() *catalog.Catalog {
 	b.init()
 	return b.cat

@@ -17,14 +17,17 @@
 //	   (the route label a handler gives a request, which metrics read)
 //	2  the machine's resources: nix (the only code that runs Nix),
 //	   storage (the only code that knows a backend)
-//	3  what lives on them: config (settings and package sources, which
-//	   run git and Nix), catalog (every named object in storage)
-//	4  the build, the garbage collection over storage, the source's
-//	   health and the server's readiness: builder, gc, sourcehealth,
+//	3  what lives on them: source (the package sources, which run git
+//	   and Nix), catalog (every named object in storage)
+//	4  the settings, parsed into typed fields (config, which names the
+//	   chosen source and runs nothing); the build, the garbage
+//	   collection over storage, the source's health, the package search
+//	   and the server's readiness: builder, gc, sourcehealth, search,
 //	   readiness
 //	5  the registry API: registry; the client of `nixery build` that
 //	   follows a build's events: buildclient
-//	6  the human side: web;
+//	6  the human side: web (which asks search through a small
+//	   interface);
 //	   what is observed of every request, and /metrics: metrics
 //	7  wiring: cmd/nixery
 //

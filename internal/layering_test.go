@@ -38,12 +38,14 @@ var tiers = map[string]int{
 	"internal/nix":     2,
 	"internal/storage": 2,
 
-	"internal/config":  3,
+	"internal/source":  3,
 	"internal/catalog": 3,
 
+	"internal/config":       4,
 	"internal/builder":      4,
 	"internal/gc":           4,
 	"internal/sourcehealth": 4,
+	"internal/search":       4,
 	"internal/readiness":    4,
 
 	"internal/registry":    5,

@@ -24,6 +24,7 @@ import (
 	"github.com/nixery/nixery/internal/readiness"
 	"github.com/nixery/nixery/internal/registry"
 	"github.com/nixery/nixery/internal/route"
+	"github.com/nixery/nixery/internal/search"
 	"github.com/nixery/nixery/internal/server"
 	"github.com/nixery/nixery/internal/storage"
 	"github.com/nixery/nixery/internal/web"
@@ -126,8 +127,9 @@ func serve(args []string) error {
 	// The source's revision and whether Nix can evaluate it, found in
 	// the background: at once, then every NIXERY_SOURCE_CHECK_INTERVAL.
 	background.Go(func() { p.sourceHealth.Run(bg) })
-	site := &web.Site{Builder: builder, Version: version, Logger: log, TrustProxy: cfg.TrustProxy, SourceHealth: p.sourceHealth}
-	site.Preload(ctx) // the package list for search, made once per package set
+	packages := &search.Searcher{Nix: builder.Nix, Source: source, Catalog: builder.Catalog(), Health: p.sourceHealth, Logger: log}
+	packages.Preload(ctx) // the package list for search, made once per package set
+	site := &web.Site{Builder: builder, Version: version, Logger: log, TrustProxy: cfg.TrustProxy, SourceHealth: p.sourceHealth, Search: packages}
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
 	promRegistry := metrics.NewRegistry(builder, p.sourceHealth.Collector())
 	httpStats, gcStats := metrics.NewHTTP(promRegistry), gc.NewMetrics(promRegistry)

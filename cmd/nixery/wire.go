@@ -10,6 +10,7 @@ import (
 	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/demo"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/sourcehealth"
 	"github.com/nixery/nixery/internal/storage"
 )
@@ -28,7 +29,7 @@ func openStorage(ctx context.Context, cfg *config.Config) (storage.Backend, erro
 
 // parts are the wired pieces that serve and `build --local` share.
 type parts struct {
-	source     config.Source
+	source     source.Source
 	store      storage.Backend
 	builder    *builder.Builder
 	nixVersion string
@@ -44,9 +45,9 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 	if err != nil {
 		return nil, fmt.Errorf("nix is not usable: %w (install Nix, e.g. Debian's nix-bin)", err)
 	}
-	source := cfg.Source
+	src := cfg.Source
 	offline := false
-	if source == nil {
+	if src == nil {
 		busybox, err := demo.FindBusybox()
 		if err != nil {
 			return nil, fmt.Errorf("no package source configured and the built-in demo set cannot be prepared: %w; or set NIXERY_CHANNEL, NIXERY_PKGS_REPO, NIXERY_PKGS_FLAKE or NIXERY_PKGS_PATH", err)
@@ -54,7 +55,7 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 		if err := demo.Extract(cfg.DemoPath, busybox); err != nil {
 			return nil, fmt.Errorf("preparing the built-in demo package set in %s: %w", cfg.DemoPath, err)
 		}
-		source = config.PathSource{Path: cfg.DemoPath, Label: "built-in demo package set (offline)"}
+		src = source.PathSource{Path: cfg.DemoPath, Label: "built-in demo package set (offline)"}
 		offline = true // no binary cache has the demo packages
 		log.Warn("no package source configured: serving the built-in demo package set; set NIXERY_CHANNEL, NIXERY_PKGS_REPO, NIXERY_PKGS_FLAKE or NIXERY_PKGS_PATH for real packages")
 	}
@@ -80,7 +81,7 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 		Compression:  cfg.Compression,
 		Popularity:   popularity,
 		PopularityID: popularityID,
-		Source:       source,
+		Source:       src,
 		Nix:          runner,
 		Storage:      store,
 		LayerBudget:  cfg.LayerBudget,
@@ -90,8 +91,8 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 		ClaimTTL:     cfg.LeaseTTL,
 		Logger:       log,
 	}
-	sourceHealth := &sourcehealth.Watcher{Source: source, Nix: runner, NixVersion: nixVersion,
+	sourceHealth := &sourcehealth.Watcher{Source: src, Nix: runner, NixVersion: nixVersion,
 		Interval: cfg.SourceCheck, Recheck: cfg.CacheTTL, Logger: log}
 	builder.Usable = sourceHealth.Usable
-	return &parts{source: source, store: store, builder: builder, nixVersion: nixVersion, sourceHealth: sourceHealth}, nil
+	return &parts{source: src, store: store, builder: builder, nixVersion: nixVersion, sourceHealth: sourceHealth}, nil
 }

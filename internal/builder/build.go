@@ -47,10 +47,10 @@ import (
 
 	"github.com/nixery/nixery/internal/archive"
 	"github.com/nixery/nixery/internal/catalog"
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -66,7 +66,7 @@ const DefaultBuildTimeout = 30 * time.Minute
 // Builder builds images. Source, Nix and Storage are required; the other
 // fields have working zero values.
 type Builder struct {
-	Source      config.Source
+	Source      source.Source
 	Nix         *nix.Runner
 	Storage     storage.Backend
 	LayerBudget int            // <= 1 means DefaultLayerBudget
@@ -90,7 +90,7 @@ type Builder struct {
 	// starts (not for cached images, nor for joining a build in flight);
 	// an error refuses the request at once, without running Nix (a
 	// package set this Nix cannot evaluate, see package sourcehealth).
-	Usable func(src config.Resolved) error
+	Usable func(src source.Resolved) error
 	// FailureTTL is how long a failed build's error is answered again
 	// without building; 0 = DefaultFailureTTL.
 	FailureTTL time.Duration
@@ -181,7 +181,7 @@ func (b *Builder) init() {
 }
 
 // Catalog returns the catalog of the builder's storage, which names and
-// encodes the cache entries; the web side and the collector share it.
+// encodes the cache entries; the search and the collector share it.
 func (b *Builder) Catalog() *catalog.Catalog {
 	b.init()
 	return b.cat
@@ -250,11 +250,11 @@ func (b *Builder) Manifest(ctx context.Context, req *image.Request, mediaType st
 }
 
 // resolve says which package set req selects and the image's cache key.
-func (b *Builder) resolve(ctx context.Context, req *image.Request) (config.Resolved, string, error) {
+func (b *Builder) resolve(ctx context.Context, req *image.Request) (source.Resolved, string, error) {
 	b.init()
 	src, err := b.Source.Resolve(ctx, req.Tag)
 	if err != nil {
-		return config.Resolved{}, "", err
+		return source.Resolved{}, "", err
 	}
 	return src, b.manifestKey(src.Identity, req.Packages, req.Arch.System, req.Options()), nil
 }
@@ -264,7 +264,7 @@ func (b *Builder) resolve(ctx context.Context, req *image.Request) (config.Resol
 // it) stops it, whoever is still waiting. A build that failed within
 // FailureTTL is not started again: its error is the answer. Starting a
 // new build needs Admit's consent.
-func (b *Builder) start(ctx context.Context, key string, req *image.Request, src config.Resolved) (*flight, error) {
+func (b *Builder) start(ctx context.Context, key string, req *image.Request, src source.Resolved) (*flight, error) {
 	if f := b.flights.join(key); f != nil {
 		return f, nil
 	}

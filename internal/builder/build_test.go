@@ -16,18 +16,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/demo/demotest"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/storage"
 )
 
 // demoSet extracts the demo package set into a new directory.
 func demoSet(t *testing.T) string { return demotest.Set(t) }
 
-func newBuilder(t *testing.T, src config.Source, storePath string) *Builder {
+func newBuilder(t *testing.T, src source.Source, storePath string) *Builder {
 	t.Helper()
 	store, err := storage.NewFilesystem(storePath)
 	if err != nil {
@@ -56,7 +56,7 @@ func TestCacheSurvivesRestart(t *testing.T) {
 	storePath := t.TempDir()
 	ctx := context.Background()
 
-	first := newBuilder(t, config.PathSource{Path: pkgs}, storePath)
+	first := newBuilder(t, source.PathSource{Path: pkgs}, storePath)
 	_, d1, err := first.Manifest(ctx, request(t, "shell/hello", "latest"), manifest.OCIManifest)
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +70,7 @@ func TestCacheSurvivesRestart(t *testing.T) {
 	}
 
 	// A new process over the same storage: a cache hit, no Nix.
-	second := newBuilder(t, config.PathSource{Path: pkgs}, storePath)
+	second := newBuilder(t, source.PathSource{Path: pkgs}, storePath)
 	_, d2, err := second.Manifest(ctx, request(t, "shell/hello", "latest"), manifest.OCIManifest)
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +86,7 @@ func TestCacheSurvivesRestart(t *testing.T) {
 	}
 
 	// Another image sharing store paths reuses their layers.
-	third := newBuilder(t, config.PathSource{Path: pkgs}, storePath)
+	third := newBuilder(t, source.PathSource{Path: pkgs}, storePath)
 	if _, _, err := third.Manifest(ctx, request(t, "hello", "latest"), manifest.OCIManifest); err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestCacheSurvivesRestart(t *testing.T) {
 }
 
 func TestSingleFlight(t *testing.T) {
-	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: demoSet(t)}, t.TempDir())
 	const n = 50
 	var wg sync.WaitGroup
 	digests := make([]digest.Digest, n)
@@ -120,7 +120,7 @@ func TestSingleFlight(t *testing.T) {
 }
 
 func TestDisconnectDoesNotCancelSharedBuild(t *testing.T) {
-	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: demoSet(t)}, t.TempDir())
 	leaving, leave := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
@@ -158,7 +158,7 @@ func TestDisconnectDoesNotCancelSharedBuild(t *testing.T) {
 func TestMovingSourceExpires(t *testing.T) {
 	pkgs := demoSet(t)
 	ctx := context.Background()
-	b := newBuilder(t, config.PathSource{Path: pkgs}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: pkgs}, t.TempDir())
 	b.CacheTTL = 300 * time.Millisecond
 	_, d1, err := b.Manifest(ctx, request(t, "hello", "latest"), manifest.OCIManifest)
 	if err != nil {
@@ -190,7 +190,7 @@ func TestMovingSourceExpires(t *testing.T) {
 }
 
 func TestQueueOverflow(t *testing.T) {
-	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: demoSet(t)}, t.TempDir())
 	b.MaxBuilds, b.QueueSize = 1, 1
 	b.Nix.Timeout = 3 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
@@ -255,7 +255,7 @@ func TestGitTagsSelectPackageSets(t *testing.T) {
 	git("tag", "v2")
 
 	ctx := context.Background()
-	b := newBuilder(t, &config.GitSource{Repository: repo, TTL: time.Hour}, t.TempDir())
+	b := newBuilder(t, &source.GitSource{Repository: repo, TTL: time.Hour}, t.TempDir())
 	digests := map[string]digest.Digest{}
 	for _, tag := range []string{"v1", "v2", "latest"} {
 		_, d, err := b.Manifest(ctx, request(t, "hello", tag), manifest.OCIManifest)
@@ -273,7 +273,7 @@ func TestGitTagsSelectPackageSets(t *testing.T) {
 	if got := b.Stats().NixBuilds.Load(); got != 2 {
 		t.Errorf("Nix ran %d times for three tags over two commits, want 2", got)
 	}
-	var unknown *config.UnknownRevisionError
+	var unknown *source.UnknownRevisionError
 	if _, _, err := b.Manifest(ctx, request(t, "hello", "v3"), manifest.OCIManifest); !errors.As(err, &unknown) {
 		t.Errorf("unknown tag: %v", err)
 	}
@@ -294,7 +294,7 @@ func TestGitTagsSelectPackageSets(t *testing.T) {
 }
 
 func TestWatchReportsPhasesInOrder(t *testing.T) {
-	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: demoSet(t)}, t.TempDir())
 	ctx := context.Background()
 	events, err := b.Watch(ctx, request(t, "shell/curl", "latest"))
 	if err != nil {
@@ -378,7 +378,7 @@ func TestWatchReportsPhasesInOrder(t *testing.T) {
 // A build whose time is up before Nix runs (the plan's storage reads took
 // it all) fails with that, instead of going on without a result.
 func TestBuildOutOfTimeBeforeNix(t *testing.T) {
-	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: demoSet(t)}, t.TempDir())
 	req := request(t, "hello", "latest")
 	src, key, err := b.resolve(context.Background(), req)
 	if err != nil {

@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/internal/catalog"
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/fault"
 	"github.com/nixery/nixery/internal/image"
+	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -36,7 +36,7 @@ var ErrDraining = fault.New("this replica is shutting down and starts no new bui
 //     look up once more: the replica that held the claim may have
 //     finished between our look-up and our claim.
 //  5. Build (buildQueued).
-func (b *Builder) buildOnce(ctx context.Context, key string, req *image.Request, src config.Resolved, p *progress) (*Image, error) {
+func (b *Builder) buildOnce(ctx context.Context, key string, req *image.Request, src source.Resolved, p *progress) (*Image, error) {
 	var watch catalog.FlightWatch
 	wait, waiting, seenPhase := 100*time.Millisecond, false, ""
 	for {
@@ -104,7 +104,7 @@ func (b *Builder) claimTTL() time.Duration {
 // under the build (a garbage collection deleted it before the build's
 // lease named it) is built once more, which packs the missing layers
 // again.
-func (b *Builder) buildQueued(ctx context.Context, t *ticket, key string, req *image.Request, src config.Resolved, p *progress) (*Image, error) {
+func (b *Builder) buildQueued(ctx context.Context, t *ticket, key string, req *image.Request, src source.Resolved, p *progress) (*Image, error) {
 	pl, err := b.plan(ctx, req, src, p, t.slot)
 	if err != nil {
 		return nil, err

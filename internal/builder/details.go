@@ -8,10 +8,10 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/nixery/nixery/internal/catalog"
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -30,7 +30,7 @@ type (
 // the recent images. Failures are logged, never fatal: the image is built.
 // packed are the layers of the OCI manifest: groups, then the
 // customisation layer.
-func (b *Builder) remember(ctx context.Context, key string, req *image.Request, src config.Resolved, res *nix.Result, groups [][]string, packed []manifest.Layer, img *Image) {
+func (b *Builder) remember(ctx context.Context, key string, req *image.Request, src source.Resolved, res *nix.Result, groups [][]string, packed []manifest.Layer, img *Image) {
 	d := &Details{
 		Name: req.Name, Tag: req.Tag, Packages: req.Packages, Arch: req.Arch.OCI,
 		Source: src.Identity, Revision: src.Revision, Built: time.Now().UTC(),

@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/source"
 )
 
 // evaluations shares evaluations of a package set between builds whose
@@ -49,11 +49,11 @@ type evaluations struct {
 
 // evalSet is a package set on a system: what one evaluation covers.
 type evalSet struct {
-	Type, Args, Identity string // as in config.Resolved
+	Type, Args, Identity string // as in source.Resolved
 	System               string
 }
 
-func setOf(src config.Resolved, system string) evalSet {
+func setOf(src source.Resolved, system string) evalSet {
 	return evalSet{Type: src.Type, Args: src.Args, Identity: src.Identity, System: system}
 }
 

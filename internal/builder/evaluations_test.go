@@ -7,10 +7,10 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/source"
 )
 
 // New images asked for while an evaluation of their package set runs
@@ -24,7 +24,7 @@ func TestNewImagesShareOneEvaluation(t *testing.T) {
 	pkgs := demoSet(t)
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
-	b := newBuilder(t, config.PathSource{Path: pkgs}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: pkgs}, t.TempDir())
 	b.MaxBuilds = 1
 	b.init()
 	// The first build holds its slot (and its lead) until told.
@@ -102,7 +102,7 @@ func TestNewImagesShareOneEvaluation(t *testing.T) {
 	}
 
 	for _, name := range []string{"hello/jq", "xorg.xev/jq"} {
-		alone := newBuilder(t, config.PathSource{Path: pkgs}, t.TempDir())
+		alone := newBuilder(t, source.PathSource{Path: pkgs}, t.TempDir())
 		_, d, err := alone.Manifest(ctx, request(t, name, "latest"), manifest.OCIManifest)
 		if err != nil {
 			t.Fatal(err)

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/internal/catalog"
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/source"
 )
 
 // passthruSet is the demo set with "curl", a package whose
@@ -43,7 +43,7 @@ in demo // {
 // and succeeds: the fast path never fails where the slow path succeeds.
 func TestSharedRealiseFailureEvaluatesAgain(t *testing.T) {
 	pkgs := passthruSet(t)
-	b := newBuilder(t, config.PathSource{Path: pkgs}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: pkgs}, t.TempDir())
 	b.MaxBuilds = 1
 	b.init()
 	// The first build holds its slot (and its lead) until told, so that
@@ -85,7 +85,7 @@ func TestSharedRealiseFailureEvaluatesAgain(t *testing.T) {
 func TestStaleResolutionEvaluatesAgain(t *testing.T) {
 	pkgs := demoSet(t)
 	ctx := context.Background()
-	b := newBuilder(t, config.PathSource{Path: pkgs}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: pkgs}, t.TempDir())
 	req := request(t, "hello/jq", "latest")
 	src, _, err := b.resolve(ctx, req)
 	if err != nil {

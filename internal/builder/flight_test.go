@@ -10,15 +10,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/source"
 )
 
 // A watcher that arrives after a build's final event, before its flight
 // has ended, gets the whole story and an end (it used to wait forever).
 func TestWatcherAtTheEndOfABuild(t *testing.T) {
-	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: demoSet(t)}, t.TempDir())
 	req := request(t, "hello", "latest")
 	var last Event
 	watched := make(chan struct{})
@@ -50,7 +50,7 @@ func TestWatcherAtTheEndOfABuild(t *testing.T) {
 // A failed build is remembered for FailureTTL: the same request gets the
 // same error without running Nix again; after it, Nix runs again.
 func TestFailuresAreRemembered(t *testing.T) {
-	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: demoSet(t)}, t.TempDir())
 	ctx := context.Background()
 	req := request(t, "nosuchpackage", "latest")
 	var unknown *nix.UnknownPackagesError
@@ -73,7 +73,7 @@ func TestFailuresAreRemembered(t *testing.T) {
 
 // Admit is asked only when a request would start a new build.
 func TestAdmitOnlyForNewBuilds(t *testing.T) {
-	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: demoSet(t)}, t.TempDir())
 	var asked atomic.Int64
 	refuse := errors.New("over the limit")
 	b.Admit = func(context.Context) error {
@@ -101,14 +101,14 @@ func TestAdmitOnlyForNewBuilds(t *testing.T) {
 // start a new build; a refusal runs no Nix and is not remembered as the
 // build's failure (the source may be fixed at any time).
 func TestUsableOnlyForNewBuilds(t *testing.T) {
-	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: demoSet(t)}, t.TempDir())
 	ctx := context.Background()
 	if _, _, err := b.Manifest(ctx, request(t, "hello", "latest"), manifest.OCIManifest); err != nil {
 		t.Fatal(err)
 	}
 	refuse := errors.New("the package set cannot be evaluated")
 	var asked []string
-	b.Usable = func(src config.Resolved) error {
+	b.Usable = func(src source.Resolved) error {
 		asked = append(asked, src.Identity)
 		return refuse
 	}
@@ -139,7 +139,7 @@ func TestLostBlobsAndEntriesHeal(t *testing.T) {
 	root := t.TempDir()
 	ctx := context.Background()
 	req := request(t, "hello", "latest")
-	first := newBuilder(t, config.PathSource{Path: pkgs}, root)
+	first := newBuilder(t, source.PathSource{Path: pkgs}, root)
 	data, _, err := first.Manifest(ctx, req, manifest.OCIManifest)
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +153,7 @@ func TestLostBlobsAndEntriesHeal(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	second := newBuilder(t, config.PathSource{Path: pkgs}, root)
+	second := newBuilder(t, source.PathSource{Path: pkgs}, root)
 	if _, _, err := second.Manifest(ctx, req, manifest.OCIManifest); err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func (b *Builder) mustKeyFor(t *testing.T, name string) string {
 // Drain: no new builds (a retryable error), builds in flight finish and
 // can still be joined, and Drain returns when they have.
 func TestDrain(t *testing.T) {
-	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: demoSet(t)}, t.TempDir())
 	ctx := context.Background()
 	started, release := make(chan struct{}), make(chan struct{})
 	b.beforeFinish = func() { close(started); <-release }
@@ -234,7 +234,7 @@ func TestDrain(t *testing.T) {
 func TestResolvedPackagesNeedNoEvaluation(t *testing.T) {
 	pkgs := demoSet(t)
 	ctx := context.Background()
-	b := newBuilder(t, config.PathSource{Path: pkgs}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: pkgs}, t.TempDir())
 	for _, name := range []string{"hello", "jq"} {
 		if _, _, err := b.Manifest(ctx, request(t, name, "latest"), manifest.OCIManifest); err != nil {
 			t.Fatal(err)
@@ -247,7 +247,7 @@ func TestResolvedPackagesNeedNoEvaluation(t *testing.T) {
 	if e, r := b.Stats().Evaluations.Load(), b.Stats().Resolved.Load(); e != 2 || r != 1 {
 		t.Errorf("%d evaluations and %d builds from resolved packages, want 2 and 1", e, r)
 	}
-	fresh := newBuilder(t, config.PathSource{Path: pkgs}, t.TempDir())
+	fresh := newBuilder(t, source.PathSource{Path: pkgs}, t.TempDir())
 	_, evaluated, err := fresh.Manifest(ctx, request(t, "hello/jq", "latest"), manifest.OCIManifest)
 	if err != nil {
 		t.Fatal(err)

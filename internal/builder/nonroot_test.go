@@ -14,8 +14,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -86,7 +86,7 @@ func TestNonRootImage(t *testing.T) {
 	pkgs := demoSet(t)
 	for _, order := range [][2]string{{"shell/hello", "nonroot/shell/hello"}, {"nonroot/shell/hello", "shell/hello"}} {
 		t.Run(order[0]+" first", func(t *testing.T) {
-			b := newBuilder(t, config.PathSource{Path: pkgs}, t.TempDir())
+			b := newBuilder(t, source.PathSource{Path: pkgs}, t.TempDir())
 			images := map[string]built{}
 			for i, name := range order {
 				images[name] = buildImage(t, b, name)
@@ -134,7 +134,7 @@ func TestNonRootImage(t *testing.T) {
 // meta.mainProgram (the demo set's hello) has no shell runs that program;
 // with a shell it runs bash; with no such package it has no Cmd.
 func TestMainProgramCmd(t *testing.T) {
-	b := newBuilder(t, config.PathSource{Path: demoSet(t)}, t.TempDir())
+	b := newBuilder(t, source.PathSource{Path: demoSet(t)}, t.TempDir())
 	for _, tt := range []struct {
 		name string
 		cmd  string // "bash", a suffix of the program's path, or "" for no Cmd

@@ -9,9 +9,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nixery/nixery/internal/catalog"
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/source"
 )
 
 // plan says how a build gets its packages from Nix. It is one of three:
@@ -68,7 +68,7 @@ func (p alonePlan) release() {
 // leads (it holds a slot and nobody evaluates the package set): then it
 // evaluates alone. An error only means that ctx ended; every other
 // failure leaves the build to evaluate alone.
-func (b *Builder) plan(ctx context.Context, req *image.Request, src config.Resolved, p *progress, hasSlot bool) (plan, error) {
+func (b *Builder) plan(ctx context.Context, req *image.Request, src source.Resolved, p *progress, hasSlot bool) (plan, error) {
 	if known := b.known(ctx, req, src); known != nil && len(known.Outputs) > 0 {
 		return knownPlan{outputs: known.Outputs, programs: known.Programs}, nil
 	}
@@ -124,7 +124,7 @@ func (b *Builder) resolveShared(ctx context.Context, set evalSet, names []string
 // (within the cache time for a moving source), or nil. The resolutions
 // are read a few at once (a round trip each on a bucket); the first name
 // not resolved ends the reading.
-func (b *Builder) known(ctx context.Context, req *image.Request, src config.Resolved) *catalog.Resolved {
+func (b *Builder) known(ctx context.Context, req *image.Request, src source.Resolved) *catalog.Resolved {
 	found := make([]catalog.Resolved, len(req.Packages))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)

@@ -13,11 +13,11 @@ import (
 
 	"github.com/nixery/nixery/internal/archive"
 	"github.com/nixery/nixery/internal/catalog"
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/layers"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -30,7 +30,7 @@ type build struct {
 	b    *Builder
 	key  string
 	req  *image.Request
-	src  config.Resolved
+	src  source.Resolved
 	plan plan
 	p    *progress
 	log  *slog.Logger
@@ -43,7 +43,7 @@ type build struct {
 	roots string
 }
 
-func (b *Builder) newBuild(key string, req *image.Request, src config.Resolved, p *progress, pl plan) *build {
+func (b *Builder) newBuild(key string, req *image.Request, src source.Resolved, p *progress, pl plan) *build {
 	log := b.logger().With("image", req.Name, "tag", req.Tag, "build", b.buildID.Add(1))
 	return &build{b: b, key: key, req: req, src: src, plan: pl, p: p, log: log}
 }

@@ -9,15 +9,15 @@
 //	layers/<key>          layer cache entry: which blob a set of store paths was packed into
 //	details/<key>         image details for the web pages
 //	recent/images         the keys of the images built last, newest first
-//	search/<key>          a package set's stored package list (web search)
+//	search/<key>          a package set's stored package list (package search)
 //	resolved/<key>        what a package name resolved to in a package set (no evaluation next time)
 //	leases/<id>           the blobs a build in progress relies on (see Lease)
 //	gc/clock, gc/lease    the storage's clock probe and the scheduled collector's lease
 //
-// No other package spells an object name: builder, gc, web, registry and
-// cmd/nixery ask the catalog by meaning. Keys are sha256 digests of an
-// unambiguous (JSON) encoding of everything that changes the result and
-// nothing else.
+// No other package spells an object name: builder, gc, search, web,
+// registry and cmd/nixery ask the catalog by meaning. Keys are sha256
+// digests of an unambiguous (JSON) encoding of everything that changes
+// the result and nothing else.
 //
 // Use records are objects of their own, never a rewrite of the entry they
 // belong to, so recording a use can never bring back an entry that the
@@ -292,7 +292,7 @@ func (c *Catalog) PutLayer(ctx context.Context, key string, l archive.Layer) err
 	return nil
 }
 
-// SearchList reads the stored package list of a package set (the web
+// SearchList reads the stored package list of a package set (package
 // search's own encoding); an error wrapping storage.ErrNotFound if none.
 func (c *Catalog) SearchList(ctx context.Context, identity string) ([]byte, error) {
 	return c.Store.GetObject(ctx, searchPrefix+Key(identity))

@@ -1,3 +1,7 @@
+// Package config reads Nixery's settings (flags, each with its environment
+// variable, then defaults) into typed fields, with errors that say what to
+// fix. It runs nothing: the package source it names is a value of package
+// source, which resolves tags only when asked.
 package config
 
 import (
@@ -14,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -21,7 +26,7 @@ import (
 type Config struct {
 	Host         string            // listen address (empty: all interfaces)
 	Port         int               // listen port
-	Source       Source            // package source; nil means the built-in demo set
+	Source       source.Source     // package source; nil means the built-in demo set
 	Backend      string            // storage backend: "filesystem", "gcs" or "s3"
 	StoragePath  string            // root of the filesystem backend
 	GCS          storage.GCSConfig // the gcs backend
@@ -353,9 +358,9 @@ func fromFlags(values map[string]*string, getenv func(string) string) (*Config, 
 	}
 	switch {
 	case get("channel") != "":
-		c.Source = ChannelSource{Channel: get("channel")}
+		c.Source = source.ChannelSource{Channel: get("channel")}
 	case get("pkgs-repo") != "":
-		c.Source = &GitSource{Repository: get("pkgs-repo"), TTL: c.CacheTTL}
+		c.Source = &source.GitSource{Repository: get("pkgs-repo"), TTL: c.CacheTTL}
 	case get("pkgs-path") != "":
 		p, err := filepath.Abs(get("pkgs-path"))
 		if err != nil {
@@ -364,13 +369,13 @@ func fromFlags(values map[string]*string, getenv func(string) string) (*Config, 
 		if _, err := os.Stat(filepath.Join(p, "default.nix")); err != nil {
 			return nil, fmt.Errorf("NIXERY_PKGS_PATH / --pkgs-path %s must be a directory with a default.nix: %w", p, err)
 		}
-		c.Source = PathSource{Path: p}
+		c.Source = source.PathSource{Path: p}
 	case get("pkgs-flake") != "":
-		ref, err := ParseFlakeRef(get("pkgs-flake"))
+		ref, err := source.ParseFlakeRef(get("pkgs-flake"))
 		if err != nil {
 			return nil, fmt.Errorf("NIXERY_PKGS_FLAKE / --pkgs-flake: %w", err)
 		}
-		c.Source = &FlakeSource{Ref: ref, TTL: c.CacheTTL}
+		c.Source = &source.FlakeSource{Ref: ref, TTL: c.CacheTTL}
 	}
 
 	cache := getenv("XDG_CACHE_HOME")

@@ -1,21 +1,17 @@
 package config
 
 import (
-	"context"
 	"crypto/ed25519"
 	"encoding/base64"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nixery/nixery/internal/need"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/source"
 )
 
 func TestLoad(t *testing.T) {
@@ -48,17 +44,17 @@ func TestLoad(t *testing.T) {
 			if c.Port != 9000 || c.NixTimeout != 5*time.Second || c.StoragePath != "/srv/x" {
 				t.Errorf("env: %+v", c)
 			}
-			if ps, ok := c.Source.(PathSource); !ok || ps.Path != pkgs {
+			if ps, ok := c.Source.(source.PathSource); !ok || ps.Path != pkgs {
 				t.Errorf("source %#v", c.Source)
 			}
 		}},
 		{name: "flag wins", args: []string{"--port", "9001", "--channel", "nixos-unstable"}, env: map[string]string{"PORT": "9000"}, check: func(t *testing.T, c *Config) {
-			if c.Port != 9001 || c.Source != (ChannelSource{Channel: "nixos-unstable"}) {
+			if c.Port != 9001 || c.Source != (source.ChannelSource{Channel: "nixos-unstable"}) {
 				t.Errorf("flags: %+v", c)
 			}
 		}},
 		{name: "repo", env: map[string]string{"NIXERY_PKGS_REPO": "https://example.org/pkgs.git"}, check: func(t *testing.T, c *Config) {
-			if gs, ok := c.Source.(*GitSource); !ok || gs.Repository != "https://example.org/pkgs.git" || gs.TTL != 300*time.Second {
+			if gs, ok := c.Source.(*source.GitSource); !ok || gs.Repository != "https://example.org/pkgs.git" || gs.TTL != 300*time.Second {
 				t.Errorf("source %#v", c.Source)
 			}
 		}},
@@ -83,7 +79,7 @@ func TestLoad(t *testing.T) {
 		{name: "two sources", env: map[string]string{"NIXERY_CHANNEL": "x", "NIXERY_PKGS_PATH": pkgs}, wantErr: "only one package source"},
 		{name: "path without default.nix", env: map[string]string{"NIXERY_PKGS_PATH": empty}, wantErr: "default.nix"},
 		{name: "flake", args: []string{"--pkgs-flake", "github:org/pkgs"}, check: func(t *testing.T, c *Config) {
-			if fs, ok := c.Source.(*FlakeSource); !ok || fs.Ref != "github:org/pkgs" || fs.TTL != 300*time.Second {
+			if fs, ok := c.Source.(*source.FlakeSource); !ok || fs.Ref != "github:org/pkgs" || fs.TTL != 300*time.Second {
 				t.Errorf("source %#v", c.Source)
 			}
 		}},
@@ -198,159 +194,5 @@ func TestLoad(t *testing.T) {
 			}
 			tt.check(t, c)
 		})
-	}
-}
-
-func TestParseLsRemote(t *testing.T) {
-	out := []byte("ref: refs/heads/main\tHEAD\n" +
-		"1111111111111111111111111111111111111111\tHEAD\n" +
-		"2222222222222222222222222222222222222222\trefs/heads/v1\n" +
-		"3333333333333333333333333333333333333333\trefs/tags/v1\n" +
-		"4444444444444444444444444444444444444444\trefs/tags/v2\n" +
-		"5555555555555555555555555555555555555555\trefs/tags/v2^{}\n" +
-		"6666666666666666666666666666666666666666\trefs/tags/v3\n")
-	tests := []struct {
-		tag, ref, rev string
-		ok            bool
-	}{
-		{"latest", "refs/heads/main", "1111111111111111111111111111111111111111", true},
-		{"v1", "refs/heads/v1", "2222222222222222222222222222222222222222", true}, // a branch wins
-		{"v2", "refs/tags/v2", "5555555555555555555555555555555555555555", true},  // annotated: peeled
-		{"v3", "refs/tags/v3", "6666666666666666666666666666666666666666", true},
-		{"v4", "", "", false},
-	}
-	for _, tt := range tests {
-		r, ok := parseLsRemote(out, tt.tag)
-		if ok != tt.ok || r.ref != tt.ref || r.rev != tt.rev {
-			t.Errorf("parseLsRemote(%q) = %+v %v, want %s %s %v", tt.tag, r, ok, tt.ref, tt.rev, tt.ok)
-		}
-	}
-}
-
-func TestSourceIdentity(t *testing.T) {
-	commit := "0123456789abcdef0123456789abcdef01234567"
-	gs := &GitSource{Repository: "/srv/pkgs"}
-	r, err := gs.Resolve(context.Background(), commit)
-	if err != nil || r.Type != "git" || !r.Immutable || r.Identity != "git:/srv/pkgs@"+commit ||
-		r.Args != `{"allRefs":true,"rev":"`+commit+`","url":"/srv/pkgs"}` {
-		t.Errorf("git commit: %+v %v", r, err)
-	}
-}
-
-// TestSourceTags: what each tag selects from a channel and a local path,
-// and which tags name nothing.
-func TestSourceTags(t *testing.T) {
-	commit := "0123456789abcdef0123456789abcdef01234567"
-	unstable := ChannelSource{Channel: "nixos-unstable"}
-	pinned := ChannelSource{Channel: commit}
-	path := PathSource{Path: "/srv/p"}
-	tests := []struct {
-		src       Source
-		tag       string
-		args      string // "" for an UnknownRevisionError
-		immutable bool
-	}{
-		{unstable, "latest", "nixos-unstable", false},
-		{unstable, "", "nixos-unstable", false},
-		{unstable, "nixos-24.11", "nixos-24.11", false},
-		{unstable, "nixos-24.05-small", "nixos-24.05-small", false},
-		{unstable, "nixos-unstable-small", "nixos-unstable-small", false},
-		{unstable, "nixpkgs-unstable", "nixpkgs-unstable", false},
-		{unstable, "nixpkgs-24.11-darwin", "nixpkgs-24.11-darwin", false},
-		{unstable, "nixos-unstable", "nixos-unstable", false},
-		{unstable, commit, commit, true},
-		{pinned, "latest", commit, true},
-		{pinned, "nixos-24.11", "nixos-24.11", false},
-		{unstable, "v1", "", false},
-		{unstable, "master", "", false},
-		{unstable, "nixos-24.13", "", false},
-		{unstable, "nixos-24.1", "", false},
-		{unstable, "nixos-2024.11", "", false},
-		{unstable, "nixos-24.11-darwin", "", false},
-		{unstable, "nixpkgs-24.11", "", false},
-		{unstable, "nixos-unstable-", "", false},
-		{unstable, "NIXOS-24.11", "", false},
-		{unstable, "0123456", "", false},               // a short commit pins nothing
-		{unstable, strings.ToUpper(commit), "", false}, // nor an upper-case one
-		{unstable, commit + "0", "", false},
-		{path, "latest", "/srv/p", false},
-		{path, "", "/srv/p", false},
-		{path, "v1", "", false},
-		{path, commit, "", false},
-	}
-	for _, tt := range tests {
-		r, err := tt.src.Resolve(context.Background(), tt.tag)
-		if tt.args == "" {
-			var unknown *UnknownRevisionError
-			if !errors.As(err, &unknown) || !strings.Contains(err.Error(), strconv.Quote(tt.tag)) {
-				t.Errorf("%s, tag %q: %+v, %v; want an UnknownRevisionError naming the tag", tt.src, tt.tag, r, err)
-			}
-			continue
-		}
-		wantType := map[bool]string{true: "path", false: "nixpkgs"}[tt.src == path]
-		if err != nil || r.Type != wantType || r.Args != tt.args || r.Identity != wantType+":"+tt.args || r.Immutable != tt.immutable {
-			t.Errorf("%s, tag %q: %+v, %v; want args %q, immutable %v", tt.src, tt.tag, r, err, tt.args, tt.immutable)
-		}
-		if tt.immutable && r.Revision != tt.args {
-			t.Errorf("%s, tag %q: revision %q", tt.src, tt.tag, r.Revision)
-		}
-	}
-}
-
-// gitRepo makes a repository with a branch main, a lightweight tag v1 and
-// an annotated tag v2, and returns it with the commits.
-// gitIn returns a function that runs git in dir, with a fixed author,
-// and fails t if git does.
-func gitIn(t *testing.T, dir string) func(args ...string) string {
-	return func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
-}
-
-func gitRepo(t *testing.T) (dir, c1, c2 string) {
-	t.Helper()
-	if _, err := exec.LookPath("git"); err != nil {
-		need.Skip(t, "git is not installed")
-	}
-	dir = t.TempDir()
-	git := gitIn(t, dir)
-	git("init", "-q", "-b", "main")
-	os.WriteFile(filepath.Join(dir, "default.nix"), []byte("{...}: {}\n"), 0o644)
-	git("add", ".")
-	git("commit", "-qm", "one")
-	git("tag", "v1")
-	c1 = git("rev-parse", "HEAD")
-	os.WriteFile(filepath.Join(dir, "default.nix"), []byte("{...}: { }\n"), 0o644)
-	git("commit", "-qam", "two")
-	git("tag", "-a", "-m", "two", "v2")
-	c2 = git("rev-parse", "HEAD")
-	return dir, c1, c2
-}
-
-func TestGitSourceResolve(t *testing.T) {
-	ctx := context.Background()
-	dir, c1, c2 := gitRepo(t)
-	gs := &GitSource{Repository: dir, TTL: time.Hour}
-	for tag, want := range map[string]string{"v1": c1, "v2": c2, "latest": c2, "main": c2} {
-		r, err := gs.Resolve(ctx, tag)
-		if err != nil || r.Revision != want || !r.Immutable || !strings.Contains(r.Args, want) {
-			t.Errorf("Resolve(%q) = %+v, %v; want revision %s", tag, r, err, want)
-		}
-	}
-	var unknown *UnknownRevisionError
-	if _, err := gs.Resolve(ctx, "v9"); !errors.As(err, &unknown) {
-		t.Errorf("Resolve(v9) = %v, want UnknownRevisionError", err)
-	}
-	missing := &GitSource{Repository: filepath.Join(dir, "nope")}
-	if _, err := missing.Resolve(ctx, "latest"); err == nil || errors.As(err, &unknown) {
-		t.Errorf("missing repository: %v", err)
 	}
 }

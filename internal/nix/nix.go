@@ -157,7 +157,7 @@ type Runner struct {
 // Request says what to build.
 type Request struct {
 	// SrcType and SrcArgs say where the package set comes from, as
-	// resolved by config.Source.Resolve (Resolved.Type and Args): "path"
+	// resolved by source.Source.Resolve (Resolved.Type and Args): "path"
 	// and an absolute directory, "nixpkgs" and a channel, branch or commit,
 	// "git" and a JSON object {"url":…,"ref":…} or {"url":…,"rev":…}, or
 	// "flake" and a locked flake reference (FlakeMetadata's URL).

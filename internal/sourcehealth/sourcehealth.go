@@ -40,10 +40,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/fault"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/redact"
+	"github.com/nixery/nixery/internal/source"
 )
 
 // DefaultInterval is how often latest is resolved, and a package set that
@@ -54,7 +54,7 @@ const DefaultInterval = time.Minute
 // other fields have working zero values. Its methods are safe for
 // concurrent use; Run is called once.
 type Watcher struct {
-	Source config.Source
+	Source source.Source
 	Nix    *nix.Runner
 	// NixVersion is what nix.Version said ("nix-build (Nix) 2.8.0"),
 	// named in the reasons: a guard against old Nix is fixed by another
@@ -64,7 +64,7 @@ type Watcher struct {
 	// Interval between rounds; 0 means DefaultInterval.
 	Interval time.Duration
 	// Recheck is how long the check of a package set that may change
-	// under its identity (not config.Resolved.Immutable) holds while it
+	// under its identity (not source.Resolved.Immutable) holds while it
 	// evaluates; 0 means Interval. Serve sets the cache time: images of
 	// such a set are rebuilt after it anyway.
 	Recheck time.Duration
@@ -73,7 +73,7 @@ type Watcher struct {
 	// For tests: the clock (time.Now if nil) and the check (Nix's if
 	// nil).
 	now   func() time.Time
-	check func(ctx context.Context, src config.Resolved) error
+	check func(ctx context.Context, src source.Resolved) error
 
 	mu sync.Mutex
 	st state
@@ -85,7 +85,7 @@ type Watcher struct {
 // state is what the rounds so far found.
 type state struct {
 	resolved   bool            // latest resolved at least once
-	latest     config.Resolved // its last resolution
+	latest     source.Resolved // its last resolution
 	revision   string
 	identity   string
 	resolveErr error         // of the last round's resolution; nil if it worked
@@ -196,7 +196,7 @@ func (w *Watcher) round(ctx context.Context) {
 }
 
 // resolved records a resolution and says whether a check is due.
-func (w *Watcher) resolved(res config.Resolved, err error) (due bool) {
+func (w *Watcher) resolved(res source.Resolved, err error) (due bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil {
@@ -226,7 +226,7 @@ func (w *Watcher) resolved(res config.Resolved, err error) (due bool) {
 	return false
 }
 
-func (w *Watcher) evaluate(ctx context.Context, res config.Resolved) error {
+func (w *Watcher) evaluate(ctx context.Context, res source.Resolved) error {
 	if w.check != nil {
 		return w.check(ctx, res)
 	}
@@ -290,7 +290,7 @@ func (w *Watcher) Resolved() <-chan struct{} {
 // Latest is the package set the tag latest selected at the last round
 // that resolved it, and false if none has yet. It reads memory only, so
 // that nothing a visitor sees waits for the source.
-func (w *Watcher) Latest() (config.Resolved, bool) {
+func (w *Watcher) Latest() (source.Resolved, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.st.latest, w.st.resolved
@@ -300,7 +300,7 @@ func (w *Watcher) Latest() (config.Resolved, bool) {
 // package set the last check found Nix cannot evaluate; any other
 // package set (another tag's, or one not checked yet) is left to Nix.
 // It reads memory only.
-func (w *Watcher) Usable(src config.Resolved) error {
+func (w *Watcher) Usable(src source.Resolved) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.st.fault != nil && w.st.checked == src.Identity {

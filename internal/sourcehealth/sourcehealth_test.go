@@ -11,17 +11,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/source"
 )
 
 // fakeSource resolves latest to what the test says.
 type fakeSource struct {
-	res config.Resolved
+	res source.Resolved
 	err error
 }
 
-func (s *fakeSource) Resolve(context.Context, string) (config.Resolved, error) { return s.res, s.err }
+func (s *fakeSource) Resolve(context.Context, string) (source.Resolved, error) { return s.res, s.err }
 func (s *fakeSource) String() string                                           { return "git repository https://user:xxxxx@example.org/pkgs.git" }
 
 // harness is a Watcher over a fake source, a fake check and a clock
@@ -41,7 +41,7 @@ func newHarness(t *testing.T) *harness {
 		Source: h.src, NixVersion: "nix-build (Nix) 2.8.0", Interval: time.Minute, Recheck: 5 * time.Minute,
 		Logger: slog.New(slog.NewTextHandler(h.log, nil)),
 		now:    func() time.Time { return h.now },
-		check: func(_ context.Context, src config.Resolved) error {
+		check: func(_ context.Context, src source.Resolved) error {
 			h.checks = append(h.checks, src.Identity)
 			return h.verdict
 		},
@@ -49,8 +49,8 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
-func (h *harness) at(rev string, immutable bool) config.Resolved {
-	h.src.res, h.src.err = config.Resolved{Type: "git", Identity: "git:example.org/pkgs.git@" + rev, Revision: rev, Immutable: immutable}, nil
+func (h *harness) at(rev string, immutable bool) source.Resolved {
+	h.src.res, h.src.err = source.Resolved{Type: "git", Identity: "git:example.org/pkgs.git@" + rev, Revision: rev, Immutable: immutable}, nil
 	return h.src.res
 }
 
@@ -168,7 +168,7 @@ func TestWhenChecksAreDue(t *testing.T) {
 	}
 
 	// A directory: the same identity, contents that may change.
-	h.src.res = config.Resolved{Type: "path", Identity: "path:/srv/pkgs"}
+	h.src.res = source.Resolved{Type: "path", Identity: "path:/srv/pkgs"}
 	h.round()
 	h.now = h.now.Add(4 * time.Minute)
 	h.round()

@@ -14,10 +14,11 @@ import (
 
 	"github.com/nixery/nixery/internal/access"
 	"github.com/nixery/nixery/internal/builder"
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/registry"
+	"github.com/nixery/nixery/internal/search"
+	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/sourcehealth"
 	"github.com/nixery/nixery/internal/storage"
 )
@@ -43,7 +44,7 @@ func TestErrorStatusAgreesWithRegistry(t *testing.T) {
 	}{
 		{"invalid name", &image.Error{Code: "NAME_INVALID", Message: `invalid repository name "A"`}, 400, 0, false},
 		{"unknown package", fmt.Errorf("build: %w", &nix.UnknownPackagesError{Packages: []string{"nosuchpkg"}}), 404, 0, false},
-		{"unknown revision", &config.UnknownRevisionError{Source: "git repo", Tag: "v9"}, 404, 0, false},
+		{"unknown revision", &source.UnknownRevisionError{Source: "git repo", Tag: "v9"}, 404, 0, false},
 		{"unknown commit", fmt.Errorf("build: %w", &nix.UnknownRevisionError{Rev: "0123456789abcdef0123456789abcdef01234567"}), 404, 0, false},
 		{"busy", fmt.Errorf("queue: %w", builder.ErrBusy), 429, 10, false},
 		{"draining", builder.ErrDraining, 503, 2, false},
@@ -53,9 +54,9 @@ func TestErrorStatusAgreesWithRegistry(t *testing.T) {
 		{"nix failed", &nix.BuildError{Tail: []string{"error: builder failed"}, Err: errors.New("exit status 1")}, 500, 0, false},
 		{"client gone", fmt.Errorf("resolve: %w", context.Canceled), 499, 0, false},
 		{"anything else", errors.New("disk on fire"), 500, 0, false},
-		{"query too long", &QueryError{"search query too long"}, 400, 0, true},
-		{"package list in the making", ErrIndexing, 503, 5, true},
-		{"source being resolved", ErrResolving, 503, 5, true},
+		{"query too long", &search.QueryError{Message: "search query too long"}, 400, 0, true},
+		{"package list in the making", search.ErrIndexing, 503, 5, true},
+		{"source being resolved", search.ErrResolving, 503, 5, true},
 		{"source Nix cannot evaluate", fmt.Errorf("build: %w", &sourcehealth.FaultError{Nix: "Nix 2.8.0", Reason: "too old", RetryAfter: 30 * time.Second}), 503, 30, false},
 	} {
 		status, retryAfter := errorStatus(tt.err)

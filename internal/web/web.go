@@ -49,10 +49,8 @@ type Site struct {
 	Builder *builder.Builder
 	Version string
 	Logger  *slog.Logger
-	// SearchTTL is how long the package list of a moving source (a
-	// directory, a channel or branch name) is reused before it is listed
-	// again; 0 means DefaultSearchTTL. The list of a commit is kept.
-	SearchTTL time.Duration
+	// Search answers the search page and API; required for them.
+	Search Searcher
 	// Streams bounds the build event streams open at once, per client
 	// and in all; the zero value has the defaults.
 	Streams access.Streams
@@ -63,8 +61,6 @@ type Site struct {
 	// from X-Forwarded-Host and X-Forwarded-Proto (NIXERY_TRUST_PROXY:
 	// only behind a reverse proxy that sets them).
 	TrustProxy bool
-
-	search searcher
 }
 
 //go:embed templates/*.html

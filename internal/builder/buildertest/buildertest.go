@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/internal/builder"
-	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/demo/demotest"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -24,7 +24,7 @@ func New(t testing.TB) *builder.Builder {
 		t.Fatal(err)
 	}
 	return &builder.Builder{
-		Source:    config.PathSource{Path: demotest.Set(t), Label: "demo set"},
+		Source:    source.PathSource{Path: demotest.Set(t), Label: "demo set"},
 		Nix:       &nix.Runner{Timeout: 2 * time.Minute, Offline: true},
 		Storage:   store,
 		CacheTTL:  time.Hour,

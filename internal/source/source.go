@@ -1,8 +1,10 @@
-// Package config holds Nixery's configuration and the package sources it
-// can build from (a nixpkgs channel, a git repository, a local path, a
-// flake). Each source resolves an image tag to what the embedded
-// Nix expression (package nix) needs and to its own cache identity.
-package config
+// Package source holds the package sources Nixery can build from (a
+// nixpkgs channel, a git repository, a local path, a flake). Each source
+// resolves an image tag to what the embedded Nix expression (package
+// nix) needs and to its own cache identity; the git and flake sources
+// run git and Nix for it, within bounds (package config only reads the
+// settings that choose one).
+package source
 
 import (
 	"context"

@@ -1,4 +1,9 @@
-package web
+// Package search is the package search: the package list of the package
+// set that the tag latest selects, made by one Nix evaluation per package
+// set (kept in storage for a commit, so that a restart or another replica
+// need not evaluate nixpkgs again), and the query over it, with its
+// ranking and bounds. The web's search page and API ask it.
+package search
 
 import (
 	"bytes"
@@ -7,21 +12,22 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/nixery/nixery/internal/config"
+	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/fault"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/source"
 )
 
-// DefaultSearchTTL is how long the package list of a moving source is
+// DefaultTTL is how long the package list of a moving source is
 // reused.
-const DefaultSearchTTL = 30 * time.Minute
+const DefaultTTL = 30 * time.Minute
 
 // Search limits: results per answer by default and at most.
 const (
@@ -71,9 +77,9 @@ func parseQuery(raw string) (query, error) {
 	return query{text: strings.Join(words, " "), words: words}, nil
 }
 
-// searchLimit reads the limit parameter: defaultLimit unless it is a
-// positive number, and never more than maxLimit.
-func searchLimit(v string) int {
+// Limit reads the limit parameter of a search: defaultLimit unless it is
+// a positive number, and never more than maxLimit.
+func Limit(v string) int {
 	if l, err := strconv.Atoi(v); err == nil && l > 0 {
 		return min(l, maxLimit)
 	}
@@ -189,17 +195,46 @@ func (x *index) search(qy query, limit int) ([]Result, int) {
 	return out, len(hits)
 }
 
-// searcher holds the index of the current package set: made by one Nix
+// Searcher holds the index of the current package set: made by one Nix
 // evaluation per source identity (shared by all searches that need it),
 // remade after the TTL for a moving source while the old one still
 // answers, and, for an immutable source, kept in storage so that a
-// restart or another replica need not evaluate nixpkgs again.
-type searcher struct {
+// restart or another replica need not evaluate nixpkgs again. Nix,
+// Source and Catalog are required.
+type Searcher struct {
+	Nix     *nix.Runner      // lists the packages
+	Source  source.Source    // the package source
+	Catalog *catalog.Catalog // where the package lists of commits are kept
+	// Health, if set, says which package set latest selects, as its
+	// background rounds last found it (sourcehealth.Watcher), so that a
+	// search never waits for the source; without it (tests) latest is
+	// resolved at each search.
+	Health Health
+	// TTL is how long the package list of a moving source (a
+	// directory, a channel or branch name) is reused before it is listed
+	// again; 0 means DefaultTTL. The list of a commit is kept.
+	TTL    time.Duration
+	Logger *slog.Logger
+
 	mu      sync.Mutex
 	idx     *index
 	loading chan struct{} // closed when the listing in progress ends
 	err     error         // the last listing's failure
 	errAt   time.Time
+}
+
+// Health is what a search needs of the source's health: the package set
+// latest selects once it is resolved, and a channel closed then.
+type Health interface {
+	Latest() (source.Resolved, bool)
+	Resolved() <-chan struct{}
+}
+
+func (s *Searcher) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
 }
 
 // ErrIndexing is returned while the package list is being made and the
@@ -211,49 +246,48 @@ var ErrIndexing = fault.New("the package list is being made (Nix is evaluating t
 var ErrResolving = fault.New("the package source is being resolved; try again in a moment", fault.Fault{Kind: fault.Unavailable, RetryAfter: 5 * time.Second})
 
 // latest is the package set the tag latest selects, as the background
-// rounds last found it (Site.SourceHealth), so that a search never waits
-// for the source; without them (tests) it is resolved now.
-func (s *Site) latest(ctx context.Context) (config.Resolved, error) {
-	if s.SourceHealth == nil {
-		return s.Builder.Source.Resolve(ctx, "latest")
+// rounds last found it (Health), so that a search never waits for the
+// source; without them (tests) it is resolved now.
+func (s *Searcher) latest(ctx context.Context) (source.Resolved, error) {
+	if s.Health == nil {
+		return s.Source.Resolve(ctx, "latest")
 	}
-	if res, ok := s.SourceHealth.Latest(); ok {
+	if res, ok := s.Health.Latest(); ok {
 		return res, nil
 	}
-	return config.Resolved{}, ErrResolving
+	return source.Resolved{}, ErrResolving
 }
 
 // packageIndex returns the index for the package set that "latest" selects.
-func (s *Site) packageIndex(ctx context.Context) (*index, error) {
+func (s *Searcher) packageIndex(ctx context.Context) (*index, error) {
 	res, err := s.latest(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ttl := s.SearchTTL
+	ttl := s.TTL
 	if ttl <= 0 {
-		ttl = DefaultSearchTTL
+		ttl = DefaultTTL
 	}
-	se := &s.search
-	se.mu.Lock()
-	cur := se.idx
+	s.mu.Lock()
+	cur := s.idx
 	if cur != nil && cur.identity == res.Identity && (res.Immutable || time.Since(cur.made) < ttl) {
-		se.mu.Unlock()
+		s.mu.Unlock()
 		return cur, nil
 	}
-	if se.loading == nil {
-		if se.err != nil && time.Since(se.errAt) < retryFailed {
-			err := se.err
-			se.mu.Unlock()
+	if s.loading == nil {
+		if s.err != nil && time.Since(s.errAt) < retryFailed {
+			err := s.err
+			s.mu.Unlock()
 			if cur != nil {
 				return cur, nil // the old list beats none
 			}
 			return nil, err
 		}
-		se.loading = make(chan struct{})
-		go s.load(res.Identity, res.Revision, res.Immutable, res.Type, res.Args, se.loading)
+		s.loading = make(chan struct{})
+		go s.load(res.Identity, res.Revision, res.Immutable, res.Type, res.Args, s.loading)
 	}
-	wait := se.loading
-	se.mu.Unlock()
+	wait := s.loading
+	s.mu.Unlock()
 	if cur != nil {
 		// Answer from the old list while the new one is made.
 		return cur, nil
@@ -267,24 +301,24 @@ func (s *Site) packageIndex(ctx context.Context) (*index, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	se.mu.Lock()
-	defer se.mu.Unlock()
-	if se.idx != nil && se.idx.identity == res.Identity {
-		return se.idx, nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.idx != nil && s.idx.identity == res.Identity {
+		return s.idx, nil
 	}
-	if se.err != nil {
-		return nil, se.err
+	if s.err != nil {
+		return nil, s.err
 	}
 	return nil, ErrIndexing
 }
 
 // Preload starts making the package list, so that the first search finds
 // it ready, once latest is resolved. It returns at once.
-func (s *Site) Preload(ctx context.Context) {
+func (s *Searcher) Preload(ctx context.Context) {
 	go func() {
-		if s.SourceHealth != nil {
+		if s.Health != nil {
 			select {
-			case <-s.SourceHealth.Resolved():
+			case <-s.Health.Resolved():
 			case <-ctx.Done():
 				return
 			}
@@ -296,7 +330,7 @@ func (s *Site) Preload(ctx context.Context) {
 }
 
 // load makes the index of one package set, detached from any request.
-func (s *Site) load(identity, revision string, immutable bool, srcType, srcArgs string, done chan struct{}) {
+func (s *Searcher) load(identity, revision string, immutable bool, srcType, srcArgs string, done chan struct{}) {
 	ctx, cancel := context.WithTimeout(context.Background(), nix.DefaultSearchTimeout)
 	defer cancel()
 	log := s.logger().With("source", identity)
@@ -314,26 +348,25 @@ func (s *Site) load(identity, revision string, immutable bool, srcType, srcArgs 
 		}
 	}
 	if pkgs == nil {
-		pkgs, err = s.Builder.Nix.Packages(ctx, nix.SearchRequest{SrcType: srcType, SrcArgs: srcArgs})
+		pkgs, err = s.Nix.Packages(ctx, nix.SearchRequest{SrcType: srcType, SrcArgs: srcArgs})
 		if err == nil && immutable {
 			if err := s.store(ctx, identity, pkgs); err != nil {
 				log.Warn("package list not stored", "err", err)
 			}
 		}
 	}
-	se := &s.search
-	se.mu.Lock()
-	defer se.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	defer close(done)
-	se.loading = nil
+	s.loading = nil
 	if err != nil {
 		log.Warn("package list failed", "seconds", time.Since(start).Seconds(), "err", err)
-		se.err, se.errAt = err, time.Now()
+		s.err, s.errAt = err, time.Now()
 		return
 	}
 	x := newIndex(identity, revision, pkgs)
 	x.took = time.Since(start)
-	se.idx, se.err = x, nil
+	s.idx, s.err = x, nil
 	log.Info("package list ready", "packages", len(pkgs), "from", from, "seconds", x.took.Seconds())
 }
 
@@ -343,8 +376,8 @@ var maxStoredList = 256 << 20
 
 // loadStored reads the package list stored for identity, if any. A list
 // that cannot be read is an error: the caller lists the packages again.
-func (s *Site) loadStored(ctx context.Context, identity string) ([]nix.Package, error) {
-	data, err := s.Builder.Catalog().SearchList(ctx, identity)
+func (s *Searcher) loadStored(ctx context.Context, identity string) ([]nix.Package, error) {
+	data, err := s.Catalog.SearchList(ctx, identity)
 	if err != nil {
 		return nil, err
 	}
@@ -368,7 +401,7 @@ func (s *Site) loadStored(ctx context.Context, identity string) ([]nix.Package, 
 	return pkgs, nil
 }
 
-func (s *Site) store(ctx context.Context, identity string, pkgs []nix.Package) error {
+func (s *Searcher) store(ctx context.Context, identity string, pkgs []nix.Package) error {
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	if err := json.NewEncoder(zw).Encode(pkgs); err != nil {
@@ -377,11 +410,11 @@ func (s *Site) store(ctx context.Context, identity string, pkgs []nix.Package) e
 	if err := zw.Close(); err != nil {
 		return err
 	}
-	return s.Builder.Catalog().PutSearchList(ctx, identity, buf.Bytes())
+	return s.Catalog.PutSearchList(ctx, identity, buf.Bytes())
 }
 
-// SearchAnswer is the JSON of /api/search.
-type SearchAnswer struct {
+// Answer is the JSON of /api/search.
+type Answer struct {
 	Query    string   `json:"query"`
 	Total    int      `json:"total"`    // matches, of which Results has the best
 	Packages int      `json:"packages"` // packages in the set
@@ -389,14 +422,20 @@ type SearchAnswer struct {
 	Results  []Result `json:"results"`
 }
 
-func (s *Site) searchRun(r *http.Request) (*SearchAnswer, error) {
-	limit := searchLimit(r.URL.Query().Get("limit"))
-	q := r.URL.Query().Get("q")
+// Search answers the query q (as typed) with the best limit packages of
+// the package set latest selects (limit as Limit reads it; out of its
+// bounds, the default or the most). A query over the bounds is a
+// *QueryError; ErrResolving and ErrIndexing say to try again soon.
+func (s *Searcher) Search(ctx context.Context, q string, limit int) (*Answer, error) {
+	if limit <= 0 {
+		limit = defaultLimit
+	}
+	limit = min(limit, maxLimit)
 	qy, err := parseQuery(q)
 	if err != nil {
 		return nil, err
 	}
-	x, err := s.packageIndex(r.Context())
+	x, err := s.packageIndex(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -404,26 +443,5 @@ func (s *Site) searchRun(r *http.Request) (*SearchAnswer, error) {
 	if results == nil {
 		results = []Result{}
 	}
-	return &SearchAnswer{Query: q, Total: total, Packages: len(x.pkgs), Revision: x.revision, Results: results}, nil
-}
-
-func (s *Site) searchAPI(w http.ResponseWriter, r *http.Request) {
-	ans, err := s.searchRun(r)
-	if err != nil {
-		s.failErr(w, r, err)
-		return
-	}
-	writeJSON(w, r, http.StatusOK, ans)
-}
-
-func (s *Site) searchPage(w http.ResponseWriter, r *http.Request) {
-	data := map[string]any{"Title": "Search · Nixery", "Query": r.URL.Query().Get("q")}
-	ans, err := s.searchRun(r)
-	if err != nil {
-		data["Error"] = err.Error()
-		s.render(w, r, errorHeader(w, err), "search.html", data)
-		return
-	}
-	data["Answer"] = ans
-	s.render(w, r, http.StatusOK, "search.html", data)
+	return &Answer{Query: q, Total: total, Packages: len(x.pkgs), Revision: x.revision, Results: results}, nil
 }

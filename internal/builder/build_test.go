@@ -273,7 +273,7 @@ func TestGitTagsSelectPackageSets(t *testing.T) {
 	if got := b.Stats().NixBuilds.Load(); got != 2 {
 		t.Errorf("Nix ran %d times for three tags over two commits, want 2", got)
 	}
-	var unknown *source.UnknownRevisionError
+	var unknown *nix.UnknownRevisionError
 	if _, _, err := b.Manifest(ctx, request(t, "hello", "v3"), manifest.OCIManifest); !errors.As(err, &unknown) {
 		t.Errorf("unknown tag: %v", err)
 	}

@@ -267,7 +267,7 @@ func (s *FlakeSource) Resolve(ctx context.Context, tag string) (Resolved, error)
 	switch {
 	case f.kind == "":
 		if tag != "latest" {
-			return Resolved{}, &UnknownRevisionError{Source: s.String(), Tag: tag, Reason: "only a flake in git (git+…, github:, gitlab:, sourcehut:) has tags other than latest"}
+			return Resolved{}, &nix.UnknownRevisionError{Source: s.String(), Tag: tag, Reason: "only a flake in git (git+…, github:, gitlab:, sourcehut:) has tags other than latest"}
 		}
 		ask = f.base
 	case tag == "latest" && f.rev != "":
@@ -280,9 +280,9 @@ func (s *FlakeSource) Resolve(ctx context.Context, tag string) (Resolved, error)
 			name = strings.TrimPrefix(strings.TrimPrefix(f.ref, "refs/heads/"), "refs/tags/")
 		}
 		res, err := s.git.lookup(ctx, name)
-		var unknown *UnknownRevisionError
+		var unknown *nix.UnknownRevisionError
 		if errors.As(err, &unknown) {
-			return Resolved{}, &UnknownRevisionError{Source: s.String(), Tag: tag}
+			return Resolved{}, &nix.UnknownRevisionError{Source: s.String(), Tag: tag}
 		}
 		if err != nil {
 			return Resolved{}, fmt.Errorf("%s: %w", s, err)

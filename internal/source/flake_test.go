@@ -136,7 +136,7 @@ func TestFlakeSourceGit(t *testing.T) {
 	if len(ids) != 2 {
 		t.Errorf("identities %v, want one per commit", ids)
 	}
-	var unknown *UnknownRevisionError
+	var unknown *nix.UnknownRevisionError
 	if _, err := s.Resolve(ctx, "three"); !errors.As(err, &unknown) || !strings.Contains(err.Error(), "flake git+file://") {
 		t.Errorf("Resolve(three) = %v, want an UnknownRevisionError of the flake", err)
 	}
@@ -186,7 +186,7 @@ func TestFlakeSourcePath(t *testing.T) {
 	if !strings.HasPrefix(r.Revision, "sha256-") || r.Identity != "flake:path:"+dir+"@"+r.Revision || !strings.Contains(r.Args, "narHash=") || !r.Immutable {
 		t.Errorf("path flake: %+v", r)
 	}
-	var unknown *UnknownRevisionError
+	var unknown *nix.UnknownRevisionError
 	if _, err := s.Resolve(ctx, "v1"); !errors.As(err, &unknown) || !strings.Contains(err.Error(), "only a flake in git") {
 		t.Errorf("Resolve(v1) = %v, want an UnknownRevisionError", err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nixery/nixery/internal/bounded"
 	"github.com/nixery/nixery/internal/flight"
+	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/redact"
 )
 
@@ -132,7 +133,7 @@ func (s *GitSource) lookup(ctx context.Context, tag string) (gitResolution, erro
 	}
 	if _, ok := s.unknownRefs().Get(tag); ok {
 		s.mu.Unlock()
-		return gitResolution{}, &UnknownRevisionError{Source: s.String(), Tag: tag}
+		return gitResolution{}, &nix.UnknownRevisionError{Source: s.String(), Tag: tag}
 	}
 	s.mu.Unlock()
 	var joined func()
@@ -152,7 +153,7 @@ func (s *GitSource) lookup(ctx context.Context, tag string) (gitResolution, erro
 func (s *GitSource) fly(ctx context.Context, tag string) (gitResolution, error) {
 	r, err := s.lsRemote(ctx, tag)
 	s.mu.Lock()
-	var unknown *UnknownRevisionError
+	var unknown *nix.UnknownRevisionError
 	switch {
 	case err == nil:
 		r.at = s.clock()
@@ -228,7 +229,7 @@ func (s *GitSource) lsRemote(ctx context.Context, tag string) (gitResolution, er
 	}
 	r, ok := parseLsRemote(stdout.Bytes(), tag)
 	if !ok {
-		return gitResolution{}, &UnknownRevisionError{Source: s.String(), Tag: tag}
+		return gitResolution{}, &nix.UnknownRevisionError{Source: s.String(), Tag: tag}
 	}
 	return r, nil
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/internal/need"
+	"github.com/nixery/nixery/internal/nix"
 )
 
 // hungRemote is a TCP listener on 127.0.0.1 that accepts connections and
@@ -212,7 +213,7 @@ func TestGitCaches(t *testing.T) {
 	}
 	advance := func(d time.Duration) { clock.Lock(); now = now.Add(d); clock.Unlock() }
 	ctx := context.Background()
-	var unknown *UnknownRevisionError
+	var unknown *nix.UnknownRevisionError
 	steps := []struct {
 		tag     string
 		advance time.Duration
@@ -306,7 +307,7 @@ func TestGitCredentialsRedacted(t *testing.T) {
 		t.Errorf("Nix's arguments lack the credentials it needs: %s", r.Args)
 	}
 
-	var unknown *UnknownRevisionError
+	var unknown *nix.UnknownRevisionError
 	_, err = s.Resolve(ctx, "v9")
 	if !errors.As(err, &unknown) {
 		t.Fatalf("Resolve(v9): %v, want UnknownRevisionError", err)

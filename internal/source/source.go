@@ -19,7 +19,7 @@ type Source interface {
 	// Resolve says which package set the image tag selects: for a git
 	// repository a branch, tag or commit; for nixpkgs a channel or
 	// commit; for a local path only "latest". A tag that selects nothing
-	// is an *UnknownRevisionError (404 MANIFEST_UNKNOWN for the
+	// is an *nix.UnknownRevisionError (404 MANIFEST_UNKNOWN for the
 	// registry), found without building anything.
 	Resolve(ctx context.Context, tag string) (Resolved, error)
 
@@ -49,11 +49,6 @@ type Resolved struct {
 	Revision string
 }
 
-// UnknownRevisionError is returned when a tag names no revision of the
-// source; it is nix's, the one such error (a commit Nix finds missing is
-// one too), under the name the sources have used.
-type UnknownRevisionError = nix.UnknownRevisionError
-
 var commitRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 // latest reports whether tag selects a source's default package set.
@@ -70,7 +65,7 @@ type PathSource struct {
 
 func (s PathSource) Resolve(_ context.Context, tag string) (Resolved, error) {
 	if !latest(tag) {
-		return Resolved{}, &UnknownRevisionError{Source: s.String(), Tag: tag, Reason: "a local package set has only the tag latest"}
+		return Resolved{}, &nix.UnknownRevisionError{Source: s.String(), Tag: tag, Reason: "a local package set has only the tag latest"}
 	}
 	abs, err := filepath.Abs(s.Path)
 	if err != nil {
@@ -114,7 +109,7 @@ func (s ChannelSource) Resolve(_ context.Context, tag string) (Resolved, error) 
 	case commitRE.MatchString(tag), channelRE.MatchString(tag):
 		name = tag
 	default:
-		return Resolved{}, &UnknownRevisionError{Source: s.String(), Tag: tag, Reason: channelTags}
+		return Resolved{}, &nix.UnknownRevisionError{Source: s.String(), Tag: tag, Reason: channelTags}
 	}
 	r := Resolved{Type: "nixpkgs", Args: name, Identity: "nixpkgs:" + name}
 	if commitRE.MatchString(name) {

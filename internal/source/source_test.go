@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/internal/need"
+	"github.com/nixery/nixery/internal/nix"
 )
 
 func TestParseLsRemote(t *testing.T) {
@@ -94,7 +95,7 @@ func TestSourceTags(t *testing.T) {
 	for _, tt := range tests {
 		r, err := tt.src.Resolve(context.Background(), tt.tag)
 		if tt.args == "" {
-			var unknown *UnknownRevisionError
+			var unknown *nix.UnknownRevisionError
 			if !errors.As(err, &unknown) || !strings.Contains(err.Error(), strconv.Quote(tt.tag)) {
 				t.Errorf("%s, tag %q: %+v, %v; want an UnknownRevisionError naming the tag", tt.src, tt.tag, r, err)
 			}
@@ -158,7 +159,7 @@ func TestGitSourceResolve(t *testing.T) {
 			t.Errorf("Resolve(%q) = %+v, %v; want revision %s", tag, r, err, want)
 		}
 	}
-	var unknown *UnknownRevisionError
+	var unknown *nix.UnknownRevisionError
 	if _, err := gs.Resolve(ctx, "v9"); !errors.As(err, &unknown) {
 		t.Errorf("Resolve(v9) = %v, want UnknownRevisionError", err)
 	}

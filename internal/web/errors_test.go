@@ -18,7 +18,6 @@ import (
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/registry"
 	"github.com/nixery/nixery/internal/search"
-	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/sourcehealth"
 	"github.com/nixery/nixery/internal/storage"
 )
@@ -44,7 +43,7 @@ func TestErrorStatusAgreesWithRegistry(t *testing.T) {
 	}{
 		{"invalid name", &image.Error{Code: "NAME_INVALID", Message: `invalid repository name "A"`}, 400, 0, false},
 		{"unknown package", fmt.Errorf("build: %w", &nix.UnknownPackagesError{Packages: []string{"nosuchpkg"}}), 404, 0, false},
-		{"unknown revision", &source.UnknownRevisionError{Source: "git repo", Tag: "v9"}, 404, 0, false},
+		{"unknown revision", &nix.UnknownRevisionError{Source: "git repo", Tag: "v9"}, 404, 0, false},
 		{"unknown commit", fmt.Errorf("build: %w", &nix.UnknownRevisionError{Rev: "0123456789abcdef0123456789abcdef01234567"}), 404, 0, false},
 		{"busy", fmt.Errorf("queue: %w", builder.ErrBusy), 429, 10, false},
 		{"draining", builder.ErrDraining, 503, 2, false},

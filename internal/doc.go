@@ -1,7 +1,7 @@
 // Package internal holds Nixery's packages, one job each, in the order
 // of a pull: the image name becomes a request (image), Nix realises it
 // (nix), the closure is grouped (layers) and packed (archive), stored
-// (storage, with catalog naming every object), described (manifest), and
+// (storage, with metadata naming every object), described (manifest), and
 // served (registry, web); cmd/nixery wires them.
 //
 // Imports go one way only, from the edges to the leaves. Each package has
@@ -18,7 +18,7 @@
 //	2  the machine's resources: nix (the only code that runs Nix),
 //	   storage (the only code that knows a backend)
 //	3  what lives on them: source (the package sources, which run git
-//	   and Nix), catalog (every named object in storage)
+//	   and Nix), metadata (every named object in storage)
 //	4  the settings, parsed into typed fields (config, which names the
 //	   chosen source and runs nothing); the build, the garbage
 //	   collection over storage, the source's health, the package search

@@ -38,8 +38,8 @@ var tiers = map[string]int{
 	"internal/nix":     2,
 	"internal/storage": 2,
 
-	"internal/source":  3,
-	"internal/catalog": 3,
+	"internal/source":   3,
+	"internal/metadata": 3,
 
 	"internal/config":       4,
 	"internal/builder":      4,
@@ -163,7 +163,7 @@ func TestLayeringCatches(t *testing.T) {
 		{"a leaf importing the registry", map[string][]string{"internal/layers": {"internal/registry"}}, 1},
 		{"nix importing storage, its own tier", map[string][]string{"internal/nix": {"internal/storage"}}, 1},
 		{"a new package without a tier", map[string][]string{"internal/newthing": nil}, 1},
-		{"the builder importing down", map[string][]string{"internal/builder": {"internal/nix", "internal/layers", "internal/catalog"}}, 0},
+		{"the builder importing down", map[string][]string{"internal/builder": {"internal/nix", "internal/layers", "internal/metadata"}}, 0},
 		{"a test helper importing its package", map[string][]string{"internal/storage/storagetest": {"internal/storage", "internal/need"}}, 0},
 	} {
 		if got := violations(tt.graph); len(got) != tt.want {

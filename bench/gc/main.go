@@ -27,9 +27,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nixery/nixery/internal/archive"
-	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/gc"
 	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -64,7 +64,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	cat := catalog.New(store, nil)
+	cat := metadata.New(store, nil)
 
 	start := time.Now()
 	blobs := make([]digest.Digest, *pool)
@@ -75,7 +75,7 @@ func main() {
 			d, err := storage.Put(gctx, store, fmt.Appendf(nil, "layer %d", i))
 			blobs[i] = d
 			if err == nil {
-				err = cat.PutLayer(gctx, catalog.Key(fmt.Sprint("layer", i)), archive.Layer{Digest: d, Size: int64(len(fmt.Sprintf("layer %d", i)))})
+				err = cat.PutLayer(gctx, metadata.Key(fmt.Sprint("layer", i)), archive.Layer{Digest: d, Size: int64(len(fmt.Sprintf("layer %d", i)))})
 			}
 			return err
 		})
@@ -145,7 +145,7 @@ func peakHeap(f func()) float64 {
 	return float64(peak-base) / 1e6
 }
 
-func writeImage(ctx context.Context, store storage.Backend, cat *catalog.Catalog, i int, pool []digest.Digest, n int) error {
+func writeImage(ctx context.Context, store storage.Backend, cat *metadata.Store, i int, pool []digest.Digest, n int) error {
 	r := rand.New(rand.NewPCG(uint64(i), 1))
 	cfg, err := storage.Put(ctx, store, fmt.Appendf(nil, "config %d", i))
 	if err != nil {
@@ -155,7 +155,7 @@ func writeImage(ctx context.Context, store storage.Backend, cat *catalog.Catalog
 	for range n {
 		ls = append(ls, manifest.Layer{Blob: manifest.Blob{Digest: pool[r.IntN(len(pool))], Size: 1}, MediaType: manifest.LayerMediaType("gzip")})
 	}
-	e := catalog.Entry{Built: time.Now(), Manifests: map[string]digest.Digest{}}
+	e := metadata.Entry{Built: time.Now(), Manifests: map[string]digest.Digest{}}
 	for _, mt := range manifest.MediaTypes {
 		data, err := manifest.Manifest(mt, manifest.Blob{Digest: cfg, Size: 1}, ls)
 		if err != nil {
@@ -167,11 +167,11 @@ func writeImage(ctx context.Context, store storage.Backend, cat *catalog.Catalog
 		}
 		e.Manifests[mt] = d
 	}
-	key := catalog.Key(fmt.Sprint("image", i))
+	key := metadata.Key(fmt.Sprint("image", i))
 	if err := cat.PutEntry(ctx, key, e); err != nil {
 		return err
 	}
-	return cat.PutDetails(ctx, key, &catalog.Details{Name: fmt.Sprint("image", i), Manifests: e.Manifests})
+	return cat.PutDetails(ctx, key, &metadata.Details{Name: fmt.Sprint("image", i), Manifests: e.Manifests})
 }
 
 func fail(err error) {

@@ -11,9 +11,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/gc"
+	"github.com/nixery/nixery/internal/metadata"
 )
 
 // defaultGCAge keeps images used within the last 30 days.
@@ -74,7 +74,7 @@ environment variables:
 		fmt.Fprintf(stderr, "nixery gc: %v\n", err)
 		return 1
 	}
-	rep, err := gc.Collect(ctx, catalog.New(store, nil), gc.Options{MaxAge: *maxAge, DryRun: *dryRun})
+	rep, err := gc.Collect(ctx, metadata.New(store, nil), gc.Options{MaxAge: *maxAge, DryRun: *dryRun})
 	if err != nil {
 		fmt.Fprintf(stderr, "nixery gc: %s: %v\n", store, err)
 		return 1

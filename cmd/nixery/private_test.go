@@ -60,7 +60,7 @@ func privateServer(t *testing.T, metricsPublic bool) (*httptest.Server, string) 
 	t.Cleanup(func() { cancel(); <-done })
 	h := newHandler(&access.Guard{Users: users, TrustProxy: true}, metricsPublic,
 		&registry.Registry{Builder: b, Storage: store, Logger: log},
-		&web.Site{Builder: b, Version: "test", Logger: log, Search: &search.Searcher{Nix: b.Nix, Source: b.Source, Catalog: b.Catalog(), Logger: log}},
+		&web.Site{Builder: b, Version: "test", Logger: log, Search: &search.Searcher{Nix: b.Nix, Source: b.Source, Metadata: b.Metadata(), Logger: log}},
 		metrics.Handler(prometheus.NewRegistry()), probes)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/internal/access"
-	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/gc"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/metrics"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/readiness"
@@ -127,7 +127,7 @@ func serve(args []string) error {
 	// The source's revision and whether Nix can evaluate it, found in
 	// the background: at once, then every NIXERY_SOURCE_CHECK_INTERVAL.
 	background.Go(func() { p.sourceHealth.Run(bg) })
-	packages := &search.Searcher{Nix: builder.Nix, Source: source, Catalog: builder.Catalog(), Health: p.sourceHealth, Logger: log}
+	packages := &search.Searcher{Nix: builder.Nix, Source: source, Metadata: builder.Metadata(), Health: p.sourceHealth, Logger: log}
 	packages.Preload(ctx) // the package list for search, made once per package set
 	site := &web.Site{Builder: builder, Version: version, Logger: log, TrustProxy: cfg.TrustProxy, SourceHealth: p.sourceHealth, Search: packages}
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
@@ -140,7 +140,7 @@ func serve(args []string) error {
 	probes := &readiness.Checker{Store: store, Disks: readiness.Disks(cfg.NixMinFree, storageDir), Private: guard.Users != nil, Logger: log}
 	background.Go(func() { probes.Run(bg) })
 	handler := newHandler(guard, cfg.MetricsPublic,
-		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Catalog()}, site,
+		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Metadata()}, site,
 		metrics.Handler(promRegistry), probes)
 
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
@@ -163,7 +163,7 @@ func serve(args []string) error {
 
 	if cfg.GCInterval > 0 {
 		collector := &gc.Collector{
-			Catalog: builder.Catalog(), Interval: cfg.GCInterval,
+			Metadata: builder.Metadata(), Interval: cfg.GCInterval,
 			Options: gc.Options{MaxAge: cfg.GCMaxAge},
 			Report: func(rep gc.Report, err error) {
 				gcStats.Observe(rep, err)
@@ -215,7 +215,7 @@ func serve(args []string) error {
 func deleteTemporaries(ctx context.Context, store storage.Backend, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	n, err := catalog.New(store, log).DeleteAbandonedUploads(ctx)
+	n, err := metadata.New(store, log).DeleteAbandonedUploads(ctx)
 	if err != nil {
 		log.Warn("removing abandoned uploads", "storage", store.String(), "removed", n, "err", err)
 		return

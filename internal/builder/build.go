@@ -6,7 +6,7 @@
 // Around that pipe sit the things that make it cheap for many users:
 //
 //   - a manifest cache and a layer cache in the storage backend (named
-//     and encoded by package catalog; see cache.go), so warm pulls never
+//     and encoded by package metadata; see cache.go), so warm pulls never
 //     run Nix and a store-path set is packed once, even across restarts
 //     and replicas;
 //   - a lease per build on every blob it relies on, so that a garbage
@@ -46,9 +46,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nixery/nixery/internal/archive"
-	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/storage"
@@ -95,14 +95,14 @@ type Builder struct {
 	// without building; 0 = DefaultFailureTTL.
 	FailureTTL time.Duration
 	// ClaimTTL is how long a replica's claim on a build (fleet-wide
-	// single flight, see catalog.TakeFlight) lives without renewal before
+	// single flight, see metadata.TakeFlight) lives without renewal before
 	// another replica takes the build over; 0 = DefaultClaimTTL.
 	ClaimTTL time.Duration
 	Logger   *slog.Logger
 
 	once      sync.Once
 	limit     *limiter
-	cat       *catalog.Catalog
+	cat       *metadata.Store
 	hotCache  hotCache
 	buildID   atomic.Int64
 	stats     Stats
@@ -112,7 +112,7 @@ type Builder struct {
 	phaseOnce sync.Once
 	phaseHist *prometheus.HistogramVec
 
-	// Test hooks: recheck replaces catalog.HotRecheck; beforeFinish runs
+	// Test hooks: recheck replaces metadata.HotRecheck; beforeFinish runs
 	// after a build's final event, before its flight ends; inSlot when a
 	// build has its slot, before it starts.
 	recheck      time.Duration
@@ -175,14 +175,14 @@ func (b *Builder) init() {
 			slots = runtime.NumCPU()
 		}
 		b.limit = newLimiter(slots, b.QueueSize)
-		b.cat = catalog.New(b.Storage, b.Logger)
+		b.cat = metadata.New(b.Storage, b.Logger)
 		b.evals = evaluations{resolve: b.resolveShared, slots: make(chan struct{}, slots), timeout: b.buildTimeout(), logger: b.logger()}
 	})
 }
 
-// Catalog returns the catalog of the builder's storage, which names and
+// Metadata returns the metadata store of the builder's storage, which names and
 // encodes the cache entries; the search and the collector share it.
-func (b *Builder) Catalog() *catalog.Catalog {
+func (b *Builder) Metadata() *metadata.Store {
 	b.init()
 	return b.cat
 }

@@ -14,13 +14,13 @@ import (
 
 	"github.com/nixery/nixery/internal/archive"
 	"github.com/nixery/nixery/internal/bounded"
-	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/storage"
 )
 
-// Both caches live in the storage backend (package catalog names and
+// Both caches live in the storage backend (package metadata names and
 // encodes them), so they survive restarts and are shared by replicas:
 // the manifest cache says which manifests an image request produced, the
 // layer cache which blob a set of store paths was packed into.
@@ -31,7 +31,7 @@ import (
 // manifest media types are stored in one entry.
 func (b *Builder) manifestKey(identity string, packages []string, system string, options map[string]string) string {
 	k := map[string]any{
-		"v":        catalog.Version,
+		"v":        metadata.Version,
 		"source":   identity,
 		"packages": packages,
 		"system":   system,
@@ -41,7 +41,7 @@ func (b *Builder) manifestKey(identity string, packages []string, system string,
 		// Only then: a default image keeps the key it always had.
 		k["options"] = options
 	}
-	return catalog.Key(k)
+	return metadata.Key(k)
 }
 
 // settings are the builder options that change the bytes of an image.
@@ -52,13 +52,13 @@ func (b *Builder) settings() map[string]any {
 // layerKey identifies the layer of an exact set of store paths (sorted).
 // Store paths are immutable, so such an entry never expires.
 func layerKey(kind string, paths []string, format archive.Format, level int) string {
-	return catalog.Key(map[string]any{"v": catalog.Version, "kind": kind, "paths": paths, "format": format.String(), "level": level})
+	return metadata.Key(map[string]any{"v": metadata.Version, "kind": kind, "paths": paths, "format": format.String(), "level": level})
 }
 
 // hotEntry is a manifest cache entry held in memory with the manifests
 // it names, so that a warm pull reads no storage at all.
 type hotEntry struct {
-	entry     catalog.Entry
+	entry     metadata.Entry
 	manifests map[string][]byte
 	touched   atomic.Int64 // unix seconds this process last recorded a use
 	checked   atomic.Int64 // unix nanoseconds the entry was last seen in storage
@@ -66,7 +66,7 @@ type hotEntry struct {
 
 // touchInterval is how often a pull records in storage that an image is
 // still used (nixery gc keeps images used within its age).
-const touchInterval = catalog.UseInterval
+const touchInterval = metadata.UseInterval
 
 // touch records a use of the image of key if this process has not done
 // so within touchInterval. Failures only delay the record.
@@ -76,7 +76,7 @@ func (b *Builder) touch(ctx context.Context, key string, h *hotEntry) {
 	if now.Unix()-last < int64(touchInterval/time.Second) || !h.touched.CompareAndSwap(last, now.Unix()) {
 		return
 	}
-	if err := b.Catalog().RecordUse(ctx, key); err != nil {
+	if err := b.Metadata().RecordUse(ctx, key); err != nil {
 		b.logger().Warn("manifest cache: use not recorded", "err", err)
 	}
 }
@@ -86,7 +86,7 @@ const hotCacheSize = 4096
 
 // hotCache is a small in-memory layer over the manifest cache in storage.
 // It never outlives the storage entry's own freshness rules, and an entry
-// is re-checked in storage every catalog.HotRecheck, so one that the
+// is re-checked in storage every metadata.HotRecheck, so one that the
 // collector deleted is dropped, never served on or written back. Beyond
 // hotCacheSize the least recently used entry goes (refilling it costs one
 // storage read). The zero value works.
@@ -112,7 +112,7 @@ func (c *hotCache) drop(key string, e *hotEntry) {
 }
 
 // hot returns the in-memory entry of key if it is fresh and, within
-// catalog.HotRecheck, still in storage.
+// metadata.HotRecheck, still in storage.
 func (b *Builder) hot(ctx context.Context, key string) (*hotEntry, error) {
 	h := b.hotCache.get(key)
 	if h == nil || !h.entry.Fresh(b.CacheTTL, time.Now()) {
@@ -121,7 +121,7 @@ func (b *Builder) hot(ctx context.Context, key string) (*hotEntry, error) {
 	if time.Since(time.Unix(0, h.checked.Load())) < b.hotRecheck() {
 		return h, nil
 	}
-	ok, err := b.Catalog().EntryExists(ctx, key)
+	ok, err := b.Metadata().EntryExists(ctx, key)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +137,7 @@ func (b *Builder) hotRecheck() time.Duration {
 	if b.recheck > 0 {
 		return b.recheck
 	}
-	return catalog.HotRecheck
+	return metadata.HotRecheck
 }
 
 // cachedManifest returns the manifest of mediaType from a fresh cache
@@ -168,7 +168,7 @@ func (b *Builder) cachedEntry(ctx context.Context, key string) (*hotEntry, error
 		b.touch(ctx, key, h)
 		return h, nil
 	}
-	e, err := b.Catalog().Entry(ctx, key)
+	e, err := b.Metadata().Entry(ctx, key)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, nil
 	}
@@ -182,7 +182,7 @@ func (b *Builder) cachedEntry(ctx context.Context, key string) (*hotEntry, error
 	h.checked.Store(time.Now().UnixNano())
 	var blobs []digest.Digest
 	for mt, md := range e.Manifests {
-		m, err := b.Catalog().ReadManifest(ctx, md)
+		m, err := b.Metadata().ReadManifest(ctx, md)
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil, nil // collected meanwhile: rebuild
 		}
@@ -199,7 +199,7 @@ func (b *Builder) cachedEntry(ctx context.Context, key string) (*hotEntry, error
 		}
 		blobs = append(blobs, refs...)
 	}
-	if missing, err := b.Catalog().Missing(ctx, blobs); len(missing) > 0 {
+	if missing, err := b.Metadata().Missing(ctx, blobs); len(missing) > 0 {
 		b.logger().Warn("manifest cache: image lost blobs, rebuilding it", "missing", len(missing), "first", missing[0])
 		return nil, nil
 	} else if err != nil {
@@ -211,11 +211,11 @@ func (b *Builder) cachedEntry(ctx context.Context, key string) (*hotEntry, error
 }
 
 func (b *Builder) storeManifestEntry(ctx context.Context, key string, img *Image, immutable bool) error {
-	e := catalog.Entry{Built: time.Now().UTC(), Immutable: immutable, Manifests: map[string]digest.Digest{}}
+	e := metadata.Entry{Built: time.Now().UTC(), Immutable: immutable, Manifests: map[string]digest.Digest{}}
 	for mt, m := range img.Manifests {
 		e.Manifests[mt] = m.Digest
 	}
-	return b.Catalog().PutEntry(ctx, key, e)
+	return b.Metadata().PutEntry(ctx, key, e)
 }
 
 // describeGroup names a layer's store paths for its history entry.
@@ -240,8 +240,8 @@ func (b *Builder) recordResolutions(ctx context.Context, identity, system string
 	g.SetLimit(8)
 	for _, p := range packages {
 		g.Go(func() error {
-			r := catalog.Resolved{Outputs: p.Outputs, Programs: p.Programs, At: now}
-			if err := b.Catalog().PutResolution(ctx, identity, system, p.Name, r); err != nil {
+			r := metadata.Resolved{Outputs: p.Outputs, Programs: p.Programs, At: now}
+			if err := b.Metadata().PutResolution(ctx, identity, system, p.Name, r); err != nil {
 				b.logger().Warn("resolved package not recorded", "package", p.Name, "err", err)
 			}
 			return nil

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"time"
 
-	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/fault"
 	"github.com/nixery/nixery/internal/image"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/storage"
 )
@@ -28,7 +28,7 @@ var ErrDraining = fault.New("this replica is shutting down and starts no new bui
 //     flight started (Manifest, Watch: the warm path), but a flight of
 //     the same image may have ended since, and a replica that waits for
 //     another one's build (3) finds its result here.
-//  2. Claim the build for the fleet (catalog.TakeFlight).
+//  2. Claim the build for the fleet (metadata.TakeFlight).
 //  3. Not claimed: another replica builds it. Wait, showing its phases,
 //     and go round again; if its claim lapses (it died), the next claim
 //     is ours and the build is taken over.
@@ -37,13 +37,13 @@ var ErrDraining = fault.New("this replica is shutting down and starts no new bui
 //     finished between our look-up and our claim.
 //  5. Build (buildQueued).
 func (b *Builder) buildOnce(ctx context.Context, key string, req *image.Request, src source.Resolved, p *progress) (*Image, error) {
-	var watch catalog.FlightWatch
+	var watch metadata.FlightWatch
 	wait, waiting, seenPhase := 100*time.Millisecond, false, ""
 	for {
 		if img, err := b.cachedImage(ctx, key); err != nil || img != nil { // 1
 			return img, err
 		}
-		claim, err := b.Catalog().TakeFlight(ctx, key, b.claimTTL(), &watch) // 2
+		claim, err := b.Metadata().TakeFlight(ctx, key, b.claimTTL(), &watch) // 2
 		if err != nil {
 			return nil, err
 		}
@@ -99,7 +99,7 @@ func (b *Builder) claimTTL() time.Duration {
 
 // buildQueued builds and caches the image of a build that holds ticket t.
 // While it waits in the queue, it already learns its packages' output
-// paths (see plan): from the catalog, or from an evaluation it shares
+// paths (see plan): from the metadata store, or from an evaluation it shares
 // with the other builds that need one. An image whose blob vanished
 // under the build (a garbage collection deleted it before the build's
 // lease named it) is built once more, which packs the missing layers

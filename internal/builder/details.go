@@ -7,9 +7,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/storage"
@@ -19,11 +19,11 @@ import (
 // (or whose cache entry expired).
 var ErrNotBuilt = errors.New("image not built yet")
 
-// Details describe a built image for people; the catalog stores them.
+// Details describe a built image for people; the metadata store stores them.
 type (
-	Details   = catalog.Details
-	PathInfo  = catalog.PathInfo
-	LayerInfo = catalog.LayerInfo
+	Details   = metadata.Details
+	PathInfo  = metadata.PathInfo
+	LayerInfo = metadata.LayerInfo
 )
 
 // remember stores the details of a freshly built image and adds it to
@@ -49,7 +49,7 @@ func (b *Builder) remember(ctx context.Context, key string, req *image.Request, 
 		}
 		d.Layers = append(d.Layers, li)
 	}
-	if err := b.Catalog().PutDetails(ctx, key, d); err != nil {
+	if err := b.Metadata().PutDetails(ctx, key, d); err != nil {
 		b.logger().Warn("image details not stored", "image", req.Name, "err", err)
 	}
 }
@@ -65,7 +65,7 @@ func (b *Builder) Details(ctx context.Context, req *image.Request) (*Details, er
 	} else if !ok {
 		return nil, ErrNotBuilt
 	}
-	d, err := b.Catalog().Details(ctx, key)
+	d, err := b.Metadata().Details(ctx, key)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, ErrNotBuilt
 	}
@@ -83,7 +83,7 @@ func (b *Builder) Details(ctx context.Context, req *image.Request) (*Details, er
 func (b *Builder) Recent() []*Details {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return b.Catalog().Recent(ctx)
+	return b.Metadata().Recent(ctx)
 }
 
 func (b *Builder) observePhase(name string, d time.Duration) {

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nixery/nixery/internal/archive"
-	"github.com/nixery/nixery/internal/catalog"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -173,18 +173,18 @@ func (pk *Packer) pack(ctx context.Context, key string, write func(*tar.Writer) 
 	return l, nil
 }
 
-// leasedCache is a build's LayerCache: the catalog's layer cache, every
+// leasedCache is a build's LayerCache: the metadata store's layer cache, every
 // blob it names or packs held in the build's lease.
 type leasedCache struct {
 	b     *Builder
-	lease *catalog.Lease
+	lease *metadata.Lease
 }
 
 // Layer returns the layer cached for key, its blob held in the lease, or
 // ok false if there is none (or its blob was collected before the lease
 // named it: it must be packed again).
 func (c leasedCache) Layer(ctx context.Context, key string) (archive.Layer, bool, error) {
-	l, ok, err := c.b.Catalog().Layer(ctx, key)
+	l, ok, err := c.b.Metadata().Layer(ctx, key)
 	if err != nil || !ok {
 		return archive.Layer{}, false, err
 	}
@@ -204,7 +204,7 @@ func (c leasedCache) Packed(ctx context.Context, key string, l archive.Layer) er
 		return err // vanished at once: the whole build runs again
 	}
 	c.b.stats.LayersPacked.Add(1)
-	if err := c.b.Catalog().PutLayer(ctx, key, l); err != nil {
+	if err := c.b.Metadata().PutLayer(ctx, key, l); err != nil {
 		c.b.logger().Warn("layer cache: entry not stored", "err", err)
 	}
 	return nil

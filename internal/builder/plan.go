@@ -8,8 +8,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/image"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/source"
 )
@@ -17,7 +17,7 @@ import (
 // plan says how a build gets its packages from Nix. It is one of three:
 //
 //	knownPlan   an earlier evaluation of the package set resolved every
-//	            package (the catalog says so): Nix only realises the
+//	            package (the metadata store says so): Nix only realises the
 //	            outputs, no evaluation at all
 //	sharedPlan  an evaluation shared with other builds resolved them just
 //	            now: Nix realises the outputs from the derivations that
@@ -63,7 +63,7 @@ func (p alonePlan) release() {
 }
 
 // plan finds req's output paths before the build starts: from the
-// catalog, else from an evaluation shared with the other builds that
+// metadata store, else from an evaluation shared with the other builds that
 // need one of the same package set (see evaluations), unless the build
 // leads (it holds a slot and nobody evaluates the package set): then it
 // evaluates alone. An error only means that ctx ended; every other
@@ -124,13 +124,13 @@ func (b *Builder) resolveShared(ctx context.Context, set evalSet, names []string
 // (within the cache time for a moving source), or nil. The resolutions
 // are read a few at once (a round trip each on a bucket); the first name
 // not resolved ends the reading.
-func (b *Builder) known(ctx context.Context, req *image.Request, src source.Resolved) *catalog.Resolved {
-	found := make([]catalog.Resolved, len(req.Packages))
+func (b *Builder) known(ctx context.Context, req *image.Request, src source.Resolved) *metadata.Resolved {
+	found := make([]metadata.Resolved, len(req.Packages))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for i, name := range req.Packages {
 		g.Go(func() error {
-			r, ok, err := b.Catalog().Resolution(gctx, src.Identity, req.Arch.System, name)
+			r, ok, err := b.Metadata().Resolution(gctx, src.Identity, req.Arch.System, name)
 			if err != nil {
 				if gctx.Err() == nil {
 					b.logger().Warn("resolved packages not read; evaluating", "err", err)
@@ -147,7 +147,7 @@ func (b *Builder) known(ctx context.Context, req *image.Request, src source.Reso
 	if g.Wait() != nil {
 		return nil
 	}
-	all := &catalog.Resolved{}
+	all := &metadata.Resolved{}
 	for _, r := range found {
 		all.Outputs = append(all.Outputs, r.Outputs...)
 		all.Programs = append(all.Programs, r.Programs...)

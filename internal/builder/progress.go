@@ -9,9 +9,9 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/nixery/nixery/internal/bounded"
-	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/nix"
 )
 
@@ -130,7 +130,7 @@ func (p *progress) note(message string) {
 // mirrorPhases has every phase the build starts written into its claim,
 // so that the replicas waiting for the build show them, until the
 // function it returns is called.
-func (p *progress) mirrorPhases(claim *catalog.Flight) (stop func()) {
+func (p *progress) mirrorPhases(claim *metadata.Flight) (stop func()) {
 	p.setPhaseHook(func(phase string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -12,10 +12,10 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/nixery/nixery/internal/archive"
-	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/layers"
 	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/storage"
@@ -39,7 +39,7 @@ type build struct {
 	// cache entry (which then protects them) is written; the closure is
 	// rooted in roots (a directory of Nix garbage-collector roots) until
 	// it is packed.
-	lease *catalog.Lease
+	lease *metadata.Lease
 	roots string
 }
 
@@ -52,7 +52,7 @@ func (b *Builder) newBuild(key string, req *image.Request, src source.Resolved, 
 func (bd *build) run(ctx context.Context) (*Image, error) {
 	start := time.Now()
 	bd.b.stats.NixBuilds.Add(1)
-	bd.lease = bd.b.Catalog().NewLease()
+	bd.lease = bd.b.Metadata().NewLease()
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -279,7 +279,7 @@ func (bd *build) publish(ctx context.Context, pk packed) (*Image, error) {
 		refs, _ := manifest.References(m.Data)
 		all = append(all, append(refs, m.Digest)...)
 	}
-	if _, err := bd.b.Catalog().Missing(ctx, all); err != nil {
+	if _, err := bd.b.Metadata().Missing(ctx, all); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -312,7 +312,7 @@ func fromFlags(values map[string]*string, getenv func(string) string) (*Config, 
 		c.Compression = p.number("compression-level", 1, max, " for "+c.LayerFormat)
 	}
 	// At most 600 s: a claim is renewed every third of it, and garbage
-	// collection deletes claims not written for 2 × catalog.LeaseTTL
+	// collection deletes claims not written for 2 × metadata.LeaseTTL
 	// (20 minutes) as those of dead replicas.
 	c.LeaseTTL = time.Duration(p.number("build-lease-ttl", 1, 600, " (seconds)")) * time.Second
 	c.DrainTimeout = p.seconds("drain-timeout", 0)

@@ -3,9 +3,9 @@
 // same storage and while other collections run, with a dry run
 // (docs/storage.md says why no live image loses a blob).
 //
-// It names no object itself: it asks the catalog, the one owner of every
+// It names no object itself: it asks the metadata store, the one owner of every
 // named object, to list, read and delete them by kind and key, and reads
-// every age on the storage's clock (catalog.StorageClock). Blobs it lists
+// every age on the storage's clock (metadata.StorageClock). Blobs it lists
 // and deletes through the storage backend directly. Collect runs one
 // collection (`nixery gc`); Collector runs them in-process at an interval,
 // on one replica at a time (NIXERY_GC_INTERVAL); Metrics counts them.
@@ -21,14 +21,14 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/storage"
 )
 
 // Defaults of Options.
 const (
-	DefaultEntryGrace = 3 * catalog.HotRecheck
+	DefaultEntryGrace = 3 * metadata.HotRecheck
 	// DefaultBlobGrace keeps blobs written recently whatever refers to
 	// them: the upload of a build in progress becomes visible a moment
 	// before its lease names it.
@@ -49,7 +49,7 @@ type Options struct {
 	// ages are then read against the local clock) and reports what a
 	// collection would delete.
 	DryRun     bool
-	EntryGrace time.Duration // see catalog.HotRecheck; 0 = DefaultEntryGrace
+	EntryGrace time.Duration // see metadata.HotRecheck; 0 = DefaultEntryGrace
 	BlobGrace  time.Duration // 0 = DefaultBlobGrace
 
 	// Test hooks. Sleep waits out EntryGrace (nil: a timer); Clock reads
@@ -88,7 +88,7 @@ func (r Report) String() string {
 //     records. Use records are objects of their own, so a replica that
 //     records a pull cannot bring an entry back.
 //  2. The collector waits EntryGrace: every process re-checks the entries
-//     it holds in memory within catalog.HotRecheck and drops the deleted ones, so
+//     it holds in memory within metadata.HotRecheck and drops the deleted ones, so
 //     none serves their manifests any more. A pull from memory during
 //     the wait leaves a use record newer than the deletion, and that
 //     image's blobs are kept in step 3.
@@ -98,19 +98,19 @@ func (r Report) String() string {
 //  4. Sweep: right before each blob is deleted the leases are read again
 //     (builds hold a blob in their lease before relying on it, and check
 //     it still exists after), and the mark is redone whenever
-//     catalog.LeaseTTL/2 has passed since the last one; a lease lives
-//     catalog.LeaseTTL after its
+//     metadata.LeaseTTL/2 has passed since the last one; a lease lives
+//     metadata.LeaseTTL after its
 //     build wrote its entry, so every entry written after a mark is
 //     covered by its lease until the next mark sees it.
 //  5. Layer cache entries of deleted blobs, orphaned details and use
 //     records, old package lists, lapsed leases and uploads abandoned for
 //     storage.AbandonedAfter go last.
-func Collect(ctx context.Context, cat *catalog.Catalog, opts Options) (Report, error) {
+func Collect(ctx context.Context, cat *metadata.Store, opts Options) (Report, error) {
 	started := time.Now()
-	counted := &countingStore{Backend: cat.Store}
+	counted := &countingStore{Backend: cat.Backend}
 	g := &collector{
-		// The catalog over the counting store: every request counts.
-		c:      &catalog.Catalog{Store: counted, Logger: cat.Logger, Now: cat.Now},
+		// The metadata store over the counting store: every request counts.
+		c:      &metadata.Store{Backend: counted, Logger: cat.Logger, Now: cat.Now},
 		store:  counted,
 		opts:   opts,
 		leases: map[string]leaseSeen{},
@@ -122,7 +122,7 @@ func Collect(ctx context.Context, cat *catalog.Catalog, opts Options) (Report, e
 }
 
 type collector struct {
-	c     *catalog.Catalog
+	c     *metadata.Store
 	store *countingStore // blobs are listed and deleted here directly
 	opts  Options
 	rep   Report
@@ -133,7 +133,7 @@ type collector struct {
 	// markedLocal is the local (monotonic) time of the last mark: ages
 	// are read on the storage's clock, durations since on the local one.
 	markedLocal time.Time
-	expired     map[string]catalog.Entry
+	expired     map[string]metadata.Entry
 	// digestRoots are the manifests pulled by digest within the age.
 	digestRoots []digest.Digest
 	deleted     bool // expired entries were deleted (not a dry run)
@@ -162,7 +162,7 @@ type leaseSeen struct {
 // local file systems (two seconds on FAT).
 const modTimeResolution = 2 * time.Second
 
-func (g *collector) del(ctx context.Context, k catalog.Kind, key string) error {
+func (g *collector) del(ctx context.Context, k metadata.Kind, key string) error {
 	g.rep.ObjectsDeleted++
 	if g.opts.DryRun {
 		return nil
@@ -235,17 +235,17 @@ func (g *collector) run(ctx context.Context) (Report, error) {
 
 // expire deletes the entries not written nor pulled since cutoff (step 1).
 func (g *collector) expire(ctx context.Context, cutoff time.Time) error {
-	entries, err := g.c.List(ctx, catalog.KindEntry)
+	entries, err := g.c.List(ctx, metadata.KindEntry)
 	if err != nil {
 		return err
 	}
-	uses, err := g.c.List(ctx, catalog.KindImageUse)
+	uses, err := g.c.List(ctx, metadata.KindImageUse)
 	if err != nil {
 		return err
 	}
-	g.expired = map[string]catalog.Entry{}
+	g.expired = map[string]metadata.Entry{}
 	for key, mod := range entries {
-		if !catalog.ValidKey(key) {
+		if !metadata.ValidKey(key) {
 			continue
 		}
 		used := mod
@@ -265,7 +265,7 @@ func (g *collector) expire(ctx context.Context, cutoff time.Time) error {
 	for key := range g.expired {
 		// The use record first: one written after this is a pull from
 		// a replica's memory, seen in step 3.
-		for _, kind := range []catalog.Kind{catalog.KindImageUse, catalog.KindEntry, catalog.KindDetails} {
+		for _, kind := range []metadata.Kind{metadata.KindImageUse, metadata.KindEntry, metadata.KindDetails} {
 			if !g.opts.DryRun {
 				if err := g.c.Delete(ctx, kind, key); err != nil {
 					return err
@@ -289,7 +289,7 @@ func (g *collector) grace(ctx context.Context) error {
 // markRoots marks from the entries and the manifests pulled by digest
 // since cutoff (step 3); older digest use records go.
 func (g *collector) markRoots(ctx context.Context, cutoff time.Time) error {
-	digestUses, err := g.c.List(ctx, catalog.KindDigestUse)
+	digestUses, err := g.c.List(ctx, metadata.KindDigestUse)
 	if err != nil {
 		return err
 	}
@@ -299,7 +299,7 @@ func (g *collector) markRoots(ctx context.Context, cutoff time.Time) error {
 			continue
 		}
 		if mod.Before(cutoff) {
-			if err := g.del(ctx, catalog.KindDigestUse, key); err != nil {
+			if err := g.del(ctx, metadata.KindDigestUse, key); err != nil {
 				return err
 			}
 			continue
@@ -347,7 +347,7 @@ func (g *collector) sweep(ctx context.Context) error {
 			}
 		}
 		if !o.DryRun {
-			if time.Since(g.markedLocal) > catalog.LeaseTTL/2 {
+			if time.Since(g.markedLocal) > metadata.LeaseTTL/2 {
 				if err := g.mark(ctx); err != nil {
 					return err
 				}
@@ -394,7 +394,7 @@ func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
 	layerEntries := map[string]time.Time{}
 	if len(g.gone) > 0 {
 		var err error
-		if layerEntries, err = g.c.List(ctx, catalog.KindLayer); err != nil {
+		if layerEntries, err = g.c.List(ctx, metadata.KindLayer); err != nil {
 			return err
 		}
 	}
@@ -407,13 +407,13 @@ func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
 			return err
 		}
 		if g.gone[d] || ((!readable || !g.blobs[d]) && mod.Before(g.youngBefore)) {
-			if err := g.del(ctx, catalog.KindLayer, key); err != nil {
+			if err := g.del(ctx, metadata.KindLayer, key); err != nil {
 				return err
 			}
 		}
 	}
 	// Details and use records of entries that are gone.
-	if err := g.deleteUnder(ctx, []catalog.Kind{catalog.KindDetails, catalog.KindImageUse}, func(key string, mod time.Time) bool {
+	if err := g.deleteUnder(ctx, []metadata.Kind{metadata.KindDetails, metadata.KindImageUse}, func(key string, mod time.Time) bool {
 		if _, wasExpired := g.expired[key]; g.opts.DryRun && wasExpired {
 			return false // counted with the entry
 		}
@@ -423,14 +423,14 @@ func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
 	}
 	// Package lists and package resolutions not written within the age
 	// (an evaluation writes them again when it needs them).
-	if err := g.deleteUnder(ctx, []catalog.Kind{catalog.KindSearchList, catalog.KindResolution}, func(_ string, mod time.Time) bool {
+	if err := g.deleteUnder(ctx, []metadata.Kind{metadata.KindSearchList, metadata.KindResolution}, func(_ string, mod time.Time) bool {
 		return mod.Before(cutoff)
 	}); err != nil {
 		return err
 	}
 	// Lapsed build leases and build claims (whose holders died).
-	if err := g.deleteUnder(ctx, []catalog.Kind{catalog.KindLease, catalog.KindFlight}, func(_ string, mod time.Time) bool {
-		return mod.Before(g.markedAt.Add(-2 * catalog.LeaseTTL))
+	if err := g.deleteUnder(ctx, []metadata.Kind{metadata.KindLease, metadata.KindFlight}, func(_ string, mod time.Time) bool {
+		return mod.Before(g.markedAt.Add(-2 * metadata.LeaseTTL))
 	}); err != nil {
 		return err
 	}
@@ -445,7 +445,7 @@ func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
 }
 
 // deleteUnder deletes the objects of kinds for which gone says so.
-func (g *collector) deleteUnder(ctx context.Context, kinds []catalog.Kind, gone func(key string, mod time.Time) bool) error {
+func (g *collector) deleteUnder(ctx context.Context, kinds []metadata.Kind, gone func(key string, mod time.Time) bool) error {
 	for _, kind := range kinds {
 		objs, err := g.c.List(ctx, kind)
 		if err != nil {
@@ -473,7 +473,7 @@ func (g *collector) mark(ctx context.Context) error {
 	g.markedAt, g.markedLocal = now, time.Now()
 	g.live = map[digest.Digest]bool{}
 	g.entries = map[string]bool{}
-	entries, err := g.c.List(ctx, catalog.KindEntry)
+	entries, err := g.c.List(ctx, metadata.KindEntry)
 	if err != nil {
 		return err
 	}
@@ -496,7 +496,7 @@ func (g *collector) mark(ctx context.Context) error {
 	if g.deleted {
 		// Step 1 deleted the use records of expired entries before the
 		// entries: any there is now was written since.
-		uses, err := g.c.List(ctx, catalog.KindImageUse)
+		uses, err := g.c.List(ctx, metadata.KindImageUse)
 		if err != nil {
 			return err
 		}
@@ -520,7 +520,7 @@ func (g *collector) mark(ctx context.Context) error {
 // A lease is read again unless its time is unchanged and settled (see
 // leaseSeen).
 func (g *collector) markLeases(ctx context.Context, now time.Time) error {
-	leases, err := g.c.List(ctx, catalog.KindLease)
+	leases, err := g.c.List(ctx, metadata.KindLease)
 	if err != nil {
 		return err
 	}
@@ -528,7 +528,7 @@ func (g *collector) markLeases(ctx context.Context, now time.Time) error {
 	// a read that begins modTimeResolution later gets a later time.
 	listed := time.Now()
 	for id, mod := range leases {
-		if mod.Before(now.Add(-catalog.LeaseTTL)) {
+		if mod.Before(now.Add(-metadata.LeaseTTL)) {
 			continue // lapsed: its build died or ended long ago
 		}
 		seen, ok := g.leases[id]
@@ -557,7 +557,7 @@ func (g *collector) markLeases(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-func (g *collector) markEntry(ctx context.Context, e catalog.Entry) error {
+func (g *collector) markEntry(ctx context.Context, e metadata.Entry) error {
 	for _, d := range e.Manifests {
 		if err := g.markManifest(ctx, d); err != nil {
 			return err

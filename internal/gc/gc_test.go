@@ -17,9 +17,9 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/nixery/nixery/internal/archive"
-	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/gc"
 	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/storage"
 	"github.com/nixery/nixery/internal/storage/storagetest"
 )
@@ -29,7 +29,7 @@ type world struct {
 	t     *testing.T
 	ctx   context.Context
 	store storage.Backend
-	cat   *catalog.Catalog
+	cat   *metadata.Store
 }
 
 func put(w *world, data string) digest.Digest {
@@ -55,8 +55,8 @@ func (w *world) image(name string, layers ...digest.Digest) (key string, md dige
 		w.t.Fatal(err)
 	}
 	md = put(w, string(data))
-	key = catalog.Key(name)
-	if err := w.cat.PutEntry(w.ctx, key, catalog.Entry{Built: time.Now(), Manifests: map[string]digest.Digest{manifest.OCIManifest: md}}); err != nil {
+	key = metadata.Key(name)
+	if err := w.cat.PutEntry(w.ctx, key, metadata.Entry{Built: time.Now(), Manifests: map[string]digest.Digest{manifest.OCIManifest: md}}); err != nil {
 		w.t.Fatal(err)
 	}
 	return key, md, append([]digest.Digest{cfg, md}, layers...)
@@ -135,18 +135,18 @@ func TestGC(t *testing.T) {
 	storagetest.EachBackend(t, func(t *testing.T, newStore func() storage.Backend) {
 		ctx := context.Background()
 		w := &world{t: t, ctx: ctx, store: newStore()}
-		w.cat = catalog.New(w.store, nil)
+		w.cat = metadata.New(w.store, nil)
 
 		shared := put(w, "layer shared by both images")
 		oldKey, _, oldBlobs := w.image("old", shared, put(w, "layer only the old image has"))
 		digestPulled, pulledMD, pulledBlobs := w.image("pulled by digest", put(w, "layer of an image pulled by digest"))
-		if err := w.cat.PutDetails(ctx, oldKey, &catalog.Details{Name: "old"}); err != nil {
+		if err := w.cat.PutDetails(ctx, oldKey, &metadata.Details{Name: "old"}); err != nil {
 			t.Fatal(err)
 		}
 		if err := w.cat.PutSearchList(ctx, "an old package set", []byte("list")); err != nil {
 			t.Fatal(err)
 		}
-		orphanLayer := catalog.Key("orphan layer")
+		orphanLayer := metadata.Key("orphan layer")
 		if err := w.cat.PutLayer(ctx, orphanLayer, archive.Layer{Digest: oldBlobs[3], Size: 1}); err != nil {
 			t.Fatal(err)
 		}
@@ -219,9 +219,9 @@ func TestGCKeepsWhatBuildsHold(t *testing.T) {
 	storagetest.EachBackend(t, func(t *testing.T, newStore func() storage.Backend) {
 		ctx := context.Background()
 		w := &world{t: t, ctx: ctx, store: newStore()}
-		w.cat = catalog.New(w.store, nil)
+		w.cat = metadata.New(w.store, nil)
 		aged := put(w, "an aged layer in the layer cache")
-		agedKey := catalog.Key("aged layer")
+		agedKey := metadata.Key("aged layer")
 		if err := w.cat.PutLayer(ctx, agedKey, archive.Layer{Digest: aged, Size: int64(len("an aged layer in the layer cache"))}); err != nil {
 			t.Fatal(err)
 		}
@@ -233,7 +233,7 @@ func TestGCKeepsWhatBuildsHold(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		var late *catalog.Lease
+		var late *metadata.Lease
 		opts := gcAt(epoch, gc.Options{BeforeDelete: func(d digest.Digest) {
 			if d != aged || late != nil {
 				return
@@ -277,7 +277,7 @@ func TestGCPullFromMemory(t *testing.T) {
 	storagetest.EachBackend(t, func(t *testing.T, newStore func() storage.Backend) {
 		ctx := context.Background()
 		w := &world{t: t, ctx: ctx, store: newStore()}
-		w.cat = catalog.New(w.store, nil)
+		w.cat = metadata.New(w.store, nil)
 		key, _, blobs := w.image("held in memory", put(w, "its layer"))
 		epoch := w.nextEpoch()
 		slept := false
@@ -312,7 +312,7 @@ func TestGCUsesTheStoragesClock(t *testing.T) {
 	storagetest.EachBackend(t, func(t *testing.T, newStore func() storage.Backend) {
 		ctx := context.Background()
 		w := &world{t: t, ctx: ctx, store: newStore()}
-		w.cat = catalog.New(w.store, nil)
+		w.cat = metadata.New(w.store, nil)
 		w.cat.Now = func() time.Time { return time.Now().Add(365 * 24 * time.Hour) }
 		_, _, blobs := w.image("young", put(w, "young layer"))
 		loose := put(w, "a young blob nothing refers to yet")
@@ -362,14 +362,14 @@ func TestGCReadFailureKeepsBlobs(t *testing.T) {
 		ctx := context.Background()
 		real := newStore()
 		w := &world{t: t, ctx: ctx, store: real}
-		w.cat = catalog.New(real, nil)
+		w.cat = metadata.New(real, nil)
 		key, md, blobs := w.image("live, its manifest unreadable for a moment", put(w, "its layer"))
 		epoch := w.nextEpoch()
 		if err := w.cat.RecordUse(ctx, key); err != nil { // pulled since: live
 			t.Fatal(err)
 		}
 		flaky := &cutReads{Backend: real, cut: md}
-		rep, err := gc.Collect(ctx, catalog.New(flaky, nil), gcAt(epoch, gc.Options{}))
+		rep, err := gc.Collect(ctx, metadata.New(flaky, nil), gcAt(epoch, gc.Options{}))
 		if !errors.Is(err, storage.ErrUnavailable) {
 			t.Errorf("GC with a manifest read cut off: %v (%s), want an error wrapping ErrUnavailable", err, rep)
 		}
@@ -419,7 +419,7 @@ func TestGCRereadsALeaseRewrittenInOneTick(t *testing.T) {
 		ctx := context.Background()
 		real := newStore()
 		w := &world{t: t, ctx: ctx, store: real}
-		w.cat = catalog.New(real, nil)
+		w.cat = metadata.New(real, nil)
 		aged := put(w, "an aged layer a build is about to reuse")
 		first := put(w, "the first layer the build holds")
 		epoch := w.nextEpoch()
@@ -441,7 +441,7 @@ func TestGCRereadsALeaseRewrittenInOneTick(t *testing.T) {
 				t.Errorf("hold: %v", err)
 			}
 		}})
-		if _, err := gc.Collect(ctx, catalog.New(store, nil), opts); err != nil {
+		if _, err := gc.Collect(ctx, metadata.New(store, nil), opts); err != nil {
 			t.Fatal(err)
 		}
 		if !held {
@@ -460,7 +460,7 @@ func TestGCRereadsALeaseRewrittenInOneTick(t *testing.T) {
 // storage.MaxObjectSize (written by something other than Nixery, which
 // cannot write one) reads as unreadable, like one that is not JSON: the
 // server rebuilds it and the collector goes on, without reading it into
-// memory. The mapping is the catalog's, so one backend shows it; the
+// memory. The mapping is the metadata store's, so one backend shows it; the
 // storage suite checks the bound on every backend.
 func TestHugeObjectsAreUnreadable(t *testing.T) {
 	ctx := context.Background()
@@ -469,8 +469,8 @@ func TestHugeObjectsAreUnreadable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat := catalog.New(store, nil)
-	entryKey, layerKey := catalog.Key("huge entry"), catalog.Key("huge layer")
+	cat := metadata.New(store, nil)
+	entryKey, layerKey := metadata.Key("huge entry"), metadata.Key("huge layer")
 	huge := make([]byte, storage.MaxObjectSize+1)
 	for _, name := range []string{"manifests/" + entryKey, "layers/" + layerKey} {
 		p := filepath.Join(root, "objects", filepath.FromSlash(name))
@@ -508,7 +508,7 @@ func TestGCStopsAtADamagedLease(t *testing.T) {
 	storagetest.EachBackend(t, func(t *testing.T, newStore func() storage.Backend) {
 		ctx := context.Background()
 		w := &world{t: t, ctx: ctx, store: newStore()}
-		w.cat = catalog.New(w.store, nil)
+		w.cat = metadata.New(w.store, nil)
 		aged := put(w, "an aged layer, perhaps held by the damaged lease")
 		epoch := w.nextEpoch()
 		if err := w.store.PutObject(ctx, "leases/"+strings.Repeat("ab", 16), []byte(`["sha256:`)); err != nil {

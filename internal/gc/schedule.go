@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nixery/nixery/internal/catalog"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -20,7 +20,7 @@ import (
 // both run, nothing breaks (GC is safe against a concurrent GC), it only
 // costs requests.
 type Collector struct {
-	Catalog  *catalog.Catalog
+	Metadata *metadata.Store
 	Interval time.Duration
 	Options  Options
 	// Report receives the outcome of every run this replica made.
@@ -59,7 +59,7 @@ func (s *Collector) Once(ctx context.Context) (ran bool, rep Report, err error) 
 	if err != nil || !ok {
 		return false, rep, err
 	}
-	rep, err = Collect(ctx, s.Catalog, s.Options)
+	rep, err = Collect(ctx, s.Metadata, s.Options)
 	return true, rep, err
 }
 
@@ -73,7 +73,7 @@ func (s *Collector) takeLease(ctx context.Context) (bool, error) {
 	if s.settle == 0 {
 		s.settle = 2 * time.Second
 	}
-	c := s.Catalog
+	c := s.Metadata
 	held, err := c.CollectorLeaseHolder(ctx)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return false, err

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixery/nixery/internal/catalog"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -19,8 +19,8 @@ func TestCollectorOneReplicaAtATime(t *testing.T) {
 	ctx := context.Background()
 	opts := Options{MaxAge: 24 * time.Hour}
 	replicas := []*Collector{
-		{Catalog: catalog.New(store, nil), Interval: time.Hour, Options: opts, settle: 200 * time.Millisecond},
-		{Catalog: catalog.New(store, nil), Interval: time.Hour, Options: opts, settle: 200 * time.Millisecond},
+		{Metadata: metadata.New(store, nil), Interval: time.Hour, Options: opts, settle: 200 * time.Millisecond},
+		{Metadata: metadata.New(store, nil), Interval: time.Hour, Options: opts, settle: 200 * time.Millisecond},
 	}
 	var wg sync.WaitGroup
 	ran := make([]bool, len(replicas))

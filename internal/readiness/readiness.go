@@ -22,7 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nixery/nixery/internal/catalog"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/storage"
 )
@@ -193,7 +193,7 @@ func (c *Checker) check(ctx context.Context) (kind, reason string) {
 	}
 	// A read of an object that does not exist: "not found" means storage
 	// answered.
-	if err := catalog.New(c.Store, nil).Probe(ctx); err != nil {
+	if err := metadata.New(c.Store, nil).Probe(ctx); err != nil {
 		return "storage is not reachable", "storage is not reachable: " + err.Error()
 	}
 	statfs := c.statfs

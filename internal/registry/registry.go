@@ -24,10 +24,10 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/fault"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/route"
 	"github.com/nixery/nixery/internal/storage"
 )
@@ -203,7 +203,7 @@ func notManifest(d digest.Digest) *regError {
 // before anything is read, and no more than MaxManifestSize bytes are
 // ever read, so such requests cost no memory however many arrive at once.
 func (r *Registry) manifestBlob(ctx context.Context, d digest.Digest) ([]byte, error) {
-	data, err := catalog.ReadManifest(ctx, r.Storage, d)
+	data, err := metadata.ReadManifest(ctx, r.Storage, d)
 	switch {
 	case errors.Is(err, manifest.ErrNotManifest):
 		return nil, notManifest(d)

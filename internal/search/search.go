@@ -19,8 +19,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/fault"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/source"
 )
@@ -200,11 +200,11 @@ func (x *index) search(qy query, limit int) ([]Result, int) {
 // remade after the TTL for a moving source while the old one still
 // answers, and, for an immutable source, kept in storage so that a
 // restart or another replica need not evaluate nixpkgs again. Nix,
-// Source and Catalog are required.
+// Source and Metadata are required.
 type Searcher struct {
-	Nix     *nix.Runner      // lists the packages
-	Source  source.Source    // the package source
-	Catalog *catalog.Catalog // where the package lists of commits are kept
+	Nix      *nix.Runner     // lists the packages
+	Source   source.Source   // the package source
+	Metadata *metadata.Store // where the package lists of commits are kept
 	// Health, if set, says which package set latest selects, as its
 	// background rounds last found it (sourcehealth.Watcher), so that a
 	// search never waits for the source; without it (tests) latest is
@@ -377,7 +377,7 @@ var maxStoredList = 256 << 20
 // loadStored reads the package list stored for identity, if any. A list
 // that cannot be read is an error: the caller lists the packages again.
 func (s *Searcher) loadStored(ctx context.Context, identity string) ([]nix.Package, error) {
-	data, err := s.Catalog.SearchList(ctx, identity)
+	data, err := s.Metadata.SearchList(ctx, identity)
 	if err != nil {
 		return nil, err
 	}
@@ -410,7 +410,7 @@ func (s *Searcher) store(ctx context.Context, identity string, pkgs []nix.Packag
 	if err := zw.Close(); err != nil {
 		return err
 	}
-	return s.Catalog.PutSearchList(ctx, identity, buf.Bytes())
+	return s.Metadata.PutSearchList(ctx, identity, buf.Bytes())
 }
 
 // Answer is the JSON of /api/search.

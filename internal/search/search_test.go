@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixery/nixery/internal/catalog"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/storage"
 )
@@ -151,7 +151,7 @@ func TestStoredListBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Searcher{Catalog: catalog.New(store, nil)}
+	s := &Searcher{Metadata: metadata.New(store, nil)}
 	ctx := context.Background()
 	pkgs := []nix.Package{{Attr: "hello", Version: "2.12.1"}}
 	if err := s.store(ctx, "id-good", pkgs); err != nil {
@@ -167,7 +167,7 @@ func TestStoredListBounded(t *testing.T) {
 		zw.Write(zeros)
 	}
 	zw.Close()
-	if err := s.Catalog.PutSearchList(ctx, "id-bomb", bomb.Bytes()); err != nil {
+	if err := s.Metadata.PutSearchList(ctx, "id-bomb", bomb.Bytes()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.loadStored(ctx, "id-bomb"); err == nil || !strings.Contains(err.Error(), "more than 4 MiB") {

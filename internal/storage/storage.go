@@ -180,7 +180,7 @@ func RedirectURL(ctx context.Context, b Backend, d digest.Digest) (url string, o
 // of a live process on the same storage — another replica, a running
 // server beside `nixery gc` or `nixery build --local` — are never touched.
 // Callers pass the storage's own clock minus AbandonedAfter as the cutoff
-// (catalog.DeleteAbandonedUploads): `nixery serve` once at start-up and
+// (metadata.DeleteAbandonedUploads): `nixery serve` once at start-up and
 // garbage collection on every run.
 const AbandonedAfter = 24 * time.Hour
 

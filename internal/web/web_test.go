@@ -22,7 +22,7 @@ import (
 func newSite(t *testing.T) *Site {
 	t.Helper()
 	b := buildertest.New(t)
-	return &Site{Builder: b, Version: "test", Search: &search.Searcher{Nix: b.Nix, Source: b.Source, Catalog: b.Catalog()}}
+	return &Site{Builder: b, Version: "test", Search: &search.Searcher{Nix: b.Nix, Source: b.Source, Metadata: b.Metadata()}}
 }
 
 // get serves one request and returns the answer.

@@ -1,7 +1,7 @@
-// Package catalog owns everything Nixery stores besides the blobs
+// Package metadata owns everything Nixery stores besides the blobs
 // themselves: the name and the encoding of every named object in the
 // storage backend. The garbage collection over them (package gc) asks
-// the catalog for them by kind and key (objects.go).
+// the metadata store for them by kind and key (objects.go).
 //
 //	manifests/<key>       manifest cache entry: which manifests an image request produced
 //	uses/images/<key>     use record of an image (a pull by name), renewed hourly
@@ -15,7 +15,7 @@
 //	gc/clock, gc/lease    the storage's clock probe and the scheduled collector's lease
 //
 // No other package spells an object name: builder, gc, search, web,
-// registry and cmd/nixery ask the catalog by meaning. Keys are sha256
+// registry and cmd/nixery ask the metadata store by meaning. Keys are sha256
 // digests of an unambiguous (JSON) encoding of everything that changes
 // the result and nothing else.
 //
@@ -23,7 +23,7 @@
 // belong to, so recording a use can never bring back an entry that the
 // collector deleted. All ages are read from the storage's own modification
 // times, one clock for every replica (see StorageClock and package gc).
-package catalog
+package metadata
 
 import (
 	"context"
@@ -64,11 +64,11 @@ const (
 	probeObject      = "readyz-probe"
 )
 
-// Catalog reads and writes Nixery's named objects in Store. Store is
+// Store reads and writes Nixery's named objects in Backend, which is
 // required; the zero values of the other fields work.
-type Catalog struct {
-	Store  storage.Backend
-	Logger *slog.Logger
+type Store struct {
+	Backend storage.Backend
+	Logger  *slog.Logger
 	// Now is the local clock, used only for freshness (NIXERY_CACHE_TTL)
 	// and for throttling; never for garbage collection, which reads the
 	// storage's clock. Tests inject it; nil means time.Now.
@@ -80,19 +80,19 @@ type Catalog struct {
 	pulls *bounded.Map[digest.Digest, struct{}]
 }
 
-// New returns a catalog over store.
-func New(store storage.Backend, logger *slog.Logger) *Catalog {
-	return &Catalog{Store: store, Logger: logger}
+// New returns a metadata store over store.
+func New(store storage.Backend, logger *slog.Logger) *Store {
+	return &Store{Backend: store, Logger: logger}
 }
 
-func (c *Catalog) now() time.Time {
+func (c *Store) now() time.Time {
 	if c.Now != nil {
 		return c.Now()
 	}
 	return time.Now()
 }
 
-func (c *Catalog) logger() *slog.Logger {
+func (c *Store) logger() *slog.Logger {
 	if c.Logger != nil {
 		return c.Logger
 	}
@@ -123,7 +123,7 @@ func validKey(key string) bool {
 
 func keyed(prefix, key string) (string, error) {
 	if !validKey(key) {
-		return "", fmt.Errorf("catalog: invalid key %q", key)
+		return "", fmt.Errorf("metadata: invalid key %q", key)
 	}
 	return prefix + key, nil
 }
@@ -144,13 +144,13 @@ func (e *Entry) Fresh(ttl time.Duration, now time.Time) bool {
 // Entry reads the manifest cache entry of key; an error wrapping
 // storage.ErrNotFound if there is none (an unreadable entry counts as
 // none: it is rebuilt and overwritten).
-func (c *Catalog) Entry(ctx context.Context, key string) (Entry, error) {
+func (c *Store) Entry(ctx context.Context, key string) (Entry, error) {
 	var e Entry
 	name, err := keyed(manifestsPrefix, key)
 	if err != nil {
 		return e, err
 	}
-	raw, err := c.Store.GetObject(ctx, name)
+	raw, err := c.Backend.GetObject(ctx, name)
 	if errors.Is(err, storage.ErrTooLarge) {
 		return e, fmt.Errorf("manifest cache entry %s is unreadable: %w (%w)", key, storage.ErrNotFound, err)
 	}
@@ -170,7 +170,7 @@ func (c *Catalog) Entry(ctx context.Context, key string) (Entry, error) {
 
 // EntryExists reports whether the manifest cache entry of key is still
 // stored (replicas re-check the entries they hold in memory with it).
-func (c *Catalog) EntryExists(ctx context.Context, key string) (bool, error) {
+func (c *Store) EntryExists(ctx context.Context, key string) (bool, error) {
 	_, err := c.Entry(ctx, key)
 	if errors.Is(err, storage.ErrNotFound) {
 		return false, nil
@@ -180,7 +180,7 @@ func (c *Catalog) EntryExists(ctx context.Context, key string) (bool, error) {
 
 // PutEntry stores the manifest cache entry of key. Writing it counts as a
 // use of the image.
-func (c *Catalog) PutEntry(ctx context.Context, key string, e Entry) error {
+func (c *Store) PutEntry(ctx context.Context, key string, e Entry) error {
 	name, err := keyed(manifestsPrefix, key)
 	if err != nil {
 		return err
@@ -189,27 +189,27 @@ func (c *Catalog) PutEntry(ctx context.Context, key string, e Entry) error {
 	if err != nil {
 		return err
 	}
-	return c.Store.PutObject(ctx, name, data)
+	return c.Backend.PutObject(ctx, name, data)
 }
 
 // RecordUse records that the image of key was pulled: the collector keeps
 // images used within its age. It writes the use record only, never the
 // entry, so it cannot bring back an image that was collected meanwhile.
-func (c *Catalog) RecordUse(ctx context.Context, key string) error {
+func (c *Store) RecordUse(ctx context.Context, key string) error {
 	name, err := keyed(imageUsesPrefix, key)
 	if err != nil {
 		return err
 	}
-	return c.Store.PutObject(ctx, name, nil)
+	return c.Backend.PutObject(ctx, name, nil)
 }
 
 // RecordDigestUse records that manifest d was pulled by digest (what
 // Kubernetes does): the collector keeps it and its blobs.
-func (c *Catalog) RecordDigestUse(ctx context.Context, d digest.Digest) error {
+func (c *Store) RecordDigestUse(ctx context.Context, d digest.Digest) error {
 	if d.Validate() != nil || d.Algorithm() != digest.SHA256 {
-		return fmt.Errorf("catalog: invalid digest %q", d)
+		return fmt.Errorf("metadata: invalid digest %q", d)
 	}
-	return c.Store.PutObject(ctx, digestUsesPrefix+d.Encoded(), nil)
+	return c.Backend.PutObject(ctx, digestUsesPrefix+d.Encoded(), nil)
 }
 
 // UseInterval is how often a process records in storage that an image or
@@ -224,7 +224,7 @@ const maxPulls = 4096
 // RecordDigestPull records a pull of manifest d by digest, at most once
 // per UseInterval in this process; a failure only delays the record (it
 // is logged).
-func (c *Catalog) RecordDigestPull(ctx context.Context, d digest.Digest) {
+func (c *Store) RecordDigestPull(ctx context.Context, d digest.Digest) {
 	c.pullsMu.Lock()
 	if c.pulls == nil {
 		c.pulls = bounded.NewExpiring[digest.Digest, struct{}](maxPulls, UseInterval, c.now)
@@ -248,12 +248,12 @@ func (c *Catalog) RecordDigestPull(ctx context.Context, d digest.Digest) {
 //
 // A build that uses the layer must hold it in its Lease before it relies
 // on the blob (see Lease.Hold, which re-checks the blob).
-func (c *Catalog) Layer(ctx context.Context, key string) (l archive.Layer, ok bool, err error) {
+func (c *Store) Layer(ctx context.Context, key string) (l archive.Layer, ok bool, err error) {
 	name, err := keyed(layersPrefix, key)
 	if err != nil {
 		return l, false, err
 	}
-	raw, err := c.Store.GetObject(ctx, name)
+	raw, err := c.Backend.GetObject(ctx, name)
 	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrTooLarge) {
 		return l, false, nil // a too large one is unreadable: packed again, overwritten
 	}
@@ -263,7 +263,7 @@ func (c *Catalog) Layer(ctx context.Context, key string) (l archive.Layer, ok bo
 	if json.Unmarshal(raw, &l) != nil || l.Digest.Validate() != nil {
 		return archive.Layer{}, false, nil // unreadable: packed again, overwritten
 	}
-	size, err := c.Store.Stat(ctx, l.Digest)
+	size, err := c.Backend.Stat(ctx, l.Digest)
 	if errors.Is(err, storage.ErrNotFound) {
 		return archive.Layer{}, false, nil
 	}
@@ -277,7 +277,7 @@ func (c *Catalog) Layer(ctx context.Context, key string) (l archive.Layer, ok bo
 }
 
 // PutLayer records that the layer of key was packed into l's blob.
-func (c *Catalog) PutLayer(ctx context.Context, key string, l archive.Layer) error {
+func (c *Store) PutLayer(ctx context.Context, key string, l archive.Layer) error {
 	name, err := keyed(layersPrefix, key)
 	if err != nil {
 		return err
@@ -286,7 +286,7 @@ func (c *Catalog) PutLayer(ctx context.Context, key string, l archive.Layer) err
 	if err != nil {
 		return err
 	}
-	if err := c.Store.PutObject(ctx, name, data); err != nil {
+	if err := c.Backend.PutObject(ctx, name, data); err != nil {
 		return fmt.Errorf("layer cache: %w", err)
 	}
 	return nil
@@ -294,19 +294,19 @@ func (c *Catalog) PutLayer(ctx context.Context, key string, l archive.Layer) err
 
 // SearchList reads the stored package list of a package set (package
 // search's own encoding); an error wrapping storage.ErrNotFound if none.
-func (c *Catalog) SearchList(ctx context.Context, identity string) ([]byte, error) {
-	return c.Store.GetObject(ctx, searchPrefix+Key(identity))
+func (c *Store) SearchList(ctx context.Context, identity string) ([]byte, error) {
+	return c.Backend.GetObject(ctx, searchPrefix+Key(identity))
 }
 
 // PutSearchList stores the package list of a package set.
-func (c *Catalog) PutSearchList(ctx context.Context, identity string, data []byte) error {
-	return c.Store.PutObject(ctx, searchPrefix+Key(identity), data)
+func (c *Store) PutSearchList(ctx context.Context, identity string, data []byte) error {
+	return c.Backend.PutObject(ctx, searchPrefix+Key(identity), data)
 }
 
 // Probe reads an object that does not exist: nil means storage answered
 // (readiness checks use it).
-func (c *Catalog) Probe(ctx context.Context) error {
-	_, err := c.Store.GetObject(ctx, probeObject)
+func (c *Store) Probe(ctx context.Context) error {
+	_, err := c.Backend.GetObject(ctx, probeObject)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil
 	}

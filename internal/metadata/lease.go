@@ -1,4 +1,4 @@
-package catalog
+package metadata
 
 import (
 	"context"
@@ -29,7 +29,7 @@ const LeaseTTL = 10 * time.Minute
 // after its manifest cache entry is written; from then on the entry
 // protects the blobs.
 type Lease struct {
-	c    *Catalog
+	c    *Store
 	name string
 
 	mu      sync.Mutex
@@ -49,7 +49,7 @@ type Lease struct {
 
 // NewLease starts an empty lease; nothing is written until Hold. It is
 // renewed in the background until Release.
-func (c *Catalog) NewLease() *Lease {
+func (c *Store) NewLease() *Lease {
 	var id [16]byte
 	rand.Read(id[:])
 	l := &Lease{c: c, name: leasesPrefix + hex.EncodeToString(id[:]), stop: make(chan struct{}), done: make(chan struct{})}
@@ -98,7 +98,7 @@ func (l *Lease) write(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := l.c.Store.PutObject(ctx, l.name, data); err != nil {
+	if err := l.c.Backend.PutObject(ctx, l.name, data); err != nil {
 		return fmt.Errorf("build lease: %w", err)
 	}
 	l.wrote, l.written = v, true
@@ -168,7 +168,7 @@ func (l *Lease) Release(ctx context.Context) {
 // once). It
 // returns the missing ones and an error wrapping storage.ErrNotFound if
 // there are any; other storage errors are returned as they are.
-func (c *Catalog) Missing(ctx context.Context, digests []digest.Digest) ([]digest.Digest, error) {
+func (c *Store) Missing(ctx context.Context, digests []digest.Digest) ([]digest.Digest, error) {
 	// Each blob once: an image's two manifests name the same config and,
 	// for gzip, the same layers.
 	digests = slices.Compact(slices.Sorted(slices.Values(digests)))
@@ -178,7 +178,7 @@ func (c *Catalog) Missing(ctx context.Context, digests []digest.Digest) ([]diges
 	g.SetLimit(16)
 	for _, d := range digests {
 		g.Go(func() error {
-			_, err := c.Store.Stat(gctx, d)
+			_, err := c.Backend.Stat(gctx, d)
 			if errors.Is(err, storage.ErrNotFound) {
 				mu.Lock()
 				missing = append(missing, d)

@@ -1,4 +1,4 @@
-package catalog
+package metadata
 
 import (
 	"context"
@@ -45,12 +45,12 @@ type LayerInfo struct {
 
 // Details reads the details of the image of key; an error wrapping
 // storage.ErrNotFound if there are none.
-func (c *Catalog) Details(ctx context.Context, key string) (*Details, error) {
+func (c *Store) Details(ctx context.Context, key string) (*Details, error) {
 	name, err := keyed(detailsPrefix, key)
 	if err != nil {
 		return nil, err
 	}
-	raw, err := c.Store.GetObject(ctx, name)
+	raw, err := c.Backend.GetObject(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +63,7 @@ func (c *Catalog) Details(ctx context.Context, key string) (*Details, error) {
 
 // PutDetails stores the details of a freshly built image and puts it first
 // in the recent images.
-func (c *Catalog) PutDetails(ctx context.Context, key string, d *Details) error {
+func (c *Store) PutDetails(ctx context.Context, key string, d *Details) error {
 	name, err := keyed(detailsPrefix, key)
 	if err != nil {
 		return err
@@ -72,7 +72,7 @@ func (c *Catalog) PutDetails(ctx context.Context, key string, d *Details) error 
 	if err != nil {
 		return err
 	}
-	if err := c.Store.PutObject(ctx, name, data); err != nil {
+	if err := c.Backend.PutObject(ctx, name, data); err != nil {
 		return err
 	}
 	c.recent.add(d)
@@ -85,7 +85,7 @@ const keepRecent = 50
 // pushRecent puts key first in the stored list of recent images.
 // Replicas may race on it; the loser's entry is dropped, which is
 // harmless for a list of examples.
-func (c *Catalog) pushRecent(ctx context.Context, key string) error {
+func (c *Store) pushRecent(ctx context.Context, key string) error {
 	keys, err := c.storedRecent(ctx)
 	if err != nil {
 		return err
@@ -98,11 +98,11 @@ func (c *Catalog) pushRecent(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	return c.Store.PutObject(ctx, recentObject, data)
+	return c.Backend.PutObject(ctx, recentObject, data)
 }
 
-func (c *Catalog) storedRecent(ctx context.Context) ([]string, error) {
-	raw, err := c.Store.GetObject(ctx, recentObject)
+func (c *Store) storedRecent(ctx context.Context) ([]string, error) {
+	raw, err := c.Backend.GetObject(ctx, recentObject)
 	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrTooLarge) {
 		return nil, nil // unreadable: start a new list
 	}
@@ -149,7 +149,7 @@ func sameImage(a, b *Details) bool {
 // Recent returns the images built most recently (by any process sharing
 // the storage), newest first. The stored list is re-read at most every
 // recentRefresh; images collected meanwhile drop out.
-func (c *Catalog) Recent(ctx context.Context) []*Details {
+func (c *Store) Recent(ctx context.Context) []*Details {
 	r := &c.recent
 	r.mu.Lock()
 	stale := c.now().Sub(r.loaded) > recentRefresh
@@ -168,7 +168,7 @@ func (c *Catalog) Recent(ctx context.Context) []*Details {
 }
 
 // loadRecent replaces the in-memory list with the stored one.
-func (c *Catalog) loadRecent(ctx context.Context) error {
+func (c *Store) loadRecent(ctx context.Context) error {
 	keys, err := c.storedRecent(ctx)
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package catalog_test
+package metadata_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixery/nixery/internal/catalog"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/storage"
 	"github.com/nixery/nixery/internal/storage/storagetest"
 )
@@ -22,16 +22,16 @@ func TestFlightClaims(t *testing.T) {
 		var mu sync.Mutex
 		clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 		advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-		replicas := make([]*catalog.Catalog, 4)
+		replicas := make([]*metadata.Store, 4)
 		for i := range replicas {
-			replicas[i] = &catalog.Catalog{Store: store, Now: clock}
+			replicas[i] = &metadata.Store{Backend: store, Now: clock}
 		}
-		key := catalog.Key("an image")
+		key := metadata.Key("an image")
 		const ttl = time.Hour // renewals never happen during the test
 
 		// Four replicas ask at once: one claim.
-		claims := make([]*catalog.Flight, len(replicas))
-		watches := make([]catalog.FlightWatch, len(replicas))
+		claims := make([]*metadata.Flight, len(replicas))
+		watches := make([]metadata.FlightWatch, len(replicas))
 		var wg sync.WaitGroup
 		for i, c := range replicas {
 			wg.Add(1)

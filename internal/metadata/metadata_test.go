@@ -1,4 +1,4 @@
-package catalog_test
+package metadata_test
 
 import (
 	"context"
@@ -15,8 +15,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/nixery/nixery/internal/catalog"
 	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -39,7 +39,7 @@ func TestRecordDigestPullThrottled(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := &countPuts{Backend: fs}
-	cat := catalog.New(store, nil)
+	cat := metadata.New(store, nil)
 	now := time.Now()
 	cat.Now = func() time.Time { return now }
 	d := digest.FromString("a manifest")
@@ -49,7 +49,7 @@ func TestRecordDigestPullThrottled(t *testing.T) {
 	if n := store.puts.Load(); n != 1 {
 		t.Errorf("100 pulls wrote %d use records, want 1", n)
 	}
-	now = now.Add(catalog.UseInterval)
+	now = now.Add(metadata.UseInterval)
 	cat.RecordDigestPull(context.Background(), d)
 	if n := store.puts.Load(); n != 2 {
 		t.Errorf("a pull an interval later: %d writes in all, want 2", n)
@@ -77,7 +77,7 @@ func TestLeaseGroupCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := &slowPuts{Backend: fs}
-	cat := catalog.New(store, nil)
+	cat := metadata.New(store, nil)
 	lease := cat.NewLease()
 	defer lease.Release(context.Background())
 	var wg sync.WaitGroup
@@ -138,7 +138,7 @@ func TestAbandonedUploadsOnTheStoragesClock(t *testing.T) {
 	live, _ := store.Create(ctx)
 	live.Write([]byte("in progress elsewhere"))
 
-	c := catalog.New(store, nil)
+	c := metadata.New(store, nil)
 	c.Now = func() time.Time { return time.Now().Add(48 * time.Hour) }
 	if n, err := c.DeleteAbandonedUploads(ctx); n != 1 || err != nil {
 		t.Fatalf("DeleteAbandonedUploads = %d, %v; want 1", n, err)
@@ -159,15 +159,15 @@ func TestKindsListAndDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat := catalog.New(store, nil)
-	key, d := catalog.Key("an image"), digest.FromString("a manifest")
+	cat := metadata.New(store, nil)
+	key, d := metadata.Key("an image"), digest.FromString("a manifest")
 	if err := cat.RecordUse(ctx, key); err != nil {
 		t.Fatal(err)
 	}
 	if err := cat.RecordDigestUse(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	for kind, want := range map[catalog.Kind]string{catalog.KindImageUse: key, catalog.KindDigestUse: d.String()} {
+	for kind, want := range map[metadata.Kind]string{metadata.KindImageUse: key, metadata.KindDigestUse: d.String()} {
 		got, err := cat.List(ctx, kind)
 		if _, ok := got[want]; !ok || len(got) != 1 || err != nil {
 			t.Errorf("List(%s) = %v, %v; want the one key %s", kind, got, err, want)
@@ -221,16 +221,16 @@ func TestReadManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if data, err := catalog.ReadManifest(ctx, store, md); err != nil || string(data) != string(m) {
+	if data, err := metadata.ReadManifest(ctx, store, md); err != nil || string(data) != string(m) {
 		t.Errorf("a manifest: %q, %v", data, err)
 	}
-	if _, err := catalog.ReadManifest(ctx, store, layer); !errors.Is(err, storage.ErrNotFound) || !errors.Is(err, manifest.ErrNotManifest) {
+	if _, err := metadata.ReadManifest(ctx, store, layer); !errors.Is(err, storage.ErrNotFound) || !errors.Is(err, manifest.ErrNotManifest) {
 		t.Errorf("a layer: %v, want ErrNotFound and ErrNotManifest", err)
 	}
-	if _, err := catalog.ReadManifest(ctx, store, digest.FromString("absent")); !errors.Is(err, storage.ErrNotFound) || errors.Is(err, manifest.ErrNotManifest) {
+	if _, err := metadata.ReadManifest(ctx, store, digest.FromString("absent")); !errors.Is(err, storage.ErrNotFound) || errors.Is(err, manifest.ErrNotManifest) {
 		t.Errorf("an absent blob: %v, want ErrNotFound only", err)
 	}
-	if _, err := catalog.New(cutOpen{store}, nil).ReadManifest(ctx, md); !errors.Is(err, storage.ErrUnavailable) || errors.Is(err, storage.ErrNotFound) {
+	if _, err := metadata.New(cutOpen{store}, nil).ReadManifest(ctx, md); !errors.Is(err, storage.ErrUnavailable) || errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("a read the storage cut off: %v, want ErrUnavailable and not ErrNotFound", err)
 	}
 }

@@ -1,4 +1,4 @@
-package catalog
+package metadata
 
 import (
 	"context"
@@ -13,9 +13,9 @@ import (
 	"github.com/nixery/nixery/internal/storage"
 )
 
-// What the garbage collector (package gc) asks of the catalog. The
+// What the garbage collector (package gc) asks of the metadata store. The
 // collector works on kinds of objects and their keys; the names and the
-// encodings stay here, so the catalog remains the one package that
+// encodings stay here, so the metadata store remains the one package that
 // spells an object name.
 
 // Kind is a kind of named object, as the collector lists and deletes
@@ -66,10 +66,10 @@ func (k Kind) name(key string) string {
 // List returns every object of kind k, by key, with the modification time
 // the storage gave it (the storage's clock). Keys are returned as stored,
 // valid or not; Delete takes them back.
-func (c *Catalog) List(ctx context.Context, k Kind) (map[string]time.Time, error) {
+func (c *Store) List(ctx context.Context, k Kind) (map[string]time.Time, error) {
 	prefix := kindPrefixes[k]
 	out := map[string]time.Time{}
-	err := c.Store.ListObjects(ctx, prefix, func(name string, mod time.Time) error {
+	err := c.Backend.ListObjects(ctx, prefix, func(name string, mod time.Time) error {
 		key := keyOf(name, prefix)
 		if k == KindDigestUse {
 			key = digestKeyPrefix + key
@@ -82,8 +82,8 @@ func (c *Catalog) List(ctx context.Context, k Kind) (map[string]time.Time, error
 
 // Delete deletes the object of kind k and key (as List reports it);
 // deleting one that is absent is not an error.
-func (c *Catalog) Delete(ctx context.Context, k Kind, key string) error {
-	return c.Store.DeleteObject(ctx, k.name(key))
+func (c *Store) Delete(ctx context.Context, k Kind, key string) error {
+	return c.Backend.DeleteObject(ctx, k.name(key))
 }
 
 // ValidKey reports whether key is a cache key as Key makes them.
@@ -94,8 +94,8 @@ func ValidKey(key string) bool { return validKey(key) }
 // too large, not JSON, or names no valid digest; d is what could be
 // decoded even then. An entry that is gone is an error wrapping
 // storage.ErrNotFound.
-func (c *Catalog) LayerBlob(ctx context.Context, key string) (d digest.Digest, readable bool, err error) {
-	raw, err := c.Store.GetObject(ctx, layersPrefix+key)
+func (c *Store) LayerBlob(ctx context.Context, key string) (d digest.Digest, readable bool, err error) {
+	raw, err := c.Backend.GetObject(ctx, layersPrefix+key)
 	if err != nil && !errors.Is(err, storage.ErrTooLarge) {
 		return "", false, err
 	}
@@ -108,8 +108,8 @@ func (c *Catalog) LayerBlob(ctx context.Context, key string) (d digest.Digest, r
 // reports it for KindLease). A lease that is gone is an error wrapping
 // storage.ErrNotFound; one that is not JSON is an error too: Nixery
 // writes every lease whole, so its blobs cannot be known.
-func (c *Catalog) LeaseBlobs(ctx context.Context, id string) ([]digest.Digest, error) {
-	raw, err := c.Store.GetObject(ctx, leasesPrefix+id)
+func (c *Store) LeaseBlobs(ctx context.Context, id string) ([]digest.Digest, error) {
+	raw, err := c.Backend.GetObject(ctx, leasesPrefix+id)
 	if err != nil {
 		return nil, err
 	}
@@ -122,14 +122,14 @@ func (c *Catalog) LeaseBlobs(ctx context.Context, id string) ([]digest.Digest, e
 
 // CollectorLeaseHolder reads who holds the scheduled collector's lease
 // (gc/lease); an error wrapping storage.ErrNotFound if nobody ever took it.
-func (c *Catalog) CollectorLeaseHolder(ctx context.Context) (string, error) {
-	held, err := c.Store.GetObject(ctx, gcLeaseObject)
+func (c *Store) CollectorLeaseHolder(ctx context.Context) (string, error) {
+	held, err := c.Backend.GetObject(ctx, gcLeaseObject)
 	return string(held), err
 }
 
 // PutCollectorLease writes the scheduled collector's lease for holder.
-func (c *Catalog) PutCollectorLease(ctx context.Context, holder string) error {
-	if err := c.Store.PutObject(ctx, gcLeaseObject, []byte(holder)); err != nil {
+func (c *Store) PutCollectorLease(ctx context.Context, holder string) error {
+	if err := c.Backend.PutObject(ctx, gcLeaseObject, []byte(holder)); err != nil {
 		return fmt.Errorf("gc lease: %w", err)
 	}
 	return nil
@@ -138,12 +138,12 @@ func (c *Catalog) PutCollectorLease(ctx context.Context, holder string) error {
 // CollectorLeaseAge is how long ago the scheduled collector's lease was
 // written, by the storage's clock: a probe (gc/clock) is written now and
 // listed with the lease.
-func (c *Catalog) CollectorLeaseAge(ctx context.Context) (time.Duration, error) {
+func (c *Store) CollectorLeaseAge(ctx context.Context) (time.Duration, error) {
 	var leaseMod, now time.Time
-	if err := c.Store.PutObject(ctx, clockObject, nil); err != nil {
+	if err := c.Backend.PutObject(ctx, clockObject, nil); err != nil {
 		return 0, err
 	}
-	err := c.Store.ListObjects(ctx, "gc/", func(name string, mod time.Time) error {
+	err := c.Backend.ListObjects(ctx, "gc/", func(name string, mod time.Time) error {
 		switch name {
 		case gcLeaseObject:
 			leaseMod = mod
@@ -161,12 +161,12 @@ func (c *Catalog) CollectorLeaseAge(ctx context.Context) (time.Duration, error) 
 // StorageClock reads the storage's clock: the modification time the
 // storage gives a probe object (gc/clock) written now. Every age the
 // collector judges is read on it, one clock for every replica.
-func (c *Catalog) StorageClock(ctx context.Context) (time.Time, error) {
-	if err := c.Store.PutObject(ctx, clockObject, nil); err != nil {
+func (c *Store) StorageClock(ctx context.Context) (time.Time, error) {
+	if err := c.Backend.PutObject(ctx, clockObject, nil); err != nil {
 		return time.Time{}, err
 	}
 	var t time.Time
-	err := c.Store.ListObjects(ctx, clockObject, func(name string, mod time.Time) error {
+	err := c.Backend.ListObjects(ctx, clockObject, func(name string, mod time.Time) error {
 		if name == clockObject {
 			t = mod
 		}
@@ -182,10 +182,10 @@ func (c *Catalog) StorageClock(ctx context.Context) (time.Time, error) {
 // for storage.AbandonedAfter, judged on the storage's clock as the
 // collector judges every age: a server whose own clock runs ahead must not
 // take a replica's upload in progress for abandoned.
-func (c *Catalog) DeleteAbandonedUploads(ctx context.Context) (int, error) {
+func (c *Store) DeleteAbandonedUploads(ctx context.Context) (int, error) {
 	now, err := c.StorageClock(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("reading the storage's clock: %w", err)
 	}
-	return c.Store.DeleteTemporaries(ctx, now.Add(-storage.AbandonedAfter))
+	return c.Backend.DeleteTemporaries(ctx, now.Add(-storage.AbandonedAfter))
 }

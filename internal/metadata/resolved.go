@@ -1,4 +1,4 @@
-package catalog
+package metadata
 
 import (
 	"context"
@@ -41,8 +41,8 @@ func resolvedKey(identity, system, name string) string {
 
 // Resolution returns what name resolved to in the package set identity
 // for system, if an evaluation recorded it; ok=false if none did.
-func (c *Catalog) Resolution(ctx context.Context, identity, system, name string) (r Resolved, ok bool, err error) {
-	raw, err := c.Store.GetObject(ctx, resolvedPrefix+resolvedKey(identity, system, name))
+func (c *Store) Resolution(ctx context.Context, identity, system, name string) (r Resolved, ok bool, err error) {
+	raw, err := c.Backend.GetObject(ctx, resolvedPrefix+resolvedKey(identity, system, name))
 	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrTooLarge) {
 		return r, false, nil
 	}
@@ -61,10 +61,10 @@ func (c *Catalog) Resolution(ctx context.Context, identity, system, name string)
 }
 
 // PutResolution records what name resolved to.
-func (c *Catalog) PutResolution(ctx context.Context, identity, system, name string, r Resolved) error {
+func (c *Store) PutResolution(ctx context.Context, identity, system, name string, r Resolved) error {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	return c.Store.PutObject(ctx, resolvedPrefix+resolvedKey(identity, system, name), data)
+	return c.Backend.PutObject(ctx, resolvedPrefix+resolvedKey(identity, system, name), data)
 }

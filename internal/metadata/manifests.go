@@ -1,4 +1,4 @@
-package catalog
+package metadata
 
 import (
 	"context"
@@ -43,7 +43,7 @@ func ReadManifest(ctx context.Context, store storage.Backend, d digest.Digest) (
 	return data, nil
 }
 
-// ReadManifest is ReadManifest over the catalog's store.
-func (c *Catalog) ReadManifest(ctx context.Context, d digest.Digest) ([]byte, error) {
-	return ReadManifest(ctx, c.Store, d)
+// ReadManifest is ReadManifest over the metadata store's store.
+func (c *Store) ReadManifest(ctx context.Context, d digest.Digest) ([]byte, error) {
+	return ReadManifest(ctx, c.Backend, d)
 }

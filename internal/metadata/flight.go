@@ -1,4 +1,4 @@
-package catalog
+package metadata
 
 import (
 	"context"
@@ -33,7 +33,7 @@ const flightsPrefix = "flights/"
 type FlightWatch struct {
 	gen     int
 	mod     time.Time
-	changed time.Time // local clock (Catalog.Now)
+	changed time.Time // local clock (Store.Now)
 	// Phase is the build phase the holder last published ("" before
 	// the first), for the waiters' own progress.
 	Phase string
@@ -47,7 +47,7 @@ type claim struct {
 
 // Flight is this replica's claim on a build.
 type Flight struct {
-	c    *Catalog
+	c    *Store
 	name string
 	id   string
 	stop chan struct{}
@@ -61,14 +61,14 @@ type Flight struct {
 // replica holds a live claim: then it returns nil and the caller waits and
 // asks again (with the same watch), which takes the build over once the
 // claim has not been renewed for ttl.
-func (c *Catalog) TakeFlight(ctx context.Context, key string, ttl time.Duration, watch *FlightWatch) (*Flight, error) {
+func (c *Store) TakeFlight(ctx context.Context, key string, ttl time.Duration, watch *FlightWatch) (*Flight, error) {
 	prefix, err := keyed(flightsPrefix, key)
 	if err != nil {
 		return nil, err
 	}
 	prefix += "/"
 	gen, mod := 0, time.Time{}
-	err = c.Store.ListObjects(ctx, prefix, func(name string, m time.Time) error {
+	err = c.Backend.ListObjects(ctx, prefix, func(name string, m time.Time) error {
 		if g, err := strconv.Atoi(keyOf(name, prefix)); err == nil && g > gen {
 			gen, mod = g, m
 		}
@@ -81,7 +81,7 @@ func (c *Catalog) TakeFlight(ctx context.Context, key string, ttl time.Duration,
 	if gen > 0 {
 		if gen != watch.gen || !mod.Equal(watch.mod) {
 			phase := watch.Phase
-			if raw, err := c.Store.GetObject(ctx, fmt.Sprintf("%s%010d", prefix, gen)); err == nil {
+			if raw, err := c.Backend.GetObject(ctx, fmt.Sprintf("%s%010d", prefix, gen)); err == nil {
 				var cl claim
 				if json.Unmarshal(raw, &cl) == nil && cl.Phase != "" {
 					phase = cl.Phase
@@ -98,12 +98,12 @@ func (c *Catalog) TakeFlight(ctx context.Context, key string, ttl time.Duration,
 	var id [12]byte
 	rand.Read(id[:])
 	f := &Flight{c: c, name: fmt.Sprintf("%s%010d", prefix, gen+1), id: hex.EncodeToString(id[:]), stop: make(chan struct{}), done: make(chan struct{})}
-	err = c.Store.CreateObject(ctx, f.name, f.content())
+	err = c.Backend.CreateObject(ctx, f.name, f.content())
 	if errors.Is(err, storage.ErrExists) {
 		// Someone else was quicker; an earlier attempt of ours that
 		// did succeed would hold our id.
 		var cl claim
-		if raw, gerr := c.Store.GetObject(ctx, f.name); gerr != nil || json.Unmarshal(raw, &cl) != nil || cl.ID != f.id {
+		if raw, gerr := c.Backend.GetObject(ctx, f.name); gerr != nil || json.Unmarshal(raw, &cl) != nil || cl.ID != f.id {
 			*watch = FlightWatch{}
 			return nil, nil
 		}
@@ -118,7 +118,7 @@ func (c *Catalog) TakeFlight(ctx context.Context, key string, ttl time.Duration,
 
 func (f *Flight) renew(every time.Duration) {
 	renewEvery(f.stop, f.done, every, func(ctx context.Context) {
-		if err := f.c.Store.PutObject(ctx, f.name, f.content()); err != nil {
+		if err := f.c.Backend.PutObject(ctx, f.name, f.content()); err != nil {
 			f.c.logger().Warn("build claim not renewed", "claim", f.name, "err", err)
 		}
 	})
@@ -138,7 +138,7 @@ func (f *Flight) SetPhase(ctx context.Context, phase string) {
 	f.mu.Lock()
 	f.phase = phase
 	f.mu.Unlock()
-	if err := f.c.Store.PutObject(ctx, f.name, f.content()); err != nil {
+	if err := f.c.Backend.PutObject(ctx, f.name, f.content()); err != nil {
 		f.c.logger().Warn("build claim: phase not published", "claim", f.name, "err", err)
 	}
 }
@@ -151,14 +151,14 @@ func (f *Flight) Done(ctx context.Context) {
 	<-f.done
 	prefix := f.name[:len(f.name)-10]
 	var names []string
-	_ = f.c.Store.ListObjects(ctx, prefix, func(name string, _ time.Time) error {
+	_ = f.c.Backend.ListObjects(ctx, prefix, func(name string, _ time.Time) error {
 		if name <= f.name {
 			names = append(names, name)
 		}
 		return nil
 	})
 	for _, name := range names {
-		if err := f.c.Store.DeleteObject(ctx, name); err != nil {
+		if err := f.c.Backend.DeleteObject(ctx, name); err != nil {
 			f.c.logger().Warn("build claim not deleted; it lapses", "claim", name, "err", err)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+
+	"github.com/nixery/nixery/internal/fault"
 )
 
 // Realm is the realm of the Basic authentication challenge.
@@ -72,7 +74,7 @@ func (g *Guard) Require(next http.Handler, deny func(w http.ResponseWriter, r *h
 			}
 			var limited *LoginLimitedError
 			if errors.As(err, &limited) {
-				w.Header().Set("Retry-After", strconv.Itoa(RetrySeconds(limited.RetryAfter)))
+				w.Header().Set("Retry-After", strconv.Itoa(fault.Seconds(limited.RetryAfter)))
 				deny(w, r, limited)
 				return
 			}

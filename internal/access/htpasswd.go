@@ -115,9 +115,9 @@ type LoginLimitedError struct {
 
 func (e *LoginLimitedError) Error() string {
 	if e.Busy {
-		return fmt.Sprintf("too many logins are being checked: try again in %d s", RetrySeconds(e.RetryAfter))
+		return fmt.Sprintf("too many logins are being checked: try again in %d s", fault.Seconds(e.RetryAfter))
 	}
-	return fmt.Sprintf("too many failed logins from this client: try again in %d s", RetrySeconds(e.RetryAfter))
+	return fmt.Sprintf("too many failed logins from this client: try again in %d s", fault.Seconds(e.RetryAfter))
 }
 
 // Fault: too many logins, until RetryAfter.

@@ -45,17 +45,13 @@ type RateLimitedError struct {
 }
 
 func (e *RateLimitedError) Error() string {
-	return fmt.Sprintf("build rate limit reached: this client may start a new build in %d s (images already built are served meanwhile)", RetrySeconds(e.RetryAfter))
+	return fmt.Sprintf("build rate limit reached: this client may start a new build in %d s (images already built are served meanwhile)", fault.Seconds(e.RetryAfter))
 }
 
 // Fault: too many builds, until RetryAfter.
 func (e *RateLimitedError) Fault() fault.Fault {
 	return fault.Fault{Kind: fault.TooMany, RetryAfter: e.RetryAfter}
 }
-
-// RetrySeconds is d in whole seconds for a Retry-After header: rounded up,
-// at least 1.
-func RetrySeconds(d time.Duration) int { return fault.Seconds(d) }
 
 const defaultMaxClients = 10000
 

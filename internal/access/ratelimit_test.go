@@ -135,12 +135,7 @@ func TestBuildLimiterBounded(t *testing.T) {
 	}
 }
 
-func TestRetrySeconds(t *testing.T) {
-	for d, want := range map[time.Duration]int{0: 1, time.Millisecond: 1, time.Second: 1, 1001 * time.Millisecond: 2, 10 * time.Second: 10, 59500 * time.Millisecond: 60} {
-		if got := access.RetrySeconds(d); got != want {
-			t.Errorf("RetrySeconds(%v) = %d, want %d", d, got, want)
-		}
-	}
+func TestRateLimitedMessage(t *testing.T) {
 	if msg := (&access.RateLimitedError{RetryAfter: 9500 * time.Millisecond}).Error(); !strings.Contains(msg, "in 10 s") {
 		t.Errorf("message %q does not say when", msg)
 	}

@@ -48,3 +48,11 @@ func TestOf(t *testing.T) {
 		t.Error("a sentinel is not found by errors.Is")
 	}
 }
+
+func TestSeconds(t *testing.T) {
+	for d, want := range map[time.Duration]int{0: 1, time.Millisecond: 1, time.Second: 1, 1001 * time.Millisecond: 2, 10 * time.Second: 10, 59500 * time.Millisecond: 60} {
+		if got := Seconds(d); got != want {
+			t.Errorf("Seconds(%v) = %d, want %d", d, got, want)
+		}
+	}
+}

@@ -86,10 +86,8 @@ type Watcher struct {
 type state struct {
 	resolved   bool            // latest resolved at least once
 	latest     source.Resolved // its last resolution
-	revision   string
-	identity   string
-	resolveErr error         // of the last round's resolution; nil if it worked
-	first      chan struct{} // closed when latest is first resolved
+	resolveErr error           // of the last round's resolution; nil if it worked
+	first      chan struct{}   // closed when latest is first resolved
 
 	checked   string    // the identity last checked with a verdict
 	checkedAt time.Time // of that verdict
@@ -202,7 +200,7 @@ func (w *Watcher) resolved(res source.Resolved, err error) (due bool) {
 	if err != nil {
 		if w.st.resolveErr == nil || w.st.resolveErr.Error() != err.Error() {
 			w.logger().Warn("package source: latest cannot be resolved; the last revision known stays", "source", w.Source.String(),
-				"last_revision", w.st.revision, "err", redact.URLs(err.Error()))
+				"last_revision", w.st.latest.Revision, "err", redact.URLs(err.Error()))
 		}
 		w.st.resolveErr = err
 		return false
@@ -214,7 +212,6 @@ func (w *Watcher) resolved(res source.Resolved, err error) (due bool) {
 		close(w.firstLocked())
 	}
 	w.st.resolved, w.st.resolveErr, w.st.latest = true, nil, res
-	w.st.revision, w.st.identity = res.Revision, res.Identity
 	switch {
 	case res.Identity != w.st.checked:
 		return true // new, or never checked with a verdict
@@ -241,8 +238,8 @@ func (w *Watcher) record(identity string, err error) {
 		w.checks = map[string]int64{}
 	}
 	log := w.logger().With("source", w.Source.String())
-	if w.st.revision != "" {
-		log = log.With("revision", w.st.revision)
+	if rev := w.st.latest.Revision; rev != "" {
+		log = log.With("revision", rev)
 	}
 	var ee *nix.EvaluationError
 	switch {
@@ -314,14 +311,23 @@ func (w *Watcher) Usable(src source.Resolved) error {
 func (w *Watcher) Status() Status {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	s := Status{Revision: w.st.revision, Resolving: !w.st.resolved && w.st.resolveErr == nil}
+	s := Status{Revision: w.st.latest.Revision, Resolving: !w.st.resolved && w.st.resolveErr == nil}
 	if w.st.resolveErr != nil {
 		s.ResolveError = redact.URLs(w.st.resolveErr.Error())
 	}
-	if w.st.fault != nil && w.st.checked == w.st.identity {
-		s.Fault = w.st.fault.Error()
+	if f := w.latestFaultLocked(); f != nil {
+		s.Fault = f.Error()
 	}
 	return s
+}
+
+// latestFaultLocked is the fault of the package set latest selects now,
+// nil if it can be evaluated or has not been checked; w.mu is held.
+func (w *Watcher) latestFaultLocked() *FaultError {
+	if w.st.fault != nil && w.st.checked == w.st.latest.Identity {
+		return w.st.fault
+	}
+	return nil
 }
 
 var (
@@ -348,7 +354,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	w := (*Watcher)(c)
 	w.mu.Lock()
 	failed, resolveFailed := 0.0, 0.0
-	if w.st.fault != nil && w.st.checked == w.st.identity {
+	if w.latestFaultLocked() != nil {
 		failed = 1
 	}
 	if w.st.resolveErr != nil {

@@ -201,6 +201,7 @@ type Request struct {
 type StorePath struct {
 	Path       string   // /nix/store/…
 	NarSize    int64    // size of its NAR serialisation, in bytes
+	NarHash    string   // SHA-256 of its NAR serialisation, "sha256:<hex>"; "" if Nix said none
 	References []string // other store paths it refers to, sorted, without itself
 }
 

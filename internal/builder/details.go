@@ -33,11 +33,14 @@ type (
 func (b *Builder) remember(ctx context.Context, key string, req *image.Request, src source.Resolved, res *nix.Result, groups [][]string, packed []manifest.Layer, img *Image) {
 	d := &Details{
 		Name: req.Name, Tag: req.Tag, Packages: req.Packages, Arch: req.Arch.OCI,
-		Source: src.Identity, Revision: src.Revision, Built: time.Now().UTC(),
-		Roots: res.Roots, Manifests: map[string]digest.Digest{},
+		Source: src.Identity, SourceType: src.Type, SourceName: b.Source.String(), Revision: src.Revision,
+		Built: time.Now().UTC(), Roots: res.Roots, Manifests: map[string]digest.Digest{},
 	}
 	for _, p := range res.Closure {
-		d.Closure = append(d.Closure, PathInfo{Path: p.Path, Size: p.NarSize})
+		d.Closure = append(d.Closure, PathInfo{Path: p.Path, Size: p.NarSize, NarHash: p.NarHash, References: p.References})
+	}
+	for _, p := range res.Packages {
+		d.PackageMeta = append(d.PackageMeta, metadata.PackageInfo{Name: p.Name, Outputs: p.Outputs, Meta: p.Meta})
 	}
 	for mt, m := range img.Manifests {
 		d.Manifests[mt] = m.Digest

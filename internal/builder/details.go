@@ -33,8 +33,9 @@ type (
 func (b *Builder) remember(ctx context.Context, key string, req *image.Request, src source.Resolved, res *nix.Result, groups [][]string, packed []manifest.Layer, img *Image) {
 	d := &Details{
 		Name: req.Name, Tag: req.Tag, Packages: req.Packages, Arch: req.Arch.OCI,
-		Source: src.Identity, SourceType: src.Type, SourceName: b.Source.String(), Revision: src.Revision,
-		Built: time.Now().UTC(), Roots: res.Roots, Manifests: map[string]digest.Digest{},
+		Source: src.Identity, SourceType: src.Type, SourceName: b.Source.String(), SourceURI: src.URI(),
+		Revision: src.Revision,
+		Built:    time.Now().UTC(), Roots: res.Roots, Manifests: map[string]digest.Digest{},
 	}
 	for _, p := range res.Closure {
 		d.Closure = append(d.Closure, PathInfo{Path: p.Path, Size: p.NarSize, NarHash: p.NarHash, References: p.References})

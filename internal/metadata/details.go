@@ -20,7 +20,7 @@ import (
 // collected with it.
 //
 // Details stored before SBOMs existed lack SourceType, SourceName,
-// PackageMeta and the closure's NAR hashes and references; they read as
+// SourceURI, PackageMeta and the closure's NAR hashes and references; they read as
 // empty.
 type Details struct {
 	Name        string                   `json:"name"`
@@ -30,6 +30,7 @@ type Details struct {
 	Source      string                   `json:"source"`               // the package set's identity
 	SourceType  string                   `json:"sourceType,omitempty"` // "path", "nixpkgs", "git" or "flake"
 	SourceName  string                   `json:"sourceName,omitempty"` // the package source for people, without credentials
+	SourceURI   string                   `json:"sourceURI,omitempty"`  // where it comes from, without credentials (source.Resolved.URI)
 	Revision    string                   `json:"revision"`             // resolved revision, if any
 	Built       time.Time                `json:"built"`
 	Roots       []string                 `json:"roots"`   // store paths of the requested packages

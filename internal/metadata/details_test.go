@@ -33,7 +33,7 @@ func TestDetailsCompatible(t *testing.T) {
 		t.Errorf("old details read as %+v", d)
 	}
 
-	d.SourceType, d.SourceName = "path", "the demo set"
+	d.SourceType, d.SourceName, d.SourceURI = "git", "the demo set", "git+file:///srv/pkgs"
 	d.Closure[0].NarHash = "sha256:" + key
 	d.Closure[0].References = []string{"/nix/store/b-lib"}
 	d.PackageMeta = []metadata.PackageInfo{{Name: "hello", Outputs: []string{"/nix/store/a-hello"}, Meta: nix.Meta{

@@ -141,12 +141,15 @@ type component struct {
 	homepage string
 }
 
-// components is the closure, sorted by store path, each path with the
+// components is the closure of a valid image (check), sorted by store path, each path with the
 // meta of the requested package it is an output of (the first one, if
 // several requested packages share an output), else a name and version
 // parsed from its name. References are sorted, without duplicates, and
 // only to paths of the closure.
 func components(img Image) ([]component, error) {
+	if err := check(img); err != nil {
+		return nil, err
+	}
 	byOutput := map[string]*Package{}
 	for i := range img.Packages {
 		for _, o := range img.Packages[i].Outputs {

@@ -31,6 +31,21 @@ var formats = map[string]func(Image) ([]byte, error){
 	"provenance": Provenance,
 }
 
+// forImages runs check on the document format makes of the realistic
+// image and of a synthetic one of 2,000 store paths.
+func forImages(t *testing.T, format func(Image) ([]byte, error), check func(t *testing.T, img Image, data []byte)) {
+	t.Helper()
+	for _, img := range []Image{realistic(), synthetic(2000)} {
+		t.Run(img.Name, func(t *testing.T) {
+			data, err := format(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check(t, img, data)
+		})
+	}
+}
+
 // TestDeterministic: the same image gives the same bytes, whatever the
 // order of its closure and references; another closure other bytes.
 func TestDeterministic(t *testing.T) {
@@ -81,57 +96,51 @@ func TestDeterministic(t *testing.T) {
 // that tools-golang writes back what it read: every field is one of the
 // format's, of the right type.
 func TestSPDX(t *testing.T) {
-	for _, img := range []Image{realistic(), synthetic(2000)} {
-		t.Run(img.Name, func(t *testing.T) {
-			data, err := SPDX(img)
-			if err != nil {
-				t.Fatal(err)
-			}
-			doc, err := spdxjson.Read(bytes.NewReader(data))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := spdxlib.ValidateDocument(doc); err != nil {
-				t.Fatal(err)
-			}
-			described, err := spdxlib.GetDescribedPackageIDs(doc)
-			if err != nil || len(described) != 1 || described[0] != "Image" {
-				t.Errorf("described: %v, %v; want the image", described, err)
-			}
-			if doc.SPDXVersion != "SPDX-2.3" || len(doc.Packages) != len(img.Closure)+1 {
-				t.Errorf("version %s, %d packages; want SPDX-2.3, %d", doc.SPDXVersion, len(doc.Packages), len(img.Closure)+1)
-			}
-			refs := map[string]bool{}
-			for _, e := range doc.OtherLicenses {
-				refs[e.LicenseIdentifier] = true
-			}
-			for _, p := range doc.Packages {
-				for _, e := range []string{p.PackageLicenseConcluded, p.PackageLicenseDeclared} {
-					if e == "NOASSERTION" {
-						continue
-					}
-					if ok, bad := spdxexp.ValidateLicenses([]string{e}); !ok {
-						t.Errorf("%s: licence expression %q: invalid %v", p.PackageName, e, bad)
-					}
-					for _, id := range strings.Split(e, " AND ") {
-						if strings.HasPrefix(id, "LicenseRef-") && !refs[id] {
-							t.Errorf("%s: %s is not in hasExtractedLicensingInfos", p.PackageName, id)
-						}
-					}
+	forImages(t, SPDX, func(t *testing.T, img Image, data []byte) {
+		doc, err := spdxjson.Read(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := spdxlib.ValidateDocument(doc); err != nil {
+			t.Fatal(err)
+		}
+		described, err := spdxlib.GetDescribedPackageIDs(doc)
+		if err != nil || len(described) != 1 || described[0] != "Image" {
+			t.Errorf("described: %v, %v; want the image", described, err)
+		}
+		if doc.SPDXVersion != "SPDX-2.3" || len(doc.Packages) != len(img.Closure)+1 {
+			t.Errorf("version %s, %d packages; want SPDX-2.3, %d", doc.SPDXVersion, len(doc.Packages), len(img.Closure)+1)
+		}
+		refs := map[string]bool{}
+		for _, e := range doc.OtherLicenses {
+			refs[e.LicenseIdentifier] = true
+		}
+		for _, p := range doc.Packages {
+			for _, e := range []string{p.PackageLicenseConcluded, p.PackageLicenseDeclared} {
+				if e == "NOASSERTION" {
+					continue
 				}
-				for _, r := range p.PackageExternalReferences {
-					if _, err := packageurl.FromString(r.Locator); err != nil {
-						t.Errorf("%s: purl %q: %v", p.PackageName, r.Locator, err)
+				if ok, bad := spdxexp.ValidateLicenses([]string{e}); !ok {
+					t.Errorf("%s: licence expression %q: invalid %v", p.PackageName, e, bad)
+				}
+				for _, id := range strings.Split(e, " AND ") {
+					if strings.HasPrefix(id, "LicenseRef-") && !refs[id] {
+						t.Errorf("%s: %s is not in hasExtractedLicensingInfos", p.PackageName, id)
 					}
 				}
 			}
-			var back bytes.Buffer
-			if err := spdxjson.Write(doc, &back); err != nil {
-				t.Fatal(err)
+			for _, r := range p.PackageExternalReferences {
+				if _, err := packageurl.FromString(r.Locator); err != nil {
+					t.Errorf("%s: purl %q: %v", p.PackageName, r.Locator, err)
+				}
 			}
-			sameJSON(t, data, back.Bytes())
-		})
-	}
+		}
+		var back bytes.Buffer
+		if err := spdxjson.Write(doc, &back); err != nil {
+			t.Fatal(err)
+		}
+		sameJSON(t, data, back.Bytes())
+	})
 }
 
 // TestSPDXContents checks what the document says of the realistic image.
@@ -206,48 +215,42 @@ func TestSPDXContents(t *testing.T) {
 // that cyclonedx-go ships, and decodes it with cyclonedx-go.
 func TestCycloneDX(t *testing.T) {
 	schema := cycloneDXSchema(t)
-	for _, img := range []Image{realistic(), synthetic(2000)} {
-		t.Run(img.Name, func(t *testing.T) {
-			data, err := CycloneDX(img)
-			if err != nil {
-				t.Fatal(err)
+	forImages(t, CycloneDX, func(t *testing.T, img Image, data []byte) {
+		v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := schema.Validate(v); err != nil {
+			t.Fatalf("not a CycloneDX 1.6 BOM: %v", err)
+		}
+		var bom cdx.BOM
+		if err := cdx.NewBOMDecoder(bytes.NewReader(data), cdx.BOMFileFormatJSON).Decode(&bom); err != nil {
+			t.Fatal(err)
+		}
+		if bom.SpecVersion != cdx.SpecVersion1_6 || bom.Metadata.Component.Type != cdx.ComponentTypeContainer || bom.Metadata.Component.Version != img.Manifest.String() {
+			t.Errorf("spec %v, subject %+v", bom.SpecVersion, bom.Metadata.Component)
+		}
+		if len(*bom.Components) != len(img.Closure) || len(*bom.Dependencies) != len(img.Closure)+1 {
+			t.Errorf("%d components, %d dependencies for %d paths", len(*bom.Components), len(*bom.Dependencies), len(img.Closure))
+		}
+		refs := map[string]bool{}
+		for _, c := range *bom.Components {
+			refs[c.BOMRef] = true
+			if _, err := packageurl.FromString(c.PackageURL); err != nil {
+				t.Errorf("%s: purl %q: %v", c.Name, c.PackageURL, err)
 			}
-			v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := schema.Validate(v); err != nil {
-				t.Fatalf("not a CycloneDX 1.6 BOM: %v", err)
-			}
-			var bom cdx.BOM
-			if err := cdx.NewBOMDecoder(bytes.NewReader(data), cdx.BOMFileFormatJSON).Decode(&bom); err != nil {
-				t.Fatal(err)
-			}
-			if bom.SpecVersion != cdx.SpecVersion1_6 || bom.Metadata.Component.Type != cdx.ComponentTypeContainer || bom.Metadata.Component.Version != img.Manifest.String() {
-				t.Errorf("spec %v, subject %+v", bom.SpecVersion, bom.Metadata.Component)
-			}
-			if len(*bom.Components) != len(img.Closure) || len(*bom.Dependencies) != len(img.Closure)+1 {
-				t.Errorf("%d components, %d dependencies for %d paths", len(*bom.Components), len(*bom.Dependencies), len(img.Closure))
-			}
-			refs := map[string]bool{}
-			for _, c := range *bom.Components {
-				refs[c.BOMRef] = true
-				if _, err := packageurl.FromString(c.PackageURL); err != nil {
-					t.Errorf("%s: purl %q: %v", c.Name, c.PackageURL, err)
+		}
+		for _, d := range *bom.Dependencies {
+			for _, on := range *orEmpty(d.Dependencies) {
+				if !refs[on] {
+					t.Errorf("%s depends on %s, no component", d.Ref, on)
 				}
 			}
-			for _, d := range *bom.Dependencies {
-				for _, on := range *orEmpty(d.Dependencies) {
-					if !refs[on] {
-						t.Errorf("%s depends on %s, no component", d.Ref, on)
-					}
-				}
-			}
-			if !strings.HasPrefix(bom.SerialNumber, "urn:uuid:") || bom.Metadata.Timestamp != "" {
-				t.Errorf("serial %s, timestamp %q", bom.SerialNumber, bom.Metadata.Timestamp)
-			}
-		})
-	}
+		}
+		if !strings.HasPrefix(bom.SerialNumber, "urn:uuid:") || bom.Metadata.Timestamp != "" {
+			t.Errorf("serial %s, timestamp %q", bom.SerialNumber, bom.Metadata.Timestamp)
+		}
+	})
 }
 
 func orEmpty(s *[]string) *[]string {
@@ -373,56 +376,50 @@ func moduleDir(t *testing.T, module string) string {
 // in-toto attestation Go bindings (Statement and SLSA Provenance v1
 // Validate).
 func TestProvenance(t *testing.T) {
-	for _, img := range []Image{realistic(), synthetic(2000)} {
-		t.Run(img.Name, func(t *testing.T) {
-			data, err := Provenance(img)
-			if err != nil {
-				t.Fatal(err)
+	forImages(t, Provenance, func(t *testing.T, img Image, data []byte) {
+		st := statementOf(t, data)
+		if st.GetPredicateType() != PredicateProvenance {
+			t.Fatalf("predicate type %s", st.GetPredicateType())
+		}
+		pj, err := protojson.Marshal(st.GetPredicate())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pv slsa.Provenance
+		if err := protojson.Unmarshal(pj, &pv); err != nil {
+			t.Fatal(err)
+		}
+		if err := pv.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		bd := pv.GetBuildDefinition()
+		if bd.GetBuildType() != BuildType || pv.GetRunDetails().GetBuilder().GetId() != img.Builder.ID || pv.GetRunDetails().GetBuilder().GetVersion()["nixery"] != "1.4.0" {
+			t.Errorf("build type %s, builder %v", bd.GetBuildType(), pv.GetRunDetails().GetBuilder())
+		}
+		ext := bd.GetExternalParameters().AsMap()
+		if ext["image"] != img.Name || ext["tag"] != img.Tag || ext["architecture"] != img.Arch {
+			t.Errorf("external parameters %v", ext)
+		}
+		outputs := 0
+		for _, p := range img.Packages {
+			outputs += len(p.Outputs)
+		}
+		deps := bd.GetResolvedDependencies()
+		if len(deps) != outputs+1 {
+			t.Fatalf("%d resolved dependencies, want the source and %d outputs", len(deps), outputs)
+		}
+		if img.Source.Revision != "" && deps[0].GetDigest()["gitCommit"] != img.Source.Revision {
+			t.Errorf("source %v", deps[0])
+		}
+		for _, d := range deps[1:] {
+			if len(d.GetDigest()["sha256"]) != 64 || d.GetAnnotations().AsMap()["attribute"] == nil {
+				t.Errorf("package dependency %v", d)
 			}
-			st := statementOf(t, data)
-			if st.GetPredicateType() != PredicateProvenance {
-				t.Fatalf("predicate type %s", st.GetPredicateType())
-			}
-			pj, err := protojson.Marshal(st.GetPredicate())
-			if err != nil {
-				t.Fatal(err)
-			}
-			var pv slsa.Provenance
-			if err := protojson.Unmarshal(pj, &pv); err != nil {
-				t.Fatal(err)
-			}
-			if err := pv.Validate(); err != nil {
-				t.Fatal(err)
-			}
-			bd := pv.GetBuildDefinition()
-			if bd.GetBuildType() != BuildType || pv.GetRunDetails().GetBuilder().GetId() != img.Builder.ID || pv.GetRunDetails().GetBuilder().GetVersion()["nixery"] != "1.4.0" {
-				t.Errorf("build type %s, builder %v", bd.GetBuildType(), pv.GetRunDetails().GetBuilder())
-			}
-			ext := bd.GetExternalParameters().AsMap()
-			if ext["image"] != img.Name || ext["tag"] != img.Tag || ext["architecture"] != img.Arch {
-				t.Errorf("external parameters %v", ext)
-			}
-			outputs := 0
-			for _, p := range img.Packages {
-				outputs += len(p.Outputs)
-			}
-			deps := bd.GetResolvedDependencies()
-			if len(deps) != outputs+1 {
-				t.Fatalf("%d resolved dependencies, want the source and %d outputs", len(deps), outputs)
-			}
-			if img.Source.Revision != "" && deps[0].GetDigest()["gitCommit"] != img.Source.Revision {
-				t.Errorf("source %v", deps[0])
-			}
-			for _, d := range deps[1:] {
-				if len(d.GetDigest()["sha256"]) != 64 || d.GetAnnotations().AsMap()["attribute"] == nil {
-					t.Errorf("package dependency %v", d)
-				}
-			}
-			if pv.GetRunDetails().GetMetadata().GetInvocationId() == "" || pv.GetRunDetails().GetMetadata().GetStartedOn() != nil {
-				t.Errorf("metadata %v", pv.GetRunDetails().GetMetadata())
-			}
-		})
-	}
+		}
+		if pv.GetRunDetails().GetMetadata().GetInvocationId() == "" || pv.GetRunDetails().GetMetadata().GetStartedOn() != nil {
+			t.Errorf("metadata %v", pv.GetRunDetails().GetMetadata())
+		}
+	})
 }
 
 // TestStatement wraps both SBOMs as cosign attests them, and checks the

@@ -86,9 +86,6 @@ const cdxImageRef = "image"
 // outputs, and every path on the paths it refers to. The serialNumber is
 // a name-based UUID of the manifest digest; no timestamp.
 func CycloneDX(img Image) ([]byte, error) {
-	if err := check(img); err != nil {
-		return nil, err
-	}
 	comps, err := components(img)
 	if err != nil {
 		return nil, err

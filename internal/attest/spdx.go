@@ -91,9 +91,6 @@ const spdxImageID = "SPDXRef-Image"
 // hasExtractedLicensingInfos. The package source and its revision are the
 // image package's sourceInfo and the document's comment.
 func SPDX(img Image) ([]byte, error) {
-	if err := check(img); err != nil {
-		return nil, err
-	}
 	comps, err := components(img)
 	if err != nil {
 		return nil, err

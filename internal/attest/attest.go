@@ -132,7 +132,6 @@ const (
 // is known of its package.
 type component struct {
 	Path
-	base     string   // <hash>-<name>
 	hash     string   // <hash>
 	name     string   // pname, else the name parsed from the path
 	version  string   // version, else the version parsed from the path
@@ -141,11 +140,11 @@ type component struct {
 	homepage string
 }
 
-// components is the closure of a valid image (check), sorted by store path, each path with the
-// meta of the requested package it is an output of (the first one, if
-// several requested packages share an output), else a name and version
-// parsed from its name. References are sorted, without duplicates, and
-// only to paths of the closure.
+// components is the closure of a valid image (check), sorted by store
+// path, each path with the meta of the requested package it is an output
+// of (the first one, if several requested packages share an output), else
+// a name and version parsed from its name. References are sorted, without
+// duplicates, and only to paths of the closure.
 func components(img Image) ([]component, error) {
 	if err := check(img); err != nil {
 		return nil, err
@@ -166,7 +165,7 @@ func components(img Image) ([]component, error) {
 	for _, p := range img.Closure {
 		base := path.Base(p.Path)
 		hash, rest, ok := strings.Cut(base, "-")
-		if !ok || hash == "" || rest == "" || !strings.HasPrefix(p.Path, "/") {
+		if !ok || !idstringRE.MatchString(hash) || rest == "" || !strings.HasPrefix(p.Path, "/") {
 			return nil, fmt.Errorf("not a store path: %q", p.Path)
 		}
 		if p.NarHash != "" {
@@ -174,7 +173,7 @@ func components(img Image) ([]component, error) {
 				return nil, fmt.Errorf("%s: NAR hash %q is not a sha256 digest", p.Path, p.NarHash)
 			}
 		}
-		c := component{base: base, hash: hash}
+		c := component{hash: hash}
 		c.Path = p
 		c.References = nil
 		for _, r := range p.References {

@@ -3,25 +3,18 @@ package attest
 import (
 	"bytes"
 	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"reflect"
+	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	cdx "github.com/CycloneDX/cyclonedx-go"
-	"github.com/github/go-spdx/v2/spdxexp"
-	slsa "github.com/in-toto/attestation/go/predicates/provenance/v1"
-	intoto "github.com/in-toto/attestation/go/v1"
 	"github.com/opencontainers/go-digest"
 	"github.com/package-url/packageurl-go"
 	"github.com/santhosh-tekuri/jsonschema/v6"
-	spdxjson "github.com/spdx/tools-golang/json"
 	"github.com/spdx/tools-golang/spdxlib"
-	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/nixery/nixery/internal/attest/attesttest"
 )
 
 // formats are the documents, by name.
@@ -90,56 +83,18 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
-// TestSPDX reads the SPDX document with the SPDX project's own Go
-// library (tools-golang), validates it with it, checks every licence
-// expression with GitHub's SPDX expression parser (go-spdx), and checks
-// that tools-golang writes back what it read: every field is one of the
-// format's, of the right type.
+// TestSPDX checks the SPDX document with the SPDX project's libraries
+// (attesttest.SPDX).
 func TestSPDX(t *testing.T) {
 	forImages(t, SPDX, func(t *testing.T, img Image, data []byte) {
-		doc, err := spdxjson.Read(bytes.NewReader(data))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := spdxlib.ValidateDocument(doc); err != nil {
-			t.Fatal(err)
-		}
+		doc := attesttest.SPDX(t, data)
 		described, err := spdxlib.GetDescribedPackageIDs(doc)
 		if err != nil || len(described) != 1 || described[0] != "Image" {
 			t.Errorf("described: %v, %v; want the image", described, err)
 		}
-		if doc.SPDXVersion != "SPDX-2.3" || len(doc.Packages) != len(img.Closure)+1 {
-			t.Errorf("version %s, %d packages; want SPDX-2.3, %d", doc.SPDXVersion, len(doc.Packages), len(img.Closure)+1)
+		if len(doc.Packages) != len(img.Closure)+1 {
+			t.Errorf("%d packages, want %d", len(doc.Packages), len(img.Closure)+1)
 		}
-		refs := map[string]bool{}
-		for _, e := range doc.OtherLicenses {
-			refs[e.LicenseIdentifier] = true
-		}
-		for _, p := range doc.Packages {
-			for _, e := range []string{p.PackageLicenseConcluded, p.PackageLicenseDeclared} {
-				if e == "NOASSERTION" {
-					continue
-				}
-				if ok, bad := spdxexp.ValidateLicenses([]string{e}); !ok {
-					t.Errorf("%s: licence expression %q: invalid %v", p.PackageName, e, bad)
-				}
-				for _, id := range strings.Split(e, " AND ") {
-					if strings.HasPrefix(id, "LicenseRef-") && !refs[id] {
-						t.Errorf("%s: %s is not in hasExtractedLicensingInfos", p.PackageName, id)
-					}
-				}
-			}
-			for _, r := range p.PackageExternalReferences {
-				if _, err := packageurl.FromString(r.Locator); err != nil {
-					t.Errorf("%s: purl %q: %v", p.PackageName, r.Locator, err)
-				}
-			}
-		}
-		var back bytes.Buffer
-		if err := spdxjson.Write(doc, &back); err != nil {
-			t.Fatal(err)
-		}
-		sameJSON(t, data, back.Bytes())
 	})
 }
 
@@ -150,10 +105,7 @@ func TestSPDXContents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := spdxjson.Read(bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
+	doc := attesttest.SPDX(t, data)
 	if want := "https://github.com/nixery/nixery/spdx/shell%2Fgit%2Fhello%2Fjq/" + img.Manifest.Encoded(); doc.DocumentNamespace != want {
 		t.Errorf("namespace %s, want %s", doc.DocumentNamespace, want)
 	}
@@ -211,53 +163,21 @@ func TestSPDXContents(t *testing.T) {
 	}
 }
 
-// TestCycloneDX validates the BOM against the CycloneDX 1.6 JSON schema
-// that cyclonedx-go ships, and decodes it with cyclonedx-go.
+// TestCycloneDX checks the BOM with CycloneDX's schema and library
+// (attesttest.CycloneDX).
 func TestCycloneDX(t *testing.T) {
-	schema := cycloneDXSchema(t)
 	forImages(t, CycloneDX, func(t *testing.T, img Image, data []byte) {
-		v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := schema.Validate(v); err != nil {
-			t.Fatalf("not a CycloneDX 1.6 BOM: %v", err)
-		}
-		var bom cdx.BOM
-		if err := cdx.NewBOMDecoder(bytes.NewReader(data), cdx.BOMFileFormatJSON).Decode(&bom); err != nil {
-			t.Fatal(err)
-		}
-		if bom.SpecVersion != cdx.SpecVersion1_6 || bom.Metadata.Component.Type != cdx.ComponentTypeContainer || bom.Metadata.Component.Version != img.Manifest.String() {
-			t.Errorf("spec %v, subject %+v", bom.SpecVersion, bom.Metadata.Component)
+		bom := attesttest.CycloneDX(t, data)
+		if bom.Metadata.Component.Type != cdx.ComponentTypeContainer || bom.Metadata.Component.Version != img.Manifest.String() {
+			t.Errorf("subject %+v", bom.Metadata.Component)
 		}
 		if len(*bom.Components) != len(img.Closure) || len(*bom.Dependencies) != len(img.Closure)+1 {
 			t.Errorf("%d components, %d dependencies for %d paths", len(*bom.Components), len(*bom.Dependencies), len(img.Closure))
-		}
-		refs := map[string]bool{}
-		for _, c := range *bom.Components {
-			refs[c.BOMRef] = true
-			if _, err := packageurl.FromString(c.PackageURL); err != nil {
-				t.Errorf("%s: purl %q: %v", c.Name, c.PackageURL, err)
-			}
-		}
-		for _, d := range *bom.Dependencies {
-			for _, on := range *orEmpty(d.Dependencies) {
-				if !refs[on] {
-					t.Errorf("%s depends on %s, no component", d.Ref, on)
-				}
-			}
 		}
 		if !strings.HasPrefix(bom.SerialNumber, "urn:uuid:") || bom.Metadata.Timestamp != "" {
 			t.Errorf("serial %s, timestamp %q", bom.SerialNumber, bom.Metadata.Timestamp)
 		}
 	})
-}
-
-func orEmpty(s *[]string) *[]string {
-	if s == nil {
-		return &[]string{}
-	}
-	return s
 }
 
 // TestCycloneDXContents checks licences and the component of a requested
@@ -267,10 +187,7 @@ func TestCycloneDXContents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var bom cdx.BOM
-	if err := cdx.NewBOMDecoder(bytes.NewReader(data), cdx.BOMFileFormatJSON).Decode(&bom); err != nil {
-		t.Fatal(err)
-	}
+	bom := attesttest.CycloneDX(t, data)
 	byName := map[string]cdx.Component{}
 	for _, c := range *bom.Components {
 		byName[c.Name+" "+c.Version] = c
@@ -318,79 +235,13 @@ func orLicenses(l *cdx.Licenses) *cdx.Licenses {
 	return l
 }
 
-// cycloneDXSchema compiles the CycloneDX 1.6 JSON schema that the
-// cyclonedx-go module ships (schema/), with the schemas it refers to
-// from the same directory; nothing is fetched.
-func cycloneDXSchema(t *testing.T) *jsonschema.Schema {
-	t.Helper()
-	dir := moduleDir(t, "github.com/CycloneDX/cyclonedx-go")
-	c := jsonschema.NewCompiler()
-	c.AssertFormat()
-	for id, file := range map[string]string{
-		"http://cyclonedx.org/schema/bom-1.6.schema.json":  "bom-1.6.schema.json",
-		"http://cyclonedx.org/schema/spdx.schema.json":     "spdx.schema.json",
-		"http://cyclonedx.org/schema/jsf-0.82.schema.json": "jsf-0.82.schemax.json",
-	} {
-		f, err := os.Open(filepath.Join(dir, "schema", file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		doc, err := jsonschema.UnmarshalJSON(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.AddResource(id, doc); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s, err := c.Compile("http://cyclonedx.org/schema/bom-1.6.schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-var moduleDirs sync.Map
-
-// moduleDir is the directory of a module this one requires, in the
-// module cache (go test has it there already).
-func moduleDir(t *testing.T, module string) string {
-	t.Helper()
-	if d, ok := moduleDirs.Load(module); ok {
-		return d.(string)
-	}
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module).Output()
-	if err != nil {
-		t.Fatalf("go list -m %s: %v", module, err)
-	}
-	d := strings.TrimSpace(string(out))
-	if d == "" {
-		t.Fatalf("module %s is not in the module cache", module)
-	}
-	moduleDirs.Store(module, d)
-	return d
-}
-
-// TestProvenance validates the statement and its predicate with the
-// in-toto attestation Go bindings (Statement and SLSA Provenance v1
-// Validate).
+// TestProvenance checks the statement and its predicate with the in-toto
+// attestation Go bindings (attesttest.Provenance).
 func TestProvenance(t *testing.T) {
 	forImages(t, Provenance, func(t *testing.T, img Image, data []byte) {
-		st := statementOf(t, data)
-		if st.GetPredicateType() != PredicateProvenance {
-			t.Fatalf("predicate type %s", st.GetPredicateType())
-		}
-		pj, err := protojson.Marshal(st.GetPredicate())
-		if err != nil {
-			t.Fatal(err)
-		}
-		var pv slsa.Provenance
-		if err := protojson.Unmarshal(pj, &pv); err != nil {
-			t.Fatal(err)
-		}
-		if err := pv.Validate(); err != nil {
-			t.Fatal(err)
+		st, pv := attesttest.Provenance(t, data)
+		if st.GetType() != StatementType || st.GetSubject()[0].GetName() != img.Name || st.GetSubject()[0].GetDigest()["sha256"] != img.Manifest.Encoded() {
+			t.Errorf("statement %s, subject %v", st.GetType(), st.GetSubject())
 		}
 		bd := pv.GetBuildDefinition()
 		if bd.GetBuildType() != BuildType || pv.GetRunDetails().GetBuilder().GetId() != img.Builder.ID || pv.GetRunDetails().GetBuilder().GetVersion()["nixery"] != "1.4.0" {
@@ -435,7 +286,7 @@ func TestStatement(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st := statementOf(t, data)
+		st := attesttest.Statement(t, data)
 		if st.GetPredicateType() != pt {
 			t.Errorf("predicate type %s, want %s", st.GetPredicateType(), pt)
 		}
@@ -449,23 +300,6 @@ func TestStatement(t *testing.T) {
 	if _, err := Statement(img, PredicateSPDX, []byte("{")); err == nil {
 		t.Error("a predicate that is no JSON was wrapped")
 	}
-}
-
-// statementOf reads an in-toto statement with the in-toto bindings and
-// validates it, its subject the image's manifest.
-func statementOf(t *testing.T, data []byte) *intoto.Statement {
-	t.Helper()
-	var st intoto.Statement
-	if err := protojson.Unmarshal(data, &st); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	if st.GetType() != StatementType || len(st.GetSubject()) != 1 || len(st.GetSubject()[0].GetDigest()["sha256"]) != 64 {
-		t.Errorf("statement %s, subject %v", st.GetType(), st.GetSubject())
-	}
-	return &st
 }
 
 // TestErrors: what no document can be made of.
@@ -545,33 +379,10 @@ func TestUUID5(t *testing.T) {
 	}
 }
 
-// sameJSON fails unless a and b are the same JSON value.
-func sameJSON(t *testing.T, a, b []byte) {
-	t.Helper()
-	var va, vb any
-	if err := json.Unmarshal(a, &va); err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &vb); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(va, vb) {
-		ja, _ := json.MarshalIndent(va, "", " ")
-		jb, _ := json.MarshalIndent(vb, "", " ")
-		la, lb := strings.Split(string(ja), "\n"), strings.Split(string(jb), "\n")
-		for i := range min(len(la), len(lb)) {
-			if la[i] != lb[i] {
-				t.Fatalf("differ at line %d: ours %q, theirs %q", i, la[i], lb[i])
-			}
-		}
-		t.Fatalf("differ in length: %d and %d lines", len(la), len(lb))
-	}
-}
-
 // TestSchemaCatches shows that the schema check fails for what it must
 // catch: a licence id not on the SPDX list, a wrong hash algorithm.
 func TestSchemaCatches(t *testing.T) {
-	schema := cycloneDXSchema(t)
+	schema := attesttest.CycloneDXSchema(t)
 	good, err := CycloneDX(realistic())
 	if err != nil {
 		t.Fatal(err)
@@ -591,6 +402,67 @@ func TestSchemaCatches(t *testing.T) {
 		}
 		if schema.Validate(v) == nil {
 			t.Errorf("%s passed the schema", tt.to)
+		}
+	}
+}
+
+// failure records whether a check failed; Fatalf ends the goroutine of
+// the check, as testing's does.
+type failure struct {
+	testing.TB
+	failed bool
+}
+
+func (f *failure) Helper()               {}
+func (f *failure) Errorf(string, ...any) { f.failed = true }
+func (f *failure) Fatalf(string, ...any) { f.failed = true; runtime.Goexit() }
+
+// fails reports whether check fails on data.
+func fails(t *testing.T, check func(testing.TB, []byte), data []byte) bool {
+	f := &failure{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		check(f, data)
+	}()
+	<-done
+	return f.failed
+}
+
+// TestCheckersCatch shows that attesttest's checks fail for what they must
+// catch, and pass the documents as made.
+func TestCheckersCatch(t *testing.T) {
+	img := realistic()
+	spdxDoc, _ := SPDX(img)
+	prov, _ := Provenance(img)
+	spdxCheck := func(tb testing.TB, data []byte) { attesttest.SPDX(tb, data) }
+	provCheck := func(tb testing.TB, data []byte) { attesttest.Provenance(tb, data) }
+	for _, tt := range []struct {
+		name     string
+		check    func(testing.TB, []byte)
+		doc      []byte
+		from, to string
+	}{
+		{"spdx as made", spdxCheck, spdxDoc, "", ""},
+		{"spdx: a field the format has not", spdxCheck, spdxDoc, `"versionInfo"`, `"versionInfos"`},
+		{"spdx: a licence SPDX does not list", spdxCheck, spdxDoc, `"licenseDeclared":"GPL-2.0-or-later"`, `"licenseDeclared":"GPL-2.0-or-later AND Not-A-Licence"`},
+		{"spdx: an unexplained LicenseRef", spdxCheck, spdxDoc, `"licenseId":"LicenseRef-free"`, `"licenseId":"LicenseRef-other"`},
+		{"spdx: a relationship to nothing", spdxCheck, spdxDoc, `"relatedSpdxElement":"SPDXRef-Image"`, `"relatedSpdxElement":"SPDXRef-Nothing"`},
+		{"spdx: a bad purl", spdxCheck, spdxDoc, `"referenceLocator":"pkg:nix/git@2.45.2"`, `"referenceLocator":"nix/git@2.45.2"`},
+		{"provenance as made", provCheck, prov, "", ""},
+		{"provenance: another statement type", provCheck, prov, StatementType, "https://in-toto.io/Statement/v0.1"},
+		{"provenance: no builder id", provCheck, prov, `"id":"https://nixery.example.org"`, `"id":""`},
+		{"provenance: a short digest", provCheck, prov, `"gitCommit":"0123456789abcdef0123456789abcdef01234567"`, `"gitCommit":"0123"`},
+	} {
+		doc := tt.doc
+		if tt.from != "" {
+			doc = bytes.Replace(doc, []byte(tt.from), []byte(tt.to), 1)
+			if bytes.Equal(doc, tt.doc) {
+				t.Fatalf("%s: %s is not in the document", tt.name, tt.from)
+			}
+		}
+		if got, want := fails(t, tt.check, doc), tt.from != ""; got != want {
+			t.Errorf("%s: failed %v, want %v", tt.name, got, want)
 		}
 	}
 }

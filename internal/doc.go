@@ -9,9 +9,9 @@
 // in layering_test.go, which CI runs):
 //
 //	0  importing none of the project: need (what tests need of the
-//	   machine); bounded (the bounded map) and flight (the single
-//	   flight), the helpers every tier uses; fault (the kinds of
-//	   errors, which the HTTP faces render)
+//	   machine); bounded (the bounded map), flight (the single flight)
+//	   and every (the loop of background work), the helpers every tier
+//	   uses; fault (the kinds of errors, which the HTTP faces render)
 //	1  leaves, pure or self-contained: image, layers, archive, manifest,
 //	   redact, access, demo, server (the hardened HTTP server), route
 //	   (the route label a handler gives a request, which metrics read)

@@ -23,6 +23,7 @@ var tiers = map[string]int{
 	"internal/need":    0,
 	"internal/bounded": 0,
 	"internal/flight":  0,
+	"internal/every":   0,
 	"internal/fault":   0,
 
 	"internal/image":    1,

@@ -95,7 +95,7 @@ type Builder struct {
 	// without building; 0 = DefaultFailureTTL.
 	FailureTTL time.Duration
 	// ClaimTTL is how long a replica's claim on a build (fleet-wide
-	// single flight, see metadata.TakeFlight) lives without renewal before
+	// single flight, see metadata.TakeClaim) lives without renewal before
 	// another replica takes the build over; 0 = DefaultClaimTTL.
 	ClaimTTL time.Duration
 	Logger   *slog.Logger

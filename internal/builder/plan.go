@@ -124,13 +124,13 @@ func (b *Builder) resolveShared(ctx context.Context, set evalSet, names []string
 // (within the cache time for a moving source), or nil. The resolutions
 // are read a few at once (a round trip each on a bucket); the first name
 // not resolved ends the reading.
-func (b *Builder) known(ctx context.Context, req *image.Request, src source.Resolved) *metadata.Resolved {
-	found := make([]metadata.Resolved, len(req.Packages))
+func (b *Builder) known(ctx context.Context, req *image.Request, src source.Resolved) *metadata.Package {
+	found := make([]metadata.Package, len(req.Packages))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for i, name := range req.Packages {
 		g.Go(func() error {
-			r, ok, err := b.Metadata().Resolution(gctx, src.Identity, req.Arch.System, name)
+			r, ok, err := b.Metadata().Package(gctx, src.Identity, req.Arch.System, name)
 			if err != nil {
 				if gctx.Err() == nil {
 					b.logger().Warn("resolved packages not read; evaluating", "err", err)
@@ -147,7 +147,7 @@ func (b *Builder) known(ctx context.Context, req *image.Request, src source.Reso
 	if g.Wait() != nil {
 		return nil
 	}
-	all := &metadata.Resolved{}
+	all := &metadata.Package{}
 	for _, r := range found {
 		all.Outputs = append(all.Outputs, r.Outputs...)
 		all.Programs = append(all.Programs, r.Programs...)

@@ -130,7 +130,7 @@ func (p *progress) note(message string) {
 // mirrorPhases has every phase the build starts written into its claim,
 // so that the replicas waiting for the build show them, until the
 // function it returns is called.
-func (p *progress) mirrorPhases(claim *metadata.Flight) (stop func()) {
+func (p *progress) mirrorPhases(claim *metadata.Claim) (stop func()) {
 	p.setPhaseHook(func(phase string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

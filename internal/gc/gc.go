@@ -423,13 +423,13 @@ func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
 	}
 	// Package lists and package resolutions not written within the age
 	// (an evaluation writes them again when it needs them).
-	if err := g.deleteUnder(ctx, []metadata.Kind{metadata.KindSearchList, metadata.KindResolution}, func(_ string, mod time.Time) bool {
+	if err := g.deleteUnder(ctx, []metadata.Kind{metadata.KindSearchList, metadata.KindPackage}, func(_ string, mod time.Time) bool {
 		return mod.Before(cutoff)
 	}); err != nil {
 		return err
 	}
 	// Lapsed build leases and build claims (whose holders died).
-	if err := g.deleteUnder(ctx, []metadata.Kind{metadata.KindLease, metadata.KindFlight}, func(_ string, mod time.Time) bool {
+	if err := g.deleteUnder(ctx, []metadata.Kind{metadata.KindLease, metadata.KindClaim}, func(_ string, mod time.Time) bool {
 		return mod.Before(g.markedAt.Add(-2 * metadata.LeaseTTL))
 	}); err != nil {
 		return err

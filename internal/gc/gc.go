@@ -384,7 +384,7 @@ func (g *collector) sweep(ctx context.Context) error {
 
 // tidy deletes everything else that refers to nothing any more (step 5):
 // layer cache entries of deleted or missing blobs, orphaned details and
-// use records, package lists and resolutions older than cutoff, lapsed
+// use records, the artifact sets of deleted or missing manifests, package lists and resolutions older than cutoff, lapsed
 // leases and claims, and uploads abandoned since before t0 less
 // storage.AbandonedAfter.
 func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
@@ -418,6 +418,14 @@ func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
 			return false // counted with the entry
 		}
 		return !g.entries[key] && mod.Before(settled)
+	}); err != nil {
+		return err
+	}
+	// The artifact sets of manifests that are gone (never of one that is
+	// still stored, however young: it may be an image being published).
+	if err := g.deleteUnder(ctx, []metadata.Kind{metadata.KindReferrers}, func(key string, mod time.Time) bool {
+		subject := digest.Digest(key)
+		return (g.gone[subject] || !g.blobs[subject]) && mod.Before(g.youngBefore)
 	}); err != nil {
 		return err
 	}
@@ -509,7 +517,7 @@ func (g *collector) mark(ctx context.Context) error {
 		}
 	}
 	for _, d := range g.digestRoots {
-		if err := g.markManifest(ctx, d); err != nil {
+		if err := g.markImage(ctx, d); err != nil {
 			return err
 		}
 	}
@@ -559,7 +567,32 @@ func (g *collector) markLeases(ctx context.Context, now time.Time) error {
 
 func (g *collector) markEntry(ctx context.Context, e metadata.Entry) error {
 	for _, d := range e.Manifests {
-		if err := g.markManifest(ctx, d); err != nil {
+		if err := g.markImage(ctx, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// markImage adds an image manifest, the blobs it references, and its
+// artifacts (the manifests its referrers set names, with their blobs) to
+// live. An artifact never keeps its subject: only its subject keeps it.
+func (g *collector) markImage(ctx context.Context, d digest.Digest) error {
+	if g.live[d] {
+		return nil
+	}
+	if err := g.markManifest(ctx, d); err != nil || !g.live[d] {
+		return err
+	}
+	refs, err := g.c.Referrers(ctx, d)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, a := range refs.Digests() {
+		if err := g.markManifest(ctx, a); err != nil {
 			return err
 		}
 	}

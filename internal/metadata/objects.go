@@ -34,6 +34,7 @@ const (
 	KindPackage                // resolved/<key>: package resolutions
 	KindLease                  // leases/<id>: build leases
 	KindClaim                  // flights/…: fleet-wide build claims
+	KindReferrers              // referrers/<hex>: the artifacts of a manifest; the key is its digest
 )
 
 var kindPrefixes = [...]string{
@@ -46,6 +47,7 @@ var kindPrefixes = [...]string{
 	KindPackage:    packagesPrefix,
 	KindLease:      leasesPrefix,
 	KindClaim:      claimsPrefix,
+	KindReferrers:  referrersPrefix,
 }
 
 func (k Kind) String() string { return strings.TrimSuffix(kindPrefixes[k], "/") }
@@ -54,10 +56,14 @@ func (k Kind) String() string { return strings.TrimSuffix(kindPrefixes[k], "/") 
 // holds the digest's hex only.
 const digestKeyPrefix = string(digest.SHA256) + ":"
 
+// byDigest reports whether the keys of kind k are digests, whose names
+// hold the hex only.
+func (k Kind) byDigest() bool { return k == KindDigestUse || k == KindReferrers }
+
 // name is the object name of key of kind k: the inverse of what List
 // reports.
 func (k Kind) name(key string) string {
-	if k == KindDigestUse {
+	if k.byDigest() {
 		key = strings.TrimPrefix(key, digestKeyPrefix)
 	}
 	return kindPrefixes[k] + key
@@ -71,7 +77,7 @@ func (c *Store) List(ctx context.Context, k Kind) (map[string]time.Time, error) 
 	out := map[string]time.Time{}
 	err := c.Backend.ListObjects(ctx, prefix, func(name string, mod time.Time) error {
 		key := keyOf(name, prefix)
-		if k == KindDigestUse {
+		if k.byDigest() {
 			key = digestKeyPrefix + key
 		}
 		out[key] = mod

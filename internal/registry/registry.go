@@ -172,7 +172,9 @@ func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref 
 			// A config blob (JSON, small) is not a manifest either.
 			return notManifest(d)
 		}
-		if r.Uses != nil {
+		if r.Uses != nil && manifest.IsImage(data) {
+			// An artifact (an SBOM, a signature) lives as long as its
+			// image, however often it is pulled.
 			r.Uses.RecordDigestPull(req.Context(), d)
 		}
 		return writeBody(w, req, mt, d, data)

@@ -37,7 +37,8 @@ func (e Event) Final() bool { return e.Kind == "done" || e.Kind == "error" }
 //	graph     Nix reports the closure with sizes and references
 //	layers    the closure is grouped into layers
 //	pack      layers are tarred, compressed, hashed and uploaded in one pass
-//	manifest  the config and manifests are written
+//	manifest  the config, the manifests and their artifacts (SBOMs,
+//	          provenance, signatures) are written
 var Phases = []string{"realise", "graph", "layers", "pack", "manifest"}
 
 // maxEvents bounds the events a build keeps for late subscribers; Nix

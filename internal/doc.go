@@ -21,9 +21,10 @@
 //	   and Nix), metadata (every named object in storage)
 //	4  the settings, parsed into typed fields (config, which names the
 //	   chosen source and runs nothing); the build, the garbage
-//	   collection over storage, the source's health, the package search
-//	   and the server's readiness: builder, gc, sourcehealth, search,
-//	   readiness
+//	   collection over storage, the source's health, the package search,
+//	   the server's readiness and the images' artifacts (SBOMs,
+//	   provenance, signatures): builder, gc, sourcehealth, search,
+//	   readiness, supplychain
 //	5  the registry API: registry; the client of `nixery build` that
 //	   follows a build's events: buildclient
 //	6  the human side: web (which asks search through a small

@@ -47,6 +47,7 @@ var tiers = map[string]int{
 	"internal/gc":           4,
 	"internal/sourcehealth": 4,
 	"internal/search":       4,
+	"internal/supplychain":  4,
 	"internal/readiness":    4,
 
 	"internal/registry":    5,

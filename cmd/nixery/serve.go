@@ -140,7 +140,7 @@ func serve(args []string) error {
 	probes := &readiness.Checker{Store: store, Disks: readiness.Disks(cfg.NixMinFree, storageDir), Private: guard.Users != nil, Logger: log}
 	background.Go(func() { probes.Run(bg) })
 	handler := newHandler(guard, cfg.MetricsPublic,
-		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Metadata(), Referrers: builder.Metadata()}, site,
+		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Metadata()}, site,
 		metrics.Handler(promRegistry), probes)
 
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))

@@ -127,9 +127,12 @@ type collector struct {
 	opts  Options
 	rep   Report
 
-	live     map[digest.Digest]bool
-	entries  map[string]bool // keys of the entries seen by the last mark
-	markedAt time.Time       // storage clock at the last mark
+	live    map[digest.Digest]bool
+	entries map[string]bool // keys of the entries seen by the last mark
+	// referrers are the keys of the artifact sets by subject, as the
+	// last mark listed them.
+	referrers map[digest.Digest][]string
+	markedAt  time.Time // storage clock at the last mark
 	// markedLocal is the local (monotonic) time of the last mark: ages
 	// are read on the storage's clock, durations since on the local one.
 	markedLocal time.Time
@@ -424,8 +427,8 @@ func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
 	// The artifact sets of manifests that are gone (never of one that is
 	// still stored, however young: it may be an image being published).
 	if err := g.deleteUnder(ctx, []metadata.Kind{metadata.KindReferrers}, func(key string, mod time.Time) bool {
-		subject := digest.Digest(key)
-		return (g.gone[subject] || !g.blobs[subject]) && mod.Before(g.youngBefore)
+		subject := metadata.ReferrersSubject(key)
+		return (subject == "" || g.gone[subject] || !g.blobs[subject]) && mod.Before(g.youngBefore)
 	}); err != nil {
 		return err
 	}
@@ -481,6 +484,17 @@ func (g *collector) mark(ctx context.Context) error {
 	g.markedAt, g.markedLocal = now, time.Now()
 	g.live = map[digest.Digest]bool{}
 	g.entries = map[string]bool{}
+	// The artifact sets, by subject (one listing, not one a manifest).
+	sets, err := g.c.List(ctx, metadata.KindReferrers)
+	if err != nil {
+		return err
+	}
+	g.referrers = map[digest.Digest][]string{}
+	for key := range sets {
+		if subject := metadata.ReferrersSubject(key); subject != "" {
+			g.referrers[subject] = append(g.referrers[subject], key)
+		}
+	}
 	entries, err := g.c.List(ctx, metadata.KindEntry)
 	if err != nil {
 		return err
@@ -584,16 +598,18 @@ func (g *collector) markImage(ctx context.Context, d digest.Digest) error {
 	if err := g.markManifest(ctx, d); err != nil || !g.live[d] {
 		return err
 	}
-	refs, err := g.c.Referrers(ctx, d)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	for _, a := range refs.Digests() {
-		if err := g.markManifest(ctx, a); err != nil {
+	for _, key := range g.referrers[d] {
+		refs, err := g.c.ReferrersOf(ctx, key)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
 			return err
+		}
+		for _, a := range refs.Digests() {
+			if err := g.markManifest(ctx, a); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -549,7 +549,7 @@ func TestGCArtifactsLiveAsLongAsTheirImage(t *testing.T) {
 		_, oldMD, oldBlobs := w.image("old", put(w, "old layer"))
 		oldSBOM, oldArtifact := w.artifact(oldMD, "SBOM of the old image")
 		oldSig, oldSigBlobs := w.artifact(oldMD, "signature of the old image") // cosign v2's .sig: by tag
-		if _, err := w.cat.CreateReferrers(ctx, oldMD, metadata.Referrers{
+		if _, err := w.cat.CreateReferrers(ctx, oldMD, metadata.Unsigned, metadata.Referrers{
 			Manifests: []v1.Descriptor{{MediaType: manifest.OCIManifest, Digest: oldSBOM, ArtifactType: "application/example"}},
 			Tags:      map[string]digest.Digest{"sha256-" + oldMD.Encoded() + ".sig": oldSig},
 		}); err != nil {
@@ -564,7 +564,7 @@ func TestGCArtifactsLiveAsLongAsTheirImage(t *testing.T) {
 		w.nextEpoch()
 		newKey, newMD, newBlobs := w.image("new", put(w, "new layer"))
 		newSBOM, newArtifact := w.artifact(newMD, "SBOM of the new image")
-		if _, err := w.cat.CreateReferrers(ctx, newMD, metadata.Referrers{
+		if _, err := w.cat.CreateReferrers(ctx, newMD, "0123abcd", metadata.Referrers{
 			Manifests: []v1.Descriptor{{MediaType: manifest.OCIManifest, Digest: newSBOM, ArtifactType: "application/example"}},
 		}); err != nil {
 			t.Fatal(err)
@@ -586,7 +586,7 @@ func TestGCArtifactsLiveAsLongAsTheirImage(t *testing.T) {
 				t.Errorf("blob %s of the live image or its artifact was deleted", d)
 			}
 		}
-		if _, err := w.cat.Referrers(ctx, newMD); err != nil {
+		if _, err := w.cat.Referrers(ctx, newMD, "0123abcd"); err != nil {
 			t.Errorf("the live image's referrers: %v", err)
 		}
 		for _, d := range slices.Concat(oldBlobs[:2], oldArtifact, oldSigBlobs) {
@@ -594,7 +594,7 @@ func TestGCArtifactsLiveAsLongAsTheirImage(t *testing.T) {
 				t.Errorf("blob %s of the collected image or its artifacts was kept", d)
 			}
 		}
-		if _, err := w.cat.Referrers(ctx, oldMD); !errors.Is(err, storage.ErrNotFound) {
+		if _, err := w.cat.Referrers(ctx, oldMD, metadata.Unsigned); !errors.Is(err, storage.ErrNotFound) {
 			t.Errorf("the collected image's referrers: %v, want gone", err)
 		}
 	})

@@ -34,7 +34,7 @@ const (
 	KindPackage                // resolved/<key>: package resolutions
 	KindLease                  // leases/<id>: build leases
 	KindClaim                  // flights/…: fleet-wide build claims
-	KindReferrers              // referrers/<hex>: the artifacts of a manifest; the key is its digest
+	KindReferrers              // referrers/<hex>/<signer>: the artifacts of a manifest (ReferrersSubject)
 )
 
 var kindPrefixes = [...]string{
@@ -56,14 +56,10 @@ func (k Kind) String() string { return strings.TrimSuffix(kindPrefixes[k], "/") 
 // holds the digest's hex only.
 const digestKeyPrefix = string(digest.SHA256) + ":"
 
-// byDigest reports whether the keys of kind k are digests, whose names
-// hold the hex only.
-func (k Kind) byDigest() bool { return k == KindDigestUse || k == KindReferrers }
-
 // name is the object name of key of kind k: the inverse of what List
 // reports.
 func (k Kind) name(key string) string {
-	if k.byDigest() {
+	if k == KindDigestUse {
 		key = strings.TrimPrefix(key, digestKeyPrefix)
 	}
 	return kindPrefixes[k] + key
@@ -77,7 +73,7 @@ func (c *Store) List(ctx context.Context, k Kind) (map[string]time.Time, error) 
 	out := map[string]time.Time{}
 	err := c.Backend.ListObjects(ctx, prefix, func(name string, mod time.Time) error {
 		key := keyOf(name, prefix)
-		if k.byDigest() {
+		if k == KindDigestUse {
 			key = digestKeyPrefix + key
 		}
 		out[key] = mod

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -18,12 +19,15 @@ import (
 // and signatures), as the referrers API and the referrers tag schema list
 // them:
 //
-//	referrers/<hex>   the artifacts of the manifest sha256:<hex> (the subject)
+//	referrers/<hex>/<signer>   the artifacts of the manifest sha256:<hex> (the subject)
 //
-// The object is created once, by whichever replica makes the artifacts
-// first, and never rewritten: every replica serves the same set. The
-// manifests it names are blobs; the collector keeps them, and this
-// object, exactly as long as it keeps the subject.
+// signer names who signed them: "unsigned", or the signing key's
+// fingerprint, so that an instance given a key (or a new one) makes the
+// signed set of an image it had made unsigned, and serves it. Each object
+// is created once, by whichever replica makes those artifacts first, and
+// never rewritten: every replica serves the same set. The manifests it
+// names are blobs; the collector keeps them, and the sets, exactly as
+// long as it keeps the subject.
 
 const referrersPrefix = "referrers/"
 
@@ -52,18 +56,49 @@ func (r Referrers) Digests() []digest.Digest {
 	return slices.Compact(ds)
 }
 
-func referrersName(subject digest.Digest) (string, error) {
+// Unsigned is the signer of artifacts that nobody signed.
+const Unsigned = "unsigned"
+
+var validSigner = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+
+func referrersName(subject digest.Digest, signer string) (string, error) {
 	if subject.Algorithm() != digest.SHA256 || subject.Validate() != nil {
 		return "", fmt.Errorf("metadata: invalid subject %q", subject)
 	}
-	return referrersPrefix + subject.Encoded(), nil
+	if !validSigner.MatchString(signer) {
+		return "", fmt.Errorf("metadata: invalid signer %q", signer)
+	}
+	return referrersPrefix + subject.Encoded() + "/" + signer, nil
 }
 
-// Referrers reads the artifacts of subject; an error wrapping
-// storage.ErrNotFound if none were made (an unreadable set counts as
-// none).
-func (c *Store) Referrers(ctx context.Context, subject digest.Digest) (Referrers, error) {
-	name, err := referrersName(subject)
+// ReferrersSubject is the subject of the artifact set of key (as List
+// reports it for KindReferrers), "" if key names none.
+func ReferrersSubject(key string) digest.Digest {
+	hex, _, _ := strings.Cut(key, "/")
+	d := digest.NewDigestFromEncoded(digest.SHA256, hex)
+	if d.Validate() != nil {
+		return ""
+	}
+	return d
+}
+
+// ReferrersOf reads the artifact set of key (as List reports it for
+// KindReferrers); an error wrapping storage.ErrNotFound if it is gone or
+// unreadable.
+func (c *Store) ReferrersOf(ctx context.Context, key string) (Referrers, error) {
+	subject := ReferrersSubject(key)
+	_, signer, _ := strings.Cut(key, "/")
+	if subject == "" {
+		return Referrers{}, fmt.Errorf("metadata: invalid referrers key %q", key)
+	}
+	return c.Referrers(ctx, subject, signer)
+}
+
+// Referrers reads the artifacts of subject that signer made; an error
+// wrapping storage.ErrNotFound if none were made (an unreadable set
+// counts as none).
+func (c *Store) Referrers(ctx context.Context, subject digest.Digest, signer string) (Referrers, error) {
+	name, err := referrersName(subject, signer)
 	if err != nil {
 		return Referrers{}, err
 	}
@@ -95,11 +130,12 @@ func (r Referrers) valid() bool {
 	return true
 }
 
-// CreateReferrers stores r as the artifacts of subject unless another
-// replica stored them first, and returns the set that is stored: r, or
-// the other's. Its manifests and their blobs must be stored before.
-func (c *Store) CreateReferrers(ctx context.Context, subject digest.Digest, r Referrers) (Referrers, error) {
-	name, err := referrersName(subject)
+// CreateReferrers stores r as the artifacts of subject that signer made,
+// unless another replica stored them first, and returns the set that is
+// stored: r, or the other's. Its manifests and their blobs must be
+// stored before.
+func (c *Store) CreateReferrers(ctx context.Context, subject digest.Digest, signer string, r Referrers) (Referrers, error) {
+	name, err := referrersName(subject, signer)
 	if err != nil {
 		return Referrers{}, err
 	}
@@ -112,7 +148,7 @@ func (c *Store) CreateReferrers(ctx context.Context, subject digest.Digest, r Re
 	if errors.Is(err, storage.ErrExists) {
 		// Another replica (or an earlier attempt of this call) made
 		// them first: theirs are the ones every replica serves.
-		return c.Referrers(ctx, subject)
+		return c.Referrers(ctx, subject, signer)
 	}
 	if err != nil {
 		return Referrers{}, fmt.Errorf("referrers of %s: %w", subject, err)

@@ -23,7 +23,7 @@ func TestReferrersFirstWins(t *testing.T) {
 	ctx := context.Background()
 	c := metadata.New(fs, nil)
 	subject := digest.FromString("image manifest")
-	if _, err := c.Referrers(ctx, subject); !errors.Is(err, storage.ErrNotFound) {
+	if _, err := c.Referrers(ctx, subject, metadata.Unsigned); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("before any: %v, want not found", err)
 	}
 	set := func(what string) metadata.Referrers {
@@ -32,15 +32,15 @@ func TestReferrersFirstWins(t *testing.T) {
 			Tags:      map[string]digest.Digest{"sha256-" + subject.Encoded() + ".sig": digest.FromString(what + " signature")},
 		}
 	}
-	first, err := c.CreateReferrers(ctx, subject, set("first"))
+	first, err := c.CreateReferrers(ctx, subject, metadata.Unsigned, set("first"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := c.CreateReferrers(ctx, subject, set("second"))
+	second, err := c.CreateReferrers(ctx, subject, metadata.Unsigned, set("second"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := c.Referrers(ctx, subject)
+	got, err := c.Referrers(ctx, subject, metadata.Unsigned)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +52,31 @@ func TestReferrersFirstWins(t *testing.T) {
 	if ds := got.Digests(); len(ds) != 2 {
 		t.Errorf("Digests = %v, want the manifest and the tagged signature", ds)
 	}
-	// A key that is no digest names no object.
-	if _, err := c.Referrers(ctx, "sha256:../../etc"); err == nil || errors.Is(err, storage.ErrNotFound) {
-		t.Errorf("invalid subject: %v", err)
+	// Another signer's set is another object: an instance given a key
+	// makes the signed set of an image it had made unsigned.
+	if _, err := c.Referrers(ctx, subject, "0123abcd"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("another signer's set: %v, want not found", err)
+	}
+	keys, err := c.List(ctx, metadata.KindReferrers)
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("listed %v, %v; want one set", keys, err)
+	}
+	for key := range keys {
+		if metadata.ReferrersSubject(key) != subject {
+			t.Errorf("the set listed as %q has subject %q, want %s", key, metadata.ReferrersSubject(key), subject)
+		}
+		if r, err := c.ReferrersOf(ctx, key); err != nil || r.Manifests[0].Digest != digest.FromString("first") {
+			t.Errorf("ReferrersOf(%q) = %+v, %v", key, r, err)
+		}
+	}
+	// Names no object: a subject that is no digest, a signer outside the
+	// grammar.
+	for _, tt := range []struct {
+		subject digest.Digest
+		signer  string
+	}{{"sha256:../../etc", metadata.Unsigned}, {subject, "../x"}, {subject, ""}} {
+		if _, err := c.Referrers(ctx, tt.subject, tt.signer); err == nil || errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("Referrers(%q, %q): %v, want invalid", tt.subject, tt.signer, err)
+		}
 	}
 }

@@ -45,13 +45,13 @@ func referrersWorld(t *testing.T) (srv *httptest.Server, subject, sbom, sig dige
 	sbom = put(sbomData)
 	sig = put(artifact("application/vnd.dev.cosign.simplesigning.v1+json"))
 	c := metadata.New(fs, nil)
-	if _, err := c.CreateReferrers(ctx, subject, metadata.Referrers{
+	if _, err := c.CreateReferrers(ctx, subject, metadata.Unsigned, metadata.Referrers{
 		Manifests: []v1.Descriptor{{MediaType: manifest.OCIManifest, Digest: sbom, Size: int64(len(sbomData)), ArtifactType: "application/spdx+json"}},
 		Tags:      map[string]digest.Digest{"sha256-" + subject.Encoded() + ".sig": sig},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	srv = httptest.NewServer(&registry.Registry{Storage: fs, Referrers: c})
+	srv = httptest.NewServer(&registry.Registry{Storage: fs, Referrers: unsigned{c}})
 	t.Cleanup(srv.Close)
 	return srv, subject, sbom, sig
 }
@@ -121,6 +121,13 @@ func TestReferrers(t *testing.T) {
 			t.Errorf("%s: %d %s, want 404 MANIFEST_UNKNOWN", path, resp.StatusCode, body)
 		}
 	}
+}
+
+// unsigned finds the unsigned artifact sets in a metadata store.
+type unsigned struct{ c *metadata.Store }
+
+func (u unsigned) Referrers(ctx context.Context, subject digest.Digest) (metadata.Referrers, error) {
+	return u.c.Referrers(ctx, subject, metadata.Unsigned)
 }
 
 // failingFinder fails as storage does in an outage.

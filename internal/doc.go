@@ -9,9 +9,9 @@
 // in layering_test.go, which CI runs):
 //
 //	0  importing none of the project: need (what tests need of the
-//	   machine); bounded (the bounded map) and flight (the single
-//	   flight), the helpers every tier uses; fault (the kinds of
-//	   errors, which the HTTP faces render)
+//	   machine); bounded (the bounded map), flight (the single flight)
+//	   and every (the loop of background work), the helpers every tier
+//	   uses; fault (the kinds of errors, which the HTTP faces render)
 //	1  leaves, pure or self-contained: image, layers, archive, manifest,
 //	   redact, access, demo, server (the hardened HTTP server), route
 //	   (the route label a handler gives a request, which metrics read),
@@ -22,9 +22,10 @@
 //	   and Nix), metadata (every named object in storage)
 //	4  the settings, parsed into typed fields (config, which names the
 //	   chosen source and runs nothing); the build, the garbage
-//	   collection over storage, the source's health, the package search
-//	   and the server's readiness: builder, gc, sourcehealth, search,
-//	   readiness
+//	   collection over storage, the source's health, the package search,
+//	   the server's readiness and the images' artifacts (SBOMs,
+//	   provenance, signatures): builder, gc, sourcehealth, search,
+//	   readiness, supplychain
 //	5  the registry API: registry; the client of `nixery build` that
 //	   follows a build's events: buildclient
 //	6  the human side: web (which asks search through a small

@@ -23,6 +23,7 @@ var tiers = map[string]int{
 	"internal/need":    0,
 	"internal/bounded": 0,
 	"internal/flight":  0,
+	"internal/every":   0,
 	"internal/fault":   0,
 
 	"internal/image":    1,
@@ -47,6 +48,7 @@ var tiers = map[string]int{
 	"internal/gc":           4,
 	"internal/sourcehealth": 4,
 	"internal/search":       4,
+	"internal/supplychain":  4,
 	"internal/readiness":    4,
 
 	"internal/registry":    5,

@@ -95,10 +95,14 @@ type Builder struct {
 	// without building; 0 = DefaultFailureTTL.
 	FailureTTL time.Duration
 	// ClaimTTL is how long a replica's claim on a build (fleet-wide
-	// single flight, see metadata.TakeFlight) lives without renewal before
+	// single flight, see metadata.TakeClaim) lives without renewal before
 	// another replica takes the build over; 0 = DefaultClaimTTL.
 	ClaimTTL time.Duration
-	Logger   *slog.Logger
+	// Artifacts, if set, makes the artifacts of every image (its SBOMs,
+	// provenance and signatures) once its details are stored, and those
+	// of an image built before, at its first pull from this process.
+	Artifacts Artifacts
+	Logger    *slog.Logger
 
 	once      sync.Once
 	limit     *limiter
@@ -201,6 +205,12 @@ func (b *Builder) budget() int {
 	return b.LayerBudget
 }
 
+// Artifacts makes the artifacts of a built image from its details, unless
+// they exist; Ensure is called again until it succeeds.
+type Artifacts interface {
+	Ensure(ctx context.Context, key string, d *metadata.Details) error
+}
+
 // Image is a built image: its manifests by media type.
 type Image struct {
 	Manifests map[string]Stored
@@ -219,13 +229,14 @@ func (b *Builder) Manifest(ctx context.Context, req *image.Request, mediaType st
 	if err != nil {
 		return nil, "", err
 	}
-	data, d, ok, err := b.cachedManifest(ctx, key, mediaType)
+	h, err := b.cachedEntry(ctx, key)
 	if err != nil {
 		return nil, "", err
 	}
-	if ok {
+	if data, ok := h.manifest(mediaType); ok {
 		b.stats.CacheHits.Add(1)
-		return data, d, nil
+		b.artifactsOf(ctx, key, h)
+		return data, h.entry.Manifests[mediaType], nil
 	}
 	b.stats.CacheMisses.Add(1)
 

@@ -62,6 +62,18 @@ type hotEntry struct {
 	manifests map[string][]byte
 	touched   atomic.Int64 // unix seconds this process last recorded a use
 	checked   atomic.Int64 // unix nanoseconds the entry was last seen in storage
+	// artifacts is the unix nanoseconds from which the image's artifacts
+	// may be ensured (again); -1 once they were.
+	artifacts atomic.Int64
+}
+
+// manifest is the entry's manifest in mediaType; h may be nil (no entry).
+func (h *hotEntry) manifest(mediaType string) ([]byte, bool) {
+	if h == nil {
+		return nil, false
+	}
+	data, ok := h.manifests[mediaType]
+	return data, ok
 }
 
 // touchInterval is how often a pull records in storage that an image is
@@ -144,11 +156,14 @@ func (b *Builder) hotRecheck() time.Duration {
 // entry, or ok=false.
 func (b *Builder) cachedManifest(ctx context.Context, key, mediaType string) (data []byte, d digest.Digest, ok bool, err error) {
 	h, err := b.cachedEntry(ctx, key)
-	if err != nil || h == nil {
+	if err != nil {
 		return nil, "", false, err
 	}
-	data, ok = h.manifests[mediaType]
-	return data, h.entry.Manifests[mediaType], ok, nil
+	data, ok = h.manifest(mediaType)
+	if !ok {
+		return nil, "", false, nil
+	}
+	return data, h.entry.Manifests[mediaType], true, nil
 }
 
 // cachedEntry returns the fresh cache entry of key with its manifests,
@@ -240,8 +255,8 @@ func (b *Builder) recordResolutions(ctx context.Context, identity, system string
 	g.SetLimit(8)
 	for _, p := range packages {
 		g.Go(func() error {
-			r := metadata.Resolved{Outputs: p.Outputs, Programs: p.Programs, At: now, Meta: &p.Meta}
-			if err := b.Metadata().PutResolution(ctx, identity, system, p.Name, r); err != nil {
+			r := metadata.Package{Outputs: p.Outputs, Programs: p.Programs, At: now, Meta: &p.Meta}
+			if err := b.Metadata().PutPackage(ctx, identity, system, p.Name, r); err != nil {
 				b.logger().Warn("resolved package not recorded", "package", p.Name, "err", err)
 			}
 			return nil

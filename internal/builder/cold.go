@@ -28,7 +28,7 @@ var ErrDraining = fault.New("this replica is shutting down and starts no new bui
 //     flight started (Manifest, Watch: the warm path), but a flight of
 //     the same image may have ended since, and a replica that waits for
 //     another one's build (3) finds its result here.
-//  2. Claim the build for the fleet (metadata.TakeFlight).
+//  2. Claim the build for the fleet (metadata.TakeClaim).
 //  3. Not claimed: another replica builds it. Wait, showing its phases,
 //     and go round again; if its claim lapses (it died), the next claim
 //     is ours and the build is taken over.
@@ -37,13 +37,13 @@ var ErrDraining = fault.New("this replica is shutting down and starts no new bui
 //     finished between our look-up and our claim.
 //  5. Build (buildQueued).
 func (b *Builder) buildOnce(ctx context.Context, key string, req *image.Request, src source.Resolved, p *progress) (*Image, error) {
-	var watch metadata.FlightWatch
+	var watch metadata.ClaimWatch
 	wait, waiting, seenPhase := 100*time.Millisecond, false, ""
 	for {
 		if img, err := b.cachedImage(ctx, key); err != nil || img != nil { // 1
 			return img, err
 		}
-		claim, err := b.Metadata().TakeFlight(ctx, key, b.claimTTL(), &watch) // 2
+		claim, err := b.Metadata().TakeClaim(ctx, key, b.claimTTL(), &watch) // 2
 		if err != nil {
 			return nil, err
 		}

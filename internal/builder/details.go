@@ -32,7 +32,7 @@ type (
 // the recent images. Failures are logged, never fatal: the image is built.
 // packed are the layers of the OCI manifest: groups, then the
 // customisation layer.
-func (b *Builder) remember(ctx context.Context, key string, req *image.Request, src source.Resolved, res *nix.Result, groups [][]string, packed []manifest.Layer, img *Image) {
+func (b *Builder) remember(ctx context.Context, key string, req *image.Request, src source.Resolved, res *nix.Result, groups [][]string, packed []manifest.Layer, img *Image) *Details {
 	d := &Details{
 		Name: req.Name, Tag: req.Tag, Packages: req.Packages, Arch: req.Arch.OCI,
 		Source: src.Identity, SourceType: src.Type, SourceName: b.Source.String(), SourceURI: src.URI(),
@@ -58,6 +58,7 @@ func (b *Builder) remember(ctx context.Context, key string, req *image.Request, 
 	if err := b.Metadata().PutDetails(ctx, key, d); err != nil {
 		b.logger().Warn("image details not stored", "image", req.Name, "err", err)
 	}
+	return d
 }
 
 // Details returns the details of the image req selects, or ErrNotBuilt.

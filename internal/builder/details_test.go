@@ -61,24 +61,24 @@ func TestDetailsForSBOMs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, ok, err := b.Metadata().Resolution(ctx, src.Identity, "x86_64-linux", "hello")
+	r, ok, err := b.Metadata().Package(ctx, src.Identity, "x86_64-linux", "hello")
 	if err != nil || !ok || r.Meta == nil {
 		t.Fatalf("hello's resolution %+v, %v, %v", r, ok, err)
 	}
 	r.Meta = nil
-	if err := b.Metadata().PutResolution(ctx, src.Identity, "x86_64-linux", "hello", r); err != nil {
+	if err := b.Metadata().PutPackage(ctx, src.Identity, "x86_64-linux", "hello", r); err != nil {
 		t.Fatal(err)
 	}
 	req := request(t, "jq/hello", "latest")
 	r.Meta = &nix.Meta{}
-	if err := b.Metadata().PutResolution(ctx, src.Identity, req.Arch.System, "jq", r); err != nil {
+	if err := b.Metadata().PutPackage(ctx, src.Identity, req.Arch.System, "jq", r); err != nil {
 		t.Fatal(err)
 	}
 	if known := b.known(ctx, req, src); known != nil {
 		t.Errorf("a resolution without meta is known: %+v", known)
 	}
 	r.Meta = &nix.Meta{}
-	if err := b.Metadata().PutResolution(ctx, src.Identity, req.Arch.System, "hello", r); err != nil {
+	if err := b.Metadata().PutPackage(ctx, src.Identity, req.Arch.System, "hello", r); err != nil {
 		t.Fatal(err)
 	}
 	if known := b.known(ctx, req, src); known == nil || len(known.packages) != 2 {

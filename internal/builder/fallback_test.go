@@ -94,8 +94,8 @@ func TestStaleResolutionEvaluatesAgain(t *testing.T) {
 	}
 	gone := "/nix/store/00000000000000000000000000000000-gone-1.0"
 	for _, name := range []string{"hello", "jq"} {
-		r := metadata.Resolved{Outputs: []string{gone + "-" + name}, At: time.Now(), Meta: &nix.Meta{}}
-		if err := b.Metadata().PutResolution(ctx, src.Identity, req.Arch.System, name, r); err != nil {
+		r := metadata.Package{Outputs: []string{gone + "-" + name}, At: time.Now(), Meta: &nix.Meta{}}
+		if err := b.Metadata().PutPackage(ctx, src.Identity, req.Arch.System, name, r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -106,7 +106,7 @@ func TestStaleResolutionEvaluatesAgain(t *testing.T) {
 	if re, e, r := s.Reevaluated.Load(), s.Evaluations.Load(), s.Resolved.Load(); re != 1 || e != 1 || r != 0 {
 		t.Errorf("%d evaluated again, %d evaluations, %d from resolutions; want 1, 1, 0", re, e, r)
 	}
-	got, ok, err := b.Metadata().Resolution(ctx, src.Identity, req.Arch.System, "hello")
+	got, ok, err := b.Metadata().Package(ctx, src.Identity, req.Arch.System, "hello")
 	if err != nil || !ok || got.Outputs[0] == gone+"-hello" {
 		t.Errorf("the stale resolution stayed: %+v %v %v", got, ok, err)
 	}

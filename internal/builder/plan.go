@@ -132,12 +132,12 @@ func (b *Builder) resolveShared(ctx context.Context, set evalSet, names []string
 // few at once (a round trip each on a bucket); the first name not
 // resolved ends the reading.
 func (b *Builder) known(ctx context.Context, req *image.Request, src source.Resolved) *knownPlan {
-	found := make([]metadata.Resolved, len(req.Packages))
+	found := make([]metadata.Package, len(req.Packages))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for i, name := range req.Packages {
 		g.Go(func() error {
-			r, ok, err := b.Metadata().Resolution(gctx, src.Identity, req.Arch.System, name)
+			r, ok, err := b.Metadata().Package(gctx, src.Identity, req.Arch.System, name)
 			if err != nil {
 				if gctx.Err() == nil {
 					b.logger().Warn("resolved packages not read; evaluating", "err", err)

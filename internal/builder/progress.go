@@ -37,7 +37,8 @@ func (e Event) Final() bool { return e.Kind == "done" || e.Kind == "error" }
 //	graph     Nix reports the closure with sizes and references
 //	layers    the closure is grouped into layers
 //	pack      layers are tarred, compressed, hashed and uploaded in one pass
-//	manifest  the config and manifests are written
+//	manifest  the config, the manifests and their artifacts (SBOMs,
+//	          provenance, signatures) are written
 var Phases = []string{"realise", "graph", "layers", "pack", "manifest"}
 
 // maxEvents bounds the events a build keeps for late subscribers; Nix
@@ -130,7 +131,7 @@ func (p *progress) note(message string) {
 // mirrorPhases has every phase the build starts written into its claim,
 // so that the replicas waiting for the build show them, until the
 // function it returns is called.
-func (p *progress) mirrorPhases(claim *metadata.Flight) (stop func()) {
+func (p *progress) mirrorPhases(claim *metadata.Claim) (stop func()) {
 	p.setPhaseHook(func(phase string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -91,8 +91,19 @@ func (bd *build) run(ctx context.Context) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	details := bd.b.remember(ctx, bd.key, bd.req, bd.src, res, groups, pk.image.Layers, img)
+	if bd.b.Artifacts != nil {
+		// Made before the image is announced, so that a client that
+		// verifies it right after its pull finds them; a failure is
+		// logged and tried again at the next pull, never the build's.
+		t := time.Now()
+		if err := bd.b.Artifacts.Ensure(ctx, bd.key, details); err != nil {
+			bd.log.Warn("image artifacts not made", "err", err)
+		} else {
+			bd.log.Info("image artifacts made", "seconds", time.Since(t).Seconds())
+		}
+	}
 	end()
-	bd.b.remember(ctx, bd.key, bd.req, bd.src, res, groups, pk.image.Layers, img)
 	bd.log.Info("image built", "seconds", time.Since(start).Seconds(), "digest", img.Manifests[manifest.OCIManifest].Digest)
 	return img, nil
 }

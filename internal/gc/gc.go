@@ -127,9 +127,12 @@ type collector struct {
 	opts  Options
 	rep   Report
 
-	live     map[digest.Digest]bool
-	entries  map[string]bool // keys of the entries seen by the last mark
-	markedAt time.Time       // storage clock at the last mark
+	live    map[digest.Digest]bool
+	entries map[string]bool // keys of the entries seen by the last mark
+	// referrers are the keys of the artifact sets by subject, as the
+	// last mark listed them.
+	referrers map[digest.Digest][]string
+	markedAt  time.Time // storage clock at the last mark
 	// markedLocal is the local (monotonic) time of the last mark: ages
 	// are read on the storage's clock, durations since on the local one.
 	markedLocal time.Time
@@ -384,7 +387,7 @@ func (g *collector) sweep(ctx context.Context) error {
 
 // tidy deletes everything else that refers to nothing any more (step 5):
 // layer cache entries of deleted or missing blobs, orphaned details and
-// use records, package lists and resolutions older than cutoff, lapsed
+// use records, the artifact sets of deleted or missing manifests, package lists and resolutions older than cutoff, lapsed
 // leases and claims, and uploads abandoned since before t0 less
 // storage.AbandonedAfter.
 func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
@@ -421,15 +424,23 @@ func (g *collector) tidy(ctx context.Context, t0, cutoff time.Time) error {
 	}); err != nil {
 		return err
 	}
+	// The artifact sets of manifests that are gone (never of one that is
+	// still stored, however young: it may be an image being published).
+	if err := g.deleteUnder(ctx, []metadata.Kind{metadata.KindReferrers}, func(key string, mod time.Time) bool {
+		subject := metadata.ReferrersSubject(key)
+		return (subject == "" || g.gone[subject] || !g.blobs[subject]) && mod.Before(g.youngBefore)
+	}); err != nil {
+		return err
+	}
 	// Package lists and package resolutions not written within the age
 	// (an evaluation writes them again when it needs them).
-	if err := g.deleteUnder(ctx, []metadata.Kind{metadata.KindSearchList, metadata.KindResolution}, func(_ string, mod time.Time) bool {
+	if err := g.deleteUnder(ctx, []metadata.Kind{metadata.KindSearchList, metadata.KindPackage}, func(_ string, mod time.Time) bool {
 		return mod.Before(cutoff)
 	}); err != nil {
 		return err
 	}
 	// Lapsed build leases and build claims (whose holders died).
-	if err := g.deleteUnder(ctx, []metadata.Kind{metadata.KindLease, metadata.KindFlight}, func(_ string, mod time.Time) bool {
+	if err := g.deleteUnder(ctx, []metadata.Kind{metadata.KindLease, metadata.KindClaim}, func(_ string, mod time.Time) bool {
 		return mod.Before(g.markedAt.Add(-2 * metadata.LeaseTTL))
 	}); err != nil {
 		return err
@@ -473,6 +484,17 @@ func (g *collector) mark(ctx context.Context) error {
 	g.markedAt, g.markedLocal = now, time.Now()
 	g.live = map[digest.Digest]bool{}
 	g.entries = map[string]bool{}
+	// The artifact sets, by subject (one listing, not one a manifest).
+	sets, err := g.c.List(ctx, metadata.KindReferrers)
+	if err != nil {
+		return err
+	}
+	g.referrers = map[digest.Digest][]string{}
+	for key := range sets {
+		if subject := metadata.ReferrersSubject(key); subject != "" {
+			g.referrers[subject] = append(g.referrers[subject], key)
+		}
+	}
 	entries, err := g.c.List(ctx, metadata.KindEntry)
 	if err != nil {
 		return err
@@ -509,7 +531,7 @@ func (g *collector) mark(ctx context.Context) error {
 		}
 	}
 	for _, d := range g.digestRoots {
-		if err := g.markManifest(ctx, d); err != nil {
+		if err := g.markImage(ctx, d); err != nil {
 			return err
 		}
 	}
@@ -559,8 +581,35 @@ func (g *collector) markLeases(ctx context.Context, now time.Time) error {
 
 func (g *collector) markEntry(ctx context.Context, e metadata.Entry) error {
 	for _, d := range e.Manifests {
-		if err := g.markManifest(ctx, d); err != nil {
+		if err := g.markImage(ctx, d); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// markImage adds an image manifest, the blobs it references, and its
+// artifacts (the manifests its referrers set names, with their blobs) to
+// live. An artifact never keeps its subject: only its subject keeps it.
+func (g *collector) markImage(ctx context.Context, d digest.Digest) error {
+	if g.live[d] {
+		return nil
+	}
+	if err := g.markManifest(ctx, d); err != nil || !g.live[d] {
+		return err
+	}
+	for _, key := range g.referrers[d] {
+		refs, err := g.c.ReferrersOf(ctx, key)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, a := range refs.Digests() {
+			if err := g.markManifest(ctx, a); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nixery/nixery/internal/archive"
 	"github.com/nixery/nixery/internal/gc"
@@ -520,6 +521,81 @@ func TestGCStopsAtADamagedLease(t *testing.T) {
 		}
 		if !w.exists(aged) {
 			t.Errorf("GC swept a blob while a live lease was unreadable")
+		}
+	})
+}
+
+// artifact stores an artifact manifest whose subject is md, with one
+// layer, and returns its digest and blobs (the manifest first).
+func (w *world) artifact(md digest.Digest, what string) (digest.Digest, []digest.Digest) {
+	w.t.Helper()
+	empty := put(w, "{}")
+	layer := put(w, what)
+	data := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"artifactType":"application/example","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":%q,"size":2},"layers":[{"mediaType":"application/example","digest":%q,"size":%d}],"subject":{"mediaType":%q,"digest":%q,"size":1}}`,
+		manifest.OCIManifest, empty, layer, len(what), manifest.OCIManifest, md)
+	ad := put(w, data)
+	return ad, []digest.Digest{ad, layer}
+}
+
+// An image's artifacts (its referrers set, the manifests it names and
+// their blobs) are kept exactly as long as the image: an artifact pulled
+// by digest does not keep itself, and never keeps its image.
+func TestGCArtifactsLiveAsLongAsTheirImage(t *testing.T) {
+	storagetest.EachBackend(t, func(t *testing.T, newStore func() storage.Backend) {
+		ctx := context.Background()
+		w := &world{t: t, ctx: ctx, store: newStore()}
+		w.cat = metadata.New(w.store, nil)
+
+		_, oldMD, oldBlobs := w.image("old", put(w, "old layer"))
+		oldSBOM, oldArtifact := w.artifact(oldMD, "SBOM of the old image")
+		oldSig, oldSigBlobs := w.artifact(oldMD, "signature of the old image") // cosign v2's .sig: by tag
+		if _, err := w.cat.CreateReferrers(ctx, oldMD, metadata.Unsigned, metadata.Referrers{
+			Manifests: []v1.Descriptor{{MediaType: manifest.OCIManifest, Digest: oldSBOM, ArtifactType: "application/example"}},
+			Tags:      map[string]digest.Digest{"sha256-" + oldMD.Encoded() + ".sig": oldSig},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// Pulled by digest, as cosign does: recorded only if it were an
+		// image (the registry asks manifest.IsImage); a record made by
+		// hand must not keep the image either.
+		if err := w.cat.RecordDigestUse(ctx, oldSBOM); err != nil {
+			t.Fatal(err)
+		}
+		w.nextEpoch()
+		newKey, newMD, newBlobs := w.image("new", put(w, "new layer"))
+		newSBOM, newArtifact := w.artifact(newMD, "SBOM of the new image")
+		if _, err := w.cat.CreateReferrers(ctx, newMD, "0123abcd", metadata.Referrers{
+			Manifests: []v1.Descriptor{{MediaType: manifest.OCIManifest, Digest: newSBOM, ArtifactType: "application/example"}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// The collection runs a blob grace later, so that the new image's
+		// artifacts are old enough to go, were nothing to keep them; the
+		// new image was pulled since.
+		later := w.nextEpoch()
+		if err := w.cat.RecordUse(ctx, newKey); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := gc.Collect(ctx, w.cat, gcAt(later, gc.Options{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Log(rep)
+		for _, d := range append(newBlobs, newArtifact...) {
+			if !w.exists(d) {
+				t.Errorf("blob %s of the live image or its artifact was deleted", d)
+			}
+		}
+		if _, err := w.cat.Referrers(ctx, newMD, "0123abcd"); err != nil {
+			t.Errorf("the live image's referrers: %v", err)
+		}
+		for _, d := range slices.Concat(oldBlobs[:2], oldArtifact, oldSigBlobs) {
+			if w.exists(d) {
+				t.Errorf("blob %s of the collected image or its artifacts was kept", d)
+			}
+		}
+		if _, err := w.cat.Referrers(ctx, oldMD, metadata.Unsigned); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("the collected image's referrers: %v, want gone", err)
 		}
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nixery/nixery/internal/every"
 	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/storage"
 )
@@ -36,21 +37,12 @@ type Collector struct {
 // interval after the start, so a fleet that restarts does not collect at
 // once.
 func (s *Collector) Run(ctx context.Context) {
-	t := time.NewTicker(s.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every.Run(ctx, s.Interval, every.Fixed(s.Interval), func(ctx context.Context) {
 		ran, rep, err := s.Once(ctx)
-		if ran || err != nil {
-			if s.Report != nil {
-				s.Report(rep, err)
-			}
+		if (ran || err != nil) && s.Report != nil {
+			s.Report(rep, err)
 		}
-	}
+	})
 }
 
 // Once runs one collection if this replica gets the lease.

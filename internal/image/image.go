@@ -24,6 +24,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/nixery/nixery/internal/fault"
 )
 
@@ -134,6 +136,9 @@ func Parse(name, tag string) (*Request, error) {
 		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
 		return nil, &Error{Code: "MANIFEST_UNKNOWN", Message: fmt.Sprintf("invalid tag %q: a tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127} and be a valid git ref name (no \"..\", no trailing \".\" or \".lock\")", tag)}
 	}
+	if strings.HasPrefix(tag, ReservedTagPrefix) {
+		return nil, &Error{Code: "MANIFEST_UNKNOWN", Message: fmt.Sprintf("tag %q names no artifact of this registry: tags that begin %q are reserved for the artifacts of a manifest (the OCI referrers tag schema, cosign's .sig and .att) and select no package set", tag, ReservedTagPrefix)}
+	}
 	components := strings.Split(name, "/")
 	arch, nonRoot, packages := metaPackages(components)
 	for i, p := range packages {
@@ -179,6 +184,36 @@ func metaPackages(components []string) (arch Arch, nonRoot bool, out []string) {
 		break
 	}
 	return arch, nonRoot, append(out, components[i:]...)
+}
+
+// ReservedTagPrefix begins the tags of the OCI referrers tag schema
+// ("sha256-<hex>", the referrers of the manifest sha256:<hex>) and of
+// cosign's signatures and attestations ("sha256-<hex>.sig", ".att",
+// ".sbom"). Every tag that begins with it is reserved: Parse refuses it,
+// so it never reaches a package source as a git revision.
+const ReservedTagPrefix = "sha256-"
+
+// ReferrersTag reads a tag of the referrers tag schema: the manifest it
+// names the artifacts of, and the suffix after its hex ("" for the
+// schema's own tag, "sig", "att", "sbom" for cosign's); ok is false for
+// any other tag.
+func ReferrersTag(tag string) (subject digest.Digest, suffix string, ok bool) {
+	rest, found := strings.CutPrefix(tag, ReservedTagPrefix)
+	if !found || len(rest) < 64 {
+		return "", "", false
+	}
+	hex, suffix := rest[:64], rest[64:]
+	if suffix != "" {
+		var dot bool
+		if suffix, dot = strings.CutPrefix(suffix, "."); !dot || suffix == "" {
+			return "", "", false
+		}
+	}
+	subject = digest.NewDigestFromEncoded(digest.SHA256, hex)
+	if subject.Validate() != nil {
+		return "", "", false
+	}
+	return subject, suffix, true
 }
 
 // ParseRef parses a reference "<name>[:<tag>]" as people and the command

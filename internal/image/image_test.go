@@ -160,3 +160,43 @@ func TestParseRef(t *testing.T) {
 		}
 	}
 }
+
+// Tags of the referrers tag schema are reserved: Parse refuses every tag
+// that begins "sha256-" (none reaches a package source), and
+// ReferrersTag reads the subject and suffix of the well-formed ones.
+func TestReferrersTags(t *testing.T) {
+	hex := strings.Repeat("ab", 32)
+	subject := "sha256:" + hex
+	for _, tt := range []struct {
+		tag     string
+		subject string
+		suffix  string
+		ok      bool
+	}{
+		{"sha256-" + hex, subject, "", true},
+		{"sha256-" + hex + ".sig", subject, "sig", true},
+		{"sha256-" + hex + ".att", subject, "att", true},
+		{"sha256-" + hex + ".sbom", subject, "sbom", true},
+		{"sha256-" + hex + ".", "", "", false},
+		{"sha256-" + hex + "x", "", "", false},
+		{"sha256-" + strings.ToUpper(hex), "", "", false},
+		{"sha256-abc", "", "", false},
+		{"sha512-" + hex, "", "", false},
+		{"latest", "", "", false},
+	} {
+		d, suffix, ok := ReferrersTag(tt.tag)
+		if ok != tt.ok || string(d) != tt.subject || suffix != tt.suffix {
+			t.Errorf("ReferrersTag(%q) = %q, %q, %v; want %q, %q, %v", tt.tag, d, suffix, ok, tt.subject, tt.suffix, tt.ok)
+		}
+	}
+	for _, tag := range []string{"sha256-" + hex, "sha256-" + hex + ".sig", "sha256-abc", "sha256-"} {
+		_, err := Parse("hello", tag)
+		var e *Error
+		if !errors.As(err, &e) || e.Code != "MANIFEST_UNKNOWN" || !strings.Contains(e.Message, "reserved") {
+			t.Errorf("Parse(hello, %q) = %v, want MANIFEST_UNKNOWN: reserved", tag, err)
+		}
+	}
+	if _, err := Parse("hello", "sha512-x"); err != nil {
+		t.Errorf("a tag outside the schema: %v", err)
+	}
+}

@@ -281,6 +281,34 @@ func References(data []byte) ([]digest.Digest, error) {
 	return refs, nil
 }
 
+// IsImage reports whether a stored manifest is an image's, not an
+// artifact's (an SBOM, a provenance statement, a signature): it names no
+// subject and no artifact type, and every layer is a file system layer.
+// A manifest pulled by digest is kept by the collector only if it is an
+// image; an artifact lives exactly as long as its subject.
+func IsImage(data []byte) bool {
+	var m struct {
+		ArtifactType string          `json:"artifactType"`
+		Subject      *v1.Descriptor  `json:"subject"`
+		Config       v1.Descriptor   `json:"config"`
+		Layers       []v1.Descriptor `json:"layers"`
+	}
+	if MediaType(data) == "" || json.Unmarshal(data, &m) != nil || m.ArtifactType != "" || m.Subject != nil {
+		return false
+	}
+	if m.Config.MediaType != OCIConfig && m.Config.MediaType != DockerConfig {
+		return false
+	}
+	for _, l := range m.Layers {
+		switch l.MediaType {
+		case OCILayer, OCILayerZstd, DockerLayer, v1.MediaTypeImageLayer, "application/vnd.docker.image.rootfs.diff.tar":
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // Negotiate picks the manifest media type for a request's Accept header
 // values: the first supported type in the client's order wins (clients
 // list their preference first; q-values are not used by registry

@@ -252,3 +252,38 @@ func TestReadFailureIsNoVerdict(t *testing.T) {
 		t.Errorf("an empty blob that said 100 bytes: %v, want ErrNotManifest", err)
 	}
 }
+
+// An image manifest is an image; an artifact (with a subject, an artifact
+// type, or layers that are no file system) is not, nor is anything that
+// is no manifest.
+func TestIsImage(t *testing.T) {
+	img, err := Manifest(OCIManifest, Blob{Digest: digest.FromString("c"), Size: 1}, []Layer{{Blob: Blob{Digest: digest.FromString("l"), Size: 1}, MediaType: OCILayer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	docker, err := Manifest(DockerManifest, Blob{Digest: digest.FromString("c"), Size: 1}, []Layer{{Blob: Blob{Digest: digest.FromString("l"), Size: 1}, MediaType: DockerLayer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty := `{"mediaType":"application/vnd.oci.empty.v1+json","digest":"` + digest.FromString("{}").String() + `","size":2}`
+	layer := func(mt string) string {
+		return `{"mediaType":"` + mt + `","digest":"` + digest.FromString("x").String() + `","size":1}`
+	}
+	for _, tt := range []struct {
+		name string
+		data string
+		want bool
+	}{
+		{"OCI image", string(img), true},
+		{"Docker image", string(docker), true},
+		{"SBOM artifact", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/spdx+json","config":` + empty + `,"layers":[` + layer("application/spdx+json") + `],"subject":` + layer(OCIManifest) + `}`, false},
+		{"subject only", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":` + layer(OCIConfig) + `,"layers":[` + layer(OCILayer) + `],"subject":` + layer(OCIManifest) + `}`, false},
+		{"cosign signature", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":` + layer(OCIConfig) + `,"layers":[` + layer("application/vnd.dev.cosign.simplesigning.v1+json") + `]}`, false},
+		{"index", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`, false},
+		{"not JSON", `{`, false},
+	} {
+		if got := IsImage([]byte(tt.data)); got != tt.want {
+			t.Errorf("%s: IsImage = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

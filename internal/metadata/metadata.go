@@ -12,6 +12,7 @@
 //	search/<key>          a package set's stored package list (package search)
 //	resolved/<key>        what a package name resolved to in a package set (no evaluation next time)
 //	leases/<id>           the blobs a build in progress relies on (see Lease)
+//	referrers/<hex>/<signer>  the artifacts (SBOMs, provenance, signatures) of the manifest sha256:<hex>
 //	gc/clock, gc/lease    the storage's clock probe and the scheduled collector's lease
 //
 // No other package spells an object name: builder, gc, search, web,

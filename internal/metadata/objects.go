@@ -31,9 +31,10 @@ const (
 	KindLayer                  // layers/<key>: layer cache entries
 	KindDetails                // details/<key>: image details
 	KindSearchList             // search/<key>: package lists
-	KindResolution             // resolved/<key>: package resolutions
+	KindPackage                // resolved/<key>: package resolutions
 	KindLease                  // leases/<id>: build leases
-	KindFlight                 // flights/…: fleet-wide build claims
+	KindClaim                  // flights/…: fleet-wide build claims
+	KindReferrers              // referrers/<hex>/<signer>: the artifacts of a manifest (ReferrersSubject)
 )
 
 var kindPrefixes = [...]string{
@@ -43,9 +44,10 @@ var kindPrefixes = [...]string{
 	KindLayer:      layersPrefix,
 	KindDetails:    detailsPrefix,
 	KindSearchList: searchPrefix,
-	KindResolution: resolvedPrefix,
+	KindPackage:    packagesPrefix,
 	KindLease:      leasesPrefix,
-	KindFlight:     flightsPrefix,
+	KindClaim:      claimsPrefix,
+	KindReferrers:  referrersPrefix,
 }
 
 func (k Kind) String() string { return strings.TrimSuffix(kindPrefixes[k], "/") }

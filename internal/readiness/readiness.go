@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nixery/nixery/internal/every"
 	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/storage"
@@ -143,17 +144,7 @@ func (c *Checker) status(now time.Time) string {
 
 // Run checks readiness at once and then every interval until ctx ends.
 func (c *Checker) Run(ctx context.Context) {
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		c.update(ctx)
-		t.Reset(interval)
-	}
+	every.Run(ctx, 0, every.Fixed(interval), c.update)
 }
 
 // update runs one check and records its result, unless ctx ended meanwhile

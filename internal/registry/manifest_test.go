@@ -112,16 +112,28 @@ type pulls struct{ got []digest.Digest }
 
 func (p *pulls) RecordDigestPull(_ context.Context, d digest.Digest) { p.got = append(p.got, d) }
 
-// A manifest pulled by digest is recorded (garbage collection keeps it);
-// a blob that is no manifest is not.
+// An image manifest pulled by digest is recorded (garbage collection
+// keeps it); a blob that is no manifest is not, nor is an artifact.
 func TestDigestPullsRecorded(t *testing.T) {
 	fs, err := storage.NewFilesystem(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	m, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": manifest.OCIManifest, "layers": []any{}})
+	m, err := manifest.Manifest(manifest.OCIManifest, manifest.Blob{Digest: digest.FromString("config"), Size: 6}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	md, err := storage.Put(ctx, fs, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An artifact that refers to it (an SBOM) lives as long as the
+	// image, not as long as it is pulled.
+	a, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": manifest.OCIManifest, "artifactType": "application/spdx+json",
+		"config": map[string]any{"mediaType": "application/vnd.oci.empty.v1+json", "digest": digest.FromString("{}"), "size": 2}, "layers": []any{},
+		"subject": map[string]any{"mediaType": manifest.OCIManifest, "digest": md, "size": len(m)}})
+	ad, err := storage.Put(ctx, fs, a)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +148,7 @@ func TestDigestPullsRecorded(t *testing.T) {
 		{"GET", "/v2/hello/manifests/" + md.String(), nil},
 		{"HEAD", "/v2/hello/manifests/" + md.String(), nil},
 		{"GET", "/v2/hello/manifests/" + layer.String(), nil},
+		{"GET", "/v2/hello/manifests/" + ad.String(), nil},
 	} {
 		do(t, srv, c)
 	}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -47,6 +48,16 @@ type Registry struct {
 	// Uses, if set, records pulls of manifests by digest, so that garbage
 	// collection keeps images that are pulled only that way (Kubernetes).
 	Uses UseRecorder
+	// Referrers, if set, finds the artifacts of a manifest (its SBOMs,
+	// provenance and signatures) for the referrers API and the
+	// referrers tag schema; without it every manifest has none.
+	Referrers ReferrerFinder
+}
+
+// ReferrerFinder finds the artifacts of a manifest: an error wrapping
+// storage.ErrNotFound when it has none.
+type ReferrerFinder interface {
+	Referrers(ctx context.Context, subject digest.Digest) (metadata.Referrers, error)
 }
 
 // UseRecorder records that a manifest was pulled by digest.
@@ -172,12 +183,17 @@ func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, name, ref 
 			// A config blob (JSON, small) is not a manifest either.
 			return notManifest(d)
 		}
-		if r.Uses != nil {
+		if r.Uses != nil && manifest.IsImage(data) {
+			// An artifact (an SBOM, a signature) lives as long as its
+			// image, however often it is pulled.
 			r.Uses.RecordDigestPull(req.Context(), d)
 		}
 		return writeBody(w, req, mt, d, data)
 	}
 
+	if subject, suffix, ok := image.ReferrersTag(ref); ok {
+		return r.referrersTag(w, req, ref, subject, suffix)
+	}
 	ireq, err := image.Parse(name, ref)
 	if err != nil {
 		return err
@@ -214,28 +230,89 @@ func (r *Registry) manifestBlob(ctx context.Context, d digest.Digest) ([]byte, e
 }
 
 // referrers answers GET/HEAD /v2/<name>/referrers/<digest>: the
-// manifests whose subject is that digest. Nothing can be pushed here, so
-// no manifest has a subject and the answer is always an empty image
-// index; the spec asks for 200 whether or not the subject exists (a 404
-// would say the registry lacks the API), and 400 for a bad digest. An
-// artifactType filter of an empty list is applied trivially, and said so.
+// manifests whose subject is that digest (the image's SBOMs, provenance
+// and signature bundles), filtered by artifactType if asked, which is
+// then said in OCI-Filters-Applied. The spec asks for 200 whether or not
+// the subject exists (a 404 would say the registry lacks the API), and
+// 400 for a bad digest.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-referrers
 func (r *Registry) referrers(w http.ResponseWriter, req *http.Request, _, ref string) error {
-	if _, err := parseDigest(ref); err != nil {
-		return err
-	}
-	body, err := json.Marshal(v1.Index{
-		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: v1.MediaTypeImageIndex,
-		Manifests: []v1.Descriptor{},
-	})
+	subject, err := parseDigest(ref)
 	if err != nil {
 		return err
 	}
+	set, err := r.findReferrers(req.Context(), subject)
+	if err != nil {
+		return err
+	}
+	manifests := set.Manifests
 	if req.URL.Query().Has("artifactType") {
+		types := req.URL.Query()["artifactType"]
+		manifests = slices.DeleteFunc(slices.Clone(manifests), func(m v1.Descriptor) bool { return !slices.Contains(types, m.ArtifactType) })
 		w.Header().Set("OCI-Filters-Applied", "artifactType")
 	}
+	body, err := referrersIndex(manifests)
+	if err != nil {
+		return err
+	}
 	return writeBody(w, req, v1.MediaTypeImageIndex, "", body)
+}
+
+// findReferrers finds the artifacts of subject; none is an empty set.
+func (r *Registry) findReferrers(ctx context.Context, subject digest.Digest) (metadata.Referrers, error) {
+	if r.Referrers == nil {
+		return metadata.Referrers{}, nil
+	}
+	set, err := r.Referrers.Referrers(ctx, subject)
+	if errors.Is(err, storage.ErrNotFound) {
+		return metadata.Referrers{}, nil
+	}
+	return set, err
+}
+
+// referrersIndex is the image index that lists manifests.
+func referrersIndex(manifests []v1.Descriptor) ([]byte, error) {
+	if manifests == nil {
+		manifests = []v1.Descriptor{}
+	}
+	return json.Marshal(v1.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: v1.MediaTypeImageIndex,
+		Manifests: manifests,
+	})
+}
+
+// referrersTag answers a manifest request for a tag of the referrers tag
+// schema: "sha256-<hex>" is the index of the artifacts of sha256:<hex>
+// (for clients without the referrers API), "sha256-<hex>.sig" and ".att"
+// are cosign's signature and attestation manifests. A tag that names
+// nothing is MANIFEST_UNKNOWN, like any tag that names no manifest.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#referrers-tag-schema
+func (r *Registry) referrersTag(w http.ResponseWriter, req *http.Request, tag string, subject digest.Digest, suffix string) error {
+	set, err := r.findReferrers(req.Context(), subject)
+	if err != nil {
+		return err
+	}
+	unknown := regErr(http.StatusNotFound, "MANIFEST_UNKNOWN", fmt.Sprintf("no artifact of %s is tagged %q here", subject, tag))
+	if suffix == "" {
+		if len(set.Manifests) == 0 {
+			return unknown
+		}
+		body, err := referrersIndex(set.Manifests)
+		if err != nil {
+			return err
+		}
+		return writeBody(w, req, v1.MediaTypeImageIndex, digest.FromBytes(body), body)
+	}
+	d, ok := set.Tags[tag]
+	if !ok {
+		return unknown
+	}
+	data, err := r.manifestBlob(req.Context(), d)
+	if err != nil {
+		return err
+	}
+	return writeBody(w, req, manifest.MediaType(data), d, data)
 }
 
 // tags answers GET /v2/<name>/tags/list. Every image exists under

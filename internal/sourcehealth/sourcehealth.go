@@ -40,6 +40,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nixery/nixery/internal/every"
 	"github.com/nixery/nixery/internal/fault"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/redact"
@@ -164,17 +165,7 @@ func (w *Watcher) logger() *slog.Logger {
 
 // Run resolves and checks at once, then every Interval, until ctx ends.
 func (w *Watcher) Run(ctx context.Context) {
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		w.round(ctx)
-		t.Reset(w.interval())
-	}
+	every.Run(ctx, 0, w.interval, w.round)
 }
 
 // round resolves latest and checks its package set if that is due.

@@ -14,11 +14,15 @@ import (
 	"github.com/nixery/nixery/internal/storage"
 )
 
-// Fleet-wide single flight: the replica that starts building an image
-// first claims it with an object only one can create, and the others wait
-// for its manifest cache entry instead of building it too.
+// Build claims, the fleet-wide single flight: the replica that starts
+// building an image first claims it with an object only one can create,
+// and the others wait for its manifest cache entry instead of building it
+// too.
 //
 //	flights/<key>/<generation>   the claim of one replica, renewed while it builds
+//
+// (The objects keep their first name, flights/, so that replicas of
+// every version find each other's claims.)
 //
 // A claim is renewed every TTL/3. A replica that watches a claim and sees
 // it unchanged for a whole TTL (measured on its own clock, so no two
@@ -26,11 +30,11 @@ import (
 // generation, which again only one replica can do. A holder that ends
 // deletes its claims.
 
-const flightsPrefix = "flights/"
+const claimsPrefix = "flights/"
 
-// FlightWatch is what a waiting replica saw of the claim on a build: the
+// ClaimWatch is what a waiting replica saw of the claim on a build: the
 // generation, its last modification time and when that last changed.
-type FlightWatch struct {
+type ClaimWatch struct {
 	gen     int
 	mod     time.Time
 	changed time.Time // local clock (Store.Now)
@@ -45,8 +49,8 @@ type claim struct {
 	Phase string `json:"phase,omitempty"`
 }
 
-// Flight is this replica's claim on a build.
-type Flight struct {
+// Claim is this replica's claim on a build.
+type Claim struct {
 	c    *Store
 	name string
 	id   string
@@ -57,12 +61,12 @@ type Flight struct {
 	phase string
 }
 
-// TakeFlight claims the build of key for this replica, unless another
+// TakeClaim claims the build of key for this replica, unless another
 // replica holds a live claim: then it returns nil and the caller waits and
 // asks again (with the same watch), which takes the build over once the
 // claim has not been renewed for ttl.
-func (c *Store) TakeFlight(ctx context.Context, key string, ttl time.Duration, watch *FlightWatch) (*Flight, error) {
-	prefix, err := keyed(flightsPrefix, key)
+func (c *Store) TakeClaim(ctx context.Context, key string, ttl time.Duration, watch *ClaimWatch) (*Claim, error) {
+	prefix, err := keyed(claimsPrefix, key)
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +91,7 @@ func (c *Store) TakeFlight(ctx context.Context, key string, ttl time.Duration, w
 					phase = cl.Phase
 				}
 			}
-			*watch = FlightWatch{gen: gen, mod: mod, changed: now, Phase: phase}
+			*watch = ClaimWatch{gen: gen, mod: mod, changed: now, Phase: phase}
 			return nil, nil // live: renewed since we last looked
 		}
 		if now.Sub(watch.changed) < ttl {
@@ -97,14 +101,14 @@ func (c *Store) TakeFlight(ctx context.Context, key string, ttl time.Duration, w
 	}
 	var id [12]byte
 	rand.Read(id[:])
-	f := &Flight{c: c, name: fmt.Sprintf("%s%010d", prefix, gen+1), id: hex.EncodeToString(id[:]), stop: make(chan struct{}), done: make(chan struct{})}
+	f := &Claim{c: c, name: fmt.Sprintf("%s%010d", prefix, gen+1), id: hex.EncodeToString(id[:]), stop: make(chan struct{}), done: make(chan struct{})}
 	err = c.Backend.CreateObject(ctx, f.name, f.content())
 	if errors.Is(err, storage.ErrExists) {
 		// Someone else was quicker; an earlier attempt of ours that
 		// did succeed would hold our id.
 		var cl claim
 		if raw, gerr := c.Backend.GetObject(ctx, f.name); gerr != nil || json.Unmarshal(raw, &cl) != nil || cl.ID != f.id {
-			*watch = FlightWatch{}
+			*watch = ClaimWatch{}
 			return nil, nil
 		}
 		err = nil
@@ -116,7 +120,7 @@ func (c *Store) TakeFlight(ctx context.Context, key string, ttl time.Duration, w
 	return f, nil
 }
 
-func (f *Flight) renew(every time.Duration) {
+func (f *Claim) renew(every time.Duration) {
 	renewEvery(f.stop, f.done, every, func(ctx context.Context) {
 		if err := f.c.Backend.PutObject(ctx, f.name, f.content()); err != nil {
 			f.c.logger().Warn("build claim not renewed", "claim", f.name, "err", err)
@@ -124,7 +128,7 @@ func (f *Flight) renew(every time.Duration) {
 	})
 }
 
-func (f *Flight) content() []byte {
+func (f *Claim) content() []byte {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	data, _ := json.Marshal(claim{ID: f.id, Phase: f.phase})
@@ -134,7 +138,7 @@ func (f *Flight) content() []byte {
 // SetPhase publishes the build's phase in the claim, for the replicas
 // that wait for it. It writes at once (phases are few); a failure only
 // leaves the waiters a phase behind.
-func (f *Flight) SetPhase(ctx context.Context, phase string) {
+func (f *Claim) SetPhase(ctx context.Context, phase string) {
 	f.mu.Lock()
 	f.phase = phase
 	f.mu.Unlock()
@@ -146,7 +150,7 @@ func (f *Flight) SetPhase(ctx context.Context, phase string) {
 // Done ends the claim: it stops renewing it and deletes it, with the
 // lapsed generations before it, so that a replica waiting for this build
 // looks at the manifest cache (or, if this build failed, builds itself).
-func (f *Flight) Done(ctx context.Context) {
+func (f *Claim) Done(ctx context.Context) {
 	close(f.stop)
 	<-f.done
 	prefix := f.name[:len(f.name)-10]

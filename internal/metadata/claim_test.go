@@ -14,7 +14,7 @@ import (
 // One claim per build across replicas; a claim that stops being renewed
 // is taken over after its TTL by exactly one of the waiting replicas; the
 // local clock decides (injected), never a comparison of two clocks.
-func TestFlightClaims(t *testing.T) {
+func TestClaims(t *testing.T) {
 	storagetest.EachBackend(t, func(t *testing.T, newStore func() storage.Backend) {
 		ctx := context.Background()
 		store := newStore()
@@ -30,14 +30,14 @@ func TestFlightClaims(t *testing.T) {
 		const ttl = time.Hour // renewals never happen during the test
 
 		// Four replicas ask at once: one claim.
-		claims := make([]*metadata.Flight, len(replicas))
-		watches := make([]metadata.FlightWatch, len(replicas))
+		claims := make([]*metadata.Claim, len(replicas))
+		watches := make([]metadata.ClaimWatch, len(replicas))
 		var wg sync.WaitGroup
 		for i, c := range replicas {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				f, err := c.TakeFlight(ctx, key, ttl, &watches[i])
+				f, err := c.TakeClaim(ctx, key, ttl, &watches[i])
 				if err != nil {
 					t.Error(err)
 				}
@@ -65,7 +65,7 @@ func TestFlightClaims(t *testing.T) {
 				if i == holder {
 					continue
 				}
-				if f, err := c.TakeFlight(ctx, key, ttl, &watches[i]); f != nil || err != nil {
+				if f, err := c.TakeClaim(ctx, key, ttl, &watches[i]); f != nil || err != nil {
 					t.Fatalf("round %d: replica %d took a live claim: %v", round, i, err)
 				}
 			}
@@ -78,7 +78,7 @@ func TestFlightClaims(t *testing.T) {
 			if i == holder {
 				continue
 			}
-			f, err := c.TakeFlight(ctx, key, ttl, &watches[i])
+			f, err := c.TakeClaim(ctx, key, ttl, &watches[i])
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -96,7 +96,7 @@ func TestFlightClaims(t *testing.T) {
 			if i == holder || i == takers[0] {
 				continue
 			}
-			if f, _ := c.TakeFlight(ctx, key, ttl, &watches[i]); f != nil {
+			if f, _ := c.TakeClaim(ctx, key, ttl, &watches[i]); f != nil {
 				t.Errorf("replica %d claimed a build that replica %d holds", i, takers[0])
 			}
 		}

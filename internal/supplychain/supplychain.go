@@ -1,0 +1,222 @@
+// Package supplychain makes, stores and finds the artifacts that say what
+// is in an image and who built it: its SBOMs and provenance (the
+// documents, made by package attest from what Nix reported) and, with a
+// signing key, cosign's signatures of the image and of each document.
+//
+// The artifacts of an image manifest (the subject) are made once: by the
+// build, before the image is announced, or at the first pull of an image
+// built before (builder.Artifacts). One call per subject runs in this
+// process; across replicas the first set stored wins (metadata.
+// CreateReferrers), so every replica serves the same bytes. They are
+// stored as blobs, named by the subject's referrers set, and kept by the
+// garbage collection exactly as long as the subject.
+package supplychain
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nixery/nixery/internal/flight"
+	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/metadata"
+	"github.com/nixery/nixery/internal/storage"
+)
+
+// Document is one document about an image, served as an artifact whose
+// type (and single layer's media type) is ArtifactType.
+type Document struct {
+	ArtifactType string
+	// PredicateType is the in-toto predicate type the document is
+	// attested as when the image is signed; "" for none.
+	PredicateType string
+	Data          []byte
+}
+
+// Artifact is one manifest to store and serve, with the blobs it names.
+type Artifact struct {
+	Manifest []byte   // an OCI image manifest
+	Blobs    [][]byte // its config and layers
+	// Referrer is true for a manifest the referrers API lists (it names
+	// the subject); ArtifactType and Annotations then describe it there.
+	Referrer     bool
+	ArtifactType string
+	Annotations  map[string]string
+	// Tag is the tag of the referrers tag schema that names it (cosign
+	// v2's "sha256-<hex>.sig" and ".att"), or "".
+	Tag string
+}
+
+// Signer signs an image and attests its documents.
+type Signer interface {
+	// Fingerprint names the signing key (lower-case hex): the artifacts
+	// of each key are a set of their own (metadata.Referrers).
+	Fingerprint() string
+	// Sign returns the artifacts that sign subject, the manifest of
+	// the image ref names (a repository without a tag or digest), and
+	// attest each of docs that has a predicate type.
+	Sign(ref string, subject v1.Descriptor, docs []Document) ([]Artifact, error)
+}
+
+// Maker makes the artifacts of images. Metadata and Describe are
+// required.
+type Maker struct {
+	Metadata *metadata.Store
+	// Describe makes the documents of the image d describes, for one of
+	// its manifests.
+	Describe func(d *metadata.Details, subject v1.Descriptor) ([]Document, error)
+	// Signer, if set, signs every image and attests its documents.
+	Signer Signer
+	// Repository is the repository that signatures name for the image
+	// d describes; nil: its name.
+	Repository func(d *metadata.Details) string
+
+	flights flight.Group[digest.Digest, struct{}]
+}
+
+// makeTimeout bounds the making of one subject's artifacts, detached from
+// the pull that asked (another may be waiting for it).
+const makeTimeout = 2 * time.Minute
+
+// Ensure makes the artifacts of each manifest of the image d describes,
+// unless they exist. key is the image's cache key (unused: the artifacts
+// are the manifests', which images of other names may share).
+func (m *Maker) Ensure(ctx context.Context, _ string, d *metadata.Details) error {
+	types := make([]string, 0, len(d.Manifests))
+	for mt := range d.Manifests {
+		types = append(types, mt)
+	}
+	slices.Sort(types)
+	for _, mt := range types {
+		subject := d.Manifests[mt]
+		_, err := m.flights.Do(ctx, subject, makeTimeout, func(ctx context.Context) (struct{}, error) {
+			return struct{}{}, m.ensure(ctx, d, subject)
+		}, nil)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Referrers finds the artifacts of subject made by this Maker's signer
+// (registry.ReferrerFinder).
+func (m *Maker) Referrers(ctx context.Context, subject digest.Digest) (metadata.Referrers, error) {
+	return m.Metadata.Referrers(ctx, subject, m.signer())
+}
+
+// signer names the signer of the artifacts this Maker makes.
+func (m *Maker) signer() string {
+	if m.Signer == nil {
+		return metadata.Unsigned
+	}
+	return m.Signer.Fingerprint()
+}
+
+func (m *Maker) ensure(ctx context.Context, d *metadata.Details, subject digest.Digest) error {
+	_, err := m.Referrers(ctx, subject)
+	if err == nil || !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	data, err := m.Metadata.ReadManifest(ctx, subject)
+	if err != nil {
+		return fmt.Errorf("artifacts of %s: %w", subject, err)
+	}
+	desc := v1.Descriptor{MediaType: manifest.MediaType(data), Digest: subject, Size: int64(len(data))}
+	docs, err := m.Describe(d, desc)
+	if err != nil {
+		return fmt.Errorf("artifacts of %s: %w", subject, err)
+	}
+	var artifacts []Artifact
+	for _, doc := range docs {
+		a, err := DocumentArtifact(doc, desc)
+		if err != nil {
+			return err
+		}
+		artifacts = append(artifacts, a)
+	}
+	if m.Signer != nil {
+		ref := d.Name
+		if m.Repository != nil {
+			ref = m.Repository(d)
+		}
+		signed, err := m.Signer.Sign(ref, desc, docs)
+		if err != nil {
+			return fmt.Errorf("signing %s: %w", subject, err)
+		}
+		artifacts = append(artifacts, signed...)
+	}
+	set, err := m.store(ctx, artifacts)
+	if err != nil {
+		return fmt.Errorf("artifacts of %s: %w", subject, err)
+	}
+	_, err = m.Metadata.CreateReferrers(ctx, subject, m.signer(), set)
+	return err
+}
+
+// store writes the blobs and manifests of artifacts and returns the set
+// that lists them.
+func (m *Maker) store(ctx context.Context, artifacts []Artifact) (metadata.Referrers, error) {
+	var set metadata.Referrers
+	for _, a := range artifacts {
+		for _, b := range a.Blobs {
+			if _, err := storage.Put(ctx, m.Metadata.Backend, b); err != nil {
+				return set, err
+			}
+		}
+		d, err := storage.Put(ctx, m.Metadata.Backend, a.Manifest)
+		if err != nil {
+			return set, err
+		}
+		if a.Referrer {
+			set.Manifests = append(set.Manifests, v1.Descriptor{
+				MediaType: v1.MediaTypeImageManifest, Digest: d, Size: int64(len(a.Manifest)),
+				ArtifactType: a.ArtifactType, Annotations: a.Annotations,
+			})
+		}
+		if a.Tag != "" {
+			if set.Tags == nil {
+				set.Tags = map[string]digest.Digest{}
+			}
+			set.Tags[a.Tag] = d
+		}
+	}
+	return set, nil
+}
+
+// emptyConfig is the OCI empty descriptor's content, the config of an
+// artifact that needs none.
+var emptyConfig = []byte("{}")
+
+// DocumentArtifact is the OCI 1.1 artifact that carries doc for subject:
+// artifactType and its one layer are the document's type, the config is
+// the empty descriptor.
+// https://github.com/opencontainers/image-spec/blob/main/manifest.md#guidelines-for-artifact-usage
+func DocumentArtifact(doc Document, subject v1.Descriptor) (Artifact, error) {
+	config := v1.DescriptorEmptyJSON
+	config.Data = nil // the blob is stored; the manifest stays lean
+	m := v1.Manifest{
+		Versioned:    specs.Versioned{SchemaVersion: 2},
+		MediaType:    v1.MediaTypeImageManifest,
+		ArtifactType: doc.ArtifactType,
+		Config:       config,
+		Layers: []v1.Descriptor{{
+			MediaType: doc.ArtifactType,
+			Digest:    digest.FromBytes(doc.Data),
+			Size:      int64(len(doc.Data)),
+		}},
+		Subject: &subject,
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return Artifact{}, err
+	}
+	return Artifact{Manifest: data, Blobs: [][]byte{emptyConfig, doc.Data}, Referrer: true, ArtifactType: doc.ArtifactType}, nil
+}

@@ -76,7 +76,7 @@ type Source struct {
 // Only Attribute and Outputs are always known.
 type Package struct {
 	Attribute string // as requested: "git", "python3.withpackages.numpy"
-	PName     string // meta's pname, else derived from the store path
+X
 	Version   string
 	Licenses  []License // meta.license: all of them apply
 	Homepage  string    // meta.homepage (the first one)

@@ -76,7 +76,7 @@ type Source struct {
 // Only Attribute and Outputs are always known.
 type Package struct {
 	Attribute string // as requested: "git", "python3.withpackages.numpy"
-X
+	PName     string // meta's pname; "": the SBOMs read name and version from the store path
 	Version   string
 	Licenses  []License // meta.license: all of them apply
 	Homepage  string    // meta.homepage (the first one)

@@ -14,7 +14,8 @@
 //	   uses; fault (the kinds of errors, which the HTTP faces render)
 //	1  leaves, pure or self-contained: image, layers, archive, manifest,
 //	   redact, access, demo, server (the hardened HTTP server), route
-//	   (the route label a handler gives a request, which metrics read)
+//	   (the route label a handler gives a request, which metrics read),
+//	   attest (an image's SBOMs and provenance, from what Nix reported)
 //	2  the machine's resources: nix (the only code that runs Nix),
 //	   storage (the only code that knows a backend)
 //	3  what lives on them: source (the package sources, which run git

@@ -255,7 +255,7 @@ func (b *Builder) recordResolutions(ctx context.Context, identity, system string
 	g.SetLimit(8)
 	for _, p := range packages {
 		g.Go(func() error {
-			r := metadata.Package{Outputs: p.Outputs, Programs: p.Programs, At: now}
+			r := metadata.Package{Outputs: p.Outputs, Programs: p.Programs, At: now, Meta: &p.Meta}
 			if err := b.Metadata().PutPackage(ctx, identity, system, p.Name, r); err != nil {
 				b.logger().Warn("resolved package not recorded", "package", p.Name, "err", err)
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/metadata"
+	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/source"
 )
 
@@ -93,7 +94,7 @@ func TestStaleResolutionEvaluatesAgain(t *testing.T) {
 	}
 	gone := "/nix/store/00000000000000000000000000000000-gone-1.0"
 	for _, name := range []string{"hello", "jq"} {
-		r := metadata.Package{Outputs: []string{gone + "-" + name}, At: time.Now()}
+		r := metadata.Package{Outputs: []string{gone + "-" + name}, At: time.Now(), Meta: &nix.Meta{}}
 		if err := b.Metadata().PutPackage(ctx, src.Identity, req.Arch.System, name, r); err != nil {
 			t.Fatal(err)
 		}

@@ -33,9 +33,11 @@ type plan interface {
 	release()
 }
 
-// knownPlan: the outputs and main programs an earlier evaluation recorded.
+// knownPlan: the outputs and main programs an earlier evaluation recorded,
+// and what each package resolved to (with its meta).
 type knownPlan struct {
 	outputs, programs []string
+	packages          []nix.Resolution
 }
 
 // sharedPlan: the outputs, main programs and the derivations to realise
@@ -43,6 +45,7 @@ type knownPlan struct {
 // the build holds until release, and the time the build waited for it.
 type sharedPlan struct {
 	outputs, programs, realise []string
+	packages                   []nix.Resolution
 	share                      *resolved
 	waited                     time.Duration
 }
@@ -69,8 +72,8 @@ func (p alonePlan) release() {
 // evaluates alone. An error only means that ctx ended; every other
 // failure leaves the build to evaluate alone.
 func (b *Builder) plan(ctx context.Context, req *image.Request, src source.Resolved, p *progress, hasSlot bool) (plan, error) {
-	if known := b.known(ctx, req, src); known != nil && len(known.Outputs) > 0 {
-		return knownPlan{outputs: known.Outputs, programs: known.Programs}, nil
+	if known := b.known(ctx, req, src); known != nil && len(known.outputs) > 0 {
+		return *known, nil
 	}
 	start := time.Now()
 	shared, lead, err := b.evals.join(ctx, setOf(src, req.Arch.System), req.Packages, hasSlot)
@@ -94,6 +97,8 @@ func (b *Builder) plan(ctx context.Context, req *image.Request, src source.Resol
 		pl.outputs = append(pl.outputs, r.Outputs...)
 		pl.programs = append(pl.programs, r.Programs...)
 		pl.realise = append(pl.realise, r.Realise)
+		r.Name = name
+		pl.packages = append(pl.packages, r)
 	}
 	if len(pl.outputs) == 0 {
 		shared.release()
@@ -119,12 +124,14 @@ func (b *Builder) resolveShared(ctx context.Context, set evalSet, names []string
 	return res, nil
 }
 
-// known returns the output paths and main programs of req's packages if
-// an evaluation of the same package set resolved every one of them before
-// (within the cache time for a moving source), or nil. The resolutions
-// are read a few at once (a round trip each on a bucket); the first name
-// not resolved ends the reading.
-func (b *Builder) known(ctx context.Context, req *image.Request, src source.Resolved) *metadata.Package {
+// known returns the output paths, main programs and meta of req's
+// packages if an evaluation of the same package set resolved every one of
+// them before (within the cache time for a moving source) and recorded
+// their meta (a resolution recorded before Nixery read meta counts as
+// none: the image's SBOMs need it), or nil. The resolutions are read a
+// few at once (a round trip each on a bucket); the first name not
+// resolved ends the reading.
+func (b *Builder) known(ctx context.Context, req *image.Request, src source.Resolved) *knownPlan {
 	found := make([]metadata.Package, len(req.Packages))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
@@ -137,7 +144,7 @@ func (b *Builder) known(ctx context.Context, req *image.Request, src source.Reso
 				}
 				return err
 			}
-			if !ok || !r.Fresh(src.Immutable, b.CacheTTL, time.Now()) {
+			if !ok || r.Meta == nil || !r.Fresh(src.Immutable, b.CacheTTL, time.Now()) {
 				return errNotResolved
 			}
 			found[i] = r
@@ -147,10 +154,11 @@ func (b *Builder) known(ctx context.Context, req *image.Request, src source.Reso
 	if g.Wait() != nil {
 		return nil
 	}
-	all := &metadata.Package{}
-	for _, r := range found {
-		all.Outputs = append(all.Outputs, r.Outputs...)
-		all.Programs = append(all.Programs, r.Programs...)
+	all := &knownPlan{}
+	for i, r := range found {
+		all.outputs = append(all.outputs, r.Outputs...)
+		all.programs = append(all.programs, r.Programs...)
+		all.packages = append(all.packages, nix.Resolution{Name: req.Packages[i], Outputs: r.Outputs, Programs: r.Programs, Meta: *r.Meta})
 	}
 	return all
 }

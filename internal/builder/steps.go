@@ -143,7 +143,7 @@ func (bd *build) realise(ctx context.Context) (*nix.Result, error) {
 	case knownPlan:
 		res, err := bd.realiseKnown(ctx, "realising (resolved before)", pl.outputs, nil)
 		if err == nil {
-			res.Programs = pl.programs
+			res.Programs, res.Packages = pl.programs, pl.packages
 			bd.b.stats.Resolved.Add(1)
 		}
 		if err != errEvaluateAlone {
@@ -153,7 +153,7 @@ func (bd *build) realise(ctx context.Context) (*nix.Result, error) {
 		// The evaluation rooted the derivations to realise them from.
 		res, err := bd.realiseKnown(ctx, "building", pl.outputs, pl.realise)
 		if err == nil {
-			res.Programs = pl.programs
+			res.Programs, res.Packages = pl.programs, pl.packages
 			res.Realise += pl.waited // the evaluation is part of realising
 		}
 		if err != errEvaluateAlone {

@@ -10,30 +10,51 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/storage"
 )
 
-// Details describe a built image for people: what is in it and how it is
-// layered. They are stored beside the manifest cache entry and collected
-// with it.
+// Details describe a built image for people and for its SBOMs and
+// provenance (package attest): what is in it, where it comes from and how
+// it is layered. They are stored beside the manifest cache entry and
+// collected with it.
+//
+// Details stored before SBOMs existed lack SourceType, SourceName,
+// SourceURI, PackageMeta and the closure's NAR hashes and references; they read as
+// empty.
 type Details struct {
-	Name      string                   `json:"name"`
-	Tag       string                   `json:"tag"`
-	Packages  []string                 `json:"packages"`
-	Arch      string                   `json:"arch"`
-	Source    string                   `json:"source"`   // the package set's identity
-	Revision  string                   `json:"revision"` // resolved revision, if any
-	Built     time.Time                `json:"built"`
-	Roots     []string                 `json:"roots"`   // store paths of the requested packages
-	Closure   []PathInfo               `json:"closure"` // sorted by path
-	Layers    []LayerInfo              `json:"layers"`  // in manifest order
-	Manifests map[string]digest.Digest `json:"manifests"`
+	Name        string                   `json:"name"`
+	Tag         string                   `json:"tag"`
+	Packages    []string                 `json:"packages"`
+	Arch        string                   `json:"arch"`
+	Source      string                   `json:"source"`               // the package set's identity
+	SourceType  string                   `json:"sourceType,omitempty"` // "path", "nixpkgs", "git" or "flake"
+	SourceName  string                   `json:"sourceName,omitempty"` // the package source for people, without credentials
+	SourceURI   string                   `json:"sourceURI,omitempty"`  // where it comes from, without credentials (source.Resolved.URI)
+	Revision    string                   `json:"revision"`             // resolved revision, if any
+	Built       time.Time                `json:"built"`
+	Roots       []string                 `json:"roots"`   // store paths of the requested packages
+	Closure     []PathInfo               `json:"closure"` // sorted by path
+	Layers      []LayerInfo              `json:"layers"`  // in manifest order
+	Manifests   map[string]digest.Digest `json:"manifests"`
+	PackageMeta []PackageInfo            `json:"packageMeta,omitempty"` // each requested package, in request order
 }
 
 // PathInfo is one store path of an image's closure.
 type PathInfo struct {
-	Path string `json:"path"`
-	Size int64  `json:"size"` // NAR size
+	Path       string   `json:"path"`
+	Size       int64    `json:"size"`                 // NAR size
+	NarHash    string   `json:"narHash,omitempty"`    // SHA-256 of the NAR, "sha256:<hex>" (nix.StorePath)
+	References []string `json:"references,omitempty"` // store paths it refers to, sorted, without itself
+}
+
+// PackageInfo is one requested package: the name it was requested by,
+// its output paths in the image and what its meta says (any of which may
+// be empty: nix.Meta).
+type PackageInfo struct {
+	Name    string   `json:"name"`
+	Outputs []string `json:"outputs"`
+	nix.Meta
 }
 
 // LayerInfo is one layer of an image.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/storage"
 )
 
@@ -32,6 +33,9 @@ type Package struct {
 	Outputs  []string  `json:"outputs"`  // store paths that go into images
 	Programs []string  `json:"programs"` // its main programs (meta.mainProgram)
 	At       time.Time `json:"at"`       // when it was resolved (local clock, for the cache time)
+	// Meta is what its meta says, for SBOMs; nil in a resolution
+	// recorded before Nixery read meta.
+	Meta *nix.Meta `json:"meta,omitempty"`
 }
 
 // Fresh reports whether r may still be used at now: always for a package

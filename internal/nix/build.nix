@@ -17,6 +17,10 @@
 # Otherwise it traces, before anything is built, the single line
 #   trace: nixery-packages: [{"name":…,"outputs":[…],"programs":[…]}, …]
 # with what every requested name resolved to (output paths, main programs).
+# Before it, for each requested name, the line
+#   trace: nixery-meta: {"name":…,"pname":…,"version":…,"license":[{"spdxId":…,"shortName":…,"fullName":…}],"homepage":…,"drvPath":…}
+# says what the package's meta and derivation say of it, for its SBOM;
+# an attribute that is missing or throws is left empty.
 #
 #   batch     "1" to resolve the names of many builds in one evaluation
 #             (package nix runs it with nix-instantiate, which writes the
@@ -26,7 +30,8 @@
 #             line of its own,
 #               trace: nixery-resolved: {"name":…,"outputs":[…],"programs":[…],"realise":"/nix/store/…drv!out"}
 #             where realise is what `nix-store --realise` builds its
-#             outputs from. The result is the list of their derivations.
+#             outputs from, and its nixery-meta line. The result is the
+#             list of their derivations.
 { load, srcType, srcArgs, packages, system, batch ? "" }:
 
 let
@@ -145,6 +150,35 @@ let
     outputs = map (o: o.outPath) (outputsOf drv);
     programs = mainProgram drv;
   };
+  # What a package's meta and derivation say of it, for its SBOM. Each
+  # attribute is evaluated on its own (tryEval: a missing or throwing
+  # one is left empty, the others stay). meta.license is one licence or
+  # a list, each nixpkgs' attribute set or, in old package sets, a
+  # string; meta.homepage a string or a list, of which the first counts.
+  try = v: def: let r = builtins.tryEval (builtins.deepSeq v v); in if r.success then r.value else def;
+  str = v: if builtins.isString v then v else "";
+  licenseOf = l:
+    if builtins.isString l then { spdxId = l; shortName = l; fullName = ""; }
+    else if builtins.isAttrs l then { spdxId = str (l.spdxId or null); shortName = str (l.shortName or null); fullName = str (l.fullName or null); }
+    else null;
+  metaOf = name: drv:
+    let parsed = builtins.parseDrvName (try (str (drv.name or null)) "");
+    in {
+      inherit name;
+      pname = try (str (drv.pname or parsed.name)) "";
+      version = try (str (drv.version or parsed.version)) "";
+      license = try (
+        let l = drv.meta.license or [ ];
+        in builtins.filter (x: x != null) (map licenseOf (if builtins.isList l then l else [ l ]))) [ ];
+      homepage = try (
+        let h = drv.meta.homepage or null;
+        in str (if builtins.isList h then (if h == [ ] then null else builtins.head h) else h)) "";
+      drvPath = try (str (drv.drvPath or null)) "";
+    };
+  metaLine = name: drv: "nixery-meta: ${builtins.toJSON (metaOf name drv)}";
+  # traceAll traces lines in order, then returns e.
+  traceAll = lines: e: builtins.seq (builtins.foldl' (acc: l: builtins.seq (builtins.trace l null) acc) null lines) e;
+
   described = builtins.genList (i:
     describe (builtins.elemAt names i) (builtins.elemAt resolved i).drv) (builtins.length names);
 
@@ -163,10 +197,11 @@ let
     in
     if try.success && try.value != null then [ try.value ] else [ ];
   attempts = builtins.concatMap attempt names;
-  traced = builtins.foldl' (acc: a: builtins.trace "nixery-resolved: ${builtins.toJSON a.entry}" acc)
-    (map (a: a.drv) attempts) attempts;
+  traced = traceAll (builtins.concatMap (a: [ "nixery-resolved: ${builtins.toJSON a.entry}" (metaLine a.entry.name a.drv) ]) attempts)
+    (map (a: a.drv) attempts);
 in
 if batch == "1" then traced
 else if unknown != [ ] then throw "nixery-unknown-packages: ${builtins.toJSON unknown}"
-else builtins.trace "nixery-packages: ${builtins.toJSON described}"
-  (builtins.concatMap (r: outputsOf r.drv) resolved)
+else traceAll (builtins.genList (i: metaLine (builtins.elemAt names i) (builtins.elemAt resolved i).drv) (builtins.length names))
+  (builtins.trace "nixery-packages: ${builtins.toJSON described}"
+    (builtins.concatMap (r: outputsOf r.drv) resolved))

@@ -173,6 +173,12 @@ type lineWriter struct {
 	sawPackages bool
 	evaluated   func() // called when the packages trace is seen
 
+	// metas are build.nix's nixery-meta lines, by name: in batch mode
+	// any of them, else only those before the packages trace (which
+	// evaluation prints before anything is built, so that no builder's
+	// output can pass for one). At most maxResolved.
+	metas map[string]Meta
+
 	// batch: build.nix runs in batch mode (Resolve), whose trace is a
 	// line per resolved name, collected in resolved. Only nix-instantiate
 	// writes them: it runs no builder that could print a look-alike.
@@ -271,6 +277,24 @@ func (w *lineWriter) line(l string, dropped int) {
 		}
 		return
 	}
+	if rest, ok := strings.CutPrefix(l, metaMarker); ok && (w.batch || !w.sawPackages) {
+		var m struct {
+			Name string `json:"name"`
+			Meta
+		}
+		if dropped == 0 && len(w.metas) < maxResolved && json.Unmarshal([]byte(rest), &m) == nil && m.Name != "" {
+			if w.metas == nil {
+				w.metas = map[string]Meta{}
+			}
+			if _, ok := w.metas[m.Name]; !ok {
+				if len(m.Licenses) == 0 {
+					m.Licenses = nil // Nix says []
+				}
+				w.metas[m.Name] = m.Meta
+			}
+		}
+		return
+	}
 	if rest, ok := strings.CutPrefix(l, resolvedMarker); ok && w.batch {
 		var res Resolution
 		if dropped == 0 && len(w.resolved) < maxResolved && json.Unmarshal([]byte(rest), &res) == nil && res.Name != "" {
@@ -350,13 +374,15 @@ var embeddedFrameRE = regexp.MustCompile(`^at «string»:\d+:\d+:?$`)
 var sourceLineRE = regexp.MustCompile(`^\d*\|`)
 
 // packagesMarker starts build.nix's trace of the resolved packages;
-// resolvedMarker its trace of one resolved name in batch mode.
-// At most maxResolved resolutions of one batch are kept (a batch asks
-// for far fewer names).
+// resolvedMarker its trace of one resolved name in batch mode;
+// metaMarker its trace of one package's meta. At most maxResolved
+// resolutions (and metas) of one batch are kept (a batch asks for far
+// fewer names).
 const (
 	maxResolved    = 4096
 	packagesMarker = "trace: nixery-packages: "
 	resolvedMarker = "trace: nixery-resolved: "
+	metaMarker     = "trace: nixery-meta: "
 )
 
 // unprintableMarker starts search.nix's trace of a package it left out

@@ -201,6 +201,7 @@ type Request struct {
 type StorePath struct {
 	Path       string   // /nix/store/…
 	NarSize    int64    // size of its NAR serialisation, in bytes
+	NarHash    string   // SHA-256 of its NAR serialisation, "sha256:<hex>"; "" if Nix said none
 	References []string // other store paths it refers to, sorted, without itself
 }
 
@@ -238,6 +239,29 @@ type Resolution struct {
 	// Realise, from Resolve only, is what `nix-store --realise` builds
 	// Outputs from: "<derivation>!<output>,<output>…".
 	Realise string `json:"realise,omitempty"`
+	// Meta is what the package's meta and derivation say of it, for its
+	// SBOM (build.nix's nixery-meta line); empty where Nix said nothing.
+	Meta Meta `json:"meta,omitzero"`
+}
+
+// Meta is what a package's meta and derivation say of it: the
+// attributes an SBOM names. Any of them may be empty: a package set
+// need not set them, and an attribute that throws is left out.
+type Meta struct {
+	PName    string    `json:"pname,omitempty"`
+	Version  string    `json:"version,omitempty"`
+	Licenses []License `json:"license,omitempty"`  // meta.license, one or a list: every one applies
+	Homepage string    `json:"homepage,omitempty"` // meta.homepage, the first if a list
+	DrvPath  string    `json:"drvPath,omitempty"`  // the derivation, /nix/store/…drv
+}
+
+// License is one licence of meta.license, as nixpkgs' lib.licenses
+// describe them (a package set's string licence is its spdxId and
+// shortName).
+type License struct {
+	SPDXID    string `json:"spdxId,omitempty"`    // "MIT", "GPL-2.0-or-later"; "" for licences SPDX does not list
+	ShortName string `json:"shortName,omitempty"` // "mit", "unfree"
+	FullName  string `json:"fullName,omitempty"`  // "MIT License"
 }
 
 // ResolveRequest asks what many names resolve to, in one evaluation of a
@@ -285,6 +309,7 @@ func (r *Runner) Resolve(ctx context.Context, req ResolveRequest) ([]Resolution,
 	var out []Resolution
 	for _, res := range stderr.resolved {
 		if slices.Contains(req.Names, res.Name) && !slices.ContainsFunc(out, func(o Resolution) bool { return o.Name == res.Name }) {
+			res.Meta = stderr.metas[res.Name]
 			out = append(out, res)
 		}
 	}
@@ -517,8 +542,9 @@ func (r *Runner) Build(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	var programs []string
-	for _, p := range stderr.packages {
+	for i, p := range stderr.packages {
 		programs = append(programs, p.Programs...)
+		stderr.packages[i].Meta = stderr.metas[p.Name]
 	}
 	return &Result{Roots: roots, Closure: closure, Programs: programs, Packages: stderr.packages, Realise: realised.Sub(start), Graph: time.Since(realised)}, nil
 }

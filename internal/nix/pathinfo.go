@@ -16,11 +16,12 @@ const defaultStoreDir = "/nix/store"
 
 // pathInfo is the part of `nix path-info --json` that Nixery reads.
 type pathInfo struct {
-	Path       string   `json:"path"`     // only in the array shape
-	Valid      *bool    `json:"valid"`    // only in the array shape, false for invalid paths
-	StoreDir   string   `json:"storeDir"` // only in newer object shapes
-	NarSize    int64    `json:"narSize"`
-	References []string `json:"references"`
+	Path       string          `json:"path"`     // only in the array shape
+	Valid      *bool           `json:"valid"`    // only in the array shape, false for invalid paths
+	StoreDir   string          `json:"storeDir"` // only in newer object shapes
+	NarSize    int64           `json:"narSize"`
+	NarHash    json.RawMessage `json:"narHash"` // see narHash
+	References []string        `json:"references"`
 }
 
 // parsePathInfo reads the output of `nix path-info --json --recursive`,
@@ -110,7 +111,7 @@ func parsePathInfo(data []byte) ([]StorePath, error) {
 		if in.Path == "" {
 			return nil, errors.New("entry without a store path")
 		}
-		sp := StorePath{Path: full(in.Path, in.StoreDir), NarSize: in.NarSize}
+		sp := StorePath{Path: full(in.Path, in.StoreDir), NarSize: in.NarSize, NarHash: narHash(in.NarHash)}
 		for _, ref := range in.References {
 			if ref = full(ref, in.StoreDir); ref != sp.Path {
 				sp.References = append(sp.References, ref)

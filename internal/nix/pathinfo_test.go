@@ -148,9 +148,9 @@ func TestParsePathInfoCaptured(t *testing.T) {
 		libx = "/nix/store/1qfan52v5w9jcxhigpslqv4l54awrc3d-libx"
 	)
 	want := []StorePath{
-		{Path: libx, NarSize: 344, References: []string{bb}},
-		{Path: appx, NarSize: 336, References: []string{libx}},
-		{Path: bb, NarSize: 1982568},
+		{Path: libx, NarSize: 344, References: []string{bb}, NarHash: "sha256:17fadf54b2ca7db233c37fe93af42e3e729a8c775069c908d24b89b38e794bea"},
+		{Path: appx, NarSize: 336, References: []string{libx}, NarHash: "sha256:83e460a5e6187b658524e0639f351c919bc085f1f8f260a327c01da4841dc1ce"},
+		{Path: bb, NarSize: 1982568, NarHash: "sha256:f423dbc7e23e836f1a7c931276aa73ca771692d5ba68174b34c72b9f216ac821"},
 	}
 	files, _ := filepath.Glob("testdata/pathinfo/*.json")
 	if len(files) < 6 {

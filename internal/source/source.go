@@ -8,10 +8,13 @@ package source
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"regexp"
+	"strings"
 
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/redact"
 )
 
 // Source is where the Nix package set comes from.
@@ -47,6 +50,36 @@ type Resolved struct {
 
 	// Revision is the resolved revision for humans ("" if none).
 	Revision string
+}
+
+// URI says where the package set comes from, without credentials, for
+// documents that name it (an image's SBOMs and provenance): "git+" and
+// the repository's URL (git+file:// for a directory), the locked flake
+// reference, the nixpkgs tarball Nix fetches; "" for a local directory,
+// whose path is the server's own business.
+func (r Resolved) URI() string {
+	switch r.Type {
+	case "git":
+		var args struct {
+			URL string `json:"url"`
+		}
+		if json.Unmarshal([]byte(r.Args), &args) != nil || args.URL == "" {
+			return ""
+		}
+		u := redact.WithoutUserinfo(args.URL)
+		switch {
+		case strings.HasPrefix(u, "/"):
+			return "git+file://" + u
+		case strings.HasPrefix(u, "git+"):
+			return u
+		}
+		return "git+" + u
+	case "flake":
+		return redact.WithoutUserinfo(r.Args)
+	case "nixpkgs":
+		return "https://github.com/NixOS/nixpkgs/archive/" + r.Args + ".tar.gz" // as load.nix fetches it
+	}
+	return ""
 }
 
 var commitRE = regexp.MustCompile(`^[0-9a-f]{40}$`)

@@ -168,3 +168,23 @@ func TestGitSourceResolve(t *testing.T) {
 		t.Errorf("missing repository: %v", err)
 	}
 }
+
+// URI names each kind of source for documents, credentials removed.
+func TestResolvedURI(t *testing.T) {
+	for _, tt := range []struct {
+		r    Resolved
+		want string
+	}{
+		{Resolved{Type: "git", Args: `{"url":"https://user:token@git.example.org/pkgs.git","rev":"abc"}`}, "git+https://git.example.org/pkgs.git"},
+		{Resolved{Type: "git", Args: `{"url":"/srv/pkgs","rev":"abc"}`}, "git+file:///srv/pkgs"},
+		{Resolved{Type: "git", Args: `{"url":"ssh://git@host/repo"}`}, "git+ssh://host/repo"},
+		{Resolved{Type: "git", Args: `not json`}, ""},
+		{Resolved{Type: "flake", Args: "git+https://user:pw@host/repo?rev=0123"}, "git+https://host/repo?rev=0123"},
+		{Resolved{Type: "nixpkgs", Args: "nixos-24.11"}, "https://github.com/NixOS/nixpkgs/archive/nixos-24.11.tar.gz"},
+		{Resolved{Type: "path", Args: "/srv/pkgs"}, ""},
+	} {
+		if got := tt.r.URI(); got != tt.want {
+			t.Errorf("%s %s: URI %q, want %q", tt.r.Type, tt.r.Args, got, tt.want)
+		}
+	}
+}

@@ -78,6 +78,15 @@ let
       script = "blob $out/lib/${file} ${toString seed} ${toString size}\n";
     };
 
+  # Licences as nixpkgs' lib.licenses describes them, for the SBOMs.
+  licenses = {
+    gpl2Plus = { spdxId = "GPL-2.0-or-later"; shortName = "gpl2Plus"; fullName = "GNU General Public License v2.0 or later"; free = true; };
+    gpl3Plus = { spdxId = "GPL-3.0-or-later"; shortName = "gpl3Plus"; fullName = "GNU General Public License v3.0 or later"; free = true; };
+    mit = { spdxId = "MIT"; shortName = "mit"; fullName = "MIT License"; free = true; };
+    cc-by-30 = { spdxId = "CC-BY-3.0"; shortName = "cc-by-30"; fullName = "Creative Commons Attribution 3.0"; free = true; };
+    curl = { spdxId = "curl"; shortName = "curl"; fullName = "curl License"; free = true; };
+  };
+
   self = rec {
     # --- the libraries almost everything shares -------------------------
 
@@ -256,6 +265,7 @@ let
     curl = mk {
       pname = "curl"; version = "8.4.0";
       description = "A command line tool for transferring files with URL syntax (demo look-alike)";
+      meta = { license = licenses.curl; homepage = "https://curl.se/"; };
       deps = [ libcommon zlib openssl ];
       script = ''
         blob $out/lib/libcurl.so.4 10 250000
@@ -271,6 +281,7 @@ let
     git = mk {
       pname = "git"; version = "2.42.0";
       description = "Distributed version control system (demo look-alike)";
+      meta = { license = licenses.gpl2Plus; homepage = [ "https://git-scm.com/" "https://github.com/git/git" ]; };
       deps = [ libcommon zlib openssl curl perl ];
       script = ''
         for c in add commit fetch http-fetch remote-https; do
@@ -288,6 +299,7 @@ let
     jq = mk {
       pname = "jq"; version = "1.7";
       description = "A lightweight and flexible command-line JSON processor (demo look-alike)";
+      meta = { license = [ licenses.mit licenses.cc-by-30 ]; homepage = "https://jqlang.github.io/jq/"; };
       deps = [ libcommon oniguruma ];
       script = ''
         blob $out/lib/libjq.so.1 11 150000
@@ -303,7 +315,7 @@ let
     hello = mk {
       pname = "hello"; version = "2.12.1";
       description = "A program that produces a familiar, friendly greeting";
-      meta.mainProgram = "hello";
+      meta = { mainProgram = "hello"; license = licenses.gpl3Plus; homepage = "https://www.gnu.org/software/hello/manual/"; };
       deps = [ libcommon ];
       script = ''
         mkdir -p $out/share/hello

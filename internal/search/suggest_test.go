@@ -2,6 +2,7 @@ package search
 
 import (
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -94,7 +95,8 @@ func TestSuggestHostile(t *testing.T) {
 	}
 }
 
-// osa against the distance computed in full, without band or bound.
+// osa against the distance computed in full, without band or bound; and
+// the character sets never pass over a name within the distance.
 func TestOSA(t *testing.T) {
 	full := func(a, b string) int {
 		d := make([][]int, len(a)+1)
@@ -123,7 +125,7 @@ func TestOSA(t *testing.T) {
 	word := func() string {
 		b := make([]byte, r.IntN(9))
 		for i := range b {
-			b[i] = "abc"[r.IntN(3)]
+			b[i] = "abc-_.\xc3\xa9Z"[r.IntN(9)]
 		}
 		return string(b)
 	}
@@ -133,6 +135,9 @@ func TestOSA(t *testing.T) {
 		want := min(full(a, b), k+1)
 		if got := osa(a, b, k, buf); got != want {
 			t.Fatalf("osa(%q, %q, %d) = %d, want %d", a, b, k, got, want)
+		}
+		if d := full(a, b); bits.OnesCount64(chars(a)&^chars(b)) > d || bits.OnesCount64(chars(b)&^chars(a)) > d {
+			t.Fatalf("chars(%q) and chars(%q) differ in more than their distance %d", a, b, d)
 		}
 	}
 	for _, tt := range []struct {

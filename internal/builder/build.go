@@ -306,16 +306,20 @@ func (b *Builder) start(ctx context.Context, key string, req *image.Request, src
 		defer cancel()
 		f.p.publish(Event{Kind: "queued", Message: req.Name + ":" + req.Tag})
 		img, err := b.buildOnce(ctx, key, req, src, f.p)
+		final := Event{Kind: "done", Message: "image ready"}
 		if err != nil {
 			err = b.suggest(err)
 			if ownFailure(err) {
 				b.failures.put(key, err, time.Now().Add(b.failureTTL()))
 			}
-			f.p.publish(errorEvent(req, err))
+			final = errorEvent(req, err)
 		} else {
-			f.p.publish(Event{Kind: "done", Message: "image ready", Digest: img.Manifests[manifest.OCIManifest].Digest})
+			final.Digest = img.Manifests[manifest.OCIManifest].Digest
 		}
+		// In the history before its final event, so that whoever saw the
+		// build end finds it there (Builds lists it only there from then).
 		b.history.add(f.p.record(f.req, img, err))
+		f.p.publish(final)
 		if b.beforeFinish != nil {
 			b.beforeFinish()
 		}

@@ -83,32 +83,40 @@ func (p *progress) setRunning() {
 	p.running = true
 }
 
-// times returns when the build started, its phases with their
-// durations until end, the phase going on and whether it runs.
-func (p *progress) times(end time.Time) (started time.Time, phases []PhaseTime, current string, running bool) {
+// snapshot is what the history shows of a build at a moment.
+type snapshot struct {
+	started time.Time
+	phases  []PhaseTime // until the moment
+	current string      // the phase going on
+	running bool        // it holds a slot
+	ended   bool        // its final event is published
+}
+
+// snapshot returns when the build started, its phases with their
+// durations until end, and its state.
+func (p *progress) snapshot(end time.Time) snapshot {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	phases = make([]PhaseTime, len(p.phases))
+	t := snapshot{started: p.started, phases: make([]PhaseTime, len(p.phases)), current: p.current, running: p.running, ended: p.done}
 	for i, ph := range p.phases {
 		until := end
 		if i+1 < len(p.phases) {
 			until = p.phases[i+1].at
 		}
-		phases[i] = PhaseTime{Phase: ph.phase, Seconds: until.Sub(ph.at).Seconds()}
+		t.phases[i] = PhaseTime{Phase: ph.phase, Seconds: until.Sub(ph.at).Seconds()}
 	}
-	started = p.started
-	if started.IsZero() {
-		started = end // not even queued yet
+	if t.started.IsZero() {
+		t.started = end // not even queued yet
 	}
-	return started, phases, p.current, p.running
+	return t
 }
 
 // record is what the history keeps of a build that ended with img or
-// err, its final event published.
+// err, just before its final event.
 func (p *progress) record(req *image.Request, img *Image, err error) Record {
 	end := time.Now().UTC()
-	started, phases, _, _ := p.times(end)
-	r := Record{Image: req.Name, Tag: req.Tag, Result: "ok", Started: started, Seconds: end.Sub(started).Seconds(), Phases: phases}
+	t := p.snapshot(end)
+	r := Record{Image: req.Name, Tag: req.Tag, Result: "ok", Started: t.started, Seconds: end.Sub(t.started).Seconds(), Phases: t.phases}
 	switch {
 	case err == nil:
 		r.Digest = img.Manifests[manifest.OCIManifest].Digest
@@ -168,9 +176,12 @@ func (b *Builder) Builds() Builds {
 	now := time.Now().UTC()
 	out := Builds{Running: []Active{}, Waiting: []Active{}, Finished: b.history.list(), Kept: maxHistory}
 	for _, f := range b.flights.list() {
-		started, phases, current, running := f.p.times(now)
-		a := Active{Image: f.req.Name, Tag: f.req.Tag, Started: started, Seconds: now.Sub(started).Seconds(), Phase: current, Phases: phases}
-		if running {
+		t := f.p.snapshot(now)
+		if t.ended {
+			continue // in the history already
+		}
+		a := Active{Image: f.req.Name, Tag: f.req.Tag, Started: t.started, Seconds: now.Sub(t.started).Seconds(), Phase: t.current, Phases: t.phases}
+		if t.running {
 			out.Running = append(out.Running, a)
 		} else {
 			out.Waiting = append(out.Waiting, a)

@@ -96,16 +96,20 @@ func TestProgressTimes(t *testing.T) {
 		p.phase(ph, "")
 	}
 	end := time.Now().Add(time.Second)
-	started, phases, current, running := p.times(end)
-	if current != "graph" || running || len(phases) != 2 || phases[0].Phase != "realise" || phases[1].Phase != "graph" {
-		t.Fatalf("times: %v %q %v", phases, current, running)
+	got := p.snapshot(end)
+	if got.current != "graph" || got.running || got.ended || len(got.phases) != 2 || got.phases[0].Phase != "realise" || got.phases[1].Phase != "graph" {
+		t.Fatalf("snapshot: %+v", got)
 	}
-	if phases[1].Seconds < 1 || started.After(p.phases[0].at) {
-		t.Errorf("the last phase runs to the end: %v; started %s", phases, started)
+	if got.phases[1].Seconds < 1 || got.started.After(p.phases[0].at) {
+		t.Errorf("the last phase runs to the end: %+v", got)
 	}
 	p.setRunning()
-	if _, _, _, running := p.times(end); !running {
+	if !p.snapshot(end).running {
 		t.Error("not running after setRunning")
+	}
+	p.publish(Event{Kind: "done"})
+	if !p.snapshot(end).ended {
+		t.Error("not ended after the final event")
 	}
 }
 

@@ -191,3 +191,41 @@ func TestBuildsListed(t *testing.T) {
 		t.Errorf("newest first: %s, %s", jq.Image, hello.Image)
 	}
 }
+
+// Suggestions are asked for the first maxSuggested unknown names only,
+// once per failure, and only for Nix's own error: the message stays
+// bounded however many and however long the names.
+func TestSuggestBounded(t *testing.T) {
+	asked := 0
+	long := strings.Repeat("x", 128)
+	b := &Builder{Suggest: func(name string) []string {
+		asked++
+		return []string{long + "1", long + "2", long + "3"}
+	}}
+	var names []string
+	for i := range 40 {
+		names = append(names, fmt.Sprintf("%s%02d", strings.Repeat("ü", 2), i))
+	}
+	unknown := &nix.UnknownPackagesError{Packages: names}
+	err := b.suggest(unknown)
+	if asked != maxSuggested {
+		t.Errorf("asked %d times, want %d", asked, maxSuggested)
+	}
+	if n := len(err.Error()); n > len(unknown.Error())+maxSuggested*(3*(len(long)+1)+30) {
+		t.Errorf("a message of %d bytes", n)
+	}
+	if again := b.suggest(err); again != err || asked != maxSuggested {
+		t.Errorf("asked again for a failure that has its suggestions")
+	}
+	if wrapped := fmt.Errorf("x: %w", unknown); b.suggest(wrapped) != wrapped {
+		t.Errorf("a wrapped error changed")
+	}
+	if unknown.Suggestions != nil {
+		t.Errorf("the original error changed")
+	}
+	e := errorEvent(request(t, "shell/a", "latest"), err)
+	if len(e.Suggestions) != 3*maxSuggested || e.Suggestions[0].Image != "" {
+		// no component of the image name is "üü00": no image to link
+		t.Errorf("%d suggestions in the event, the first %+v", len(e.Suggestions), e.Suggestions[0])
+	}
+}

@@ -269,3 +269,40 @@ func TestBrowserSearchBuildAndSeeResult(t *testing.T) {
 	}
 	d.screenshot("image")
 }
+
+// The build page of an unknown package links the images its close names
+// select; the index page leads to the page of recent builds, which lists
+// that failed build with its error.
+func TestBrowserSuggestionAndBuilds(t *testing.T) {
+	needServer(t)
+	packageListReady(t)
+	d := startBrowser(t)
+	site := "http://" + server.addr
+
+	d.call("POST", "/url", map[string]string{"url": site + "/build/shell/helo"})
+	d.waitText("#result", "The build failed")
+	if s := d.waitText("#suggestions", "shell/hello"); !strings.HasPrefix(s, "Did you mean shell/hello") {
+		t.Errorf("suggestions: %q", s)
+	}
+	link := d.find("#suggestions a.suggestion")
+	var href string
+	json.Unmarshal(d.call("GET", "/element/"+link+"/attribute/href", nil), &href)
+	if href != "/image/shell/hello" {
+		t.Errorf("the suggestion links %q", href)
+	}
+	d.screenshot("suggestion")
+	d.call("POST", "/element/"+link+"/click", map[string]any{})
+	d.waitText("h1", server.addr+"/shell/hello")
+	if !strings.HasSuffix(d.url(), "/image/shell/hello") {
+		t.Errorf("the suggestion went to %s", d.url())
+	}
+
+	d.call("POST", "/url", map[string]string{"url": site + "/"})
+	d.call("POST", "/element/"+d.find("#builds-link")+"/click", map[string]any{})
+	d.waitText("h1", "Builds")
+	ended := d.waitText("#finished", "shell/helo")
+	if !strings.Contains(ended, "failed") || !strings.Contains(ended, "unknown package(s): helo (did you mean hello?)") || !strings.Contains(ended, "realise") {
+		t.Errorf("the page of builds lists:\n%s", ended)
+	}
+	d.screenshot("builds")
+}

@@ -64,6 +64,24 @@ func TestCLIBuildFails(t *testing.T) {
 	}
 }
 
+// An unknown package's close names, in the build's error and as the
+// commands that build the images they select; the registry's
+// MANIFEST_UNKNOWN says them too.
+func TestCLIBuildSuggests(t *testing.T) {
+	needServer(t)
+	packageListReady(t)
+	out, err := exec.Command(bin, "build", "--server", "http://"+server.addr, "shell/helo").CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "unknown package(s): helo (did you mean hello?)") ||
+		!strings.Contains(string(out), "did you mean: nixery build shell/hello\n") {
+		t.Errorf("nixery build shell/helo: %v\n%s", err, out)
+	}
+	resp, body := get(t, "GET", "/v2/shell/helo/manifests/latest", "")
+	if resp.StatusCode != 404 || !strings.Contains(string(body), `"code":"MANIFEST_UNKNOWN"`) || !strings.Contains(string(body), "helo (did you mean hello?)") {
+		t.Errorf("GET shell/helo's manifest: %d %s", resp.StatusCode, body)
+	}
+}
+
 // The operators' endpoints of the real server.
 func TestHealthAndMetrics(t *testing.T) {
 	needServer(t)

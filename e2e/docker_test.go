@@ -87,11 +87,12 @@ func TestDocker(t *testing.T) {
 	})
 
 	t.Run("UnknownPackage", func(t *testing.T) {
+		packageListReady(t)
 		stdout, stderr, err := d.docker(5*time.Minute, "pull", reg+"/shell/helo")
 		if err == nil {
 			t.Fatalf("docker pull shell/helo succeeded:\n%s%s", stdout, stderr)
 		}
-		if !strings.Contains(stdout+stderr, "unknown package(s): helo") {
+		if !strings.Contains(stdout+stderr, "unknown package(s): helo (did you mean hello?)") {
 			t.Errorf("docker pull shell/helo (%v) does not show the registry's message:\n%s%s", err, stdout, stderr)
 		}
 	})

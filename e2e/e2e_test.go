@@ -187,6 +187,25 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// packageListReady returns once the shared server has its package list
+// in memory, so that an unknown package's error names close ones: the
+// server makes the list in the background after start-up, and a search
+// waits for it (or answers 503 while the source is being resolved).
+func packageListReady(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		resp, body := get(t, "GET", "/api/search?q=hello", "")
+		if resp.StatusCode == 200 {
+			return
+		}
+		if resp.StatusCode != 503 || time.Now().After(deadline) {
+			t.Fatalf("the package list is not ready: %d %s", resp.StatusCode, body)
+		}
+		time.Sleep(100 * time.Millisecond) // Retry-After says 5 s; the source resolves sooner
+	}
+}
+
 // pull copies ref (relative to the shared server) into an OCI layout
 // with skopeo and unpacks it with umoci; it returns the root file system.
 func pull(t *testing.T, ref string) string {

@@ -103,6 +103,11 @@ With --local, every flag of serve configures the build, as for serve:
 	}
 	if final.Kind == "error" {
 		fmt.Fprintf(stderr, "nixery build: %s failed:\n%s\n", req.Ref(), final.Message)
+		for _, s := range final.Suggestions {
+			if s.Image != "" {
+				fmt.Fprintf(stderr, "did you mean: nixery build %s\n", s.Image)
+			}
+		}
 		return 1
 	}
 	if !*quiet {

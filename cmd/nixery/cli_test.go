@@ -36,6 +36,10 @@ func TestBuildCmd(t *testing.T) {
 	failing := fakeServer(t,
 		`{"kind":"queued"}`,
 		`{"kind":"error","message":"unknown package(s): nosuch"}`)
+	suggested := fakeServer(t,
+		`{"kind":"queued"}`,
+		`{"kind":"error","message":"unknown package(s): helo (did you mean hello or help?)","suggestions":[`+
+			`{"package":"helo","name":"hello","image":"shell/hello"},{"package":"helo","name":"help","image":"shell/help"}]}`)
 	truncated := fakeServer(t, `{"kind":"queued"}`)
 	host := strings.TrimPrefix(ok.URL, "http://")
 
@@ -47,6 +51,8 @@ func TestBuildCmd(t *testing.T) {
 		{[]string{"--server", ok.URL, "shell/hello"}, 0, "phase realise \n  building '/nix/store/…-hello.drv'...\nphase pack \ndone image ready\nimage ready: shell/hello (sha256:abc)\ndocker pull " + host + "/shell/hello\n", ""},
 		{[]string{"shell/hello:v2", "--server", ok.URL, "--quiet"}, 0, "docker pull " + host + "/shell/hello:v2\n", ""},
 		{[]string{"--server", failing.URL, "nosuch"}, 1, "", "nosuch failed:\nunknown package(s): nosuch"},
+		{[]string{"--server", suggested.URL, "shell/helo"}, 1, "", "shell/helo failed:\nunknown package(s): helo (did you mean hello or help?)\n" +
+			"did you mean: nixery build shell/hello\ndid you mean: nixery build shell/help\n"},
 		{[]string{"--server", truncated.URL, "hello"}, 1, "", "closed the event stream before the build ended"},
 		{[]string{"--server", ok.URL, "Bad"}, 2, "", "invalid repository name"},
 		{[]string{"--server", "ftp://x", "hello"}, 2, "", "--server must be an http(s) URL"},

@@ -122,6 +122,7 @@ func TestPrivateInstance(t *testing.T) {
 			"/v2/hello/blobs/uploads/", "/v2/hello/tags/list",
 			"/", "/image/hello", "/build/hello", "/search?q=hello",
 			"/api/search?q=hello", "/api/image/hello", "/api/build/hello/events",
+			"/builds", "/api/builds", // the operator's page of builds and its JSON
 			"/no/such/page",
 		}
 		open := []string{"/healthz", "/readyz"}
@@ -170,7 +171,7 @@ func TestPrivateInstance(t *testing.T) {
 			{"/v2/", 200}, {"/v2/hello/manifests/latest", 200}, {"/v2/hello/tags/list", 200},
 			{"/v2/hello/blobs/uploads/", 405}, {"/", 200}, {"/image/hello", 200},
 			{"/api/search?q=hello", 200}, {"/api/image/hello", 200}, {"/no/such/page", 404},
-			{"/healthz", 200}, {"/readyz", 200}, {"/metrics", 200},
+			{"/healthz", 200}, {"/readyz", 200}, {"/metrics", 200}, {"/builds", 200},
 		} {
 			if resp, body := get(tt.path, right); resp.StatusCode != tt.status {
 				t.Errorf("metrics public %v, %s: %d, want %d: %q", metricsPublic, tt.path, resp.StatusCode, tt.status, body)
@@ -178,6 +179,10 @@ func TestPrivateInstance(t *testing.T) {
 		}
 		if n := blobs(t, storeDir); n == 0 {
 			t.Errorf("the authenticated pull stored nothing")
+		}
+		// The pull's build is on the operator's page, for those who may see it.
+		if resp, body := get("/api/builds", right); resp.StatusCode != 200 || !strings.Contains(body, `"image":"hello","tag":"latest","result":"ok"`) {
+			t.Errorf("/api/builds with credentials: %d %s", resp.StatusCode, body)
 		}
 	}
 }

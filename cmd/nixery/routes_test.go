@@ -215,6 +215,8 @@ func TestRouteLabels(t *testing.T) {
 			{"GET", "/some/random/path/from/a/scanner", route.Web, 404, 0},
 			{"GET", "/api/build/shell/hello", route.APIEvents, 404, 0},
 			{"GET", "/api/nothing", route.APIOther, 404, 0},
+			{"POST", "/builds", route.Web, 405, 0},
+			{"DELETE", "/api/builds", route.APIOther, 405, 0},
 			{"GET", "/metrics", route.Metrics, 200, 0},
 			{"POST", "/metrics", route.Metrics, 405, 0}, // the site's answer
 			{"GET", "/healthz", route.Health, 200, 200},

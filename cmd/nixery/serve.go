@@ -129,6 +129,9 @@ func serve(args []string) error {
 	background.Go(func() { p.sourceHealth.Run(bg) })
 	packages := &search.Searcher{Nix: builder.Nix, Source: source, Metadata: builder.Metadata(), Health: p.sourceHealth, Logger: log}
 	packages.Preload(ctx) // the package list for search, made once per package set
+	// An unknown package's error names close ones from that list, once it
+	// is in memory (never waiting for it, never running Nix for it).
+	builder.Suggest = packages.Suggest
 	site := &web.Site{Builder: builder, Version: version, Logger: log, TrustProxy: cfg.TrustProxy, SourceHealth: p.sourceHealth, Search: packages}
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
 	promRegistry := metrics.NewRegistry(builder, p.sourceHealth.Collector())

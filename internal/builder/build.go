@@ -91,6 +91,12 @@ type Builder struct {
 	// an error refuses the request at once, without running Nix (a
 	// package set this Nix cannot evaluate, see package sourcehealth).
 	Usable func(src source.Resolved) error
+	// Suggest, if set, returns close names of the package set for a
+	// name that is no package of it, best first, as an image name spells
+	// them (search.Searcher.Suggest): they go into the error of unknown
+	// packages (suggest.go). It must answer at once from what it holds,
+	// never run Nix nor wait.
+	Suggest func(name string) []string
 	// FailureTTL is how long a failed build's error is answered again
 	// without building; 0 = DefaultFailureTTL.
 	FailureTTL time.Duration
@@ -112,6 +118,7 @@ type Builder struct {
 	stats     Stats
 	flights   flights
 	failures  failures
+	history   history
 	evals     evaluations
 	phaseOnce sync.Once
 	phaseHist *prometheus.HistogramVec
@@ -297,7 +304,7 @@ func (b *Builder) start(ctx context.Context, key string, req *image.Request, src
 		b.drainMu.Unlock()
 		return nil, ErrDraining
 	}
-	f, started := b.flights.start(key)
+	f, started := b.flights.start(key, req)
 	if !started {
 		b.drainMu.Unlock()
 		return f, nil // another request started it meanwhile
@@ -310,14 +317,20 @@ func (b *Builder) start(ctx context.Context, key string, req *image.Request, src
 		defer cancel()
 		f.p.publish(Event{Kind: "queued", Message: req.Name + ":" + req.Tag})
 		img, err := b.buildOnce(ctx, key, req, src, f.p)
+		final := Event{Kind: "done", Message: "image ready"}
 		if err != nil {
+			err = b.suggest(err)
 			if ownFailure(err) {
 				b.failures.put(key, err, time.Now().Add(b.failureTTL()))
 			}
-			f.p.publish(Event{Kind: "error", Message: err.Error()})
+			final = errorEvent(req, err)
 		} else {
-			f.p.publish(Event{Kind: "done", Message: "image ready", Digest: img.Manifests[manifest.OCIManifest].Digest})
+			final.Digest = img.Manifests[manifest.OCIManifest].Digest
 		}
+		// In the history before its final event, so that whoever saw the
+		// build end finds it there (Builds lists it only there from then).
+		b.history.add(f.p.record(f.req, img, err))
+		f.p.publish(final)
 		if b.beforeFinish != nil {
 			b.beforeFinish()
 		}

@@ -113,6 +113,7 @@ func (b *Builder) buildQueued(ctx context.Context, t *ticket, key string, req *i
 	if err := t.wait(ctx); err != nil {
 		return nil, err
 	}
+	p.setRunning()
 	if b.inSlot != nil {
 		b.inSlot(req)
 	}

@@ -26,6 +26,20 @@ type Event struct {
 	Phase   string        `json:"phase,omitempty"`   // one of Phases
 	Message string        `json:"message,omitempty"` // log line, error or summary
 	Digest  digest.Digest `json:"digest,omitempty"`  // "done": the OCI manifest's digest
+	// Suggestions ("error" of unknown packages): close names of the
+	// package set for each unknown one, best first (see Builder.Suggest).
+	Suggestions []Suggestion `json:"suggestions,omitempty"`
+}
+
+// Suggestion is a close name for an unknown package, and the image that
+// has it instead.
+type Suggestion struct {
+	Package string `json:"package"` // the unknown name
+	Name    string `json:"name"`    // a close name, as an image name spells it
+	// Image is the reference of the image with Name in place of
+	// Package (image.Request.Replacing); "" if the image name does not
+	// spell Package as one of its components.
+	Image string `json:"image,omitempty"`
 }
 
 // Final reports whether e ends a build's events.
@@ -55,6 +69,13 @@ type progress struct {
 	// holder of a fleet-wide claim publishes them for other replicas).
 	onPhase func(phase string)
 	current string // the phase going on
+
+	// What the page of recent builds shows (history.go): when the
+	// build started (its first event), the phases it started, and
+	// whether it holds a slot (it runs; else it waits).
+	started time.Time
+	phases  []phaseStart
+	running bool
 }
 
 // publish records e and hands it to the subscribers. A phase event for
@@ -64,9 +85,14 @@ type progress struct {
 func (p *progress) publish(e Event) {
 	e.Time = time.Now().UTC()
 	p.mu.Lock()
+	if p.started.IsZero() {
+		p.started = e.Time
+	}
 	if e.Kind == "phase" {
 		if e.Phase == p.current {
 			e.Kind = "log"
+		} else if len(p.phases) < maxPhases {
+			p.phases = append(p.phases, phaseStart{e.Phase, e.Time})
 		}
 		p.current = e.Phase
 	}
@@ -174,6 +200,7 @@ func (p *progress) unsubscribe(ch chan Event) {
 
 // flight is one build in progress, shared by every request for its key.
 type flight struct {
+	req  *image.Request // the request that started it
 	p    *progress
 	done chan struct{} // closed when img and err are set
 	img  *Image
@@ -198,7 +225,7 @@ func (t *flights) join(key string) *flight {
 
 // start returns the flight of key, and started=true if the caller must
 // run it (nobody else does).
-func (t *flights) start(key string) (f *flight, started bool) {
+func (t *flights) start(key string, req *image.Request) (f *flight, started bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if f := t.active[key]; f != nil {
@@ -207,9 +234,20 @@ func (t *flights) start(key string) (f *flight, started bool) {
 	if t.active == nil {
 		t.active = map[string]*flight{}
 	}
-	f = &flight{p: &progress{}, done: make(chan struct{})}
+	f = &flight{req: req, p: &progress{}, done: make(chan struct{})}
 	t.active[key] = f
 	return f, true
+}
+
+// list returns the flights in progress.
+func (t *flights) list() []*flight {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*flight, 0, len(t.active))
+	for _, f := range t.active {
+		out = append(out, f)
+	}
+	return out
 }
 
 // finish ends f: it leaves the table first, then its waiters are released.
@@ -311,7 +349,9 @@ func (b *Builder) Watch(ctx context.Context, req *image.Request) (<-chan Event, 
 		if !ownFailure(err) {
 			return nil, err
 		}
-		out <- Event{Time: time.Now().UTC(), Kind: "error", Message: err.Error()}
+		e := errorEvent(req, err)
+		e.Time = time.Now().UTC()
+		out <- e
 		close(out)
 		return out, nil
 	}

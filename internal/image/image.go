@@ -235,6 +235,28 @@ func (r *Request) Ref() string {
 	return r.Name + ":" + r.Tag
 }
 
+// Replacing returns the reference (as Ref spells it) of the image whose
+// name has new for every component that is old: the image a suggestion
+// for the unknown package old selects. ok is false if no component is
+// old (a package inside a language environment, a meta-package) or the
+// name that results is invalid.
+func (r *Request) Replacing(old, new string) (ref string, ok bool) {
+	components := strings.Split(r.Name, "/")
+	for i, c := range components {
+		if c == old {
+			components[i], ok = new, true
+		}
+	}
+	if !ok {
+		return "", false
+	}
+	req, err := Parse(strings.Join(components, "/"), r.Tag)
+	if err != nil {
+		return "", false
+	}
+	return req.Ref(), true
+}
+
 // WithPackages is the attribute name that makes a component a language
 // environment, as in python3.withpackages.numpy. Names are lower case
 // (the distribution spec's grammar); package nix finds nixpkgs'

@@ -200,3 +200,28 @@ func TestReferrersTags(t *testing.T) {
 		t.Errorf("a tag outside the schema: %v", err)
 	}
 }
+
+// The image a suggestion selects: the unknown component replaced, the
+// meta-packages and the tag kept.
+func TestReplacing(t *testing.T) {
+	for _, tt := range []struct {
+		ref, old, new, want string
+		ok                  bool
+	}{
+		{"shell/helo", "helo", "hello", "shell/hello", true},
+		{"arm64/helo/git:v2", "helo", "hello", "arm64/hello/git:v2", true},
+		{"requests", "requests", "python3packages.requests", "python3packages.requests", true},
+		{"helo/helo", "helo", "hello", "hello/hello", true},
+		{"python3.withpackages.numpi", "numpi", "numpy", "", false}, // inside an environment
+		{"shell/helo", "nosuch", "x", "", false},                    // no such component
+		{"helo", "helo", "Hello", "", false},                        // no image name
+	} {
+		req, err := ParseRef(tt.ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := req.Replacing(tt.old, tt.new); got != tt.want || ok != tt.ok {
+			t.Errorf("%s: Replacing(%q, %q) = %q, %v; want %q, %v", tt.ref, tt.old, tt.new, got, ok, tt.want, tt.ok)
+		}
+	}
+}

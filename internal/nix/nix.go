@@ -443,17 +443,46 @@ type UnknownPackagesError struct {
 	// for a name that matches several attributes ignoring case, "not a
 	// package" for a name of something else, such as a package set.
 	Details map[string]string
+
+	// Suggestions are close names of the package set, by name, as
+	// whoever holds its package list found them (see
+	// builder.Builder.Suggest): a few at most, as an image name spells
+	// them. Nix finds none: nil until then.
+	Suggestions map[string][]string
 }
 
 func (e *UnknownPackagesError) Error() string {
 	names := make([]string, len(e.Packages))
 	for i, p := range e.Packages {
-		names[i] = p
+		var notes []string
 		if d := e.Details[p]; d != "" {
-			names[i] += " (" + d + ")"
+			notes = append(notes, d)
+		}
+		if s := e.Suggestions[p]; len(s) > 0 {
+			notes = append(notes, "did you mean "+orList(s)+"?")
+		}
+		names[i] = p
+		if len(notes) > 0 {
+			names[i] += " (" + strings.Join(notes, "; ") + ")"
 		}
 	}
 	return "unknown package(s): " + strings.Join(names, ", ")
+}
+
+// WithSuggestions returns a copy of e with the suggestions s, leaving e
+// as it is (the requests that met it may share it).
+func (e *UnknownPackagesError) WithSuggestions(s map[string][]string) *UnknownPackagesError {
+	c := *e
+	c.Suggestions = s
+	return &c
+}
+
+// orList is "a", "a or b", "a, b or c".
+func orList(s []string) string {
+	if len(s) == 1 {
+		return s[0]
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
 }
 
 func (e *UnknownPackagesError) Fault() fault.Fault { return fault.Fault{Kind: fault.NotFound} }

@@ -142,6 +142,23 @@ func TestUnknownErrorLine(t *testing.T) {
 // Each file of testdata/pathinfo is what a real Nix printed for the
 // closure of one path (appx → libx → bootstrap-busybox), in its default
 // shape or the --json-format named, or for a path that is not valid.
+// The message names every unknown package with what explains it and
+// the close names found for it; adding suggestions copies the error.
+func TestUnknownPackagesMessage(t *testing.T) {
+	e := &UnknownPackagesError{Packages: []string{"helo", "xorg", "zzz", "requests"},
+		Details: map[string]string{"xorg": "not a package"}}
+	s := e.WithSuggestions(map[string][]string{"helo": {"hello"}, "xorg": {"xorg.xev", "xorg.xauth"},
+		"requests": {"python3packages.requests", "python311packages.requests", "python312packages.requests"}})
+	want := "unknown package(s): helo (did you mean hello?), xorg (not a package; did you mean xorg.xev or xorg.xauth?), zzz, " +
+		"requests (did you mean python3packages.requests, python311packages.requests or python312packages.requests?)"
+	if got := s.Error(); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	if e.Suggestions != nil || e.Error() != "unknown package(s): helo, xorg (not a package), zzz, requests" {
+		t.Errorf("WithSuggestions changed the original: %v", e)
+	}
+}
+
 func TestParsePathInfoCaptured(t *testing.T) {
 	const (
 		appx = "/nix/store/a0qriw4fvxjwhahj2cqq05xa25fg42jg-appx"

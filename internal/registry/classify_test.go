@@ -9,6 +9,7 @@ import (
 
 	"github.com/nixery/nixery/internal/access"
 	"github.com/nixery/nixery/internal/fault"
+	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/sourcehealth"
 )
 
@@ -110,5 +111,21 @@ func TestKinds(t *testing.T) {
 			rec.Header().Get("Retry-After") != tt.retry {
 			t.Errorf("%+v: %d %v %s", tt.f, rec.Code, rec.Header(), rec.Body)
 		}
+	}
+}
+
+// An unknown package's close names (builder.Builder.Suggest) are in the
+// MANIFEST_UNKNOWN message a client shows.
+func TestUnknownPackageSuggestions(t *testing.T) {
+	rec := httptest.NewRecorder()
+	err := (&nix.UnknownPackagesError{Packages: []string{"helo"}}).WithSuggestions(map[string][]string{"helo": {"hello", "help"}})
+	(&Registry{}).writeError(rec, httptest.NewRequest("GET", "/v2/shell/helo/manifests/latest", nil), err)
+	var body struct {
+		Errors []struct{ Code, Message string }
+	}
+	json.Unmarshal(rec.Body.Bytes(), &body)
+	if rec.Code != 404 || len(body.Errors) != 1 || body.Errors[0].Code != "MANIFEST_UNKNOWN" ||
+		body.Errors[0].Message != "unknown package(s): helo (did you mean hello or help?)" {
+		t.Errorf("%d %s", rec.Code, rec.Body)
 	}
 }

@@ -2,7 +2,9 @@
 // set that the tag latest selects, made by one Nix evaluation per package
 // set (kept in storage for a commit, so that a restart or another replica
 // need not evaluate nixpkgs again), and the query over it, with its
-// ranking and bounds. The web's search page and API ask it.
+// ranking and bounds. The web's search page and API ask it; the builder
+// asks it for the close names of an unknown package ("did you mean",
+// suggest.go), which it answers from the list in memory or not at all.
 package search
 
 import (
@@ -99,7 +101,8 @@ const retryFailed = 30 * time.Second
 // index is the package list of one package set, prepared for search:
 // lower-cased attribute paths and descriptions are computed once, and a
 // search is a linear scan over them (a few milliseconds for nixpkgs'
-// hundred thousand packages; see BenchmarkSearch).
+// hundred thousand packages; see BenchmarkSearch); so is what
+// suggestions look up (suggest.go).
 type index struct {
 	identity string
 	revision string
@@ -109,6 +112,7 @@ type index struct {
 	attrs    []string // lower-case attribute paths
 	lasts    []string // lower-case last component of each path
 	texts    []string // lower-case "attr version description"
+	suggest  *suggester
 }
 
 func newIndex(identity, revision string, pkgs []nix.Package) *index {
@@ -122,6 +126,7 @@ func newIndex(identity, revision string, pkgs []nix.Package) *index {
 		x.lasts[i] = a[strings.LastIndexByte(a, '.')+1:]
 		x.texts[i] = a + " " + strings.ToLower(p.Version) + " " + strings.ToLower(p.Description)
 	}
+	x.suggest = newSuggester(x)
 	return x
 }
 

@@ -18,6 +18,8 @@ func TestRoutes(t *testing.T) {
 		"/image/shell/hello":               route.Web,
 		"/build/shell/hello":               route.Web,
 		"/api/search":                      route.APISearch,
+		"/builds":                          route.Web,
+		"/api/builds":                      route.APIOther,
 		"/api/build/shell/hello/events":    route.APIEvents,
 		"/api/build/shell/hello":           route.APIEvents,
 		"/api/image/hello":                 route.APIOther,

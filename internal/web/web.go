@@ -10,6 +10,8 @@
 //	GET /api/search?q=…[&limit=n]       JSON search results
 //	GET /api/image/<name>[:<tag>]       JSON image details (404 if not built)
 //	GET /api/build/<name>[:<tag>]/events  starts (or joins) the build: its server-sent events
+//	GET /builds                         for operators: the builds running and waiting now, the last ones that ended
+//	GET /api/builds                     the same as JSON (builder.Builds)
 //	GET /robots.txt                     asks crawlers to keep out of builds
 //
 // A plain GET of a page never starts a build, so that crawlers and link
@@ -77,6 +79,7 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"short": shortDigest,
 	"lower": strings.ToLower,
 	"ago":   ago,
+	"secs":  seconds,
 }).ParseFS(templateFS, "templates/*.html"))
 
 func (s *Site) logger() *slog.Logger {
@@ -140,6 +143,10 @@ func (s *Site) route(p string) (route.Label, http.HandlerFunc) {
 		return route.Web, s.searchPage
 	case p == "/api/search":
 		return route.APISearch, s.searchAPI
+	case p == "/builds":
+		return route.Web, s.buildsPage
+	case p == "/api/builds":
+		return route.APIOther, s.buildsAPI
 	case p == "/image" || p == "/image/":
 		return route.Web, s.openImage
 	case strings.HasPrefix(p, "/image/"):

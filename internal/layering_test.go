@@ -34,6 +34,7 @@ var tiers = map[string]int{
 	"internal/demo":     1,
 	"internal/server":   1,
 	"internal/route":    1,
+	"internal/certs":    1,
 
 	"internal/nix":     2,
 	"internal/storage": 2,

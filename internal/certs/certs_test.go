@@ -282,11 +282,13 @@ func TestServerConfig(t *testing.T) {
 		if _, err := handshake(addr, ca, &alice, 0); err != nil || len(peers) != 1 || peers[0] != 1 {
 			t.Errorf("alice: %v, %v", err, peers)
 		}
-		if _, err := handshake(addr, ca, nil, 0); err == nil || !strings.Contains(err.Error(), "certificate required") {
-			t.Errorf("without a certificate: %v", err)
+		// Refused in the handshake (how the client learns of it, an
+		// alert or a reset, varies).
+		if _, err := handshake(addr, ca, nil, 0); err == nil {
+			t.Errorf("without a certificate: let in")
 		}
-		if _, err := handshake(addr, ca, &mallory, 0); err == nil || !strings.Contains(err.Error(), "bad certificate") && !strings.Contains(err.Error(), "unknown certificate authority") {
-			t.Errorf("another CA's certificate: %v", err)
+		if _, err := handshake(addr, ca, &mallory, 0); err == nil {
+			t.Errorf("another CA's certificate: let in")
 		}
 		if len(peers) != 1 {
 			t.Errorf("refused clients reached the handler: %v", peers)

@@ -156,7 +156,9 @@ func TestClientCertificates(t *testing.T) {
 				continue
 			}
 			if p == "/v2/" {
-				var e struct{ Errors []struct{ Code, Message string } }
+				var e struct {
+					Errors []struct{ Code, Message string }
+				}
 				if json.Unmarshal([]byte(body), &e) != nil || len(e.Errors) != 1 || e.Errors[0].Code != "DENIED" ||
 					resp.Header.Get("Docker-Distribution-API-Version") != "registry/2.0" {
 					t.Errorf("no certificate, /v2/: %q", body)

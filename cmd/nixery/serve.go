@@ -256,7 +256,7 @@ func loadTLS(cfg *config.Config, guard *access.Guard, log *slog.Logger) (*certs.
 	if cfg.TLSClientCA == "" {
 		return pair, pair.ServerConfig(nil, false), nil
 	}
-	pool, err := certs.ClientCAs(cfg.TLSClientCA)
+	pool, err := certs.Bundle(cfg.TLSClientCA)
 	if err != nil {
 		return nil, nil, fmt.Errorf("NIXERY_TLS_CLIENT_CA / --tls-client-ca: %w", err)
 	}

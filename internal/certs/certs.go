@@ -181,9 +181,10 @@ func describe(c *x509.Certificate) string {
 	return fmt.Sprintf("%s (issuer %s, serial %x)", c.Subject, c.Issuer, c.SerialNumber)
 }
 
-// ClientCAs reads a PEM bundle of CA certificates, which client
-// certificates must be signed by; a file without one is an error.
-func ClientCAs(file string) (*x509.CertPool, error) {
+// Bundle reads a PEM bundle of CA certificates (the client CA of a
+// server, the roots of `nixery build --ca`); a file without one, or
+// with a private key in it, is an error.
+func Bundle(file string) (*x509.CertPool, error) {
 	data, err := readFile(file)
 	if err != nil {
 		return nil, err

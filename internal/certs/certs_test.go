@@ -243,7 +243,7 @@ func TestServerConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "clients.crt"), clientCA.PEM, 0o600)
-	pool, err := certs.ClientCAs(filepath.Join(dir, "clients.crt"))
+	pool, err := certs.Bundle(filepath.Join(dir, "clients.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,13 +314,13 @@ func TestServerConfig(t *testing.T) {
 	})
 }
 
-func TestClientCAs(t *testing.T) {
+func TestBundle(t *testing.T) {
 	dir := t.TempDir()
 	ca := certstest.NewCA(t, "client CA")
 	pair := ca.Issue(t, certstest.Leaf{Name: "alice"})
 	bundle := filepath.Join(dir, "bundle.crt")
 	os.WriteFile(bundle, append(certstest.NewCA(t, "another").PEM, ca.PEM...), 0o600)
-	if _, err := certs.ClientCAs(bundle); err != nil {
+	if _, err := certs.Bundle(bundle); err != nil {
 		t.Errorf("a bundle of two: %v", err)
 	}
 	withKey := filepath.Join(dir, "with-key.pem")
@@ -332,7 +332,7 @@ func TestClientCAs(t *testing.T) {
 		empty:                             empty + " holds no PEM certificate",
 		withKey:                           withKey + " holds a private key",
 	} {
-		if _, err := certs.ClientCAs(file); err == nil || !strings.Contains(err.Error(), want) {
+		if _, err := certs.Bundle(file); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", file, err, want)
 		}
 	}

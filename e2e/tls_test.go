@@ -489,3 +489,37 @@ func TestTLSClientCertificates(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSBlobRedirect serves HTTPS on an S3 bucket: blob downloads are
+// redirected to the bucket's signed URLs, which skopeo, verifying the
+// registry's certificate, follows to a complete pull.
+func TestTLSBlobRedirect(t *testing.T) {
+	needServer(t)
+	f := newTLSFiles(t)
+	srv := startBucket(t, "s3")
+	tmp := t.TempDir()
+	s, err := startWith(tmp, filepath.Join(tmp, "unused"), f.client(nil, false), append(f.env(), bucketEnv("s3", srv)...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.stop()
+	dir := t.TempDir()
+	layout := filepath.Join(dir, "oci")
+	run(t, "skopeo", "--insecure-policy", "copy", "--src-cert-dir", f.certDir, "docker://"+s.addr+"/shell/hello", "oci:"+layout+":latest")
+	run(t, "umoci", "unpack", "--image", layout+":latest", filepath.Join(dir, "bundle"))
+	if out := inImage(t, filepath.Join(dir, "bundle", "rootfs"), "hello"); !strings.Contains(out, "Hello, world!") {
+		t.Errorf("hello printed %q", out)
+	}
+	// The blobs came by redirect.
+	config := imageConfigFrom(t, s, "shell/hello", "application/vnd.oci.image.manifest.v1+json")
+	client := f.client(nil, false)
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := client.Get(s.url("/v2/shell/hello/blobs/" + config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTemporaryRedirect || !strings.HasPrefix(resp.Header.Get("Location"), srv.Endpoint) {
+		t.Errorf("blob over TLS: %s, Location %q; want a redirect to the bucket %s", resp.Status, resp.Header.Get("Location"), srv.Endpoint)
+	}
+}

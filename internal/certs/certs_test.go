@@ -11,33 +11,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/nixery/nixery/internal/certs"
 	"github.com/nixery/nixery/internal/certs/certstest"
 )
 
-// logBuffer is a log the test reads.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newLog() (*logBuffer, *slog.Logger) {
-	b := new(logBuffer)
+// newLog is a log the test reads (Check logs in the caller's goroutine).
+func newLog() (*bytes.Buffer, *slog.Logger) {
+	b := new(bytes.Buffer)
 	return b, slog.New(slog.NewTextHandler(b, nil))
 }
 

@@ -140,7 +140,7 @@ func serve(args []string) error {
 	packages.Preload(ctx) // the package list for search, made once per package set
 	site := &web.Site{Builder: builder, Version: version, Logger: log, TrustProxy: cfg.TrustProxy, SourceHealth: p.sourceHealth, Search: packages}
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
-	promRegistry := metrics.NewRegistry(builder, p.sourceHealth.Collector())
+	promRegistry := metrics.NewRegistry(builder, p.sourceHealth.Collector(), metrics.Certificate(pair))
 	httpStats, gcStats := metrics.NewHTTP(promRegistry), gc.NewMetrics(promRegistry)
 	storageDir := ""
 	if _, ok := store.(*storage.Filesystem); ok {

@@ -19,6 +19,7 @@ import (
 	"github.com/nixery/nixery/internal/builder"
 	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/image"
+	"github.com/nixery/nixery/internal/redact"
 	"github.com/nixery/nixery/internal/web"
 )
 
@@ -85,7 +86,7 @@ With --local, every flag of serve configures the build, as for serve:
 	}
 	base, err := url.Parse(strings.TrimRight(*server, "/"))
 	if err != nil || base.Host == "" || (base.Scheme != "http" && base.Scheme != "https") {
-		fmt.Fprintf(stderr, "nixery build: --server must be an http(s) URL such as %s, not %q\n", defaultServer, *server)
+		fmt.Fprintf(stderr, "nixery build: --server must be an http(s) URL such as %s, not %q\n", defaultServer, redact.URLs(*server))
 		return 2
 	}
 

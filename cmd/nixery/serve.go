@@ -165,12 +165,16 @@ func serve(args []string) error {
 	// goes to the same log as everything else.
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	srv.TLSConfig = tlsConfig
-	private := "no (public)"
+	var who []string // who gets in on a private instance
 	if guard.Users != nil {
-		private = "yes, users of " + guard.Users.Path()
+		who = append(who, "users of "+guard.Users.Path())
 	}
 	if guard.ClientCertificates {
-		private = strings.TrimPrefix(private+"; ", "no (public); ") + "client certificates of " + cfg.TLSClientCA
+		who = append(who, "client certificates of "+cfg.TLSClientCA)
+	}
+	private := "no (public)"
+	if len(who) > 0 {
+		private = "yes, " + strings.Join(who, " with ")
 	}
 	scheme := "http"
 	if tlsConfig != nil {

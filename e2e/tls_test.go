@@ -387,23 +387,26 @@ func (p *proxy) serve(ctx context.Context, c net.Conn, name, to string) {
 // root), and removes what it made when the test ends.
 func certsDir(t *testing.T, reg string, caPEM []byte) {
 	t.Helper()
-	made := ""
+	var made []string
 	for _, d := range []string{"/etc/docker", "/etc/docker/certs.d", "/etc/docker/certs.d/" + reg} {
 		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
 			if err := os.Mkdir(d, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			if made == "" {
-				made = d
-			}
+			made = append(made, d)
 		}
 	}
-	if made == "" {
+	if len(made) == 0 || made[len(made)-1] != "/etc/docker/certs.d/"+reg {
 		t.Fatalf("/etc/docker/certs.d/%s exists already", reg)
 	}
 	t.Cleanup(func() {
-		if err := os.RemoveAll(made); err != nil {
+		// The registry's directory, then the ones made for it if nothing
+		// else has come into them meanwhile.
+		if err := os.RemoveAll(made[len(made)-1]); err != nil {
 			t.Error(err)
+		}
+		for i := len(made) - 2; i >= 0; i-- {
+			os.Remove(made[i])
 		}
 	})
 	if err := os.WriteFile("/etc/docker/certs.d/"+reg+"/ca.crt", caPEM, 0o644); err != nil {

@@ -1,7 +1,8 @@
 // Package certs is the server's TLS, from files: its certificate and key
-// (NIXERY_TLS_CERT, NIXERY_TLS_KEY), read again when they change, and
-// the CA bundle that client certificates must be signed by
-// (NIXERY_TLS_CLIENT_CA).
+// (NIXERY_TLS_CERT, NIXERY_TLS_KEY), read again when they change, the CA
+// bundle that client certificates must be signed by
+// (NIXERY_TLS_CLIENT_CA), and the tls.Config made of them. Bundle reads
+// the CA bundle `nixery build --ca` trusts too.
 //
 // A renewal (cert-manager, certbot) replaces the files; Kubernetes swaps
 // a Secret volume's "..data" symlink to a new directory, which inotify on

@@ -15,7 +15,9 @@
 //	1  leaves, pure or self-contained: image, layers, archive, manifest,
 //	   redact, access, demo, server (the hardened HTTP server), route
 //	   (the route label a handler gives a request, which metrics read),
-//	   attest (an image's SBOMs and provenance, from what Nix reported)
+//	   attest (an image's SBOMs and provenance, from what Nix reported),
+//	   certs (the server's TLS certificate from files, read again when
+//	   they change, and the client CA)
 //	2  the machine's resources: nix (the only code that runs Nix),
 //	   storage (the only code that knows a backend)
 //	3  what lives on them: source (the package sources, which run git
@@ -33,6 +35,6 @@
 //	   what is observed of every request, and /metrics: metrics
 //	7  wiring: cmd/nixery
 //
-// A package's test helpers (builder/buildertest, demo/demotest,
-// storage/storagetest) share its tier and may import it.
+// A package's test helpers (builder/buildertest, certs/certstest,
+// demo/demotest, storage/storagetest) share its tier and may import it.
 package internal

@@ -174,6 +174,20 @@ func TestLoad(t *testing.T) {
 		{name: "budget", args: []string{"--layer-budget=1"}, wantErr: "layer-budget"},
 		{name: "format", env: map[string]string{"NIXERY_LAYER_FORMAT": "xz"}, wantErr: "gzip or zstd"},
 		{name: "gzip level", env: map[string]string{"NIXERY_COMPRESSION_LEVEL": "12"}, wantErr: "1 to 9"},
+		{name: "tls", args: []string{"--tls-cert", "/etc/nixery/tls.crt", "--tls-probes-public"}, env: map[string]string{"NIXERY_TLS_KEY": "/etc/nixery/tls.key", "NIXERY_TLS_CLIENT_CA": "/etc/nixery/ca.crt"}, check: func(t *testing.T, c *Config) {
+			if c.TLSCert != "/etc/nixery/tls.crt" || c.TLSKey != "/etc/nixery/tls.key" || c.TLSClientCA != "/etc/nixery/ca.crt" || !c.TLSProbesPublic || c.TLSReload != 30*time.Second {
+				t.Errorf("tls: %+v", c)
+			}
+		}},
+		{name: "plain http by default", check: func(t *testing.T, c *Config) {
+			if c.TLSCert != "" || c.TLSKey != "" || c.TLSClientCA != "" || c.TLSProbesPublic {
+				t.Errorf("tls: %+v", c)
+			}
+		}},
+		{name: "tls cert alone", env: map[string]string{"NIXERY_TLS_CERT": "/etc/nixery/tls.crt"}, wantErr: "set both NIXERY_TLS_CERT / --tls-cert and NIXERY_TLS_KEY / --tls-key"},
+		{name: "tls key alone", args: []string{"--tls-key", "/etc/nixery/tls.key"}, wantErr: "set both NIXERY_TLS_CERT / --tls-cert and NIXERY_TLS_KEY / --tls-key"},
+		{name: "client ca without tls", env: map[string]string{"NIXERY_TLS_CLIENT_CA": "/etc/nixery/ca.crt"}, wantErr: "NIXERY_TLS_CLIENT_CA / --tls-client-ca needs NIXERY_TLS_CERT"},
+		{name: "tls reload interval", env: map[string]string{"NIXERY_TLS_RELOAD_INTERVAL": "0"}, wantErr: "NIXERY_TLS_RELOAD_INTERVAL / --tls-reload-interval must be a whole number from 1 to 3600"},
 		{name: "zstd level", env: map[string]string{"NIXERY_LAYER_FORMAT": "zstd", "NIXERY_COMPRESSION_LEVEL": "12", "NIX_POPULARITY_URL": "/p.json"}, check: func(t *testing.T, c *Config) {
 			if c.LayerFormat != "zstd" || c.Compression != 12 || c.Popularity != "/p.json" {
 				t.Errorf("%+v", c)

@@ -33,6 +33,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nixery/nixery/internal/every"
 )
 
 // maxFileBytes bounds what is read of each file: a certificate chain and
@@ -165,16 +167,7 @@ func (p *Pair) Check() {
 
 // Run checks the files every interval until ctx ends.
 func (p *Pair) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			p.Check()
-		}
-	}
+	every.Run(ctx, interval, every.Fixed(interval), func(context.Context) { p.Check() })
 }
 
 // describe names a certificate for the log: subject, issuer, serial.

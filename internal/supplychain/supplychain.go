@@ -24,6 +24,7 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nixery/nixery/internal/attest"
 	"github.com/nixery/nixery/internal/flight"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/metadata"
@@ -34,10 +35,13 @@ import (
 // type (and single layer's media type) is ArtifactType.
 type Document struct {
 	ArtifactType string
+	Data         []byte
 	// PredicateType is the in-toto predicate type the document is
-	// attested as when the image is signed; "" for none.
+	// attested as when the image is signed, Predicate the predicate
+	// (the document itself, or an in-toto statement's predicate); ""
+	// and nil for none.
 	PredicateType string
-	Data          []byte
+	Predicate     []byte
 }
 
 // Artifact is one manifest to store and serve, with the blobs it names.
@@ -65,12 +69,14 @@ type Signer interface {
 	Sign(ref string, subject v1.Descriptor, docs []Document) ([]Artifact, error)
 }
 
-// Maker makes the artifacts of images. Metadata and Describe are
-// required.
+// Maker makes the artifacts of images. Metadata is required.
 type Maker struct {
 	Metadata *metadata.Store
-	// Describe makes the documents of the image d describes, for one of
-	// its manifests.
+	// Instance is the Nixery instance that provenance names as the
+	// builder.
+	Instance attest.Builder
+	// Describe, if set, makes the documents of the image d describes,
+	// for one of its manifests, instead of package attest (tests).
 	Describe func(d *metadata.Details, subject v1.Descriptor) ([]Document, error)
 	// Signer, if set, signs every image and attests its documents.
 	Signer Signer
@@ -130,7 +136,11 @@ func (m *Maker) ensure(ctx context.Context, d *metadata.Details, subject digest.
 		return fmt.Errorf("artifacts of %s: %w", subject, err)
 	}
 	desc := v1.Descriptor{MediaType: manifest.MediaType(data), Digest: subject, Size: int64(len(data))}
-	docs, err := m.Describe(d, desc)
+	describe := m.Describe
+	if describe == nil {
+		describe = supplyDescribe(m.Instance)
+	}
+	docs, err := describe(d, desc)
 	if err != nil {
 		return fmt.Errorf("artifacts of %s: %w", subject, err)
 	}

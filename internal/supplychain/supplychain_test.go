@@ -18,8 +18,8 @@ import (
 	"github.com/nixery/nixery/internal/supplychain"
 )
 
-// image stores both manifests of an image and returns its details.
-func image(t *testing.T, store storage.Backend) *metadata.Details {
+// storedImage stores both manifests of an image and returns its details.
+func storedImage(t *testing.T, store storage.Backend) *metadata.Details {
 	t.Helper()
 	d := &metadata.Details{Name: "shell/hello", Tag: "latest", Manifests: map[string]digest.Digest{}}
 	for _, mt := range manifest.MediaTypes {
@@ -84,7 +84,7 @@ func TestEnsure(t *testing.T) {
 	var described atomic.Int32
 	m := &supplychain.Maker{Metadata: metadata.New(fs, nil), Describe: describe(&described), Signer: &signer{},
 		Repository: func(d *metadata.Details) string { return "registry.example/" + d.Name }}
-	d := image(t, fs)
+	d := storedImage(t, fs)
 	for range 2 {
 		if err := m.Ensure(ctx, "key", d); err != nil {
 			t.Fatal(err)
@@ -141,7 +141,7 @@ func TestReplicasServeOneSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := image(t, fs)
+	d := storedImage(t, fs)
 	var described atomic.Int32
 	replicas := []*supplychain.Maker{
 		{Metadata: metadata.New(fs, nil), Describe: describe(&described), Signer: &signer{}},
@@ -178,7 +178,7 @@ func TestEnsureFailureStoresNoSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := image(t, fs)
+	d := storedImage(t, fs)
 	fail := true
 	m := &supplychain.Maker{Metadata: metadata.New(fs, nil), Describe: func(d *metadata.Details, subject v1.Descriptor) ([]supplychain.Document, error) {
 		if fail {
@@ -210,7 +210,7 @@ func TestANewKeyMakesASignedSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := image(t, fs)
+	d := storedImage(t, fs)
 	var described atomic.Int32
 	unsigned := &supplychain.Maker{Metadata: metadata.New(fs, nil), Describe: describe(&described)}
 	signed := &supplychain.Maker{Metadata: metadata.New(fs, nil), Describe: describe(&described), Signer: &signer{}}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"net/url"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -61,6 +62,10 @@ type Config struct {
 	TLSReload       time.Duration // how often the two files are read again for a renewal
 	TLSClientCA     string        // CA bundle client certificates must be signed by; "" for none
 	TLSProbesPublic bool          // with TLSClientCA: /healthz and /readyz need no client certificate
+
+	SigningKey          string // cosign private key file that signs every image and its documents; "" for unsigned
+	SigningPasswordFile string // file holding its password; "" for the empty password
+	PublicURL           string // the URL clients reach this instance at; "" for none known
 }
 
 // MinGCAge is the shortest age a collection may keep: pulls record their
@@ -126,6 +131,9 @@ var settings = []setting{
 	{"tls-reload-interval", "NIXERY_TLS_RELOAD_INTERVAL", "30", "seconds (1-3600) between reads of --tls-cert and --tls-key for a renewed pair"},
 	{"tls-client-ca", "NIXERY_TLS_CLIENT_CA", "", "with --tls-cert: a CA bundle (PEM); every client must present a certificate signed by it (with --htpasswd, and a user too)"},
 	{"tls-probes-public", "NIXERY_TLS_PROBES_PUBLIC", "false", "with --tls-client-ca: /healthz and /readyz need no client certificate (for a load balancer's probes)"},
+	{"signing-key", "NIXERY_SIGNING_KEY", "", "a cosign private key file (cosign generate-key-pair): every image, its SBOMs and its provenance are signed, for cosign verify --key (the public key is served at /cosign.pub)"},
+	{"signing-password-file", "NIXERY_SIGNING_PASSWORD_FILE", "", "a file holding the password of --signing-key (none: the empty password)"},
+	{"public-url", "NIXERY_PUBLIC_URL", "", "the URL clients reach this instance at (https://nixery.example.com): provenance names it as the builder (default: nixery://<host name>)"},
 }
 
 // parser reads numbers and switches from settings, remembering the first
@@ -338,6 +346,7 @@ func fromFlags(values map[string]*string, getenv func(string) string) (*Config, 
 	c.TLSCert, c.TLSKey, c.TLSClientCA = get("tls-cert"), get("tls-key"), get("tls-client-ca")
 	c.TLSReload = time.Duration(p.number("tls-reload-interval", 1, 3600, " (seconds)")) * time.Second
 	c.TLSProbesPublic = p.boolean("tls-probes-public")
+	c.SigningKey, c.SigningPasswordFile, c.PublicURL = get("signing-key"), get("signing-password-file"), get("public-url")
 	redirect, pathStyle := p.boolean("blob-redirect"), p.boolean("s3-path-style")
 	redirectTTL, timeout := p.seconds("redirect-ttl", 1), p.seconds("storage-timeout", 1)
 	if p.err != nil {
@@ -362,6 +371,14 @@ func fromFlags(values map[string]*string, getenv func(string) string) (*Config, 
 	}
 	if c.TLSClientCA != "" && c.TLSCert == "" {
 		return nil, errors.New("NIXERY_TLS_CLIENT_CA / --tls-client-ca needs NIXERY_TLS_CERT / --tls-cert and NIXERY_TLS_KEY / --tls-key: client certificates come with TLS")
+	}
+	if c.SigningPasswordFile != "" && c.SigningKey == "" {
+		return nil, errors.New("NIXERY_SIGNING_PASSWORD_FILE / --signing-password-file needs NIXERY_SIGNING_KEY / --signing-key: it is the key's password")
+	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			return nil, errors.New("NIXERY_PUBLIC_URL / --public-url: want http(s)://host[:port][/path], without credentials")
+		}
 	}
 	if c.NixMinFree > 0 && c.NixMaxFree > 0 && c.NixMaxFree < c.NixMinFree {
 		return nil, fmt.Errorf("NIXERY_NIX_MAX_FREE / --nix-max-free (%d bytes) must not be below NIXERY_NIX_MIN_FREE / --nix-min-free (%d bytes): garbage collection starts below min-free and stops at max-free", c.NixMaxFree, c.NixMinFree)

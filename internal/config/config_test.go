@@ -112,6 +112,14 @@ func TestLoad(t *testing.T) {
 				t.Errorf("%+v", c)
 			}
 		}},
+		{name: "signed", args: []string{"--signing-key", "/etc/nixery/cosign.key"}, env: map[string]string{"NIXERY_SIGNING_PASSWORD_FILE": "/run/secrets/cosign-password", "NIXERY_PUBLIC_URL": "https://nixery.example.com"}, check: func(t *testing.T, c *Config) {
+			if c.SigningKey != "/etc/nixery/cosign.key" || c.SigningPasswordFile != "/run/secrets/cosign-password" || c.PublicURL != "https://nixery.example.com" {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{name: "a password without a key", env: map[string]string{"NIXERY_SIGNING_PASSWORD_FILE": "/run/secrets/cosign-password"}, wantErr: "needs NIXERY_SIGNING_KEY"},
+		{name: "public URL without a scheme", env: map[string]string{"NIXERY_PUBLIC_URL": "nixery.example.com"}, wantErr: "NIXERY_PUBLIC_URL / --public-url"},
+		{name: "public URL with credentials", env: map[string]string{"NIXERY_PUBLIC_URL": "https://alice:hunter2@nixery.example.com"}, wantErr: "without credentials"},
 		{name: "bad rate", env: map[string]string{"NIXERY_BUILD_RATE": "-1"}, wantErr: "NIXERY_BUILD_RATE / --build-rate"},
 		{name: "rate unit", env: map[string]string{"NIXERY_BUILD_RATE": "2/m"}, wantErr: "NIXERY_BUILD_RATE"},
 		{name: "infinite rate", env: map[string]string{"NIXERY_BUILD_RATE": "Inf"}, wantErr: "NIXERY_BUILD_RATE"},
@@ -200,6 +208,9 @@ func TestLoad(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want one mentioning %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), "hunter2") {
+					t.Errorf("the error repeats a password: %v", err)
 				}
 				return
 			}

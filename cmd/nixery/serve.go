@@ -153,7 +153,7 @@ func serve(args []string) error {
 		Private: guard.Users != nil || guard.ClientCertificates, Logger: log, TLS: pair}
 	background.Go(func() { probes.Run(bg) })
 	handler := newHandler(guard, cfg.MetricsPublic,
-		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Metadata()}, site,
+		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Metadata(), Referrers: p.artifacts}, site,
 		metrics.Handler(promRegistry), probes)
 
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 
 	"github.com/nixery/nixery/internal/archive"
+	"github.com/nixery/nixery/internal/attest"
 	"github.com/nixery/nixery/internal/builder"
 	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/demo"
@@ -13,6 +15,7 @@ import (
 	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/sourcehealth"
 	"github.com/nixery/nixery/internal/storage"
+	"github.com/nixery/nixery/internal/supplychain"
 )
 
 // openStorage opens the configured storage backend. Bucket backends
@@ -36,6 +39,9 @@ type parts struct {
 	// sourceHealth refuses new builds of a package set this Nix cannot
 	// evaluate once serve runs it; it checks nothing until then.
 	sourceHealth *sourcehealth.Watcher
+	// artifacts makes and finds every image's SBOMs, provenance and
+	// signatures.
+	artifacts *supplychain.Maker
 }
 
 // wire checks Nix, prepares the package source (the built-in demo set
@@ -94,5 +100,20 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 	sourceHealth := &sourcehealth.Watcher{Source: src, Nix: runner, NixVersion: nixVersion,
 		Interval: cfg.SourceCheck, Recheck: cfg.CacheTTL, Logger: log}
 	builder.Usable = sourceHealth.Usable
-	return &parts{source: src, store: store, builder: builder, nixVersion: nixVersion, sourceHealth: sourceHealth}, nil
+	artifacts := &supplychain.Maker{Metadata: builder.Metadata(), Instance: attest.Builder{ID: instanceURL(cfg), Version: version}}
+	builder.Artifacts = artifacts
+	return &parts{source: src, store: store, builder: builder, nixVersion: nixVersion, sourceHealth: sourceHealth, artifacts: artifacts}, nil
+}
+
+// instanceURL names this instance as the builder of its images'
+// provenance: NIXERY_PUBLIC_URL, else nixery://<host name>.
+func instanceURL(cfg *config.Config) string {
+	if cfg.PublicURL != "" {
+		return cfg.PublicURL
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return "nixery://" + host
 }

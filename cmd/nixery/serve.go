@@ -141,7 +141,7 @@ func serve(args []string) error {
 	// An unknown package's error names close ones from that list, once it
 	// is in memory (never waiting for it, never running Nix for it).
 	builder.Suggest = packages.Suggest
-	site := &web.Site{Builder: builder, Version: version, Logger: log, TrustProxy: cfg.TrustProxy, SourceHealth: p.sourceHealth, Search: packages}
+	site := &web.Site{Builder: builder, Version: version, Logger: log, TrustProxy: cfg.TrustProxy, SourceHealth: p.sourceHealth, Search: packages, Artifacts: p.artifacts}
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
 	promRegistry := metrics.NewRegistry(builder, p.sourceHealth.Collector(), metrics.Certificate(pair))
 	httpStats, gcStats := metrics.NewHTTP(promRegistry), gc.NewMetrics(promRegistry)

@@ -11,6 +11,7 @@ import (
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/metadata"
+	"github.com/nixery/nixery/internal/storage"
 	"github.com/nixery/nixery/internal/supplychain"
 )
 
@@ -75,5 +76,38 @@ func TestDocumentsOfRealImages(t *testing.T) {
 	}
 	if _, err := supplychain.Image(&metadata.Details{Name: "x"}, manifest.OCIManifest, attest.Builder{}); err == nil {
 		t.Error("details without the manifest gave an image")
+	}
+}
+
+// A build with a Maker makes the documents of both manifests of its
+// image; Summarize finds the three, each in a stored blob of its type.
+func TestBuildMakesDocuments(t *testing.T) {
+	ctx := context.Background()
+	b := buildertest.New(t)
+	m := &supplychain.Maker{Metadata: b.Metadata(), Instance: attest.Builder{ID: "https://nixery.example", Version: "test"}}
+	b.Artifacts = m
+	req, err := image.Parse("shell/hello", "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mt := range manifest.MediaTypes {
+		_, d, err := b.Manifest(ctx, req, mt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := m.Summarize(ctx, d)
+		if err != nil {
+			t.Fatalf("%s: %v", mt, err)
+		}
+		if len(s.Documents) != 3 || s.Fingerprint != "" {
+			t.Fatalf("%s: summary %+v, want three unsigned documents", mt, s)
+		}
+		for i, want := range []string{attest.MediaTypeSPDX, attest.MediaTypeCycloneDX, attest.MediaTypeInToto} {
+			doc := s.Documents[i]
+			data, err := storage.Get(ctx, b.Storage, doc.Blob)
+			if doc.ArtifactType != want || err != nil || int64(len(data)) != doc.Size || !bytes.Contains(data, []byte(d.Encoded())) {
+				t.Errorf("%s: document %d: %+v (%v): not a %s naming the manifest", mt, i, doc, err, want)
+			}
+		}
 	}
 }

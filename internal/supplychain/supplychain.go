@@ -63,6 +63,8 @@ type Signer interface {
 	// Fingerprint names the signing key (lower-case hex): the artifacts
 	// of each key are a set of their own (metadata.Referrers).
 	Fingerprint() string
+	// PublicKeyPEM is the public key that verifies the signatures.
+	PublicKeyPEM() []byte
 	// Sign returns the artifacts that sign subject, the manifest of
 	// the image ref names (a repository without a tag or digest), and
 	// attest each of docs that has a predicate type.

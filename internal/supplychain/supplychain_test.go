@@ -54,7 +54,9 @@ type signer struct{ n atomic.Int32 }
 
 func (s *signer) Fingerprint() string { return "0123abcd" }
 
-func (s *signer) PublicKeyPEM() []byte { return []byte("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n") }
+func (s *signer) PublicKeyPEM() []byte {
+	return []byte("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n")
+}
 
 func (s *signer) Sign(ref string, subject v1.Descriptor, docs []supplychain.Document) ([]supplychain.Artifact, error) {
 	n := s.n.Add(1)

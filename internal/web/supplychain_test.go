@@ -19,8 +19,10 @@ import (
 // cosign elsewhere): what the pages show depends only on its key.
 type fakeSigner struct{}
 
-func (fakeSigner) Fingerprint() string  { return "0123456789abcdef" }
-func (fakeSigner) PublicKeyPEM() []byte { return []byte("-----BEGIN PUBLIC KEY-----\nMFk=\n-----END PUBLIC KEY-----\n") }
+func (fakeSigner) Fingerprint() string { return "0123456789abcdef" }
+func (fakeSigner) PublicKeyPEM() []byte {
+	return []byte("-----BEGIN PUBLIC KEY-----\nMFk=\n-----END PUBLIC KEY-----\n")
+}
 func (fakeSigner) Sign(string, v1.Descriptor, []supplychain.Document) ([]supplychain.Artifact, error) {
 	return nil, nil
 }

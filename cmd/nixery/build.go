@@ -20,6 +20,7 @@ import (
 	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/redact"
+	"github.com/nixery/nixery/internal/supplychain"
 	"github.com/nixery/nixery/internal/web"
 )
 
@@ -94,8 +95,11 @@ With --local, every flag of serve configures the build, as for serve:
 	defer stop()
 	show := buildclient.NewView(stdout, *quiet)
 	var final builder.Event
+	var signs func() bool // whether the server signs its images
 	if *local {
-		final, base, err = buildLocally(ctx, load, req, show, stderr)
+		var p *parts
+		final, base, p, err = buildLocally(ctx, load, req, show, stderr)
+		signs = func() bool { return p != nil && p.artifacts.PublicKey() != nil }
 	} else {
 		client, cerr := buildclient.Client(*ca, *cert, *key)
 		if cerr != nil {
@@ -103,6 +107,7 @@ With --local, every flag of serve configures the build, as for serve:
 			return 2
 		}
 		final, err = buildclient.Follow(ctx, client, base.String()+web.EventsPath(req.Ref()), show)
+		signs = func() bool { return buildclient.Signs(ctx, client, base.String()) }
 	}
 	show.End()
 	if err != nil {
@@ -130,21 +135,26 @@ With --local, every flag of serve configures the build, as for serve:
 	} else {
 		fmt.Fprintf(stdout, "docker pull %s\n", pull)
 	}
+	if !*quiet && signs() {
+		// The key's URL without the credentials of --server.
+		key := url.URL{Scheme: base.Scheme, Host: base.Host, Path: "/cosign.pub"}
+		fmt.Fprintf(stdout, "%s\n", supplychain.VerifyCommand(pull, key.String(), base.Scheme == "http"))
+	}
 	return 0
 }
 
 // buildLocally builds req in this process with the configuration serve
 // would use (from the environment) and shows its events; it returns the
-// final event and the URL that serve would answer on.
-func buildLocally(ctx context.Context, load func() (*config.Config, error), req *image.Request, show buildclient.View, stderr io.Writer) (builder.Event, *url.URL, error) {
+// final event, the URL that serve would answer on and the parts it wired.
+func buildLocally(ctx context.Context, load func() (*config.Config, error), req *image.Request, show buildclient.View, stderr io.Writer) (builder.Event, *url.URL, *parts, error) {
 	cfg, err := load()
 	if err != nil {
-		return builder.Event{}, nil, fmt.Errorf("configuration: %w", err)
+		return builder.Event{}, nil, nil, fmt.Errorf("configuration: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p, err := wire(ctx, cfg, log)
 	if err != nil {
-		return builder.Event{}, nil, err
+		return builder.Event{}, nil, nil, err
 	}
 	host := cfg.Host
 	if host == "" {
@@ -158,7 +168,7 @@ func buildLocally(ctx context.Context, load func() (*config.Config, error), req 
 	base := &url.URL{Scheme: scheme, Host: host}
 	events, err := p.builder.Watch(ctx, req)
 	if err != nil {
-		return builder.Event{}, base, err
+		return builder.Event{}, base, p, err
 	}
 	for e := range events {
 		show.Event(e)
@@ -169,10 +179,10 @@ func buildLocally(ctx context.Context, load func() (*config.Config, error), req 
 			if err := p.builder.Nix.WaitPushes(ctx); err != nil {
 				log.Warn("not waiting for the push to the Nix binary cache", "err", err)
 			}
-			return e, base, nil
+			return e, base, p, nil
 		}
 	}
-	return builder.Event{}, base, ctx.Err()
+	return builder.Event{}, base, p, ctx.Err()
 }
 
 func envOr(name, def string) string {

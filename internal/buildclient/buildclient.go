@@ -120,3 +120,21 @@ func readEvents(r io.Reader) func() (string, error) {
 		return "", io.EOF
 	}
 }
+
+// Signs reports whether the Nixery at base signs its images: whether it
+// serves its public key at /cosign.pub. Any failure to tell is false.
+func Signs(ctx context.Context, client *http.Client, base string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, base+"/cosign.pub", nil)
+	if err != nil {
+		return false
+	}
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}

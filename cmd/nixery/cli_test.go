@@ -81,7 +81,7 @@ func TestBuildCmd(t *testing.T) {
 		if strings.Contains(stdout.String()+stderr.String(), "hunter2") {
 			t.Errorf("nixery build %q printed the password of --server", tt.args)
 		}
-		if !strings.Contains(tt.args[1], signedHost) && strings.Contains(stdout.String(), "cosign") {
+		if !strings.Contains(strings.Join(tt.args, " "), signedHost) && strings.Contains(stdout.String(), "cosign") {
 			t.Errorf("nixery build %q printed a verify command for a server that signs nothing", tt.args)
 		}
 	}

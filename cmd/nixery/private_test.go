@@ -134,6 +134,9 @@ func TestPrivateInstance(t *testing.T) {
 		guarded := []string{
 			"/v2/", "/v2/hello/manifests/latest", "/v2/hello/blobs/sha256:" + strings.Repeat("0", 64),
 			"/v2/hello/blobs/uploads/", "/v2/hello/tags/list",
+			// The artifacts: SBOMs, provenance, signatures and the key.
+			"/v2/hello/referrers/sha256:" + strings.Repeat("0", 64), "/v2/hello/manifests/sha256-" + strings.Repeat("0", 64) + ".sig",
+			"/cosign.pub",
 			"/", "/image/hello", "/build/hello", "/search?q=hello",
 			"/api/search?q=hello", "/api/image/hello", "/api/build/hello/events",
 			"/builds", "/api/builds", // the operator's page of builds and its JSON

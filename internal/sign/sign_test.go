@@ -1,0 +1,417 @@
+package sign
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/crypto/nacl/secretbox"
+	"golang.org/x/crypto/scrypt"
+
+	"github.com/nixery/nixery/internal/artifact"
+)
+
+// encryptKey writes a private key as cosign does (pkg/cosign/keys.go over
+// go-securesystemslib's encrypted): PKCS #8, scrypt + secretbox, PEM.
+func encryptKey(t testing.TB, key any, password, pemType string, n int) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	salt, nonce := make([]byte, 32), [24]byte{}
+	rand.Read(salt)
+	rand.Read(nonce[:])
+	derived, err := scrypt.Key([]byte(password), salt, n, 8, 1, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var boxKey [32]byte
+	copy(boxKey[:], derived)
+	body, err := json.Marshal(map[string]any{
+		"kdf":        map[string]any{"name": "scrypt", "params": map[string]int{"N": n, "r": 8, "p": 1}, "salt": salt},
+		"cipher":     map[string]any{"name": "nacl/secretbox", "nonce": nonce[:]},
+		"ciphertext": secretbox.Seal(nil, der, &nonce, &boxKey),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: pemType, Bytes: body})
+}
+
+// fixture writes a fresh P-256 key encrypted with password (scrypt's
+// legacy strength, the fastest cosign accepts) and returns the files
+// and the key.
+func fixture(t testing.TB, password string) (keyFile, passwordFile string, key *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	keyFile = filepath.Join(dir, "cosign.key")
+	passwordFile = filepath.Join(dir, "password")
+	if err := os.WriteFile(keyFile, encryptKey(t, key, password, pemSigstore, 1<<15), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(passwordFile, []byte(password), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return keyFile, passwordFile, key
+}
+
+func TestLoad(t *testing.T) {
+	keyFile, passwordFile, key := fixture(t, "correct horse")
+	s, err := Load(keyFile, passwordFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.key.Equal(key) {
+		t.Error("Load returned another key")
+	}
+	block, _ := pem.Decode(s.PublicKeyPEM())
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil || block.Type != "PUBLIC KEY" || !key.PublicKey.Equal(pub) {
+		t.Errorf("PublicKeyPEM = %s (%v)", s.PublicKeyPEM(), err)
+	}
+	sum := sha256.Sum256(block.Bytes)
+	if fp := s.Fingerprint(); len(fp) != 64 || fp != digest.NewDigestFromBytes(digest.SHA256, sum[:]).Encoded() {
+		t.Errorf("Fingerprint = %q", fp)
+	}
+	if s.hint() != base64.StdEncoding.EncodeToString(sum[:]) {
+		t.Errorf("hint = %q", s.hint())
+	}
+}
+
+// TestLoadPasswords: the empty password, a file's line ending, cosign's
+// older PEM type and each scrypt strength it writes.
+func TestLoadPasswords(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tt := range []struct {
+		name, password, pemType string
+		n                       int
+		passwordFile            string // content; "-" for none
+	}{
+		{"empty password, no file", "", pemSigstore, 1 << 15, "-"},
+		{"empty password, empty file", "", pemSigstore, 1 << 15, ""},
+		{"line ending", "pw", pemSigstore, 1 << 15, "pw\n"},
+		{"CRLF", "pw", pemSigstore, 1 << 15, "pw\r\n"},
+		{"only one line ending", "pw\n", pemSigstore, 1 << 15, "pw\n\n"},
+		{"older PEM type", "pw", pemCosign, 1 << 15, "pw"},
+		{"cosign's default strength", "pw", pemSigstore, 1 << 16, "pw"},
+	} {
+		keyFile := write("key", encryptKey(t, key, tt.password, tt.pemType, tt.n))
+		pf := ""
+		if tt.passwordFile != "-" {
+			pf = write("password", []byte(tt.passwordFile))
+		}
+		s, err := Load(keyFile, pf)
+		if err != nil || !s.key.Equal(key) {
+			t.Errorf("%s: %v", tt.name, err)
+		}
+	}
+}
+
+// TestLoadRefuses: every refusal names the file, and no error holds the
+// password or any of the key's bytes.
+func TestLoadRefuses(t *testing.T) {
+	const secret = "s3cret-Passw0rd"
+	keyFile, passwordFile, key := fixture(t, secret)
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	keyPEM, _ := os.ReadFile(keyFile)
+	block, _ := pem.Decode(keyPEM)
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	tampered := bytes.Replace(block.Bytes, []byte(`"N":32768`), []byte(`"N":1073741824`), 1)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	for _, tt := range []struct {
+		name, keyFile, passwordFile, want string
+	}{
+		{"wrong password", keyFile, write("wrong", []byte("wrong")), "wrong password"},
+		{"no password", keyFile, "", "wrong password"},
+		{"missing key", filepath.Join(dir, "none"), passwordFile, "none"},
+		{"missing password file", keyFile, filepath.Join(dir, "nopw"), "nopw"},
+		{"not PEM", write("text", []byte(secret)), passwordFile, "not a PEM file"},
+		{"unencrypted key", write("plain", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), passwordFile, `PEM type "PRIVATE KEY"`},
+		{"tampered scrypt cost", write("tampered", pem.EncodeToMemory(&pem.Block{Type: pemSigstore, Bytes: tampered})), passwordFile, "unsupported scrypt parameters"},
+		{"ed25519", write("ed", encryptKey(t, edKey, secret, pemSigstore, 1<<15)), passwordFile, "want ECDSA P-256"},
+		{"P-384", write("p384", encryptKey(t, p384, secret, pemSigstore, 1<<15)), passwordFile, "ECDSA P-384 key"},
+		{"huge key file", write("huge", bytes.Repeat([]byte("a"), maxFile+1)), passwordFile, "larger than"},
+	} {
+		_, err := Load(tt.keyFile, tt.passwordFile)
+		if err == nil {
+			t.Errorf("%s: no error", tt.name)
+			continue
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, tt.want) {
+			t.Errorf("%s: %q, want %q in it", tt.name, msg, tt.want)
+		}
+		if strings.Contains(msg, secret) || strings.Contains(msg, string(block.Bytes[:20])) {
+			t.Errorf("%s: the error shows a secret: %q", tt.name, msg)
+		}
+		if !strings.Contains(msg, "signing key") {
+			t.Errorf("%s: %q does not say it is about the signing key", tt.name, msg)
+		}
+	}
+}
+
+// image is a subject descriptor: an image manifest of some size.
+func image(b byte) ocispec.Descriptor {
+	data := bytes.Repeat([]byte{b}, 100)
+	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(data), Size: int64(len(data))}
+}
+
+// statement is an in-toto statement about subject.
+func statement(subject digest.Digest, predicateType string) []byte {
+	data, _ := json.Marshal(map[string]any{
+		"_type":         inTotoStatement,
+		"subject":       []map[string]any{{"name": "img", "digest": map[string]string{"sha256": subject.Encoded()}}},
+		"predicateType": predicateType,
+		"predicate":     map[string]string{"x": "y"},
+	})
+	return data
+}
+
+// verify checks an ASN.1 ECDSA signature over message's SHA-256.
+func verify(t *testing.T, s *Signer, message, sig []byte) {
+	t.Helper()
+	sum := sha256.Sum256(message)
+	if !ecdsa.VerifyASN1(&s.key.PublicKey, sum[:], sig) {
+		t.Errorf("signature does not verify over %.80q", message)
+	}
+}
+
+func load(t *testing.T) *Signer {
+	t.Helper()
+	keyFile, passwordFile, _ := fixture(t, "pw")
+	s, err := Load(keyFile, passwordFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// manifestOf decodes an artifact's manifest and checks that every blob it
+// names is among the artifact's blobs, as a registry must find them.
+func manifestOf(t *testing.T, a artifact.Artifact) ocispec.Manifest {
+	t.Helper()
+	var m ocispec.Manifest
+	if err := json.Unmarshal(a.Manifest.Data, &m); err != nil {
+		t.Fatal(err)
+	}
+	want := append([]ocispec.Descriptor{m.Config}, m.Layers...)
+	if len(a.Blobs) != len(want) {
+		t.Fatalf("%d blobs for %d descriptors", len(a.Blobs), len(want))
+	}
+	for i, d := range want {
+		if a.Blobs[i].Descriptor.Digest != d.Digest || digest.FromBytes(a.Blobs[i].Data) != d.Digest {
+			t.Errorf("blob %d is not %s", i, d.Digest)
+		}
+	}
+	return m
+}
+
+func TestSignImage(t *testing.T) {
+	s := load(t)
+	subject := image(1)
+	arts, err := s.SignImage("registry.example/shell/git", subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(arts) != 2 {
+		t.Fatalf("%d artifacts, want 2", len(arts))
+	}
+
+	// cosign v2: the .sig tag, a simple-signing payload signed.
+	v2 := arts[0]
+	if want := "sha256-" + subject.Digest.Encoded() + ".sig"; v2.Tag != want {
+		t.Errorf("tag %q, want %q", v2.Tag, want)
+	}
+	m := manifestOf(t, v2)
+	if m.Subject != nil || len(m.Layers) != 1 || m.Layers[0].MediaType != MediaTypeSimpleSigning || m.Config.MediaType != ocispec.MediaTypeImageConfig {
+		t.Fatalf("v2 manifest %s", v2.Manifest.Data)
+	}
+	payload := v2.Blobs[1].Data
+	want := `{"critical":{"identity":{"docker-reference":"registry.example/shell/git"},"image":{"docker-manifest-digest":"` + subject.Digest.String() + `"},"type":"cosign container image signature"},"optional":null}`
+	if string(payload) != want {
+		t.Errorf("payload %s\nwant    %s", payload, want)
+	}
+	sig, err := base64.StdEncoding.DecodeString(m.Layers[0].Annotations[AnnotationSignature])
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify(t, s, payload, sig)
+	var config ocispec.Image
+	if err := json.Unmarshal(v2.Blobs[0].Data, &config); err != nil || len(config.RootFS.DiffIDs) != 1 || config.RootFS.DiffIDs[0] != m.Layers[0].Digest {
+		t.Errorf("config %s (%v)", v2.Blobs[0].Data, err)
+	}
+
+	// cosign v3: a bundle about the subject, its statement cosign's.
+	v3 := arts[1]
+	st := checkBundle(t, s, v3, subject, PredicateSign)
+	if !strings.Contains(string(st), `"predicate":{}`) {
+		t.Errorf("statement %s", st)
+	}
+}
+
+// checkBundle checks a v3 bundle artifact about subject and returns the
+// statement it signs.
+func checkBundle(t *testing.T, s *Signer, a artifact.Artifact, subject ocispec.Descriptor, predicateType string) []byte {
+	t.Helper()
+	m := manifestOf(t, a)
+	if a.Tag != "" || a.ArtifactType() != MediaTypeBundle || m.ArtifactType != MediaTypeBundle || m.Config.MediaType != ocispec.MediaTypeEmptyJSON {
+		t.Errorf("bundle manifest %s (tag %q)", a.Manifest.Data, a.Tag)
+	}
+	if m.Subject == nil || m.Subject.Digest != subject.Digest || m.Subject.MediaType != subject.MediaType || m.Subject.Size != subject.Size {
+		t.Errorf("subject %+v, want %+v", m.Subject, subject)
+	}
+	if m.Annotations[AnnotationBundlePredicateType] != predicateType || m.Annotations[AnnotationBundleContent] != "dsse-envelope" {
+		t.Errorf("annotations %v", m.Annotations)
+	}
+	if a.Manifest.Descriptor.Annotations[AnnotationBundlePredicateType] != predicateType {
+		t.Errorf("the referrers descriptor lacks the annotations: %+v", a.Manifest.Descriptor)
+	}
+	if len(m.Layers) != 1 || m.Layers[0].MediaType != MediaTypeBundle {
+		t.Fatalf("layers %+v", m.Layers)
+	}
+	var b sigstoreBundle
+	if err := json.Unmarshal(a.Blobs[1].Data, &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.MediaType != MediaTypeBundle || b.VerificationMaterial.PublicKey.Hint != s.hint() || b.DSSEEnvelope.PayloadType != MediaTypeInToto || len(b.DSSEEnvelope.Signatures) != 1 {
+		t.Errorf("bundle %s", a.Blobs[1].Data)
+	}
+	verify(t, s, pae(MediaTypeInToto, b.DSSEEnvelope.Payload), b.DSSEEnvelope.Signatures[0].Sig)
+	if _, err := checkStatement(b.DSSEEnvelope.Payload, subject.Digest); err != nil {
+		t.Error(err)
+	}
+	return b.DSSEEnvelope.Payload
+}
+
+func TestAttest(t *testing.T) {
+	s := load(t)
+	subject := image(2)
+	types := []string{"https://slsa.dev/provenance/v1", "https://spdx.dev/Document", "https://cyclonedx.org/bom"}
+	var statements [][]byte
+	for _, pt := range types {
+		statements = append(statements, statement(subject.Digest, pt))
+	}
+	arts, err := s.Attest(subject, statements)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(arts) != 1+len(types) {
+		t.Fatalf("%d artifacts, want %d", len(arts), 1+len(types))
+	}
+	v2 := arts[0]
+	if want := "sha256-" + subject.Digest.Encoded() + ".att"; v2.Tag != want {
+		t.Errorf("tag %q, want %q", v2.Tag, want)
+	}
+	m := manifestOf(t, v2)
+	if len(m.Layers) != len(types) {
+		t.Fatalf("%d layers", len(m.Layers))
+	}
+	for i, pt := range types {
+		l := m.Layers[i]
+		if l.MediaType != MediaTypeDSSE || l.Annotations[AnnotationPredicateType] != pt {
+			t.Errorf("layer %d: %+v", i, l)
+		}
+		var env dsseEnvelope
+		if err := json.Unmarshal(v2.Blobs[1+i].Data, &env); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(env.Payload, statements[i]) || env.PayloadType != MediaTypeInToto {
+			t.Errorf("layer %d: envelope %s", i, v2.Blobs[1+i].Data)
+		}
+		verify(t, s, pae(MediaTypeInToto, env.Payload), env.Signatures[0].Sig)
+		if st := checkBundle(t, s, arts[1+i], subject, pt); !bytes.Equal(st, statements[i]) {
+			t.Errorf("bundle %d signs %s", i, st)
+		}
+	}
+}
+
+func TestAttestRefuses(t *testing.T) {
+	s := load(t)
+	subject := image(3)
+	for _, tt := range []struct {
+		name       string
+		subject    ocispec.Descriptor
+		statements [][]byte
+		want       string
+	}{
+		{"none", subject, nil, "no statements"},
+		{"another image", subject, [][]byte{statement(image(4).Digest, "p")}, "do not name"},
+		{"no predicate type", subject, [][]byte{statement(subject.Digest, "")}, "no predicateType"},
+		{"not JSON", subject, [][]byte{[]byte("{")}, "not an in-toto statement"},
+		{"not in-toto", subject, [][]byte{[]byte(`{"_type":"x","predicateType":"p"}`)}, "not an in-toto statement"},
+		{"no subject digest", ocispec.Descriptor{MediaType: "m", Size: 1}, [][]byte{statement(subject.Digest, "p")}, "subject"},
+		{"no subject size", ocispec.Descriptor{MediaType: "m", Digest: subject.Digest}, [][]byte{statement(subject.Digest, "p")}, "size"},
+	} {
+		if _, err := s.Attest(tt.subject, tt.statements); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+		}
+	}
+	if _, err := s.SignImage("r/x", ocispec.Descriptor{}); err == nil {
+		t.Error("SignImage signed no subject")
+	}
+}
+
+// TestDeterministic: the same key and image give the same bytes (RFC
+// 6979 signatures), so that replicas agree.
+func TestDeterministic(t *testing.T) {
+	s := load(t)
+	subject := image(5)
+	st := [][]byte{statement(subject.Digest, "https://slsa.dev/provenance/v1")}
+	for _, f := range []func() ([]artifact.Artifact, error){
+		func() ([]artifact.Artifact, error) { return s.SignImage("r/x", subject) },
+		func() ([]artifact.Artifact, error) { return s.Attest(subject, st) },
+	} {
+		a, err := f()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := f()
+		for i := range a {
+			if a[i].Manifest.Descriptor.Digest != b[i].Manifest.Descriptor.Digest {
+				t.Errorf("artifact %d: %s, then %s", i, a[i].Manifest.Descriptor.Digest, b[i].Manifest.Descriptor.Digest)
+			}
+		}
+	}
+}
+
+func TestPAE(t *testing.T) {
+	// The DSSE spec's own example.
+	got := string(pae("http://example.com/HelloWorld", []byte("hello world")))
+	if want := "DSSEv1 29 http://example.com/HelloWorld 11 hello world"; got != want {
+		t.Errorf("pae = %q, want %q", got, want)
+	}
+}

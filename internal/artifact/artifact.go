@@ -162,3 +162,26 @@ func Document(subject ocispec.Descriptor, mediaType, name string, data []byte) (
 	doc.Descriptor.Annotations = map[string]string{ocispec.AnnotationTitle: name}
 	return New(Spec{ArtifactType: mediaType, Layers: []Blob{doc}, Subject: subject})
 }
+
+// Index is the referrers index of artifacts about one subject: the image
+// index the referrers API answers with, which a registry without it
+// keeps under the subject's referrers tag ("sha256-<hex>", the
+// distribution spec's referrers tag schema). It lists each artifact's
+// Manifest.Descriptor, in the order given.
+func Index(artifacts ...Artifact) ([]byte, error) {
+	idx := ocispec.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: make([]ocispec.Descriptor, 0, len(artifacts)),
+	}
+	for _, a := range artifacts {
+		idx.Manifests = append(idx.Manifests, a.Manifest.Descriptor)
+	}
+	return json.Marshal(idx)
+}
+
+// ReferrersTag is the tag of the referrers tag schema for a subject's
+// digest: "<algorithm>-<hex>".
+func ReferrersTag(subject digest.Digest) string {
+	return subject.Algorithm().String() + "-" + subject.Encoded()
+}

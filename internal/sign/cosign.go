@@ -46,14 +46,11 @@ const (
 
 // SignatureTag is the cosign v2 tag of a manifest digest's signatures,
 // "sha256-<hex>.sig".
-func SignatureTag(d digest.Digest) string { return tagOf(d) + ".sig" }
+func SignatureTag(d digest.Digest) string { return artifact.ReferrersTag(d) + ".sig" }
 
 // AttestationTag is the cosign v2 tag of a manifest digest's
 // attestations, "sha256-<hex>.att".
-func AttestationTag(d digest.Digest) string { return tagOf(d) + ".att" }
-
-// tagOf is the referrers tag schema's tag of a digest, "sha256-<hex>".
-func tagOf(d digest.Digest) string { return d.Algorithm().String() + "-" + d.Encoded() }
+func AttestationTag(d digest.Digest) string { return artifact.ReferrersTag(d) + ".att" }
 
 // SignImage signs the image manifest subject (its digest, media type
 // and size) of the repository ref, as clients name it ("host/name", the

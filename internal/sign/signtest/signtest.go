@@ -1,0 +1,247 @@
+// Package signtest checks signed images with the real clients that
+// scripts/storage-servers builds (cosign v3 and v2, oras, regctl, crane)
+// against any registry on 127.0.0.1: a test registry (crane's) or Nixery
+// itself. Every client runs with a temporary HOME and configuration, and
+// a dead proxy (127.0.0.1:9) for anything but 127.0.0.1, so that a call
+// to a transparency log, a certificate authority or a TUF repository
+// fails the check instead of reaching the internet.
+package signtest
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nixery/nixery/internal/artifact"
+	"github.com/nixery/nixery/internal/need"
+)
+
+// Clients runs the client programs of one bin directory.
+type Clients struct {
+	bin string
+	env []string
+	// Dir is a temporary directory of the test's own (keys, pulls).
+	Dir string
+}
+
+// New finds the clients in bin (storagetest.BinDir()) and makes their
+// temporary homes. It skips the test when one is missing (fails it
+// under NIXERY_REQUIRE_E2E).
+func New(t testing.TB, bin string) *Clients {
+	t.Helper()
+	for _, name := range []string{"cosign", "cosign2", "oras", "regctl", "crane"} {
+		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
+			need.Skipf(t, "%s not found in %s: run scripts/storage-servers", name, bin)
+		}
+	}
+	dir := t.TempDir()
+	env := []string{"PATH=" + os.Getenv("PATH")}
+	for _, kv := range [][2]string{
+		{"HOME", "home"}, {"DOCKER_CONFIG", "docker"}, {"XDG_CONFIG_HOME", "config"},
+		{"XDG_CACHE_HOME", "cache"}, {"XDG_DATA_HOME", "data"}, {"TUF_ROOT", "tuf"},
+		{"SIGSTORE_CACHE_DIR", "sigstore"}, {"REGCTL_CONFIG", "regctl/config.json"}, {"TMPDIR", "tmp"},
+	} {
+		p := filepath.Join(dir, kv[1])
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if kv[0] != "REGCTL_CONFIG" {
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		env = append(env, kv[0]+"="+p)
+	}
+	env = append(env,
+		// Go never proxies 127.0.0.1; everything else meets a closed port.
+		"HTTPS_PROXY=http://127.0.0.1:9", "HTTP_PROXY=http://127.0.0.1:9",
+		"https_proxy=http://127.0.0.1:9", "http_proxy=http://127.0.0.1:9",
+		"NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost",
+	)
+	work := filepath.Join(dir, "work")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return &Clients{bin: bin, env: env, Dir: work}
+}
+
+// Run runs a client (by its name in the bin directory) for at most two
+// minutes, with extra environment variables, and returns its standard
+// output and error, and whether it exited 0.
+func (c *Clients) Run(t testing.TB, env []string, name string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, name), args...)
+	cmd.Dir = c.Dir
+	cmd.Env = append(append([]string{}, c.env...), env...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	if strings.Contains(errOut.String(), "127.0.0.1:9") {
+		t.Errorf("%s %s called outside 127.0.0.1:\n%s", name, strings.Join(args, " "), errOut.String())
+	}
+	return out.String(), errOut.String(), err
+}
+
+// Must is Run that fails the test unless the client exits 0, and
+// returns its standard output.
+func (c *Clients) Must(t testing.TB, env []string, name string, args ...string) string {
+	t.Helper()
+	out, errOut, err := c.Run(t, env, name, args...)
+	if err != nil {
+		t.Errorf("%s %s: %v\nstdout: %s\nstderr: %s", name, strings.Join(args, " "), err, out, errOut)
+	}
+	return out
+}
+
+// KeyPair has the real `cosign generate-key-pair` write a key pair
+// encrypted with password into a directory of its own, and returns the
+// paths of cosign.key and cosign.pub.
+func (c *Clients) KeyPair(t testing.TB, name, password string) (key, pub string) {
+	t.Helper()
+	dir := filepath.Join(c.Dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(c.bin, "cosign"), "generate-key-pair")
+	cmd.Dir = dir
+	cmd.Env = append(append([]string{}, c.env...), "COSIGN_PASSWORD="+password)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cosign generate-key-pair: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "cosign.key"), filepath.Join(dir, "cosign.pub")
+}
+
+// PushImage has crane push a small image (one layer of one file, an OCI
+// manifest) to ref ("127.0.0.1:port/name:tag") and returns its manifest's
+// descriptor.
+func (c *Clients) PushImage(t testing.TB, ref string) ocispec.Descriptor {
+	t.Helper()
+	layer := filepath.Join(c.Dir, "layer.tar")
+	if err := os.WriteFile(layer, tarOf("hello.txt", "hello from the signing test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.Must(t, nil, "crane", "append", "--insecure", "--oci-empty-base", "-f", layer, "-t", ref)
+	host, repo, tag := split(t, ref)
+	return Head(t, host, repo, tag)
+}
+
+// tarOf is a tar archive of one regular file.
+func tarOf(name, content string) []byte {
+	var b bytes.Buffer
+	w := tar.NewWriter(&b)
+	w.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg})
+	w.Write([]byte(content))
+	w.Close()
+	return b.Bytes()
+}
+
+// split reads "host/name:tag" (or "@digest").
+func split(t testing.TB, ref string) (host, repo, reference string) {
+	t.Helper()
+	host, rest, ok := strings.Cut(ref, "/")
+	if !ok {
+		t.Fatalf("reference %q has no host", ref)
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		return host, rest[:i], rest[i+1:]
+	}
+	if i := strings.LastIndex(rest, ":"); i >= 0 {
+		return host, rest[:i], rest[i+1:]
+	}
+	return host, rest, "latest"
+}
+
+// Head asks the registry for a manifest's descriptor, OCI first.
+func Head(t testing.TB, host, repo, reference string) ocispec.Descriptor {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodHead, "http://"+host+"/v2/"+repo+"/manifests/"+reference, nil)
+	req.Header.Set("Accept", ocispec.MediaTypeImageManifest+", application/vnd.docker.distribution.manifest.v2+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	d := digest.Digest(resp.Header.Get("Docker-Content-Digest"))
+	if resp.StatusCode != http.StatusOK || d.Validate() != nil {
+		t.Fatalf("HEAD %s/%s:%s: %s, digest %q", host, repo, reference, resp.Status, d)
+	}
+	return ocispec.Descriptor{MediaType: resp.Header.Get("Content-Type"), Digest: d, Size: resp.ContentLength}
+}
+
+// Push uploads an artifact's blobs and manifest to host/repo (plain HTTP,
+// the distribution spec's POST-then-PUT upload), by digest and, if it has
+// one, under its tag.
+func Push(t testing.TB, host, repo string, a artifact.Artifact) {
+	t.Helper()
+	base := "http://" + host + "/v2/" + repo
+	for _, b := range a.Blobs {
+		resp, err := http.Post(base+"/blobs/uploads/", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc := resp.Header.Get("Location")
+		if resp.StatusCode != http.StatusAccepted || loc == "" {
+			t.Fatalf("POST %s/blobs/uploads/: %s", base, resp.Status)
+		}
+		if strings.HasPrefix(loc, "/") {
+			loc = "http://" + host + loc
+		}
+		sep := "?"
+		if strings.Contains(loc, "?") {
+			sep = "&"
+		}
+		put(t, loc+sep+"digest="+b.Descriptor.Digest.String(), "application/octet-stream", b.Data)
+	}
+	refs := []string{a.Manifest.Descriptor.Digest.String()}
+	if a.Tag != "" {
+		refs = append(refs, a.Tag)
+	}
+	for _, ref := range refs {
+		put(t, base+"/manifests/"+ref, a.Manifest.Descriptor.MediaType, a.Manifest.Data)
+	}
+}
+
+func put(t testing.TB, url, contentType string, data []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, url, bytes.NewReader(data))
+	req.Header.Set("Content-Type", contentType)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT %s: %s", url, resp.Status)
+	}
+}
+
+// PushReferrersTag writes the referrers index of artifacts about subject
+// under the subject's referrers tag, for a registry without the
+// referrers API (clients fall back to the tag).
+func PushReferrersTag(t testing.TB, host, repo string, subject ocispec.Descriptor, artifacts ...artifact.Artifact) {
+	t.Helper()
+	var about []artifact.Artifact
+	for _, a := range artifacts {
+		if a.Tag == "" {
+			about = append(about, a)
+		}
+	}
+	idx, err := artifact.Index(about...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, "http://"+host+"/v2/"+repo+"/manifests/"+artifact.ReferrersTag(subject.Digest), ocispec.MediaTypeImageIndex, idx)
+}

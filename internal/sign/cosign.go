@@ -127,7 +127,9 @@ func (s *Signer) Attest(subject ocispec.Descriptor, statements [][]byte) ([]arti
 			return nil, err
 		}
 		layer := artifact.NewBlob(MediaTypeDSSE, data)
-		layer.Descriptor.Annotations = map[string]string{AnnotationPredicateType: predicateType}
+		// The signature is the envelope's; cosign still wants the
+		// annotation, empty (its static.NewAttestation).
+		layer.Descriptor.Annotations = map[string]string{AnnotationPredicateType: predicateType, AnnotationSignature: ""}
 		layers = append(layers, layer)
 		b, err := s.bundle(subject, st, predicateType)
 		if err != nil {

@@ -342,7 +342,7 @@ func TestAttest(t *testing.T) {
 	}
 	for i, pt := range types {
 		l := m.Layers[i]
-		if l.MediaType != MediaTypeDSSE || l.Annotations[AnnotationPredicateType] != pt {
+		if sig, ok := l.Annotations[AnnotationSignature]; l.MediaType != MediaTypeDSSE || l.Annotations[AnnotationPredicateType] != pt || !ok || sig != "" {
 			t.Errorf("layer %d: %+v", i, l)
 		}
 		var env dsseEnvelope

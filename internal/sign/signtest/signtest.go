@@ -11,6 +11,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -244,4 +246,95 @@ func PushReferrersTag(t testing.TB, host, repo string, subject ocispec.Descripto
 		t.Fatal(err)
 	}
 	put(t, "http://"+host+"/v2/"+repo+"/manifests/"+artifact.ReferrersTag(subject.Digest), ocispec.MediaTypeImageIndex, idx)
+}
+
+// TrustedRoot is the path of an empty Sigstore trusted root (no
+// transparency log, no certificate authority, no timestamp authority):
+// with it, cosign v2 verifies a key's bundles offline instead of asking
+// Sigstore's TUF repository for the public one, which it otherwise
+// requires for any bundle.
+func (c *Clients) TrustedRoot(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(c.Dir, "trusted_root.json")
+	if err := os.WriteFile(p, []byte(`{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Offline are the flags of `cosign verify` and `cosign verify-attestation`
+// (v3 and v2 alike) that verify with the public key alone, offline, from
+// a registry on plain HTTP.
+func (c *Clients) Offline(t testing.TB, publicKey string) []string {
+	t.Helper()
+	return []string{"--key", publicKey, "--insecure-ignore-tlog=true", "--trusted-root", c.TrustedRoot(t), "--allow-http-registry"}
+}
+
+// Verify runs `cosign verify` (cosign: "cosign" for v3, "cosign2" for
+// v2) offline with the public key and returns the claims it verified,
+// each the critical part of a simple-signing payload as cosign prints
+// it: the image's digest and the claim's type (cosign v2's signature
+// "cosign container image signature", or a bundle's predicate type).
+func (c *Clients) Verify(t testing.TB, cosign, publicKey, image string) ([]Claim, error) {
+	t.Helper()
+	out, errOut, err := c.Run(t, nil, cosign, append(append([]string{"verify"}, c.Offline(t, publicKey)...), image)...)
+	if err != nil {
+		return nil, fmt.Errorf("%s verify %s: %w\n%s", cosign, image, err, errOut)
+	}
+	var payloads []struct {
+		Critical struct {
+			Image struct {
+				Digest digest.Digest `json:"docker-manifest-digest"`
+			} `json:"image"`
+			Type string `json:"type"`
+		} `json:"critical"`
+	}
+	if err := json.Unmarshal([]byte(out), &payloads); err != nil {
+		return nil, fmt.Errorf("%s verify %s: output %q: %w", cosign, image, out, err)
+	}
+	claims := make([]Claim, 0, len(payloads))
+	for _, p := range payloads {
+		claims = append(claims, Claim{Digest: p.Critical.Image.Digest, Type: p.Critical.Type})
+	}
+	return claims, nil
+}
+
+// Claim is what one verified signature or attestation says: the image
+// it is about and its type.
+type Claim struct {
+	Digest digest.Digest
+	Type   string
+}
+
+// VerifyAttestation runs `cosign verify-attestation --type typ` offline
+// (typ: cosign's name, "slsaprovenance1", "spdxjson", "cyclonedx", or a
+// predicate type) and returns what each verified statement says: the
+// image digest of its subject and its predicate type.
+func (c *Clients) VerifyAttestation(t testing.TB, cosign, publicKey, typ, image string) ([]Claim, error) {
+	t.Helper()
+	args := append(append([]string{"verify-attestation", "--type", typ}, c.Offline(t, publicKey)...), image)
+	out, errOut, err := c.Run(t, nil, cosign, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s verify-attestation --type %s %s: %w\n%s", cosign, typ, image, err, errOut)
+	}
+	var claims []Claim
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var env struct {
+			Payload []byte `json:"payload"`
+		}
+		var st struct {
+			Subject []struct {
+				Digest map[string]string `json:"digest"`
+			} `json:"subject"`
+			PredicateType string `json:"predicateType"`
+		}
+		if err := json.Unmarshal([]byte(line), &env); err != nil {
+			return nil, fmt.Errorf("%s verify-attestation: output %q: %w", cosign, line, err)
+		}
+		if err := json.Unmarshal(env.Payload, &st); err != nil || len(st.Subject) == 0 {
+			return nil, fmt.Errorf("%s verify-attestation: payload %q: %v", cosign, env.Payload, err)
+		}
+		claims = append(claims, Claim{Digest: digest.NewDigestFromEncoded(digest.SHA256, st.Subject[0].Digest["sha256"]), Type: st.PredicateType})
+	}
+	return claims, nil
 }

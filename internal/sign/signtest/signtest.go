@@ -263,11 +263,16 @@ func (c *Clients) TrustedRoot(t testing.TB) string {
 }
 
 // Offline are the flags of `cosign verify` and `cosign verify-attestation`
-// (v3 and v2 alike) that verify with the public key alone, offline, from
-// a registry on plain HTTP.
-func (c *Clients) Offline(t testing.TB, publicKey string) []string {
+// that verify with the public key alone, offline, from a registry on
+// plain HTTP (docs/supply-chain.md): cosign v3 needs no more, cosign v2
+// also an empty trusted root.
+func (c *Clients) Offline(t testing.TB, cosign, publicKey string) []string {
 	t.Helper()
-	return []string{"--key", publicKey, "--insecure-ignore-tlog=true", "--trusted-root", c.TrustedRoot(t), "--allow-http-registry"}
+	flags := []string{"--key", publicKey, "--insecure-ignore-tlog=true", "--allow-http-registry"}
+	if cosign == "cosign2" {
+		flags = append(flags, "--trusted-root", c.TrustedRoot(t))
+	}
+	return flags
 }
 
 // Verify runs `cosign verify` (cosign: "cosign" for v3, "cosign2" for
@@ -277,7 +282,7 @@ func (c *Clients) Offline(t testing.TB, publicKey string) []string {
 // "cosign container image signature", or a bundle's predicate type).
 func (c *Clients) Verify(t testing.TB, cosign, publicKey, image string) ([]Claim, error) {
 	t.Helper()
-	out, errOut, err := c.Run(t, nil, cosign, append(append([]string{"verify"}, c.Offline(t, publicKey)...), image)...)
+	out, errOut, err := c.Run(t, nil, cosign, append(append([]string{"verify"}, c.Offline(t, cosign, publicKey)...), image)...)
 	if err != nil {
 		return nil, fmt.Errorf("%s verify %s: %w\n%s", cosign, image, err, errOut)
 	}
@@ -312,7 +317,7 @@ type Claim struct {
 // image digest of its subject and its predicate type.
 func (c *Clients) VerifyAttestation(t testing.TB, cosign, publicKey, typ, image string) ([]Claim, error) {
 	t.Helper()
-	args := append(append([]string{"verify-attestation", "--type", typ}, c.Offline(t, publicKey)...), image)
+	args := append(append([]string{"verify-attestation", "--type", typ}, c.Offline(t, cosign, publicKey)...), image)
 	out, errOut, err := c.Run(t, nil, cosign, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%s verify-attestation --type %s %s: %w\n%s", cosign, typ, image, err, errOut)

@@ -48,13 +48,12 @@ func statement(t *testing.T, image digest.Digest, predicateType, predicate strin
 // signed is an image pushed to a registry with its signatures and
 // attestations, made by a key that the real cosign generated.
 type signed struct {
-	c                   *signtest.Clients
-	host, repo, image   string // image: host/repo:latest
-	subject             ocispec.Descriptor
-	pub, otherPub       string // cosign.pub, and another key's
-	sigs, atts          []artifact.Artifact
-	spdxArt, cdxArt     artifact.Artifact
-	statementsPredicate []string
+	c                 *signtest.Clients
+	host, repo, image string // image: host/repo:latest
+	subject           ocispec.Descriptor
+	pub, otherPub     string // cosign.pub, and another key's
+	sigs, atts        []artifact.Artifact
+	spdxArt, cdxArt   artifact.Artifact
 }
 
 // setup pushes an image to a new registry and signs it with a key pair
@@ -67,8 +66,14 @@ func setup(t *testing.T) *signed {
 	s.subject = c.PushImage(t, s.image)
 
 	keyFile, pub := c.KeyPair(t, "key", "a password")
-	_, s.otherPub = c.KeyPair(t, "other", "")
-	s.pub = pub
+	otherKey, otherPub := c.KeyPair(t, "other", "")
+	s.pub, s.otherPub = pub, otherPub
+	// The empty password: no password file.
+	if other, err := sign.Load(otherKey, ""); err != nil {
+		t.Error(err)
+	} else if pem, _ := os.ReadFile(otherPub); string(other.PublicKeyPEM()) != string(pem) {
+		t.Errorf("PublicKeyPEM\n%s\ncosign.pub\n%s", other.PublicKeyPEM(), pem)
+	}
 	passwordFile := filepath.Join(c.Dir, "password")
 	if err := os.WriteFile(passwordFile, []byte("a password\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -177,8 +182,8 @@ func TestClients(t *testing.T) {
 	}
 
 	discover := c.Must(t, nil, "oras", "discover", "--plain-http", s.image)
-	regTree := c.Must(t, nil, "regctl", "registry", "set", "--tls", "disabled", s.host)
-	regTree = c.Must(t, nil, "regctl", "artifact", "tree", s.image)
+	c.Must(t, nil, "regctl", "registry", "set", "--tls", "disabled", s.host)
+	regTree := c.Must(t, nil, "regctl", "artifact", "tree", s.image)
 	for _, a := range append(append([]artifact.Artifact{}, s.sigs[1]), s.atts[1:]...) {
 		for what, out := range map[string]string{"oras discover": discover, "regctl artifact tree": regTree} {
 			if !strings.Contains(out, a.Manifest.Descriptor.Digest.String()) || !strings.Contains(out, sign.MediaTypeBundle) {

@@ -58,9 +58,11 @@ type Artifact struct {
 	Manifest Blob
 	// Blobs are the config and the layers, in that order.
 	Blobs []Blob
+	// Subject is the digest of the manifest the artifact is about, ""
+	// for none: the referrers API lists the artifact under it.
+	Subject digest.Digest
 	// Tag, if not "", is a tag the manifest is also found under (a
-	// cosign v2 ".sig" or ".att" tag); "" for an artifact that is only
-	// found through the referrers API.
+	// cosign v2 ".sig" or ".att" tag, whose manifest has no subject).
 	Tag string
 }
 
@@ -136,7 +138,7 @@ func New(s Spec) (Artifact, error) {
 		manifest.Descriptor.ArtifactType = config.Descriptor.MediaType
 	}
 	manifest.Descriptor.Annotations = s.Annotations
-	return Artifact{Manifest: manifest, Blobs: blobs, Tag: s.Tag}, nil
+	return Artifact{Manifest: manifest, Blobs: blobs, Subject: s.Subject.Digest, Tag: s.Tag}, nil
 }
 
 // check refuses a blob whose descriptor does not describe its data.

@@ -39,6 +39,9 @@ func TestNew(t *testing.T) {
 		d.ArtifactType != "application/spdx+json" || d.Annotations["k"] != "v" || a.ArtifactType() != "application/spdx+json" {
 		t.Errorf("descriptor %+v", d)
 	}
+	if a.Subject != subject.Digest || a.Tag != "" {
+		t.Errorf("subject %q, tag %q", a.Subject, a.Tag)
+	}
 	if len(a.Blobs) != 2 || string(a.Blobs[0].Data) != "{}" || a.Blobs[1].Descriptor.Digest != doc.Descriptor.Digest {
 		t.Errorf("blobs %+v", a.Blobs)
 	}
@@ -59,7 +62,7 @@ func TestNewConfigType(t *testing.T) {
 	if err := json.Unmarshal(a.Manifest.Data, &m); err != nil {
 		t.Fatal(err)
 	}
-	if m.ArtifactType != "" || m.Subject != nil || a.ArtifactType() != "application/x.config" || a.Tag != "t" {
+	if m.ArtifactType != "" || m.Subject != nil || a.Subject != "" || a.ArtifactType() != "application/x.config" || a.Tag != "t" {
 		t.Errorf("manifest %s, artifact type %q", a.Manifest.Data, a.ArtifactType())
 	}
 }
@@ -101,5 +104,25 @@ func TestDocument(t *testing.T) {
 	if m.ArtifactType != "application/vnd.cyclonedx+json" || m.Subject.Digest != subject.Digest || len(m.Layers) != 1 ||
 		m.Layers[0].MediaType != "application/vnd.cyclonedx+json" || m.Layers[0].Annotations[ocispec.AnnotationTitle] != "sbom.cdx.json" {
 		t.Errorf("manifest %s", a.Manifest.Data)
+	}
+}
+
+func TestIndex(t *testing.T) {
+	a, _ := Document(subject, "application/spdx+json", "sbom.spdx.json", []byte("{}"))
+	b, _ := Document(subject, "application/vnd.cyclonedx+json", "sbom.cdx.json", []byte("{}"))
+	data, err := Index(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(data, &idx); err != nil {
+		t.Fatal(err)
+	}
+	if idx.MediaType != ocispec.MediaTypeImageIndex || idx.SchemaVersion != 2 || len(idx.Manifests) != 2 ||
+		idx.Manifests[0].Digest != a.Manifest.Descriptor.Digest || idx.Manifests[1].ArtifactType != "application/vnd.cyclonedx+json" {
+		t.Errorf("index %s", data)
+	}
+	if got := ReferrersTag(subject.Digest); got != "sha256-"+subject.Digest.Encoded() {
+		t.Errorf("ReferrersTag = %q", got)
 	}
 }

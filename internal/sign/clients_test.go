@@ -30,21 +30,6 @@ var (
 	slsaDoc      = `{"buildDefinition":{"buildType":"https://nixery.dev/test","externalParameters":{}},"runDetails":{"builder":{"id":"https://nixery.dev/test"}}}`
 )
 
-// statement is an in-toto v1 statement about image.
-func statement(t *testing.T, image digest.Digest, predicateType, predicate string) []byte {
-	t.Helper()
-	data, err := json.Marshal(map[string]any{
-		"_type":         "https://in-toto.io/Statement/v1",
-		"subject":       []map[string]any{{"name": "test/img", "digest": map[string]string{"sha256": image.Encoded()}}},
-		"predicateType": predicateType,
-		"predicate":     json.RawMessage(predicate),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
 // signed is an image pushed to a registry with its signatures and
 // attestations, made by a key that the real cosign generated.
 type signed struct {
@@ -88,10 +73,10 @@ func setup(t *testing.T) *signed {
 	if s.sigs, err = signer.SignImage(s.host+"/"+s.repo, s.subject); err != nil {
 		t.Fatal(err)
 	}
-	s.atts, err = signer.Attest(s.subject, [][]byte{
-		statement(t, s.subject.Digest, slsa, slsaDoc),
-		statement(t, s.subject.Digest, spdx, spdxDoc),
-		statement(t, s.subject.Digest, cyclonedx, cyclonedxDoc),
+	s.atts, err = signer.Attest(s.host+"/"+s.repo, s.subject, []sign.Predicate{
+		{Type: slsa, Data: []byte(slsaDoc)},
+		{Type: spdx, Data: []byte(spdxDoc)},
+		{Type: cyclonedx, Data: []byte(cyclonedxDoc)},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -83,12 +83,8 @@ func (s *Signer) SignImage(ref string, subject ocispec.Descriptor) ([]artifact.A
 		return nil, err
 	}
 
-	statement, err := json.Marshal(inToto{
-		Type:          inTotoStatement,
-		Subject:       []inTotoSubject{{Digest: map[string]string{subject.Digest.Algorithm().String(): subject.Digest.Encoded()}}},
-		PredicateType: PredicateSign,
-		Predicate:     json.RawMessage("{}"),
-	})
+	// What `cosign sign` v3 signs: a statement naming only the digest.
+	statement, err := statementOf("", subject.Digest, Predicate{Type: PredicateSign, Data: []byte("{}")})
 	if err != nil {
 		return nil, err
 	}
@@ -99,24 +95,37 @@ func (s *Signer) SignImage(ref string, subject ocispec.Descriptor) ([]artifact.A
 	return []artifact.Artifact{v2, v3}, nil
 }
 
-// Attest signs in-toto statements (v1 JSON, as internal/attest writes
-// them) about the image manifest subject; each must name subject's digest
-// among its subjects. It returns cosign v2's artifact, tagged
-// AttestationTag(subject.Digest), with one layer per statement in their
-// order, then one cosign v3 bundle per statement.
-func (s *Signer) Attest(subject ocispec.Descriptor, statements [][]byte) ([]artifact.Artifact, error) {
+// Predicate is what one attestation says of an image: an in-toto
+// predicate of a type, as JSON.
+type Predicate struct {
+	// Type is the predicate type: "https://slsa.dev/provenance/v1",
+	// "https://spdx.dev/Document" (an SPDX JSON document),
+	// "https://cyclonedx.org/bom" (a CycloneDX JSON document); cosign's
+	// --type names them slsaprovenance1, spdxjson and cyclonedx.
+	Type string
+	// Data is the predicate: the provenance's predicate, the SBOM.
+	Data []byte
+}
+
+// Attest attests predicates about the image manifest subject of the
+// repository ref ("host/name"): each becomes an in-toto v1 statement
+// whose subject is ref with subject's digest, as `cosign attest` writes
+// it, signed in a DSSE envelope. It returns cosign v2's artifact, tagged
+// AttestationTag(subject.Digest), with one layer per predicate in their
+// order, then one cosign v3 bundle per predicate.
+func (s *Signer) Attest(ref string, subject ocispec.Descriptor, predicates []Predicate) ([]artifact.Artifact, error) {
 	if err := checkSubject(subject); err != nil {
 		return nil, err
 	}
-	if len(statements) == 0 {
-		return nil, errors.New("attest: no statements")
+	if len(predicates) == 0 {
+		return nil, errors.New("attest: no predicates")
 	}
-	layers := make([]artifact.Blob, 0, len(statements))
-	bundles := make([]artifact.Artifact, 0, len(statements))
-	for i, st := range statements {
-		predicateType, err := checkStatement(st, subject.Digest)
+	layers := make([]artifact.Blob, 0, len(predicates))
+	bundles := make([]artifact.Artifact, 0, len(predicates))
+	for i, p := range predicates {
+		st, err := statementOf(ref, subject.Digest, p)
 		if err != nil {
-			return nil, fmt.Errorf("attest: statement %d: %w", i, err)
+			return nil, fmt.Errorf("attest: predicate %d: %w", i, err)
 		}
 		envelope, err := s.envelope(st)
 		if err != nil {
@@ -129,9 +138,9 @@ func (s *Signer) Attest(subject ocispec.Descriptor, statements [][]byte) ([]arti
 		layer := artifact.NewBlob(MediaTypeDSSE, data)
 		// The signature is the envelope's; cosign still wants the
 		// annotation, empty (its static.NewAttestation).
-		layer.Descriptor.Annotations = map[string]string{AnnotationPredicateType: predicateType, AnnotationSignature: ""}
+		layer.Descriptor.Annotations = map[string]string{AnnotationPredicateType: p.Type, AnnotationSignature: ""}
 		layers = append(layers, layer)
-		b, err := s.bundle(subject, st, predicateType)
+		b, err := s.bundle(subject, st, p.Type)
 		if err != nil {
 			return nil, err
 		}
@@ -144,6 +153,24 @@ func (s *Signer) Attest(subject ocispec.Descriptor, statements [][]byte) ([]arti
 	return append([]artifact.Artifact{v2}, bundles...), nil
 }
 
+// statementOf is the in-toto v1 statement of a predicate about the
+// image: its subject the image's digest, named name ("" for none).
+// cosign verifies an attestation only for an image its subject names.
+func statementOf(name string, image digest.Digest, p Predicate) ([]byte, error) {
+	if p.Type == "" || strings.ContainsAny(p.Type, " \t\r\n") {
+		return nil, fmt.Errorf("invalid predicate type %q", p.Type)
+	}
+	if !json.Valid(p.Data) {
+		return nil, fmt.Errorf("the %s predicate is not JSON", p.Type)
+	}
+	return json.Marshal(inToto{
+		Type:          inTotoStatement,
+		Subject:       []inTotoSubject{{Name: name, Digest: map[string]string{image.Algorithm().String(): image.Encoded()}}},
+		PredicateType: p.Type,
+		Predicate:     json.RawMessage(p.Data),
+	})
+}
+
 // checkSubject refuses a subject that is not a manifest descriptor.
 func checkSubject(d ocispec.Descriptor) error {
 	if err := d.Digest.Validate(); err != nil {
@@ -153,32 +180,6 @@ func checkSubject(d ocispec.Descriptor) error {
 		return fmt.Errorf("subject %s: media type and size are required", d.Digest)
 	}
 	return nil
-}
-
-// checkStatement reads an in-toto statement's predicate type and checks
-// that it is about the image: cosign verifies an attestation only for
-// an image its statement names.
-func checkStatement(data []byte, image digest.Digest) (string, error) {
-	var st struct {
-		Type          string          `json:"_type"`
-		Subject       []inTotoSubject `json:"subject"`
-		PredicateType string          `json:"predicateType"`
-	}
-	if err := json.Unmarshal(data, &st); err != nil {
-		return "", fmt.Errorf("not an in-toto statement: %w", err)
-	}
-	if !strings.HasPrefix(st.Type, "https://in-toto.io/Statement/") {
-		return "", fmt.Errorf("_type %q is not an in-toto statement", st.Type)
-	}
-	if st.PredicateType == "" {
-		return "", errors.New("no predicateType")
-	}
-	for _, sub := range st.Subject {
-		if sub.Digest[image.Algorithm().String()] == image.Encoded() {
-			return st.PredicateType, nil
-		}
-	}
-	return "", fmt.Errorf("its subjects do not name %s", image)
 }
 
 // legacy is a cosign v2 signature image under its tag: an OCI image

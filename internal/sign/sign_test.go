@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -190,15 +191,9 @@ func image(b byte) ocispec.Descriptor {
 	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(data), Size: int64(len(data))}
 }
 
-// statement is an in-toto statement about subject.
-func statement(subject digest.Digest, predicateType string) []byte {
-	data, _ := json.Marshal(map[string]any{
-		"_type":         inTotoStatement,
-		"subject":       []map[string]any{{"name": "img", "digest": map[string]string{"sha256": subject.Encoded()}}},
-		"predicateType": predicateType,
-		"predicate":     map[string]string{"x": "y"},
-	})
-	return data
+// predicate is a predicate of a type.
+func predicate(typ string) Predicate {
+	return Predicate{Type: typ, Data: []byte(`{"x": "y", "type": "` + typ + `"}`)}
 }
 
 // verify checks an ASN.1 ECDSA signature over message's SHA-256.
@@ -210,14 +205,24 @@ func verify(t *testing.T, s *Signer, message, sig []byte) {
 	}
 }
 
+var (
+	testSigner     *Signer
+	testSignerErr  error
+	testSignerOnce sync.Once
+)
+
+// load is one signer for the tests that sign (a Load runs scrypt, slow
+// under the race detector).
 func load(t *testing.T) *Signer {
 	t.Helper()
-	keyFile, passwordFile, _ := fixture(t, "pw")
-	s, err := Load(keyFile, passwordFile)
-	if err != nil {
-		t.Fatal(err)
+	testSignerOnce.Do(func() {
+		keyFile, passwordFile, _ := fixture(t, "pw")
+		testSigner, testSignerErr = Load(keyFile, passwordFile)
+	})
+	if testSignerErr != nil {
+		t.Fatal(testSignerErr)
 	}
-	return s
+	return testSigner
 }
 
 // manifestOf decodes an artifact's manifest and checks that every blob it
@@ -278,8 +283,12 @@ func TestSignImage(t *testing.T) {
 	// cosign v3: a bundle about the subject, its statement cosign's.
 	v3 := arts[1]
 	st := checkBundle(t, s, v3, subject, PredicateSign)
-	if !strings.Contains(string(st), `"predicate":{}`) {
-		t.Errorf("statement %s", st)
+	want = `{"_type":"https://in-toto.io/Statement/v1","subject":[{"digest":{"sha256":"` + subject.Digest.Encoded() + `"}}],"predicateType":"https://sigstore.dev/cosign/sign/v1","predicate":{}}`
+	if string(st) != want {
+		t.Errorf("statement\n%s\nwant\n%s", st, want)
+	}
+	if v2.Subject != "" || v3.Subject != subject.Digest {
+		t.Errorf("subjects %q and %q", v2.Subject, v3.Subject)
 	}
 }
 
@@ -311,21 +320,32 @@ func checkBundle(t *testing.T, s *Signer, a artifact.Artifact, subject ocispec.D
 		t.Errorf("bundle %s", a.Blobs[1].Data)
 	}
 	verify(t, s, pae(MediaTypeInToto, b.DSSEEnvelope.Payload), b.DSSEEnvelope.Signatures[0].Sig)
-	if _, err := checkStatement(b.DSSEEnvelope.Payload, subject.Digest); err != nil {
-		t.Error(err)
+	st := decodeStatement(t, b.DSSEEnvelope.Payload)
+	if st.Type != inTotoStatement || st.PredicateType != predicateType || len(st.Subject) != 1 || st.Subject[0].Digest["sha256"] != subject.Digest.Encoded() {
+		t.Errorf("statement %s", b.DSSEEnvelope.Payload)
 	}
 	return b.DSSEEnvelope.Payload
+}
+
+// decodeStatement reads an in-toto statement.
+func decodeStatement(t *testing.T, data []byte) inToto {
+	t.Helper()
+	var st inToto
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatalf("statement %s: %v", data, err)
+	}
+	return st
 }
 
 func TestAttest(t *testing.T) {
 	s := load(t)
 	subject := image(2)
 	types := []string{"https://slsa.dev/provenance/v1", "https://spdx.dev/Document", "https://cyclonedx.org/bom"}
-	var statements [][]byte
+	var predicates []Predicate
 	for _, pt := range types {
-		statements = append(statements, statement(subject.Digest, pt))
+		predicates = append(predicates, predicate(pt))
 	}
-	arts, err := s.Attest(subject, statements)
+	arts, err := s.Attest("registry.example/shell/git", subject, predicates)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,8 +353,8 @@ func TestAttest(t *testing.T) {
 		t.Fatalf("%d artifacts, want %d", len(arts), 1+len(types))
 	}
 	v2 := arts[0]
-	if want := "sha256-" + subject.Digest.Encoded() + ".att"; v2.Tag != want {
-		t.Errorf("tag %q, want %q", v2.Tag, want)
+	if want := "sha256-" + subject.Digest.Encoded() + ".att"; v2.Tag != want || v2.Subject != "" {
+		t.Errorf("tag %q, subject %q; want %q and none", v2.Tag, v2.Subject, want)
 	}
 	m := manifestOf(t, v2)
 	if len(m.Layers) != len(types) {
@@ -349,11 +369,13 @@ func TestAttest(t *testing.T) {
 		if err := json.Unmarshal(v2.Blobs[1+i].Data, &env); err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(env.Payload, statements[i]) || env.PayloadType != MediaTypeInToto {
-			t.Errorf("layer %d: envelope %s", i, v2.Blobs[1+i].Data)
+		want := `{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"registry.example/shell/git","digest":{"sha256":"` +
+			subject.Digest.Encoded() + `"}}],"predicateType":"` + pt + `","predicate":{"x":"y","type":"` + pt + `"}}`
+		if string(env.Payload) != want || env.PayloadType != MediaTypeInToto {
+			t.Errorf("layer %d: statement\n%s\nwant\n%s", i, env.Payload, want)
 		}
 		verify(t, s, pae(MediaTypeInToto, env.Payload), env.Signatures[0].Sig)
-		if st := checkBundle(t, s, arts[1+i], subject, pt); !bytes.Equal(st, statements[i]) {
+		if st := checkBundle(t, s, arts[1+i], subject, pt); string(st) != want {
 			t.Errorf("bundle %d signs %s", i, st)
 		}
 	}
@@ -365,18 +387,16 @@ func TestAttestRefuses(t *testing.T) {
 	for _, tt := range []struct {
 		name       string
 		subject    ocispec.Descriptor
-		statements [][]byte
+		predicates []Predicate
 		want       string
 	}{
-		{"none", subject, nil, "no statements"},
-		{"another image", subject, [][]byte{statement(image(4).Digest, "p")}, "do not name"},
-		{"no predicate type", subject, [][]byte{statement(subject.Digest, "")}, "no predicateType"},
-		{"not JSON", subject, [][]byte{[]byte("{")}, "not an in-toto statement"},
-		{"not in-toto", subject, [][]byte{[]byte(`{"_type":"x","predicateType":"p"}`)}, "not an in-toto statement"},
-		{"no subject digest", ocispec.Descriptor{MediaType: "m", Size: 1}, [][]byte{statement(subject.Digest, "p")}, "subject"},
-		{"no subject size", ocispec.Descriptor{MediaType: "m", Digest: subject.Digest}, [][]byte{statement(subject.Digest, "p")}, "size"},
+		{"none", subject, nil, "no predicates"},
+		{"no type", subject, []Predicate{{Data: []byte("{}")}}, "invalid predicate type"},
+		{"not JSON", subject, []Predicate{{Type: "p", Data: []byte("{")}}, "not JSON"},
+		{"no subject digest", ocispec.Descriptor{MediaType: "m", Size: 1}, []Predicate{predicate("p")}, "subject"},
+		{"no subject size", ocispec.Descriptor{MediaType: "m", Digest: subject.Digest}, []Predicate{predicate("p")}, "size"},
 	} {
-		if _, err := s.Attest(tt.subject, tt.statements); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, err := s.Attest("r/x", tt.subject, tt.predicates); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
 		}
 	}
@@ -390,10 +410,10 @@ func TestAttestRefuses(t *testing.T) {
 func TestDeterministic(t *testing.T) {
 	s := load(t)
 	subject := image(5)
-	st := [][]byte{statement(subject.Digest, "https://slsa.dev/provenance/v1")}
+	st := []Predicate{predicate("https://slsa.dev/provenance/v1")}
 	for _, f := range []func() ([]artifact.Artifact, error){
 		func() ([]artifact.Artifact, error) { return s.SignImage("r/x", subject) },
-		func() ([]artifact.Artifact, error) { return s.Attest(subject, st) },
+		func() ([]artifact.Artifact, error) { return s.Attest("r/x", subject, st) },
 	} {
 		a, err := f()
 		if err != nil {

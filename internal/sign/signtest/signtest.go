@@ -230,14 +230,14 @@ func put(t testing.TB, url, contentType string, data []byte) {
 	}
 }
 
-// PushReferrersTag writes the referrers index of artifacts about subject
-// under the subject's referrers tag, for a registry without the
+// PushReferrersTag writes the referrers index of those artifacts that
+// are about subject under the subject's referrers tag, for a registry without the
 // referrers API (clients fall back to the tag).
 func PushReferrersTag(t testing.TB, host, repo string, subject ocispec.Descriptor, artifacts ...artifact.Artifact) {
 	t.Helper()
 	var about []artifact.Artifact
 	for _, a := range artifacts {
-		if a.Tag == "" {
+		if a.Subject == subject.Digest {
 			about = append(about, a)
 		}
 	}

@@ -96,6 +96,13 @@ func (s *Signer) Fingerprint() string {
 	return hex.EncodeToString(sum[:])
 }
 
+// String names the signer by its public key's fingerprint, so that a
+// Signer printed or logged (%v, %+v, slog) never shows the private key.
+func (s Signer) String() string { return "sign.Signer(" + s.Fingerprint() + ")" }
+
+// GoString is String for %#v.
+func (s Signer) GoString() string { return s.String() }
+
 // hint is the bundle's verificationMaterial.publicKey.hint.
 func (s *Signer) hint() string {
 	sum := sha256.Sum256(s.spki)

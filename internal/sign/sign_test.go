@@ -11,6 +11,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,6 +97,23 @@ func TestLoad(t *testing.T) {
 	}
 	if s.hint() != base64.StdEncoding.EncodeToString(sum[:]) {
 		t.Errorf("hint = %q", s.hint())
+	}
+	raw, err := key.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := new(big.Int).SetBytes(raw).String() // as fmt would print the field
+	for _, format := range []string{"%v", "%+v", "%#v", "%s"} {
+		for _, v := range []any{s, *s} {
+			if out := fmt.Sprintf(format, v); strings.Contains(out, secret) || !strings.Contains(out, s.Fingerprint()) {
+				t.Errorf("Sprintf(%q, %T) = %q", format, v, out)
+			}
+		}
+	}
+	var log bytes.Buffer
+	slog.New(slog.NewTextHandler(&log, nil)).Info("signing", "signer", s)
+	if strings.Contains(log.String(), secret) || !strings.Contains(log.String(), s.Fingerprint()) {
+		t.Errorf("logged %q", log.String())
 	}
 }
 

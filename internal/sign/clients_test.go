@@ -41,14 +41,15 @@ type signed struct {
 	spdxArt, cdxArt   artifact.Artifact
 }
 
-// setup pushes an image to a new registry and signs it with a key pair
-// from `cosign generate-key-pair`, loaded with its password file.
-func setup(t *testing.T) *signed {
+// setup pushes an image (with docker, its manifest Docker's) to a new
+// registry and signs it with a key pair from `cosign generate-key-pair`,
+// loaded with its password file.
+func setup(t *testing.T, docker bool) *signed {
 	c := signtest.New(t, storagetest.BinDir())
 	reg := storagetest.StartRegistry(t)
 	s := &signed{c: c, host: reg.Addr(), repo: "test/img"}
 	s.image = s.host + "/" + s.repo + ":latest"
-	s.subject = c.PushImage(t, s.image)
+	s.subject = c.PushImage(t, s.image, docker)
 
 	keyFile, pub := c.KeyPair(t, "key", "a password")
 	otherKey, otherPub := c.KeyPair(t, "other", "")
@@ -129,7 +130,7 @@ func has(t *testing.T, what string, claims []signtest.Claim, err error, subject 
 // attestation with the key, offline, and refuse another key; cosign tree
 // lists them; oras and regctl find the SBOMs, and pull one.
 func TestClients(t *testing.T) {
-	s := setup(t)
+	s := setup(t, false)
 	c := s.c
 	s.push(t, append(append(append([]artifact.Artifact{}, s.sigs...), s.atts...), s.spdxArt, s.cdxArt)...)
 	byDigest := s.host + "/" + s.repo + "@" + s.subject.Digest.String()
@@ -209,7 +210,7 @@ func TestClients(t *testing.T) {
 // TestClientsLegacy: the .sig and .att tags alone (no bundle among the
 // referrers), which cosign v2 reads, and v3 as its fallback.
 func TestClientsLegacy(t *testing.T) {
-	s := setup(t)
+	s := setup(t, false)
 	c := s.c
 	s.push(t, s.sigs[0], s.atts[0])
 	for _, cosign := range []string{"cosign2", "cosign"} {
@@ -219,6 +220,23 @@ func TestClientsLegacy(t *testing.T) {
 			claims, err := c.VerifyAttestation(t, cosign, s.pub, a.cosign, s.image)
 			has(t, cosign+" verify-attestation --type "+a.cosign, claims, err, s.subject.Digest, a.predicateType)
 		}
+		if _, err := c.Verify(t, cosign, s.otherPub, s.image); err == nil {
+			t.Errorf("%s verify passed with another key", cosign)
+		}
+	}
+}
+
+// TestClientsDocker: the same for an image whose manifest is Docker's
+// schema 2 (the artifacts' subject says so).
+func TestClientsDocker(t *testing.T) {
+	s := setup(t, true)
+	c := s.c
+	s.push(t, append(append([]artifact.Artifact{}, s.sigs...), s.atts...)...)
+	for _, cosign := range []string{"cosign", "cosign2"} {
+		claims, err := c.Verify(t, cosign, s.pub, s.image)
+		has(t, cosign+" verify", claims, err, s.subject.Digest, sign.PredicateSign)
+		claims, err = c.VerifyAttestation(t, cosign, s.pub, "spdxjson", s.image)
+		has(t, cosign+" verify-attestation --type spdxjson", claims, err, s.subject.Digest, spdx)
 		if _, err := c.Verify(t, cosign, s.otherPub, s.image); err == nil {
 			t.Errorf("%s verify passed with another key", cosign)
 		}

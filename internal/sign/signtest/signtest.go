@@ -125,18 +125,26 @@ func (c *Clients) KeyPair(t testing.TB, name, password string) (key, pub string)
 	return filepath.Join(dir, "cosign.key"), filepath.Join(dir, "cosign.pub")
 }
 
-// PushImage has crane push a small image (one layer of one file, an OCI
-// manifest) to ref ("127.0.0.1:port/name:tag") and returns its manifest's
-// descriptor.
-func (c *Clients) PushImage(t testing.TB, ref string) ocispec.Descriptor {
+// PushImage has crane push a small image (one layer of one file) to ref
+// ("127.0.0.1:port/name:tag") and returns its manifest's descriptor: an
+// OCI manifest, or with docker Docker's schema 2 (Nixery serves both).
+func (c *Clients) PushImage(t testing.TB, ref string, docker bool) ocispec.Descriptor {
 	t.Helper()
 	layer := filepath.Join(c.Dir, "layer.tar")
 	if err := os.WriteFile(layer, tarOf("hello.txt", "hello from the signing test\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c.Must(t, nil, "crane", "append", "--insecure", "--oci-empty-base", "-f", layer, "-t", ref)
+	args := []string{"append", "--insecure", "-f", layer, "-t", ref}
+	if !docker {
+		args = append(args, "--oci-empty-base")
+	}
+	c.Must(t, nil, "crane", args...)
 	host, repo, tag := split(t, ref)
-	return Head(t, host, repo, tag)
+	d := Head(t, host, repo, tag)
+	if want := map[bool]string{true: "application/vnd.docker.distribution.manifest.v2+json", false: ocispec.MediaTypeImageManifest}[docker]; d.MediaType != want {
+		t.Fatalf("crane pushed a %s manifest, want %s", d.MediaType, want)
+	}
+	return d
 }
 
 // tarOf is a tar archive of one regular file.

@@ -77,6 +77,18 @@ func fixture(t testing.TB, password string) (keyFile, passwordFile string, key *
 	return keyFile, passwordFile, key
 }
 
+// writer writes files into dir and returns their paths.
+func writer(t *testing.T, dir string) func(name string, data []byte) string {
+	return func(name string, data []byte) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+}
+
 func TestLoad(t *testing.T) {
 	keyFile, passwordFile, key := fixture(t, "correct horse")
 	s, err := Load(keyFile, passwordFile)
@@ -122,13 +134,7 @@ func TestLoad(t *testing.T) {
 func TestLoadPasswords(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	dir := t.TempDir()
-	write := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := writer(t, dir)
 	for _, tt := range []struct {
 		name, password, pemType string
 		n                       int
@@ -160,13 +166,7 @@ func TestLoadRefuses(t *testing.T) {
 	const secret = "s3cret-Passw0rd"
 	keyFile, passwordFile, key := fixture(t, secret)
 	dir := t.TempDir()
-	write := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := writer(t, dir)
 	keyPEM, _ := os.ReadFile(keyFile)
 	block, _ := pem.Decode(keyPEM)
 	_, edKey, _ := ed25519.GenerateKey(rand.Reader)

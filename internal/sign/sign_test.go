@@ -133,22 +133,20 @@ func TestLoad(t *testing.T) {
 // older PEM type and each scrypt strength it writes.
 func TestLoadPasswords(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	dir := t.TempDir()
-	write := writer(t, dir)
+	write := writer(t, t.TempDir())
+	empty := encryptKey(t, key, "", pemSigstore, 1<<15)
+	block, _ := pem.Decode(empty)
 	for _, tt := range []struct {
-		name, password, pemType string
-		n                       int
-		passwordFile            string // content; "-" for none
+		name         string
+		key          []byte
+		passwordFile string // content; "-" for none
 	}{
-		{"empty password, no file", "", pemSigstore, 1 << 15, "-"},
-		{"empty password, empty file", "", pemSigstore, 1 << 15, ""},
-		{"line ending", "pw", pemSigstore, 1 << 15, "pw\n"},
-		{"CRLF", "pw", pemSigstore, 1 << 15, "pw\r\n"},
-		{"only one line ending", "pw\n", pemSigstore, 1 << 15, "pw\n\n"},
-		{"older PEM type", "pw", pemCosign, 1 << 15, "pw"},
-		{"cosign's default strength", "pw", pemSigstore, 1 << 16, "pw"},
+		{"empty password, no file", empty, "-"},
+		{"empty password, empty file", empty, ""},
+		{"older PEM type", pem.EncodeToMemory(&pem.Block{Type: pemCosign, Bytes: block.Bytes}), "-"},
+		{"cosign's default strength", encryptKey(t, key, "pw", pemSigstore, 1<<16), "pw\n"},
 	} {
-		keyFile := write("key", encryptKey(t, key, tt.password, tt.pemType, tt.n))
+		keyFile := write("key", tt.key)
 		pf := ""
 		if tt.passwordFile != "-" {
 			pf = write("password", []byte(tt.passwordFile))
@@ -157,6 +155,30 @@ func TestLoadPasswords(t *testing.T) {
 		if err != nil || !s.key.Equal(key) {
 			t.Errorf("%s: %v", tt.name, err)
 		}
+	}
+}
+
+// TestPasswordFile: a password file's content less one line ending.
+func TestPasswordFile(t *testing.T) {
+	write := writer(t, t.TempDir())
+	for content, want := range map[string]string{
+		"":       "",
+		"pw":     "pw",
+		"pw\n":   "pw",
+		"pw\r\n": "pw",
+		"pw\n\n": "pw\n",
+		" pw \n": " pw ",
+		"p\nw":   "p\nw",
+		"\n":     "",
+		"pw\r":   "pw\r",
+	} {
+		got, err := password(write("password", []byte(content)))
+		if err != nil || string(got) != want {
+			t.Errorf("password file %q: %q (%v), want %q", content, got, err, want)
+		}
+	}
+	if got, err := password(""); got != nil || err != nil {
+		t.Errorf("no password file: %q, %v", got, err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package sign
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -163,12 +164,18 @@ func statementOf(name string, image digest.Digest, p Predicate) ([]byte, error) 
 	if !json.Valid(p.Data) {
 		return nil, fmt.Errorf("the %s predicate is not JSON", p.Type)
 	}
-	return json.Marshal(inToto{
+	// The predicate keeps its text but for white space: no HTML
+	// escaping of the <, > and & of a licence name or a description.
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(inToto{
 		Type:          inTotoStatement,
 		Subject:       []inTotoSubject{{Name: name, Digest: map[string]string{image.Algorithm().String(): image.Encoded()}}},
 		PredicateType: p.Type,
 		Predicate:     json.RawMessage(p.Data),
 	})
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), err
 }
 
 // checkSubject refuses a subject that is not a manifest descriptor.

@@ -235,7 +235,7 @@ func image(b byte) ocispec.Descriptor {
 
 // predicate is a predicate of a type.
 func predicate(typ string) Predicate {
-	return Predicate{Type: typ, Data: []byte(`{"x": "y", "type": "` + typ + `"}`)}
+	return Predicate{Type: typ, Data: []byte(`{"x": "<a & b>", "type": "` + typ + `"}`)}
 }
 
 // verify checks an ASN.1 ECDSA signature over message's SHA-256.
@@ -412,7 +412,7 @@ func TestAttest(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := `{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"registry.example/shell/git","digest":{"sha256":"` +
-			subject.Digest.Encoded() + `"}}],"predicateType":"` + pt + `","predicate":{"x":"y","type":"` + pt + `"}}`
+			subject.Digest.Encoded() + `"}}],"predicateType":"` + pt + `","predicate":{"x":"<a & b>","type":"` + pt + `"}}`
 		if string(env.Payload) != want || env.PayloadType != MediaTypeInToto {
 			t.Errorf("layer %d: statement\n%s\nwant\n%s", i, env.Payload, want)
 		}

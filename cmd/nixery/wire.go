@@ -4,14 +4,18 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
+	"strings"
 
 	"github.com/nixery/nixery/internal/archive"
 	"github.com/nixery/nixery/internal/attest"
 	"github.com/nixery/nixery/internal/builder"
 	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/demo"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/sign"
 	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/sourcehealth"
 	"github.com/nixery/nixery/internal/storage"
@@ -100,9 +104,34 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 	sourceHealth := &sourcehealth.Watcher{Source: src, Nix: runner, NixVersion: nixVersion,
 		Interval: cfg.SourceCheck, Recheck: cfg.CacheTTL, Logger: log}
 	builder.Usable = sourceHealth.Usable
-	artifacts := &supplychain.Maker{Metadata: builder.Metadata(), Instance: attest.Builder{ID: instanceURL(cfg), Version: version}}
+	artifacts := &supplychain.Maker{Metadata: builder.Metadata(), Instance: attest.Builder{ID: instanceURL(cfg), Version: version},
+		Repository: repository(cfg)}
+	if cfg.SigningKey != "" {
+		signer, err := sign.Load(cfg.SigningKey, cfg.SigningPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("NIXERY_SIGNING_KEY / --signing-key: %w", err)
+		}
+		artifacts.Signer = signer
+		log.Info("signing every image and its SBOMs and provenance", "key", signer.Fingerprint())
+	}
 	builder.Artifacts = artifacts
 	return &parts{source: src, store: store, builder: builder, nixVersion: nixVersion, sourceHealth: sourceHealth, artifacts: artifacts}, nil
+}
+
+// repository is the repository that an image's signatures name: under
+// NIXERY_PUBLIC_URL's host where it is set, else the image name alone
+// (cosign checks the digest, not the name).
+func repository(cfg *config.Config) func(d *metadata.Details) string {
+	host := ""
+	if u, err := url.Parse(cfg.PublicURL); err == nil && cfg.PublicURL != "" {
+		host = u.Host + strings.TrimSuffix(u.Path, "/")
+	}
+	return func(d *metadata.Details) string {
+		if host == "" {
+			return d.Name
+		}
+		return host + "/" + d.Name
+	}
 }
 
 // instanceURL names this instance as the builder of its images'

@@ -72,9 +72,9 @@ func Documents(img attest.Image) ([]Document, error) {
 		return nil, fmt.Errorf("provenance statement without a predicate: %v", err)
 	}
 	return []Document{
-		{ArtifactType: attest.MediaTypeSPDX, Data: spdx, PredicateType: attest.PredicateSPDX, Predicate: spdx},
-		{ArtifactType: attest.MediaTypeCycloneDX, Data: cdx, PredicateType: attest.PredicateCycloneDX, Predicate: cdx},
-		{ArtifactType: attest.MediaTypeInToto, Data: prov, PredicateType: attest.PredicateProvenance, Predicate: st.Predicate},
+		{ArtifactType: attest.MediaTypeSPDX, Title: "sbom.spdx.json", Data: spdx, PredicateType: attest.PredicateSPDX, Predicate: spdx},
+		{ArtifactType: attest.MediaTypeCycloneDX, Title: "sbom.cdx.json", Data: cdx, PredicateType: attest.PredicateCycloneDX, Predicate: cdx},
+		{ArtifactType: attest.MediaTypeInToto, Title: "provenance.json", Data: prov, PredicateType: attest.PredicateProvenance, Predicate: st.Predicate},
 	}, nil
 }
 

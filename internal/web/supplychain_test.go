@@ -9,9 +9,11 @@ import (
 
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nixery/nixery/internal/artifact"
 	"github.com/nixery/nixery/internal/attest"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
+	"github.com/nixery/nixery/internal/sign"
 	"github.com/nixery/nixery/internal/supplychain"
 )
 
@@ -23,7 +25,8 @@ func (fakeSigner) Fingerprint() string { return "0123456789abcdef" }
 func (fakeSigner) PublicKeyPEM() []byte {
 	return []byte("-----BEGIN PUBLIC KEY-----\nMFk=\n-----END PUBLIC KEY-----\n")
 }
-func (fakeSigner) Sign(string, v1.Descriptor, []supplychain.Document) ([]supplychain.Artifact, error) {
+func (fakeSigner) SignImage(string, v1.Descriptor) ([]artifact.Artifact, error) { return nil, nil }
+func (fakeSigner) Attest(string, v1.Descriptor, []sign.Predicate) ([]artifact.Artifact, error) {
 	return nil, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -30,10 +31,26 @@ import (
 
 // Clients runs the client programs of one bin directory.
 type Clients struct {
-	bin string
-	env []string
+	bin    string
+	env    []string
+	docker string // DOCKER_CONFIG: the clients' credentials
 	// Dir is a temporary directory of the test's own (keys, pulls).
 	Dir string
+}
+
+// Login gives every client the credentials of user for host (a private
+// Nixery), as `docker login` writes them: cosign, oras, regctl and crane
+// all read Docker's config.json.
+func (c *Clients) Login(t testing.TB, host, user, password string) {
+	t.Helper()
+	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+	data, err := json.Marshal(map[string]any{"auths": map[string]any{host: map[string]string{"auth": auth}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(c.docker, "config.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // New finds the clients in bin (storagetest.BinDir()) and makes their
@@ -74,7 +91,7 @@ func New(t testing.TB, bin string) *Clients {
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return &Clients{bin: bin, env: env, Dir: work}
+	return &Clients{bin: bin, env: env, docker: filepath.Join(dir, "docker"), Dir: work}
 }
 
 // Run runs a client (by its name in the bin directory) for at most two

@@ -20,9 +20,14 @@ import (
 	"github.com/nixery/nixery/internal/supplychain"
 )
 
-// storedImage stores both manifests of an image and returns its details.
-func storedImage(t *testing.T, store storage.Backend) *metadata.Details {
+// storedImage stores both manifests of an image in a new storage and
+// returns the storage and the image's details.
+func storedImage(t *testing.T) (storage.Backend, *metadata.Details) {
 	t.Helper()
+	store, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	d := &metadata.Details{Name: "shell/hello", Tag: "latest", Manifests: map[string]digest.Digest{}}
 	for _, mt := range manifest.MediaTypes {
 		data, err := manifest.Manifest(mt, manifest.Blob{Digest: digest.FromString("config"), Size: 6}, nil)
@@ -35,7 +40,7 @@ func storedImage(t *testing.T, store storage.Backend) *metadata.Details {
 		}
 		d.Manifests[mt] = md
 	}
-	return d
+	return store, d
 }
 
 // describe makes one SBOM per subject that names it, and counts calls.
@@ -85,14 +90,10 @@ func (s *signer) Attest(ref string, subject v1.Descriptor, predicates []sign.Pre
 // they name is stored.
 func TestEnsure(t *testing.T) {
 	ctx := context.Background()
-	fs, err := storage.NewFilesystem(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	fs, d := storedImage(t)
 	var described atomic.Int32
 	m := &supplychain.Maker{Metadata: metadata.New(fs, nil), Describe: describe(&described), Signer: &signer{},
 		Repository: func(d *metadata.Details) string { return "registry.example/" + d.Name }}
-	d := storedImage(t, fs)
 	for range 2 {
 		if err := m.Ensure(ctx, "key", d); err != nil {
 			t.Fatal(err)
@@ -151,11 +152,7 @@ func TestEnsure(t *testing.T) {
 // differently) end up serving one set: the first stored.
 func TestReplicasServeOneSet(t *testing.T) {
 	ctx := context.Background()
-	fs, err := storage.NewFilesystem(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := storedImage(t, fs)
+	fs, d := storedImage(t)
 	var described atomic.Int32
 	replicas := []*supplychain.Maker{
 		{Metadata: metadata.New(fs, nil), Describe: describe(&described), Signer: &signer{}},
@@ -188,11 +185,7 @@ func TestReplicasServeOneSet(t *testing.T) {
 // A failing description stores nothing: the next Ensure tries again.
 func TestEnsureFailureStoresNoSet(t *testing.T) {
 	ctx := context.Background()
-	fs, err := storage.NewFilesystem(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := storedImage(t, fs)
+	fs, d := storedImage(t)
 	fail := true
 	m := &supplychain.Maker{Metadata: metadata.New(fs, nil), Describe: func(d *metadata.Details, subject v1.Descriptor) ([]supplychain.Document, error) {
 		if fail {
@@ -220,11 +213,7 @@ func TestEnsureFailureStoresNoSet(t *testing.T) {
 // for an instance without the key.
 func TestANewKeyMakesASignedSet(t *testing.T) {
 	ctx := context.Background()
-	fs, err := storage.NewFilesystem(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := storedImage(t, fs)
+	fs, d := storedImage(t)
 	var described atomic.Int32
 	unsigned := &supplychain.Maker{Metadata: metadata.New(fs, nil), Describe: describe(&described)}
 	signed := &supplychain.Maker{Metadata: metadata.New(fs, nil), Describe: describe(&described), Signer: &signer{}}

@@ -15,7 +15,8 @@
 //	1  leaves, pure or self-contained: image, layers, archive, manifest,
 //	   redact, access, demo, server (the hardened HTTP server), route
 //	   (the route label a handler gives a request, which metrics read),
-//	   attest (an image's SBOMs and provenance, from what Nix reported)
+//	   attest (an image's SBOMs and provenance, from what Nix reported),
+//	   treemap (the squarified layout of the image page's picture)
 //	2  the machine's resources: nix (the only code that runs Nix),
 //	   storage (the only code that knows a backend)
 //	3  what lives on them: source (the package sources, which run git

@@ -36,6 +36,7 @@ var tiers = map[string]int{
 	"internal/server":   1,
 	"internal/route":    1,
 	"internal/attest":   1,
+	"internal/treemap":  1,
 
 	"internal/nix":     2,
 	"internal/storage": 2,

@@ -80,6 +80,15 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"lower": strings.ToLower,
 	"ago":   ago,
 	"secs":  seconds,
+	// for the picture and the comparison (picture.html)
+	"store":   shortName,
+	"num":     svgNumber,
+	"add":     func(a, b any) float64 { return toFloat(a) + toFloat(b) },
+	"sub":     func(a, b any) float64 { return toFloat(a) - toFloat(b) },
+	"add64":   func(a, b int64) int64 { return a + b },
+	"stripe":  func(h float64) float64 { return min(4, h/4) },
+	"pct":     func(a, b int64) string { return svgNumber(100 * ratio(a, b)) },
+	"percent": func(a, b int64) string { return strconv.FormatFloat(100*ratio(a, b), 'f', 0, 64) + " %" },
 }).ParseFS(templateFS, "templates/*.html"))
 
 func (s *Site) logger() *slog.Logger {

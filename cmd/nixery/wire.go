@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
 
 	"github.com/nixery/nixery/internal/archive"
 	"github.com/nixery/nixery/internal/builder"
@@ -94,5 +96,22 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 	sourceHealth := &sourcehealth.Watcher{Source: src, Nix: runner, NixVersion: nixVersion,
 		Interval: cfg.SourceCheck, Recheck: cfg.CacheTTL, Logger: log}
 	builder.Usable = sourceHealth.Usable
+	builder.HoldPack = holdPack(os.Getenv("NIXERY_TEST_HOLD_PACK"))
 	return &parts{source: src, store: store, builder: builder, nixVersion: nixVersion, sourceHealth: sourceHealth}, nil
+}
+
+// holdPack is for the end-to-end tests only: with NIXERY_TEST_HOLD_PACK
+// naming a FIFO, each build's pack waits after its first progress event
+// until a test opens the FIFO for writing and closes it, so that a test
+// sees a pack in progress without racing it (builder.Builder.HoldPack).
+func holdPack(fifo string) func() {
+	if fifo == "" {
+		return nil
+	}
+	return func() {
+		if f, err := os.Open(fifo); err == nil {
+			io.Copy(io.Discard, f)
+			f.Close()
+		}
+	}
 }

@@ -212,7 +212,8 @@ func (r *packRate) see(e builder.Event) {
 }
 
 // describe says how far the pack is, and the time left at the rate so
-// far: "packed 12.0 of 48.0 MiB (25%), about 3s left"; when done,
+// far (once 1 % is packed): "packed 12.0 of 48.0 MiB (25%), about 3s
+// left"; when done,
 // "packed 48.0 MiB in 4.0s". The bytes are uncompressed tar bytes.
 func (r *packRate) describe(e builder.Event) string {
 	const mib = 1 << 20
@@ -224,7 +225,7 @@ func (r *packRate) describe(e builder.Event) string {
 		return fmt.Sprintf("packed %.1f MiB in %.1fs", float64(e.Total)/mib, took.Seconds())
 	}
 	s := fmt.Sprintf("packed %.1f of %.1f MiB (%d%%)", float64(e.Bytes)/mib, float64(e.Total)/mib, e.Bytes*100/e.Total)
-	if e.Bytes > 0 && took > 0 {
+	if e.Bytes*100 >= e.Total && took > 0 { // the rate of the first 1 % says little
 		left := time.Duration(float64(took) * float64(e.Total-e.Bytes) / float64(e.Bytes))
 		s += fmt.Sprintf(", about %s left", left.Round(time.Second))
 	}

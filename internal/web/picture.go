@@ -393,3 +393,11 @@ func ratio(a, b int64) float64 {
 	}
 	return float64(a) / float64(b)
 }
+
+// count is "1 layer", "2 layers".
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return strconv.Itoa(n) + " " + thing + "s"
+}

@@ -86,6 +86,7 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"add":     func(a, b any) float64 { return toFloat(a) + toFloat(b) },
 	"sub":     func(a, b any) float64 { return toFloat(a) - toFloat(b) },
 	"add64":   func(a, b int64) int64 { return a + b },
+	"count":   count,
 	"stripe":  func(h float64) float64 { return min(4, h/4) },
 	"pct":     func(a, b int64) string { return svgNumber(100 * ratio(a, b)) },
 	"percent": func(a, b int64) string { return strconv.FormatFloat(100*ratio(a, b), 'f', 0, 64) + " %" },

@@ -75,21 +75,12 @@ func worst(sum, big, small, side float64) float64 {
 }
 
 // place fixes the row of items (areas summing to sum) as a strip along
-// the shorter side of r and returns the rest of r.
+// the shorter side of r and returns the rest of r. A column on the left
+// of a wide r is a row along the top of r transposed.
 func place(out []Rect, row []int, area func(int) float64, sum float64, r Rect) Rect {
-	if r.W >= r.H {
-		// A column on the left, items stacked top to bottom.
-		thick := sum / r.H
-		y := r.Y
-		for k, i := range row {
-			h := area(i) / thick
-			if k == len(row)-1 {
-				h = r.Y + r.H - y
-			}
-			out[i] = Rect{X: r.X, Y: y, W: thick, H: h}
-			y += h
-		}
-		return Rect{X: r.X + thick, Y: r.Y, W: max(r.W-thick, 0), H: r.H}
+	column := r.W >= r.H
+	if column {
+		r = r.transposed()
 	}
 	// A row along the top, items left to right.
 	thick := sum / r.W
@@ -100,7 +91,17 @@ func place(out []Rect, row []int, area func(int) float64, sum float64, r Rect) R
 			w = r.X + r.W - x
 		}
 		out[i] = Rect{X: x, Y: r.Y, W: w, H: thick}
+		if column {
+			out[i] = out[i].transposed()
+		}
 		x += w
 	}
-	return Rect{X: r.X, Y: r.Y + thick, W: r.W, H: max(r.H-thick, 0)}
+	rest := Rect{X: r.X, Y: r.Y + thick, W: r.W, H: max(r.H-thick, 0)}
+	if column {
+		rest = rest.transposed()
+	}
+	return rest
 }
+
+// transposed is r mirrored on the diagonal: x for y, width for height.
+func (r Rect) transposed() Rect { return Rect{X: r.Y, Y: r.X, W: r.H, H: r.W} }

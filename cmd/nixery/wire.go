@@ -101,8 +101,8 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 }
 
 // holdPack is for the end-to-end tests only: with NIXERY_TEST_HOLD_PACK
-// naming a FIFO, each build's pack waits after its first progress event
-// until a test opens the FIFO for writing and closes it, so that a test
+// naming a FIFO, each build's pack waits once half of it is packed (after
+// a progress event) until a test opens the FIFO for writing and closes it, so that a test
 // sees a pack in progress without racing it (builder.Builder.HoldPack).
 func holdPack(fifo string) func() {
 	if fifo == "" {

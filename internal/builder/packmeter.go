@@ -23,8 +23,8 @@ type packMeter struct {
 	report   func(done, total int64) // in order, one at a time
 	now      func() time.Time
 	interval time.Duration
-	// hold, if set, is called once, on the goroutine of the first report
-	// with bytes packed, after it (Builder.HoldPack).
+	// hold, if set, is called once, on the goroutine whose bytes make
+	// half the total, after a report of them (Builder.HoldPack).
 	hold func()
 
 	total, done atomic.Int64
@@ -58,15 +58,17 @@ func (m *packMeter) add(n int64) {
 	if m == nil {
 		return
 	}
-	m.done.Add(n)
+	done := m.done.Add(n)
+	if m.hold != nil && 2*done >= m.total.Load() && !m.held.Swap(true) {
+		m.emit()
+		m.hold()
+		return
+	}
 	now, next := m.now().UnixNano(), m.next.Load()
 	if now < next || !m.next.CompareAndSwap(next, now+int64(m.interval)) {
 		return // too soon, or another goroutine reports
 	}
 	m.emit()
-	if m.hold != nil && !m.held.Swap(true) {
-		m.hold()
-	}
 }
 
 // finish makes the last report, if there was anything to pack.

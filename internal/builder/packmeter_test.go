@@ -47,7 +47,9 @@ func TestPackMeterThrottles(t *testing.T) {
 		}
 	}
 	m.finish()
-	want := [][2]int64{{100, 10_000}, {2600, 10_000}, {5100, 10_000}, {7600, 10_000}, {10_000, 10_000}}
+	// Reports every 250 ms, and one more at half the total, where the
+	// hold is.
+	want := [][2]int64{{100, 10_000}, {2600, 10_000}, {5000, 10_000}, {5100, 10_000}, {7600, 10_000}, {10_000, 10_000}}
 	if !slices.Equal(m.reports, want) {
 		t.Errorf("reports %v, want %v", m.reports, want)
 	}

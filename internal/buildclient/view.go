@@ -227,7 +227,11 @@ func (r *packRate) describe(e builder.Event) string {
 	s := fmt.Sprintf("packed %.1f of %.1f MiB (%d%%)", float64(e.Bytes)/mib, float64(e.Total)/mib, e.Bytes*100/e.Total)
 	if e.Bytes*100 >= e.Total && took > 0 { // the rate of the first 1 % says little
 		left := time.Duration(float64(took) * float64(e.Total-e.Bytes) / float64(e.Bytes))
-		s += fmt.Sprintf(", about %s left", left.Round(time.Second))
+		if left < time.Second {
+			s += ", under a second left"
+		} else {
+			s += fmt.Sprintf(", about %s left", left.Round(time.Second))
+		}
 	}
 	return s
 }

@@ -26,7 +26,7 @@ type ImageView struct {
 	ImageSize   int64       `json:"imageSize"`   // sum of the compressed layers
 	Layers      []LayerView `json:"layers"`
 	Commands    Commands    `json:"commands"`
-	// Picture is the closure drawn (the page only).
+	// Picture is the closure drawn (the page only: showImage sets it).
 	Picture *Picture `json:"-"`
 }
 
@@ -41,7 +41,7 @@ type LayerView struct {
 // computed against the recently built images (builder.Recent): a layer they
 // also have is one a client that pulled them already holds.
 func (s *Site) view(r *http.Request, req *image.Request, d *builder.Details, recent []*builder.Details) *ImageView {
-	v := &ImageView{Details: d, Commands: s.commands(r, req), Picture: picture(d)}
+	v := &ImageView{Details: d, Commands: s.commands(r, req)}
 	for _, p := range d.Closure {
 		v.ClosureSize += p.Size
 	}
@@ -84,7 +84,9 @@ func (s *Site) showImage(w http.ResponseWriter, r *http.Request, req *image.Requ
 	data := map[string]any{"Title": req.Ref() + " · Nixery", "Ref": req.Ref(), "Req": req, "Commands": s.commands(r, req)}
 	status := http.StatusOK
 	if d != nil {
-		data["Image"] = s.view(r, req, d, recent)
+		v := s.view(r, req, d, recent)
+		v.Picture = picture(d)
+		data["Image"] = v
 		if r.URL.Query().Has("compare") {
 			cv := s.compareWith(w, r, req, d, r.URL.Query().Get("compare"))
 			if cv.status != 0 {

@@ -1,7 +1,8 @@
 package e2e
 
 // The Kubernetes deployment (deploy/kubernetes, its GCS overlay
-// deploy/kubernetes-gcs) and the image recipe (deploy/Containerfile),
+// deploy/kubernetes-gcs and its TLS overlay deploy/kubernetes-tls) and
+// the image recipe (deploy/Containerfile),
 // checked against the binary built from this tree. No cluster is needed:
 // kustomize (built into kubectl) renders the overlays, the Kubernetes API's
 // own Go types decode every object strictly (an unknown or misspelt field,
@@ -42,8 +43,13 @@ import (
 )
 
 // The kustomizations under deploy/, relative to this package: the base
-// (S3) and the GCS overlay.
-var kustomizations = []string{"../deploy/kubernetes", "../deploy/kubernetes-gcs"}
+// (S3), the GCS overlay and the TLS overlay.
+var kustomizations = []string{"../deploy/kubernetes", "../deploy/kubernetes-gcs", "../deploy/kubernetes-tls"}
+
+// externalSecrets are Secrets a volume may name that no kustomization
+// deploys, with who makes them: applying a kustomization must never
+// overwrite a certificate that cert-manager renewed.
+var externalSecrets = map[string]string{"nixery-tls": "cert-manager, or kubectl create secret tls"}
 
 const containerfile = "../deploy/Containerfile"
 
@@ -171,7 +177,8 @@ func (h *help) defaultOf(t *testing.T, flag string) string {
 
 // decodeStrict decodes one YAML document into v, refusing unknown fields.
 // A strategic-merge patch may carry the directive "$patch: delete" at
-// its top, which is kustomize's, not the object's.
+// its top, or in an element of a list (that element is deleted), which
+// is kustomize's, not the object's.
 func decodeStrict(doc []byte, v any, patch bool) error {
 	if patch {
 		var m map[string]any
@@ -183,13 +190,49 @@ func decodeStrict(doc []byte, v any, patch bool) error {
 				return fmt.Errorf("$patch: %v", d)
 			}
 			delete(m, "$patch")
-			var err error
-			if doc, err = json.Marshal(m); err != nil {
+		}
+		if err := dropDeleted(m); err != nil {
+			return err
+		}
+		var err error
+		if doc, err = json.Marshal(m); err != nil {
+			return err
+		}
+	}
+	return yaml.UnmarshalStrict(doc, v)
+}
+
+// dropDeleted removes the list elements of a patch that say "$patch:
+// delete" (they name an element of the base to delete).
+func dropDeleted(v any) error {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			if l, ok := e.([]any); ok {
+				kept := l[:0]
+				for _, el := range l {
+					if m, ok := el.(map[string]any); ok && m["$patch"] != nil {
+						if m["$patch"] != "delete" {
+							return fmt.Errorf("$patch: %v", m["$patch"])
+						}
+						continue
+					}
+					kept = append(kept, el)
+				}
+				v[k] = kept
+			}
+			if err := dropDeleted(v[k]); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if err := dropDeleted(e); err != nil {
 				return err
 			}
 		}
 	}
-	return yaml.UnmarshalStrict(doc, v)
+	return nil
 }
 
 // documents splits a YAML stream into its documents.
@@ -664,6 +707,32 @@ func TestDeployManifests(t *testing.T) {
 					t.Errorf("%s: %s asks %s at %s, want %s at the container port", dir, p.what, p.probe.HTTPGet.Path, p.probe.HTTPGet.Port.String(), p.path)
 				}
 			}
+			// With NIXERY_TLS_CERT the port speaks HTTPS only, and so must
+			// the probes; the certificate and key come from a Secret
+			// mounted read-only.
+			wantScheme := corev1.URISchemeHTTP
+			if env["NIXERY_TLS_CERT"] != "" {
+				wantScheme = corev1.URISchemeHTTPS
+			}
+			for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe} {
+				if p != nil && p.HTTPGet != nil && p.HTTPGet.Scheme != wantScheme && (p.HTTPGet.Scheme != "" || wantScheme != corev1.URISchemeHTTP) {
+					t.Errorf("%s: a probe asks by %q, want %s", dir, p.HTTPGet.Scheme, wantScheme)
+				}
+			}
+			for _, name := range []string{"NIXERY_TLS_CERT", "NIXERY_TLS_KEY", "NIXERY_TLS_CLIENT_CA"} {
+				file := env[name]
+				if file == "" {
+					continue
+				}
+				fromSecret := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+					return m.ReadOnly && strings.HasPrefix(file, m.MountPath+"/") &&
+						slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == m.Name && v.Secret != nil })
+				})
+				if !fromSecret {
+					t.Errorf("%s: %s=%s is not in a Secret mounted read-only", dir, name, file)
+				}
+			}
+
 			// /readyz may take 10 s per check (internal/readiness).
 			if rp := c.ReadinessProbe; rp != nil && rp.TimeoutSeconds <= 10 {
 				t.Errorf("%s: readinessProbe timeoutSeconds %d: /readyz may take 10 s", dir, rp.TimeoutSeconds)
@@ -728,7 +797,7 @@ func TestDeployManifests(t *testing.T) {
 			volumes := map[string]corev1.Volume{}
 			for _, v := range pod.Spec.Volumes {
 				volumes[v.Name] = v
-				if v.Secret != nil && v.Secret.SecretName != d.Secret.Name {
+				if v.Secret != nil && v.Secret.SecretName != d.Secret.Name && externalSecrets[v.Secret.SecretName] == "" {
 					t.Errorf("%s: volume %s names Secret %q, which is not deployed", dir, v.Name, v.Secret.SecretName)
 				}
 			}
@@ -756,18 +825,34 @@ func TestDeployManifests(t *testing.T) {
 	}
 }
 
-// TestDeployProbes asks each probe of the Deployment on a running server.
+// TestDeployProbes asks each probe of the Deployment on a running server,
+// and those of the TLS overlay over HTTPS on a server with TLS.
 func TestDeployProbes(t *testing.T) {
 	needServer(t)
-	d := render(t, kustomizations[0])
-	c := d.container(t)
-	for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
-		if p == nil || p.HTTPGet == nil {
-			continue
+	for _, dir := range []string{kustomizations[0], "../deploy/kubernetes-tls"} {
+		d := render(t, dir)
+		c := d.container(t)
+		s := &server
+		if d.env(t)["NIXERY_TLS_CERT"] != "" {
+			f := newTLSFiles(t)
+			tmp := t.TempDir()
+			var err error
+			if s, err = startWith(tmp, filepath.Join(tmp, "storage"), f.client(nil, false), f.env()...); err != nil {
+				t.Fatal(err)
+			}
+			defer s.stop()
 		}
-		resp, body := get(t, "GET", p.HTTPGet.Path, "")
-		if resp.StatusCode != 200 {
-			t.Errorf("GET %s: %d %s", p.HTTPGet.Path, resp.StatusCode, body)
+		for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
+			if p == nil || p.HTTPGet == nil {
+				continue
+			}
+			if got, want := strings.ToLower(string(p.HTTPGet.Scheme)), strings.Split(s.url("/"), ":")[0]; got != want && (got != "" || want != "http") {
+				t.Errorf("%s: %s by %s, the server speaks %s", dir, p.HTTPGet.Path, got, want)
+			}
+			resp, body := s.get(t, "GET", p.HTTPGet.Path, "")
+			if resp.StatusCode != 200 {
+				t.Errorf("%s: GET %s: %d %s", dir, p.HTTPGet.Path, resp.StatusCode, body)
+			}
 		}
 	}
 }

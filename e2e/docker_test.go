@@ -150,12 +150,14 @@ func (d *dockerEngine) must(t *testing.T, args ...string) string {
 // /run/containerd/s. The registry on 127.0.0.1 needs no
 // --insecure-registry: Docker trusts 127.0.0.0/8 over plain HTTP.
 //
+// env adds to dockerd's environment (a proxy).
+//
 // At the end, dockerd is stopped (it stops its containers and its
 // containerd, and unmounts what it mounted), and the test fails if a
 // process that names the directory outlives it, if anything under the
 // directory is still mounted or if a container's cgroup is left; each
 // is cleared.
-func startDocker(t *testing.T) *dockerEngine {
+func startDocker(t *testing.T, env ...string) *dockerEngine {
 	t.Helper()
 	dockerd := need.Tool(t, "dockerd")
 	need.Tool(t, "docker")
@@ -199,6 +201,9 @@ func startDocker(t *testing.T) *dockerEngine {
 		"--cgroup-parent", "/"+name,
 	)
 	cmd.Stdout, cmd.Stderr = d.log, d.log
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	// Should the test binary die, the engine stops rather than outlive it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {

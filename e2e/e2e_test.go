@@ -32,6 +32,17 @@ type nixery struct {
 	log  *lockedBuffer // written by the process while tests read it
 	stop func()
 	kill func() // SIGKILL, as a node that is lost
+	// client is the HTTPS client of a server started with TLS (trusting
+	// its CA); nil for plain HTTP.
+	client *http.Client
+}
+
+// url is the URL of path on the server.
+func (s *nixery) url(path string) string {
+	if s.client != nil {
+		return "https://" + s.addr + path
+	}
+	return "http://" + s.addr + path
 }
 
 var (
@@ -81,11 +92,20 @@ func prepare(tmp string) error {
 // start runs a Nixery server over the demo set with storage in dir;
 // env adds or overrides environment variables.
 func start(tmp, storageDir string, env ...string) (*nixery, error) {
+	return startWith(tmp, storageDir, nil, env...)
+}
+
+// startWith is start; with client, the server speaks HTTPS (env sets
+// NIXERY_TLS_CERT …), and client is how tests reach it.
+func startWith(tmp, storageDir string, client *http.Client, env ...string) (*nixery, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	s := &nixery{addr: fmt.Sprintf("127.0.0.1:%d", port), log: new(lockedBuffer)}
+	s := &nixery{addr: fmt.Sprintf("127.0.0.1:%d", port), log: new(lockedBuffer), client: client}
+	if client == nil {
+		client = http.DefaultClient
+	}
 	cmd := exec.Command(bin, "serve", "--host", "127.0.0.1", "--port", fmt.Sprint(port))
 	cmd.Env = append(os.Environ(),
 		"XDG_CACHE_HOME="+filepath.Join(tmp, "cache"),
@@ -115,7 +135,7 @@ func start(tmp, storageDir string, env ...string) (*nixery, error) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + s.addr + "/v2/")
+		resp, err := client.Get(s.url("/v2/"))
 		if err == nil {
 			resp.Body.Close()
 			return s, nil
@@ -285,11 +305,14 @@ func get(t *testing.T, method, path, accept string) (*http.Response, []byte) {
 
 func (s *nixery) get(t *testing.T, method, path, accept string) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(method, "http://"+s.addr+path, nil)
+	req, _ := http.NewRequest(method, s.url(path), nil)
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
-	client := &http.Client{Timeout: 5 * time.Minute}
+	client := s.client
+	if client == nil {
+		client = &http.Client{Timeout: 5 * time.Minute}
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)

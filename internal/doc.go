@@ -11,11 +11,15 @@
 //	0  importing none of the project: need (what tests need of the
 //	   machine); bounded (the bounded map), flight (the single flight)
 //	   and every (the loop of background work), the helpers every tier
-//	   uses; fault (the kinds of errors, which the HTTP faces render)
+//	   uses; fault (the kinds of errors, which the HTTP faces render);
+//	   artifact (an OCI 1.1 artifact: manifest, blobs, subject)
 //	1  leaves, pure or self-contained: image, layers, archive, manifest,
 //	   redact, access, demo, server (the hardened HTTP server), route
 //	   (the route label a handler gives a request, which metrics read),
 //	   attest (an image's SBOMs and provenance, from what Nix reported),
+//	   certs (the server's TLS certificate from files, read again when
+//	   they change, and the client CA),
+//	   sign (cosign signatures and attestations of an image),
 //	   treemap (the squarified layout of the image page's picture)
 //	2  the machine's resources: nix (the only code that runs Nix),
 //	   storage (the only code that knows a backend)
@@ -34,6 +38,6 @@
 //	   what is observed of every request, and /metrics: metrics
 //	7  wiring: cmd/nixery
 //
-// A package's test helpers (builder/buildertest, demo/demotest,
-// storage/storagetest) share its tier and may import it.
+// A package's test helpers (builder/buildertest, certs/certstest,
+// demo/demotest, storage/storagetest) share its tier and may import it.
 package internal

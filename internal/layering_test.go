@@ -20,11 +20,12 @@ const module = "github.com/nixery/nixery"
 // lower tier. Every package under internal/ and cmd/ must be listed, so
 // that a new package takes a place in it.
 var tiers = map[string]int{
-	"internal/need":    0,
-	"internal/bounded": 0,
-	"internal/flight":  0,
-	"internal/every":   0,
-	"internal/fault":   0,
+	"internal/need":     0,
+	"internal/bounded":  0,
+	"internal/flight":   0,
+	"internal/every":    0,
+	"internal/fault":    0,
+	"internal/artifact": 0,
 
 	"internal/image":    1,
 	"internal/layers":   1,
@@ -36,6 +37,8 @@ var tiers = map[string]int{
 	"internal/server":   1,
 	"internal/route":    1,
 	"internal/attest":   1,
+	"internal/certs":    1,
+	"internal/sign":     1,
 	"internal/treemap":  1,
 
 	"internal/nix":     2,

@@ -19,6 +19,8 @@ import (
 	"github.com/nixery/nixery/internal/builder"
 	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/image"
+	"github.com/nixery/nixery/internal/redact"
+	"github.com/nixery/nixery/internal/supplychain"
 	"github.com/nixery/nixery/internal/web"
 )
 
@@ -37,9 +39,12 @@ func buildCmd(args []string, stdout, stderr io.Writer) int {
 	server := fs.String("server", envOr("NIXERY_URL", defaultServer), "the Nixery to ask (env NIXERY_URL)")
 	quiet := fs.Bool("quiet", false, "print only the pull command (and errors)")
 	local := fs.Bool("local", false, "build in this process, into the storage serve is configured with (the flags below and their environment variables), instead of asking a server")
+	ca := fs.String("ca", "", "a PEM bundle of the CAs that sign the server's certificate, for an https:// server with a certificate of its own CA (else the system's CAs, or those of the file SSL_CERT_FILE names)")
+	cert := fs.String("cert", "", "a client certificate (PEM) to present, for a server with NIXERY_TLS_CLIENT_CA; with --key")
+	key := fs.String("key", "", "the private key (PEM) of --cert")
 	load := config.Settings(fs, os.Getenv)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, `Usage: nixery build [--server URL | --local] [--quiet] <image>[:tag]
+		fmt.Fprintf(stderr, `Usage: nixery build [--server URL [--ca FILE] [--cert FILE --key FILE] | --local] [--quiet] <image>[:tag]
 
 Asks a running Nixery to build an image (or waits for the build in flight),
 shows its progress, and prints the pull command. Exits non-zero if the
@@ -47,6 +52,7 @@ build fails.
 
 Example:
   nixery build --server http://registry.example:8080 shell/git
+  nixery build --server https://alice:PASSWORD@registry.example --ca ca.crt shell/git
 
 With --local, every flag of serve configures the build, as for serve:
 
@@ -81,7 +87,7 @@ With --local, every flag of serve configures the build, as for serve:
 	}
 	base, err := url.Parse(strings.TrimRight(*server, "/"))
 	if err != nil || base.Host == "" || (base.Scheme != "http" && base.Scheme != "https") {
-		fmt.Fprintf(stderr, "nixery build: --server must be an http(s) URL such as %s, not %q\n", defaultServer, *server)
+		fmt.Fprintf(stderr, "nixery build: --server must be an http(s) URL such as %s, not %q\n", defaultServer, redact.URLs(*server))
 		return 2
 	}
 
@@ -89,12 +95,19 @@ With --local, every flag of serve configures the build, as for serve:
 	defer stop()
 	show := buildclient.NewView(stdout, *quiet)
 	var final builder.Event
+	var signs func() bool // whether the server signs its images
 	if *local {
-		var host string
-		final, host, err = buildLocally(ctx, load, req, show, stderr)
-		base = &url.URL{Scheme: "http", Host: host}
+		var p *parts
+		final, base, p, err = buildLocally(ctx, load, req, show, stderr)
+		signs = func() bool { return p != nil && p.artifacts.PublicKey() != nil }
 	} else {
-		final, err = buildclient.Follow(ctx, base.String()+web.EventsPath(req.Ref()), show)
+		client, cerr := buildclient.Client(*ca, *cert, *key)
+		if cerr != nil {
+			fmt.Fprintf(stderr, "nixery build: %v\n", cerr)
+			return 2
+		}
+		final, err = buildclient.Follow(ctx, client, base.String()+web.EventsPath(req.Ref()), show)
+		signs = func() bool { return buildclient.Signs(ctx, client, base.String()) }
 	}
 	show.End()
 	if err != nil {
@@ -122,30 +135,40 @@ With --local, every flag of serve configures the build, as for serve:
 	} else {
 		fmt.Fprintf(stdout, "docker pull %s\n", pull)
 	}
+	if !*quiet && signs() {
+		// The key's URL without the credentials of --server.
+		key := url.URL{Scheme: base.Scheme, Host: base.Host, Path: "/cosign.pub"}
+		fmt.Fprintf(stdout, "%s\n", supplychain.VerifyCommand(pull, key.String(), base.Scheme == "http"))
+	}
 	return 0
 }
 
 // buildLocally builds req in this process with the configuration serve
 // would use (from the environment) and shows its events; it returns the
-// final event and the host:port that serve would listen on.
-func buildLocally(ctx context.Context, load func() (*config.Config, error), req *image.Request, show buildclient.View, stderr io.Writer) (builder.Event, string, error) {
+// final event, the URL that serve would answer on and the parts it wired.
+func buildLocally(ctx context.Context, load func() (*config.Config, error), req *image.Request, show buildclient.View, stderr io.Writer) (builder.Event, *url.URL, *parts, error) {
 	cfg, err := load()
 	if err != nil {
-		return builder.Event{}, "", fmt.Errorf("configuration: %w", err)
+		return builder.Event{}, nil, nil, fmt.Errorf("configuration: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p, err := wire(ctx, cfg, log)
 	if err != nil {
-		return builder.Event{}, "", err
+		return builder.Event{}, nil, nil, err
 	}
 	host := cfg.Host
 	if host == "" {
 		host = "127.0.0.1"
 	}
 	host = net.JoinHostPort(host, strconv.Itoa(cfg.Port))
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	base := &url.URL{Scheme: scheme, Host: host}
 	events, err := p.builder.Watch(ctx, req)
 	if err != nil {
-		return builder.Event{}, host, err
+		return builder.Event{}, base, p, err
 	}
 	for e := range events {
 		show.Event(e)
@@ -156,10 +179,10 @@ func buildLocally(ctx context.Context, load func() (*config.Config, error), req 
 			if err := p.builder.Nix.WaitPushes(ctx); err != nil {
 				log.Warn("not waiting for the push to the Nix binary cache", "err", err)
 			}
-			return e, host, nil
+			return e, base, p, nil
 		}
 	}
-	return builder.Event{}, host, ctx.Err()
+	return builder.Event{}, base, p, ctx.Err()
 }
 
 func envOr(name, def string) string {

@@ -11,7 +11,16 @@ import (
 
 // fakeServer streams fixed events for any build.
 func fakeServer(t *testing.T, events ...string) *httptest.Server {
+	return fakeSigningServer(t, false, events...)
+}
+
+// fakeSigningServer is a fakeServer that serves /cosign.pub if signs.
+func fakeSigningServer(t *testing.T, signs bool, events ...string) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/cosign.pub" && signs {
+			fmt.Fprint(w, "-----BEGIN PUBLIC KEY-----\n")
+			return
+		}
 		if !strings.HasPrefix(r.URL.Path, "/api/build/") || !strings.HasSuffix(r.URL.Path, "/events") {
 			http.NotFound(w, r)
 			return
@@ -41,7 +50,9 @@ func TestBuildCmd(t *testing.T) {
 		`{"kind":"error","message":"unknown package(s): helo (did you mean hello or help?)","suggestions":[`+
 			`{"package":"helo","name":"hello","image":"shell/hello"},{"package":"helo","name":"help","image":"shell/help"}]}`)
 	truncated := fakeServer(t, `{"kind":"queued"}`)
+	signed := fakeSigningServer(t, true, `{"kind":"done","message":"image ready","digest":"sha256:abc"}`)
 	host := strings.TrimPrefix(ok.URL, "http://")
+	signedHost := strings.TrimPrefix(signed.URL, "http://")
 
 	for _, tt := range []struct {
 		args        []string
@@ -50,6 +61,10 @@ func TestBuildCmd(t *testing.T) {
 	}{
 		{[]string{"--server", ok.URL, "shell/hello"}, 0, "phase realise \n  building '/nix/store/…-hello.drv'...\nphase pack \ndone image ready\nimage ready: shell/hello (sha256:abc)\ndocker pull " + host + "/shell/hello\n", ""},
 		{[]string{"shell/hello:v2", "--server", ok.URL, "--quiet"}, 0, "docker pull " + host + "/shell/hello:v2\n", ""},
+		// A server that signs: the command that verifies, with the key's
+		// URL but not the credentials of --server.
+		{[]string{"--server", "http://alice:hunter2@" + signedHost, "shell/hello"}, 0, "docker pull " + signedHost + "/shell/hello\npodman pull --tls-verify=false " + signedHost + "/shell/hello\n" +
+			"cosign verify --key http://" + signedHost + "/cosign.pub --insecure-ignore-tlog=true --allow-http-registry " + signedHost + "/shell/hello\n", ""},
 		{[]string{"--server", failing.URL, "nosuch"}, 1, "", "nosuch failed:\nunknown package(s): nosuch"},
 		{[]string{"--server", suggested.URL, "shell/helo"}, 1, "", "shell/helo failed:\nunknown package(s): helo (did you mean hello or help?)\n" +
 			"did you mean: nixery build shell/hello\ndid you mean: nixery build shell/help\n"},
@@ -62,6 +77,12 @@ func TestBuildCmd(t *testing.T) {
 		code := run(append([]string{"build"}, tt.args...), &stdout, &stderr)
 		if code != tt.code || !strings.Contains(stdout.String(), tt.out) || !strings.Contains(stderr.String(), tt.errOut) {
 			t.Errorf("nixery build %q = %d\nstdout:\n%s\nstderr:\n%s", tt.args, code, stdout.String(), stderr.String())
+		}
+		if strings.Contains(stdout.String()+stderr.String(), "hunter2") {
+			t.Errorf("nixery build %q printed the password of --server", tt.args)
+		}
+		if !strings.Contains(strings.Join(tt.args, " "), signedHost) && strings.Contains(stdout.String(), "cosign") {
+			t.Errorf("nixery build %q printed a verify command for a server that signs nothing", tt.args)
 		}
 	}
 }

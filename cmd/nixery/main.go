@@ -45,7 +45,10 @@ Flags of serve (each may also be given by its environment variable):
 	fmt.Fprintln(w, `
 Example:
   nixery serve --host 127.0.0.1 --port 8080
-  skopeo copy --src-tls-verify=false docker://127.0.0.1:8080/shell/hello oci:/tmp/img:latest`)
+  skopeo copy --src-tls-verify=false docker://127.0.0.1:8080/shell/hello oci:/tmp/img:latest
+
+A private instance, HTTPS only:
+  nixery serve --port 443 --tls-cert /etc/nixery/tls.crt --tls-key /etc/nixery/tls.key --htpasswd /etc/nixery/htpasswd`)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

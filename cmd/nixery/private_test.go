@@ -32,12 +32,20 @@ import (
 // demo set with real Nix, with an htpasswd file generated here.
 func privateServer(t *testing.T, metricsPublic bool) (*httptest.Server, string) {
 	t.Helper()
-	dir := t.TempDir()
+	h, storeDir := testHandler(t, &access.Guard{Users: testUsers(t), TrustProxy: true}, metricsPublic)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv, storeDir
+}
+
+// testUsers is an htpasswd file of one user, alice, password s3cret-pw.
+func testUsers(t *testing.T) *access.Users {
+	t.Helper()
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret-pw"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, "htpasswd")
+	path := filepath.Join(t.TempDir(), "htpasswd")
 	if err := os.WriteFile(path, []byte("alice:"+string(hash)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +53,15 @@ func privateServer(t *testing.T, metricsPublic bool) (*httptest.Server, string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	storeDir := filepath.Join(dir, "storage")
+	return users
+}
+
+// testHandler is the whole HTTP side as serve wires it, behind guard,
+// over the demo set with real Nix; it returns the handler and the
+// directory of its filesystem storage.
+func testHandler(t *testing.T, guard *access.Guard, metricsPublic bool) (http.Handler, string) {
+	t.Helper()
+	storeDir := filepath.Join(t.TempDir(), "storage")
 	store, err := storage.NewFilesystem(storeDir)
 	if err != nil {
 		t.Fatal(err)
@@ -58,13 +74,11 @@ func privateServer(t *testing.T, metricsPublic bool) (*httptest.Server, string) 
 	done := make(chan struct{})
 	go func() { probes.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	h := newHandler(&access.Guard{Users: users, TrustProxy: true}, metricsPublic,
+	h := newHandler(guard, metricsPublic,
 		&registry.Registry{Builder: b, Storage: store, Logger: log},
 		&web.Site{Builder: b, Version: "test", Logger: log, Search: &search.Searcher{Nix: b.Nix, Source: b.Source, Metadata: b.Metadata(), Logger: log}},
 		metrics.Handler(prometheus.NewRegistry()), probes)
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return srv, storeDir
+	return h, storeDir
 }
 
 // blobs counts the blobs in the filesystem storage at dir.
@@ -120,6 +134,9 @@ func TestPrivateInstance(t *testing.T) {
 		guarded := []string{
 			"/v2/", "/v2/hello/manifests/latest", "/v2/hello/blobs/sha256:" + strings.Repeat("0", 64),
 			"/v2/hello/blobs/uploads/", "/v2/hello/tags/list",
+			// The artifacts: SBOMs, provenance, signatures and the key.
+			"/v2/hello/referrers/sha256:" + strings.Repeat("0", 64), "/v2/hello/manifests/sha256-" + strings.Repeat("0", 64) + ".sig",
+			"/cosign.pub",
 			"/", "/image/hello", "/build/hello", "/search?q=hello",
 			"/api/search?q=hello", "/api/image/hello", "/api/build/hello/events",
 			"/builds", "/api/builds", // the operator's page of builds and its JSON

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/internal/access"
+	"github.com/nixery/nixery/internal/certs"
 	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/gc"
 	"github.com/nixery/nixery/internal/metadata"
@@ -101,6 +103,10 @@ func serve(args []string) error {
 		users.Logger = log
 		guard.Users = users
 	}
+	pair, tlsConfig, err := loadTLS(cfg, guard, log)
+	if err != nil {
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -119,6 +125,9 @@ func serve(args []string) error {
 		background.Wait()
 	}()
 	background.Go(func() { deleteTemporaries(bg, store, log) })
+	if pair != nil {
+		background.Go(func() { pair.Run(bg, cfg.TLSReload) })
+	}
 	// Store paths that killed Nixery processes of this machine still
 	// held with their temporary roots go back to Nix's garbage collection.
 	if err := nix.PrepareRoots(); err != nil {
@@ -132,18 +141,19 @@ func serve(args []string) error {
 	// An unknown package's error names close ones from that list, once it
 	// is in memory (never waiting for it, never running Nix for it).
 	builder.Suggest = packages.Suggest
-	site := &web.Site{Builder: builder, Version: version, Logger: log, TrustProxy: cfg.TrustProxy, SourceHealth: p.sourceHealth, Search: packages}
+	site := &web.Site{Builder: builder, Version: version, Logger: log, TrustProxy: cfg.TrustProxy, SourceHealth: p.sourceHealth, Search: packages, Artifacts: p.artifacts}
 	builder.Admit = (&access.BuildLimiter{PerMinute: cfg.BuildRate, Burst: cfg.BuildBurst}).Admit
-	promRegistry := metrics.NewRegistry(builder, p.sourceHealth.Collector())
+	promRegistry := metrics.NewRegistry(builder, p.sourceHealth.Collector(), metrics.Certificate(pair))
 	httpStats, gcStats := metrics.NewHTTP(promRegistry), gc.NewMetrics(promRegistry)
 	storageDir := ""
 	if _, ok := store.(*storage.Filesystem); ok {
 		storageDir = cfg.StoragePath
 	}
-	probes := &readiness.Checker{Store: store, Disks: readiness.Disks(cfg.NixMinFree, storageDir), Private: guard.Users != nil, Logger: log}
+	probes := &readiness.Checker{Store: store, Disks: readiness.Disks(cfg.NixMinFree, storageDir),
+		Private: guard.Users != nil || guard.ClientCertificates, Logger: log, TLS: pair}
 	background.Go(func() { probes.Run(bg) })
 	handler := newHandler(guard, cfg.MetricsPublic,
-		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Metadata()}, site,
+		&registry.Registry{Builder: builder, Storage: store, Logger: log, Uses: builder.Metadata(), Referrers: p.artifacts}, site,
 		metrics.Handler(promRegistry), probes)
 
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
@@ -157,11 +167,23 @@ func serve(args []string) error {
 	// What net/http itself reports (a failed Accept, a handler's panic)
 	// goes to the same log as everything else.
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
-	private := "no (public)"
+	srv.TLSConfig = tlsConfig
+	var who []string // who gets in on a private instance
 	if guard.Users != nil {
-		private = "yes, users of " + guard.Users.Path()
+		who = append(who, "users of "+guard.Users.Path())
 	}
-	log.Info("nixery serving", "version", version, "address", ln.Addr().String(), "source", source.String(),
+	if guard.ClientCertificates {
+		who = append(who, "client certificates of "+cfg.TLSClientCA)
+	}
+	private := "no (public)"
+	if len(who) > 0 {
+		private = "yes, " + strings.Join(who, " with ")
+	}
+	scheme := "http"
+	if tlsConfig != nil {
+		scheme = "https"
+	}
+	log.Info("nixery serving", "version", version, "address", ln.Addr().String(), "scheme", scheme, "source", source.String(),
 		"storage", store.String(), "nix", p.nixVersion, "nix_timeout", cfg.NixTimeout, "private", private, "max_connections", conns)
 
 	if cfg.GCInterval > 0 {
@@ -181,7 +203,13 @@ func serve(args []string) error {
 	}
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if tlsConfig != nil {
+			errc <- srv.ServeTLS(ln, "", "") // the certificate from tlsConfig
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return err
@@ -208,6 +236,39 @@ func serve(args []string) error {
 		return err
 	}
 	return nil
+}
+
+// loadTLS reads the TLS settings: with NIXERY_TLS_CERT, the pair to
+// present (read again every NIXERY_TLS_RELOAD_INTERVAL by the caller) and
+// the server's TLS configuration; with NIXERY_TLS_CLIENT_CA, guard
+// requires client certificates too. Without NIXERY_TLS_CERT, all nil:
+// plain HTTP.
+//
+// Without NIXERY_TLS_PROBES_PUBLIC the handshake itself requires the
+// client certificate, so that a client without one reaches nothing, not
+// even the HTTP parser. With it, the handshake verifies a certificate
+// that is given (a wrong one fails it) and the guard refuses requests
+// without one (403 DENIED from the registry), but the probes.
+func loadTLS(cfg *config.Config, guard *access.Guard, log *slog.Logger) (*certs.Pair, *tls.Config, error) {
+	if cfg.TLSCert == "" {
+		return nil, nil, nil
+	}
+	pair, err := certs.Load(cfg.TLSCert, cfg.TLSKey, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("NIXERY_TLS_CERT / --tls-cert, NIXERY_TLS_KEY / --tls-key: %w", err)
+	}
+	if end := pair.Leaf().NotAfter; time.Now().After(end) {
+		log.Error("the TLS certificate has expired: /readyz answers 503 until it is renewed", "certificate", cfg.TLSCert, "expired", end)
+	}
+	if cfg.TLSClientCA == "" {
+		return pair, pair.ServerConfig(nil, false), nil
+	}
+	pool, err := certs.Bundle(cfg.TLSClientCA)
+	if err != nil {
+		return nil, nil, fmt.Errorf("NIXERY_TLS_CLIENT_CA / --tls-client-ca: %w", err)
+	}
+	guard.ClientCertificates = true
+	return pair, pair.ServerConfig(pool, !cfg.TLSProbesPublic), nil
 }
 
 // deleteTemporaries removes the uploads that processes which died left in

@@ -5,16 +5,22 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
+	"strings"
 
 	"github.com/nixery/nixery/internal/archive"
+	"github.com/nixery/nixery/internal/attest"
 	"github.com/nixery/nixery/internal/builder"
 	"github.com/nixery/nixery/internal/config"
 	"github.com/nixery/nixery/internal/demo"
+	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/nix"
+	"github.com/nixery/nixery/internal/sign"
 	"github.com/nixery/nixery/internal/source"
 	"github.com/nixery/nixery/internal/sourcehealth"
 	"github.com/nixery/nixery/internal/storage"
+	"github.com/nixery/nixery/internal/supplychain"
 )
 
 // openStorage opens the configured storage backend. Bucket backends
@@ -38,6 +44,9 @@ type parts struct {
 	// sourceHealth refuses new builds of a package set this Nix cannot
 	// evaluate once serve runs it; it checks nothing until then.
 	sourceHealth *sourcehealth.Watcher
+	// artifacts makes and finds every image's SBOMs, provenance and
+	// signatures.
+	artifacts *supplychain.Maker
 }
 
 // wire checks Nix, prepares the package source (the built-in demo set
@@ -97,7 +106,47 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 		Interval: cfg.SourceCheck, Recheck: cfg.CacheTTL, Logger: log}
 	builder.Usable = sourceHealth.Usable
 	builder.HoldPack = holdPack(os.Getenv("NIXERY_TEST_HOLD_PACK"))
-	return &parts{source: src, store: store, builder: builder, nixVersion: nixVersion, sourceHealth: sourceHealth}, nil
+	artifacts := &supplychain.Maker{Metadata: builder.Metadata(), Instance: attest.Builder{ID: instanceURL(cfg), Version: version},
+		Repository: repository(cfg)}
+	if cfg.SigningKey != "" {
+		signer, err := sign.Load(cfg.SigningKey, cfg.SigningPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("NIXERY_SIGNING_KEY / --signing-key: %w", err)
+		}
+		artifacts.Signer = signer
+		log.Info("signing every image and its SBOMs and provenance", "key", signer.Fingerprint())
+	}
+	builder.Artifacts = artifacts
+	return &parts{source: src, store: store, builder: builder, nixVersion: nixVersion, sourceHealth: sourceHealth, artifacts: artifacts}, nil
+}
+
+// repository is the repository that an image's signatures name: under
+// NIXERY_PUBLIC_URL's host where it is set, else the image name alone
+// (cosign checks the digest, not the name).
+func repository(cfg *config.Config) func(d *metadata.Details) string {
+	host := ""
+	if u, err := url.Parse(cfg.PublicURL); err == nil && cfg.PublicURL != "" {
+		host = u.Host + strings.TrimSuffix(u.Path, "/")
+	}
+	return func(d *metadata.Details) string {
+		if host == "" {
+			return d.Name
+		}
+		return host + "/" + d.Name
+	}
+}
+
+// instanceURL names this instance as the builder of its images'
+// provenance: NIXERY_PUBLIC_URL, else nixery://<host name>.
+func instanceURL(cfg *config.Config) string {
+	if cfg.PublicURL != "" {
+		return cfg.PublicURL
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return "nixery://" + host
 }
 
 // holdPack is for the end-to-end tests only: with NIXERY_TEST_HOLD_PACK

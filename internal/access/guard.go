@@ -22,7 +22,18 @@ type Guard struct {
 	// X-Forwarded-For (set it only behind a reverse proxy that appends
 	// the address it saw, or clients choose their own identity).
 	TrustProxy bool
+	// ClientCertificates lets through only requests whose connection
+	// presented a client certificate that the TLS handshake verified
+	// (NIXERY_TLS_CLIENT_CA), before and beside the Users' check. The
+	// handshake itself checks the certificate against the CA: here it
+	// only has to have been given, which leaves what is not behind
+	// Require (the probes) open to clients without one.
+	ClientCertificates bool
 }
+
+// ErrNoClientCertificate refuses a request without a client certificate
+// when the server asks for one: 403, whatever credentials it sends.
+var ErrNoClientCertificate = fault.New("a client certificate signed by this registry's client CA is required", fault.Fault{Kind: fault.Denied})
 
 // Identify puts the client's address into the request context, for
 // Client and for the build rate limit. It wraps the whole server.
@@ -34,10 +45,12 @@ func (g *Guard) Identify(next http.Handler) http.Handler {
 }
 
 // DenyPlain answers a request that Require turned away in plain text:
-// 401, or 429 if err (the login was refused unchecked).
+// 401, or err's status (429 for a login refused unchecked, 403 without
+// a client certificate).
 func DenyPlain(w http.ResponseWriter, r *http.Request, err error) {
 	if err != nil {
-		http.Error(w, "429 Too Many Requests: "+err.Error(), http.StatusTooManyRequests)
+		status := fault.Of(err).Kind.Status()
+		http.Error(w, strconv.Itoa(status)+" "+http.StatusText(status)+": "+err.Error(), status)
 		return
 	}
 	http.Error(w, "401 Unauthorized: log in with a user of this Nixery", http.StatusUnauthorized)
@@ -48,16 +61,26 @@ func DenyPlain(w http.ResponseWriter, r *http.Request, err error) {
 // identity. Other requests reach nothing behind the guard; deny answers
 // them (nil: plain text): with err nil, 401 with the Basic challenge
 // (set already); with err a *LoginLimitedError, 429 with Retry-After
-// (set already): the login was refused unchecked. With no Users, every
+// (set already): the login was refused unchecked; with err
+// ErrNoClientCertificate, 403: ClientCertificates is set and the
+// connection gave none. With no Users and no ClientCertificates, every
 // request passes.
 func (g *Guard) Require(next http.Handler, deny func(w http.ResponseWriter, r *http.Request, err error)) http.Handler {
-	if g.Users == nil {
+	if g.Users == nil && !g.ClientCertificates {
 		return next
 	}
 	if deny == nil {
 		deny = DenyPlain
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if g.ClientCertificates && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+			deny(w, r, ErrNoClientCertificate)
+			return
+		}
+		if g.Users == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
 		user, password, ok := r.BasicAuth()
 		if ok {
 			// Another error (the file is unusable, the client gave up

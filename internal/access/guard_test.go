@@ -1,9 +1,12 @@
 package access_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/nixery/nixery/internal/access"
@@ -103,5 +106,46 @@ func TestClient(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("%s %v trust=%v: Client = %q, want %q", tt.remote, tt.xff, tt.trustProxy, got, tt.want)
 		}
+	}
+}
+
+// With ClientCertificates, a request passes only over a connection whose
+// client certificate the handshake verified, and with Users only with a
+// user's credentials too: both must pass. Without a certificate it is
+// 403, whatever it sends.
+func TestRequireClientCertificate(t *testing.T) {
+	u, _, _ := newUsers(t, "alice:"+hash(t, "wonderland")+"\n")
+	verified := &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{}}}}
+	for _, tt := range []struct {
+		name   string
+		users  *access.Users
+		tls    *tls.ConnectionState
+		basic  bool
+		status int
+		body   string
+	}{
+		{"certificate", nil, verified, false, 200, "reached"},
+		{"plain HTTP", nil, nil, false, 403, "403 Forbidden: a client certificate signed by this registry's client CA is required"},
+		{"TLS without a certificate", nil, &tls.ConnectionState{}, false, 403, "403 Forbidden"},
+		{"certificate and user", u, verified, true, 200, "reached"},
+		{"certificate, no user", u, verified, false, 401, "401 Unauthorized"},
+		{"user, no certificate", u, &tls.ConnectionState{}, true, 403, "403 Forbidden"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := &access.Guard{Users: tt.users, ClientCertificates: true}
+			h := g.Identify(g.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.WriteString(w, "reached")
+			}), nil))
+			req := httptest.NewRequest("GET", "/x", nil)
+			req.TLS = tt.tls
+			if tt.basic {
+				req.SetBasicAuth("alice", "wonderland")
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tt.status || !strings.HasPrefix(rec.Body.String(), tt.body) {
+				t.Errorf("%d %q, want %d %q", rec.Code, rec.Body, tt.status, tt.body)
+			}
+		})
 	}
 }

@@ -7,6 +7,7 @@ package buildclient
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,17 +16,52 @@ import (
 	"strings"
 
 	"github.com/nixery/nixery/internal/builder"
+	"github.com/nixery/nixery/internal/certs"
 )
 
-// Follow reads the server-sent events at url until the final one,
-// passing each to show, and returns the final one.
-func Follow(ctx context.Context, url string, show View) (builder.Event, error) {
+// Client is the HTTP client of a Nixery served over TLS with a
+// certificate of its own CA and client certificates: with caFile, a PEM
+// bundle, the server's certificate must be signed by one of its CAs
+// (else by one the system trusts, or SSL_CERT_FILE names); with
+// certFile and keyFile, the client presents that certificate.
+func Client(caFile, certFile, keyFile string) (*http.Client, error) {
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("give both a client certificate and its key, or neither")
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pool, err := certs.Bundle(caFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = pool
+	}
+	if certFile != "" {
+		c, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate %s and key %s: %w", certFile, keyFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{c}
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = cfg
+	return &http.Client{Transport: t}, nil
+}
+
+// Follow reads the server-sent events at url with client (nil:
+// http.DefaultClient) until the final one, passing each to show, and
+// returns the final one. Credentials in url's user information are
+// sent as HTTP Basic authentication (a private instance).
+func Follow(ctx context.Context, client *http.Client, url string, show View) (builder.Event, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return builder.Event{}, err
 	}
 	req.Header.Set("Accept", "text/event-stream")
-	resp, err := http.DefaultClient.Do(req)
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return builder.Event{}, err
 	}
@@ -83,4 +119,22 @@ func readEvents(r io.Reader) func() (string, error) {
 		}
 		return "", io.EOF
 	}
+}
+
+// Signs reports whether the Nixery at base signs its images: whether it
+// serves its public key at /cosign.pub. Any failure to tell is false.
+func Signs(ctx context.Context, client *http.Client, base string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, base+"/cosign.pub", nil)
+	if err != nil {
+		return false
+	}
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }

@@ -3,16 +3,21 @@ package buildclient
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nixery/nixery/internal/builder"
+	"github.com/nixery/nixery/internal/certs/certstest"
 )
 
 // eventServer answers every request with the given status and, for 200,
@@ -65,7 +70,7 @@ func TestFollow(t *testing.T) {
 		{"a refusal in plain text", eventServer(t, 503, "busy"), builder.Event{}, "", "503 Service Unavailable: busy"},
 	} {
 		var out bytes.Buffer
-		final, err := Follow(context.Background(), tt.url, NewView(&out, false))
+		final, err := Follow(context.Background(), nil, tt.url, NewView(&out, false))
 		if final.Kind != tt.final.Kind || final.Message != tt.final.Message || final.Digest != tt.final.Digest ||
 			out.String() != tt.shown || (err == nil) != (tt.errMsg == "") || err != nil && !strings.Contains(err.Error(), tt.errMsg) {
 			t.Errorf("%s: %+v, %v, shown %q; want %+v, %q, shown %q", tt.name, final, err, out.String(), tt.final, tt.errMsg, tt.shown)
@@ -180,5 +185,56 @@ func TestBarViewProgress(t *testing.T) {
 	}
 	if !slices.Equal(lines, want) {
 		t.Errorf("bar lines:\n%q\nwant:\n%q", lines, want)
+	}
+}
+
+// Over TLS (HTTP/2), with the server's certificate from a CA of its own
+// (--ca), a client certificate (--cert, --key) and a user's password in
+// the URL: the events arrive; without the CA the server is not trusted.
+func TestFollowTLS(t *testing.T) {
+	dir := t.TempDir()
+	serverCA, clientCA := certstest.NewCA(t, "server CA"), certstest.NewCA(t, "client CA")
+	serverPair := serverCA.Issue(t, certstest.Leaf{Name: "nixery", Hosts: []string{"127.0.0.1"}})
+	cert, err := tls.X509KeyPair(serverPair.CertPEM, serverPair.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients := x509.NewCertPool()
+	clients.AddCert(clientCA.Cert)
+	var proto, user string
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proto = r.Proto
+		user, _, _ = r.BasicAuth()
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"kind\":\"queued\"}\n\n")
+		w.(http.Flusher).Flush()
+		fmt.Fprint(w, "data: {\"kind\":\"done\",\"digest\":\"sha256:abc\"}\n\n")
+	}))
+	srv.EnableHTTP2 = true
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: clients, ClientAuth: tls.RequireAndVerifyClientCert}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	caFile := filepath.Join(dir, "ca.crt")
+	os.WriteFile(caFile, serverCA.PEM, 0o600)
+	certFile, keyFile := clientCA.Issue(t, certstest.Leaf{Name: "ci"}).Write(t, dir, "client.crt", "client.key")
+	url := strings.Replace(srv.URL, "https://", "https://alice:pw@", 1) + "/api/build/shell/hello/events"
+
+	client, err := Client(caFile, certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	final, err := Follow(context.Background(), client, url, NewView(io.Discard, true))
+	if err != nil || final.Digest != "sha256:abc" || proto != "HTTP/2.0" || user != "alice" {
+		t.Errorf("Follow over TLS: %+v %v, %s, user %q", final, err, proto, user)
+	}
+	client, _ = Client("", certFile, keyFile)
+	if _, err := Follow(context.Background(), client, url, NewView(io.Discard, true)); err == nil || !strings.Contains(err.Error(), "certificate") || strings.Contains(err.Error(), "pw") {
+		t.Errorf("without the CA: %v", err)
+	}
+	if _, err := Client(caFile, certFile, ""); err == nil {
+		t.Errorf("a certificate without its key")
+	}
+	if _, err := Client(filepath.Join(dir, "missing.crt"), "", ""); err == nil || !strings.Contains(err.Error(), "missing.crt") {
+		t.Errorf("a missing CA file: %v", err)
 	}
 }

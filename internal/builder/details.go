@@ -3,12 +3,10 @@ package builder
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/nixery/nixery/internal/attest"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/metadata"
@@ -95,42 +93,4 @@ func (b *Builder) Recent() []*Details {
 
 func (b *Builder) observePhase(name string, d time.Duration) {
 	b.phaseHistogram().WithLabelValues(name).Observe(d.Seconds())
-}
-
-// Attestable is the image that d describes, as package attest makes its
-// SBOMs and provenance of it: the manifest of mediaType is the subject,
-// built by instance. Details stored before SBOMs existed give an image
-// without NAR hashes, references or meta (the documents then say less).
-func Attestable(d *Details, mediaType string, instance attest.Builder) (attest.Image, error) {
-	m, ok := d.Manifests[mediaType]
-	if !ok {
-		return attest.Image{}, fmt.Errorf("image %s has no manifest of type %s", d.Name, mediaType)
-	}
-	img := attest.Image{
-		Name: d.Name, Tag: d.Tag, Arch: d.Arch, Manifest: m, ManifestMediaType: mediaType,
-		Source: attest.Source{
-			Type: d.SourceType, URI: d.SourceURI, Description: d.SourceName,
-			Identity: d.Source, Revision: d.Revision,
-		},
-		Builder: instance,
-		Closure: make([]attest.Path, 0, len(d.Closure)),
-	}
-	for _, p := range d.Closure {
-		img.Closure = append(img.Closure, attest.Path{Path: p.Path, NarHash: digest.Digest(p.NarHash), NarSize: p.Size, References: p.References})
-	}
-	for _, p := range d.PackageMeta {
-		pkg := attest.Package{Attribute: p.Name, PName: p.PName, Version: p.Version, Homepage: p.Homepage, DrvPath: p.DrvPath, Outputs: p.Outputs}
-		for _, l := range p.Licenses {
-			pkg.Licenses = append(pkg.Licenses, attest.License{SPDX: l.SPDXID, ShortName: l.ShortName, FullName: l.FullName})
-		}
-		img.Packages = append(img.Packages, pkg)
-	}
-	if d.PackageMeta == nil {
-		// Details from before meta: the packages by name, their outputs
-		// unknown.
-		for _, name := range d.Packages {
-			img.Packages = append(img.Packages, attest.Package{Attribute: name})
-		}
-	}
-	return img, nil
 }

@@ -1,13 +1,10 @@
 package builder
 
 import (
-	"bytes"
 	"context"
 	"strings"
 	"testing"
 
-	"github.com/nixery/nixery/internal/attest"
-	"github.com/nixery/nixery/internal/attest/attesttest"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/source"
@@ -83,64 +80,5 @@ func TestDetailsForSBOMs(t *testing.T) {
 	}
 	if known := b.known(ctx, req, src); known == nil || len(known.packages) != 2 {
 		t.Errorf("resolutions with meta are not known: %+v", known)
-	}
-}
-
-// The SBOMs and provenance of real images, made from their details, pass
-// each format's own checks; two servers (two storages, two instance ids)
-// make the same SBOM bytes of one image.
-func TestAttestable(t *testing.T) {
-	pkgs := demoSet(t)
-	ctx := context.Background()
-	var sboms [2][]byte
-	for i, id := range []string{"https://one.example", "https://two.example"} {
-		b := newBuilder(t, source.PathSource{Path: pkgs}, t.TempDir())
-		req := request(t, "shell/git/jq", "latest")
-		if _, _, err := b.Manifest(ctx, req, manifest.OCIManifest); err != nil {
-			t.Fatal(err)
-		}
-		d, err := b.Details(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		img, err := Attestable(d, manifest.OCIManifest, attest.Builder{ID: id, Version: "test"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sp, err := attest.SPDX(img)
-		if err != nil {
-			t.Fatal(err)
-		}
-		doc := attesttest.SPDX(t, sp)
-		if len(doc.Packages) != len(d.Closure)+1 {
-			t.Errorf("%d SPDX packages for %d paths", len(doc.Packages), len(d.Closure))
-		}
-		licences := map[string]string{}
-		for _, p := range doc.Packages {
-			licences[p.PackageName] = p.PackageLicenseDeclared
-		}
-		if licences["git"] != "GPL-2.0-or-later" || licences["jq"] != "MIT AND CC-BY-3.0" || licences["libcommon"] != "NOASSERTION" {
-			t.Errorf("licences %v", licences)
-		}
-		cd, err := attest.CycloneDX(img)
-		if err != nil {
-			t.Fatal(err)
-		}
-		attesttest.CycloneDX(t, cd)
-		pv, err := attest.Provenance(img)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, prov := attesttest.Provenance(t, pv)
-		if got := len(prov.GetBuildDefinition().GetResolvedDependencies()); got != len(d.Roots)+1 {
-			t.Errorf("%d resolved dependencies, want the source and %d roots", got, len(d.Roots))
-		}
-		sboms[i] = append(sp, cd...)
-	}
-	if !bytes.Equal(sboms[0], sboms[1]) {
-		t.Error("two servers made different SBOMs of one image")
-	}
-	if _, err := Attestable(&Details{Name: "x"}, manifest.OCIManifest, attest.Builder{}); err == nil {
-		t.Error("details without the manifest gave an image")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -55,6 +56,16 @@ type Config struct {
 	TrustProxy    bool    // client addresses from X-Forwarded-For; shown host and scheme from X-Forwarded-Host/-Proto
 	BuildRate     float64 // new builds a minute per client; 0 = unlimited
 	BuildBurst    int     // new builds a client may start at once; 0 = the rate, rounded up
+
+	TLSCert         string        // certificate file (PEM, the chain); with TLSKey, serve HTTPS only; "" for plain HTTP
+	TLSKey          string        // its private key file (PEM)
+	TLSReload       time.Duration // how often the two files are read again for a renewal
+	TLSClientCA     string        // CA bundle client certificates must be signed by; "" for none
+	TLSProbesPublic bool          // with TLSClientCA: /healthz and /readyz need no client certificate
+
+	SigningKey          string // cosign private key file that signs every image and its documents; "" for unsigned
+	SigningPasswordFile string // file holding its password; "" for the empty password
+	PublicURL           string // the URL clients reach this instance at; "" for none known
 }
 
 // MinGCAge is the shortest age a collection may keep: pulls record their
@@ -115,6 +126,14 @@ var settings = []setting{
 	{"trust-proxy", "NIXERY_TRUST_PROXY", "false", "take the client's address from the last X-Forwarded-For entry, and the host and scheme that pages show in pull commands from X-Forwarded-Host and X-Forwarded-Proto (only behind a reverse proxy that sets them)"},
 	{"build-rate", "NIXERY_BUILD_RATE", "0", "new builds one client (user, else IP address; IPv6 by /64) may start per minute, e.g. 2 or 0.5; 0: unlimited; over it, 429 TOOMANYREQUESTS with Retry-After"},
 	{"build-burst", "NIXERY_BUILD_BURST", "", "new builds one client may start at once (default: the build rate, rounded up)"},
+	{"tls-cert", "NIXERY_TLS_CERT", "", "serve HTTPS only (HTTP/2 and HTTP/1.1, TLS 1.2 at least) with this certificate file (PEM: the certificate, then its intermediates); needs --tls-key; both files are read again when they change (a renewal), without a restart"},
+	{"tls-key", "NIXERY_TLS_KEY", "", "the private key file (PEM) of --tls-cert"},
+	{"tls-reload-interval", "NIXERY_TLS_RELOAD_INTERVAL", "30", "seconds (1-3600) between reads of --tls-cert and --tls-key for a renewed pair"},
+	{"tls-client-ca", "NIXERY_TLS_CLIENT_CA", "", "with --tls-cert: a CA bundle (PEM); every client must present a certificate signed by it (with --htpasswd, and a user too)"},
+	{"tls-probes-public", "NIXERY_TLS_PROBES_PUBLIC", "false", "with --tls-client-ca: /healthz and /readyz need no client certificate (for a load balancer's probes)"},
+	{"signing-key", "NIXERY_SIGNING_KEY", "", "a cosign private key file (cosign generate-key-pair): every image, its SBOMs and its provenance are signed, for cosign verify --key (the public key is served at /cosign.pub)"},
+	{"signing-password-file", "NIXERY_SIGNING_PASSWORD_FILE", "", "a file holding the password of --signing-key (none: the empty password)"},
+	{"public-url", "NIXERY_PUBLIC_URL", "", "the URL clients reach this instance at (https://nixery.example.com): provenance names it as the builder (default: nixery://<host name>)"},
 }
 
 // parser reads numbers and switches from settings, remembering the first
@@ -324,6 +343,10 @@ func fromFlags(values map[string]*string, getenv func(string) string) (*Config, 
 	if get("build-burst") != "" {
 		c.BuildBurst = p.number("build-burst", 1, -1, "")
 	}
+	c.TLSCert, c.TLSKey, c.TLSClientCA = get("tls-cert"), get("tls-key"), get("tls-client-ca")
+	c.TLSReload = time.Duration(p.number("tls-reload-interval", 1, 3600, " (seconds)")) * time.Second
+	c.TLSProbesPublic = p.boolean("tls-probes-public")
+	c.SigningKey, c.SigningPasswordFile, c.PublicURL = get("signing-key"), get("signing-password-file"), get("public-url")
 	redirect, pathStyle := p.boolean("blob-redirect"), p.boolean("s3-path-style")
 	redirectTTL, timeout := p.seconds("redirect-ttl", 1), p.seconds("storage-timeout", 1)
 	if p.err != nil {
@@ -342,6 +365,20 @@ func fromFlags(values map[string]*string, getenv func(string) string) (*Config, 
 	}
 	if err := c.NixCache.Check(); err != nil {
 		return nil, err
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return nil, errors.New("set both NIXERY_TLS_CERT / --tls-cert and NIXERY_TLS_KEY / --tls-key, or neither")
+	}
+	if c.TLSClientCA != "" && c.TLSCert == "" {
+		return nil, errors.New("NIXERY_TLS_CLIENT_CA / --tls-client-ca needs NIXERY_TLS_CERT / --tls-cert and NIXERY_TLS_KEY / --tls-key: client certificates come with TLS")
+	}
+	if c.SigningPasswordFile != "" && c.SigningKey == "" {
+		return nil, errors.New("NIXERY_SIGNING_PASSWORD_FILE / --signing-password-file needs NIXERY_SIGNING_KEY / --signing-key: it is the key's password")
+	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			return nil, errors.New("NIXERY_PUBLIC_URL / --public-url: want http(s)://host[:port][/path], without credentials")
+		}
 	}
 	if c.NixMinFree > 0 && c.NixMaxFree > 0 && c.NixMaxFree < c.NixMinFree {
 		return nil, fmt.Errorf("NIXERY_NIX_MAX_FREE / --nix-max-free (%d bytes) must not be below NIXERY_NIX_MIN_FREE / --nix-min-free (%d bytes): garbage collection starts below min-free and stops at max-free", c.NixMaxFree, c.NixMinFree)

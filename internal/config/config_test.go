@@ -112,6 +112,14 @@ func TestLoad(t *testing.T) {
 				t.Errorf("%+v", c)
 			}
 		}},
+		{name: "signed", args: []string{"--signing-key", "/etc/nixery/cosign.key"}, env: map[string]string{"NIXERY_SIGNING_PASSWORD_FILE": "/run/secrets/cosign-password", "NIXERY_PUBLIC_URL": "https://nixery.example.com"}, check: func(t *testing.T, c *Config) {
+			if c.SigningKey != "/etc/nixery/cosign.key" || c.SigningPasswordFile != "/run/secrets/cosign-password" || c.PublicURL != "https://nixery.example.com" {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{name: "a password without a key", env: map[string]string{"NIXERY_SIGNING_PASSWORD_FILE": "/run/secrets/cosign-password"}, wantErr: "needs NIXERY_SIGNING_KEY"},
+		{name: "public URL without a scheme", env: map[string]string{"NIXERY_PUBLIC_URL": "nixery.example.com"}, wantErr: "NIXERY_PUBLIC_URL / --public-url"},
+		{name: "public URL with credentials", env: map[string]string{"NIXERY_PUBLIC_URL": "https://alice:hunter2@nixery.example.com"}, wantErr: "without credentials"},
 		{name: "bad rate", env: map[string]string{"NIXERY_BUILD_RATE": "-1"}, wantErr: "NIXERY_BUILD_RATE / --build-rate"},
 		{name: "rate unit", env: map[string]string{"NIXERY_BUILD_RATE": "2/m"}, wantErr: "NIXERY_BUILD_RATE"},
 		{name: "infinite rate", env: map[string]string{"NIXERY_BUILD_RATE": "Inf"}, wantErr: "NIXERY_BUILD_RATE"},
@@ -174,6 +182,20 @@ func TestLoad(t *testing.T) {
 		{name: "budget", args: []string{"--layer-budget=1"}, wantErr: "layer-budget"},
 		{name: "format", env: map[string]string{"NIXERY_LAYER_FORMAT": "xz"}, wantErr: "gzip or zstd"},
 		{name: "gzip level", env: map[string]string{"NIXERY_COMPRESSION_LEVEL": "12"}, wantErr: "1 to 9"},
+		{name: "tls", args: []string{"--tls-cert", "/etc/nixery/tls.crt", "--tls-probes-public"}, env: map[string]string{"NIXERY_TLS_KEY": "/etc/nixery/tls.key", "NIXERY_TLS_CLIENT_CA": "/etc/nixery/ca.crt"}, check: func(t *testing.T, c *Config) {
+			if c.TLSCert != "/etc/nixery/tls.crt" || c.TLSKey != "/etc/nixery/tls.key" || c.TLSClientCA != "/etc/nixery/ca.crt" || !c.TLSProbesPublic || c.TLSReload != 30*time.Second {
+				t.Errorf("tls: %+v", c)
+			}
+		}},
+		{name: "plain http by default", check: func(t *testing.T, c *Config) {
+			if c.TLSCert != "" || c.TLSKey != "" || c.TLSClientCA != "" || c.TLSProbesPublic {
+				t.Errorf("tls: %+v", c)
+			}
+		}},
+		{name: "tls cert alone", env: map[string]string{"NIXERY_TLS_CERT": "/etc/nixery/tls.crt"}, wantErr: "set both NIXERY_TLS_CERT / --tls-cert and NIXERY_TLS_KEY / --tls-key"},
+		{name: "tls key alone", args: []string{"--tls-key", "/etc/nixery/tls.key"}, wantErr: "set both NIXERY_TLS_CERT / --tls-cert and NIXERY_TLS_KEY / --tls-key"},
+		{name: "client ca without tls", env: map[string]string{"NIXERY_TLS_CLIENT_CA": "/etc/nixery/ca.crt"}, wantErr: "NIXERY_TLS_CLIENT_CA / --tls-client-ca needs NIXERY_TLS_CERT"},
+		{name: "tls reload interval", env: map[string]string{"NIXERY_TLS_RELOAD_INTERVAL": "0"}, wantErr: "NIXERY_TLS_RELOAD_INTERVAL / --tls-reload-interval must be a whole number from 1 to 3600"},
 		{name: "zstd level", env: map[string]string{"NIXERY_LAYER_FORMAT": "zstd", "NIXERY_COMPRESSION_LEVEL": "12", "NIX_POPULARITY_URL": "/p.json"}, check: func(t *testing.T, c *Config) {
 			if c.LayerFormat != "zstd" || c.Compression != 12 || c.Popularity != "/p.json" {
 				t.Errorf("%+v", c)
@@ -186,6 +208,9 @@ func TestLoad(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want one mentioning %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), "hunter2") {
+					t.Errorf("the error repeats a password: %v", err)
 				}
 				return
 			}

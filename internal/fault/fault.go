@@ -12,6 +12,7 @@
 //	kind         status  Retry-After
 //	NotFound     404     -
 //	Invalid      400     -
+//	Denied       403     -
 //	TooMany      429     yes (at least 1 s)
 //	Unavailable  503     yes (at least 1 s)
 //	Internal     500     -
@@ -46,6 +47,9 @@ const (
 	Unavailable
 	// Canceled: the client went away before the answer.
 	Canceled
+	// Denied: this client may not have it, whatever credentials it
+	// sends (no client certificate from the CA the server asks for).
+	Denied
 )
 
 // StatusClientClosed is the status of a request whose client went away
@@ -65,6 +69,8 @@ func (k Kind) Status() int {
 		return http.StatusServiceUnavailable
 	case Canceled:
 		return StatusClientClosed
+	case Denied:
+		return http.StatusForbidden
 	}
 	return http.StatusInternalServerError
 }

@@ -35,6 +35,7 @@ func TestOf(t *testing.T) {
 		{"retry at least 1 s", New("down", Fault{Kind: Unavailable}), 503, 1, "down"},
 		{"no retry when not retryable", New("gone", Fault{Kind: NotFound, RetryAfter: time.Minute}), 404, 0, "gone"},
 		{"invalid", New("bad name", Fault{Kind: Invalid}), 400, 0, "bad name"},
+		{"denied", New("no client certificate", Fault{Kind: Denied}), 403, 0, "no client certificate"},
 		{"cancelled", fmt.Errorf("resolve: %w", context.Canceled), 499, 0, "request cancelled"},
 		{"an internal error over a cancellation", fmt.Errorf("build: %w", broken{context.Canceled}), 500, 0, "build: broken: context canceled"},
 		{"anything else", errors.New("disk on fire"), 500, 0, "disk on fire"},

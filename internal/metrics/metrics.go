@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nixery/nixery/internal/builder"
+	"github.com/nixery/nixery/internal/certs"
 	"github.com/nixery/nixery/internal/nix"
 	"github.com/nixery/nixery/internal/registry"
 	"github.com/nixery/nixery/internal/route"
@@ -163,6 +164,39 @@ func NewRegistry(b *builder.Builder, others ...prometheus.Collector) *prometheus
 		}, func() float64 { return float64(n(b.Nix.Pushes())) }))
 	}
 	return reg
+}
+
+// Certificate is the metrics of the TLS certificate a server presents
+// (NIXERY_TLS_CERT), read when scraped: when it expires, and whether its
+// files, as last read, are the pair in use. With p nil it has none.
+func Certificate(p *certs.Pair) prometheus.Collector { return certCollector{p} }
+
+var (
+	descCertExpiry = prometheus.NewDesc("nixery_tls_certificate_expiry_timestamp_seconds",
+		"When the TLS certificate served expires (Unix time).", nil, nil)
+	descCertUnusable = prometheus.NewDesc("nixery_tls_certificate_files_unusable",
+		"1 while the TLS certificate files, as last read, are not a usable pair (the one loaded before is served); else 0.", nil, nil)
+)
+
+type certCollector struct{ p *certs.Pair }
+
+func (c certCollector) Describe(ch chan<- *prometheus.Desc) {
+	if c.p != nil {
+		ch <- descCertExpiry
+		ch <- descCertUnusable
+	}
+}
+
+func (c certCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.p == nil {
+		return
+	}
+	unusable := 0.0
+	if c.p.Problem() != nil {
+		unusable = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descCertExpiry, prometheus.GaugeValue, float64(c.p.Leaf().NotAfter.Unix()))
+	ch <- prometheus.MustNewConstMetric(descCertUnusable, prometheus.GaugeValue, unusable)
 }
 
 // Handler serves /metrics in the Prometheus exposition format.

@@ -5,11 +5,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nixery/nixery/internal/certs"
+	"github.com/nixery/nixery/internal/certs/certstest"
 	"github.com/nixery/nixery/internal/route"
 )
 
@@ -54,5 +57,43 @@ func TestInstrument(t *testing.T) {
 	}
 	if !strings.Contains(logged.String(), "route=v2_blob path=/v2/x/blobs/sha256:00 status=200 bytes=12") {
 		t.Errorf("request log: %s", logged.String())
+	}
+}
+
+// The certificate's expiry, and whether its files are the pair in use;
+// nothing without TLS.
+func TestCertificate(t *testing.T) {
+	dir := t.TempDir()
+	ca := certstest.NewCA(t, "test CA")
+	pair := ca.Issue(t, certstest.Leaf{Name: "nixery", Hosts: []string{"127.0.0.1"}})
+	certFile, keyFile := pair.Write(t, dir, "tls.crt", "tls.key")
+	p, err := certs.Load(certFile, keyFile, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gather := func(c prometheus.Collector) map[string]float64 {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(c)
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, f := range families {
+			got[f.GetName()] = f.GetMetric()[0].GetGauge().GetValue()
+		}
+		return got
+	}
+	expiry := float64(pair.Cert.NotAfter.Unix())
+	if got := gather(Certificate(p)); len(got) != 2 || got["nixery_tls_certificate_expiry_timestamp_seconds"] != expiry || got["nixery_tls_certificate_files_unusable"] != 0 {
+		t.Errorf("metrics %v, want expiry %v and files usable", got, expiry)
+	}
+	os.WriteFile(keyFile, ca.Issue(t, certstest.Leaf{Name: "other", Hosts: []string{"127.0.0.1"}}).KeyPEM, 0o600)
+	p.Check()
+	if got := gather(Certificate(p)); got["nixery_tls_certificate_expiry_timestamp_seconds"] != expiry || got["nixery_tls_certificate_files_unusable"] != 1 {
+		t.Errorf("metrics with a broken pair %v", got)
+	}
+	if got := gather(Certificate(nil)); len(got) != 0 {
+		t.Errorf("without TLS: %v", got)
 	}
 }

@@ -1,7 +1,8 @@
 // Package readiness answers the probes of load balancers and
 // orchestrators: /healthz (the process is alive and serving) and /readyz
 // (it can build and serve images: Nix runs, storage answers, the disks
-// have room; and it is not shutting down).
+// have room, the TLS certificate has not expired; and it is not shutting
+// down).
 //
 // Readiness is checked in the background by Run, every interval, each
 // check with its own context and timeout. /readyz only reads the last
@@ -22,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nixery/nixery/internal/certs"
 	"github.com/nixery/nixery/internal/every"
 	"github.com/nixery/nixery/internal/metadata"
 	"github.com/nixery/nixery/internal/nix"
@@ -61,6 +63,13 @@ type Checker struct {
 	Private bool
 	// Logger gets each change of the result (nil: slog.Default()).
 	Logger *slog.Logger
+	// TLS, if set, is the certificate the server presents. Once it has
+	// expired the server is not ready (clients refuse it). Files that
+	// changed into a pair that is not usable are a warning: the pair
+	// loaded before is still served, so the replica stays ready (every
+	// replica of a fleet reads the same Secret, and would go unready at
+	// once).
+	TLS *certs.Pair
 
 	// draining is set on SIGTERM (Drain): the replica is not ready any
 	// more, so that the load balancer stops sending it requests at once.
@@ -118,9 +127,14 @@ func (c *Checker) Readyz(w http.ResponseWriter, r *http.Request) {
 	if reason != "" {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, "not ready: "+reason)
-		return
+	} else {
+		fmt.Fprintln(w, "ready")
 	}
-	fmt.Fprintln(w, "ready")
+	if c.TLS != nil && c.TLS.Problem() != nil {
+		// The details (the files' names, what is wrong) are in the log.
+		fmt.Fprintf(w, "warning: the TLS certificate files changed into a pair that is not usable (see the log); the certificate loaded before is served, valid until %s\n",
+			c.TLS.Leaf().NotAfter.UTC().Format(time.RFC3339))
+	}
 }
 
 // status returns why the server is not ready at now, from the last check,
@@ -179,6 +193,11 @@ func (c *Checker) update(ctx context.Context) {
 // check returns why the server is not ready, or "": its kind, and the
 // kind with the details.
 func (c *Checker) check(ctx context.Context) (kind, reason string) {
+	if c.TLS != nil {
+		if end := c.TLS.Leaf().NotAfter; time.Now().After(end) {
+			return "TLS certificate expired", "TLS certificate expired at " + end.UTC().Format(time.RFC3339) + ": renew the files of NIXERY_TLS_CERT and NIXERY_TLS_KEY"
+		}
+	}
 	if _, err := nix.Version(ctx); err != nil {
 		return "nix is not usable", "nix is not usable: " + err.Error()
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixery/nixery/internal/certs"
+	"github.com/nixery/nixery/internal/certs/certstest"
 	"github.com/nixery/nixery/internal/need"
 	"github.com/nixery/nixery/internal/storage"
 )
@@ -284,5 +287,54 @@ func TestReadyzPrivate(t *testing.T) {
 	h.update(context.Background())
 	if reason := h.status(time.Now()); reason != "disk full" && reason != "nix is not usable" {
 		t.Errorf("private disk reason %q", reason)
+	}
+}
+
+// With TLS, files renewed into a broken pair leave the server ready (the
+// pair loaded before is served) with a warning, and a certificate that
+// has expired makes it not ready.
+func TestReadyzTLS(t *testing.T) {
+	need.Tool(t, "nix-build") // ready runs real Nix
+	fs, err := storage.NewFilesystem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ca := certstest.NewCA(t, "test CA")
+	first := ca.Issue(t, certstest.Leaf{Name: "first", Hosts: []string{"127.0.0.1"}})
+	certFile, keyFile := first.Write(t, dir, "tls.crt", "tls.key")
+	pair, err := certs.Load(certFile, keyFile, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Checker{Store: fs, TLS: pair, Private: true}
+	h.update(context.Background())
+	if code, body := probe(t, h, context.Background()); code != 200 || body != "ready\n" {
+		t.Fatalf("/readyz = %d %q", code, body)
+	}
+	os.WriteFile(certFile, ca.Issue(t, certstest.Leaf{Name: "second", Hosts: []string{"127.0.0.1"}}).CertPEM, 0o600)
+	pair.Check()
+	code, body := probe(t, h, context.Background())
+	want := "ready\nwarning: the TLS certificate files changed into a pair that is not usable (see the log); the certificate loaded before is served, valid until " +
+		first.Cert.NotAfter.UTC().Format(time.RFC3339) + "\n"
+	if code != 200 || body != want {
+		t.Errorf("/readyz with a broken pair = %d %q, want 200 %q", code, body, want)
+	}
+
+	expired := ca.Issue(t, certstest.Leaf{Name: "expired", Hosts: []string{"127.0.0.1"}, NotAfter: time.Now().Add(-time.Minute)})
+	certFile, keyFile = expired.Write(t, dir, "expired.crt", "expired.key")
+	if pair, err = certs.Load(certFile, keyFile, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, private := range []bool{false, true} {
+		h := &Checker{Store: fs, TLS: pair, Private: private}
+		h.update(context.Background())
+		want := "not ready: TLS certificate expired\n"
+		if !private {
+			want = "not ready: TLS certificate expired at " + expired.Cert.NotAfter.UTC().Format(time.RFC3339) + ": renew the files of NIXERY_TLS_CERT and NIXERY_TLS_KEY\n"
+		}
+		if code, body := probe(t, h, context.Background()); code != 503 || body != want {
+			t.Errorf("/readyz with an expired certificate (private %v) = %d %q, want 503 %q", private, code, body, want)
+		}
 	}
 }

@@ -98,6 +98,7 @@ func TestKinds(t *testing.T) {
 		{fault.Fault{Kind: fault.Invalid}, 400, "NAME_INVALID", ""},
 		{fault.Fault{Kind: fault.TooMany, RetryAfter: 2500 * time.Millisecond}, 429, "TOOMANYREQUESTS", "3"},
 		{fault.Fault{Kind: fault.Unavailable, RetryAfter: time.Second}, 503, "UNAVAILABLE", "1"},
+		{fault.Fault{Kind: fault.Denied}, 403, "DENIED", ""},
 		{fault.Fault{Kind: fault.Internal}, 500, "UNKNOWN", ""},
 	} {
 		rec := httptest.NewRecorder()

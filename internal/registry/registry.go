@@ -518,6 +518,10 @@ func specCode(k fault.Kind) string {
 		// set this Nix cannot evaluate. UNAVAILABLE is CNCF
 		// distribution's code for it.
 		return "UNAVAILABLE"
+	case fault.Denied:
+		// No client certificate (NIXERY_TLS_CLIENT_CA): the spec's
+		// "requested access to the resource is denied".
+		return "DENIED"
 	}
 	// Internal, and a client gone away (its status is for the log only).
 	return "UNKNOWN"

@@ -25,6 +25,11 @@ const (
 	// so the URL: registry paths and search queries are far shorter.
 	// Larger requests get 431 Request Header Fields Too Large.
 	maxHeaderBytes = 64 << 10
+	// maxStreams bounds the requests one HTTP/2 connection (TLS only)
+	// carries at once, where HTTP/1.1 carries one: the connection cap
+	// times this bounds the handlers. 100 is the least RFC 9113 §6.5.2
+	// advises (Go's default is 250); a pull fetches a few layers at once.
+	maxStreams = 100
 )
 
 // Limits on each request that net/http's own timeouts cannot express
@@ -81,6 +86,11 @@ func newWith(h http.Handler, l limits) *http.Server {
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
+		// HTTP/2 (with TLS): streams at once; a connection whose writes
+		// make no progress for writeStall is closed, as a stalled
+		// HTTP/1.1 answer is (each stream's writes have their own
+		// deadline too, from wrap).
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: maxStreams, WriteByteTimeout: l.WriteStall},
 	}
 }
 

@@ -199,6 +199,9 @@ func TestHTTPServerLimits(t *testing.T) {
 	if srv.IdleTimeout != 120*time.Second || srv.MaxHeaderBytes != 64<<10 || srv.ReadHeaderTimeout == 0 {
 		t.Errorf("limits: idle %s, max header bytes %d, read header %s", srv.IdleTimeout, srv.MaxHeaderBytes, srv.ReadHeaderTimeout)
 	}
+	if h2 := srv.HTTP2; h2 == nil || h2.MaxConcurrentStreams != 100 || h2.WriteByteTimeout != 60*time.Second {
+		t.Errorf("HTTP/2 limits: %+v", h2)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

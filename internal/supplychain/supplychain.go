@@ -14,63 +14,60 @@ package supplychain
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	specs "github.com/opencontainers/image-spec/specs-go"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nixery/nixery/internal/artifact"
+	"github.com/nixery/nixery/internal/attest"
 	"github.com/nixery/nixery/internal/flight"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/metadata"
+	"github.com/nixery/nixery/internal/sign"
 	"github.com/nixery/nixery/internal/storage"
 )
 
 // Document is one document about an image, served as an artifact whose
-// type (and single layer's media type) is ArtifactType.
+// type (and single layer's media type) is ArtifactType, its layer titled
+// Title (the file name `oras pull` writes).
 type Document struct {
 	ArtifactType string
+	Title        string
+	Data         []byte
 	// PredicateType is the in-toto predicate type the document is
-	// attested as when the image is signed; "" for none.
+	// attested as when the image is signed, Predicate the predicate
+	// (the document itself, or an in-toto statement's predicate); ""
+	// and nil for none.
 	PredicateType string
-	Data          []byte
+	Predicate     []byte
 }
 
-// Artifact is one manifest to store and serve, with the blobs it names.
-type Artifact struct {
-	Manifest []byte   // an OCI image manifest
-	Blobs    [][]byte // its config and layers
-	// Referrer is true for a manifest the referrers API lists (it names
-	// the subject); ArtifactType and Annotations then describe it there.
-	Referrer     bool
-	ArtifactType string
-	Annotations  map[string]string
-	// Tag is the tag of the referrers tag schema that names it (cosign
-	// v2's "sha256-<hex>.sig" and ".att"), or "".
-	Tag string
-}
-
-// Signer signs an image and attests its documents.
+// Signer signs an image and attests its documents (*sign.Signer).
 type Signer interface {
 	// Fingerprint names the signing key (lower-case hex): the artifacts
 	// of each key are a set of their own (metadata.Referrers).
 	Fingerprint() string
-	// Sign returns the artifacts that sign subject, the manifest of
-	// the image ref names (a repository without a tag or digest), and
-	// attest each of docs that has a predicate type.
-	Sign(ref string, subject v1.Descriptor, docs []Document) ([]Artifact, error)
+	// PublicKeyPEM is the public key that verifies the signatures.
+	PublicKeyPEM() []byte
+	// SignImage returns the artifacts that sign subject, the manifest
+	// of the image ref names (a repository without a tag or digest).
+	SignImage(ref string, subject v1.Descriptor) ([]artifact.Artifact, error)
+	// Attest returns the artifacts that attest predicates of subject.
+	Attest(ref string, subject v1.Descriptor, predicates []sign.Predicate) ([]artifact.Artifact, error)
 }
 
-// Maker makes the artifacts of images. Metadata and Describe are
-// required.
+// Maker makes the artifacts of images. Metadata is required.
 type Maker struct {
 	Metadata *metadata.Store
-	// Describe makes the documents of the image d describes, for one of
-	// its manifests.
+	// Instance is the Nixery instance that provenance names as the
+	// builder.
+	Instance attest.Builder
+	// Describe, if set, makes the documents of the image d describes,
+	// for one of its manifests, instead of package attest (tests).
 	Describe func(d *metadata.Details, subject v1.Descriptor) ([]Document, error)
 	// Signer, if set, signs every image and attests its documents.
 	Signer Signer
@@ -130,28 +127,43 @@ func (m *Maker) ensure(ctx context.Context, d *metadata.Details, subject digest.
 		return fmt.Errorf("artifacts of %s: %w", subject, err)
 	}
 	desc := v1.Descriptor{MediaType: manifest.MediaType(data), Digest: subject, Size: int64(len(data))}
-	docs, err := m.Describe(d, desc)
+	describe := m.Describe
+	if describe == nil {
+		describe = supplyDescribe(m.Instance)
+	}
+	docs, err := describe(d, desc)
 	if err != nil {
 		return fmt.Errorf("artifacts of %s: %w", subject, err)
 	}
-	var artifacts []Artifact
+	var artifacts []artifact.Artifact
+	var predicates []sign.Predicate
 	for _, doc := range docs {
-		a, err := DocumentArtifact(doc, desc)
+		a, err := artifact.Document(desc, doc.ArtifactType, doc.Title, doc.Data)
 		if err != nil {
 			return err
 		}
 		artifacts = append(artifacts, a)
+		if doc.PredicateType != "" {
+			predicates = append(predicates, sign.Predicate{Type: doc.PredicateType, Data: doc.Predicate})
+		}
 	}
 	if m.Signer != nil {
 		ref := d.Name
 		if m.Repository != nil {
 			ref = m.Repository(d)
 		}
-		signed, err := m.Signer.Sign(ref, desc, docs)
+		signed, err := m.Signer.SignImage(ref, desc)
 		if err != nil {
 			return fmt.Errorf("signing %s: %w", subject, err)
 		}
 		artifacts = append(artifacts, signed...)
+		if len(predicates) > 0 {
+			attested, err := m.Signer.Attest(ref, desc, predicates)
+			if err != nil {
+				return fmt.Errorf("attesting %s: %w", subject, err)
+			}
+			artifacts = append(artifacts, attested...)
+		}
 	}
 	set, err := m.store(ctx, artifacts)
 	if err != nil {
@@ -163,60 +175,23 @@ func (m *Maker) ensure(ctx context.Context, d *metadata.Details, subject digest.
 
 // store writes the blobs and manifests of artifacts and returns the set
 // that lists them.
-func (m *Maker) store(ctx context.Context, artifacts []Artifact) (metadata.Referrers, error) {
+func (m *Maker) store(ctx context.Context, artifacts []artifact.Artifact) (metadata.Referrers, error) {
 	var set metadata.Referrers
 	for _, a := range artifacts {
-		for _, b := range a.Blobs {
-			if _, err := storage.Put(ctx, m.Metadata.Backend, b); err != nil {
+		for _, b := range append(a.Blobs, a.Manifest) {
+			if _, err := storage.Put(ctx, m.Metadata.Backend, b.Data); err != nil {
 				return set, err
 			}
 		}
-		d, err := storage.Put(ctx, m.Metadata.Backend, a.Manifest)
-		if err != nil {
-			return set, err
-		}
-		if a.Referrer {
-			set.Manifests = append(set.Manifests, v1.Descriptor{
-				MediaType: v1.MediaTypeImageManifest, Digest: d, Size: int64(len(a.Manifest)),
-				ArtifactType: a.ArtifactType, Annotations: a.Annotations,
-			})
+		if a.Subject != "" {
+			set.Manifests = append(set.Manifests, a.Manifest.Descriptor)
 		}
 		if a.Tag != "" {
 			if set.Tags == nil {
 				set.Tags = map[string]digest.Digest{}
 			}
-			set.Tags[a.Tag] = d
+			set.Tags[a.Tag] = a.Manifest.Descriptor.Digest
 		}
 	}
 	return set, nil
-}
-
-// emptyConfig is the OCI empty descriptor's content, the config of an
-// artifact that needs none.
-var emptyConfig = []byte("{}")
-
-// DocumentArtifact is the OCI 1.1 artifact that carries doc for subject:
-// artifactType and its one layer are the document's type, the config is
-// the empty descriptor.
-// https://github.com/opencontainers/image-spec/blob/main/manifest.md#guidelines-for-artifact-usage
-func DocumentArtifact(doc Document, subject v1.Descriptor) (Artifact, error) {
-	config := v1.DescriptorEmptyJSON
-	config.Data = nil // the blob is stored; the manifest stays lean
-	m := v1.Manifest{
-		Versioned:    specs.Versioned{SchemaVersion: 2},
-		MediaType:    v1.MediaTypeImageManifest,
-		ArtifactType: doc.ArtifactType,
-		Config:       config,
-		Layers: []v1.Descriptor{{
-			MediaType: doc.ArtifactType,
-			Digest:    digest.FromBytes(doc.Data),
-			Size:      int64(len(doc.Data)),
-		}},
-		Subject: &subject,
-	}
-	data, err := json.Marshal(m)
-	if err != nil {
-		return Artifact{}, err
-	}
-	return Artifact{Manifest: data, Blobs: [][]byte{emptyConfig, doc.Data}, Referrer: true, ArtifactType: doc.ArtifactType}, nil
 }

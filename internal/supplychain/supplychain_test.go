@@ -12,14 +12,16 @@ import (
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nixery/nixery/internal/artifact"
 	"github.com/nixery/nixery/internal/manifest"
 	"github.com/nixery/nixery/internal/metadata"
+	"github.com/nixery/nixery/internal/sign"
 	"github.com/nixery/nixery/internal/storage"
 	"github.com/nixery/nixery/internal/supplychain"
 )
 
-// image stores both manifests of an image and returns its details.
-func image(t *testing.T, store storage.Backend) *metadata.Details {
+// storedImage stores both manifests of an image and returns its details.
+func storedImage(t *testing.T, store storage.Backend) *metadata.Details {
 	t.Helper()
 	d := &metadata.Details{Name: "shell/hello", Tag: "latest", Manifests: map[string]digest.Digest{}}
 	for _, mt := range manifest.MediaTypes {
@@ -48,21 +50,27 @@ func describe(calls *atomic.Int32) func(d *metadata.Details, subject v1.Descript
 }
 
 // signer makes one signature per subject, found by cosign v2's tag, and
-// one referrer per attested document; each call signs differently (as
-// ECDSA does).
+// one referrer per attested predicate; each call signs differently, as a
+// new key would.
 type signer struct{ n atomic.Int32 }
 
 func (s *signer) Fingerprint() string { return "0123abcd" }
 
-func (s *signer) Sign(ref string, subject v1.Descriptor, docs []supplychain.Document) ([]supplychain.Artifact, error) {
+func (s *signer) PublicKeyPEM() []byte {
+	return []byte("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n")
+}
+
+func (s *signer) SignImage(ref string, subject v1.Descriptor) ([]artifact.Artifact, error) {
 	n := s.n.Add(1)
-	sig := supplychain.Artifact{
-		Manifest: []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"ref":%q,"n":%d}`, v1.MediaTypeImageManifest, ref, n)),
-		Tag:      "sha256-" + subject.Digest.Encoded() + ".sig",
-	}
-	out := []supplychain.Artifact{sig}
-	for _, d := range docs {
-		a, err := supplychain.DocumentArtifact(supplychain.Document{ArtifactType: "application/vnd.dev.sigstore.bundle.v0.3+json", Data: []byte(fmt.Sprintf("bundle %d of %s", n, d.PredicateType))}, subject)
+	payload := artifact.NewBlob("application/vnd.dev.cosign.simplesigning.v1+json", []byte(fmt.Sprintf(`{"ref":%q,"n":%d}`, ref, n)))
+	sig, err := artifact.New(artifact.Spec{ArtifactType: "application/example-signature", Layers: []artifact.Blob{payload}, Tag: "sha256-" + subject.Digest.Encoded() + ".sig"})
+	return []artifact.Artifact{sig}, err
+}
+
+func (s *signer) Attest(ref string, subject v1.Descriptor, predicates []sign.Predicate) ([]artifact.Artifact, error) {
+	var out []artifact.Artifact
+	for _, p := range predicates {
+		a, err := artifact.Document(subject, "application/vnd.dev.sigstore.bundle.v0.3+json", "bundle", []byte(fmt.Sprintf("bundle %d of %s", s.n.Load(), p.Type)))
 		if err != nil {
 			return nil, err
 		}
@@ -84,7 +92,7 @@ func TestEnsure(t *testing.T) {
 	var described atomic.Int32
 	m := &supplychain.Maker{Metadata: metadata.New(fs, nil), Describe: describe(&described), Signer: &signer{},
 		Repository: func(d *metadata.Details) string { return "registry.example/" + d.Name }}
-	d := image(t, fs)
+	d := storedImage(t, fs)
 	for range 2 {
 		if err := m.Ensure(ctx, "key", d); err != nil {
 			t.Fatal(err)
@@ -127,8 +135,14 @@ func TestEnsure(t *testing.T) {
 		if !ok {
 			t.Fatalf("%s: no .sig tag in %+v", mt, set)
 		}
-		if data, err := storage.Get(ctx, fs, sig); err != nil || !strings.Contains(string(data), `"ref":"registry.example/shell/hello"`) {
-			t.Errorf("%s: signature %s: %v", mt, data, err)
+		// The signature names the repository Maker.Repository gave.
+		var sm v1.Manifest
+		data, err := storage.Get(ctx, fs, sig)
+		if err != nil || json.Unmarshal(data, &sm) != nil || len(sm.Layers) != 1 {
+			t.Fatalf("%s: signature manifest %s: %v", mt, data, err)
+		}
+		if payload, err := storage.Get(ctx, fs, sm.Layers[0].Digest); err != nil || !strings.Contains(string(payload), `"ref":"registry.example/shell/hello"`) {
+			t.Errorf("%s: signature payload %s: %v", mt, payload, err)
 		}
 	}
 }
@@ -141,7 +155,7 @@ func TestReplicasServeOneSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := image(t, fs)
+	d := storedImage(t, fs)
 	var described atomic.Int32
 	replicas := []*supplychain.Maker{
 		{Metadata: metadata.New(fs, nil), Describe: describe(&described), Signer: &signer{}},
@@ -178,7 +192,7 @@ func TestEnsureFailureStoresNoSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := image(t, fs)
+	d := storedImage(t, fs)
 	fail := true
 	m := &supplychain.Maker{Metadata: metadata.New(fs, nil), Describe: func(d *metadata.Details, subject v1.Descriptor) ([]supplychain.Document, error) {
 		if fail {
@@ -210,7 +224,7 @@ func TestANewKeyMakesASignedSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := image(t, fs)
+	d := storedImage(t, fs)
 	var described atomic.Int32
 	unsigned := &supplychain.Maker{Metadata: metadata.New(fs, nil), Describe: describe(&described)}
 	signed := &supplychain.Maker{Metadata: metadata.New(fs, nil), Describe: describe(&described), Signer: &signer{}}

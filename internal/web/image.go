@@ -26,6 +26,9 @@ type ImageView struct {
 	ImageSize   int64       `json:"imageSize"`   // sum of the compressed layers
 	Layers      []LayerView `json:"layers"`
 	Commands    Commands    `json:"commands"`
+	// SupplyChain is the image's SBOMs, provenance and signature; nil
+	// when they are not made (yet).
+	SupplyChain *SupplyChainView `json:"supplyChain,omitempty"`
 	// Picture is the closure drawn (the page only: showImage sets it).
 	Picture *Picture `json:"-"`
 }
@@ -41,7 +44,7 @@ type LayerView struct {
 // computed against the recently built images (builder.Recent): a layer they
 // also have is one a client that pulled them already holds.
 func (s *Site) view(r *http.Request, req *image.Request, d *builder.Details, recent []*builder.Details) *ImageView {
-	v := &ImageView{Details: d, Commands: s.commands(r, req)}
+	v := &ImageView{Details: d, Commands: s.commands(r, req), SupplyChain: s.supplyChain(r, req, d)}
 	for _, p := range d.Closure {
 		v.ClosureSize += p.Size
 	}

@@ -46,6 +46,7 @@ import (
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/route"
 	"github.com/nixery/nixery/internal/sourcehealth"
+	"github.com/nixery/nixery/internal/supplychain"
 )
 
 // Site serves the pages and their JSON endpoints. Builder is required.
@@ -61,6 +62,9 @@ type Site struct {
 	// SourceHealth, if set, says what the index page shows of the
 	// package source: its revision and whether Nix can evaluate it.
 	SourceHealth *sourcehealth.Watcher
+	// Artifacts, if set, finds what the image page says of an image's
+	// SBOMs, provenance and signature, and the key /cosign.pub serves.
+	Artifacts *supplychain.Maker
 	// TrustProxy takes the host and scheme of the pull commands shown
 	// from X-Forwarded-Host and X-Forwarded-Proto (NIXERY_TRUST_PROXY:
 	// only behind a reverse proxy that sets them).
@@ -155,6 +159,8 @@ func (s *Site) route(p string) (route.Label, http.HandlerFunc) {
 		return route.Web, s.searchPage
 	case p == "/api/search":
 		return route.APISearch, s.searchAPI
+	case p == "/cosign.pub":
+		return route.Web, s.publicKey
 	case p == "/builds":
 		return route.Web, s.buildsPage
 	case p == "/api/builds":
@@ -362,6 +368,9 @@ func (s *Site) indexPage(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.insecure(r) {
 		data["Insecure"] = true
+	}
+	if s.Artifacts != nil && s.Artifacts.PublicKey() != nil {
+		data["SigningKey"] = s.Artifacts.Signer.Fingerprint()
 	}
 	s.render(w, r, http.StatusOK, "index.html", data)
 }

@@ -129,6 +129,25 @@ func StartGCS(t testing.TB) *Server {
 	return s
 }
 
+// StartRegistry starts go-containerregistry's registry (`crane registry
+// serve`, Apache-2.0), in memory, on a free 127.0.0.1 port (clients name
+// its images Addr()+"/name"). It has no referrers
+// API: clients fall back to the referrers tag schema. It is stopped when
+// the test ends.
+func StartRegistry(t testing.TB) *Server {
+	t.Helper()
+	s := &Server{t: t, bin: binary(t, "crane")}
+	s.port = freePort(t)
+	s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", s.port)
+	s.args = []string{"registry", "serve", "--address", s.Addr()}
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Addr is the server's address, "127.0.0.1:<port>".
+func (s *Server) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port) }
+
 // Start starts the server (again) and waits until it accepts connections.
 func (s *Server) Start() {
 	s.t.Helper()

@@ -130,14 +130,21 @@ func (d *webDriver) text(css string) string {
 // waitText waits until the text of css contains want.
 func (d *webDriver) waitText(css, want string) string {
 	d.t.Helper()
+	return d.waitFor(css, fmt.Sprintf("contained %q", want), func(s string) bool { return strings.Contains(s, want) })
+}
+
+// waitFor waits until ok accepts the text of css; what says what it
+// waits for.
+func (d *webDriver) waitFor(css, what string, ok func(string) bool) string {
+	d.t.Helper()
 	deadline := time.Now().Add(d.timeout)
 	for {
-		if s := d.text(css); strings.Contains(s, want) {
+		if s := d.text(css); ok(s) {
 			return s
 		}
 		if time.Now().After(deadline) {
 			d.screenshot("failed")
-			d.t.Fatalf("%q never contained %q within %s; it has %q", css, want, d.timeout, d.text(css))
+			d.t.Fatalf("%q never %s within %s; it has %q", css, what, d.timeout, d.text(css))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -23,7 +23,7 @@ func TestCLIBuild(t *testing.T) {
 	}
 	text := string(out)
 	last := -1
-	for _, phase := range []string{"queued", "phase realise", "phase graph", "phase layers", "phase pack", "phase manifest", "done", "image ready: shell/jq (sha256:", "docker pull " + server.addr + "/shell/jq"} {
+	for _, phase := range []string{"queued", "phase realise", "phase graph", "phase layers", "phase pack", "  packed ", " MiB in ", "phase manifest", "done", "image ready: shell/jq (sha256:", "docker pull " + server.addr + "/shell/jq"} {
 		i := strings.Index(text, phase)
 		if i < 0 || i < last {
 			t.Errorf("output lacks %q after position %d:\n%s", phase, last, text)

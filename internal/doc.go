@@ -19,7 +19,8 @@
 //	   attest (an image's SBOMs and provenance, from what Nix reported),
 //	   certs (the server's TLS certificate from files, read again when
 //	   they change, and the client CA),
-//	   sign (cosign signatures and attestations of an image)
+//	   sign (cosign signatures and attestations of an image),
+//	   treemap (the squarified layout of the image page's picture)
 //	2  the machine's resources: nix (the only code that runs Nix),
 //	   storage (the only code that knows a backend)
 //	3  what lives on them: source (the package sources, which run git

@@ -39,6 +39,7 @@ var tiers = map[string]int{
 	"internal/attest":   1,
 	"internal/certs":    1,
 	"internal/sign":     1,
+	"internal/treemap":  1,
 
 	"internal/nix":     2,
 	"internal/storage": 2,

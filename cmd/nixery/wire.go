@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -104,6 +105,7 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 	sourceHealth := &sourcehealth.Watcher{Source: src, Nix: runner, NixVersion: nixVersion,
 		Interval: cfg.SourceCheck, Recheck: cfg.CacheTTL, Logger: log}
 	builder.Usable = sourceHealth.Usable
+	builder.HoldPack = holdPack(os.Getenv("NIXERY_TEST_HOLD_PACK"))
 	artifacts := &supplychain.Maker{Metadata: builder.Metadata(), Instance: attest.Builder{ID: instanceURL(cfg), Version: version},
 		Repository: repository(cfg)}
 	if cfg.SigningKey != "" {
@@ -145,4 +147,20 @@ func instanceURL(cfg *config.Config) string {
 		host = "localhost"
 	}
 	return "nixery://" + host
+}
+
+// holdPack is for the end-to-end tests only: with NIXERY_TEST_HOLD_PACK
+// naming a FIFO, each build's pack waits once half of it is packed (after
+// a progress event) until a test opens the FIFO for writing and closes it, so that a test
+// sees a pack in progress without racing it (builder.Builder.HoldPack).
+func holdPack(fifo string) func() {
+	if fifo == "" {
+		return nil
+	}
+	return func() {
+		if f, err := os.Open(fifo); err == nil {
+			io.Copy(io.Discard, f)
+			f.Close()
+		}
+	}
 }

@@ -68,7 +68,11 @@ func packWith(p *compressorPool, w io.Writer, opts Options, write func(tw *tar.W
 	}
 	diff := sha256.New()
 	tarSize := &counter{}
-	tw := tar.NewWriter(io.MultiWriter(diff, tarSize, cw))
+	var tarOut io.Writer = io.MultiWriter(diff, tarSize, cw)
+	if opts.Progress != nil {
+		tarOut = io.MultiWriter(tarOut, progressWriter(opts.Progress))
+	}
+	tw := tar.NewWriter(tarOut)
 
 	if err := write(tw); err != nil {
 		cw.abort()
@@ -94,5 +98,13 @@ type counter struct{ n int64 }
 
 func (c *counter) Write(p []byte) (int, error) {
 	c.n += int64(len(p))
+	return len(p), nil
+}
+
+// progressWriter tells a function the length of every write.
+type progressWriter func(n int64)
+
+func (f progressWriter) Write(p []byte) (int, error) {
+	f(int64(len(p)))
 	return len(p), nil
 }

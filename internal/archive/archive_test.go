@@ -496,3 +496,36 @@ func writeTar(w io.Writer, write func(*tar.Writer) error) error {
 	}
 	return tw.Close()
 }
+
+// TarSize is the bytes of the tar Write makes, long names too; Progress
+// hears every one of them.
+func TestTarSizeAndProgress(t *testing.T) {
+	dir := t.TempDir()
+	long := filepath.Join(dir, strings.Repeat("d", 120), strings.Repeat("n", 90))
+	deep := filepath.Join(dir, strings.Repeat("x", 99), strings.Repeat("y", 99), strings.Repeat("z", 99))
+	for _, f := range []string{long, deep} {
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for f, size := range map[string]int{filepath.Join(dir, "a"): 0, filepath.Join(dir, "b"): 1, filepath.Join(dir, "c"): 513, long: 5000, deep: 7} {
+		if err := os.WriteFile(f, bytes.Repeat([]byte("x"), size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(strings.Repeat("t", 150), filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	l, err := ListStorePaths([]string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var heard int64
+	layer, err := PackWith(io.Discard, Options{Progress: func(n int64) { heard += n }}, l.Write)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.TarSize() != layer.TarSize || heard != layer.TarSize {
+		t.Errorf("TarSize %d, Progress heard %d, the tar has %d", l.TarSize(), heard, layer.TarSize)
+	}
+}

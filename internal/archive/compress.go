@@ -52,6 +52,11 @@ type Options struct {
 	// than the pool has, means all of its workers. It changes the speed,
 	// never the bytes.
 	Concurrency int
+	// Progress, if set, is told the length of every write to the
+	// uncompressed tar stream (headers, file content, padding) as it
+	// happens, on the goroutine that called PackWith: for a pack's
+	// progress. It changes nothing in the bytes.
+	Progress func(n int64)
 }
 
 // DefaultGzipLevel is the gzip level used when Options.Level is 0: the

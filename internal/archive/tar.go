@@ -111,6 +111,55 @@ func ListStorePaths(paths []string) (*Listing, error) {
 // larger: headers and padding).
 func (l *Listing) Size() int64 { return l.size }
 
+// TarSize is the bytes of the tar Write makes (the stream before
+// compression): each entry's 512-byte header and its content padded to
+// 512 bytes, and the two zero blocks that end it. It is exact for entries
+// that fit USTAR; for one that needs PAX records (a long or non-ASCII
+// name or link target) it counts one header and one block of records
+// more, exact for names under about 450 bytes.
+func (l *Listing) TarSize() int64 {
+	n := int64(2 * blockSize)
+	for _, it := range l.items {
+		n += blockSize + (it.size+blockSize-1)/blockSize*blockSize
+		if !fitsUSTAR(it.name) || len(it.target) > 100 || !isASCII(it.target) {
+			n += 2 * blockSize
+		}
+	}
+	return n
+}
+
+const blockSize = 512
+
+// fitsUSTAR reports whether archive/tar writes name in a plain USTAR
+// header: 100 bytes of name, or a split at a slash into a prefix of at
+// most 155 and a name of at most 100 (as its splitUSTARPath does).
+func fitsUSTAR(name string) bool {
+	if !isASCII(name) {
+		return false
+	}
+	if len(name) <= 100 {
+		return true
+	}
+	n := len(name)
+	if n > 156 {
+		n = 156
+	} else if name[n-1] == '/' {
+		n--
+	}
+	i := strings.LastIndexByte(name[:n], '/')
+	suffix := len(name) - i - 1
+	return i > 0 && suffix <= 100 && suffix > 0 && i <= 155
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
 // Write writes the listed entries into tw as a deterministic tar, reading
 // the files now; a file whose size changed since it was listed is an error.
 func (l *Listing) Write(tw *tar.Writer) error { return writeItems(tw, l.items) }

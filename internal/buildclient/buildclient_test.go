@@ -11,8 +11,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nixery/nixery/internal/builder"
 	"github.com/nixery/nixery/internal/certs/certstest"
@@ -122,6 +124,67 @@ func TestTerminalAndCut(t *testing.T) {
 		if got := cutRunes(tt.s, tt.n); got != tt.want {
 			t.Errorf("cutRunes(%q, %d) = %q, want %q", tt.s, tt.n, got, tt.want)
 		}
+	}
+}
+
+// packEvents are a pack of 4 MiB in 4 s, by the server's clock, as the
+// stream carries it.
+func packEvents() []builder.Event {
+	t0 := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	const mib = 1 << 20
+	return []builder.Event{
+		{Time: at(0), Kind: "phase", Phase: "pack"},
+		{Time: at(1), Kind: "progress", Phase: "pack", Bytes: 1 * mib, Total: 4 * mib},
+		{Time: at(1.25), Kind: "progress", Phase: "pack", Bytes: mib + mib/4, Total: 4 * mib},
+		{Time: at(2), Kind: "progress", Phase: "pack", Bytes: 2 * mib, Total: 4 * mib},
+		{Time: at(6.5), Kind: "progress", Phase: "pack", Bytes: 3 * mib, Total: 4 * mib},
+		{Time: at(7), Kind: "progress", Phase: "pack", Bytes: 4 * mib, Total: 4 * mib},
+		{Time: at(7.5), Kind: "phase", Phase: "manifest"},
+	}
+}
+
+// The plain view: a progress line every five seconds at most (by the
+// events' times), with the time left at the rate so far, and the last.
+func TestPlainViewProgress(t *testing.T) {
+	var out bytes.Buffer
+	v := &plainView{w: &out}
+	for _, e := range packEvents() {
+		v.Event(e)
+	}
+	want := "phase pack \n" +
+		"  packed 1.0 of 4.0 MiB (25%), about 3s left\n" +
+		"  packed 3.0 of 4.0 MiB (75%), about 2s left\n" +
+		"  packed 4.0 MiB in 7.0s\n" +
+		"phase manifest \n"
+	if out.String() != want {
+		t.Errorf("plain output:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
+
+// The bar: the pack phase fills as it packs, the line says how much and
+// the time left.
+func TestBarViewProgress(t *testing.T) {
+	var out bytes.Buffer
+	events := packEvents()
+	start := events[0].Time.Add(-10 * time.Second)
+	now := start
+	v := &barView{w: &out, start: start, started: true, phase: -1, stop: make(chan struct{}), now: func() time.Time { return now }}
+	var lines []string
+	for _, e := range events[:4] {
+		now = e.Time
+		out.Reset()
+		v.Event(e)
+		lines = append(lines, out.String())
+	}
+	want := []string{
+		"\r\x1b[2K[############--------] 4/5 pack        10.0s  ",
+		"\r\x1b[2K[#############-------] 4/5 pack        11.0s  packed 1.0 of 4.0 MiB (25%), about 3s left",
+		"\r\x1b[2K[#############-------] 4/5 pack        11.2s  packed 1.2 of 4.0 MiB (31%), about 3s left",
+		"\r\x1b[2K[##############------] 4/5 pack        12.0s  packed 2.0 of 4.0 MiB (50%), about 2s left",
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("bar lines:\n%q\nwant:\n%q", lines, want)
 	}
 }
 

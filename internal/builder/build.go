@@ -108,7 +108,13 @@ type Builder struct {
 	// provenance and signatures) once its details are stored, and those
 	// of an image built before, at its first pull from this process.
 	Artifacts Artifacts
-	Logger    *slog.Logger
+	// HoldPack, if set, is called once in each build that packs, on the
+	// packing goroutine whose bytes make half of the pack's total, right
+	// after a progress event of them; the pack of that layer waits for
+	// it. For tests that look at a pack in progress
+	// (NIXERY_TEST_HOLD_PACK).
+	HoldPack func()
+	Logger   *slog.Logger
 
 	once      sync.Once
 	limit     *limiter

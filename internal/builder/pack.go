@@ -44,6 +44,9 @@ type Packer struct {
 	// Cache, if set, finds layers packed before and learns of the new
 	// ones. Without it every layer is packed.
 	Cache LayerCache
+
+	// meter, if set, hears the bytes to pack and those packed.
+	meter *packMeter
 }
 
 // LayerCache is where a Packer finds the layers packed before, under a
@@ -65,8 +68,9 @@ type Layer struct {
 	Paths []string
 	// CreatedBy describes it (its history entry, and errors).
 	CreatedBy string
-	// List lists the layer's files: the bytes of their content, and the
-	// function that writes them to a tar stream.
+	// List lists the layer's files: the bytes of their tar (an estimate
+	// will do: it orders the packing and is the pack progress's total),
+	// and the function that writes them to a tar stream.
 	List func() (size int64, write func(*tar.Writer) error, err error)
 }
 
@@ -78,7 +82,7 @@ func StorePathsLayer(group []string) Layer {
 			if err != nil {
 				return 0, nil, err
 			}
-			return l.Size(), l.Write, nil
+			return l.TarSize(), l.Write, nil
 		}}
 }
 
@@ -124,11 +128,14 @@ func (pk *Packer) Pack(ctx context.Context, layers []Layer) ([]archive.Layer, er
 	}
 
 	var order []int
+	var total int64
 	for i := range layers {
 		if writes[i] != nil {
 			order = append(order, i)
+			total += sizes[i]
 		}
 	}
+	pk.meter.grow(total)
 	// Biggest first; equal sizes in the order given, so the order (not
 	// the bytes, which never depend on it) is the same in every run.
 	slices.SortStableFunc(order, func(a, c int) int { return cmp.Compare(sizes[c], sizes[a]) })
@@ -136,7 +143,7 @@ func (pk *Packer) Pack(ctx context.Context, layers []Layer) ([]archive.Layer, er
 	g.SetLimit(pk.Concurrency())
 	for _, i := range order {
 		g.Go(func() error {
-			l, err := pk.pack(gctx, keys[i], writes[i])
+			l, err := pk.pack(gctx, keys[i], sizes[i], writes[i])
 			if err != nil {
 				return fmt.Errorf("layer of %s: %w", layers[i].CreatedBy, err)
 			}
@@ -151,13 +158,30 @@ func (pk *Packer) Pack(ctx context.Context, layers []Layer) ([]archive.Layer, er
 	return out, nil
 }
 
-// pack packs one layer with write into storage and tells the cache.
-func (pk *Packer) pack(ctx context.Context, key string, write func(*tar.Writer) error) (archive.Layer, error) {
+// pack packs one layer of about size tar bytes with write into storage
+// and tells the cache. The meter hears at most size bytes of it while it
+// packs, and the rest of size once it is packed.
+func (pk *Packer) pack(ctx context.Context, key string, size int64, write func(*tar.Writer) error) (archive.Layer, error) {
 	w, err := pk.Storage.Create(ctx)
 	if err != nil {
 		return archive.Layer{}, err
 	}
-	l, err := archive.PackWith(w, pk.Options, write)
+	opts := pk.Options
+	var counted int64
+	if pk.meter != nil {
+		opts.Progress = func(n int64) {
+			if n = min(n, size-counted); n > 0 {
+				counted += n
+				pk.meter.add(n)
+			}
+		}
+		defer func() {
+			if rest := size - counted; rest > 0 {
+				pk.meter.add(rest)
+			}
+		}()
+	}
+	l, err := archive.PackWith(w, opts, write)
 	if err != nil {
 		w.Cancel()
 		return archive.Layer{}, err

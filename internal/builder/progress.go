@@ -3,6 +3,7 @@ package builder
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,12 +21,19 @@ import (
 type Event struct {
 	Time time.Time `json:"time"`
 	// Kind is "queued", "phase" (a phase starts), "log" (a line of
-	// Nix's output), "done" (the image is ready) or "error" (the build
-	// failed). "done" and "error" are final.
+	// Nix's output), "progress" (of the pack phase: Bytes of Total),
+	// "done" (the image is ready) or "error" (the build failed). "done"
+	// and "error" are final.
 	Kind    string        `json:"kind"`
 	Phase   string        `json:"phase,omitempty"`   // one of Phases
 	Message string        `json:"message,omitempty"` // log line, error or summary
 	Digest  digest.Digest `json:"digest,omitempty"`  // "done": the OCI manifest's digest
+	// Bytes and Total ("progress"): the uncompressed tar bytes packed so
+	// far and to pack, of the layers the layer cache lacks (see
+	// packMeter). At most four a second, and a last one with Bytes =
+	// Total when the pack is done; a build keeps only the latest.
+	Bytes int64 `json:"bytes,omitempty"`
+	Total int64 `json:"total,omitempty"`
 	// Suggestions ("error" of unknown packages): close names of the
 	// package set for each unknown one, best first (see Builder.Suggest).
 	Suggestions []Suggestion `json:"suggestions,omitempty"`
@@ -105,6 +113,11 @@ func (p *progress) publish(e Event) {
 	defer p.mu.Unlock()
 	if p.done {
 		return
+	}
+	if e.Kind == "progress" {
+		// Only the latest progress counts: a late subscriber gets it,
+		// and progress never pushes out the lines that matter.
+		p.events = slices.DeleteFunc(p.events, func(o Event) bool { return o.Kind == "progress" })
 	}
 	if len(p.events) >= maxEvents && e.Kind == "log" {
 		// Keep the first lines and the phases; drop the oldest log line.

@@ -242,25 +242,28 @@ func (bd *build) pack(ctx context.Context, res *nix.Result, groups [][]string) (
 			}
 			return n, func(tw *tar.Writer) error { return archive.Entries(tw, entries) }, nil
 		}})
-	layers, err := bd.packAs(ctx, all, bd.b.Format, bd.b.Compression)
+	meter := newPackMeter(bd.p, bd.b.HoldPack)
+	layers, err := bd.packAs(ctx, all, bd.b.Format, bd.b.Compression, meter)
 	if err != nil {
 		return packed{}, err
 	}
 	dockerLayers := layers
 	if bd.b.Format != archive.Gzip {
-		if dockerLayers, err = bd.packAs(ctx, all, archive.Gzip, 0); err != nil {
+		if dockerLayers, err = bd.packAs(ctx, all, archive.Gzip, 0, meter); err != nil {
 			return packed{}, err
 		}
 	}
+	meter.finish()
 	img := manifest.Image{Arch: bd.req.Arch.OCI, Layers: layers}
 	manifest.Runtime(info).Apply(&img)
 	return packed{image: img, docker: dockerLayers}, nil
 }
 
 // packAs packs the layers in format at level (see Packer), each blob held
-// in the build's lease, and describes them for the manifests.
-func (bd *build) packAs(ctx context.Context, layers []Layer, format archive.Format, level int) ([]manifest.Layer, error) {
-	pk := Packer{Storage: bd.b.Storage, Options: archive.Options{Format: format, Level: level}, Cache: leasedCache{bd.b, bd.lease}}
+// in the build's lease, and describes them for the manifests; meter
+// hears the progress.
+func (bd *build) packAs(ctx context.Context, layers []Layer, format archive.Format, level int, meter *packMeter) ([]manifest.Layer, error) {
+	pk := Packer{Storage: bd.b.Storage, Options: archive.Options{Format: format, Level: level}, Cache: leasedCache{bd.b, bd.lease}, meter: meter}
 	done, err := pk.Pack(ctx, layers)
 	if err != nil {
 		return nil, err

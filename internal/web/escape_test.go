@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http/httptest"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nixery/nixery/internal/builder"
+	"github.com/nixery/nixery/internal/image"
 )
 
 // Hostile input, as an attacker would put it in a link: tags that run a
@@ -78,6 +80,27 @@ func TestHostileInputIsEscaped(t *testing.T) {
 		}
 		if rec.Header().Get("X-Content-Type-Options") != "nosniff" {
 			t.Errorf("GET %s: no X-Content-Type-Options: nosniff", tt.path)
+		}
+	}
+
+	// A built image compared with a hostile name: refused, escaped.
+	hello, _ := image.ParseRef("hello")
+	events, err := s.Builder.Watch(context.Background(), hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range events {
+	}
+	for _, other := range []string{hostileTags, hostileQuote, "hello:" + hostileTags} {
+		rec := get(t, s, "GET", "/image/hello?compare="+url.QueryEscape(other))
+		body := rec.Body.String()
+		if rec.Code != 400 || !strings.Contains(body, `id="compare-error"`) {
+			t.Errorf("compared with %q: %d\n%s", other, rec.Code, body)
+		}
+		for _, r := range raw {
+			if strings.Contains(body, r) {
+				t.Errorf("compared with %q: %q unescaped", other, r)
+			}
 		}
 	}
 

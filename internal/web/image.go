@@ -29,6 +29,8 @@ type ImageView struct {
 	// SupplyChain is the image's SBOMs, provenance and signature; nil
 	// when they are not made (yet).
 	SupplyChain *SupplyChainView `json:"supplyChain,omitempty"`
+	// Picture is the closure drawn (the page only: showImage sets it).
+	Picture *Picture `json:"-"`
 }
 
 // LayerView is a layer and the other recent images that share it.
@@ -41,14 +43,14 @@ type LayerView struct {
 // view adds sizes, sharing and commands to an image's details. Sharing is
 // computed against the recently built images (builder.Recent): a layer they
 // also have is one a client that pulled them already holds.
-func (s *Site) view(r *http.Request, req *image.Request, d *builder.Details) *ImageView {
+func (s *Site) view(r *http.Request, req *image.Request, d *builder.Details, recent []*builder.Details) *ImageView {
 	v := &ImageView{Details: d, Commands: s.commands(r, req), SupplyChain: s.supplyChain(r, req, d)}
 	for _, p := range d.Closure {
 		v.ClosureSize += p.Size
 	}
 	self := d.Manifests[manifest.OCIManifest]
 	owners := map[digest.Digest][]string{}
-	for _, o := range s.Builder.Recent() {
+	for _, o := range recent {
 		if o.Manifests[manifest.OCIManifest] == self {
 			continue
 		}
@@ -66,19 +68,69 @@ func (s *Site) view(r *http.Request, req *image.Request, d *builder.Details) *Im
 }
 
 func (s *Site) imagePage(w http.ResponseWriter, r *http.Request, req *image.Request) {
-	data := map[string]any{"Title": req.Ref() + " · Nixery", "Ref": req.Ref(), "Req": req, "Commands": s.commands(r, req)}
 	d, err := s.Builder.Details(r.Context(), req)
 	switch {
 	case errors.Is(err, builder.ErrNotBuilt):
 		// Not built (or expired): offer to build it.
-		s.render(w, r, http.StatusOK, "image.html", data)
-		return
+		s.showImage(w, r, req, nil, nil)
 	case err != nil:
 		s.failErr(w, r, err)
-		return
+	default:
+		s.showImage(w, r, req, d, s.Builder.Recent())
 	}
-	data["Image"] = s.view(r, req, d)
-	s.render(w, r, http.StatusOK, "image.html", data)
+}
+
+// showImage renders the image page of req: its details d (nil if it is
+// not built), its layers' sharing with the recent images, and the
+// comparison ?compare= asks for.
+func (s *Site) showImage(w http.ResponseWriter, r *http.Request, req *image.Request, d *builder.Details, recent []*builder.Details) {
+	data := map[string]any{"Title": req.Ref() + " · Nixery", "Ref": req.Ref(), "Req": req, "Commands": s.commands(r, req)}
+	status := http.StatusOK
+	if d != nil {
+		v := s.view(r, req, d, recent)
+		v.Picture = picture(d)
+		data["Image"] = v
+		if r.URL.Query().Has("compare") {
+			cv := s.compareWith(w, r, req, d, r.URL.Query().Get("compare"))
+			if cv.status != 0 {
+				status = cv.status
+			}
+			data["Compare"] = cv
+		}
+	}
+	s.render(w, r, status, "image.html", data)
+}
+
+// CompareView is the comparison the image page shows for ?compare=:
+// the comparison, or why there is none.
+type CompareView struct {
+	Other      string // the other image's reference
+	Comparison *Comparison
+	NotBuilt   bool   // the other image is not built: the page links its build
+	Error      string // the other name is invalid, or its details unreadable
+	status     int    // of the page, with Error
+}
+
+// compareWith compares d with the image other names. It never builds: a
+// GET starts no build (see the package doc); an image not built yet is
+// said to be so, with a link to its build page.
+func (s *Site) compareWith(w http.ResponseWriter, r *http.Request, self *image.Request, d *builder.Details, other string) *CompareView {
+	req, err := image.ParseRef(strings.Trim(strings.TrimSpace(other), "/"))
+	if err != nil {
+		return &CompareView{Other: other, Error: err.Error(), status: http.StatusBadRequest}
+	}
+	cv := &CompareView{Other: req.Ref()}
+	od, err := s.Builder.Details(r.Context(), req)
+	switch {
+	case errors.Is(err, builder.ErrNotBuilt):
+		cv.NotBuilt = true
+	case err != nil:
+		cv.Error, cv.status = err.Error(), errorHeader(w, err)
+	default:
+		cv.Comparison = compare(d, od)
+		cv.Comparison.A, cv.Comparison.B = self.Ref(), req.Ref()
+	}
+	return cv
 }
 
 func (s *Site) imageAPI(w http.ResponseWriter, r *http.Request, req *image.Request) {
@@ -91,7 +143,7 @@ func (s *Site) imageAPI(w http.ResponseWriter, r *http.Request, req *image.Reque
 		s.failErr(w, r, err)
 		return
 	}
-	writeJSON(w, r, http.StatusOK, s.view(r, req, d))
+	writeJSON(w, r, http.StatusOK, s.view(r, req, d, s.Builder.Recent()))
 }
 
 // buildPage shows a build live. A GET (or HEAD) only renders the page:

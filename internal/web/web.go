@@ -4,7 +4,8 @@
 //
 //	GET /                               index: how to pull from this host, source, recent images
 //	GET /search?q=…                     package search (the index page searches as you type)
-//	GET /image/<name>[:<tag>]           an image: packages, closure, layers, pull commands
+//	GET /image/<name>[:<tag>]           an image: packages, a picture of its closure, layers, pull commands
+//	    …?compare=<name>[:<tag>]        the same, compared with another built image (never builds it)
 //	GET /build/<name>[:<tag>]           shows the build live (its script opens the event stream)
 //	POST /build/<name>[:<tag>]          starts (or joins) the build, then 303 to the page
 //	GET /api/search?q=…[&limit=n]       JSON search results
@@ -18,8 +19,9 @@
 // previews cannot make this host run Nix: builds start from the registry
 // API, the event stream (which only a script or the CLI opens) or a POST.
 //
-// Pages are server-rendered HTML with inline CSS and a little inline
-// JavaScript (live search, live progress); nothing is loaded from
+// Pages are server-rendered HTML with inline CSS and SVG (the picture of
+// an image, picture.go) and a little inline JavaScript (live search,
+// live progress); nothing is loaded from
 // elsewhere, since registries often live on networks without internet.
 // Like the registry, routing reads the path by prefix and suffix so that
 // image names with any number of slashes just work.
@@ -84,6 +86,16 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"lower": strings.ToLower,
 	"ago":   ago,
 	"secs":  seconds,
+	// for the picture and the comparison (picture.html)
+	"store":   shortName,
+	"num":     svgNumber,
+	"add":     func(a, b any) float64 { return toFloat(a) + toFloat(b) },
+	"sub":     func(a, b any) float64 { return toFloat(a) - toFloat(b) },
+	"add64":   func(a, b int64) int64 { return a + b },
+	"count":   count,
+	"stripe":  func(h float64) float64 { return min(4, h/4) },
+	"pct":     func(a, b int64) string { return svgNumber(100 * ratio(a, b)) },
+	"percent": func(a, b int64) string { return strconv.FormatFloat(100*ratio(a, b), 'f', 0, 64) + " %" },
 }).ParseFS(templateFS, "templates/*.html"))
 
 func (s *Site) logger() *slog.Logger {

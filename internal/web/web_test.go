@@ -159,6 +159,23 @@ func TestBuildProgressStream(t *testing.T) {
 	if len(events) == 0 || events[0].Kind != "queued" {
 		t.Errorf("first event: %+v", events)
 	}
+	// The pack's progress: in the pack phase, the last one complete.
+	var packed []builder.Event
+	phase := ""
+	for _, e := range events {
+		if e.Kind == "phase" {
+			phase = e.Phase
+		}
+		if e.Kind == "progress" {
+			if phase != "pack" || e.Phase != "pack" || e.Bytes > e.Total {
+				t.Errorf("progress event %+v in phase %s", e, phase)
+			}
+			packed = append(packed, e)
+		}
+	}
+	if len(packed) == 0 || packed[len(packed)-1].Bytes != packed[len(packed)-1].Total || packed[len(packed)-1].Total == 0 {
+		t.Errorf("progress events %+v", packed)
+	}
 	last := events[len(events)-1]
 	if last.Kind != "done" || !strings.HasPrefix(string(last.Digest), "sha256:") {
 		t.Fatalf("last event %+v", last)
@@ -192,6 +209,25 @@ func TestBuildProgressStream(t *testing.T) {
 	page = get(t, s, "GET", "/image/hello").Body.String()
 	if !strings.Contains(page, `shared with <a href="/image/shell/hello">shell/hello</a>`) {
 		t.Errorf("image page of hello shows no layer shared with shell/hello:\n%s", page)
+	}
+	// Its picture: hello's own path, its licence, why it is there.
+	for _, want := range []string{`class="picture"`, "hello-2.12.1 · ", "licence: GPL-3.0-or-later", "why: hello-2.12.1 → libcommon-2.38"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the picture of hello lacks %q", want)
+		}
+	}
+	// Compared: with shell/hello (built), with jq (not built: no build
+	// starts, a link to it).
+	page = get(t, s, "GET", "/image/hello?compare=shell/hello").Body.String()
+	if !strings.Contains(page, `Compared with <a href="/image/shell/hello">shell/hello</a>`) || !strings.Contains(page, "<code>hello</code> alone") {
+		t.Errorf("hello compared with shell/hello:\n%s", page)
+	}
+	rec = get(t, s, "GET", "/image/hello?compare=jq")
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `id="compare-missing"`) || !strings.Contains(rec.Body.String(), `href="/build/jq"`) {
+		t.Errorf("hello compared with jq, not built: %d\n%s", rec.Code, rec.Body.String())
+	}
+	if len(s.Builder.Builds().Running) != 0 {
+		t.Errorf("a comparison started a build")
 	}
 	// The index lists both as recently built.
 	index := get(t, s, "GET", "/").Body.String()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/nixery/nixery/internal/archive"
@@ -114,6 +115,10 @@ func wire(ctx context.Context, cfg *config.Config, log *slog.Logger) (*parts, er
 			return nil, fmt.Errorf("NIXERY_SIGNING_KEY / --signing-key: %w", err)
 		}
 		artifacts.Signer = signer
+		// The key's scrypt took tens of MB, once: give them back to the
+		// system now rather than keep them resident for the process's
+		// life.
+		debug.FreeOSMemory()
 		log.Info("signing every image and its SBOMs and provenance", "key", signer.Fingerprint())
 	}
 	builder.Artifacts = artifacts

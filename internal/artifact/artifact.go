@@ -171,15 +171,24 @@ func Document(subject ocispec.Descriptor, mediaType, name string, data []byte) (
 // distribution spec's referrers tag schema). It lists each artifact's
 // Manifest.Descriptor, in the order given.
 func Index(artifacts ...Artifact) ([]byte, error) {
-	idx := ocispec.Index{
+	manifests := make([]ocispec.Descriptor, 0, len(artifacts))
+	for _, a := range artifacts {
+		manifests = append(manifests, a.Manifest.Descriptor)
+	}
+	return IndexOf(manifests)
+}
+
+// IndexOf is the referrers index that lists manifests, in the order
+// given (none: an empty list, never null).
+func IndexOf(manifests []ocispec.Descriptor) ([]byte, error) {
+	if manifests == nil {
+		manifests = []ocispec.Descriptor{}
+	}
+	return json.Marshal(ocispec.Index{
 		Versioned: specs.Versioned{SchemaVersion: 2},
 		MediaType: ocispec.MediaTypeImageIndex,
-		Manifests: make([]ocispec.Descriptor, 0, len(artifacts)),
-	}
-	for _, a := range artifacts {
-		idx.Manifests = append(idx.Manifests, a.Manifest.Descriptor)
-	}
-	return json.Marshal(idx)
+		Manifests: manifests,
+	})
 }
 
 // ReferrersTag is the tag of the referrers tag schema for a subject's

@@ -34,7 +34,7 @@ func (b *Builder) artifactsOf(ctx context.Context, key string, h *hotEntry) {
 		return
 	}
 	if err == nil {
-		err = b.Artifacts.Ensure(ctx, key, d)
+		err = b.Artifacts.Ensure(ctx, d)
 	}
 	if err != nil {
 		b.logger().Warn("image artifacts not made", "key", key, "err", err)

@@ -19,7 +19,7 @@ type recordingArtifacts struct {
 	fail    bool
 }
 
-func (r *recordingArtifacts) Ensure(_ context.Context, key string, d *metadata.Details) error {
+func (r *recordingArtifacts) Ensure(_ context.Context, d *metadata.Details) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.details = append(r.details, d)

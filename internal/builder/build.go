@@ -221,7 +221,7 @@ func (b *Builder) budget() int {
 // Artifacts makes the artifacts of a built image from its details, unless
 // they exist; Ensure is called again until it succeeds.
 type Artifacts interface {
-	Ensure(ctx context.Context, key string, d *metadata.Details) error
+	Ensure(ctx context.Context, d *metadata.Details) error
 }
 
 // Image is a built image: its manifests by media type.

@@ -97,7 +97,7 @@ func (bd *build) run(ctx context.Context) (*Image, error) {
 		// verifies it right after its pull finds them; a failure is
 		// logged and tried again at the next pull, never the build's.
 		t := time.Now()
-		if err := bd.b.Artifacts.Ensure(ctx, bd.key, details); err != nil {
+		if err := bd.b.Artifacts.Ensure(ctx, details); err != nil {
 			bd.log.Warn("image artifacts not made", "err", err)
 		} else {
 			bd.log.Info("image artifacts made", "seconds", time.Since(t).Seconds())

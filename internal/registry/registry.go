@@ -22,9 +22,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/opencontainers/go-digest"
-	specs "github.com/opencontainers/image-spec/specs-go"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nixery/nixery/internal/artifact"
 	"github.com/nixery/nixery/internal/fault"
 	"github.com/nixery/nixery/internal/image"
 	"github.com/nixery/nixery/internal/manifest"
@@ -251,7 +251,7 @@ func (r *Registry) referrers(w http.ResponseWriter, req *http.Request, _, ref st
 		manifests = slices.DeleteFunc(slices.Clone(manifests), func(m v1.Descriptor) bool { return !slices.Contains(types, m.ArtifactType) })
 		w.Header().Set("OCI-Filters-Applied", "artifactType")
 	}
-	body, err := referrersIndex(manifests)
+	body, err := artifact.IndexOf(manifests)
 	if err != nil {
 		return err
 	}
@@ -270,18 +270,6 @@ func (r *Registry) findReferrers(ctx context.Context, subject digest.Digest) (me
 	return set, err
 }
 
-// referrersIndex is the image index that lists manifests.
-func referrersIndex(manifests []v1.Descriptor) ([]byte, error) {
-	if manifests == nil {
-		manifests = []v1.Descriptor{}
-	}
-	return json.Marshal(v1.Index{
-		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: v1.MediaTypeImageIndex,
-		Manifests: manifests,
-	})
-}
-
 // referrersTag answers a manifest request for a tag of the referrers tag
 // schema: "sha256-<hex>" is the index of the artifacts of sha256:<hex>
 // (for clients without the referrers API), "sha256-<hex>.sig" and ".att"
@@ -298,7 +286,7 @@ func (r *Registry) referrersTag(w http.ResponseWriter, req *http.Request, tag st
 		if len(set.Manifests) == 0 {
 			return unknown
 		}
-		body, err := referrersIndex(set.Manifests)
+		body, err := artifact.IndexOf(set.Manifests)
 		if err != nil {
 			return err
 		}

@@ -43,10 +43,7 @@ func (m *Maker) Summarize(ctx context.Context, subject digest.Digest) (Summary, 
 	if err != nil {
 		return Summary{}, err
 	}
-	var s Summary
-	if m.Signer != nil {
-		s.Fingerprint = m.Signer.Fingerprint()
-	}
+	s := Summary{Fingerprint: m.Fingerprint()}
 	for _, want := range documentNames {
 		for _, d := range set.Manifests {
 			if d.ArtifactType != want.artifactType {

@@ -83,9 +83,9 @@ type Maker struct {
 const makeTimeout = 2 * time.Minute
 
 // Ensure makes the artifacts of each manifest of the image d describes,
-// unless they exist. key is the image's cache key (unused: the artifacts
-// are the manifests', which images of other names may share).
-func (m *Maker) Ensure(ctx context.Context, _ string, d *metadata.Details) error {
+// unless they exist. They are the manifests', which images of other names
+// may share.
+func (m *Maker) Ensure(ctx context.Context, d *metadata.Details) error {
 	types := make([]string, 0, len(d.Manifests))
 	for mt := range d.Manifests {
 		types = append(types, mt)
@@ -111,8 +111,17 @@ func (m *Maker) Referrers(ctx context.Context, subject digest.Digest) (metadata.
 
 // signer names the signer of the artifacts this Maker makes.
 func (m *Maker) signer() string {
+	if f := m.Fingerprint(); f != "" {
+		return f
+	}
+	return metadata.Unsigned
+}
+
+// Fingerprint names the key that signs this Maker's artifacts, "" when
+// they are not signed.
+func (m *Maker) Fingerprint() string {
 	if m.Signer == nil {
-		return metadata.Unsigned
+		return ""
 	}
 	return m.Signer.Fingerprint()
 }

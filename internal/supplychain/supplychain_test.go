@@ -95,7 +95,7 @@ func TestEnsure(t *testing.T) {
 	m := &supplychain.Maker{Metadata: metadata.New(fs, nil), Describe: describe(&described), Signer: &signer{},
 		Repository: func(d *metadata.Details) string { return "registry.example/" + d.Name }}
 	for range 2 {
-		if err := m.Ensure(ctx, "key", d); err != nil {
+		if err := m.Ensure(ctx, d); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -161,7 +161,7 @@ func TestReplicasServeOneSet(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, m := range replicas {
 		wg.Go(func() {
-			if err := m.Ensure(ctx, "key", d); err != nil {
+			if err := m.Ensure(ctx, d); err != nil {
 				t.Error(err)
 			}
 		})
@@ -193,14 +193,14 @@ func TestEnsureFailureStoresNoSet(t *testing.T) {
 		}
 		return nil, nil
 	}}
-	if err := m.Ensure(ctx, "key", d); err == nil {
+	if err := m.Ensure(ctx, d); err == nil {
 		t.Fatal("Ensure succeeded with a failing description")
 	}
 	if _, err := m.Referrers(ctx, d.Manifests[manifest.OCIManifest]); err == nil {
 		t.Error("a set was stored after a failure")
 	}
 	fail = false
-	if err := m.Ensure(ctx, "key", d); err != nil {
+	if err := m.Ensure(ctx, d); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.Referrers(ctx, d.Manifests[manifest.OCIManifest]); err != nil {
@@ -218,7 +218,7 @@ func TestANewKeyMakesASignedSet(t *testing.T) {
 	unsigned := &supplychain.Maker{Metadata: metadata.New(fs, nil), Describe: describe(&described)}
 	signed := &supplychain.Maker{Metadata: metadata.New(fs, nil), Describe: describe(&described), Signer: &signer{}}
 	for _, m := range []*supplychain.Maker{unsigned, signed} {
-		if err := m.Ensure(ctx, "key", d); err != nil {
+		if err := m.Ensure(ctx, d); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -44,11 +44,12 @@ func (s *Site) supplyChain(r *http.Request, req *image.Request, d *builder.Detai
 		v.Links = append(v.Links, "/v2/"+req.Name+"/blobs/"+doc.Blob.String())
 	}
 	if sum.Fingerprint != "" {
+		host, plain := s.host(r), s.insecure(r)
 		scheme := "https://"
-		if s.insecure(r) {
+		if plain {
 			scheme = "http://"
 		}
-		v.Verify = supplychain.VerifyCommand(s.host(r)+"/"+req.Ref(), scheme+s.host(r)+"/cosign.pub", s.insecure(r))
+		v.Verify = supplychain.VerifyCommand(host+"/"+req.Ref(), scheme+host+"/cosign.pub", plain)
 	}
 	return v
 }

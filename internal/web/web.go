@@ -369,8 +369,8 @@ func (s *Site) indexPage(w http.ResponseWriter, r *http.Request) {
 	if s.insecure(r) {
 		data["Insecure"] = true
 	}
-	if s.Artifacts != nil && s.Artifacts.PublicKey() != nil {
-		data["SigningKey"] = s.Artifacts.Signer.Fingerprint()
+	if s.Artifacts != nil {
+		data["SigningKey"] = s.Artifacts.Fingerprint()
 	}
 	s.render(w, r, http.StatusOK, "index.html", data)
 }
